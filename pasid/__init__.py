@@ -1,0 +1,60 @@
+"""pasid: PCIe PASID allocation with the lifecycle IOMMU drivers need.
+
+The public names come from the compiled core, ``pasid._core``, unless
+``PASID_NO_EXTENSION=1`` is set or the extension cannot be imported; then they
+come from the pure-Python backend, :mod:`pasid.pure`, and a missing extension
+is reported with a :class:`RuntimeWarning` naming the cause.
+``pasid.BACKEND`` says which is in use: ``"cython"`` or ``"python"``.
+"""
+
+import os as _os
+import warnings as _warnings
+
+from pasid._errors import (
+    InvalidPasid,
+    PasidError,
+    PasidExhausted,
+    QuotaExceeded,
+    SnapshotError,
+    StateError,
+)
+from pasid._handle import PasidHandle
+from pasid._state import State
+
+if _os.environ.get("PASID_NO_EXTENSION") == "1":
+    from pasid.pure import IDA, PasidAllocator
+
+    BACKEND = "python"
+else:
+    try:
+        from pasid._core import IDA, PasidAllocator
+
+        BACKEND = "cython"
+    except ImportError as _exc:  # pragma: no cover - exercised by a subprocess test
+        _warnings.warn(
+            f"pasid: compiled core unavailable ({_exc}); using the pure-Python backend",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        from pasid.pure import IDA, PasidAllocator
+
+        BACKEND = "python"
+
+from pasid import pure  # noqa: E402  (after the backend choice, by design)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BACKEND",
+    "IDA",
+    "InvalidPasid",
+    "PasidAllocator",
+    "PasidError",
+    "PasidExhausted",
+    "PasidHandle",
+    "QuotaExceeded",
+    "SnapshotError",
+    "State",
+    "StateError",
+    "pure",
+]

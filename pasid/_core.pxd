@@ -1,0 +1,93 @@
+# The C-level API of the compiled core, for simulators written in Cython:
+#     from pasid._core cimport PasidAllocator, IDA
+# The ID space structures are those of _idspace.pxi; the classes are final.
+
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
+
+ctypedef struct Node:
+    uint64_t free_mask       # bit i: slot i has a free ID below it
+    uint64_t used_mask       # bit i: slot i has a taken ID below it
+    uint64_t nfree           # free IDs under this node
+    uint64_t slot[64]        # leaf: bitmap words (1 = free); inner: Node* (NULL = all free)
+
+ctypedef struct Space:
+    Node* root
+    int height               # the root covers 2**(12 + 6*height) IDs
+    int64_t capacity         # IDs 0 .. capacity-1 are addressable
+    int64_t nodes            # nodes allocated (memory accounting)
+
+cimport cython
+
+
+@cython.final
+cdef class IDA:
+    cdef Space space
+    cdef int64_t count
+
+    cdef int64_t _alloc(self, int64_t lo, int64_t hi) except -1
+
+
+@cython.final
+cdef class PasidAllocator:
+    # configuration
+    cdef int _bits
+    cdef int64_t _size
+    cdef int _strategy
+    cdef double _grace
+    cdef object _clock
+    cdef double _now
+    cdef uint64_t _rng
+    cdef int64_t _cursor
+    # the ID space and the per-PASID tables (C arrays owned by the instance)
+    cdef Space space
+    cdef uint8_t* _state
+    cdef uint8_t* _flags
+    cdef uint32_t* _refcount
+    cdef uint32_t* _generation
+    cdef double* _hold
+    cdef int32_t* _fifo_prev
+    cdef int32_t* _fifo_next
+    cdef int32_t _fifo_head
+    cdef int32_t _fifo_tail
+    # the release queue: a binary heap of (release_at, PASID)
+    cdef double* _queue_time
+    cdef int32_t* _queue_pasid
+    cdef int64_t _queue_len
+    # side tables (Python objects, consulted only when a flag says so)
+    cdef dict _owner
+    cdef dict _data
+    cdef dict _bindings
+    cdef dict _devices
+    cdef dict _bound
+    cdef dict _owned
+    cdef dict _use
+    cdef dict _quota
+    # counters
+    cdef int64_t _counts[5]
+    cdef int64_t _allocations
+    cdef int64_t _releases
+    cdef int64_t _reclaimed
+    cdef int64_t _failures
+    cdef int64_t _high_water
+
+    cdef int64_t _check_id(self, object value) except -1
+    cdef double _read_clock(self) except? -1.0
+    cdef int _sync(self) except -1
+    cdef int _take_state(self, int64_t p, int state) except -1
+    cdef int _make_free(self, int64_t p) except -1
+    cdef int64_t _reclaim(self, double now) except -1
+    cdef int _settle(self, int64_t p, double now) except -1
+    cdef int _release(self, int64_t p, double now, list teardown) except -1
+    cdef void _fifo_push(self, int64_t p) noexcept
+    cdef void _fifo_remove(self, int64_t p) noexcept
+    cdef void _queue_push(self, double release_at, int64_t p) noexcept
+    cdef int64_t _queue_pop(self) noexcept
+    cdef int64_t _choose(self, int64_t lo, int64_t hi) noexcept
+    cdef int _check_quota(self, object owner, int64_t n) except -1
+    cdef int _activate(self, int64_t p, object owner, object data) except -1
+    cdef int _tag_owner(self, int64_t p, object owner) except -1
+    cdef int64_t _alloc(self, object owner, object data, object min, object max) except -2
+    cdef int64_t _fill(self, uint32_t* out, int64_t n) noexcept
+    cdef void _unfill(self, uint32_t* out, int64_t done) noexcept
+    cdef object _id_array(self, object ids)
+    cdef tuple _range(self, lo, hi)

@@ -1,0 +1,1605 @@
+"""The compiled core of pasid: IDA and PasidAllocator.
+
+Two rooms, as in the pure backend: the ID space (``_idspace.pxi``: a radix
+tree of 64-bit bitmap words, and the strategies) decides which FREE ID an
+allocation gets; the lifecycle tables (state, refcount, generation and
+release time per PASID in C arrays; owners, data, bindings in side tables
+touched only when a per-PASID flag says so) decide when an ID is FREE again.
+
+Every public operation validates first and then mutates; the only step that
+can fail after a mutation began is a memory allocation, which is undone.
+Operations hold the object's critical section: the GIL on the normal build, a
+per-object lock on the free-threaded build.
+"""
+
+cimport cython
+from cpython.long cimport PyLong_AsLongLongAndOverflow
+from libc.math cimport INFINITY, isnan
+from libc.stdint cimport INT64_MAX, INT64_MIN, int32_t, int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdlib cimport calloc, free, malloc
+from libc.string cimport memchr
+
+import operator
+import os
+
+import numpy as np
+
+from pasid._errors import InvalidPasid, PasidExhausted, QuotaExceeded, StateError
+from pasid._handle import PasidHandle
+from pasid._state import State
+
+include "_idspace.pxi"
+
+__all__ = ["IDA", "PasidAllocator"]
+
+cdef enum:
+    FREE = 0
+    RESERVED = 1
+    ACTIVE = 2
+    DRAINING = 3
+    QUARANTINED = 4
+
+cdef enum:
+    HAS_OWNER = 1
+    HAS_DATA = 2
+    HAS_BINDINGS = 4
+
+cdef enum:
+    LOWEST = 0
+    CYCLIC = 1
+    FIFO = 2
+    RANDOM = 3
+
+STRATEGIES = ("lowest", "cyclic", "fifo", "random")
+_STATE_NAMES = ("FREE", "RESERVED", "ACTIVE", "DRAINING", "QUARANTINED")
+_STATES = tuple(State)
+
+cdef int64_t IDA_MAX = 2147483647
+
+
+# ---------------------------------------------------------------- arguments
+
+cdef int64_t as_int64(object value, str what) except? -1:
+    """An int or numpy integer as int64, saturated; bool and others raise TypeError."""
+    cdef int overflow = 0
+    cdef long long result
+    if type(value) is not int:
+        if isinstance(value, bool):
+            raise TypeError(f"{what} must be an integer, not bool")
+        try:
+            value = operator.index(value)
+        except TypeError:
+            raise TypeError(f"{what} must be an integer, not {type(value).__name__}") from None
+    result = PyLong_AsLongLongAndOverflow(value, &overflow)
+    if overflow > 0:
+        return INT64_MAX
+    if overflow < 0:
+        return INT64_MIN
+    return result
+
+
+cdef double as_time(object value, str what) except? -1.0:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{what} must be a number, not {type(value).__name__}")
+    cdef double result = float(value)
+    if isnan(result):
+        raise ValueError(f"{what} must not be NaN")
+    return result
+
+
+cdef inline uint64_t splitmix64(uint64_t* state) noexcept nogil:
+    """SplitMix64 (see pasid/_rng.py, the pure rendering): one 64-bit output."""
+    cdef uint64_t z
+    state[0] += 0x9E3779B97F4A7C15ULL
+    z = state[0]
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL
+    return z ^ (z >> 31)
+
+
+cdef inline uint64_t draw_below(uint64_t* state, uint64_t n) noexcept nogil:
+    """Uniform in 0..n-1 by rejecting the 2**64 mod n lowest outputs (n >= 1)."""
+    cdef uint64_t threshold = (0 - n) % n
+    cdef uint64_t x = splitmix64(state)
+    while x < threshold:
+        x = splitmix64(state)
+    return x % n
+
+
+# ---------------------------------------------------------------- IDA
+
+@cython.final
+cdef class IDA:
+    """A Linux-IDA-compatible ID allocator over 0 .. 2**31 - 1.
+
+    The lowest free ID in a range, as the kernel's ``ida_alloc_range``; memory
+    grows with what is allocated, not with the range. Thread-safe: every
+    operation is atomic.
+
+    >>> from pasid import IDA
+    >>> ida = IDA()
+    >>> ida.alloc(), ida.alloc(), ida.alloc_min(10)
+    (0, 1, 10)
+    >>> ida.free(1); ida.alloc()
+    1
+    >>> list(ida), len(ida), 10 in ida
+    ([0, 1, 10], 3, True)
+    """
+
+    def __cinit__(self):
+        if space_init(&self.space, IDA_MAX + 1) < 0:
+            raise MemoryError()
+        self.count = 0
+
+    def __dealloc__(self):
+        space_destroy(&self.space)
+
+    cdef int64_t _alloc(self, int64_t lo, int64_t hi) except -1:
+        cdef int64_t p
+        if lo < 0 or hi < 0:
+            raise InvalidPasid(f"negative ID bound {min(lo, hi)}")
+        if hi > IDA_MAX:
+            hi = IDA_MAX
+        if lo > hi:
+            raise PasidExhausted(f"no space: min {lo} > max {hi}")
+        with cython.critical_section(self):
+            p = space_find_free(&self.space, lo)
+            if p < 0 or p > hi:
+                raise PasidExhausted(f"no free ID in {lo}..{hi}")
+            if space_take(&self.space, p) < 0:
+                raise MemoryError()
+            self.count += 1
+        return p
+
+    def alloc(self):
+        """The lowest free ID. O(log64 N). Raises PasidExhausted when all 2**31 are taken.
+
+        >>> IDA().alloc()
+        0
+        """
+        return self._alloc(0, IDA_MAX)
+
+    def alloc_min(self, min):
+        """The lowest free ID >= ``min``. O(log64 N).
+
+        ``min`` above 2**31-1: PasidExhausted; negative: InvalidPasid.
+
+        >>> IDA().alloc_min(5)
+        5
+        """
+        return self._alloc(as_int64(min, "min"), IDA_MAX)
+
+    def alloc_max(self, max):
+        """The lowest free ID <= ``max`` (clamped at 2**31-1). O(log64 N).
+
+        >>> ida = IDA(); ida.alloc_max(0)
+        0
+        >>> ida.alloc_max(0)
+        Traceback (most recent call last):
+        ...
+        pasid._errors.PasidExhausted: no free ID in 0..0
+        """
+        return self._alloc(0, as_int64(max, "max"))
+
+    def alloc_range(self, min, max):
+        """The lowest free ID in ``[min, max]`` (inclusive). O(log64 N).
+
+        As in the kernel: ``max`` above 2**31-1 is clamped; ``min > max`` or a
+        full range raises PasidExhausted; a negative bound, InvalidPasid.
+
+        >>> ida = IDA(); ida.alloc_range(7, 9), ida.alloc_range(7, 2**40)
+        (7, 8)
+        """
+        return self._alloc(as_int64(min, "min"), as_int64(max, "max"))
+
+    def free(self, id):
+        """Free an allocated ID. O(log64 N).
+
+        Not allocated: StateError, nothing changes; negative or above
+        2**31-1: InvalidPasid.
+
+        >>> ida = IDA(); ida.free(ida.alloc()); ida.free(0)
+        Traceback (most recent call last):
+        ...
+        pasid._errors.StateError: ida_free called for id=0 which is not allocated
+        """
+        cdef int64_t p = as_int64(id, "id")
+        if p < 0 or p > IDA_MAX:
+            raise InvalidPasid(f"id {id} out of range 0..{IDA_MAX}")
+        with cython.critical_section(self):
+            if space_is_free(&self.space, p):
+                raise StateError(f"ida_free called for id={p} which is not allocated")
+            space_release(&self.space, p)
+            self.count -= 1
+
+    def find_first(self):
+        """The lowest allocated ID, or None. O(log64 N).
+
+        >>> ida = IDA(); ida.find_first() is None
+        True
+        """
+        return self.find_first_range(0, IDA_MAX)
+
+    def find_first_range(self, min, max):
+        """The lowest allocated ID in ``[min, max]``, or None. O(log64 N).
+
+        Negative ``min``: InvalidPasid; ``min > max``: None. Unlike the kernel,
+        the whole range is searched, not only its first chunk.
+
+        >>> ida = IDA(); _ = ida.alloc_min(3000); ida.find_first_range(1, 5000)
+        3000
+        """
+        cdef int64_t lo = as_int64(min, "min")
+        cdef int64_t hi = as_int64(max, "max")
+        cdef int64_t p
+        if lo < 0:
+            raise InvalidPasid(f"negative min {lo}")
+        if hi > IDA_MAX:
+            hi = IDA_MAX
+        if lo > hi:
+            return None
+        with cython.critical_section(self):
+            p = space_find_used(&self.space, lo)
+        return p if 0 <= p <= hi else None
+
+    def exists(self, id):
+        """True if ``id`` is allocated; never raises. O(log64 N).
+
+        >>> IDA().exists(-1), IDA().exists("x")
+        (False, False)
+        """
+        cdef int64_t p
+        try:
+            p = as_int64(id, "id")
+        except TypeError:
+            return False
+        if p < 0 or p > IDA_MAX:
+            return False
+        with cython.critical_section(self):
+            return not space_is_free(&self.space, p)
+
+    def __contains__(self, id):
+        return self.exists(id)
+
+    def is_empty(self):
+        """True when no ID is allocated. O(1).
+
+        >>> IDA().is_empty()
+        True
+        """
+        return self.count == 0
+
+    def destroy(self):
+        """Free every ID and the memory behind them. O(allocated).
+
+        >>> ida = IDA(); _ = ida.alloc_min(99); ida.destroy(); ida.is_empty()
+        True
+        """
+        with cython.critical_section(self):
+            if space_clear(&self.space) < 0:
+                raise MemoryError()
+            self.count = 0
+
+    def __len__(self):
+        return self.count
+
+    def __iter__(self):
+        cdef list found = []
+        cdef int64_t p
+        with cython.critical_section(self):
+            p = space_find_used(&self.space, 0)
+            while p >= 0:
+                found.append(p)
+                p = space_find_used(&self.space, p + 1)
+        return iter(found)
+
+    def __repr__(self):
+        return f"<pasid.IDA allocated={self.count}>"
+
+    def _memory(self):
+        """Bytes held by the bitmap tree (nodes of 64 words plus summaries)."""
+        return self.space.nodes * sizeof(Node)
+
+    def _check(self):
+        """Verify every summary, count and node against the bitmap words below."""
+        with cython.critical_section(self):
+            used, nodes = _check_node(self.space.root, self.space.height, True)
+            if used != self.count:
+                raise AssertionError(f"count {self.count} != {used} taken bits")
+            if nodes != self.space.nodes:
+                raise AssertionError(f"nodes {self.space.nodes} != {nodes} in the tree")
+
+
+cdef tuple _check_node(Node* node, int height, bint is_root):
+    """(taken IDs, nodes) under ``node``, raising AssertionError on any disagreement."""
+    cdef int i
+    cdef uint64_t free_mask = 0, used_mask = 0
+    cdef int64_t span = (<int64_t>1) << (LEAF_SHIFT + 6 * height)
+    cdef int64_t used = 0, nodes = 1, child_used, child_nodes, child_span
+    cdef Node* child
+    if height == 0:
+        for i in range(64):
+            if node.slot[i]:
+                free_mask |= (<uint64_t>1) << i
+            if node.slot[i] != ALL:
+                used_mask |= (<uint64_t>1) << i
+            used += 64 - popcount64(node.slot[i])
+    else:
+        child_span = (<int64_t>1) << slot_shift(height)
+        for i in range(64):
+            child = <Node*>node.slot[i]
+            if child == NULL:
+                free_mask |= (<uint64_t>1) << i
+                continue
+            child_used, child_nodes = _check_node(child, height - 1, False)
+            if child_used == 0:
+                raise AssertionError(f"an all-free node is kept at height {height - 1}")
+            if child_used < child_span:
+                free_mask |= (<uint64_t>1) << i
+            used_mask |= (<uint64_t>1) << i
+            used += child_used
+            nodes += child_nodes
+    if free_mask != node.free_mask or used_mask != node.used_mask:
+        raise AssertionError(f"summary masks disagree at height {height}")
+    if <int64_t>node.nfree != span - used:
+        raise AssertionError(f"nfree {node.nfree} != {span - used} at height {height}")
+    return used, nodes
+
+
+# ---------------------------------------------------------------- PasidAllocator
+
+cdef class _Device:
+    cdef public int bits
+    cdef public double drain
+    cdef public object on_teardown
+
+    def __init__(self, bits, drain, on_teardown):
+        self.bits = bits
+        self.drain = drain
+        self.on_teardown = on_teardown
+
+
+def _run_callbacks(list teardown):
+    """Call on_teardown callbacks after the state change; the first error propagates last."""
+    error = None
+    for callback, p in teardown:
+        try:
+            callback(p)
+        except BaseException as exc:
+            if error is None:
+                error = exc
+    if error is not None:
+        raise error
+
+
+@cython.final
+cdef class PasidAllocator:
+    """PCIe PASIDs with the lifecycle IOMMU drivers need.
+
+    ``PasidAllocator(bits=20, *, reserved=(0,), strategy="lowest", grace=0,
+    clock=None, seed=None)``. IDs are ``0 .. 2**bits - 1``; ``reserved`` IDs
+    or inclusive ``(lo, hi)`` pairs start RESERVED; the strategy (lowest,
+    cyclic, fifo, random) picks which FREE ID an allocation gets; ``grace`` is
+    the minimum time from release to reuse, on a logical clock (moved by
+    :meth:`advance`) or a callable one. Times are kept as floats.
+
+    Costs: alloc, free, get, put, bind, unbind, queries O(log64 N); the
+    ``random`` strategy O(64 log64 N); ``fifo`` with a narrow ``min``/``max``
+    pays for the FREE IDs it skips. Every error leaves the allocator as it
+    was (a refused allocation counts in ``failures``).
+
+    >>> from pasid import PasidAllocator
+    >>> a = PasidAllocator(bits=8, grace=10)
+    >>> p = a.alloc(owner="vm0")
+    >>> p, a.state(p).name
+    (1, 'ACTIVE')
+    >>> a.free(p)
+    >>> a.state(p).name, a.next_release_time()
+    ('QUARANTINED', 10.0)
+    >>> a.advance(by=10), a.state(p).name
+    (1, 'FREE')
+    """
+
+    def __cinit__(self, bits=20, *, reserved=(0,), strategy="lowest", grace=0,
+                  clock=None, seed=None):
+        cdef int64_t nbits = as_int64(bits, "bits")
+        cdef int64_t size, p, lo, hi
+        if not 1 <= nbits <= 20:
+            raise ValueError(f"bits must be in 1..20, got {nbits}")
+        if strategy not in STRATEGIES:
+            raise ValueError(
+                f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}"
+            )
+        cdef double grace_time = as_time(grace, "grace")
+        if grace_time < 0:
+            raise ValueError(f"grace must be >= 0, got {grace_time}")
+        if clock is not None and not callable(clock):
+            raise TypeError("clock must be None or a zero-argument callable")
+        if seed is None:
+            seed = int.from_bytes(os.urandom(8), "little")
+        elif isinstance(seed, bool):
+            raise TypeError("seed must be an integer, not bool")
+        else:
+            try:
+                seed = operator.index(seed)
+            except TypeError:
+                raise TypeError(f"seed must be an integer, not {type(seed).__name__}") from None
+        size = (<int64_t>1) << nbits
+        ranges = _parse_reserved(reserved, size)
+
+        self._bits = <int>nbits
+        self._size = size
+        self._strategy = STRATEGIES.index(strategy)
+        self._grace = grace_time
+        self._clock = clock
+        self._now = 0.0
+        self._rng = <uint64_t>(seed & 0xFFFFFFFFFFFFFFFF)
+        self._cursor = 0
+        if space_init(&self.space, size) < 0:
+            raise MemoryError()
+        self._state = <uint8_t*>calloc(size, sizeof(uint8_t))
+        self._flags = <uint8_t*>calloc(size, sizeof(uint8_t))
+        self._refcount = <uint32_t*>calloc(size, sizeof(uint32_t))
+        self._generation = <uint32_t*>calloc(size, sizeof(uint32_t))
+        self._hold = <double*>malloc(size * sizeof(double))
+        self._queue_time = <double*>malloc(size * sizeof(double))
+        self._queue_pasid = <int32_t*>malloc(size * sizeof(int32_t))
+        if self._strategy == FIFO:
+            self._fifo_prev = <int32_t*>malloc(size * sizeof(int32_t))
+            self._fifo_next = <int32_t*>malloc(size * sizeof(int32_t))
+            if self._fifo_prev == NULL or self._fifo_next == NULL:
+                raise MemoryError()
+        if (self._state == NULL or self._flags == NULL or self._refcount == NULL
+                or self._generation == NULL or self._hold == NULL
+                or self._queue_time == NULL or self._queue_pasid == NULL):
+            raise MemoryError()
+        for p in range(size):
+            self._hold[p] = -INFINITY
+        self._fifo_head = self._fifo_tail = -1
+        self._queue_len = 0
+        self._owner = {}
+        self._data = {}
+        self._bindings = {}
+        self._devices = {}
+        self._bound = {}
+        self._owned = {}
+        self._use = {}
+        self._quota = {}
+        self._counts[0] = size
+        for p in range(1, 5):
+            self._counts[p] = 0
+        self._allocations = self._releases = self._reclaimed = 0
+        self._failures = self._high_water = 0
+
+        if self._strategy == FIFO:
+            for p in range(size):
+                self._fifo_push(p)
+        for lo, hi in ranges:
+            for p in range(lo, hi + 1):
+                if self._state[p] == FREE:
+                    self._take_state(p, RESERVED)
+
+    def __dealloc__(self):
+        space_destroy(&self.space)
+        free(self._state)
+        free(self._flags)
+        free(self._refcount)
+        free(self._generation)
+        free(self._hold)
+        free(self._queue_time)
+        free(self._queue_pasid)
+        free(self._fifo_prev)
+        free(self._fifo_next)
+
+    # ------------------------------------------------------------ helpers
+
+    cdef int64_t _check_id(self, object value) except -1:
+        cdef int64_t p = as_int64(value, "PASID")
+        if p < 0 or p >= self._size:
+            raise InvalidPasid(f"PASID {value} out of range 0..{self._size - 1}")
+        return p
+
+    cdef double _read_clock(self) except? -1.0:
+        if self._clock is None:
+            return self._now
+        return as_time(self._clock(), "clock()")
+
+    cdef int _sync(self) except -1:
+        """Reclaim what has expired by now (only a callable clock moves by itself)."""
+        cdef double now
+        if self._clock is not None and self._queue_len:
+            now = self._read_clock()
+            if self._queue_time[0] <= now:
+                self._reclaim(now)
+        return 0
+
+    cdef int _take_state(self, int64_t p, int state) except -1:
+        """A FREE PASID leaves the FREE set (the one step that may fail: memory)."""
+        if space_take(&self.space, p) < 0:
+            raise MemoryError()
+        if self._fifo_prev != NULL:
+            self._fifo_remove(p)
+        self._counts[FREE] -= 1
+        self._counts[state] += 1
+        self._state[p] = state
+        return 0
+
+    cdef int _make_free(self, int64_t p) except -1:
+        """A PASID whose release is complete becomes FREE; its tags go."""
+        cdef uint8_t flags = self._flags[p]
+        self._counts[self._state[p]] -= 1
+        self._counts[FREE] += 1
+        self._state[p] = FREE
+        space_release(&self.space, p)
+        if self._fifo_prev != NULL:
+            self._fifo_push(p)
+        self._refcount[p] = 0
+        self._hold[p] = -INFINITY
+        if flags:
+            self._flags[p] = 0
+            if flags & HAS_DATA:
+                del self._data[p]
+            if flags & HAS_OWNER:
+                owner = self._owner.pop(p)
+                use = self._use[owner] - 1
+                if use:
+                    self._use[owner] = use
+                else:
+                    del self._use[owner]
+        return 0
+
+    cdef int64_t _reclaim(self, double now) except -1:
+        """Every QUARANTINED PASID whose release_at <= now becomes FREE, ascending."""
+        cdef int64_t n = 0, i
+        cdef list expired
+        if not self._queue_len or self._queue_time[0] > now:
+            return 0
+        if self._queue_len == 1 or self._queue_time[1] > now and (
+                self._queue_len == 2 or self._queue_time[2] > now):
+            # the common case: exactly one expired
+            self._make_free(self._queue_pop())
+            self._reclaimed += 1
+            return 1
+        expired = []
+        while self._queue_len and self._queue_time[0] <= now:
+            expired.append(self._queue_pop())
+        expired.sort()
+        for p in expired:
+            self._make_free(p)
+        n = len(expired)
+        self._reclaimed += n
+        return n
+
+    cdef int _settle(self, int64_t p, double now) except -1:
+        """A released PASID with no device bound: QUARANTINED until release_at, or FREE."""
+        cdef double release_at = self._hold[p]
+        if release_at <= now:
+            self._make_free(p)
+            self._reclaimed += 1
+        else:
+            self._counts[self._state[p]] -= 1
+            self._counts[QUARANTINED] += 1
+            self._state[p] = QUARANTINED
+            self._queue_push(release_at, p)
+        return 0
+
+    cdef int _release(self, int64_t p, double now, list teardown) except -1:
+        """An ACTIVE PASID is released: DRAINING, QUARANTINED or FREE."""
+        cdef uint8_t flags = self._flags[p]
+        cdef double release_at = now + self._grace
+        self._releases += 1
+        self._refcount[p] = 0
+        if release_at > self._hold[p]:
+            self._hold[p] = release_at
+        if flags & HAS_OWNER:
+            owner = self._owner[p]
+            owned = self._owned[owner]
+            owned.discard(p)
+            if not owned:
+                del self._owned[owner]
+        if flags & HAS_BINDINGS:
+            self._counts[ACTIVE] -= 1
+            self._counts[DRAINING] += 1
+            self._state[p] = DRAINING
+            for device in self._bindings[p]:
+                callback = (<_Device>self._devices[device]).on_teardown
+                if callback is not None:
+                    teardown.append((callback, p))
+        else:
+            self._settle(p, now)
+        return 0
+
+    cdef void _fifo_push(self, int64_t p) noexcept:
+        self._fifo_prev[p] = self._fifo_tail
+        self._fifo_next[p] = -1
+        if self._fifo_tail >= 0:
+            self._fifo_next[self._fifo_tail] = <int32_t>p
+        else:
+            self._fifo_head = <int32_t>p
+        self._fifo_tail = <int32_t>p
+
+    cdef void _fifo_remove(self, int64_t p) noexcept:
+        cdef int32_t prev = self._fifo_prev[p], nxt = self._fifo_next[p]
+        if prev >= 0:
+            self._fifo_next[prev] = nxt
+        else:
+            self._fifo_head = nxt
+        if nxt >= 0:
+            self._fifo_prev[nxt] = prev
+        else:
+            self._fifo_tail = prev
+
+    cdef void _queue_push(self, double release_at, int64_t p) noexcept:
+        """Push onto the release heap, ordered by (release_at, PASID)."""
+        cdef int64_t i = self._queue_len, parent
+        self._queue_len += 1
+        while i > 0:
+            parent = (i - 1) >> 1
+            if (self._queue_time[parent] < release_at or
+                    (self._queue_time[parent] == release_at and self._queue_pasid[parent] < p)):
+                break
+            self._queue_time[i] = self._queue_time[parent]
+            self._queue_pasid[i] = self._queue_pasid[parent]
+            i = parent
+        self._queue_time[i] = release_at
+        self._queue_pasid[i] = <int32_t>p
+
+    cdef int64_t _queue_pop(self) noexcept:
+        """Pop the earliest (release_at, PASID) and return the PASID."""
+        cdef int64_t top = self._queue_pasid[0]
+        cdef int64_t n = self._queue_len - 1
+        cdef double time = self._queue_time[n]
+        cdef int32_t pasid = self._queue_pasid[n]
+        cdef int64_t i = 0, child
+        self._queue_len = n
+        while True:
+            child = 2 * i + 1
+            if child >= n:
+                break
+            if child + 1 < n and (
+                    self._queue_time[child + 1] < self._queue_time[child] or
+                    (self._queue_time[child + 1] == self._queue_time[child] and
+                     self._queue_pasid[child + 1] < self._queue_pasid[child])):
+                child += 1
+            if (time < self._queue_time[child] or
+                    (time == self._queue_time[child] and pasid < self._queue_pasid[child])):
+                break
+            self._queue_time[i] = self._queue_time[child]
+            self._queue_pasid[i] = self._queue_pasid[child]
+            i = child
+        if n:
+            self._queue_time[i] = time
+            self._queue_pasid[i] = pasid
+        return top
+
+    cdef int64_t _choose(self, int64_t lo, int64_t hi) noexcept:
+        """The FREE ID the strategy gives in [lo, hi], or -1. Moves nothing but the generator."""
+        cdef int64_t p, start, below, count
+        if self._strategy == LOWEST:
+            p = space_find_free(&self.space, lo)
+        elif self._strategy == CYCLIC:
+            start = self._cursor
+            if lo <= start <= hi:
+                p = space_find_free(&self.space, start)
+                if 0 <= p <= hi:
+                    return p
+            p = space_find_free(&self.space, lo)
+        elif self._strategy == FIFO:
+            p = self._fifo_head
+            while p >= 0 and not (lo <= p <= hi):
+                p = self._fifo_next[p]
+            return p
+        else:
+            below = space_rank(&self.space, lo)
+            count = space_rank(&self.space, hi + 1) - below
+            if count == 0:
+                return -1
+            return space_select(&self.space, below + <int64_t>draw_below(&self._rng, <uint64_t>count))
+        return p if 0 <= p <= hi else -1
+
+    cdef int _check_quota(self, object owner, int64_t n) except -1:
+        if owner is None or not self._quota:
+            return 0
+        quota = self._quota.get(owner)
+        if quota is not None and self._use.get(owner, 0) + n > quota:
+            self._failures += 1
+            raise QuotaExceeded(f"owner {owner!r} is at its quota of {quota} PASIDs")
+        return 0
+
+    cdef int _activate(self, int64_t p, object owner, object data) except -1:
+        """A chosen FREE PASID becomes ACTIVE with refcount 1."""
+        self._take_state(p, ACTIVE)
+        self._refcount[p] = 1
+        self._generation[p] += 1
+        if owner is not None:
+            self._tag_owner(p, owner)
+        if data is not None:
+            self._flags[p] |= HAS_DATA
+            self._data[p] = data
+        self._allocations += 1
+        if self._counts[ACTIVE] > self._high_water:
+            self._high_water = self._counts[ACTIVE]
+        return 0
+
+    cdef int _tag_owner(self, int64_t p, object owner) except -1:
+        self._flags[p] |= HAS_OWNER
+        self._owner[p] = owner
+        self._use[owner] = self._use.get(owner, 0) + 1
+        owned = self._owned.get(owner)
+        if owned is None:
+            self._owned[owner] = {p}
+        else:
+            (<set>owned).add(p)
+        return 0
+
+    cdef int64_t _alloc(self, object owner, object data, object min, object max) except -2:
+        """Allocate by the strategy; -1 (and failures += 1) when nothing is FREE in range."""
+        cdef int64_t lo = 0 if min is None else self._check_id(min)
+        cdef int64_t hi = self._size - 1 if max is None else self._check_id(max)
+        cdef int64_t p
+        if lo > hi:
+            raise InvalidPasid(f"empty range {lo}..{hi}")
+        if self._queue_len:
+            self._sync()
+        self._check_quota(owner, 1)
+        p = self._choose(lo, hi)
+        if p < 0:
+            self._failures += 1
+            return -1
+        self._activate(p, owner, data)
+        if self._strategy == CYCLIC:
+            self._cursor = p + 1
+        return p
+
+    # ------------------------------------------------------------ allocation
+
+    def alloc(self, owner=None, *, data=None, min=None, max=None):
+        """Allocate a PASID by the strategy: ACTIVE, refcount 1, generation + 1. O(log64 N).
+
+        ``owner`` is a tag (hashable; None for a PASID without a process);
+        ``data`` is kept with the PASID. ``min``/``max`` bound the choice
+        (inclusive). Raises PasidExhausted when nothing in range is FREE,
+        QuotaExceeded past the owner's quota, InvalidPasid for a bound outside
+        the space or ``min > max``.
+
+        >>> a = PasidAllocator(bits=4)
+        >>> a.alloc(), a.alloc(min=8), a.alloc(owner="proc", data={"asid": 7})
+        (1, 8, 2)
+        """
+        cdef int64_t p
+        with cython.critical_section(self):
+            p = self._alloc(owner, data, min, max)
+        if p < 0:
+            raise PasidExhausted(f"no FREE PASID in {_range_text(self, min, max)}")
+        return p
+
+    def try_alloc(self, owner=None, *, data=None, min=None, max=None):
+        """Like :meth:`alloc`, but None where alloc raises PasidExhausted (quota included). O(log64 N).
+
+        >>> a = PasidAllocator(bits=1); a.try_alloc(), a.try_alloc()
+        (1, None)
+        """
+        cdef int64_t p
+        try:
+            with cython.critical_section(self):
+                p = self._alloc(owner, data, min, max)
+        except QuotaExceeded:
+            return None
+        return p if p >= 0 else None
+
+    def alloc_exact(self, pasid, owner=None, *, data=None):
+        """Allocate exactly ``pasid``. O(log64 N).
+
+        StateError unless it is FREE; the quota applies; the cyclic cursor
+        does not move.
+
+        >>> a = PasidAllocator(bits=8); a.alloc_exact(42), a.state(42).name
+        (42, 'ACTIVE')
+        """
+        cdef int64_t p = self._check_id(pasid)
+        with cython.critical_section(self):
+            self._sync()
+            if self._state[p] != FREE:
+                raise StateError(f"PASID {p} is {_STATE_NAMES[self._state[p]]}, not FREE")
+            self._check_quota(owner, 1)
+            self._activate(p, owner, data)
+        return p
+
+    def open(self, owner=None, *, data=None, min=None, max=None):
+        """Allocate like :meth:`alloc` and wrap the reference in a :class:`~pasid.PasidHandle`.
+
+        >>> a = PasidAllocator(bits=8)
+        >>> with a.open() as h:
+        ...     h.pasid, h.valid
+        (1, True)
+        """
+        cdef int64_t p
+        with cython.critical_section(self):
+            p = self._alloc(owner, data, min, max)
+            generation = self._generation[p] if p >= 0 else 0
+        if p < 0:
+            raise PasidExhausted(f"no FREE PASID in {_range_text(self, min, max)}")
+        return PasidHandle(self, p, generation)
+
+    def alloc_many(self, n, owner=None, *, data=None):
+        """``n`` PASIDs as a uint32 array: the same IDs as ``n`` calls of :meth:`alloc`.
+
+        All or nothing: PasidExhausted if fewer than ``n`` are FREE,
+        QuotaExceeded past the quota; ``n < 0``: ValueError. The loop runs in C:
+        O(n + log64 N) for ``lowest``.
+
+        >>> PasidAllocator(bits=8).alloc_many(4)
+        array([1, 2, 3, 4], dtype=uint32)
+        """
+        cdef int64_t count = as_int64(n, "n")
+        cdef int64_t i
+        if count < 0:
+            raise ValueError(f"n must be >= 0, got {count}")
+        out = np.empty(count, dtype=np.uint32)
+        cdef uint32_t[::1] ids = out
+        with cython.critical_section(self):
+            self._sync()
+            self._check_quota(owner, count)
+            if count > self._counts[FREE]:
+                self._failures += 1
+                raise PasidExhausted(f"{count} PASIDs asked, {self._counts[FREE]} FREE")
+            cursor, rng = self._cursor, self._rng
+            if self._fill(&ids[0] if count else NULL, count) < 0:
+                self._cursor, self._rng = cursor, rng
+                raise MemoryError()
+            self._allocations += count
+            if self._counts[ACTIVE] > self._high_water:
+                self._high_water = self._counts[ACTIVE]
+            if owner is not None or data is not None:
+                for i in range(count):
+                    if owner is not None:
+                        self._tag_owner(ids[i], owner)
+                    if data is not None:
+                        self._flags[ids[i]] |= HAS_DATA
+                        self._data[ids[i]] = data
+        return out
+
+    cdef int64_t _fill(self, uint32_t* out, int64_t n) noexcept:
+        """Take ``n`` FREE PASIDs by the strategy into ``out`` (n <= FREE); -1 when out of memory, undone."""
+        cdef Node* path[MAX_HEIGHT + 1]
+        cdef Node* leaf
+        cdef int64_t done = 0, p, base, hi = self._size - 1
+        cdef uint64_t word, bits
+        cdef int i
+        while done < n:
+            if self._strategy == LOWEST:
+                p = space_find_free(&self.space, 0)
+                leaf = space_leaf(&self.space, p, path)
+                if leaf == NULL:
+                    self._unfill(out, done)
+                    return -1
+                # peel every free bit of this word before consulting the summaries again
+                base = p & ~63
+                word = leaf.slot[(p >> 6) & 63]
+                bits = 0
+                while word and done < n:
+                    bits |= word & (0 - word)
+                    p = base + ctz64(word)
+                    word &= word - 1
+                    out[done] = <uint32_t>p
+                    self._state[p] = ACTIVE
+                    self._refcount[p] = 1
+                    self._generation[p] += 1
+                    done += 1
+                space_take_bits(&self.space, leaf, path, base, bits)
+                i = popcount64(bits)
+                self._counts[FREE] -= i
+                self._counts[ACTIVE] += i
+            else:
+                p = self._choose(0, hi)
+                if space_take(&self.space, p) < 0:
+                    self._unfill(out, done)
+                    return -1
+                if self._fifo_prev != NULL:
+                    self._fifo_remove(p)
+                self._state[p] = ACTIVE
+                self._refcount[p] = 1
+                self._generation[p] += 1
+                self._counts[FREE] -= 1
+                self._counts[ACTIVE] += 1
+                if self._strategy == CYCLIC:
+                    self._cursor = p + 1
+                out[done] = <uint32_t>p
+                done += 1
+        return 0
+
+    cdef void _unfill(self, uint32_t* out, int64_t done) noexcept:
+        """Undo the first ``done`` PASIDs of a failed :meth:`_fill`.
+
+        The fifo queue gets them back at its head in their old order (a full-space
+        fill takes from the head); the caller restores the cursor and generator.
+        """
+        cdef int64_t i, p
+        for i in range(done - 1, -1, -1):
+            p = out[i]
+            space_release(&self.space, p)
+            if self._fifo_prev != NULL:
+                self._fifo_prev[p] = -1
+                self._fifo_next[p] = self._fifo_head
+                if self._fifo_head >= 0:
+                    self._fifo_prev[self._fifo_head] = <int32_t>p
+                else:
+                    self._fifo_tail = <int32_t>p
+                self._fifo_head = <int32_t>p
+            self._state[p] = FREE
+            self._refcount[p] = 0
+            self._generation[p] -= 1
+            self._counts[FREE] += 1
+            self._counts[ACTIVE] -= 1
+
+    # ------------------------------------------------------------ references
+
+    def get(self, pasid):
+        """Take one more reference to an ACTIVE PASID (StateError otherwise). O(1).
+
+        >>> a = PasidAllocator(bits=8); p = a.alloc(); a.get(p); a.refcount(p)
+        2
+        """
+        cdef int64_t p = self._check_id(pasid)
+        with cython.critical_section(self):
+            if self._queue_len:
+                self._sync()
+            if self._state[p] != ACTIVE:
+                raise StateError(f"get of PASID {p}, which is {_STATE_NAMES[self._state[p]]}")
+            self._refcount[p] += 1
+
+    def put(self, pasid):
+        """Drop one reference to an ACTIVE PASID; the last put releases it. O(log64 N).
+
+        Released, it is DRAINING while a device is bound, else QUARANTINED
+        until ``release_at``, else FREE; bound devices' ``on_teardown`` run
+        after the change. StateError unless ACTIVE (a double free).
+
+        >>> a = PasidAllocator(bits=8); p = a.alloc(); a.put(p); a.state(p).name
+        'FREE'
+        """
+        cdef int64_t p = self._check_id(pasid)
+        cdef list teardown = None
+        with cython.critical_section(self):
+            if self._queue_len:
+                self._sync()
+            if self._state[p] != ACTIVE:
+                raise StateError(f"free of PASID {p}, which is {_STATE_NAMES[self._state[p]]}")
+            if self._refcount[p] > 1:
+                self._refcount[p] -= 1
+            else:
+                if self._flags[p] & HAS_BINDINGS:
+                    teardown = []
+                self._release(p, self._read_clock(), teardown)
+        if teardown:
+            _run_callbacks(teardown)
+
+    def free(self, pasid):
+        """The same as :meth:`put`: drop one reference; the last releases. O(log64 N).
+
+        >>> a = PasidAllocator(bits=8); a.free(a.alloc()); len(a)
+        0
+        """
+        self.put(pasid)
+
+    def free_many(self, ids):
+        """As successive :meth:`free` calls over ``ids``, all or nothing. O(len(ids) log64 N).
+
+        A duplicate is a double free unless the refcount allows it.
+
+        >>> a = PasidAllocator(bits=8); a.free_many(a.alloc_many(3)); len(a)
+        0
+        """
+        cdef int64_t[::1] pasids = self._id_array(ids)
+        cdef Py_ssize_t i, j, n = pasids.shape[0]
+        cdef int64_t p, word_base = -1
+        cdef uint64_t bits = 0
+        cdef double now
+        cdef list teardown = []
+        with cython.critical_section(self):
+            if self._queue_len:
+                self._sync()
+            for i in range(n):
+                p = pasids[i]
+                if self._state[p] != ACTIVE or self._refcount[p] == 0:
+                    for j in range(i):
+                        self._refcount[pasids[j]] += 1
+                    name = ("ACTIVE, already freed" if self._state[p] == ACTIVE
+                            else _STATE_NAMES[self._state[p]])
+                    raise StateError(f"free of PASID {p}, which is {name}")
+                self._refcount[p] -= 1
+            now = self._read_clock()
+            for i in range(n):
+                p = pasids[i]
+                if self._refcount[p] or self._state[p] != ACTIVE:
+                    continue
+                if (self._flags[p] or self._fifo_prev != NULL
+                        or self._hold[p] > now - self._grace or self._grace > 0):
+                    self._release(p, now, teardown)
+                    continue
+                # the plain case, batched: released straight to FREE, its bit
+                # gathered with its word's neighbours for one summary update
+                self._releases += 1
+                self._reclaimed += 1
+                self._refcount[p] = 0
+                self._hold[p] = -INFINITY
+                self._state[p] = FREE
+                self._counts[ACTIVE] -= 1
+                self._counts[FREE] += 1
+                if (p & ~63) != word_base:
+                    if bits:
+                        space_release_bits(&self.space, word_base, bits)
+                    word_base = p & ~63
+                    bits = 0
+                bits |= (<uint64_t>1) << (p & 63)
+            if bits:
+                space_release_bits(&self.space, word_base, bits)
+        if teardown:
+            _run_callbacks(teardown)
+
+    cdef object _id_array(self, object ids):
+        """``ids`` as a contiguous int64 array, every one in range (InvalidPasid, TypeError)."""
+        array = np.asarray(ids)
+        if array.dtype == np.bool_ or (array.size and not np.issubdtype(array.dtype, np.integer)):
+            raise TypeError(f"ids must be integers, not {array.dtype}")
+        array = array.reshape(-1)
+        if array.size:
+            bad = (array < 0) | (array >= self._size)
+            if bad.any():
+                raise InvalidPasid(
+                    f"PASID {int(array[bad.argmax()])} out of range 0..{self._size - 1}"
+                )
+        return np.ascontiguousarray(array, dtype=np.int64)
+
+    # ------------------------------------------------------------ reservation
+
+    cdef tuple _range(self, lo, hi):
+        cdef int64_t first = self._check_id(lo)
+        cdef int64_t last = first if hi is None else self._check_id(hi)
+        if first > last:
+            raise InvalidPasid(f"empty range {first}..{last}")
+        return first, last
+
+    def reserve(self, lo, hi=None):
+        """FREE IDs ``lo..hi`` (inclusive) become RESERVED, all or none. O(range log64 N).
+
+        StateError names the first ID that is not FREE; ``lo > hi``: InvalidPasid.
+
+        >>> a = PasidAllocator(bits=8); a.reserve(1, 3); a.alloc()
+        4
+        """
+        cdef int64_t first, last, p
+        first, last = self._range(lo, hi)
+        with cython.critical_section(self):
+            self._sync()
+            for p in range(first, last + 1):
+                if self._state[p] != FREE:
+                    raise StateError(
+                        f"cannot reserve PASID {p}: it is {_STATE_NAMES[self._state[p]]}")
+            for p in range(first, last + 1):
+                try:
+                    self._take_state(p, RESERVED)
+                except MemoryError:
+                    for q in range(first, p):
+                        self._make_free(q)
+                    raise
+
+    def unreserve(self, lo, hi=None):
+        """RESERVED IDs ``lo..hi`` (inclusive) become FREE, all or none. O(range log64 N).
+
+        >>> a = PasidAllocator(bits=8); a.unreserve(0); a.alloc()
+        0
+        """
+        cdef int64_t first, last, p
+        first, last = self._range(lo, hi)
+        with cython.critical_section(self):
+            self._sync()
+            for p in range(first, last + 1):
+                if self._state[p] != RESERVED:
+                    raise StateError(
+                        f"cannot unreserve PASID {p}: it is {_STATE_NAMES[self._state[p]]}")
+            for p in range(first, last + 1):
+                self._make_free(p)
+
+    # ------------------------------------------------------------ devices
+
+    def add_device(self, device, *, bits=20, drain=0, on_teardown=None):
+        """Declare ``device`` or update its settings. O(devices bound).
+
+        ``bits``: the device's PASID width (1..20); ``drain``: its quarantine
+        time after it unbinds; ``on_teardown(pasid)``: called when a PASID
+        bound to it is released. Narrowing below a bound PASID: InvalidPasid.
+
+        >>> a = PasidAllocator(bits=8); a.add_device("gpu", drain=5); a.pending("gpu")
+        []
+        """
+        cdef int64_t width = as_int64(bits, "bits")
+        if not 1 <= width <= 20:
+            raise ValueError(f"device bits must be in 1..20, got {width}")
+        cdef double drain_time = as_time(drain, "drain")
+        if drain_time < 0:
+            raise ValueError(f"drain must be >= 0, got {drain_time}")
+        if on_teardown is not None and not callable(on_teardown):
+            raise TypeError("on_teardown must be None or callable")
+        hash(device)
+        with cython.critical_section(self):
+            bound = self._bound.get(device)
+            if bound:
+                widest = max(bound)
+                if widest >> width:
+                    raise InvalidPasid(
+                        f"device {device!r} has PASID {widest} bound, wider than {width} bits")
+            info = self._devices.get(device)
+            if info is None:
+                self._devices[device] = _Device(width, drain_time, on_teardown)
+                self._bound[device] = set()
+            else:
+                (<_Device>info).bits = width
+                (<_Device>info).drain = drain_time
+                (<_Device>info).on_teardown = on_teardown
+
+    def remove_device(self, device):
+        """Hot-unplug: drop all of ``device``'s bindings at once, no drain hold, no callback.
+
+        Unknown device: StateError. O(bindings of the device).
+
+        >>> a = PasidAllocator(bits=8); p = a.alloc(); a.bind(p, "nic"); a.free(p)
+        >>> a.state(p).name; a.remove_device("nic"); a.state(p).name
+        'DRAINING'
+        'FREE'
+        """
+        cdef double now
+        with cython.critical_section(self):
+            if device not in self._devices:
+                raise StateError(f"unknown device {device!r}")
+            self._sync()
+            now = self._read_clock()
+            for p in sorted(self._bound[device]):
+                bindings = self._bindings[p]
+                del bindings[device]
+                if not bindings:
+                    del self._bindings[p]
+                    self._flags[p] &= ~HAS_BINDINGS
+                    if self._state[p] == DRAINING:
+                        self._settle(p, now)
+            del self._bound[device]
+            del self._devices[device]
+
+    def bind(self, pasid, device, *, data=None):
+        """Bind an ACTIVE PASID to ``device``, counted per pair. O(1) dict work.
+
+        ``data`` is the driver's value for this pair (kept from the first bind;
+        a later bind with data replaces it). An undeclared device is declared
+        with the defaults. StateError unless ACTIVE; InvalidPasid if the PASID
+        is wider than the device's bits.
+
+        >>> a = PasidAllocator(bits=8); p = a.alloc(); a.bind(p, "gpu", data="ctx")
+        >>> a.devices(p), a.binding(p, "gpu")
+        (['gpu'], 'ctx')
+        """
+        cdef int64_t p = self._check_id(pasid)
+        hash(device)
+        with cython.critical_section(self):
+            if self._queue_len:
+                self._sync()
+            if self._state[p] != ACTIVE:
+                raise StateError(f"bind of PASID {p}, which is {_STATE_NAMES[self._state[p]]}")
+            info = self._devices.get(device)
+            if info is not None and p >> (<_Device>info).bits:
+                raise InvalidPasid(
+                    f"PASID {p} is wider than device {device!r}'s {(<_Device>info).bits} bits")
+            if info is None:
+                self._devices[device] = _Device(20, 0.0, None)
+                self._bound[device] = set()
+            if self._flags[p] & HAS_BINDINGS:
+                bindings = self._bindings[p]
+            else:
+                bindings = self._bindings[p] = {}
+                self._flags[p] |= HAS_BINDINGS
+            entry = bindings.get(device)
+            if entry is None:
+                bindings[device] = [1, data]
+                (<set>self._bound[device]).add(p)
+            else:
+                entry[0] += 1
+                if data is not None:
+                    entry[1] = data
+
+    def unbind(self, pasid, device):
+        """``device`` says it has drained ``pasid`` (ACTIVE or DRAINING). O(log64 N).
+
+        The unbind that drops the pair's count to zero holds the PASID until
+        now + the device's drain; the last unbind of a DRAINING PASID sends it
+        to QUARANTINED or FREE. StateError if not bound.
+
+        >>> a = PasidAllocator(bits=8); p = a.alloc(); a.bind(p, "gpu"); a.free(p)
+        >>> a.unbind(p, "gpu"); a.state(p).name
+        'FREE'
+        """
+        cdef int64_t p = self._check_id(pasid)
+        cdef int state
+        cdef double now, hold
+        with cython.critical_section(self):
+            if self._queue_len:
+                self._sync()
+            state = self._state[p]
+            if not (self._flags[p] & HAS_BINDINGS) or device not in self._bindings[p]:
+                raise StateError(f"PASID {p} is not bound to device {device!r}")
+            bindings = self._bindings[p]
+            entry = bindings[device]
+            if entry[0] > 1:
+                entry[0] -= 1
+                return
+            del bindings[device]
+            (<set>self._bound[device]).discard(p)
+            now = self._read_clock()
+            hold = now + (<_Device>self._devices[device]).drain
+            if hold > self._hold[p]:
+                self._hold[p] = hold
+            if not bindings:
+                del self._bindings[p]
+                self._flags[p] &= ~HAS_BINDINGS
+                if state == DRAINING:
+                    self._settle(p, now)
+
+    # ------------------------------------------------------------ owners
+
+    def exit_owner(self, owner):
+        """Release every ACTIVE PASID of ``owner`` at once, whatever its refcount; never waits.
+
+        Returns them ascending; their handles become stale; bound devices'
+        ``on_teardown`` run after the change. ``owner=None``: ValueError.
+        O(k log k) for k PASIDs.
+
+        >>> a = PasidAllocator(bits=8); h = a.open("proc"); h2 = h.dup()
+        >>> a.exit_owner("proc"), h.valid
+        ([1], False)
+        """
+        if owner is None:
+            raise ValueError("exit_owner(None): owner-less PASIDs have no owner to exit")
+        cdef list teardown = []
+        cdef double now
+        with cython.critical_section(self):
+            self._sync()
+            released = sorted(self._owned.get(owner, ()))
+            now = self._read_clock()
+            for p in released:
+                self._release(p, now, teardown)
+        if teardown:
+            _run_callbacks(teardown)
+        return released
+
+    def set_quota(self, owner, n):
+        """At most ``n`` PASIDs of ``owner`` ACTIVE, DRAINING or QUARANTINED; None lifts it. O(1).
+
+        A quota below current use refuses new allocations until use drops.
+        ``owner=None`` or ``n < 0``: ValueError.
+
+        >>> a = PasidAllocator(bits=8); a.set_quota("vm", 1); _ = a.alloc("vm")
+        >>> a.try_alloc("vm") is None
+        True
+        """
+        if owner is None:
+            raise ValueError("set_quota(None, ...): owner-less PASIDs have no quota")
+        cdef int64_t quota = 0
+        if n is not None:
+            quota = as_int64(n, "quota")
+            if quota < 0:
+                raise ValueError(f"quota must be >= 0, got {quota}")
+        hash(owner)
+        with cython.critical_section(self):
+            if n is None:
+                self._quota.pop(owner, None)
+            else:
+                self._quota[owner] = quota
+
+    # ------------------------------------------------------------ time
+
+    @property
+    def now(self):
+        """The current time: the logical clock, or the callable clock's reading (a float)."""
+        return self._read_clock()
+
+    def advance(self, to=None, *, by=None):
+        """Move the logical clock forward and reclaim; returns how many became FREE.
+
+        Exactly one of ``to`` and ``by``; backwards, or with a callable clock:
+        ValueError. O(k log N) for k expired.
+
+        >>> a = PasidAllocator(bits=8, grace=3); a.free(a.alloc()); a.advance(to=3)
+        1
+        """
+        cdef double target
+        if self._clock is not None:
+            raise ValueError("advance() needs the logical clock; this allocator has a callable clock")
+        if (to is None) == (by is None):
+            raise ValueError("advance() takes exactly one of to= and by=")
+        with cython.critical_section(self):
+            if to is not None:
+                target = as_time(to, "to")
+            else:
+                target = self._now + as_time(by, "by")
+            if target < self._now:
+                raise ValueError(f"the clock cannot go back from {self._now} to {target}")
+            self._now = target
+            return self._reclaim(target)
+
+    def next_release_time(self):
+        """The earliest ``release_at`` waiting, or None. O(1).
+
+        >>> PasidAllocator(bits=8).next_release_time() is None
+        True
+        """
+        with cython.critical_section(self):
+            self._sync()
+            return self._queue_time[0] if self._queue_len else None
+
+    # ------------------------------------------------------------ queries
+
+    def state(self, pasid):
+        """The :class:`~pasid.State` of ``pasid``. O(1).
+
+        >>> PasidAllocator(bits=8).state(0).name
+        'RESERVED'
+        """
+        cdef int64_t p = self._check_id(pasid)
+        with cython.critical_section(self):
+            if self._queue_len:
+                self._sync()
+            return _STATES[self._state[p]]
+
+    def states(self, ids):
+        """The states of ``ids`` as a uint8 array. O(len(ids)).
+
+        >>> PasidAllocator(bits=8).states([0, 1])
+        array([1, 0], dtype=uint8)
+        """
+        cdef int64_t[::1] pasids = self._id_array(ids)
+        cdef Py_ssize_t i, n = pasids.shape[0]
+        out = np.empty(n, dtype=np.uint8)
+        cdef uint8_t[::1] view = out
+        with cython.critical_section(self):
+            self._sync()
+            for i in range(n):
+                view[i] = self._state[pasids[i]]
+        return out
+
+    def owner(self, pasid):
+        """The owner tag of ``pasid``, kept until it is FREE (None if owner-less). O(1).
+
+        >>> a = PasidAllocator(bits=8); a.owner(a.alloc("vm1"))
+        'vm1'
+        """
+        cdef int64_t p = self._check_id(pasid)
+        with cython.critical_section(self):
+            self._sync()
+            return self._owner.get(p) if self._flags[p] & HAS_OWNER else None
+
+    def data(self, pasid):
+        """The data given at allocation, kept until FREE (None if none). O(1).
+
+        >>> a = PasidAllocator(bits=8); a.data(a.alloc(data="ctx"))
+        'ctx'
+        """
+        cdef int64_t p = self._check_id(pasid)
+        with cython.critical_section(self):
+            self._sync()
+            return self._data.get(p) if self._flags[p] & HAS_DATA else None
+
+    def refcount(self, pasid):
+        """References held on ``pasid`` (0 unless ACTIVE). O(1).
+
+        >>> a = PasidAllocator(bits=8); a.refcount(a.alloc())
+        1
+        """
+        cdef int64_t p = self._check_id(pasid)
+        with cython.critical_section(self):
+            self._sync()
+            return self._refcount[p]
+
+    def generation(self, pasid):
+        """How many times ``pasid`` has been allocated. O(1).
+
+        >>> a = PasidAllocator(bits=8); a.free(a.alloc()); a.generation(1)
+        1
+        """
+        cdef int64_t p = self._check_id(pasid)
+        return self._generation[p]
+
+    def devices(self, pasid):
+        """The devices ``pasid`` is bound to, in bind order. O(devices).
+
+        >>> PasidAllocator(bits=8).devices(1)
+        []
+        """
+        cdef int64_t p = self._check_id(pasid)
+        with cython.critical_section(self):
+            self._sync()
+            if self._flags[p] & HAS_BINDINGS:
+                return list(self._bindings[p])
+            return []
+
+    def binding(self, pasid, device):
+        """The data given to :meth:`bind` for this (PASID, device) pair; StateError if not bound.
+
+        >>> a = PasidAllocator(bits=8); p = a.alloc(); a.bind(p, 7); a.binding(p, 7) is None
+        True
+        """
+        cdef int64_t p = self._check_id(pasid)
+        with cython.critical_section(self):
+            self._sync()
+            if not (self._flags[p] & HAS_BINDINGS) or device not in self._bindings[p]:
+                raise StateError(f"PASID {p} is not bound to device {device!r}")
+            return self._bindings[p][device][1]
+
+    def pending(self, device):
+        """The DRAINING PASIDs still bound to ``device``, ascending; unknown device: StateError.
+
+        >>> a = PasidAllocator(bits=8); p = a.alloc(); a.bind(p, "gpu"); a.free(p)
+        >>> a.pending("gpu")
+        [1]
+        """
+        with cython.critical_section(self):
+            if device not in self._devices:
+                raise StateError(f"unknown device {device!r}")
+            self._sync()
+            return sorted([p for p in self._bound[device] if self._state[p] == DRAINING])
+
+    def stats(self):
+        """Counts per state and the counters since construction, as a dict. O(1).
+
+        >>> s = PasidAllocator(bits=8).stats(); s["free"], s["reserved"]
+        (255, 1)
+        """
+        with cython.critical_section(self):
+            self._sync()
+            return {
+                "free": self._counts[FREE],
+                "reserved": self._counts[RESERVED],
+                "active": self._counts[ACTIVE],
+                "draining": self._counts[DRAINING],
+                "quarantined": self._counts[QUARANTINED],
+                "allocations": self._allocations,
+                "releases": self._releases,
+                "reclaimed": self._reclaimed,
+                "failures": self._failures,
+                "high_water": self._high_water,
+            }
+
+    @property
+    def bits(self):
+        """The PASID width: IDs are 0 .. 2**bits - 1."""
+        return self._bits
+
+    @property
+    def strategy(self):
+        """The allocation strategy: lowest, cyclic, fifo or random."""
+        return STRATEGIES[self._strategy]
+
+    @property
+    def grace(self):
+        """The minimum time from release to reuse (a float)."""
+        return self._grace
+
+    def __len__(self):
+        return self._counts[ACTIVE]
+
+    def __iter__(self):
+        cdef list found = []
+        cdef const uint8_t* start
+        cdef const uint8_t* hit
+        cdef int64_t offset = 0
+        with cython.critical_section(self):
+            start = self._state
+            while offset < self._size:
+                hit = <const uint8_t*>memchr(start + offset, ACTIVE, self._size - offset)
+                if hit == NULL:
+                    break
+                found.append(hit - start)
+                offset = hit - start + 1
+        return iter(found)
+
+    def __contains__(self, pasid):
+        cdef int64_t p
+        try:
+            p = as_int64(pasid, "PASID")
+        except TypeError:
+            return False
+        if p < 0 or p >= self._size:
+            return False
+        with cython.critical_section(self):
+            if self._queue_len:
+                self._sync()
+            return self._state[p] == ACTIVE
+
+    def __repr__(self):
+        return (f"<pasid.PasidAllocator bits={self._bits} strategy={self.strategy!r} "
+                f"active={self._counts[ACTIVE]} free={self._counts[FREE]}>")
+
+    # ------------------------------------------------------------ invariants
+
+    def _check(self):
+        """Verify every invariant; raise AssertionError on the first that fails."""
+        cdef int64_t p
+        with cython.critical_section(self):
+            _check_node(self.space.root, self.space.height, True)
+            counts = [0] * 5
+            for p in range(self._size):
+                s = self._state[p]
+                counts[s] += 1
+                if space_is_free(&self.space, p) != (s == FREE):
+                    raise AssertionError(f"PASID {p}: space and state {s} disagree")
+                if (self._refcount[p] > 0) != (s == ACTIVE):
+                    raise AssertionError(f"PASID {p}: refcount {self._refcount[p]} in state {s}")
+                if bool(self._flags[p] & HAS_OWNER) != (p in self._owner):
+                    raise AssertionError(f"PASID {p}: owner flag disagrees")
+                if bool(self._flags[p] & HAS_DATA) != (p in self._data):
+                    raise AssertionError(f"PASID {p}: data flag disagrees")
+                if bool(self._flags[p] & HAS_BINDINGS) != (p in self._bindings):
+                    raise AssertionError(f"PASID {p}: bindings flag disagrees")
+                if s == DRAINING and p not in self._bindings:
+                    raise AssertionError(f"PASID {p} DRAINING with no device bound")
+                if s in (FREE, RESERVED) and (self._flags[p] or self._hold[p] != -INFINITY):
+                    raise AssertionError(f"PASID {p}: tags kept in state {s}")
+            if counts != [self._counts[i] for i in range(5)]:
+                raise AssertionError(f"counts disagree: {counts}")
+            queued = sorted(self._queue_pasid[i] for i in range(self._queue_len))
+            if queued != [p for p in range(self._size) if self._state[p] == QUARANTINED]:
+                raise AssertionError("every QUARANTINED PASID needs exactly one queue entry")
+            for i in range(self._queue_len):
+                if self._queue_time[i] != self._hold[self._queue_pasid[i]]:
+                    raise AssertionError("queue time disagrees with release_at")
+                if i and (self._queue_time[(i - 1) // 2], self._queue_pasid[(i - 1) // 2]) > (
+                        self._queue_time[i], self._queue_pasid[i]):
+                    raise AssertionError("release queue is not a heap")
+            for p, bindings in self._bindings.items():
+                if not bindings or self._state[p] not in (ACTIVE, DRAINING):
+                    raise AssertionError(f"PASID {p}: bindings in state {self._state[p]}")
+                for device, entry in bindings.items():
+                    if entry[0] <= 0 or p not in self._bound[device]:
+                        raise AssertionError(f"PASID {p}: bad binding to {device!r}")
+            for device, bound in self._bound.items():
+                for p in bound:
+                    if device not in self._bindings.get(p, ()):
+                        raise AssertionError(f"device {device!r}: stale PASID {p}")
+            use = {}
+            owned = {}
+            for p, owner in self._owner.items():
+                use[owner] = use.get(owner, 0) + 1
+                if self._state[p] == ACTIVE:
+                    owned.setdefault(owner, set()).add(p)
+            if use != self._use or owned != self._owned:
+                raise AssertionError("owner tables disagree with the PASIDs")
+            if self._fifo_prev != NULL:
+                order = []
+                p = self._fifo_head
+                while p >= 0:
+                    order.append(p)
+                    p = self._fifo_next[p]
+                if sorted(order) != [p for p in range(self._size) if self._state[p] == FREE]:
+                    raise AssertionError("fifo queue != FREE set")
+
+
+def _range_text(allocator, min, max):
+    lo = 0 if min is None else min
+    hi = (1 << allocator.bits) - 1 if max is None else max
+    return f"{lo}..{hi}"
+
+
+def _parse_reserved(reserved, int64_t size):
+    """The ``reserved`` argument as a list of inclusive (lo, hi) pairs, checked."""
+    ranges = []
+    for item in reserved:
+        if isinstance(item, tuple):
+            if len(item) != 2:
+                raise ValueError(f"a reserved range is a (lo, hi) pair, got {item!r}")
+            lo, hi = as_int64(item[0], "PASID"), as_int64(item[1], "PASID")
+        else:
+            lo = hi = as_int64(item, "PASID")
+        for p in (lo, hi):
+            if not 0 <= p < size:
+                raise InvalidPasid(f"reserved PASID {p} out of range 0..{size - 1}")
+        if lo > hi:
+            raise InvalidPasid(f"empty reserved range {lo}..{hi}")
+        ranges.append((lo, hi))
+    return ranges

@@ -1,0 +1,99 @@
+"""PasidHandle: a file-descriptor-like reference to an allocated PASID.
+
+Shared by both backends: a handle only calls ``get``, ``put``, ``state`` and
+``generation`` on its allocator.
+"""
+
+from pasid._errors import StateError
+from pasid._state import State
+
+__all__ = ["PasidHandle"]
+
+
+class PasidHandle:
+    """One reference to a PASID, released by :meth:`close` (or ``with``).
+
+    A handle remembers the PASID's generation when it was made. If the PASID
+    is released behind its back (the owner exited) or released and allocated
+    again, the handle is *stale*: ``valid`` is False, ``close()`` does nothing
+    (it never touches the PASID's new life) and ``dup()`` raises
+    :class:`~pasid.StateError`.
+
+    >>> from pasid import PasidAllocator
+    >>> a = PasidAllocator(bits=8)
+    >>> with a.open() as h:
+    ...     h.pasid, h.valid, a.refcount(h.pasid)
+    (1, True, 1)
+    >>> h.closed, 1 in a
+    (True, False)
+    """
+
+    __slots__ = ("_allocator", "_pasid", "_generation", "_closed")
+
+    def __init__(self, allocator, pasid, generation):
+        self._allocator = allocator
+        self._pasid = pasid
+        self._generation = generation
+        self._closed = False
+
+    @property
+    def pasid(self):
+        """The PASID this handle refers to."""
+        return self._pasid
+
+    @property
+    def generation(self):
+        """The PASID's generation (times allocated) when this handle was made."""
+        return self._generation
+
+    @property
+    def closed(self):
+        """True once :meth:`close` has been called on this handle."""
+        return self._closed
+
+    @property
+    def valid(self):
+        """True while the handle holds its reference: not closed, not revoked, not reused."""
+        if self._closed:
+            return False
+        allocator = self._allocator
+        return (
+            allocator.state(self._pasid) == State.ACTIVE
+            and allocator.generation(self._pasid) == self._generation
+        )
+
+    def close(self):
+        """Drop this handle's reference (a ``put``); a no-op on a closed or stale handle. O(log64 N)."""
+        if self._closed:
+            return
+        valid = self.valid
+        self._closed = True
+        if valid:
+            self._allocator.put(self._pasid)
+
+    def dup(self):
+        """A new handle holding one more reference (a ``get``).
+
+        Raises :class:`~pasid.StateError` if this handle is closed, revoked or
+        its PASID has been reused.
+        """
+        if not self.valid:
+            raise StateError(
+                f"dup of a stale handle for PASID {self._pasid} "
+                f"(generation {self._generation})"
+            )
+        self._allocator.get(self._pasid)
+        return PasidHandle(self._allocator, self._pasid, self._generation)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.close()
+        return False
+
+    def __repr__(self):
+        status = "closed" if self._closed else ("valid" if self.valid else "stale")
+        return (
+            f"<PasidHandle pasid={self._pasid} generation={self._generation} {status}>"
+        )

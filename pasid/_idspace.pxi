@@ -1,0 +1,368 @@
+# The ID space of the compiled core: a radix tree of 64-bit bitmap words.
+#
+# A node of height h covers 2**(12 + 6h) IDs in 64 slots. A leaf (h = 0)
+# holds 64 bitmap words (bit set = the ID is free); an inner node holds 64
+# child pointers, NULL meaning "every ID below is free" (children are made
+# when an ID below is first taken and freed again when all below is free, so
+# memory follows use, not the range). Every node carries summaries:
+#   free_mask  bit i set: slot i has a free ID below it
+#   used_mask  bit i set: slot i has a taken ID below it
+#   nfree      free IDs under the node (for rank and select)
+# The lowest free ID at or above ``lo`` is one masked word test per level and
+# one count-trailing-zeros per level on the way down: O(log64 N) whatever the
+# occupancy. The space may cover more than its capacity (the tree is a whole
+# number of levels); callers bound every search by their own ``hi``.
+#
+# Every function here is C only: ``noexcept nogil`` kernels return -1 for
+# "none" and let the caller raise; the two that allocate return -1 on
+# MemoryError with nothing changed (a new all-free node is the same as NULL).
+
+from libc.stdlib cimport malloc, free
+
+cdef extern from *:
+    """
+    static inline int pasid_ctz64(uint64_t x) { return __builtin_ctzll(x); }
+    static inline int pasid_popcount64(uint64_t x) { return __builtin_popcountll(x); }
+    #define PASID_ALL 0xFFFFFFFFFFFFFFFFULL
+    """
+    int ctz64 "pasid_ctz64"(uint64_t x) noexcept nogil
+    int popcount64 "pasid_popcount64"(uint64_t x) noexcept nogil
+    const uint64_t ALL "PASID_ALL"
+
+cdef enum:
+    LEAF_SHIFT = 12          # log2 of the IDs under one leaf
+    MAX_HEIGHT = 4           # 2**(12 + 6*4) >= 2**31
+
+
+cdef inline int slot_shift(int height) noexcept nogil:
+    """log2 of the IDs under one slot of a node of this height."""
+    return 6 + 6 * height
+
+
+cdef Node* node_new(int height) noexcept nogil:
+    """A node with every ID free, or NULL when out of memory."""
+    cdef Node* node = <Node*>malloc(sizeof(Node))
+    cdef int i
+    if node == NULL:
+        return NULL
+    node.free_mask = ALL
+    node.used_mask = 0
+    node.nfree = (<uint64_t>1) << (LEAF_SHIFT + 6 * height)
+    for i in range(64):
+        node.slot[i] = ALL if height == 0 else 0
+    return node
+
+
+cdef void node_destroy(Node* node, int height) noexcept nogil:
+    cdef int i
+    if node == NULL:
+        return
+    if height > 0:
+        for i in range(64):
+            node_destroy(<Node*>node.slot[i], height - 1)
+    free(node)
+
+
+cdef int space_init(Space* space, int64_t capacity) noexcept nogil:
+    """Make an all-free space of at least ``capacity`` IDs; -1 when out of memory."""
+    cdef int height = 0
+    while ((<int64_t>1) << (LEAF_SHIFT + 6 * height)) < capacity:
+        height += 1
+    space.height = height
+    space.capacity = capacity
+    space.nodes = 1
+    space.root = node_new(height)
+    return -1 if space.root == NULL else 0
+
+
+cdef void space_destroy(Space* space) noexcept nogil:
+    node_destroy(space.root, space.height)
+    space.root = NULL
+
+
+cdef int space_clear(Space* space) noexcept nogil:
+    """Free every ID (and every node but a fresh root); -1 when out of memory."""
+    cdef Node* root = node_new(space.height)
+    if root == NULL:
+        return -1
+    node_destroy(space.root, space.height)
+    space.root = root
+    space.nodes = 1
+    return 0
+
+
+cdef inline int64_t node_lowest_free(Node* node, int height, int64_t base) noexcept nogil:
+    """The lowest free ID under a node whose free_mask is not zero."""
+    cdef int i
+    cdef Node* child
+    while height > 0:
+        i = ctz64(node.free_mask)
+        base += (<int64_t>i) << slot_shift(height)
+        child = <Node*>node.slot[i]
+        if child == NULL:
+            return base
+        node = child
+        height -= 1
+    i = ctz64(node.free_mask)
+    return base + (i << 6) + ctz64(node.slot[i])
+
+
+cdef int64_t node_find_free(Node* node, int height, int64_t base, int64_t lo) noexcept nogil:
+    """The lowest free ID >= lo under ``node`` (covering base..), or -1."""
+    cdef int shift = slot_shift(height)
+    cdef int64_t offset = lo - base
+    cdef int i
+    cdef uint64_t mask
+    cdef Node* child
+    cdef int64_t found
+    if offset < 0:
+        offset = 0
+    i = <int>(offset >> shift)
+    if height == 0:
+        mask = node.slot[i] & (ALL << (offset & 63))
+        if mask:
+            return base + (i << 6) + ctz64(mask)
+    elif (node.free_mask >> i) & 1:
+        child = <Node*>node.slot[i]
+        if child == NULL:
+            return base + offset
+        found = node_find_free(child, height - 1, base + ((<int64_t>i) << shift), lo)
+        if found >= 0:
+            return found
+    if i == 63:
+        return -1
+    mask = node.free_mask & (ALL << (i + 1))
+    if mask == 0:
+        return -1
+    i = ctz64(mask)
+    if height == 0:
+        return base + (i << 6) + ctz64(node.slot[i])
+    child = <Node*>node.slot[i]
+    base += (<int64_t>i) << shift
+    if child == NULL:
+        return base
+    return node_lowest_free(child, height - 1, base)
+
+
+cdef inline int64_t space_find_free(Space* space, int64_t lo) noexcept nogil:
+    """The lowest free ID >= lo, or -1 (may exceed the capacity: bound it)."""
+    if lo >= ((<int64_t>1) << (LEAF_SHIFT + 6 * space.height)):
+        return -1
+    if lo <= 0:
+        if space.root.free_mask == 0:
+            return -1
+        return node_lowest_free(space.root, space.height, 0)
+    return node_find_free(space.root, space.height, 0, lo)
+
+
+cdef int64_t node_find_used(Node* node, int height, int64_t base, int64_t lo) noexcept nogil:
+    """The lowest taken ID >= lo under ``node``, or -1."""
+    cdef int shift = slot_shift(height)
+    cdef int64_t offset = lo - base
+    cdef int i
+    cdef uint64_t mask
+    cdef int64_t found
+    if offset < 0:
+        offset = 0
+    i = <int>(offset >> shift)
+    if height == 0:
+        mask = ~node.slot[i] & (ALL << (offset & 63))
+        if mask:
+            return base + (i << 6) + ctz64(mask)
+    elif (node.used_mask >> i) & 1:
+        found = node_find_used(<Node*>node.slot[i], height - 1,
+                               base + ((<int64_t>i) << shift), lo)
+        if found >= 0:
+            return found
+    if i == 63:
+        return -1
+    mask = node.used_mask & (ALL << (i + 1))
+    while mask:
+        i = ctz64(mask)
+        if height == 0:
+            return base + (i << 6) + ctz64(~node.slot[i])
+        found = node_find_used(<Node*>node.slot[i], height - 1,
+                               base + ((<int64_t>i) << shift), 0)
+        if found >= 0:
+            return found
+        mask &= mask - 1
+    return -1
+
+
+cdef inline int64_t space_find_used(Space* space, int64_t lo) noexcept nogil:
+    """The lowest taken ID >= lo, or -1."""
+    if lo >= ((<int64_t>1) << (LEAF_SHIFT + 6 * space.height)):
+        return -1
+    return node_find_used(space.root, space.height, 0, lo)
+
+
+cdef Node* space_leaf(Space* space, int64_t pasid, Node** path) noexcept nogil:
+    """The leaf holding ``pasid``, creating missing nodes on the way; NULL when out of memory.
+
+    ``path[h]`` receives the node of height h on the way (h >= 1).
+    """
+    cdef Node* node = space.root
+    cdef Node* child
+    cdef int height = space.height
+    cdef int i
+    while height > 0:
+        path[height] = node
+        i = (pasid >> slot_shift(height)) & 63
+        child = <Node*>node.slot[i]
+        if child == NULL:
+            child = node_new(height - 1)
+            if child == NULL:
+                return NULL
+            node.slot[i] = <uint64_t>child
+            space.nodes += 1
+        node = child
+        height -= 1
+    return node
+
+
+cdef inline Node* space_find_leaf(Space* space, int64_t pasid, Node** path) noexcept nogil:
+    """The existing leaf holding ``pasid`` (which is taken, so the leaf exists)."""
+    cdef Node* node = space.root
+    cdef int height = space.height
+    while height > 0:
+        path[height] = node
+        node = <Node*>node.slot[(pasid >> slot_shift(height)) & 63]
+        height -= 1
+    return node
+
+
+cdef inline void space_take_bits(Space* space, Node* leaf, Node** path,
+                                 int64_t pasid, uint64_t bits) noexcept nogil:
+    """Take the free ``bits`` of the word holding ``pasid``; summaries change on transitions."""
+    cdef int w = (pasid >> 6) & 63
+    cdef int n = popcount64(bits)
+    cdef int height, i
+    cdef Node* child = leaf
+    cdef Node* parent
+    leaf.slot[w] &= ~bits
+    leaf.nfree -= n
+    leaf.used_mask |= (<uint64_t>1) << w
+    if leaf.slot[w] == 0:
+        leaf.free_mask &= ~((<uint64_t>1) << w)
+    for height in range(1, space.height + 1):
+        parent = path[height]
+        i = (pasid >> slot_shift(height)) & 63
+        parent.nfree -= n
+        parent.used_mask |= (<uint64_t>1) << i
+        if child.free_mask == 0:
+            parent.free_mask &= ~((<uint64_t>1) << i)
+        child = parent
+
+
+cdef inline int space_take(Space* space, int64_t pasid) noexcept nogil:
+    """Take the free ``pasid``; -1 when out of memory, nothing changed."""
+    cdef Node* path[MAX_HEIGHT + 1]
+    cdef Node* leaf = space_leaf(space, pasid, path)
+    if leaf == NULL:
+        return -1
+    space_take_bits(space, leaf, path, pasid, (<uint64_t>1) << (pasid & 63))
+    return 0
+
+
+cdef void space_release_bits(Space* space, int64_t pasid, uint64_t bits) noexcept nogil:
+    """Free the taken ``bits`` of the word holding ``pasid``; all-free nodes are freed."""
+    cdef Node* path[MAX_HEIGHT + 1]
+    cdef Node* leaf = space_find_leaf(space, pasid, path)
+    cdef int w = (pasid >> 6) & 63
+    cdef int n = popcount64(bits)
+    cdef int height, i
+    cdef Node* child = leaf
+    cdef Node* parent
+    leaf.slot[w] |= bits
+    leaf.nfree += n
+    leaf.free_mask |= (<uint64_t>1) << w
+    if leaf.slot[w] == ALL:
+        leaf.used_mask &= ~((<uint64_t>1) << w)
+    for height in range(1, space.height + 1):
+        parent = path[height]
+        i = (pasid >> slot_shift(height)) & 63
+        parent.nfree += n
+        parent.free_mask |= (<uint64_t>1) << i
+        if child.used_mask == 0:
+            parent.used_mask &= ~((<uint64_t>1) << i)
+            parent.slot[i] = 0
+            free(child)
+            space.nodes -= 1
+        child = parent
+
+
+cdef inline void space_release(Space* space, int64_t pasid) noexcept nogil:
+    space_release_bits(space, pasid, (<uint64_t>1) << (pasid & 63))
+
+
+cdef inline bint space_is_free(Space* space, int64_t pasid) noexcept nogil:
+    cdef Node* node = space.root
+    cdef int height = space.height
+    while height > 0:
+        node = <Node*>node.slot[(pasid >> slot_shift(height)) & 63]
+        if node == NULL:
+            return True
+        height -= 1
+    return (node.slot[(pasid >> 6) & 63] >> (pasid & 63)) & 1
+
+
+cdef int64_t space_rank(Space* space, int64_t x) noexcept nogil:
+    """How many free IDs are below ``x``. O(64 log64 N)."""
+    cdef Node* node = space.root
+    cdef Node* child
+    cdef int height = space.height
+    cdef int64_t base = 0
+    cdef int64_t total = 0
+    cdef int shift, i, j
+    while True:
+        if x - base >= ((<int64_t>1) << (LEAF_SHIFT + 6 * height)):
+            return total + <int64_t>node.nfree
+        shift = slot_shift(height)
+        i = <int>((x - base) >> shift)
+        if height == 0:
+            for j in range(i):
+                total += popcount64(node.slot[j])
+            return total + popcount64(node.slot[i] & (((<uint64_t>1) << (x & 63)) - 1))
+        for j in range(i):
+            child = <Node*>node.slot[j]
+            total += (<int64_t>child.nfree) if child != NULL else ((<int64_t>1) << shift)
+        base += (<int64_t>i) << shift
+        child = <Node*>node.slot[i]
+        if child == NULL:
+            return total + (x - base)
+        node = child
+        height -= 1
+
+
+cdef int64_t space_select(Space* space, int64_t rank) noexcept nogil:
+    """The free ID of the given rank (0-based, ascending); rank < free IDs. O(64 log64 N)."""
+    cdef Node* node = space.root
+    cdef Node* child
+    cdef int height = space.height
+    cdef int64_t base = 0
+    cdef int64_t count
+    cdef int shift, j
+    cdef uint64_t word
+    while height > 0:
+        shift = slot_shift(height)
+        for j in range(64):
+            child = <Node*>node.slot[j]
+            count = (<int64_t>child.nfree) if child != NULL else ((<int64_t>1) << shift)
+            if rank < count:
+                break
+            rank -= count
+        base += (<int64_t>j) << shift
+        if child == NULL:
+            return base + rank
+        node = child
+        height -= 1
+    for j in range(64):
+        count = popcount64(node.slot[j])
+        if rank < count:
+            break
+        rank -= count
+    word = node.slot[j]
+    while rank > 0:
+        word &= word - 1
+        rank -= 1
+    return base + (j << 6) + ctz64(word)
