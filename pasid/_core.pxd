@@ -40,9 +40,8 @@ cdef class PasidAllocator:
     cdef int64_t _cursor
     # the ID space and the per-PASID tables (C arrays owned by the instance)
     cdef Space space
-    cdef uint8_t* _state
-    cdef uint8_t* _flags
-    cdef uint32_t* _refcount
+    cdef uint8_t* _meta          # state | MULTI | flags, one byte per PASID
+    cdef uint32_t* _refcount     # meaningful while MULTI: refcount >= 2
     cdef uint32_t* _generation
     cdef double* _hold
     cdef int32_t* _fifo_prev
@@ -74,6 +73,8 @@ cdef class PasidAllocator:
     cdef double _read_clock(self) except? -1.0
     cdef int _sync(self) except -1
     cdef int _take_state(self, int64_t p, int state) except -1
+    cdef void _ref_inc(self, int64_t p) noexcept
+    cdef void _ref_dec(self, int64_t p) noexcept
     cdef int _make_free(self, int64_t p) except -1
     cdef int64_t _reclaim(self, double now) except -1
     cdef int _settle(self, int64_t p, double now) except -1

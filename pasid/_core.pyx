@@ -17,7 +17,6 @@ from cpython.long cimport PyLong_AsLongLongAndOverflow
 from libc.math cimport INFINITY, isnan
 from libc.stdint cimport INT64_MAX, INT64_MIN, int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc
-from libc.string cimport memchr
 
 import operator
 import os
@@ -39,10 +38,17 @@ cdef enum:
     DRAINING = 3
     QUARANTINED = 4
 
+# One byte of _meta per PASID: what free and alloc touch at a random PASID, so
+# the table stays small enough (1 MiB for 20 bits) to live in cache.
 cdef enum:
-    HAS_OWNER = 1
-    HAS_DATA = 2
-    HAS_BINDINGS = 4
+    STATE_MASK = 7           # bits 0-2: the State
+    RELEASING = 5            # a transient state inside free_many: refcount reached 0
+    MULTI = 8                # refcount >= 2, kept in _refcount[p]; else an ACTIVE PASID holds 1
+    HAS_OWNER = 16           # side tables to consult:
+    HAS_DATA = 32
+    HAS_BINDINGS = 64
+    HAS_HOLD = 128           # _hold[p] holds the PASID's release_at so far
+    FLAG_MASK = 240
 
 cdef enum:
     LOWEST = 0
@@ -55,6 +61,7 @@ _STATE_NAMES = ("FREE", "RESERVED", "ACTIVE", "DRAINING", "QUARANTINED")
 _STATES = tuple(State)
 
 cdef int64_t IDA_MAX = 2147483647
+
 
 
 # ---------------------------------------------------------------- arguments
@@ -144,7 +151,7 @@ cdef class IDA:
             raise PasidExhausted(f"no space: min {lo} > max {hi}")
         with cython.critical_section(self):
             p = space_find_free(&self.space, lo)
-            if p < 0 or p > hi:
+            if p > hi:
                 raise PasidExhausted(f"no free ID in {lo}..{hi}")
             if space_take(&self.space, p) < 0:
                 raise MemoryError()
@@ -204,12 +211,15 @@ cdef class IDA:
         pasid._errors.StateError: ida_free called for id=0 which is not allocated
         """
         cdef int64_t p = as_int64(id, "id")
+        cdef Node* path[MAX_HEIGHT + 1]
+        cdef Node* leaf
         if p < 0 or p > IDA_MAX:
             raise InvalidPasid(f"id {id} out of range 0..{IDA_MAX}")
         with cython.critical_section(self):
-            if space_is_free(&self.space, p):
+            leaf = space_taken_leaf(&self.space, p, path)
+            if leaf == NULL:
                 raise StateError(f"ida_free called for id={p} which is not allocated")
-            space_release(&self.space, p)
+            space_release_path(&self.space, leaf, path, p, (<uint64_t>1) << (p & 63))
             self.count -= 1
 
     def find_first(self):
@@ -437,9 +447,8 @@ cdef class PasidAllocator:
         self._cursor = 0
         if space_init(&self.space, size) < 0:
             raise MemoryError()
-        self._state = <uint8_t*>calloc(size, sizeof(uint8_t))
-        self._flags = <uint8_t*>calloc(size, sizeof(uint8_t))
-        self._refcount = <uint32_t*>calloc(size, sizeof(uint32_t))
+        self._meta = <uint8_t*>calloc(size, sizeof(uint8_t))
+        self._refcount = <uint32_t*>malloc(size * sizeof(uint32_t))
         self._generation = <uint32_t*>calloc(size, sizeof(uint32_t))
         self._hold = <double*>malloc(size * sizeof(double))
         self._queue_time = <double*>malloc(size * sizeof(double))
@@ -449,12 +458,10 @@ cdef class PasidAllocator:
             self._fifo_next = <int32_t*>malloc(size * sizeof(int32_t))
             if self._fifo_prev == NULL or self._fifo_next == NULL:
                 raise MemoryError()
-        if (self._state == NULL or self._flags == NULL or self._refcount == NULL
-                or self._generation == NULL or self._hold == NULL
+        if (self._meta == NULL or self._refcount == NULL or self._generation == NULL
+                or self._hold == NULL
                 or self._queue_time == NULL or self._queue_pasid == NULL):
             raise MemoryError()
-        for p in range(size):
-            self._hold[p] = -INFINITY
         self._fifo_head = self._fifo_tail = -1
         self._queue_len = 0
         self._owner = {}
@@ -476,13 +483,12 @@ cdef class PasidAllocator:
                 self._fifo_push(p)
         for lo, hi in ranges:
             for p in range(lo, hi + 1):
-                if self._state[p] == FREE:
+                if (self._meta[p] & STATE_MASK) == FREE:
                     self._take_state(p, RESERVED)
 
     def __dealloc__(self):
         space_destroy(&self.space)
-        free(self._state)
-        free(self._flags)
+        free(self._meta)
         free(self._refcount)
         free(self._generation)
         free(self._hold)
@@ -521,22 +527,33 @@ cdef class PasidAllocator:
             self._fifo_remove(p)
         self._counts[FREE] -= 1
         self._counts[state] += 1
-        self._state[p] = state
+        self._meta[p] = (self._meta[p] & ~STATE_MASK) | state
         return 0
+
+    cdef inline void _ref_inc(self, int64_t p) noexcept:
+        """One more reference to an ACTIVE PASID."""
+        if self._meta[p] & MULTI:
+            self._refcount[p] += 1
+        else:
+            self._meta[p] |= MULTI
+            self._refcount[p] = 2
+
+    cdef inline void _ref_dec(self, int64_t p) noexcept:
+        """One reference less to an ACTIVE PASID holding two or more."""
+        self._refcount[p] -= 1
+        if self._refcount[p] == 1:
+            self._meta[p] &= ~MULTI
 
     cdef int _make_free(self, int64_t p) except -1:
         """A PASID whose release is complete becomes FREE; its tags go."""
-        cdef uint8_t flags = self._flags[p]
-        self._counts[self._state[p]] -= 1
+        cdef uint8_t flags = self._meta[p] & FLAG_MASK
+        self._counts[self._meta[p] & STATE_MASK] -= 1
         self._counts[FREE] += 1
-        self._state[p] = FREE
+        self._meta[p] = FREE                  # no refcount, no flags
         space_release(&self.space, p)
         if self._fifo_prev != NULL:
             self._fifo_push(p)
-        self._refcount[p] = 0
-        self._hold[p] = -INFINITY
         if flags:
-            self._flags[p] = 0
             if flags & HAS_DATA:
                 del self._data[p]
             if flags & HAS_OWNER:
@@ -572,41 +589,52 @@ cdef class PasidAllocator:
 
     cdef int _settle(self, int64_t p, double now) except -1:
         """A released PASID with no device bound: QUARANTINED until release_at, or FREE."""
-        cdef double release_at = self._hold[p]
+        cdef double release_at = self._hold[p]   # HAS_HOLD: set at release
         if release_at <= now:
             self._make_free(p)
             self._reclaimed += 1
         else:
-            self._counts[self._state[p]] -= 1
+            self._counts[(self._meta[p] & STATE_MASK)] -= 1
             self._counts[QUARANTINED] += 1
-            self._state[p] = QUARANTINED
+            self._meta[p] = (self._meta[p] & ~STATE_MASK) | QUARANTINED
             self._queue_push(release_at, p)
         return 0
 
     cdef int _release(self, int64_t p, double now, list teardown) except -1:
         """An ACTIVE PASID is released: DRAINING, QUARANTINED or FREE."""
-        cdef uint8_t flags = self._flags[p]
+        cdef uint8_t flags = (self._meta[p] & FLAG_MASK)
         cdef double release_at = now + self._grace
         self._releases += 1
-        self._refcount[p] = 0
-        if release_at > self._hold[p]:
-            self._hold[p] = release_at
+        self._meta[p] &= ~MULTI
         if flags & HAS_OWNER:
             owner = self._owner[p]
             owned = self._owned[owner]
             owned.discard(p)
             if not owned:
                 del self._owned[owner]
+        if flags & HAS_HOLD and self._hold[p] > release_at:
+            release_at = self._hold[p]
         if flags & HAS_BINDINGS:
+            self._hold[p] = release_at
+            self._meta[p] |= HAS_HOLD
             self._counts[ACTIVE] -= 1
             self._counts[DRAINING] += 1
-            self._state[p] = DRAINING
+            self._meta[p] = (self._meta[p] & ~STATE_MASK) | DRAINING
             for device in self._bindings[p]:
                 callback = (<_Device>self._devices[device]).on_teardown
                 if callback is not None:
                     teardown.append((callback, p))
+        elif release_at <= now:
+            # no hold at all: FREE at once, the release time need not be kept
+            self._make_free(p)
+            self._reclaimed += 1
         else:
-            self._settle(p, now)
+            self._hold[p] = release_at
+            self._meta[p] |= HAS_HOLD
+            self._counts[ACTIVE] -= 1
+            self._counts[QUARANTINED] += 1
+            self._meta[p] = (self._meta[p] & ~STATE_MASK) | QUARANTINED
+            self._queue_push(release_at, p)
         return 0
 
     cdef void _fifo_push(self, int64_t p) noexcept:
@@ -708,13 +736,12 @@ cdef class PasidAllocator:
 
     cdef int _activate(self, int64_t p, object owner, object data) except -1:
         """A chosen FREE PASID becomes ACTIVE with refcount 1."""
-        self._take_state(p, ACTIVE)
-        self._refcount[p] = 1
+        self._take_state(p, ACTIVE)             # refcount 1: no MULTI
         self._generation[p] += 1
         if owner is not None:
             self._tag_owner(p, owner)
         if data is not None:
-            self._flags[p] |= HAS_DATA
+            self._meta[p] |= HAS_DATA
             self._data[p] = data
         self._allocations += 1
         if self._counts[ACTIVE] > self._high_water:
@@ -722,7 +749,7 @@ cdef class PasidAllocator:
         return 0
 
     cdef int _tag_owner(self, int64_t p, object owner) except -1:
-        self._flags[p] |= HAS_OWNER
+        self._meta[p] |= HAS_OWNER
         self._owner[p] = owner
         self._use[owner] = self._use.get(owner, 0) + 1
         owned = self._owned.get(owner)
@@ -799,8 +826,8 @@ cdef class PasidAllocator:
         cdef int64_t p = self._check_id(pasid)
         with cython.critical_section(self):
             self._sync()
-            if self._state[p] != FREE:
-                raise StateError(f"PASID {p} is {_STATE_NAMES[self._state[p]]}, not FREE")
+            if (self._meta[p] & STATE_MASK) != FREE:
+                raise StateError(f"PASID {p} is {_STATE_NAMES[(self._meta[p] & STATE_MASK)]}, not FREE")
             self._check_quota(owner, 1)
             self._activate(p, owner, data)
         return p
@@ -855,7 +882,7 @@ cdef class PasidAllocator:
                     if owner is not None:
                         self._tag_owner(ids[i], owner)
                     if data is not None:
-                        self._flags[ids[i]] |= HAS_DATA
+                        self._meta[ids[i]] |= HAS_DATA
                         self._data[ids[i]] = data
         return out
 
@@ -882,8 +909,7 @@ cdef class PasidAllocator:
                     p = base + ctz64(word)
                     word &= word - 1
                     out[done] = <uint32_t>p
-                    self._state[p] = ACTIVE
-                    self._refcount[p] = 1
+                    self._meta[p] = ACTIVE        # was FREE: no flags; refcount 1
                     self._generation[p] += 1
                     done += 1
                 space_take_bits(&self.space, leaf, path, base, bits)
@@ -897,8 +923,7 @@ cdef class PasidAllocator:
                     return -1
                 if self._fifo_prev != NULL:
                     self._fifo_remove(p)
-                self._state[p] = ACTIVE
-                self._refcount[p] = 1
+                self._meta[p] = ACTIVE
                 self._generation[p] += 1
                 self._counts[FREE] -= 1
                 self._counts[ACTIVE] += 1
@@ -926,8 +951,7 @@ cdef class PasidAllocator:
                 else:
                     self._fifo_tail = <int32_t>p
                 self._fifo_head = <int32_t>p
-            self._state[p] = FREE
-            self._refcount[p] = 0
+            self._meta[p] = FREE
             self._generation[p] -= 1
             self._counts[FREE] += 1
             self._counts[ACTIVE] -= 1
@@ -944,9 +968,9 @@ cdef class PasidAllocator:
         with cython.critical_section(self):
             if self._queue_len:
                 self._sync()
-            if self._state[p] != ACTIVE:
-                raise StateError(f"get of PASID {p}, which is {_STATE_NAMES[self._state[p]]}")
-            self._refcount[p] += 1
+            if (self._meta[p] & STATE_MASK) != ACTIVE:
+                raise StateError(f"get of PASID {p}, which is {_STATE_NAMES[(self._meta[p] & STATE_MASK)]}")
+            self._ref_inc(p)
 
     def put(self, pasid):
         """Drop one reference to an ACTIVE PASID; the last put releases it. O(log64 N).
@@ -963,12 +987,12 @@ cdef class PasidAllocator:
         with cython.critical_section(self):
             if self._queue_len:
                 self._sync()
-            if self._state[p] != ACTIVE:
-                raise StateError(f"free of PASID {p}, which is {_STATE_NAMES[self._state[p]]}")
-            if self._refcount[p] > 1:
-                self._refcount[p] -= 1
+            if (self._meta[p] & STATE_MASK) != ACTIVE:
+                raise StateError(f"free of PASID {p}, which is {_STATE_NAMES[(self._meta[p] & STATE_MASK)]}")
+            if self._meta[p] & MULTI:
+                self._ref_dec(p)
             else:
-                if self._flags[p] & HAS_BINDINGS:
+                if (self._meta[p] & FLAG_MASK) & HAS_BINDINGS:
                     teardown = []
                 self._release(p, self._read_clock(), teardown)
         if teardown:
@@ -999,31 +1023,37 @@ cdef class PasidAllocator:
         with cython.critical_section(self):
             if self._queue_len:
                 self._sync()
+            # pass 1: drop the references; the last one marks RELEASING (undone on error)
             for i in range(n):
                 p = pasids[i]
-                if self._state[p] != ACTIVE or self._refcount[p] == 0:
-                    for j in range(i):
-                        self._refcount[pasids[j]] += 1
-                    name = ("ACTIVE, already freed" if self._state[p] == ACTIVE
-                            else _STATE_NAMES[self._state[p]])
+                if (self._meta[p] & STATE_MASK) != ACTIVE:
+                    name = ("ACTIVE, already freed" if (self._meta[p] & STATE_MASK) == RELEASING
+                            else _STATE_NAMES[self._meta[p] & STATE_MASK])
+                    for j in range(i - 1, -1, -1):
+                        if (self._meta[pasids[j]] & STATE_MASK) == RELEASING:
+                            self._meta[pasids[j]] ^= RELEASING ^ ACTIVE
+                        else:
+                            self._ref_inc(pasids[j])
                     raise StateError(f"free of PASID {p}, which is {name}")
-                self._refcount[p] -= 1
+                if self._meta[p] & MULTI:
+                    self._ref_dec(p)
+                else:
+                    self._meta[p] ^= ACTIVE ^ RELEASING
+            # pass 2: release, in order, what reached zero
             now = self._read_clock()
             for i in range(n):
                 p = pasids[i]
-                if self._refcount[p] or self._state[p] != ACTIVE:
+                if (self._meta[p] & STATE_MASK) != RELEASING:
                     continue
-                if (self._flags[p] or self._fifo_prev != NULL
-                        or self._hold[p] > now - self._grace or self._grace > 0):
+                self._meta[p] ^= RELEASING ^ ACTIVE
+                if (self._meta[p] & FLAG_MASK) or self._fifo_prev != NULL or self._grace > 0:
                     self._release(p, now, teardown)
                     continue
                 # the plain case, batched: released straight to FREE, its bit
                 # gathered with its word's neighbours for one summary update
                 self._releases += 1
                 self._reclaimed += 1
-                self._refcount[p] = 0
-                self._hold[p] = -INFINITY
-                self._state[p] = FREE
+                self._meta[p] = FREE
                 self._counts[ACTIVE] -= 1
                 self._counts[FREE] += 1
                 if (p & ~63) != word_base:
@@ -1040,6 +1070,11 @@ cdef class PasidAllocator:
     cdef object _id_array(self, object ids):
         """``ids`` as a contiguous int64 array, every one in range (InvalidPasid, TypeError)."""
         array = np.asarray(ids)
+        if array.dtype == object:
+            # Python ints too large for any integer dtype: checked one by one
+            for value in array.reshape(-1):
+                self._check_id(value)
+            array = array.astype(np.int64)
         if array.dtype == np.bool_ or (array.size and not np.issubdtype(array.dtype, np.integer)):
             raise TypeError(f"ids must be integers, not {array.dtype}")
         array = array.reshape(-1)
@@ -1073,9 +1108,9 @@ cdef class PasidAllocator:
         with cython.critical_section(self):
             self._sync()
             for p in range(first, last + 1):
-                if self._state[p] != FREE:
+                if (self._meta[p] & STATE_MASK) != FREE:
                     raise StateError(
-                        f"cannot reserve PASID {p}: it is {_STATE_NAMES[self._state[p]]}")
+                        f"cannot reserve PASID {p}: it is {_STATE_NAMES[(self._meta[p] & STATE_MASK)]}")
             for p in range(first, last + 1):
                 try:
                     self._take_state(p, RESERVED)
@@ -1095,9 +1130,9 @@ cdef class PasidAllocator:
         with cython.critical_section(self):
             self._sync()
             for p in range(first, last + 1):
-                if self._state[p] != RESERVED:
+                if (self._meta[p] & STATE_MASK) != RESERVED:
                     raise StateError(
-                        f"cannot unreserve PASID {p}: it is {_STATE_NAMES[self._state[p]]}")
+                        f"cannot unreserve PASID {p}: it is {_STATE_NAMES[(self._meta[p] & STATE_MASK)]}")
             for p in range(first, last + 1):
                 self._make_free(p)
 
@@ -1159,8 +1194,8 @@ cdef class PasidAllocator:
                 del bindings[device]
                 if not bindings:
                     del self._bindings[p]
-                    self._flags[p] &= ~HAS_BINDINGS
-                    if self._state[p] == DRAINING:
+                    self._meta[p] &= ~HAS_BINDINGS
+                    if (self._meta[p] & STATE_MASK) == DRAINING:
                         self._settle(p, now)
             del self._bound[device]
             del self._devices[device]
@@ -1182,8 +1217,8 @@ cdef class PasidAllocator:
         with cython.critical_section(self):
             if self._queue_len:
                 self._sync()
-            if self._state[p] != ACTIVE:
-                raise StateError(f"bind of PASID {p}, which is {_STATE_NAMES[self._state[p]]}")
+            if (self._meta[p] & STATE_MASK) != ACTIVE:
+                raise StateError(f"bind of PASID {p}, which is {_STATE_NAMES[(self._meta[p] & STATE_MASK)]}")
             info = self._devices.get(device)
             if info is not None and p >> (<_Device>info).bits:
                 raise InvalidPasid(
@@ -1191,11 +1226,11 @@ cdef class PasidAllocator:
             if info is None:
                 self._devices[device] = _Device(20, 0.0, None)
                 self._bound[device] = set()
-            if self._flags[p] & HAS_BINDINGS:
+            if (self._meta[p] & FLAG_MASK) & HAS_BINDINGS:
                 bindings = self._bindings[p]
             else:
                 bindings = self._bindings[p] = {}
-                self._flags[p] |= HAS_BINDINGS
+                self._meta[p] |= HAS_BINDINGS
             entry = bindings.get(device)
             if entry is None:
                 bindings[device] = [1, data]
@@ -1222,8 +1257,8 @@ cdef class PasidAllocator:
         with cython.critical_section(self):
             if self._queue_len:
                 self._sync()
-            state = self._state[p]
-            if not (self._flags[p] & HAS_BINDINGS) or device not in self._bindings[p]:
+            state = (self._meta[p] & STATE_MASK)
+            if not ((self._meta[p] & FLAG_MASK) & HAS_BINDINGS) or device not in self._bindings[p]:
                 raise StateError(f"PASID {p} is not bound to device {device!r}")
             bindings = self._bindings[p]
             entry = bindings[device]
@@ -1234,11 +1269,12 @@ cdef class PasidAllocator:
             (<set>self._bound[device]).discard(p)
             now = self._read_clock()
             hold = now + (<_Device>self._devices[device]).drain
-            if hold > self._hold[p]:
+            if not ((self._meta[p] & FLAG_MASK) & HAS_HOLD) or hold > self._hold[p]:
                 self._hold[p] = hold
+                self._meta[p] |= HAS_HOLD
             if not bindings:
                 del self._bindings[p]
-                self._flags[p] &= ~HAS_BINDINGS
+                self._meta[p] &= ~HAS_BINDINGS
                 if state == DRAINING:
                     self._settle(p, now)
 
@@ -1346,7 +1382,7 @@ cdef class PasidAllocator:
         with cython.critical_section(self):
             if self._queue_len:
                 self._sync()
-            return _STATES[self._state[p]]
+            return _STATES[(self._meta[p] & STATE_MASK)]
 
     def states(self, ids):
         """The states of ``ids`` as a uint8 array. O(len(ids)).
@@ -1361,7 +1397,7 @@ cdef class PasidAllocator:
         with cython.critical_section(self):
             self._sync()
             for i in range(n):
-                view[i] = self._state[pasids[i]]
+                view[i] = (self._meta[pasids[i]] & STATE_MASK)
         return out
 
     def owner(self, pasid):
@@ -1373,7 +1409,7 @@ cdef class PasidAllocator:
         cdef int64_t p = self._check_id(pasid)
         with cython.critical_section(self):
             self._sync()
-            return self._owner.get(p) if self._flags[p] & HAS_OWNER else None
+            return self._owner.get(p) if (self._meta[p] & FLAG_MASK) & HAS_OWNER else None
 
     def data(self, pasid):
         """The data given at allocation, kept until FREE (None if none). O(1).
@@ -1384,7 +1420,7 @@ cdef class PasidAllocator:
         cdef int64_t p = self._check_id(pasid)
         with cython.critical_section(self):
             self._sync()
-            return self._data.get(p) if self._flags[p] & HAS_DATA else None
+            return self._data.get(p) if (self._meta[p] & FLAG_MASK) & HAS_DATA else None
 
     def refcount(self, pasid):
         """References held on ``pasid`` (0 unless ACTIVE). O(1).
@@ -1395,7 +1431,10 @@ cdef class PasidAllocator:
         cdef int64_t p = self._check_id(pasid)
         with cython.critical_section(self):
             self._sync()
-            return self._refcount[p]
+            state = self._meta[p] & STATE_MASK
+            if state != ACTIVE:
+                return 0
+            return self._refcount[p] if self._meta[p] & MULTI else 1
 
     def generation(self, pasid):
         """How many times ``pasid`` has been allocated. O(1).
@@ -1415,7 +1454,7 @@ cdef class PasidAllocator:
         cdef int64_t p = self._check_id(pasid)
         with cython.critical_section(self):
             self._sync()
-            if self._flags[p] & HAS_BINDINGS:
+            if (self._meta[p] & FLAG_MASK) & HAS_BINDINGS:
                 return list(self._bindings[p])
             return []
 
@@ -1428,7 +1467,7 @@ cdef class PasidAllocator:
         cdef int64_t p = self._check_id(pasid)
         with cython.critical_section(self):
             self._sync()
-            if not (self._flags[p] & HAS_BINDINGS) or device not in self._bindings[p]:
+            if not ((self._meta[p] & FLAG_MASK) & HAS_BINDINGS) or device not in self._bindings[p]:
                 raise StateError(f"PASID {p} is not bound to device {device!r}")
             return self._bindings[p][device][1]
 
@@ -1443,7 +1482,7 @@ cdef class PasidAllocator:
             if device not in self._devices:
                 raise StateError(f"unknown device {device!r}")
             self._sync()
-            return sorted([p for p in self._bound[device] if self._state[p] == DRAINING])
+            return sorted([p for p in self._bound[device] if (self._meta[p] & STATE_MASK) == DRAINING])
 
     def stats(self):
         """Counts per state and the counters since construction, as a dict. O(1).
@@ -1485,18 +1524,13 @@ cdef class PasidAllocator:
         return self._counts[ACTIVE]
 
     def __iter__(self):
+        """The ACTIVE PASIDs, ascending (a list taken at the call). O(N): a pass over the table."""
         cdef list found = []
-        cdef const uint8_t* start
-        cdef const uint8_t* hit
-        cdef int64_t offset = 0
+        cdef int64_t p
         with cython.critical_section(self):
-            start = self._state
-            while offset < self._size:
-                hit = <const uint8_t*>memchr(start + offset, ACTIVE, self._size - offset)
-                if hit == NULL:
-                    break
-                found.append(hit - start)
-                offset = hit - start + 1
+            for p in range(self._size):
+                if (self._meta[p] & STATE_MASK) == ACTIVE:
+                    found.append(p)
         return iter(found)
 
     def __contains__(self, pasid):
@@ -1510,7 +1544,7 @@ cdef class PasidAllocator:
         with cython.critical_section(self):
             if self._queue_len:
                 self._sync()
-            return self._state[p] == ACTIVE
+            return (self._meta[p] & STATE_MASK) == ACTIVE
 
     def __repr__(self):
         return (f"<pasid.PasidAllocator bits={self._bits} strategy={self.strategy!r} "
@@ -1525,36 +1559,37 @@ cdef class PasidAllocator:
             _check_node(self.space.root, self.space.height, True)
             counts = [0] * 5
             for p in range(self._size):
-                s = self._state[p]
+                s = (self._meta[p] & STATE_MASK)
                 counts[s] += 1
                 if space_is_free(&self.space, p) != (s == FREE):
                     raise AssertionError(f"PASID {p}: space and state {s} disagree")
-                if (self._refcount[p] > 0) != (s == ACTIVE):
+                if self._meta[p] & MULTI and (s != ACTIVE or self._refcount[p] < 2):
                     raise AssertionError(f"PASID {p}: refcount {self._refcount[p]} in state {s}")
-                if bool(self._flags[p] & HAS_OWNER) != (p in self._owner):
+                if bool((self._meta[p] & FLAG_MASK) & HAS_OWNER) != (p in self._owner):
                     raise AssertionError(f"PASID {p}: owner flag disagrees")
-                if bool(self._flags[p] & HAS_DATA) != (p in self._data):
+                if bool((self._meta[p] & FLAG_MASK) & HAS_DATA) != (p in self._data):
                     raise AssertionError(f"PASID {p}: data flag disagrees")
-                if bool(self._flags[p] & HAS_BINDINGS) != (p in self._bindings):
+                if bool((self._meta[p] & FLAG_MASK) & HAS_BINDINGS) != (p in self._bindings):
                     raise AssertionError(f"PASID {p}: bindings flag disagrees")
                 if s == DRAINING and p not in self._bindings:
                     raise AssertionError(f"PASID {p} DRAINING with no device bound")
-                if s in (FREE, RESERVED) and (self._flags[p] or self._hold[p] != -INFINITY):
+                if s in (FREE, RESERVED) and (self._meta[p] & FLAG_MASK):
                     raise AssertionError(f"PASID {p}: tags kept in state {s}")
             if counts != [self._counts[i] for i in range(5)]:
                 raise AssertionError(f"counts disagree: {counts}")
             queued = sorted(self._queue_pasid[i] for i in range(self._queue_len))
-            if queued != [p for p in range(self._size) if self._state[p] == QUARANTINED]:
+            if queued != [p for p in range(self._size) if (self._meta[p] & STATE_MASK) == QUARANTINED]:
                 raise AssertionError("every QUARANTINED PASID needs exactly one queue entry")
             for i in range(self._queue_len):
-                if self._queue_time[i] != self._hold[self._queue_pasid[i]]:
+                if (not ((self._meta[self._queue_pasid[i]] & FLAG_MASK) & HAS_HOLD)
+                        or self._queue_time[i] != self._hold[self._queue_pasid[i]]):
                     raise AssertionError("queue time disagrees with release_at")
                 if i and (self._queue_time[(i - 1) // 2], self._queue_pasid[(i - 1) // 2]) > (
                         self._queue_time[i], self._queue_pasid[i]):
                     raise AssertionError("release queue is not a heap")
             for p, bindings in self._bindings.items():
-                if not bindings or self._state[p] not in (ACTIVE, DRAINING):
-                    raise AssertionError(f"PASID {p}: bindings in state {self._state[p]}")
+                if not bindings or (self._meta[p] & STATE_MASK) not in (ACTIVE, DRAINING):
+                    raise AssertionError(f"PASID {p}: bindings in state {(self._meta[p] & STATE_MASK)}")
                 for device, entry in bindings.items():
                     if entry[0] <= 0 or p not in self._bound[device]:
                         raise AssertionError(f"PASID {p}: bad binding to {device!r}")
@@ -1566,7 +1601,7 @@ cdef class PasidAllocator:
             owned = {}
             for p, owner in self._owner.items():
                 use[owner] = use.get(owner, 0) + 1
-                if self._state[p] == ACTIVE:
+                if (self._meta[p] & STATE_MASK) == ACTIVE:
                     owned.setdefault(owner, set()).add(p)
             if use != self._use or owned != self._owned:
                 raise AssertionError("owner tables disagree with the PASIDs")
@@ -1576,7 +1611,7 @@ cdef class PasidAllocator:
                 while p >= 0:
                     order.append(p)
                     p = self._fifo_next[p]
-                if sorted(order) != [p for p in range(self._size) if self._state[p] == FREE]:
+                if sorted(order) != [p for p in range(self._size) if (self._meta[p] & STATE_MASK) == FREE]:
                     raise AssertionError("fifo queue != FREE set")
 
 

@@ -10,8 +10,11 @@
 #   nfree      free IDs under the node (for rank and select)
 # The lowest free ID at or above ``lo`` is one masked word test per level and
 # one count-trailing-zeros per level on the way down: O(log64 N) whatever the
-# occupancy. The space may cover more than its capacity (the tree is a whole
-# number of levels); callers bound every search by their own ``hi``.
+# occupancy. As in the kernel's xarray, the tree is only as tall as the largest
+# ID taken needs (it grows by a new root above the old one, and is reset by
+# ``space_clear``): everything beyond the root's span is free. Callers bound
+# every search by their own ``hi`` (the space may report free IDs past its
+# capacity).
 #
 # Every function here is C only: ``noexcept nogil`` kernels return -1 for
 # "none" and let the caller raise; the two that allocate return -1 on
@@ -64,15 +67,39 @@ cdef void node_destroy(Node* node, int height) noexcept nogil:
 
 
 cdef int space_init(Space* space, int64_t capacity) noexcept nogil:
-    """Make an all-free space of at least ``capacity`` IDs; -1 when out of memory."""
-    cdef int height = 0
-    while ((<int64_t>1) << (LEAF_SHIFT + 6 * height)) < capacity:
-        height += 1
-    space.height = height
+    """Make an all-free space of ``capacity`` IDs (one leaf to start); -1 when out of memory."""
+    space.height = 0
     space.capacity = capacity
     space.nodes = 1
-    space.root = node_new(height)
+    space.root = node_new(0)
     return -1 if space.root == NULL else 0
+
+
+cdef inline int64_t space_span(Space* space) noexcept nogil:
+    """The IDs under the root; every ID from here on is free."""
+    return (<int64_t>1) << (LEAF_SHIFT + 6 * space.height)
+
+
+cdef int space_grow(Space* space) noexcept nogil:
+    """Put a root one level taller above the current one; -1 when out of memory."""
+    cdef Node* old = space.root
+    cdef Node* root = node_new(space.height + 1)
+    if root == NULL:
+        return -1
+    if old.used_mask == 0:
+        # nothing taken below: the old root is the same as NULL
+        free(old)
+        space.nodes -= 1
+    else:
+        root.slot[0] = <uint64_t>old
+        root.used_mask = 1
+        root.nfree -= space_span(space) - <int64_t>old.nfree
+        if old.free_mask == 0:
+            root.free_mask &= ~(<uint64_t>1)
+    space.root = root
+    space.height += 1
+    space.nodes += 1
+    return 0
 
 
 cdef void space_destroy(Space* space) noexcept nogil:
@@ -82,11 +109,12 @@ cdef void space_destroy(Space* space) noexcept nogil:
 
 cdef int space_clear(Space* space) noexcept nogil:
     """Free every ID (and every node but a fresh root); -1 when out of memory."""
-    cdef Node* root = node_new(space.height)
+    cdef Node* root = node_new(0)
     if root == NULL:
         return -1
     node_destroy(space.root, space.height)
     space.root = root
+    space.height = 0
     space.nodes = 1
     return 0
 
@@ -145,14 +173,16 @@ cdef int64_t node_find_free(Node* node, int height, int64_t base, int64_t lo) no
 
 
 cdef inline int64_t space_find_free(Space* space, int64_t lo) noexcept nogil:
-    """The lowest free ID >= lo, or -1 (may exceed the capacity: bound it)."""
-    if lo >= ((<int64_t>1) << (LEAF_SHIFT + 6 * space.height)):
-        return -1
+    """The lowest free ID >= lo (may exceed the capacity: bound it)."""
+    cdef int64_t found
+    if lo >= space_span(space):
+        return lo
     if lo <= 0:
         if space.root.free_mask == 0:
-            return -1
+            return space_span(space)
         return node_lowest_free(space.root, space.height, 0)
-    return node_find_free(space.root, space.height, 0, lo)
+    found = node_find_free(space.root, space.height, 0, lo)
+    return found if found >= 0 else space_span(space)
 
 
 cdef int64_t node_find_used(Node* node, int height, int64_t base, int64_t lo) noexcept nogil:
@@ -191,7 +221,7 @@ cdef int64_t node_find_used(Node* node, int height, int64_t base, int64_t lo) no
 
 cdef inline int64_t space_find_used(Space* space, int64_t lo) noexcept nogil:
     """The lowest taken ID >= lo, or -1."""
-    if lo >= ((<int64_t>1) << (LEAF_SHIFT + 6 * space.height)):
+    if lo >= space_span(space):
         return -1
     return node_find_used(space.root, space.height, 0, lo)
 
@@ -201,10 +231,15 @@ cdef Node* space_leaf(Space* space, int64_t pasid, Node** path) noexcept nogil:
 
     ``path[h]`` receives the node of height h on the way (h >= 1).
     """
-    cdef Node* node = space.root
+    cdef Node* node
     cdef Node* child
-    cdef int height = space.height
+    cdef int height
     cdef int i
+    while pasid >= space_span(space):
+        if space_grow(space) < 0:
+            return NULL
+    node = space.root
+    height = space.height
     while height > 0:
         path[height] = node
         i = (pasid >> slot_shift(height)) & 63
@@ -264,10 +299,32 @@ cdef inline int space_take(Space* space, int64_t pasid) noexcept nogil:
     return 0
 
 
+cdef Node* space_taken_leaf(Space* space, int64_t pasid, Node** path) noexcept nogil:
+    """The leaf holding ``pasid`` if ``pasid`` is taken, else NULL; fills ``path``."""
+    cdef Node* node = space.root
+    cdef int height = space.height
+    if pasid >= space_span(space):
+        return NULL
+    while height > 0:
+        path[height] = node
+        node = <Node*>node.slot[(pasid >> slot_shift(height)) & 63]
+        if node == NULL:
+            return NULL
+        height -= 1
+    if (node.slot[(pasid >> 6) & 63] >> (pasid & 63)) & 1:
+        return NULL
+    return node
+
+
 cdef void space_release_bits(Space* space, int64_t pasid, uint64_t bits) noexcept nogil:
-    """Free the taken ``bits`` of the word holding ``pasid``; all-free nodes are freed."""
+    """Free the taken ``bits`` of the word holding ``pasid``."""
     cdef Node* path[MAX_HEIGHT + 1]
-    cdef Node* leaf = space_find_leaf(space, pasid, path)
+    space_release_path(space, space_find_leaf(space, pasid, path), path, pasid, bits)
+
+
+cdef void space_release_path(Space* space, Node* leaf, Node** path,
+                             int64_t pasid, uint64_t bits) noexcept nogil:
+    """Free the taken ``bits`` of ``leaf`` (reached by ``path``); all-free nodes are freed."""
     cdef int w = (pasid >> 6) & 63
     cdef int n = popcount64(bits)
     cdef int height, i
@@ -298,6 +355,8 @@ cdef inline void space_release(Space* space, int64_t pasid) noexcept nogil:
 cdef inline bint space_is_free(Space* space, int64_t pasid) noexcept nogil:
     cdef Node* node = space.root
     cdef int height = space.height
+    if pasid >= space_span(space):
+        return True
     while height > 0:
         node = <Node*>node.slot[(pasid >> slot_shift(height)) & 63]
         if node == NULL:
@@ -314,9 +373,9 @@ cdef int64_t space_rank(Space* space, int64_t x) noexcept nogil:
     cdef int64_t base = 0
     cdef int64_t total = 0
     cdef int shift, i, j
+    if x >= space_span(space):
+        return <int64_t>node.nfree + (x - space_span(space))
     while True:
-        if x - base >= ((<int64_t>1) << (LEAF_SHIFT + 6 * height)):
-            return total + <int64_t>node.nfree
         shift = slot_shift(height)
         i = <int>((x - base) >> shift)
         if height == 0:
@@ -343,6 +402,8 @@ cdef int64_t space_select(Space* space, int64_t rank) noexcept nogil:
     cdef int64_t count
     cdef int shift, j
     cdef uint64_t word
+    if rank >= <int64_t>node.nfree:
+        return space_span(space) + (rank - <int64_t>node.nfree)
     while height > 0:
         shift = slot_shift(height)
         for j in range(64):

@@ -448,6 +448,11 @@ class PasidAllocator:
 
     def _id_list(self, ids):
         array = np.asarray(ids)
+        if array.dtype == object:
+            # Python ints too large for any integer dtype: checked one by one
+            for value in array.reshape(-1):
+                self._pasid(value)
+            array = array.astype(np.int64)
         if array.dtype == np.bool_ or (array.size and not np.issubdtype(array.dtype, np.integer)):
             raise TypeError(f"ids must be integers, not {array.dtype}")
         array = array.reshape(-1)

@@ -1,0 +1,7 @@
+"""``python -m pasid``: the same as the ``pasid`` command."""
+
+import sys
+
+from pasid.cli import main
+
+sys.exit(main())

@@ -1,0 +1,416 @@
+"""A Hypothesis state machine: PasidAllocator beside a plain model.
+
+The model is written from SPEC §3 with dicts and sets: per PASID its state,
+refcount, owner, bindings (count per device, in bind order) and the release
+time so far; per owner its quota. It predicts the outcome of every call
+(value, or which error) and the resulting state, and with the ``lowest``
+strategy which ID an allocation gets. After every step: ``_check()``, the
+stats, the ACTIVE set, every state and refcount, and ``next_release_time``.
+
+Where SPEC is silent the model follows the pure backend: argument errors
+(``InvalidPasid``, a bad ``n``) and ``alloc_exact`` of a non-FREE PASID do
+not count in ``failures``; a quota refusal and an exhaustion do, once.
+"""
+
+import re
+
+import pytest
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+
+from pasid import InvalidPasid, PasidExhausted, QuotaExceeded, State, StateError
+
+BITS = 5
+SIZE = 1 << BITS
+FREE, RESERVED, ACTIVE, DRAINING, QUARANTINED = (int(s) for s in State)
+OWNERS = [None, "a", "b"]
+DEVICES = {"d0": (20, 0), "d1": (20, 3), "narrow": (3, 0)}   # name -> (bits, drain)
+LIVE = (ACTIVE, DRAINING, QUARANTINED)
+
+pasids = st.integers(0, SIZE - 1)
+owners = st.sampled_from(OWNERS)
+devices = st.sampled_from(sorted(DEVICES))
+
+
+class Model:
+    """SPEC §3 with plain containers."""
+
+    def __init__(self, grace):
+        self.grace = grace
+        self.now = 0
+        self.state = [FREE] * SIZE
+        self.state[0] = RESERVED
+        self.refcount = [0] * SIZE
+        self.owner = [None] * SIZE
+        self.generation = [0] * SIZE
+        self.bindings = [dict() for _ in range(SIZE)]   # device -> count, bind order
+        self.hold = [None] * SIZE                       # release_at so far in this life
+        self.devices = {name: list(spec) for name, spec in DEVICES.items()}
+        self.quota = {}
+        self.allocations = self.releases = self.reclaimed = self.failures = 0
+        self.high_water = 0
+
+    # ---- queries
+    def count(self, state):
+        return sum(1 for s in self.state if s == state)
+
+    def ids(self, state):
+        return [p for p in range(SIZE) if self.state[p] == state]
+
+    def use(self, owner):
+        return sum(1 for p in range(SIZE) if self.owner[p] == owner and self.state[p] in LIVE)
+
+    def quota_refuses(self, owner, n):
+        if owner is None or self.quota.get(owner) is None:
+            return False
+        return self.use(owner) + n > self.quota[owner]
+
+    def stats(self):
+        return {
+            "free": self.count(FREE),
+            "reserved": self.count(RESERVED),
+            "active": self.count(ACTIVE),
+            "draining": self.count(DRAINING),
+            "quarantined": self.count(QUARANTINED),
+            "allocations": self.allocations,
+            "releases": self.releases,
+            "reclaimed": self.reclaimed,
+            "failures": self.failures,
+            "high_water": self.high_water,
+        }
+
+    def next_release_time(self):
+        times = [self.hold[p] for p in self.ids(QUARANTINED)]
+        return min(times) if times else None
+
+    # ---- transitions
+    def activate(self, p, owner):
+        self.state[p] = ACTIVE
+        self.refcount[p] = 1
+        self.owner[p] = owner
+        self.generation[p] += 1
+        self.allocations += 1
+        self.high_water = max(self.high_water, self.count(ACTIVE))
+
+    def make_free(self, p):
+        self.state[p] = FREE
+        self.refcount[p] = 0
+        self.owner[p] = None
+        self.hold[p] = None
+
+    def settle(self, p):
+        if self.hold[p] <= self.now:
+            self.make_free(p)
+            self.reclaimed += 1
+        else:
+            self.state[p] = QUARANTINED
+
+    def raise_hold(self, p, release_at):
+        if self.hold[p] is None or release_at > self.hold[p]:
+            self.hold[p] = release_at
+
+    def release(self, p):
+        self.releases += 1
+        self.refcount[p] = 0
+        self.raise_hold(p, self.now + self.grace)
+        if self.bindings[p]:
+            self.state[p] = DRAINING
+        else:
+            self.settle(p)
+
+    def reclaim(self):
+        expired = [p for p in self.ids(QUARANTINED) if self.hold[p] <= self.now]
+        for p in expired:
+            self.make_free(p)
+        self.reclaimed += len(expired)
+        return len(expired)
+
+
+class PasidMachineBase(RuleBasedStateMachine):
+    """Holds the allocator under test (``self.a``) and the model (``self.m``)."""
+
+    backend = None   # set by make_machine
+
+    @initialize(grace=st.sampled_from([0, 2]))
+    def setup(self, grace):
+        self.a = self.backend.PasidAllocator(bits=BITS, grace=grace)
+        self.m = Model(grace)
+        for name, (bits, drain) in DEVICES.items():
+            self.a.add_device(name, bits=bits, drain=drain)
+
+    # ---- helpers
+    def pick(self, data, *states):
+        """Mostly a PASID in one of ``states``, sometimes any PASID."""
+        candidates = [p for p in range(SIZE) if self.m.state[p] in states]
+        if candidates and data.draw(st.booleans(), label="from live"):
+            return data.draw(st.sampled_from(candidates), label="pasid")
+        return data.draw(pasids, label="pasid")
+
+    def expect_error(self, error, call, *args, **kwargs):
+        with pytest.raises(error):
+            call(*args, **kwargs)
+
+    # ---- allocation
+    @rule(owner=owners, lo=st.none() | pasids, hi=st.none() | pasids, use_try=st.booleans())
+    def alloc(self, owner, lo, hi, use_try):
+        m = self.m
+        first, last = (0 if lo is None else lo), (SIZE - 1 if hi is None else hi)
+        call = self.a.try_alloc if use_try else self.a.alloc
+        if first > last:
+            self.expect_error(InvalidPasid, call, owner, min=lo, max=hi)
+            return
+        candidates = [p for p in range(first, last + 1) if m.state[p] == FREE]
+        quota = m.quota_refuses(owner, 1)
+        if quota or not candidates:
+            m.failures += 1
+            if use_try:
+                assert call(owner, min=lo, max=hi) is None
+            else:
+                # both refusals are PasidExhausted; a quota alone is QuotaExceeded
+                error = QuotaExceeded if quota and candidates else PasidExhausted
+                self.expect_error(error, call, owner, min=lo, max=hi)
+            return
+        got = call(owner, data=("d", owner), min=lo, max=hi)
+        assert got == min(candidates)
+        m.activate(got, owner)
+        assert self.a.owner(got) == owner
+        assert self.a.data(got) == ("d", owner)
+        assert self.a.generation(got) == m.generation[got]
+
+    @rule(data=st.data(), owner=owners)
+    def alloc_exact(self, data, owner):
+        m = self.m
+        p = self.pick(data, FREE)
+        if m.state[p] != FREE:
+            self.expect_error(StateError, self.a.alloc_exact, p, owner)
+        elif m.quota_refuses(owner, 1):
+            m.failures += 1
+            self.expect_error(QuotaExceeded, self.a.alloc_exact, p, owner)
+        else:
+            assert self.a.alloc_exact(p, owner) == p
+            m.activate(p, owner)
+
+    @rule(n=st.integers(-1, 6), owner=owners)
+    def alloc_many(self, n, owner):
+        m = self.m
+        if n < 0:
+            self.expect_error(ValueError, self.a.alloc_many, n, owner)
+            return
+        free = m.ids(FREE)
+        quota = m.quota_refuses(owner, n)
+        if quota or n > len(free):
+            m.failures += 1
+            error = QuotaExceeded if quota and n <= len(free) else PasidExhausted
+            self.expect_error(error, self.a.alloc_many, n, owner)
+            return
+        got = self.a.alloc_many(n, owner).tolist()
+        assert got == free[:n]
+        for p in got:
+            m.activate(p, owner)
+
+    # ---- references
+    @rule(data=st.data())
+    def get(self, data):
+        p = self.pick(data, ACTIVE)
+        if self.m.state[p] != ACTIVE:
+            self.expect_error(StateError, self.a.get, p)
+        else:
+            self.a.get(p)
+            self.m.refcount[p] += 1
+
+    @rule(data=st.data(), use_free=st.booleans())
+    def put(self, data, use_free):
+        p = self.pick(data, ACTIVE)
+        call = self.a.free if use_free else self.a.put
+        if self.m.state[p] != ACTIVE:
+            self.expect_error(StateError, call, p)
+            return
+        call(p)
+        self.m.refcount[p] -= 1
+        if self.m.refcount[p] == 0:
+            self.m.release(p)
+
+    @rule(data=st.data())
+    def free_many(self, data):
+        m = self.m
+        ids = data.draw(st.lists(st.sampled_from(m.ids(ACTIVE) or [1]) | pasids, max_size=4),
+                        label="ids")
+        refcount = list(m.refcount)
+        ok = True
+        for p in ids:
+            if m.state[p] != ACTIVE or refcount[p] == 0:
+                ok = False
+                break
+            refcount[p] -= 1
+        if not ok:
+            self.expect_error(StateError, self.a.free_many, ids)
+            return
+        self.a.free_many(ids)
+        for p in ids:
+            m.refcount[p] -= 1
+            if m.refcount[p] == 0:
+                m.release(p)
+
+    # ---- devices
+    @rule(data=st.data(), device=devices, tag=st.none() | st.integers(0, 3))
+    def bind(self, data, device, tag):
+        m = self.m
+        p = self.pick(data, ACTIVE)
+        bits = m.devices[device][0] if device in m.devices else 20
+        if m.state[p] != ACTIVE:
+            # a non-ACTIVE PASID that is also too wide: either error is right
+            error = StateError if p < (1 << bits) else (StateError, InvalidPasid)
+            self.expect_error(error, self.a.bind, p, device, data=tag)
+            return
+        if p >= (1 << bits):
+            self.expect_error(InvalidPasid, self.a.bind, p, device, data=tag)
+            return
+        self.a.bind(p, device, data=tag)
+        if device not in m.devices:
+            m.devices[device] = [20, 0]
+        bindings = m.bindings[p]
+        bindings[device] = bindings.get(device, 0) + 1
+        assert self.a.devices(p) == list(bindings)
+        if tag is not None or bindings[device] == 1:
+            assert self.a.binding(p, device) == tag
+
+    @rule(data=st.data(), device=devices)
+    def unbind(self, data, device):
+        m = self.m
+        bound = [(p, d) for p in range(SIZE) for d in m.bindings[p]]
+        if bound and data.draw(st.integers(0, 3), label="bound pair") > 0:
+            p, device = data.draw(st.sampled_from(bound), label="pair")
+        else:
+            p = self.pick(data, ACTIVE, DRAINING)
+        bindings = m.bindings[p]
+        if m.state[p] not in (ACTIVE, DRAINING) or device not in bindings:
+            self.expect_error(StateError, self.a.unbind, p, device)
+            return
+        self.a.unbind(p, device)
+        bindings[device] -= 1
+        if bindings[device]:
+            return
+        del bindings[device]
+        m.raise_hold(p, m.now + m.devices[device][1])
+        if not bindings and m.state[p] == DRAINING:
+            m.settle(p)
+
+    @rule(device=devices)
+    def remove_device(self, device):
+        m = self.m
+        if device not in m.devices:
+            self.expect_error(StateError, self.a.remove_device, device)
+            return
+        self.a.remove_device(device)
+        del m.devices[device]
+        for p in range(SIZE):
+            if device in m.bindings[p]:
+                del m.bindings[p][device]
+                if not m.bindings[p] and m.state[p] == DRAINING:
+                    m.settle(p)
+
+    @rule(device=devices, drain=st.sampled_from([0, 1, 3]), bits=st.sampled_from([2, 3, 20]))
+    def add_device(self, device, drain, bits):
+        m = self.m
+        bound = [p for p in range(SIZE) if device in m.bindings[p]]
+        if bound and max(bound) >= (1 << bits):
+            self.expect_error(InvalidPasid, self.a.add_device, device, bits=bits, drain=drain)
+            return
+        self.a.add_device(device, bits=bits, drain=drain)
+        m.devices[device] = [bits, drain]
+
+    # ---- owners and quotas
+    @rule(owner=owners)
+    def exit_owner(self, owner):
+        m = self.m
+        if owner is None:
+            self.expect_error(ValueError, self.a.exit_owner, None)
+            return
+        expected = [p for p in range(SIZE) if m.state[p] == ACTIVE and m.owner[p] == owner]
+        assert self.a.exit_owner(owner) == expected
+        for p in expected:
+            m.release(p)
+
+    @rule(owner=st.sampled_from(["a", "b"]), n=st.none() | st.integers(0, 4))
+    def set_quota(self, owner, n):
+        self.a.set_quota(owner, n)
+        if n is None:
+            self.m.quota.pop(owner, None)
+        else:
+            self.m.quota[owner] = n
+
+    # ---- reservation
+    @rule(lo=pasids, width=st.integers(-1, 3), undo=st.booleans())
+    def reserve_range(self, lo, width, undo):
+        m = self.m
+        hi = None if width == 0 else min(SIZE - 1, lo + width)
+        last = lo if hi is None else hi
+        call = self.a.unreserve if undo else self.a.reserve
+        if last < lo:
+            self.expect_error(InvalidPasid, call, lo, hi)
+            return
+        need, becomes = (RESERVED, FREE) if undo else (FREE, RESERVED)
+        offenders = [p for p in range(lo, last + 1) if m.state[p] != need]
+        if offenders:
+            with pytest.raises(StateError) as info:
+                call(lo, hi)
+            assert re.search(rf"(?<!\d){offenders[0]}(?!\d)", str(info.value)), info.value
+            return
+        call(lo, hi)
+        for p in range(lo, last + 1):
+            m.state[p] = becomes
+
+    # ---- time
+    @rule(by=st.sampled_from([0, 1, 2, 3]), absolute=st.booleans())
+    def advance(self, by, absolute):
+        m = self.m
+        if absolute:
+            got = self.a.advance(to=m.now + by)
+        else:
+            got = self.a.advance(by=by)
+        m.now += by
+        assert got == m.reclaim()
+        assert self.a.now == m.now
+
+    @precondition(lambda self: self.m.now > 0)
+    @rule()
+    def advance_backwards(self):
+        self.expect_error(ValueError, self.a.advance, to=self.m.now - 1)
+
+    # ---- invariants
+    @invariant()
+    def agrees_with_model(self):
+        if not hasattr(self, "a"):
+            return
+        a, m = self.a, self.m
+        a._check()
+        assert a.stats() == m.stats()
+        assert list(a) == m.ids(ACTIVE)
+        assert len(a) == len(m.ids(ACTIVE))
+        assert a.states(range(SIZE)).tolist() == m.state
+        assert [a.refcount(p) for p in range(SIZE)] == m.refcount
+        assert [a.owner(p) for p in range(SIZE)] == m.owner
+        assert a.next_release_time() == m.next_release_time()
+        for device in m.devices:
+            expected = [p for p in range(SIZE) if m.state[p] == DRAINING and device in m.bindings[p]]
+            assert a.pending(device) == expected
+
+
+def make_machine(backend):
+    """The state machine class for one backend module."""
+    return type(
+        f"PasidMachine_{backend.__name__.replace('.', '_')}",
+        (PasidMachineBase,),
+        {"backend": backend},
+    )
+
+
+def test_allocator_state_machine(backend):
+    run_state_machine_as_test(make_machine(backend))
