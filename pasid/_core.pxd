@@ -78,6 +78,7 @@ cdef class PasidAllocator:
     cdef int _make_free(self, int64_t p) except -1
     cdef int64_t _reclaim(self, double now) except -1
     cdef int _settle(self, int64_t p, double now) except -1
+    cdef int _put(self, object pasid) except -1
     cdef int _release(self, int64_t p, double now, list teardown) except -1
     cdef void _fifo_push(self, int64_t p) noexcept
     cdef void _fifo_remove(self, int64_t p) noexcept

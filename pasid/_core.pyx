@@ -972,6 +972,24 @@ cdef class PasidAllocator:
                 raise StateError(f"get of PASID {p}, which is {_STATE_NAMES[(self._meta[p] & STATE_MASK)]}")
             self._ref_inc(p)
 
+    cdef int _put(self, object pasid) except -1:
+        cdef int64_t p = self._check_id(pasid)
+        cdef list teardown = None
+        with cython.critical_section(self):
+            if self._queue_len:
+                self._sync()
+            if (self._meta[p] & STATE_MASK) != ACTIVE:
+                raise StateError(f"free of PASID {p}, which is {_STATE_NAMES[self._meta[p] & STATE_MASK]}")
+            if self._meta[p] & MULTI:
+                self._ref_dec(p)
+            else:
+                if self._meta[p] & HAS_BINDINGS:
+                    teardown = []
+                self._release(p, self._now if self._clock is None else self._read_clock(), teardown)
+        if teardown:
+            _run_callbacks(teardown)
+        return 0
+
     def put(self, pasid):
         """Drop one reference to an ACTIVE PASID; the last put releases it. O(log64 N).
 
@@ -982,21 +1000,7 @@ cdef class PasidAllocator:
         >>> a = PasidAllocator(bits=8); p = a.alloc(); a.put(p); a.state(p).name
         'FREE'
         """
-        cdef int64_t p = self._check_id(pasid)
-        cdef list teardown = None
-        with cython.critical_section(self):
-            if self._queue_len:
-                self._sync()
-            if (self._meta[p] & STATE_MASK) != ACTIVE:
-                raise StateError(f"free of PASID {p}, which is {_STATE_NAMES[(self._meta[p] & STATE_MASK)]}")
-            if self._meta[p] & MULTI:
-                self._ref_dec(p)
-            else:
-                if (self._meta[p] & FLAG_MASK) & HAS_BINDINGS:
-                    teardown = []
-                self._release(p, self._read_clock(), teardown)
-        if teardown:
-            _run_callbacks(teardown)
+        self._put(pasid)
 
     def free(self, pasid):
         """The same as :meth:`put`: drop one reference; the last releases. O(log64 N).
@@ -1004,7 +1008,7 @@ cdef class PasidAllocator:
         >>> a = PasidAllocator(bits=8); a.free(a.alloc()); len(a)
         0
         """
-        self.put(pasid)
+        self._put(pasid)
 
     def free_many(self, ids):
         """As successive :meth:`free` calls over ``ids``, all or nothing. O(len(ids) log64 N).

@@ -31,7 +31,7 @@ BITS = 5
 SIZE = 1 << BITS
 FREE, RESERVED, ACTIVE, DRAINING, QUARANTINED = (int(s) for s in State)
 OWNERS = [None, "a", "b"]
-DEVICES = {"d0": (20, 0), "d1": (20, 3), "narrow": (3, 0)}   # name -> (bits, drain)
+DEVICES = {"d0": (20, 0), "d1": (20, 1), "narrow": (3, 0)}   # name -> (bits, drain)
 LIVE = (ACTIVE, DRAINING, QUARANTINED)
 
 pasids = st.integers(0, SIZE - 1)
@@ -149,7 +149,7 @@ class PasidMachineBase(RuleBasedStateMachine):
     def pick(self, data, *states):
         """Mostly a PASID in one of ``states``, sometimes any PASID."""
         candidates = [p for p in range(SIZE) if self.m.state[p] in states]
-        if candidates and data.draw(st.booleans(), label="from live"):
+        if candidates and data.draw(st.integers(0, 3), label="from live") > 0:
             return data.draw(st.sampled_from(candidates), label="pasid")
         return data.draw(pasids, label="pasid")
 
@@ -227,7 +227,9 @@ class PasidMachineBase(RuleBasedStateMachine):
 
     @rule(data=st.data(), use_free=st.booleans())
     def put(self, data, use_free):
-        p = self.pick(data, ACTIVE)
+        self._put(self.pick(data, ACTIVE), use_free)
+
+    def _put(self, p, use_free=False):
         call = self.a.free if use_free else self.a.put
         if self.m.state[p] != ACTIVE:
             self.expect_error(StateError, call, p)
@@ -261,8 +263,10 @@ class PasidMachineBase(RuleBasedStateMachine):
     # ---- devices
     @rule(data=st.data(), device=devices, tag=st.none() | st.integers(0, 3))
     def bind(self, data, device, tag):
+        self._bind(self.pick(data, ACTIVE), device, tag)
+
+    def _bind(self, p, device, tag=None):
         m = self.m
-        p = self.pick(data, ACTIVE)
         bits = m.devices[device][0] if device in m.devices else 20
         if m.state[p] != ACTIVE:
             # a non-ACTIVE PASID that is also too wide: either error is right
@@ -289,6 +293,10 @@ class PasidMachineBase(RuleBasedStateMachine):
             p, device = data.draw(st.sampled_from(bound), label="pair")
         else:
             p = self.pick(data, ACTIVE, DRAINING)
+        self._unbind(p, device)
+
+    def _unbind(self, p, device):
+        m = self.m
         bindings = m.bindings[p]
         if m.state[p] not in (ACTIVE, DRAINING) or device not in bindings:
             self.expect_error(StateError, self.a.unbind, p, device)
@@ -301,6 +309,24 @@ class PasidMachineBase(RuleBasedStateMachine):
         m.raise_hold(p, m.now + m.devices[device][1])
         if not bindings and m.state[p] == DRAINING:
             m.settle(p)
+
+    @rule(owner=owners, device=devices, unbind_first=st.booleans(), wait=st.sampled_from([0, 1, 2]))
+    def device_lifecycle(self, owner, device, unbind_first, wait):
+        """A whole driver story in one step: alloc, bind, (unbind,) put, (unbind), time passes."""
+        before = set(self.m.ids(ACTIVE))
+        self.alloc(owner, None, None, False)
+        added = set(self.m.ids(ACTIVE)) - before
+        if not added:
+            return
+        p = added.pop()
+        self._bind(p, device, "story")
+        if unbind_first and device in self.m.bindings[p]:
+            self._unbind(p, device)
+            self.advance(wait, False)
+        self._put(p)
+        if not unbind_first and device in self.m.bindings[p]:
+            self.advance(wait, True)
+            self._unbind(p, device)
 
     @rule(device=devices)
     def remove_device(self, device):
