@@ -21,22 +21,11 @@ import pasid
 from pasid import InvalidPasid, PasidError, PasidExhausted, QuotaExceeded, State, StateError
 from pasid._rng import SplitMix64
 
+from observe import observable
+
 NO_EXTENSION = os.environ.get("PASID_NO_EXTENSION") == "1"
 REPO = Path(__file__).resolve().parent.parent
 STRATEGIES = ["lowest", "cyclic", "fifo", "random"]
-
-
-def snapshot(a):
-    """Everything observable that an error must leave unchanged."""
-    size = 1 << a.bits
-    return (
-        a.states(range(size)).tolist(),
-        a.stats(),
-        [a.refcount(p) for p in range(size)],
-        [a.generation(p) for p in range(size)],
-        [a.owner(p) for p in range(size)],
-        list(a),
-    )
 
 
 def names_first(message, pasid_id):
@@ -149,7 +138,7 @@ def test_non_integer_ids_are_type_errors(backend, bad):
     a = backend.PasidAllocator(bits=4)
     p = a.alloc()
     assert p == 1
-    before = snapshot(a)
+    before = observable(a)
     for call in (a.state, a.owner, a.data, a.refcount, a.generation, a.get, a.put, a.free,
                  a.alloc_exact, a.reserve, a.unreserve, a.devices):
         with pytest.raises(TypeError):
@@ -158,7 +147,7 @@ def test_non_integer_ids_are_type_errors(backend, bad):
         a.bind(bad, "dev")
     with pytest.raises(TypeError):
         a.alloc(min=bad) if bad is not None else a.alloc(min=1.5)
-    assert snapshot(a) == before
+    assert observable(a) == before
     a._check()
 
 
@@ -183,7 +172,7 @@ def test_numpy_integers_accepted(backend, kind):
 def test_ids_out_of_range_are_invalid(backend):
     a = backend.PasidAllocator(bits=4)
     a.alloc()
-    before = snapshot(a)
+    before = observable(a)
     for bad in (-1, 16, 2**40, -(2**70)):
         for call in (a.state, a.owner, a.data, a.refcount, a.generation, a.get, a.put,
                      a.alloc_exact, a.reserve, a.unreserve, a.devices):
@@ -196,7 +185,7 @@ def test_ids_out_of_range_are_invalid(backend):
                 a.states([1, bad])
             with pytest.raises(InvalidPasid):
                 a.free_many([1, bad])
-    assert snapshot(a) == before
+    assert observable(a) == before
     assert issubclass(InvalidPasid, ValueError) and issubclass(InvalidPasid, PasidError)
     a._check()
 
@@ -206,12 +195,12 @@ def test_batch_ids_beyond_int64_are_invalid(backend, bad):
     # SPEC 2: InvalidPasid is "out of range, negative"; TypeError is for non-integers only.
     a = backend.PasidAllocator(bits=4)
     a.alloc()
-    before = snapshot(a)
+    before = observable(a)
     with pytest.raises(InvalidPasid):
         a.states([1, bad])
     with pytest.raises(InvalidPasid):
         a.free_many([1, bad])
-    assert snapshot(a) == before
+    assert observable(a) == before
 
 
 # ---------------------------------------------------------------- alloc / free
@@ -260,23 +249,23 @@ def test_reference_ops_need_active(backend, call):
     a = backend.PasidAllocator(bits=5)
     p = a.alloc()
     a.free(p)
-    before = snapshot(a)
+    before = observable(a)
     for target in (p, 0, 7):          # just freed, RESERVED, never allocated
         with pytest.raises(StateError):
             getattr(a, call)(target)
-    assert snapshot(a) == before
+    assert observable(a) == before
     a._check()
 
 
 def test_exhaustion_and_try_alloc(backend):
     a = backend.PasidAllocator(bits=2)
     assert [a.alloc() for _ in range(3)] == [1, 2, 3]
-    before = snapshot(a)
+    before = observable(a)
     with pytest.raises(PasidExhausted):
         a.alloc()
     assert a.try_alloc() is None
     assert a.try_alloc("x", data=5) is None
-    after = snapshot(a)
+    after = observable(a)
     assert after[1]["failures"] == 3
     before[1]["failures"] = 3
     assert after == before
@@ -305,14 +294,14 @@ def test_min_max_bounds(backend):
 def test_bad_bounds_are_invalid(backend, bounds):
     a = backend.PasidAllocator(bits=5)
     a.alloc()
-    before = snapshot(a)
+    before = observable(a)
     with pytest.raises(InvalidPasid):
         a.alloc(**bounds)
     with pytest.raises(InvalidPasid):
         a.try_alloc(**bounds)
     with pytest.raises(InvalidPasid):
         a.open(**bounds)
-    after = snapshot(a)
+    after = observable(a)
     # whether a rejected argument counts in ``failures`` is not fixed by SPEC: compare the rest
     after[1].pop("failures")
     before[1].pop("failures")
@@ -324,13 +313,13 @@ def test_alloc_exact(backend):
     a = backend.PasidAllocator(bits=5, reserved=(0, 9))
     assert a.alloc_exact(7, "o", data="d") == 7
     assert (a.owner(7), a.data(7), a.refcount(7), a.generation(7)) == ("o", "d", 1, 1)
-    before = snapshot(a)
+    before = observable(a)
     for target in (7, 0, 9):
         with pytest.raises(StateError):
             a.alloc_exact(target)
     with pytest.raises(InvalidPasid):
         a.alloc_exact(32)
-    assert snapshot(a) == before
+    assert observable(a) == before
     assert a.alloc() == 1
     a._check()
 
@@ -362,7 +351,7 @@ def test_reserve_atomic_names_first_offender(backend):
     a.reserve(20)
     a.alloc_exact(8)
     a.free(8)
-    before = snapshot(a)
+    before = observable(a)
     with pytest.raises(StateError) as info:
         a.reserve(10, 25)
     assert names_first(str(info.value), 14)
@@ -373,20 +362,20 @@ def test_reserve_atomic_names_first_offender(backend):
     with pytest.raises(StateError) as info:
         a.reserve(20)
     assert names_first(str(info.value), 20)
-    assert snapshot(a) == before
+    assert observable(a) == before
     a._check()
 
 
 def test_unreserve_atomic_names_first_offender(backend):
     a = backend.PasidAllocator(bits=5, reserved=[(0, 3), (5, 9)])
-    before = snapshot(a)
+    before = observable(a)
     with pytest.raises(StateError) as info:
         a.unreserve(0, 9)
     assert names_first(str(info.value), 4)
     with pytest.raises(StateError) as info:
         a.unreserve(12)
     assert names_first(str(info.value), 12)
-    a2 = snapshot(a)
+    a2 = observable(a)
     assert a2 == before
     p = a.alloc()
     assert p == 4
@@ -399,14 +388,14 @@ def test_unreserve_atomic_names_first_offender(backend):
 @pytest.mark.parametrize("call", ["reserve", "unreserve"])
 def test_reserve_bad_ranges(backend, call):
     a = backend.PasidAllocator(bits=5)
-    before = snapshot(a)
+    before = observable(a)
     with pytest.raises(InvalidPasid):
         getattr(a, call)(5, 4)
     with pytest.raises(InvalidPasid):
         getattr(a, call)(5, 32)
     with pytest.raises(InvalidPasid):
         getattr(a, call)(-1, 3)
-    assert snapshot(a) == before
+    assert observable(a) == before
 
 
 # ---------------------------------------------------------------- queries
@@ -495,10 +484,10 @@ def test_alloc_many_edges(backend):
     with pytest.raises(TypeError):
         a.alloc_many(2.0)
     a.alloc_many(10)
-    before = snapshot(a)
+    before = observable(a)
     with pytest.raises(PasidExhausted):
         a.alloc_many(6)
-    after = snapshot(a)
+    after = observable(a)
     assert after[1]["failures"] == before[1]["failures"] + 1
     after[1]["failures"] = before[1]["failures"]
     assert after == before
@@ -510,10 +499,10 @@ def test_alloc_many_quota_all_or_nothing(backend):
     a = backend.PasidAllocator(bits=4)
     a.set_quota("o", 3)
     a.alloc("o")
-    before = snapshot(a)
+    before = observable(a)
     with pytest.raises(QuotaExceeded):
         a.alloc_many(3, "o")
-    after = snapshot(a)
+    after = observable(a)
     after[1]["failures"] -= 1
     assert after == before
     assert a.alloc_many(2, "o").tolist() == [2, 3]
@@ -534,22 +523,22 @@ def test_free_many_double_free_in_the_middle_changes_nothing(backend):
     a = backend.PasidAllocator(bits=5)
     ids = a.alloc_many(6).tolist()
     a.get(ids[2])
-    before = snapshot(a)
+    before = observable(a)
     with pytest.raises(StateError):
         a.free_many([ids[0], ids[1], ids[0], ids[3]])
-    assert snapshot(a) == before
+    assert observable(a) == before
     with pytest.raises(StateError):
         a.free_many([ids[4], 20, ids[5]])        # 20 is FREE
-    assert snapshot(a) == before
+    assert observable(a) == before
     with pytest.raises(StateError):
         a.free_many([ids[4], 0])                 # 0 is RESERVED
-    assert snapshot(a) == before
+    assert observable(a) == before
     with pytest.raises(InvalidPasid):
         a.free_many([ids[4], 99])
-    assert snapshot(a) == before
+    assert observable(a) == before
     with pytest.raises(TypeError):
         a.free_many(np.array([True, False]))
-    assert snapshot(a) == before
+    assert observable(a) == before
     # a duplicate is fine when the refcount allows it
     a.free_many([ids[2], ids[1], ids[2]])
     assert a.state(ids[2]) == State.FREE and a.state(ids[1]) == State.FREE

@@ -9,17 +9,7 @@ import pytest
 
 from pasid import InvalidPasid, PasidExhausted, PasidHandle, QuotaExceeded, State, StateError
 
-
-def snapshot(a):
-    size = 1 << a.bits
-    return (
-        a.states(range(size)).tolist(),
-        a.stats(),
-        [a.refcount(p) for p in range(size)],
-        [a.devices(p) for p in range(size)],
-        [a.owner(p) for p in range(size)],
-        a.next_release_time(),
-    )
+from observe import observable
 
 
 # ---------------------------------------------------------------- 1. PASIDs without a process
@@ -158,11 +148,11 @@ def test_grace_advance_counts_all_in_one_call(backend):
 def test_advance_errors(backend):
     a = backend.PasidAllocator(bits=4, grace=1)
     a.advance(to=5)
-    before = snapshot(a)
+    before = observable(a)
     for kwargs in ({}, {"to": 6, "by": 1}, {"to": 4}, {"by": -1}):
         with pytest.raises(ValueError):
             a.advance(**kwargs)
-    assert a.now == 5 and snapshot(a) == before
+    assert a.now == 5 and observable(a) == before
 
 
 def test_callable_clock_reclaims_lazily(backend):
@@ -531,10 +521,10 @@ def test_bind_width_check(backend):
     p = a.alloc_exact(15)
     q = a.alloc_exact(16)
     a.bind(p, "narrow")
-    before = snapshot(a)
+    before = observable(a)
     with pytest.raises(InvalidPasid):
         a.bind(q, "narrow")
-    assert snapshot(a) == before
+    assert observable(a) == before
     a._check()
 
 
@@ -543,10 +533,10 @@ def test_add_device_narrowing(backend):
     a.add_device("gpu", bits=8, drain=5)
     p = a.alloc_exact(40)
     a.bind(p, "gpu")
-    before = snapshot(a)
+    before = observable(a)
     with pytest.raises(InvalidPasid):
         a.add_device("gpu", bits=5, drain=0)
-    assert snapshot(a) == before
+    assert observable(a) == before
     a.add_device("gpu", bits=6, drain=7)       # 40 fits in 6 bits
     a.free(p)
     a.unbind(p, "gpu")
@@ -614,10 +604,10 @@ def test_quota_errors(backend):
     with pytest.raises(ValueError):
         a.set_quota("o", -1)
     a.set_quota("o", 0)
-    before = snapshot(a)
+    before = observable(a)
     with pytest.raises(QuotaExceeded):
         a.alloc("o")
-    after = snapshot(a)
+    after = observable(a)
     assert after[1]["failures"] == before[1]["failures"] + 1
     a._check()
 

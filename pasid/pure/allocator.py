@@ -8,7 +8,6 @@ release queue in side tables) decide *when* an ID is FREE again.
 
 import heapq
 import math
-import operator
 import os
 import threading
 from collections import OrderedDict
@@ -19,6 +18,7 @@ from pasid._errors import InvalidPasid, PasidExhausted, QuotaExceeded, StateErro
 from pasid._handle import PasidHandle
 from pasid._rng import SplitMix64
 from pasid._state import State
+from pasid.pure._args import as_int, as_time
 from pasid.pure.idspace import IdSpace
 
 __all__ = ["PasidAllocator"]
@@ -27,28 +27,6 @@ FREE, RESERVED, ACTIVE, DRAINING, QUARANTINED = range(5)
 _STATE_NAMES = ("FREE", "RESERVED", "ACTIVE", "DRAINING", "QUARANTINED")
 STRATEGIES = ("lowest", "cyclic", "fifo", "random")
 _NO_HOLD = -math.inf
-
-
-def _index(value, what="PASID"):
-    """``value`` as an int: ints and numpy integers, never bool."""
-    if isinstance(value, bool):
-        raise TypeError(f"{what} must be an integer, not bool")
-    try:
-        return operator.index(value)
-    except TypeError:
-        raise TypeError(
-            f"{what} must be an integer, not {type(value).__name__}"
-        ) from None
-
-
-def _time(value, what):
-    """``value`` as a float time or duration, checked finite."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{what} must be a number, not {type(value).__name__}")
-    value = float(value)
-    if math.isnan(value):
-        raise ValueError(f"{what} must not be NaN")
-    return value
 
 
 class _Device:
@@ -80,14 +58,14 @@ class PasidAllocator:
 
     def __init__(self, bits=20, *, reserved=(0,), strategy="lowest", grace=0,
                  clock=None, seed=None):
-        bits = _index(bits, "bits")
+        bits = as_int(bits, "bits")
         if not 1 <= bits <= 20:
             raise ValueError(f"bits must be in 1..20, got {bits}")
         if strategy not in STRATEGIES:
             raise ValueError(
                 f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}"
             )
-        grace = _time(grace, "grace")
+        grace = as_time(grace, "grace")
         if grace < 0:
             raise ValueError(f"grace must be >= 0, got {grace}")
         if clock is not None and not callable(clock):
@@ -95,7 +73,7 @@ class PasidAllocator:
         if seed is None:
             seed = int.from_bytes(os.urandom(8), "little")
         else:
-            seed = _index(seed, "seed")
+            seed = as_int(seed, "seed")
         size = 1 << bits
         ranges = self._parse_reserved(reserved, size)
 
@@ -147,9 +125,9 @@ class PasidAllocator:
             if isinstance(item, tuple):
                 if len(item) != 2:
                     raise ValueError(f"a reserved range is a (lo, hi) pair, got {item!r}")
-                lo, hi = _index(item[0]), _index(item[1])
+                lo, hi = as_int(item[0], "PASID"), as_int(item[1], "PASID")
             else:
-                lo = hi = _index(item)
+                lo = hi = as_int(item, "PASID")
             for p in (lo, hi):
                 if not 0 <= p < size:
                     raise InvalidPasid(f"reserved PASID {p} out of range 0..{size - 1}")
@@ -161,7 +139,7 @@ class PasidAllocator:
     # ------------------------------------------------------------------ helpers
 
     def _pasid(self, value):
-        p = _index(value)
+        p = as_int(value, "PASID")
         if not 0 <= p < self._size:
             raise InvalidPasid(f"PASID {p} out of range 0..{self._size - 1}")
         return p
@@ -176,7 +154,7 @@ class PasidAllocator:
     def _read_clock(self):
         if self._clock is None:
             return self._now
-        return _time(self._clock(), "clock()")
+        return as_time(self._clock(), "clock()")
 
     def _sync(self):
         """Reclaim what has expired by now (only a callable clock moves by itself)."""
@@ -374,7 +352,7 @@ class PasidAllocator:
 
     def alloc_many(self, n, owner=None, *, data=None):
         """``n`` PASIDs, the same as ``n`` calls of :meth:`alloc`, as a uint32 array; all or nothing."""
-        n = _index(n, "n")
+        n = as_int(n, "n")
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
         with self._lock:
@@ -499,10 +477,10 @@ class PasidAllocator:
 
     def add_device(self, device, *, bits=20, drain=0, on_teardown=None):
         """Declare ``device`` (or update its settings): PASID width, drain time, teardown callback."""
-        bits = _index(bits, "bits")
+        bits = as_int(bits, "bits")
         if not 1 <= bits <= 20:
             raise ValueError(f"device bits must be in 1..20, got {bits}")
-        drain = _time(drain, "drain")
+        drain = as_time(drain, "drain")
         if drain < 0:
             raise ValueError(f"drain must be >= 0, got {drain}")
         if on_teardown is not None and not callable(on_teardown):
@@ -612,7 +590,7 @@ class PasidAllocator:
         if owner is None:
             raise ValueError("set_quota(None, ...): owner-less PASIDs have no quota")
         if n is not None:
-            n = _index(n, "quota")
+            n = as_int(n, "quota")
             if n < 0:
                 raise ValueError(f"quota must be >= 0, got {n}")
         with self._lock:
@@ -637,9 +615,9 @@ class PasidAllocator:
             if (to is None) == (by is None):
                 raise ValueError("advance() takes exactly one of to= and by=")
             if to is not None:
-                target = _time(to, "to")
+                target = as_time(to, "to")
             else:
-                target = self._now + _time(by, "by")
+                target = self._now + as_time(by, "by")
             if target < self._now:
                 raise ValueError(f"the clock cannot go back from {self._now} to {target}")
             self._now = target
@@ -768,7 +746,7 @@ class PasidAllocator:
 
     def __contains__(self, pasid):
         try:
-            p = _index(pasid)
+            p = as_int(pasid, "PASID")
         except TypeError:
             return False
         if not 0 <= p < self._size:

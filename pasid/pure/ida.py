@@ -48,10 +48,10 @@ xarray's ``xa_lock``), so an ``IDA`` may be shared between threads.
 (1, 1000, [0, 1, 2, 1000])
 """
 
-import operator
 import threading
 
 from pasid._errors import InvalidPasid, PasidExhausted, StateError
+from pasid.pure._args import as_int
 
 __all__ = ["IDA", "IDA_MAX", "IDA_BITMAP_BITS"]
 
@@ -112,18 +112,6 @@ def _mark_full(node, offset):
             return
         offset = node.offset
         node = node.parent
-
-
-def _as_int(value, name):
-    """``value`` as a Python int; ``TypeError`` for bool and non-integers."""
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be an integer, not bool")
-    try:
-        return operator.index(value)
-    except TypeError:
-        raise TypeError(
-            f"{name} must be an integer, not {type(value).__name__}"
-        ) from None
 
 
 def _bits_of(base, leaf, out):
@@ -432,8 +420,8 @@ class IDA:
         ...
         pasid._errors.PasidExhausted: no free ID in [5, 6]
         """
-        min = _as_int(min, "min")
-        max = _as_int(max, "max")
+        min = as_int(min, "min")
+        max = as_int(max, "max")
         if min < 0:
             raise InvalidPasid(f"min must be >= 0, got {min}")
         if max < 0:
@@ -462,7 +450,7 @@ class IDA:
         ...
         pasid._errors.StateError: ida_free called for id=0 which is not allocated
         """
-        id = _as_int(id, "id")
+        id = as_int(id, "id")
         if id < 0 or id > IDA_MAX:
             raise InvalidPasid(f"id must be in 0..{IDA_MAX}, got {id}")
         with self._lock:
@@ -527,8 +515,8 @@ class IDA:
         >>> ida.find_first_range(4, 2**40), ida.find_first_range(4, 1999)
         (2000, None)
         """
-        min = _as_int(min, "min")
-        max = _as_int(max, "max")
+        min = as_int(min, "min")
+        max = as_int(max, "max")
         if min < 0:
             raise InvalidPasid(f"min must be >= 0, got {min}")
         if max > IDA_MAX:
@@ -563,7 +551,7 @@ class IDA:
         (True, False, False, False, False)
         """
         try:
-            id = _as_int(id, "id")
+            id = as_int(id, "id")
         except Exception:
             return False
         if id < 0 or id > IDA_MAX:

@@ -1,0 +1,28 @@
+"""Argument conversion shared by the pure backend's classes."""
+
+import math
+import operator
+
+import numpy as np
+
+
+def as_int(value, what):
+    """``value`` as a Python int: ints and numpy integers; TypeError for bool and the rest."""
+    if isinstance(value, bool):
+        raise TypeError(f"{what} must be an integer, not bool")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(
+            f"{what} must be an integer, not {type(value).__name__}"
+        ) from None
+
+
+def as_time(value, what):
+    """``value`` as a float time or duration; TypeError for non-numbers, ValueError for NaN."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{what} must be a number, not {type(value).__name__}")
+    value = float(value)
+    if math.isnan(value):
+        raise ValueError(f"{what} must not be NaN")
+    return value
