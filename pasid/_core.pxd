@@ -73,6 +73,7 @@ cdef class PasidAllocator:
     cdef double _read_clock(self) except? -1.0
     cdef int _sync(self) except -1
     cdef int _take_state(self, int64_t p, int state) except -1
+    cdef void _freed_plain(self, int64_t p) noexcept
     cdef void _ref_inc(self, int64_t p) noexcept
     cdef void _ref_dec(self, int64_t p) noexcept
     cdef int _make_free(self, int64_t p) except -1
@@ -86,7 +87,9 @@ cdef class PasidAllocator:
     cdef int64_t _queue_pop(self) noexcept
     cdef int64_t _choose(self, int64_t lo, int64_t hi) noexcept
     cdef int _check_quota(self, object owner, int64_t n) except -1
+    cdef void _left_free(self, int64_t p, int state) noexcept
     cdef int _activate(self, int64_t p, object owner, object data) except -1
+    cdef int _activated(self, int64_t p, object owner, object data) except -1
     cdef int _tag_owner(self, int64_t p, object owner) except -1
     cdef int64_t _alloc(self, object owner, object data, object min, object max) except -2
     cdef int64_t _fill(self, uint32_t* out, int64_t n) noexcept

@@ -66,8 +66,38 @@ cdef int64_t IDA_MAX = 2147483647
 
 # ---------------------------------------------------------------- arguments
 
-cdef int64_t as_int64(object value, str what) except? -1:
+cdef extern from *:
+    """
+    /* The value of an int that fits one machine word of CPython's digits, read
+       without a call: the common case of every ID argument. 0 when not compact. */
+    static inline int pasid_compact_long(PyObject *o, long long *value) {
+    #if PY_VERSION_HEX >= 0x030C0000
+        if (PyUnstable_Long_IsCompact((PyLongObject *)o)) {
+            *value = (long long)PyUnstable_Long_CompactValue((PyLongObject *)o);
+            return 1;
+        }
+        return 0;
+    #else
+        Py_ssize_t size = Py_SIZE(o);
+        if (size == 0) { *value = 0; return 1; }
+        if (size == 1) { *value = (long long)((PyLongObject *)o)->ob_digit[0]; return 1; }
+        if (size == -1) { *value = -(long long)((PyLongObject *)o)->ob_digit[0]; return 1; }
+        return 0;
+    #endif
+    }
+    """
+    bint compact_long "pasid_compact_long"(object value, long long* result) noexcept
+
+
+cdef inline int64_t as_int64(object value, str what) except? -1:
     """An int or numpy integer as int64, saturated; bool and others raise TypeError."""
+    cdef long long result
+    if type(value) is int and compact_long(value, &result):
+        return result
+    return as_int64_slow(value, what)
+
+
+cdef int64_t as_int64_slow(object value, str what) except? -1:
     cdef int overflow = 0
     cdef long long result
     if type(value) is not int:
@@ -150,11 +180,15 @@ cdef class IDA:
         if lo > hi:
             raise PasidExhausted(f"no space: min {lo} > max {hi}")
         with cython.critical_section(self):
-            p = space_find_free(&self.space, lo)
-            if p > hi:
+            p = space_take_lowest(&self.space, hi) if lo == 0 else -1
+            if p == -2:
                 raise PasidExhausted(f"no free ID in {lo}..{hi}")
-            if space_take(&self.space, p) < 0:
-                raise MemoryError()
+            if p == -1:
+                p = space_find_free(&self.space, lo)
+                if p > hi:
+                    raise PasidExhausted(f"no free ID in {lo}..{hi}")
+                if space_take(&self.space, p) < 0:
+                    raise MemoryError()
             self.count += 1
         return p
 
@@ -219,7 +253,7 @@ cdef class IDA:
             leaf = space_taken_leaf(&self.space, p, path)
             if leaf == NULL:
                 raise StateError(f"ida_free called for id={p} which is not allocated")
-            space_release_path(&self.space, leaf, path, p, (<uint64_t>1) << (p & 63))
+            space_release_path(&self.space, leaf, path, p, (<uint64_t>1) << (p & 63), 1)
             self.count -= 1
 
     def find_first(self):
@@ -523,12 +557,27 @@ cdef class PasidAllocator:
         """A FREE PASID leaves the FREE set (the one step that may fail: memory)."""
         if space_take(&self.space, p) < 0:
             raise MemoryError()
+        self._left_free(p, state)
+        return 0
+
+    cdef inline void _left_free(self, int64_t p, int state) noexcept:
+        """The tables follow a PASID just taken from the space: FREE -> ``state``."""
         if self._fifo_prev != NULL:
             self._fifo_remove(p)
         self._counts[FREE] -= 1
         self._counts[state] += 1
-        self._meta[p] = (self._meta[p] & ~STATE_MASK) | state
-        return 0
+        self._meta[p] = state                  # a FREE PASID has no flags
+
+    cdef inline void _freed_plain(self, int64_t p) noexcept:
+        """The tables of a plain release: an ACTIVE PASID holding one reference, no
+        flags and no hold becomes FREE at once. The caller releases its bit."""
+        self._releases += 1
+        self._reclaimed += 1
+        self._meta[p] = FREE
+        self._counts[ACTIVE] -= 1
+        self._counts[FREE] += 1
+        if self._fifo_prev != NULL:
+            self._fifo_push(p)
 
     cdef inline void _ref_inc(self, int64_t p) noexcept:
         """One more reference to an ACTIVE PASID."""
@@ -737,6 +786,10 @@ cdef class PasidAllocator:
     cdef int _activate(self, int64_t p, object owner, object data) except -1:
         """A chosen FREE PASID becomes ACTIVE with refcount 1."""
         self._take_state(p, ACTIVE)             # refcount 1: no MULTI
+        return self._activated(p, owner, data)
+
+    cdef int _activated(self, int64_t p, object owner, object data) except -1:
+        """The bookkeeping of a new allocation whose ID is already ACTIVE."""
         self._generation[p] += 1
         if owner is not None:
             self._tag_owner(p, owner)
@@ -769,6 +822,16 @@ cdef class PasidAllocator:
         if self._queue_len:
             self._sync()
         self._check_quota(owner, 1)
+        if self._strategy == LOWEST and lo == 0:
+            # the common case: find and take the lowest FREE ID in one descent
+            p = space_take_lowest(&self.space, hi)
+            if p == -2:
+                self._failures += 1
+                return -1
+            if p >= 0:
+                self._left_free(p, ACTIVE)
+                self._activated(p, owner, data)
+                return p
         p = self._choose(lo, hi)
         if p < 0:
             self._failures += 1
@@ -904,6 +967,7 @@ cdef class PasidAllocator:
                 base = p & ~63
                 word = leaf.slot[(p >> 6) & 63]
                 bits = 0
+                i = 0
                 while word and done < n:
                     bits |= word & (0 - word)
                     p = base + ctz64(word)
@@ -912,8 +976,8 @@ cdef class PasidAllocator:
                     self._meta[p] = ACTIVE        # was FREE: no flags; refcount 1
                     self._generation[p] += 1
                     done += 1
-                space_take_bits(&self.space, leaf, path, base, bits)
-                i = popcount64(bits)
+                    i += 1
+                space_take_bits(&self.space, leaf, path, base, bits, i)
                 self._counts[FREE] -= i
                 self._counts[ACTIVE] += i
             else:
@@ -980,7 +1044,11 @@ cdef class PasidAllocator:
                 self._sync()
             if (self._meta[p] & STATE_MASK) != ACTIVE:
                 raise StateError(f"free of PASID {p}, which is {_STATE_NAMES[self._meta[p] & STATE_MASK]}")
-            if self._meta[p] & MULTI:
+            if self._meta[p] == ACTIVE and self._grace <= 0:
+                # no extra reference, no side table, no hold: FREE at once
+                self._freed_plain(p)
+                space_release(&self.space, p)
+            elif self._meta[p] & MULTI:
                 self._ref_dec(p)
             else:
                 if self._meta[p] & HAS_BINDINGS:
@@ -1022,6 +1090,7 @@ cdef class PasidAllocator:
         cdef Py_ssize_t i, j, n = pasids.shape[0]
         cdef int64_t p, word_base = -1
         cdef uint64_t bits = 0
+        cdef int nbits = 0
         cdef double now
         cdef list teardown = []
         with cython.critical_section(self):
@@ -1050,24 +1119,22 @@ cdef class PasidAllocator:
                 if (self._meta[p] & STATE_MASK) != RELEASING:
                     continue
                 self._meta[p] ^= RELEASING ^ ACTIVE
-                if (self._meta[p] & FLAG_MASK) or self._fifo_prev != NULL or self._grace > 0:
+                if self._meta[p] != ACTIVE or self._grace > 0:
                     self._release(p, now, teardown)
                     continue
-                # the plain case, batched: released straight to FREE, its bit
-                # gathered with its word's neighbours for one summary update
-                self._releases += 1
-                self._reclaimed += 1
-                self._meta[p] = FREE
-                self._counts[ACTIVE] -= 1
-                self._counts[FREE] += 1
+                # the plain case, batched: FREE at once, its bit gathered with
+                # its word's neighbours for one summary update
+                self._freed_plain(p)
                 if (p & ~63) != word_base:
                     if bits:
-                        space_release_bits(&self.space, word_base, bits)
+                        space_release_bits(&self.space, word_base, bits, nbits)
                     word_base = p & ~63
                     bits = 0
+                    nbits = 0
                 bits |= (<uint64_t>1) << (p & 63)
+                nbits += 1
             if bits:
-                space_release_bits(&self.space, word_base, bits)
+                space_release_bits(&self.space, word_base, bits, nbits)
         if teardown:
             _run_callbacks(teardown)
 

@@ -267,10 +267,9 @@ cdef inline Node* space_find_leaf(Space* space, int64_t pasid, Node** path) noex
 
 
 cdef inline void space_take_bits(Space* space, Node* leaf, Node** path,
-                                 int64_t pasid, uint64_t bits) noexcept nogil:
-    """Take the free ``bits`` of the word holding ``pasid``; summaries change on transitions."""
+                                 int64_t pasid, uint64_t bits, int n) noexcept nogil:
+    """Take the ``n`` free ``bits`` of the word holding ``pasid``; summaries change on transitions."""
     cdef int w = (pasid >> 6) & 63
-    cdef int n = popcount64(bits)
     cdef int height, i
     cdef Node* child = leaf
     cdef Node* parent
@@ -289,13 +288,47 @@ cdef inline void space_take_bits(Space* space, Node* leaf, Node** path,
         child = parent
 
 
+cdef inline int64_t space_take_lowest(Space* space, int64_t hi) noexcept nogil:
+    """Take the lowest free ID if it is <= hi, in one descent, and return it.
+
+    -2: the lowest free ID is above ``hi`` (nothing taken); -1: taking it
+    needs a new node, nothing taken.
+
+    The fast path of every lowest-free allocation: the descent that finds the
+    ID also records the path that taking it updates. When the lowest free ID
+    lies under a missing node (or beyond the root) the caller takes the
+    general way (``space_find_free`` + ``space_take``).
+    """
+    cdef Node* path[MAX_HEIGHT + 1]
+    cdef Node* node = space.root
+    cdef int height = space.height
+    cdef int64_t base = 0
+    cdef int i
+    if node.free_mask == 0:
+        return -2 if space_span(space) > hi else -1
+    while height > 0:
+        path[height] = node
+        i = ctz64(node.free_mask)
+        base += (<int64_t>i) << slot_shift(height)
+        node = <Node*>node.slot[i]
+        if node == NULL:
+            return -2 if base > hi else -1
+        height -= 1
+    i = ctz64(node.free_mask)
+    base += (i << 6) + ctz64(node.slot[i])
+    if base > hi:
+        return -2
+    space_take_bits(space, node, path, base, (<uint64_t>1) << (base & 63), 1)
+    return base
+
+
 cdef inline int space_take(Space* space, int64_t pasid) noexcept nogil:
     """Take the free ``pasid``; -1 when out of memory, nothing changed."""
     cdef Node* path[MAX_HEIGHT + 1]
     cdef Node* leaf = space_leaf(space, pasid, path)
     if leaf == NULL:
         return -1
-    space_take_bits(space, leaf, path, pasid, (<uint64_t>1) << (pasid & 63))
+    space_take_bits(space, leaf, path, pasid, (<uint64_t>1) << (pasid & 63), 1)
     return 0
 
 
@@ -316,17 +349,19 @@ cdef Node* space_taken_leaf(Space* space, int64_t pasid, Node** path) noexcept n
     return node
 
 
-cdef void space_release_bits(Space* space, int64_t pasid, uint64_t bits) noexcept nogil:
-    """Free the taken ``bits`` of the word holding ``pasid``."""
+cdef void space_release_bits(Space* space, int64_t pasid, uint64_t bits, int n) noexcept nogil:
+    """Free the ``n`` taken ``bits`` of the word holding ``pasid``."""
     cdef Node* path[MAX_HEIGHT + 1]
-    space_release_path(space, space_find_leaf(space, pasid, path), path, pasid, bits)
+    space_release_path(space, space_find_leaf(space, pasid, path), path, pasid, bits, n)
 
 
 cdef void space_release_path(Space* space, Node* leaf, Node** path,
-                             int64_t pasid, uint64_t bits) noexcept nogil:
-    """Free the taken ``bits`` of ``leaf`` (reached by ``path``); all-free nodes are freed."""
+                             int64_t pasid, uint64_t bits, int n) noexcept nogil:
+    """Free the ``n`` taken ``bits`` of ``leaf`` (reached by ``path``); all-free nodes are freed.
+
+    The caller passes ``n`` (it knows it; a portable build has no popcount instruction).
+    """
     cdef int w = (pasid >> 6) & 63
-    cdef int n = popcount64(bits)
     cdef int height, i
     cdef Node* child = leaf
     cdef Node* parent
@@ -349,7 +384,7 @@ cdef void space_release_path(Space* space, Node* leaf, Node** path,
 
 
 cdef inline void space_release(Space* space, int64_t pasid) noexcept nogil:
-    space_release_bits(space, pasid, (<uint64_t>1) << (pasid & 63))
+    space_release_bits(space, pasid, (<uint64_t>1) << (pasid & 63), 1)
 
 
 cdef inline bint space_is_free(Space* space, int64_t pasid) noexcept nogil:
