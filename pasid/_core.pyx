@@ -1086,45 +1086,53 @@ cdef class PasidAllocator:
         >>> a = PasidAllocator(bits=8); a.free_many(a.alloc_many(3)); len(a)
         0
         """
-        cdef int64_t[::1] pasids = self._id_array(ids)
+        cdef const uint32_t[::1] pasids = self._id_array(ids)
         cdef Py_ssize_t i, j, n = pasids.shape[0]
-        cdef int64_t p, word_base = -1
+        cdef int64_t p, word_base = -1, plain = 0
         cdef uint64_t bits = 0
         cdef int nbits = 0
         cdef double now
         cdef list teardown = []
+        # a local copy of the table pointer: writes through a uint8_t* may alias
+        # any field of self, so the compiler would reload self._meta every time
+        cdef uint8_t* meta = self._meta
+        cdef bint no_grace = self._grace <= 0
         with cython.critical_section(self):
             if self._queue_len:
                 self._sync()
             # pass 1: drop the references; the last one marks RELEASING (undone on error)
             for i in range(n):
                 p = pasids[i]
-                if (self._meta[p] & STATE_MASK) != ACTIVE:
-                    name = ("ACTIVE, already freed" if (self._meta[p] & STATE_MASK) == RELEASING
-                            else _STATE_NAMES[self._meta[p] & STATE_MASK])
+                if (meta[p] & STATE_MASK) != ACTIVE:
+                    name = ("ACTIVE, already freed" if (meta[p] & STATE_MASK) == RELEASING
+                            else _STATE_NAMES[meta[p] & STATE_MASK])
                     for j in range(i - 1, -1, -1):
-                        if (self._meta[pasids[j]] & STATE_MASK) == RELEASING:
-                            self._meta[pasids[j]] ^= RELEASING ^ ACTIVE
+                        if (meta[pasids[j]] & STATE_MASK) == RELEASING:
+                            meta[pasids[j]] ^= RELEASING ^ ACTIVE
                         else:
                             self._ref_inc(pasids[j])
                     raise StateError(f"free of PASID {p}, which is {name}")
-                if self._meta[p] & MULTI:
+                if meta[p] & MULTI:
                     self._ref_dec(p)
                 else:
-                    self._meta[p] ^= ACTIVE ^ RELEASING
+                    meta[p] ^= ACTIVE ^ RELEASING
             # pass 2: release, in order, what reached zero
             now = self._read_clock()
             for i in range(n):
                 p = pasids[i]
-                if (self._meta[p] & STATE_MASK) != RELEASING:
+                if (meta[p] & STATE_MASK) != RELEASING:
                     continue
-                self._meta[p] ^= RELEASING ^ ACTIVE
-                if self._meta[p] != ACTIVE or self._grace > 0:
+                meta[p] ^= RELEASING ^ ACTIVE
+                if meta[p] != ACTIVE or not no_grace:
                     self._release(p, now, teardown)
                     continue
-                # the plain case, batched: FREE at once, its bit gathered with
-                # its word's neighbours for one summary update
-                self._freed_plain(p)
+                # the plain case, batched: FREE at once (as _freed_plain, with
+                # the counters kept in a local), its bit gathered with its
+                # word's neighbours for one summary update
+                meta[p] = FREE
+                plain += 1
+                if self._fifo_prev != NULL:
+                    self._fifo_push(p)
                 if (p & ~63) != word_base:
                     if bits:
                         space_release_bits(&self.space, word_base, bits, nbits)
@@ -1135,11 +1143,21 @@ cdef class PasidAllocator:
                 nbits += 1
             if bits:
                 space_release_bits(&self.space, word_base, bits, nbits)
+            self._releases += plain
+            self._reclaimed += plain
+            self._counts[ACTIVE] -= plain
+            self._counts[FREE] += plain
         if teardown:
             _run_callbacks(teardown)
 
     cdef object _id_array(self, object ids):
-        """``ids`` as a contiguous int64 array, every one in range (InvalidPasid, TypeError)."""
+        """``ids`` as a contiguous uint32 array, every one in range (InvalidPasid, TypeError).
+
+        A uint32 array (what :meth:`alloc_many` returns) is used as it is: one
+        C pass checks the range, no copy.
+        """
+        cdef const uint32_t[::1] view
+        cdef Py_ssize_t i
         array = np.asarray(ids)
         if array.dtype == object:
             # Python ints too large for any integer dtype: checked one by one
@@ -1148,14 +1166,19 @@ cdef class PasidAllocator:
             array = array.astype(np.int64)
         if array.dtype == np.bool_ or (array.size and not np.issubdtype(array.dtype, np.integer)):
             raise TypeError(f"ids must be integers, not {array.dtype}")
-        array = array.reshape(-1)
-        if array.size:
-            bad = (array < 0) | (array >= self._size)
-            if bad.any():
+        array = np.ascontiguousarray(array.reshape(-1))
+        if array.dtype != np.uint32:
+            if array.size and (array.min() < 0 or array.max() >= self._size):
+                bad = (array < 0) | (array >= self._size)
                 raise InvalidPasid(
                     f"PASID {int(array[bad.argmax()])} out of range 0..{self._size - 1}"
                 )
-        return np.ascontiguousarray(array, dtype=np.int64)
+            return array.astype(np.uint32)
+        view = array
+        for i in range(view.shape[0]):
+            if view[i] >= self._size:
+                raise InvalidPasid(f"PASID {view[i]} out of range 0..{self._size - 1}")
+        return array
 
     # ------------------------------------------------------------ reservation
 
@@ -1461,7 +1484,7 @@ cdef class PasidAllocator:
         >>> PasidAllocator(bits=8).states([0, 1])
         array([1, 0], dtype=uint8)
         """
-        cdef int64_t[::1] pasids = self._id_array(ids)
+        cdef const uint32_t[::1] pasids = self._id_array(ids)
         cdef Py_ssize_t i, n = pasids.shape[0]
         out = np.empty(n, dtype=np.uint8)
         cdef uint8_t[::1] view = out
