@@ -96,3 +96,4 @@ cdef class PasidAllocator:
     cdef void _unfill(self, uint32_t* out, int64_t done) noexcept
     cdef object _id_array(self, object ids)
     cdef tuple _range(self, lo, hi)
+    cdef int _load(self, dict snap) except -1

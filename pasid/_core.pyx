@@ -23,6 +23,7 @@ import os
 
 import numpy as np
 
+from pasid import _snapshot
 from pasid._errors import InvalidPasid, PasidExhausted, QuotaExceeded, StateError
 from pasid._handle import PasidHandle
 from pasid._state import State
@@ -1644,6 +1645,136 @@ cdef class PasidAllocator:
         return (f"<pasid.PasidAllocator bits={self._bits} strategy={self.strategy!r} "
                 f"active={self._counts[ACTIVE]} free={self._counts[FREE]}>")
 
+    # ------------------------------------------------------------ snapshots
+
+    def _export(self):
+        """The whole state as the dict of ``pasid._snapshot.FIELDS`` (shared with the pure backend)."""
+        cdef int64_t size = self._size
+        cdef int64_t p
+        cdef list fifo
+        self._sync()
+        meta = np.asarray(<uint8_t[:size]>self._meta).copy()
+        state = meta & STATE_MASK
+        ids = np.flatnonzero(state)
+        multi = np.flatnonzero(meta & MULTI)
+        refcount = np.asarray(<uint32_t[:size]>self._refcount)
+        generation = np.asarray(<uint32_t[:size]>self._generation)
+        generated = np.flatnonzero(generation)
+        held = np.flatnonzero(meta & HAS_HOLD)
+        hold = np.asarray(<double[:size]>self._hold)
+        if self._fifo_prev != NULL:
+            fifo = []
+            p = self._fifo_head
+            while p >= 0:
+                fifo.append(p)
+                p = self._fifo_next[p]
+        return {
+            "bits": self._bits,
+            "strategy": self.strategy,
+            "grace": self._grace,
+            "now": self._read_clock(),
+            "rng": self._rng,
+            "cursor": self._cursor,
+            "counters": [self._allocations, self._releases, self._reclaimed,
+                         self._failures, self._high_water],
+            "states": _snapshot.arrays(ids, state[ids], "u1"),
+            "refcounts": _snapshot.arrays(multi, refcount[multi], "<u4"),
+            "generations": _snapshot.arrays(generated, generation[generated], "<u4"),
+            "holds": _snapshot.arrays(held, hold[held], "<f8"),
+            "owners": sorted(self._owner.items()),
+            "data": sorted(self._data.items()),
+            "bindings": [
+                (p, [(device, entry[0], entry[1]) for device, entry in bindings.items()])
+                for p, bindings in sorted(self._bindings.items())
+            ],
+            "devices": [(device, (<_Device>info).bits, (<_Device>info).drain)
+                        for device, info in self._devices.items()],
+            "quotas": list(self._quota.items()),
+            "fifo": (np.asarray(fifo, dtype="<u4").tobytes()
+                     if self._fifo_prev != NULL else None),
+        }
+
+    cdef int _load(self, dict snap) except -1:
+        """Fill a new, empty allocator from a checked snapshot (``pasid._snapshot.check``)."""
+        cdef int64_t p, i
+        cdef const int64_t[:] ids
+        cdef const uint8_t[:] states
+        self._cursor = snap["cursor"]
+        (self._allocations, self._releases, self._reclaimed, self._failures,
+         self._high_water) = snap["counters"]
+        ids, states = snap["states"]
+        for i in range(ids.shape[0]):
+            p = ids[i]
+            self._take_state(p, states[i])
+        ref_ids, refcounts = snap["refcounts"]
+        for p, count in zip(ref_ids.tolist(), refcounts.tolist()):
+            self._meta[p] |= MULTI
+            self._refcount[p] = count
+        gen_ids, generations = snap["generations"]
+        for p, generation in zip(gen_ids.tolist(), generations.tolist()):
+            self._generation[p] = generation
+        hold_ids, holds = snap["holds"]
+        for p, release_at in zip(hold_ids.tolist(), holds.tolist()):
+            self._meta[p] |= HAS_HOLD
+            self._hold[p] = release_at
+            if self._meta[p] & STATE_MASK == QUARANTINED:
+                self._queue_push(release_at, p)
+        for p, owner in snap["owners"]:
+            self._tag_owner(p, owner)
+            if self._meta[p] & STATE_MASK != ACTIVE:
+                owned = self._owned[owner]
+                owned.discard(p)
+                if not owned:
+                    del self._owned[owner]
+        for p, value in snap["data"]:
+            self._meta[p] |= HAS_DATA
+            self._data[p] = value
+        for device, bits, drain in snap["devices"]:
+            self._devices[device] = _Device(bits, float(drain), None)
+            self._bound[device] = set()
+        for p, pairs in snap["bindings"]:
+            self._meta[p] |= HAS_BINDINGS
+            self._bindings[p] = {device: [count, value] for device, count, value in pairs}
+            for device, _, _ in pairs:
+                self._bound[device].add(p)
+        self._quota = dict(snap["quotas"])
+        if self._fifo_prev != NULL:
+            self._fifo_head = self._fifo_tail = -1
+            for p in snap["fifo"].tolist():
+                self._fifo_push(p)
+        return 0
+
+    def to_bytes(self):
+        """The whole allocator as snapshot bytes: versioned, checksummed, the same on both backends.
+
+        Everything travels but callbacks and a callable clock (its reading
+        does). Owners, data and devices must be plain data, else TypeError
+        naming the value. O(N).
+
+        >>> a = PasidAllocator(bits=8); p = a.alloc("vm")
+        >>> b = PasidAllocator.from_bytes(a.to_bytes()); b.owner(p), b.to_bytes() == a.to_bytes()
+        ('vm', True)
+        """
+        with cython.critical_section(self):
+            return _snapshot.dumps(self._export())
+
+    @classmethod
+    def from_bytes(cls, data, *, clock=None):
+        """An allocator from :meth:`to_bytes` output (of either backend).
+
+        ``clock``: a callable clock; without one, a logical clock at the saved
+        time. Corrupt, truncated or unknown bytes: SnapshotError. O(N).
+        """
+        return _restore(cls, _snapshot.loads(data), clock)
+
+    @classmethod
+    def _from_state(cls, state):
+        return _restore(cls, _snapshot.check(state), None)
+
+    def __reduce__(self):
+        with cython.critical_section(self):
+            return (type(self)._from_state, (self._export(),))
+
     # ------------------------------------------------------------ invariants
 
     def _check(self):
@@ -1707,6 +1838,16 @@ cdef class PasidAllocator:
                     p = self._fifo_next[p]
                 if sorted(order) != [p for p in range(self._size) if (self._meta[p] & STATE_MASK) == FREE]:
                     raise AssertionError("fifo queue != FREE set")
+
+
+def _restore(cls, dict snap, clock):
+    """A new allocator holding a checked snapshot."""
+    cdef PasidAllocator a = cls(snap["bits"], reserved=(), strategy=snap["strategy"],
+                                grace=snap["grace"], clock=clock, seed=snap["rng"])
+    if clock is None:
+        a._now = snap["now"]
+    a._load(snap)
+    return a
 
 
 def _range_text(allocator, min, max):

@@ -1,5 +1,6 @@
 """Differential test: random operation sequences, bad input included, on both
-backends side by side; equal results, equal errors, equal state at every step."""
+backends side by side; equal results, equal errors, equal snapshot bytes at
+every step, and each backend loads the other's snapshot."""
 
 import random
 
@@ -117,8 +118,14 @@ def test_backends_agree(strategy, seed):
         assert got_c == got_p, (step, index)
         assert compiled.stats() == pure.stats(), step
         assert list(compiled) == list(pure), step
+        snapshot = compiled.to_bytes()
+        assert snapshot == pure.to_bytes(), step
         if step % 50 == 0:
             compiled._check()
             pure._check()
+            # swap: each backend goes on from the other's snapshot
+            compiled = pasid._core.PasidAllocator.from_bytes(pure.to_bytes())
+            pure = pasid.pure.PasidAllocator.from_bytes(snapshot)
+            assert compiled.to_bytes() == pure.to_bytes() == snapshot, step
     compiled._check()
     pure._check()

@@ -16,6 +16,7 @@ import numpy as np
 
 from pasid._errors import InvalidPasid, PasidExhausted, QuotaExceeded, StateError
 from pasid._handle import PasidHandle
+from pasid import _snapshot
 from pasid._rng import SplitMix64
 from pasid._state import State
 from pasid.pure._args import as_int, as_time
@@ -760,6 +761,110 @@ class PasidAllocator:
             f"<pasid.pure.PasidAllocator bits={self._bits} strategy={self._strategy!r} "
             f"active={self._counts[ACTIVE]} free={self._counts[FREE]}>"
         )
+
+    # ------------------------------------------------------------ snapshots
+
+    def _export(self):
+        """The whole state as the dict of ``pasid._snapshot.FIELDS`` (shared with the compiled core)."""
+        self._sync()
+        state = np.frombuffer(bytes(self._state), dtype=np.uint8)
+        ids = np.flatnonzero(state)
+        refcount = self._refcount
+        multi = [p for p in ids.tolist() if refcount[p] >= 2]
+        generation = np.array(self._generation, dtype=np.uint32)
+        generated = np.flatnonzero(generation)
+        holds = sorted(self._hold.items())
+        return {
+            "bits": self._bits,
+            "strategy": self._strategy,
+            "grace": self._grace,
+            "now": self._read_clock(),
+            "rng": self._rng.state,
+            "cursor": self._cursor,
+            "counters": [self._allocations, self._releases, self._reclaimed,
+                         self._failures, self._high_water],
+            "states": _snapshot.arrays(ids, state[ids], "u1"),
+            "refcounts": _snapshot.arrays(multi, [refcount[p] for p in multi], "<u4"),
+            "generations": _snapshot.arrays(generated, generation[generated], "<u4"),
+            "holds": _snapshot.arrays([p for p, _ in holds], [t for _, t in holds], "<f8"),
+            "owners": sorted(self._owner.items()),
+            "data": sorted(self._data.items()),
+            "bindings": [
+                (p, [(device, entry[0], entry[1]) for device, entry in bindings.items()])
+                for p, bindings in sorted(self._bindings.items())
+            ],
+            "devices": [(d, info.bits, info.drain) for d, info in self._devices.items()],
+            "quotas": list(self._quota.items()),
+            "fifo": (np.fromiter(self._fifo, dtype="<u4", count=len(self._fifo)).tobytes()
+                     if self._fifo is not None else None),
+        }
+
+    @classmethod
+    def _restore(cls, snap, clock):
+        """A new allocator holding a checked snapshot (``pasid._snapshot.check``)."""
+        a = cls(snap["bits"], reserved=(), strategy=snap["strategy"], grace=snap["grace"],
+                clock=clock, seed=snap["rng"])
+        if clock is None:
+            a._now = snap["now"]
+        a._cursor = snap["cursor"]
+        (a._allocations, a._releases, a._reclaimed, a._failures,
+         a._high_water) = snap["counters"]
+        ids, states = snap["states"]
+        for p, state in zip(ids.tolist(), states.tolist()):
+            a._take(p, state)
+            if state == ACTIVE:
+                a._refcount[p] = 1
+        for p, count in zip(*(x.tolist() for x in snap["refcounts"])):
+            a._refcount[p] = count
+        for p, generation in zip(*(x.tolist() for x in snap["generations"])):
+            a._generation[p] = generation
+        a._hold = dict(zip(*(x.tolist() for x in snap["holds"])))
+        for p, owner in snap["owners"]:
+            a._owner[p] = owner
+            a._use[owner] = a._use.get(owner, 0) + 1
+            if a._state[p] == ACTIVE:
+                a._owned.setdefault(owner, set()).add(p)
+        a._data = dict(snap["data"])
+        for device, bits, drain in snap["devices"]:
+            a._devices[device] = _Device(bits, float(drain), None)
+            a._bound[device] = set()
+        for p, pairs in snap["bindings"]:
+            a._bindings[p] = {device: [count, data] for device, count, data in pairs}
+            for device, _, _ in pairs:
+                a._bound[device].add(p)
+        a._quota = dict(snap["quotas"])
+        if a._fifo is not None:
+            a._fifo = OrderedDict.fromkeys(snap["fifo"].tolist())
+        a._queue = [(a._hold[p], p) for p in ids.tolist() if a._state[p] == QUARANTINED]
+        heapq.heapify(a._queue)
+        return a
+
+    def to_bytes(self):
+        """The whole allocator as snapshot bytes: versioned, checksummed, the same on both backends.
+
+        Everything travels but callbacks and a callable clock (its reading
+        does). Owners, data and devices must be plain data, else TypeError
+        naming the value. O(N).
+        """
+        with self._lock:
+            return _snapshot.dumps(self._export())
+
+    @classmethod
+    def from_bytes(cls, data, *, clock=None):
+        """An allocator from :meth:`to_bytes` output (of either backend).
+
+        ``clock``: a callable clock; without one, a logical clock at the saved
+        time. Corrupt, truncated or unknown bytes: SnapshotError. O(N).
+        """
+        return cls._restore(_snapshot.loads(data), clock)
+
+    @classmethod
+    def _from_state(cls, state):
+        return cls._restore(_snapshot.check(state), None)
+
+    def __reduce__(self):
+        with self._lock:
+            return (type(self)._from_state, (self._export(),))
 
     # ------------------------------------------------------------ invariants
 
