@@ -57,7 +57,6 @@ cdef class PasidAllocator:
     cdef dict _data
     cdef dict _bindings
     cdef dict _devices
-    cdef dict _bound
     cdef dict _owned
     cdef dict _use
     cdef dict _quota

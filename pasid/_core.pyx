@@ -117,9 +117,16 @@ cdef int64_t as_int64_slow(object value, str what) except? -1:
 
 
 cdef double as_time(object value, str what) except? -1.0:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+    """A time or duration as a double: ints, floats and numpy numbers; not bool, not NaN."""
+    cdef double result
+    if type(value) is float:
+        result = <double>value
+    elif type(value) is int:
+        result = float(value)
+    elif isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{what} must be a number, not {type(value).__name__}")
-    cdef double result = float(value)
+    else:
+        result = float(value)
     if isnan(result):
         raise ValueError(f"{what} must not be NaN")
     return result
@@ -393,15 +400,33 @@ cdef tuple _check_node(Node* node, int height, bint is_root):
 
 # ---------------------------------------------------------------- PasidAllocator
 
+@cython.final
 cdef class _Device:
-    cdef public int bits
-    cdef public double drain
-    cdef public object on_teardown
+    """A declared device: its settings and the PASIDs bound to it."""
+    cdef int bits
+    cdef double drain
+    cdef object on_teardown
+    cdef set bound
 
     def __init__(self, bits, drain, on_teardown):
         self.bits = bits
         self.drain = drain
         self.on_teardown = on_teardown
+        self.bound = set()
+
+
+@cython.final
+cdef class _Binding:
+    """One (PASID, device) binding: its count, the driver's data, and the device itself,
+    so releasing and unbinding need no look-up in the device table."""
+    cdef uint32_t count
+    cdef object data
+    cdef _Device device
+
+    def __init__(self, uint32_t count, data, _Device device):
+        self.count = count
+        self.data = data
+        self.device = device
 
 
 def _run_callbacks(list teardown):
@@ -503,7 +528,6 @@ cdef class PasidAllocator:
         self._data = {}
         self._bindings = {}
         self._devices = {}
-        self._bound = {}
         self._owned = {}
         self._use = {}
         self._quota = {}
@@ -670,8 +694,8 @@ cdef class PasidAllocator:
             self._counts[ACTIVE] -= 1
             self._counts[DRAINING] += 1
             self._meta[p] = (self._meta[p] & ~STATE_MASK) | DRAINING
-            for device in self._bindings[p]:
-                callback = (<_Device>self._devices[device]).on_teardown
+            for entry in (<dict>self._bindings[p]).values():
+                callback = (<_Binding>entry).device.on_teardown
                 if callback is not None:
                     teardown.append((callback, p))
         elif release_at <= now:
@@ -1253,16 +1277,14 @@ cdef class PasidAllocator:
             raise TypeError("on_teardown must be None or callable")
         hash(device)
         with cython.critical_section(self):
-            bound = self._bound.get(device)
-            if bound:
-                widest = max(bound)
+            info = self._devices.get(device)
+            if info is not None and (<_Device>info).bound:
+                widest = max((<_Device>info).bound)
                 if widest >> width:
                     raise InvalidPasid(
                         f"device {device!r} has PASID {widest} bound, wider than {width} bits")
-            info = self._devices.get(device)
             if info is None:
                 self._devices[device] = _Device(width, drain_time, on_teardown)
-                self._bound[device] = set()
             else:
                 (<_Device>info).bits = width
                 (<_Device>info).drain = drain_time
@@ -1284,7 +1306,7 @@ cdef class PasidAllocator:
                 raise StateError(f"unknown device {device!r}")
             self._sync()
             now = self._read_clock()
-            for p in sorted(self._bound[device]):
+            for p in sorted((<_Device>self._devices[device]).bound):
                 bindings = self._bindings[p]
                 del bindings[device]
                 if not bindings:
@@ -1292,7 +1314,6 @@ cdef class PasidAllocator:
                     self._meta[p] &= ~HAS_BINDINGS
                     if (self._meta[p] & STATE_MASK) == DRAINING:
                         self._settle(p, now)
-            del self._bound[device]
             del self._devices[device]
 
     def bind(self, pasid, device, *, data=None):
@@ -1308,32 +1329,34 @@ cdef class PasidAllocator:
         (['gpu'], 'ctx')
         """
         cdef int64_t p = self._check_id(pasid)
-        hash(device)
+        cdef object key = p                   # one int object for every table below
+        cdef _Device info
+        cdef _Binding entry
+        cdef dict bindings
         with cython.critical_section(self):
             if self._queue_len:
                 self._sync()
             if (self._meta[p] & STATE_MASK) != ACTIVE:
                 raise StateError(f"bind of PASID {p}, which is {_STATE_NAMES[(self._meta[p] & STATE_MASK)]}")
-            info = self._devices.get(device)
-            if info is not None and p >> (<_Device>info).bits:
-                raise InvalidPasid(
-                    f"PASID {p} is wider than device {device!r}'s {(<_Device>info).bits} bits")
+            info = self._devices.get(device)   # an unhashable device raises here, before any change
+            if info is not None and p >> info.bits:
+                raise InvalidPasid(f"PASID {p} is wider than device {device!r}'s {info.bits} bits")
             if info is None:
-                self._devices[device] = _Device(20, 0.0, None)
-                self._bound[device] = set()
-            if (self._meta[p] & FLAG_MASK) & HAS_BINDINGS:
-                bindings = self._bindings[p]
+                info = self._devices[device] = _Device(20, 0.0, None)
+            if self._meta[p] & HAS_BINDINGS:
+                bindings = self._bindings[key]
+                entry = bindings.get(device)
             else:
-                bindings = self._bindings[p] = {}
+                bindings = self._bindings[key] = {}
                 self._meta[p] |= HAS_BINDINGS
-            entry = bindings.get(device)
+                entry = None
             if entry is None:
-                bindings[device] = [1, data]
-                (<set>self._bound[device]).add(p)
+                bindings[device] = _Binding(1, data, info)
+                info.bound.add(key)
             else:
-                entry[0] += 1
+                entry.count += 1
                 if data is not None:
-                    entry[1] = data
+                    entry.data = data
 
     def unbind(self, pasid, device):
         """``device`` says it has drained ``pasid`` (ACTIVE or DRAINING). O(log64 N).
@@ -1347,28 +1370,32 @@ cdef class PasidAllocator:
         'FREE'
         """
         cdef int64_t p = self._check_id(pasid)
+        cdef object key = p
         cdef int state
         cdef double now, hold
+        cdef dict bindings = None
+        cdef _Binding entry = None
         with cython.critical_section(self):
             if self._queue_len:
                 self._sync()
-            state = (self._meta[p] & STATE_MASK)
-            if not ((self._meta[p] & FLAG_MASK) & HAS_BINDINGS) or device not in self._bindings[p]:
+            state = self._meta[p] & STATE_MASK
+            if self._meta[p] & HAS_BINDINGS:
+                bindings = self._bindings[key]
+                entry = bindings.get(device)
+            if entry is None:
                 raise StateError(f"PASID {p} is not bound to device {device!r}")
-            bindings = self._bindings[p]
-            entry = bindings[device]
-            if entry[0] > 1:
-                entry[0] -= 1
+            if entry.count > 1:
+                entry.count -= 1
                 return
             del bindings[device]
-            (<set>self._bound[device]).discard(p)
+            entry.device.bound.discard(key)
             now = self._read_clock()
-            hold = now + (<_Device>self._devices[device]).drain
+            hold = now + entry.device.drain
             if not ((self._meta[p] & FLAG_MASK) & HAS_HOLD) or hold > self._hold[p]:
                 self._hold[p] = hold
                 self._meta[p] |= HAS_HOLD
             if not bindings:
-                del self._bindings[p]
+                del self._bindings[key]
                 self._meta[p] &= ~HAS_BINDINGS
                 if state == DRAINING:
                     self._settle(p, now)
@@ -1564,7 +1591,7 @@ cdef class PasidAllocator:
             self._sync()
             if not ((self._meta[p] & FLAG_MASK) & HAS_BINDINGS) or device not in self._bindings[p]:
                 raise StateError(f"PASID {p} is not bound to device {device!r}")
-            return self._bindings[p][device][1]
+            return (<_Binding>self._bindings[p][device]).data
 
     def pending(self, device):
         """The DRAINING PASIDs still bound to ``device``, ascending; unknown device: StateError.
@@ -1577,7 +1604,8 @@ cdef class PasidAllocator:
             if device not in self._devices:
                 raise StateError(f"unknown device {device!r}")
             self._sync()
-            return sorted([p for p in self._bound[device] if (self._meta[p] & STATE_MASK) == DRAINING])
+            return sorted([p for p in (<_Device>self._devices[device]).bound
+                           if (self._meta[p] & STATE_MASK) == DRAINING])
 
     def stats(self):
         """Counts per state and the counters since construction, as a dict. O(1).
@@ -1684,7 +1712,8 @@ cdef class PasidAllocator:
             "owners": sorted(self._owner.items()),
             "data": sorted(self._data.items()),
             "bindings": [
-                (p, [(device, entry[0], entry[1]) for device, entry in bindings.items()])
+                (p, [(device, (<_Binding>entry).count, (<_Binding>entry).data)
+                     for device, entry in bindings.items()])
                 for p, bindings in sorted(self._bindings.items())
             ],
             "devices": [(device, (<_Device>info).bits, (<_Device>info).drain)
@@ -1731,12 +1760,12 @@ cdef class PasidAllocator:
             self._data[p] = value
         for device, bits, drain in snap["devices"]:
             self._devices[device] = _Device(bits, float(drain), None)
-            self._bound[device] = set()
         for p, pairs in snap["bindings"]:
             self._meta[p] |= HAS_BINDINGS
-            self._bindings[p] = {device: [count, value] for device, count, value in pairs}
+            self._bindings[p] = {device: _Binding(count, value, self._devices[device])
+                                 for device, count, value in pairs}
             for device, _, _ in pairs:
-                self._bound[device].add(p)
+                (<_Device>self._devices[device]).bound.add(p)
         self._quota = dict(snap["quotas"])
         if self._fifo_prev != NULL:
             self._fifo_head = self._fifo_tail = -1
@@ -1816,10 +1845,12 @@ cdef class PasidAllocator:
                 if not bindings or (self._meta[p] & STATE_MASK) not in (ACTIVE, DRAINING):
                     raise AssertionError(f"PASID {p}: bindings in state {(self._meta[p] & STATE_MASK)}")
                 for device, entry in bindings.items():
-                    if entry[0] <= 0 or p not in self._bound[device]:
+                    if ((<_Binding>entry).count <= 0
+                            or (<_Binding>entry).device is not self._devices.get(device)
+                            or p not in (<_Binding>entry).device.bound):
                         raise AssertionError(f"PASID {p}: bad binding to {device!r}")
-            for device, bound in self._bound.items():
-                for p in bound:
+            for device, info in self._devices.items():
+                for p in (<_Device>info).bound:
                     if device not in self._bindings.get(p, ()):
                         raise AssertionError(f"device {device!r}: stale PASID {p}")
             use = {}
