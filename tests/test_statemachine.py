@@ -12,6 +12,8 @@ Where SPEC is silent the model follows the pure backend: argument errors
 not count in ``failures``; a quota refusal and an exhaustion do, once.
 """
 
+import copy
+import pickle
 import re
 
 import pytest
@@ -26,6 +28,8 @@ from hypothesis.stateful import (
 )
 
 from pasid import InvalidPasid, PasidExhausted, QuotaExceeded, State, StateError
+
+from conftest import BACKEND_NAMES, load_backend
 
 BITS = 5
 SIZE = 1 << BITS
@@ -409,6 +413,26 @@ class PasidMachineBase(RuleBasedStateMachine):
     @rule()
     def advance_backwards(self):
         self.expect_error(ValueError, self.a.advance, to=self.m.now - 1)
+
+    # ---- snapshots
+    @rule(how=st.sampled_from(["bytes", "pickle", "deepcopy", "other backend"]))
+    def reload(self, how):
+        """Go on with a reloaded copy: nothing the model sees may change (no callbacks here)."""
+        blob = self.a.to_bytes()
+        if how == "bytes":
+            self.a = self.backend.PasidAllocator.from_bytes(blob)
+        elif how == "pickle":
+            self.a = pickle.loads(pickle.dumps(self.a))
+        elif how == "deepcopy":
+            self.a = copy.deepcopy(self.a)
+        else:
+            # through the other backend when there is one (not with PASID_NO_EXTENSION=1)
+            others = [load_backend(name) for name in BACKEND_NAMES]
+            other = next((m for m in others if m is not self.backend), self.backend)
+            self.a = self.backend.PasidAllocator.from_bytes(
+                other.PasidAllocator.from_bytes(blob).to_bytes()
+            )
+        assert self.a.to_bytes() == blob
 
     # ---- invariants
     @invariant()
