@@ -20,7 +20,11 @@ DIRECTIVES = {
     "initializedcheck": DEBUG,
     "cdivision": True,
     "embedsignature": True,
+    "embedsignature.format": "clinic",   # inspect.signature() works on methods
     "freethreading_compatible": True,
+    # methods as plain C method descriptors: 4-6 ns less per call than
+    # binding function objects, which matters at ~20 ns a call
+    "binding": False,
 }
 
 # Portable by default: no -march=native, so a built wheel runs on any CPU of
