@@ -355,14 +355,14 @@ cdef class IDA:
     def _check(self):
         """Verify every summary, count and node against the bitmap words below."""
         with cython.critical_section(self):
-            used, nodes = _check_node(self.space.root, self.space.height, True)
+            used, nodes = _check_node(self.space.root, self.space.height)
             if used != self.count:
                 raise AssertionError(f"count {self.count} != {used} taken bits")
             if nodes != self.space.nodes:
                 raise AssertionError(f"nodes {self.space.nodes} != {nodes} in the tree")
 
 
-cdef tuple _check_node(Node* node, int height, bint is_root):
+cdef tuple _check_node(Node* node, int height):
     """(taken IDs, nodes) under ``node``, raising AssertionError on any disagreement."""
     cdef int i
     cdef uint64_t free_mask = 0, used_mask = 0
@@ -383,7 +383,7 @@ cdef tuple _check_node(Node* node, int height, bint is_root):
             if child == NULL:
                 free_mask |= (<uint64_t>1) << i
                 continue
-            child_used, child_nodes = _check_node(child, height - 1, False)
+            child_used, child_nodes = _check_node(child, height - 1)
             if child_used == 0:
                 raise AssertionError(f"an all-free node is kept at height {height - 1}")
             if child_used < child_span:
@@ -1810,7 +1810,7 @@ cdef class PasidAllocator:
         """Verify every invariant; raise AssertionError on the first that fails."""
         cdef int64_t p
         with cython.critical_section(self):
-            _check_node(self.space.root, self.space.height, True)
+            _check_node(self.space.root, self.space.height)
             counts = [0] * 5
             for p in range(self._size):
                 s = (self._meta[p] & STATE_MASK)
