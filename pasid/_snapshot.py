@@ -296,6 +296,18 @@ def _pairs(items, what):
     return items
 
 
+def _tags(items, what, state_of):
+    """(PASID, value) pairs: PASIDs ascending, allocated (ACTIVE, DRAINING or QUARANTINED), values not None."""
+    _pairs(items, what)
+    last = -1
+    for p, value in items:
+        _int(p, last + 1, state_of.size - 1, f"{what}'s PASID")
+        if state_of[p] < ACTIVE or value is None:
+            _fail(f"{what} for PASID {p} in state {state_of[p]}")
+        last = p
+    return items
+
+
 def check(state):
     """Check every field of a state dict and how they fit together; return it normalised.
 
@@ -343,22 +355,10 @@ def check(state):
     if waiting.size and not np.all(np.isin(waiting, hold_ids)):
         _fail("a released PASID without a release time")
 
-    owned_states = (ACTIVE, DRAINING, QUARANTINED)
-    owners = _pairs(state["owners"], "owners")
-    last = -1
-    for p, owner in owners:
-        _int(p, last + 1, size - 1, "owner's PASID")
-        if state_of[p] not in owned_states or owner is None:
-            _fail(f"an owner for PASID {p} in state {state_of[p]}")
+    owners = _tags(state["owners"], "owner", state_of)
+    for _, owner in owners:
         _hashable(owner, "owner")
-        last = p
-    data = _pairs(state["data"], "data")
-    last = -1
-    for p, value in data:
-        _int(p, last + 1, size - 1, "data's PASID")
-        if state_of[p] not in owned_states or value is None:
-            _fail(f"data for PASID {p} in state {state_of[p]}")
-        last = p
+    data = _tags(state["data"], "data", state_of)
 
     devices = state["devices"]
     if type(devices) not in (list, tuple):
