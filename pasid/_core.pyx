@@ -24,6 +24,7 @@ import os
 import numpy as np
 
 from pasid import _snapshot
+from pasid._callbacks import run_teardown
 from pasid._errors import InvalidPasid, PasidExhausted, QuotaExceeded, StateError
 from pasid._handle import PasidHandle
 from pasid._state import State
@@ -429,19 +430,6 @@ cdef class _Binding:
         self.device = device
 
 
-def _run_callbacks(list teardown):
-    """Call on_teardown callbacks after the state change; the first error propagates last."""
-    error = None
-    for callback, p in teardown:
-        try:
-            callback(p)
-        except BaseException as exc:
-            if error is None:
-                error = exc
-    if error is not None:
-        raise error
-
-
 @cython.final
 cdef class PasidAllocator:
     """PCIe PASIDs with the lifecycle IOMMU drivers need.
@@ -800,7 +788,14 @@ cdef class PasidAllocator:
         return p if 0 <= p <= hi else -1
 
     cdef int _check_quota(self, object owner, int64_t n) except -1:
-        if owner is None or not self._quota:
+        """QuotaExceeded (a counted failure) if ``n`` more would pass the owner's quota.
+
+        Also where an unhashable owner raises TypeError, before anything changes.
+        """
+        if owner is None:
+            return 0
+        if not self._quota:
+            hash(owner)
             return 0
         quota = self._quota.get(owner)
         if quota is not None and self._use.get(owner, 0) + n > quota:
@@ -1080,7 +1075,7 @@ cdef class PasidAllocator:
                     teardown = []
                 self._release(p, self._now if self._clock is None else self._read_clock(), teardown)
         if teardown:
-            _run_callbacks(teardown)
+            run_teardown(teardown)
         return 0
 
     def put(self, pasid):
@@ -1173,7 +1168,7 @@ cdef class PasidAllocator:
             self._counts[ACTIVE] -= plain
             self._counts[FREE] += plain
         if teardown:
-            _run_callbacks(teardown)
+            run_teardown(teardown)
 
     cdef object _id_array(self, object ids):
         """``ids`` as a contiguous uint32 array, every one in range (InvalidPasid, TypeError).
@@ -1424,7 +1419,7 @@ cdef class PasidAllocator:
             for p in released:
                 self._release(p, now, teardown)
         if teardown:
-            _run_callbacks(teardown)
+            run_teardown(teardown)
         return released
 
     def set_quota(self, owner, n):

@@ -653,3 +653,75 @@ def test_counters_along_lifecycle_paths(backend):
     s = a.stats()
     assert (s["releases"], s["reclaimed"], s["failures"]) == (5, 5, 0)
     a._check()
+
+
+# ---------------------------------------------------------------- batches, bad owners, threads
+
+def test_free_many_runs_callbacks_in_ascending_pasid_order(backend):
+    """free_many releases in the order given, but the callbacks run ascending, devices in bind order."""
+    a = backend.PasidAllocator(bits=6)
+    calls = []
+    a.add_device("gpu", on_teardown=lambda p: calls.append(("gpu", p)))
+    a.add_device("nic", on_teardown=lambda p: calls.append(("nic", p)))
+    low, high = a.alloc(), a.alloc()
+    a.bind(high, "nic")
+    a.bind(high, "gpu")
+    a.bind(low, "gpu")
+    a.free_many([high, low])
+    assert calls == [("gpu", low), ("nic", high), ("gpu", high)]
+    assert a.state(low) == a.state(high) == State.DRAINING
+
+
+def test_unhashable_owner_changes_nothing(backend):
+    a = backend.PasidAllocator(bits=4)
+    a.alloc("kept")
+    before = observable(a)
+    for call in (lambda: a.alloc(["unhashable"]), lambda: a.alloc_exact(5, {"a": 1}),
+                 lambda: a.alloc_many(2, ["x"]), lambda: a.open(owner=[1])):
+        with pytest.raises(TypeError):
+            call()
+        assert observable(a) == before
+    a.set_quota("kept", 5)
+    with pytest.raises(TypeError):
+        a.alloc(["unhashable"])
+    assert observable(a) == before
+    a._check()
+
+
+def test_threads_share_one_allocator(backend):
+    """Four threads allocate, bind, free and unbind on one allocator; it ends consistent and empty."""
+    import threading
+
+    a = backend.PasidAllocator(bits=10, grace=0)
+    a.add_device("gpu", drain=0)
+    errors = []
+    rounds = 1500 if backend.__name__ == "pasid._core" else 300
+
+    def worker(owner):
+        try:
+            mine = []
+            for i in range(rounds):
+                p = a.alloc(owner)
+                a.bind(p, "gpu")
+                mine.append(p)
+                if i % 3 == 2:
+                    for q in mine:
+                        a.free(q)
+                        a.unbind(q, "gpu")
+                    mine.clear()
+            for q in mine:
+                a.free(q)
+                a.unbind(q, "gpu")
+        except Exception as exc:  # reported in the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(f"t{n}",)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    a._check()
+    stats = a.stats()
+    assert stats["active"] == stats["draining"] == stats["quarantined"] == 0
+    assert stats["allocations"] == stats["releases"] == stats["reclaimed"] == 4 * rounds

@@ -17,6 +17,7 @@ import numpy as np
 from pasid._errors import InvalidPasid, PasidExhausted, QuotaExceeded, StateError
 from pasid._handle import PasidHandle
 from pasid import _snapshot
+from pasid._callbacks import run_teardown
 from pasid._rng import SplitMix64
 from pasid._state import State
 from pasid.pure._args import as_int, as_time
@@ -242,19 +243,6 @@ class PasidAllocator:
         else:
             self._settle(p, now)
 
-    @staticmethod
-    def _run_callbacks(teardown):
-        """Call on_teardown callbacks after the state change; the first error propagates last."""
-        error = None
-        for callback, p in teardown:
-            try:
-                callback(p)
-            except BaseException as exc:  # noqa: BLE001 - re-raised below
-                if error is None:
-                    error = exc
-        if error is not None:
-            raise error
-
     def _choose(self, lo, hi):
         """The FREE ID the strategy gives in [lo, hi], or -1. Moves nothing."""
         strategy = self._strategy
@@ -399,7 +387,7 @@ class PasidAllocator:
             else:
                 self._release(p, self._read_clock(), teardown)
         if teardown:
-            self._run_callbacks(teardown)
+            run_teardown(teardown)
 
     free = put
 
@@ -423,7 +411,7 @@ class PasidAllocator:
                 if refcount[p] == 0 and state[p] == ACTIVE:
                     self._release(p, now, teardown)
         if teardown:
-            self._run_callbacks(teardown)
+            run_teardown(teardown)
 
     def _id_list(self, ids):
         array = np.asarray(ids)
@@ -583,7 +571,7 @@ class PasidAllocator:
             for p in released:
                 self._release(p, now, teardown)
         if teardown:
-            self._run_callbacks(teardown)
+            run_teardown(teardown)
         return released
 
     def set_quota(self, owner, n):
