@@ -1120,6 +1120,7 @@ cdef class PasidAllocator:
         with cython.critical_section(self):
             if self._queue_len:
                 self._sync()
+            now = self._read_clock()            # a clock that raises does so before any change
             # pass 1: drop the references; the last one marks RELEASING (undone on error)
             for i in range(n):
                 p = pasids[i]
@@ -1137,7 +1138,6 @@ cdef class PasidAllocator:
                 else:
                     meta[p] ^= ACTIVE ^ RELEASING
             # pass 2: release, in order, what reached zero
-            now = self._read_clock()
             for i in range(n):
                 p = pasids[i]
                 if (meta[p] & STATE_MASK) != RELEASING:
@@ -1382,9 +1382,9 @@ cdef class PasidAllocator:
             if entry.count > 1:
                 entry.count -= 1
                 return
+            now = self._read_clock()            # a clock that raises does so before any change
             del bindings[device]
             entry.device.bound.discard(key)
-            now = self._read_clock()
             hold = now + entry.device.drain
             if not ((self._meta[p] & FLAG_MASK) & HAS_HOLD) or hold > self._hold[p]:
                 self._hold[p] = hold

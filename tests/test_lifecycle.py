@@ -725,3 +725,31 @@ def test_threads_share_one_allocator(backend):
     stats = a.stats()
     assert stats["active"] == stats["draining"] == stats["quarantined"] == 0
     assert stats["allocations"] == stats["releases"] == stats["reclaimed"] == 4 * rounds
+
+
+def test_a_clock_that_raises_changes_nothing(backend):
+    """Every call reads the callable clock before it changes anything."""
+    broken = [False]
+
+    def clock():
+        if broken[0]:
+            raise RuntimeError("clock unavailable")
+        return 1.0
+
+    a = backend.PasidAllocator(bits=4, grace=2, clock=clock)
+    a.add_device("gpu", drain=1)
+    p, q = a.alloc("o"), a.alloc("o")
+    a.bind(p, "gpu")
+    a.bind(q, "gpu")
+    a.free(q)
+    before = observable(a)
+    broken[0] = True
+    for call in (lambda: a.unbind(p, "gpu"), lambda: a.unbind(q, "gpu"), lambda: a.free(p),
+                 lambda: a.free_many([p]), lambda: a.exit_owner("o"), lambda: a.remove_device("gpu")):
+        with pytest.raises(RuntimeError, match="clock unavailable"):
+            call()
+        broken[0] = False
+        assert observable(a) == before
+        broken[0] = True
+    broken[0] = False
+    a._check()

@@ -397,6 +397,7 @@ class PasidAllocator:
         teardown = []
         with self._lock:
             self._sync()
+            now = self._read_clock()    # a clock that raises does so before any change
             refcount = self._refcount
             state = self._state
             for i, p in enumerate(ids):
@@ -406,7 +407,6 @@ class PasidAllocator:
                     name = "ACTIVE, already freed" if state[p] == ACTIVE else _STATE_NAMES[state[p]]
                     raise StateError(f"free of PASID {p}, which is {name}")
                 refcount[p] -= 1
-            now = self._read_clock()
             for p in ids:
                 if refcount[p] == 0 and state[p] == ACTIVE:
                     self._release(p, now, teardown)
@@ -543,12 +543,13 @@ class PasidAllocator:
             if state not in (ACTIVE, DRAINING) or not bindings or device not in bindings:
                 raise StateError(f"PASID {p} is not bound to device {device!r}")
             entry = bindings[device]
-            entry[0] -= 1
-            if entry[0]:
+            if entry[0] > 1:
+                entry[0] -= 1
                 return
+            now = self._read_clock()    # a clock that raises does so before any change
+            entry[0] = 0
             del bindings[device]
             self._bound[device].discard(p)
-            now = self._read_clock()
             hold = now + self._devices[device].drain
             if hold > self._hold.get(p, _NO_HOLD):
                 self._hold[p] = hold
