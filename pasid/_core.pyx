@@ -14,7 +14,7 @@ per-object lock on the free-threaded build.
 
 cimport cython
 from cpython.long cimport PyLong_AsLongLongAndOverflow
-from libc.math cimport INFINITY, isnan
+from libc.math cimport isfinite
 from libc.stdint cimport INT64_MAX, INT64_MIN, int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc
 
@@ -118,7 +118,7 @@ cdef int64_t as_int64_slow(object value, str what) except? -1:
 
 
 cdef double as_time(object value, str what) except? -1.0:
-    """A time or duration as a double: ints, floats and numpy numbers; not bool, not NaN."""
+    """A time or duration as a double: ints, floats and numpy numbers; not bool, finite."""
     cdef double result
     if type(value) is float:
         result = <double>value
@@ -128,8 +128,8 @@ cdef double as_time(object value, str what) except? -1.0:
         raise TypeError(f"{what} must be a number, not {type(value).__name__}")
     else:
         result = float(value)
-    if isnan(result):
-        raise ValueError(f"{what} must not be NaN")
+    if not isfinite(result):
+        raise ValueError(f"{what} must be finite, got {result}")
     return result
 
 

@@ -753,3 +753,20 @@ def test_a_clock_that_raises_changes_nothing(backend):
         broken[0] = True
     broken[0] = False
     a._check()
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_times_must_be_finite(backend, bad):
+    with pytest.raises(ValueError, match="finite"):
+        backend.PasidAllocator(bits=4, grace=bad)
+    a = backend.PasidAllocator(bits=4)
+    with pytest.raises(ValueError, match="finite"):
+        a.add_device("gpu", drain=bad)
+    with pytest.raises(ValueError, match="finite"):
+        a.advance(by=bad)
+    with pytest.raises(ValueError, match="finite"):
+        a.advance(to=bad)
+    b = backend.PasidAllocator(bits=4, clock=lambda: bad)
+    with pytest.raises(ValueError, match="finite"):
+        b.now
+    assert a.now == 0.0

@@ -19,10 +19,10 @@ def as_int(value, what):
 
 
 def as_time(value, what):
-    """``value`` as a float time or duration; TypeError for non-numbers, ValueError for NaN."""
+    """``value`` as a float time or duration; TypeError for non-numbers, ValueError unless finite."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{what} must be a number, not {type(value).__name__}")
     value = float(value)
-    if math.isnan(value):
-        raise ValueError(f"{what} must not be NaN")
+    if not math.isfinite(value):
+        raise ValueError(f"{what} must be finite, got {value}")
     return value
