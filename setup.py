@@ -31,13 +31,15 @@ DIRECTIVES = {
 # the architecture; count-trailing-zeros is one instruction either way.
 CFLAGS = ["-O0", "-g"] if DEBUG else ["-O2"]
 
+MACROS = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
+
 extensions = [
-    Extension(
-        "pasid._core",
-        ["pasid/_core.pyx"],
-        extra_compile_args=CFLAGS,
-        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-    )
+    # the allocator core
+    Extension("pasid._core", ["pasid/_core.pyx"], extra_compile_args=CFLAGS, define_macros=MACROS),
+    # the simulator's replay loop, over the core's C-level API (pasid/_core.pxd)
+    Extension("pasid.sim._replay", ["pasid/sim/_replay.pyx"], extra_compile_args=CFLAGS,
+              define_macros=MACROS),
 ]
 
-setup(ext_modules=cythonize(extensions, compiler_directives=DIRECTIVES, annotate=False))
+setup(ext_modules=cythonize(extensions, compiler_directives=DIRECTIVES, include_path=["."],
+                            annotate=False))

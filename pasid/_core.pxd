@@ -1,6 +1,16 @@
-# The C-level API of the compiled core, for simulators written in Cython:
-#     from pasid._core cimport PasidAllocator, IDA
-# The ID space structures are those of _idspace.pxi; the classes are final.
+# The compiled core's declarations, for simulators written in Cython:
+#     from pasid._core cimport PasidAllocator
+#
+# The public C-level API is the ``c_*`` methods of PasidAllocator (first below):
+# C integers and doubles in and out, each in the object's critical section,
+# with the checks and counters of the Python method of the same name. Misuse
+# raises that method's exception (``except -1``); ``c_alloc`` returns -1 when
+# nothing in range is FREE or the owner is at its quota. Devices are named by
+# the small int that ``add_device`` returns.
+#
+# Everything else declared here (structs, attributes, ``_`` methods) is the
+# internal layout: Cython needs it to lay out the classes, but it is not a
+# promise and changes between versions.
 
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 
@@ -20,6 +30,16 @@ cimport cython
 
 
 @cython.final
+cdef class _Device:
+    cdef int bits
+    cdef double drain
+    cdef object on_teardown
+    cdef set bound
+    cdef object key
+    cdef int handle
+
+
+@cython.final
 cdef class IDA:
     cdef Space space
     cdef int64_t count
@@ -29,6 +49,20 @@ cdef class IDA:
 
 @cython.final
 cdef class PasidAllocator:
+    # ---- the public C-level API
+    cdef int64_t c_alloc(self, object owner, int64_t lo, int64_t hi) except -2
+    cdef int c_get(self, int64_t p) except -1
+    cdef int c_put(self, int64_t p) except -1
+    cdef int c_bind(self, int64_t p, int device) except -1
+    cdef int c_unbind(self, int64_t p, int device) except -1
+    cdef list c_exit_owner(self, object owner)
+    cdef int64_t c_advance(self, double to) except -1
+    cdef double c_now(self) except? -1.0
+    cdef int c_state(self, int64_t p) except -1
+    cdef int64_t c_generation(self, int64_t p) except -1
+    cdef int64_t c_count(self, int state) except -1
+
+    # ---- internal layout (not a promise)
     # configuration
     cdef int _bits
     cdef int64_t _size
@@ -57,6 +91,7 @@ cdef class PasidAllocator:
     cdef dict _data
     cdef dict _bindings
     cdef dict _devices
+    cdef list _device_list       # handle -> _Device (None once removed)
     cdef dict _owned
     cdef dict _use
     cdef dict _quota
@@ -86,11 +121,19 @@ cdef class PasidAllocator:
     cdef int64_t _queue_pop(self) noexcept
     cdef int64_t _choose(self, int64_t lo, int64_t hi) noexcept
     cdef int _check_quota(self, object owner, int64_t n) except -1
+    cdef int _over_quota(self, object owner, int64_t n) except -1
     cdef void _left_free(self, int64_t p, int state) noexcept
     cdef int _activate(self, int64_t p, object owner, object data) except -1
     cdef int _activated(self, int64_t p, object owner, object data) except -1
     cdef int _tag_owner(self, int64_t p, object owner) except -1
     cdef int64_t _alloc(self, object owner, object data, object min, object max) except -2
+    cdef int64_t _alloc_in(self, object owner, object data, int64_t lo, int64_t hi) except -2
+    cdef int _put_id(self, int64_t p) except -1
+    cdef int _bind(self, int64_t p, object device, _Device info, object data) except -1
+    cdef int _unbind(self, int64_t p, object device) except -1
+    cdef _Device _new_device(self, object device, int bits, double drain, object on_teardown)
+    cdef _Device _device_at(self, int device)
+    cdef int _check_c_id(self, int64_t p) except -1
     cdef int64_t _fill(self, uint32_t* out, int64_t n) noexcept
     cdef void _unfill(self, uint32_t* out, int64_t done) noexcept
     cdef object _id_array(self, object ids)

@@ -403,17 +403,17 @@ cdef tuple _check_node(Node* node, int height):
 
 @cython.final
 cdef class _Device:
-    """A declared device: its settings and the PASIDs bound to it."""
-    cdef int bits
-    cdef double drain
-    cdef object on_teardown
-    cdef set bound
+    """A declared device: its settings, the PASIDs bound to it (``bound``), the
+    device object the user named (``key``) and its handle, its index in
+    ``PasidAllocator._device_list``. Attributes are declared in _core.pxd."""
 
-    def __init__(self, bits, drain, on_teardown):
+    def __init__(self, bits, drain, on_teardown, key, handle):
         self.bits = bits
         self.drain = drain
         self.on_teardown = on_teardown
         self.bound = set()
+        self.key = key
+        self.handle = handle
 
 
 @cython.final
@@ -516,6 +516,7 @@ cdef class PasidAllocator:
         self._data = {}
         self._bindings = {}
         self._devices = {}
+        self._device_list = []
         self._owned = {}
         self._use = {}
         self._quota = {}
@@ -792,6 +793,12 @@ cdef class PasidAllocator:
 
         Also where an unhashable owner raises TypeError, before anything changes.
         """
+        if self._over_quota(owner, n):
+            raise QuotaExceeded(f"owner {owner!r} is at its quota of {self._quota[owner]} PASIDs")
+        return 0
+
+    cdef int _over_quota(self, object owner, int64_t n) except -1:
+        """1 (a counted failure) if ``n`` more would pass the owner's quota, else 0."""
         if owner is None:
             return 0
         if not self._quota:
@@ -800,7 +807,7 @@ cdef class PasidAllocator:
         quota = self._quota.get(owner)
         if quota is not None and self._use.get(owner, 0) + n > quota:
             self._failures += 1
-            raise QuotaExceeded(f"owner {owner!r} is at its quota of {quota} PASIDs")
+            return 1
         return 0
 
     cdef int _activate(self, int64_t p, object owner, object data) except -1:
@@ -836,12 +843,16 @@ cdef class PasidAllocator:
         """Allocate by the strategy; -1 (and failures += 1) when nothing is FREE in range."""
         cdef int64_t lo = 0 if min is None else self._check_id(min)
         cdef int64_t hi = self._size - 1 if max is None else self._check_id(max)
-        cdef int64_t p
         if lo > hi:
             raise InvalidPasid(f"empty range {lo}..{hi}")
         if self._queue_len:
             self._sync()
         self._check_quota(owner, 1)
+        return self._alloc_in(owner, data, lo, hi)
+
+    cdef int64_t _alloc_in(self, object owner, object data, int64_t lo, int64_t hi) except -2:
+        """The body of an allocation in a checked range, quota passed, clock synced."""
+        cdef int64_t p
         if self._strategy == LOWEST and lo == 0:
             # the common case: find and take the lowest FREE ID in one descent
             p = space_take_lowest(&self.space, hi)
@@ -1057,8 +1068,12 @@ cdef class PasidAllocator:
             self._ref_inc(p)
 
     cdef int _put(self, object pasid) except -1:
-        cdef int64_t p = self._check_id(pasid)
+        return self._put_id(self._check_id(pasid))
+
+    cdef int _put_id(self, int64_t p) except -1:
+        """Drop one reference to PASID ``p`` (in range); returns its state after."""
         cdef list teardown = None
+        cdef int state
         with cython.critical_section(self):
             if self._queue_len:
                 self._sync()
@@ -1074,9 +1089,10 @@ cdef class PasidAllocator:
                 if self._meta[p] & HAS_BINDINGS:
                     teardown = []
                 self._release(p, self._now if self._clock is None else self._read_clock(), teardown)
+            state = self._meta[p] & STATE_MASK
         if teardown:
             run_teardown(teardown)
-        return 0
+        return state
 
     def put(self, pasid):
         """Drop one reference to an ACTIVE PASID; the last put releases it. O(log64 N).
@@ -1253,14 +1269,18 @@ cdef class PasidAllocator:
     # ------------------------------------------------------------ devices
 
     def add_device(self, device, *, bits=20, drain=0, on_teardown=None):
-        """Declare ``device`` or update its settings. O(devices bound).
+        """Declare ``device`` or update its settings; returns its handle. O(devices bound).
 
         ``bits``: the device's PASID width (1..20); ``drain``: its quarantine
         time after it unbinds; ``on_teardown(pasid)``: called when a PASID
         bound to it is released. Narrowing below a bound PASID: InvalidPasid.
+        The handle is a small int naming the device in the C-level API
+        (``c_bind``/``c_unbind``), stable until :meth:`remove_device`, never
+        reused by this allocator (a snapshot's devices get 0, 1, ... in
+        declaration order).
 
-        >>> a = PasidAllocator(bits=8); a.add_device("gpu", drain=5); a.pending("gpu")
-        []
+        >>> a = PasidAllocator(bits=8); a.add_device("gpu", drain=5), a.pending("gpu")
+        (0, [])
         """
         cdef int64_t width = as_int64(bits, "bits")
         if not 1 <= width <= 20:
@@ -1279,11 +1299,19 @@ cdef class PasidAllocator:
                     raise InvalidPasid(
                         f"device {device!r} has PASID {widest} bound, wider than {width} bits")
             if info is None:
-                self._devices[device] = _Device(width, drain_time, on_teardown)
+                info = self._new_device(device, width, drain_time, on_teardown)
             else:
                 (<_Device>info).bits = width
                 (<_Device>info).drain = drain_time
                 (<_Device>info).on_teardown = on_teardown
+            return (<_Device>info).handle
+
+    cdef _Device _new_device(self, object device, int bits, double drain, object on_teardown):
+        """Declare a device: its entry in the device table and its handle (never reused)."""
+        cdef _Device info = _Device(bits, drain, on_teardown, device, len(self._device_list))
+        self._devices[device] = info
+        self._device_list.append(info)
+        return info
 
     def remove_device(self, device):
         """Hot-unplug: drop all of ``device``'s bindings at once, no drain hold, no callback.
@@ -1309,6 +1337,7 @@ cdef class PasidAllocator:
                     self._meta[p] &= ~HAS_BINDINGS
                     if (self._meta[p] & STATE_MASK) == DRAINING:
                         self._settle(p, now)
+            self._device_list[(<_Device>self._devices[device]).handle] = None
             del self._devices[device]
 
     def bind(self, pasid, device, *, data=None):
@@ -1324,34 +1353,40 @@ cdef class PasidAllocator:
         (['gpu'], 'ctx')
         """
         cdef int64_t p = self._check_id(pasid)
-        cdef object key = p                   # one int object for every table below
-        cdef _Device info
-        cdef _Binding entry
-        cdef dict bindings
         with cython.critical_section(self):
             if self._queue_len:
                 self._sync()
-            if (self._meta[p] & STATE_MASK) != ACTIVE:
-                raise StateError(f"bind of PASID {p}, which is {_STATE_NAMES[(self._meta[p] & STATE_MASK)]}")
+            self._bind(p, device, None, data)
+
+    cdef int _bind(self, int64_t p, object device, _Device info, object data) except -1:
+        """The body of bind (critical section held, clock synced): ``info`` is the
+        device's entry when the caller has it, else None (looked up here)."""
+        cdef object key = p                   # one int object for every table below
+        cdef _Binding entry
+        cdef dict bindings
+        if (self._meta[p] & STATE_MASK) != ACTIVE:
+            raise StateError(f"bind of PASID {p}, which is {_STATE_NAMES[(self._meta[p] & STATE_MASK)]}")
+        if info is None:
             info = self._devices.get(device)   # an unhashable device raises here, before any change
-            if info is not None and p >> info.bits:
-                raise InvalidPasid(f"PASID {p} is wider than device {device!r}'s {info.bits} bits")
-            if info is None:
-                info = self._devices[device] = _Device(20, 0.0, None)
-            if self._meta[p] & HAS_BINDINGS:
-                bindings = self._bindings[key]
-                entry = bindings.get(device)
-            else:
-                bindings = self._bindings[key] = {}
-                self._meta[p] |= HAS_BINDINGS
-                entry = None
-            if entry is None:
-                bindings[device] = _Binding(1, data, info)
-                info.bound.add(key)
-            else:
-                entry.count += 1
-                if data is not None:
-                    entry.data = data
+        if info is not None and p >> info.bits:
+            raise InvalidPasid(f"PASID {p} is wider than device {device!r}'s {info.bits} bits")
+        if info is None:
+            info = self._new_device(device, 20, 0.0, None)
+        if self._meta[p] & HAS_BINDINGS:
+            bindings = self._bindings[key]
+            entry = bindings.get(info.key)
+        else:
+            bindings = self._bindings[key] = {}
+            self._meta[p] |= HAS_BINDINGS
+            entry = None
+        if entry is None:
+            bindings[info.key] = _Binding(1, data, info)
+            info.bound.add(key)
+        else:
+            entry.count += 1
+            if data is not None:
+                entry.data = data
+        return 0
 
     def unbind(self, pasid, device):
         """``device`` says it has drained ``pasid`` (ACTIVE or DRAINING). O(log64 N).
@@ -1365,35 +1400,39 @@ cdef class PasidAllocator:
         'FREE'
         """
         cdef int64_t p = self._check_id(pasid)
-        cdef object key = p
-        cdef int state
-        cdef double now, hold
-        cdef dict bindings = None
-        cdef _Binding entry = None
         with cython.critical_section(self):
             if self._queue_len:
                 self._sync()
-            state = self._meta[p] & STATE_MASK
-            if self._meta[p] & HAS_BINDINGS:
-                bindings = self._bindings[key]
-                entry = bindings.get(device)
-            if entry is None:
-                raise StateError(f"PASID {p} is not bound to device {device!r}")
-            if entry.count > 1:
-                entry.count -= 1
-                return
-            now = self._read_clock()            # a clock that raises does so before any change
-            del bindings[device]
-            entry.device.bound.discard(key)
-            hold = now + entry.device.drain
-            if not ((self._meta[p] & FLAG_MASK) & HAS_HOLD) or hold > self._hold[p]:
-                self._hold[p] = hold
-                self._meta[p] |= HAS_HOLD
-            if not bindings:
-                del self._bindings[key]
-                self._meta[p] &= ~HAS_BINDINGS
-                if state == DRAINING:
-                    self._settle(p, now)
+            self._unbind(p, device)
+
+    cdef int _unbind(self, int64_t p, object device) except -1:
+        """The body of unbind (critical section held, clock synced); returns the state after."""
+        cdef object key = p
+        cdef int state = self._meta[p] & STATE_MASK
+        cdef double now, hold
+        cdef dict bindings = None
+        cdef _Binding entry = None
+        if self._meta[p] & HAS_BINDINGS:
+            bindings = self._bindings[key]
+            entry = bindings.get(device)
+        if entry is None:
+            raise StateError(f"PASID {p} is not bound to device {device!r}")
+        if entry.count > 1:
+            entry.count -= 1
+            return state
+        now = self._read_clock()            # a clock that raises does so before any change
+        del bindings[device]
+        entry.device.bound.discard(key)
+        hold = now + entry.device.drain
+        if not ((self._meta[p] & FLAG_MASK) & HAS_HOLD) or hold > self._hold[p]:
+            self._hold[p] = hold
+            self._meta[p] |= HAS_HOLD
+        if not bindings:
+            del self._bindings[key]
+            self._meta[p] &= ~HAS_BINDINGS
+            if state == DRAINING:
+                self._settle(p, now)
+        return self._meta[p] & STATE_MASK
 
     # ------------------------------------------------------------ owners
 
@@ -1408,19 +1447,7 @@ cdef class PasidAllocator:
         >>> a.exit_owner("proc"), h.valid
         ([1], False)
         """
-        if owner is None:
-            raise ValueError("exit_owner(None): owner-less PASIDs have no owner to exit")
-        cdef list teardown = []
-        cdef double now
-        with cython.critical_section(self):
-            self._sync()
-            released = sorted(self._owned.get(owner, ()))
-            now = self._read_clock()
-            for p in released:
-                self._release(p, now, teardown)
-        if teardown:
-            run_teardown(teardown)
-        return released
+        return self.c_exit_owner(owner)
 
     def set_quota(self, owner, n):
         """At most ``n`` PASIDs of ``owner`` ACTIVE, DRAINING or QUARANTINED; None lifts it. O(1).
@@ -1668,6 +1695,128 @@ cdef class PasidAllocator:
         return (f"<pasid.PasidAllocator bits={self._bits} strategy={self.strategy!r} "
                 f"active={self._counts[ACTIVE]} free={self._counts[FREE]}>")
 
+    # ------------------------------------------------------------ the C-level API
+    #
+    # For simulators written in Cython: ``from pasid._core cimport PasidAllocator``.
+    # C integers and doubles in and out; each call takes the object's critical
+    # section, checks its arguments and keeps the counters exactly like the
+    # Python method of the same name. Misuse raises the Python method's
+    # exception (``except -1``); an allocation that finds nothing FREE returns
+    # -1 instead of raising. Devices are named by the handle add_device returns.
+
+    cdef int _check_c_id(self, int64_t p) except -1:
+        if p < 0 or p >= self._size:
+            raise InvalidPasid(f"PASID {p} out of range 0..{self._size - 1}")
+        return 0
+
+    cdef _Device _device_at(self, int device):
+        if device < 0 or device >= len(self._device_list) or self._device_list[device] is None:
+            raise StateError(f"no device has handle {device}")
+        return <_Device>self._device_list[device]
+
+    cdef int64_t c_alloc(self, object owner, int64_t lo, int64_t hi) except -2:
+        """Allocate by the strategy in ``lo..hi``: the PASID, or -1 when nothing
+        there is FREE or ``owner`` is at its quota (a counted failure).
+        InvalidPasid for a range outside the space or empty."""
+        if lo < 0 or hi >= self._size or lo > hi:
+            raise InvalidPasid(f"range {lo}..{hi} is empty or outside 0..{self._size - 1}")
+        with cython.critical_section(self):
+            if self._queue_len:
+                self._sync()
+            if self._over_quota(owner, 1):
+                return -1
+            return self._alloc_in(owner, None, lo, hi)
+
+    cdef int c_get(self, int64_t p) except -1:
+        """One more reference to ACTIVE ``p`` (StateError otherwise); returns 0."""
+        self._check_c_id(p)
+        with cython.critical_section(self):
+            if self._queue_len:
+                self._sync()
+            if (self._meta[p] & STATE_MASK) != ACTIVE:
+                raise StateError(f"get of PASID {p}, which is {_STATE_NAMES[(self._meta[p] & STATE_MASK)]}")
+            self._ref_inc(p)
+        return 0
+
+    cdef int c_put(self, int64_t p) except -1:
+        """Drop one reference (the last releases); returns ``p``'s state after:
+        ACTIVE while references remain, else DRAINING, QUARANTINED or FREE."""
+        self._check_c_id(p)
+        return self._put_id(p)
+
+    cdef int c_bind(self, int64_t p, int device) except -1:
+        """Bind ACTIVE ``p`` to the device with that handle (counted per pair); returns 0."""
+        self._check_c_id(p)
+        with cython.critical_section(self):
+            if self._queue_len:
+                self._sync()
+            info = self._device_at(device)
+            self._bind(p, info.key, info, None)
+        return 0
+
+    cdef int c_unbind(self, int64_t p, int device) except -1:
+        """The device with that handle has drained ``p``; returns ``p``'s state after."""
+        self._check_c_id(p)
+        with cython.critical_section(self):
+            if self._queue_len:
+                self._sync()
+            return self._unbind(p, self._device_at(device).key)
+
+    cdef list c_exit_owner(self, object owner):
+        """Release every ACTIVE PASID of ``owner``; returns them ascending (a list)."""
+        if owner is None:
+            raise ValueError("exit_owner(None): owner-less PASIDs have no owner to exit")
+        cdef list teardown = []
+        cdef list released
+        cdef double now
+        with cython.critical_section(self):
+            self._sync()
+            released = sorted(self._owned.get(owner, ()))
+            now = self._read_clock()
+            for p in released:
+                self._release(p, now, teardown)
+        if teardown:
+            run_teardown(teardown)
+        return released
+
+    cdef int64_t c_advance(self, double to) except -1:
+        """Move the logical clock to ``to`` and reclaim; returns how many became FREE."""
+        if self._clock is not None:
+            raise ValueError("advance() needs the logical clock; this allocator has a callable clock")
+        if not isfinite(to):
+            raise ValueError(f"to must be finite, got {to}")
+        with cython.critical_section(self):
+            if to < self._now:
+                raise ValueError(f"the clock cannot go back from {self._now} to {to}")
+            self._now = to
+            return self._reclaim(to)
+
+    cdef double c_now(self) except? -1.0:
+        """The current time (the callable clock's reading, if it has one)."""
+        return self._read_clock()
+
+    cdef int c_state(self, int64_t p) except -1:
+        """``p``'s state, 0..4 (the values of :class:`~pasid.State`)."""
+        self._check_c_id(p)
+        with cython.critical_section(self):
+            if self._queue_len:
+                self._sync()
+            return self._meta[p] & STATE_MASK
+
+    cdef int64_t c_generation(self, int64_t p) except -1:
+        """How many times ``p`` has been allocated."""
+        self._check_c_id(p)
+        return self._generation[p]
+
+    cdef int64_t c_count(self, int state) except -1:
+        """How many PASIDs are in ``state`` (0..4) now."""
+        if state < 0 or state > 4:
+            raise ValueError(f"state must be 0..4, got {state}")
+        with cython.critical_section(self):
+            if self._queue_len:
+                self._sync()
+            return self._counts[state]
+
     # ------------------------------------------------------------ snapshots
 
     def _export(self):
@@ -1754,7 +1903,7 @@ cdef class PasidAllocator:
             self._meta[p] |= HAS_DATA
             self._data[p] = value
         for device, bits, drain in snap["devices"]:
-            self._devices[device] = _Device(bits, float(drain), None)
+            self._new_device(device, bits, float(drain), None)
         for p, pairs in snap["bindings"]:
             self._meta[p] |= HAS_BINDINGS
             self._bindings[p] = {device: _Binding(count, value, self._devices[device])

@@ -32,12 +32,15 @@ _NO_HOLD = -math.inf
 
 
 class _Device:
-    __slots__ = ("bits", "drain", "on_teardown")
+    """A declared device: its settings and its handle (index in ``_device_list``)."""
 
-    def __init__(self, bits, drain, on_teardown):
+    __slots__ = ("bits", "drain", "on_teardown", "handle")
+
+    def __init__(self, bits, drain, on_teardown, handle):
         self.bits = bits
         self.drain = drain
         self.on_teardown = on_teardown
+        self.handle = handle
 
 
 class PasidAllocator:
@@ -101,6 +104,7 @@ class PasidAllocator:
         self._fifo = OrderedDict() if strategy == "fifo" else None
         # devices and owners
         self._devices = {}       # device -> _Device
+        self._device_list = []   # handle -> device (None once removed)
         self._bound = {}         # device -> set of PASIDs bound to it
         self._owned = {}         # owner -> set of ACTIVE PASIDs
         self._use = {}           # owner -> ACTIVE + DRAINING + QUARANTINED
@@ -465,7 +469,10 @@ class PasidAllocator:
     # ------------------------------------------------------------ devices
 
     def add_device(self, device, *, bits=20, drain=0, on_teardown=None):
-        """Declare ``device`` (or update its settings): PASID width, drain time, teardown callback."""
+        """Declare ``device`` (or update its settings): PASID width, drain time, teardown callback.
+
+        Returns the device's handle (see :meth:`pasid.PasidAllocator.add_device`).
+        """
         bits = as_int(bits, "bits")
         if not 1 <= bits <= 20:
             raise ValueError(f"device bits must be in 1..20, got {bits}")
@@ -485,10 +492,17 @@ class PasidAllocator:
                     )
             info = self._devices.get(device)
             if info is None:
-                self._devices[device] = _Device(bits, drain, on_teardown)
-                self._bound[device] = set()
+                info = self._new_device(device, bits, drain, on_teardown)
             else:
                 info.bits, info.drain, info.on_teardown = bits, drain, on_teardown
+            return info.handle
+
+    def _new_device(self, device, bits, drain, on_teardown):
+        """Declare a device: its entry, its bound set and its handle (never reused)."""
+        info = self._devices[device] = _Device(bits, drain, on_teardown, len(self._device_list))
+        self._device_list.append(device)
+        self._bound[device] = set()
+        return info
 
     def remove_device(self, device):
         """Hot-unplug: drop all of ``device``'s bindings at once, no drain hold, no callback."""
@@ -505,6 +519,7 @@ class PasidAllocator:
                     if self._state[p] == DRAINING:
                         self._settle(p, now)
             del self._bound[device]
+            self._device_list[self._devices[device].handle] = None
             del self._devices[device]
 
     def bind(self, pasid, device, *, data=None):
@@ -519,8 +534,7 @@ class PasidAllocator:
             if info is not None and p >> info.bits:
                 raise InvalidPasid(f"PASID {p} is wider than device {device!r}'s {info.bits} bits")
             if info is None:
-                self._devices[device] = _Device(20, 0.0, None)
-                self._bound[device] = set()
+                self._new_device(device, 20, 0.0, None)
             bindings = self._bindings.get(p)
             if bindings is None:
                 bindings = self._bindings[p] = {}
@@ -815,8 +829,7 @@ class PasidAllocator:
                 a._owned.setdefault(owner, set()).add(p)
         a._data = dict(snap["data"])
         for device, bits, drain in snap["devices"]:
-            a._devices[device] = _Device(bits, float(drain), None)
-            a._bound[device] = set()
+            a._new_device(device, bits, float(drain), None)
         for p, pairs in snap["bindings"]:
             a._bindings[p] = {device: [count, data] for device, count, data in pairs}
             for device, _, _ in pairs:

@@ -1,0 +1,164 @@
+"""The replay loop in C, over the compiled allocator's C-level API.
+
+The twin of ``pasid/sim/_replay_py.py``: the same walk over a trace and the
+same bookkeeping (see there), with the loop, the trace columns and the
+bookkeeping arrays in C and one ``c_*`` call into the allocator per
+operation (``pasid/_core.pxd``: each takes the allocator's critical section
+and keeps its counters like the Python methods). The ACTIVE and
+DRAINING + QUARANTINED counts are read from the allocator itself.
+"""
+
+cimport cython
+from libc.stdint cimport int32_t, int64_t, uint8_t
+
+from pasid._core cimport PasidAllocator
+
+from pasid.sim import trace as _trace
+
+cdef enum:
+    FREE = 0
+    ACTIVE = 2
+    DRAINING = 3
+    QUARANTINED = 4
+
+# the operation codes of pasid/sim/trace.py, as C constants (checked at import)
+cdef enum:
+    ALLOC = 0
+    GET = 1
+    PUT = 2
+    BIND = 3
+    UNBIND = 4
+    ACCESS = 5
+    EXIT = 6
+    ADVANCE = 7
+
+if (ALLOC, GET, PUT, BIND, UNBIND, ACCESS, EXIT, ADVANCE) != (
+        _trace.OP_ALLOC, _trace.OP_GET, _trace.OP_PUT, _trace.OP_BIND, _trace.OP_UNBIND,
+        _trace.OP_ACCESS, _trace.OP_EXIT, _trace.OP_ADVANCE):
+    raise ImportError("pasid.sim._replay: operation codes differ from pasid.sim.trace")
+
+
+def run(PasidAllocator a, trace, st, Py_ssize_t start, Py_ssize_t stop):
+    """Replay operations ``start..stop-1`` of ``trace`` on ``a``, updating ``st``."""
+    cdef const double[::1] times = trace.time
+    cdef const uint8_t[::1] ops = trace.op
+    cdef const int32_t[::1] handles = trace.handle
+    cdef const int32_t[::1] owner_ids = trace.owner
+    cdef const int32_t[::1] device_ids = trace.device
+    cdef list owners = st.owners
+    cdef const int32_t[::1] device_handle = st.device_handle
+    cdef const int64_t[::1] limit = st.limit
+    cdef int32_t[::1] pasid = st.pasid
+    cdef int64_t[::1] generation = st.generation
+    cdef double[::1] last_release = st.last_release
+    cdef int32_t[::1] block_live = st.block_live
+    cdef double[::1] distances = st.distances
+    cdef const double[::1] sample_at = st.sample_at
+    cdef int64_t[::1] sample_active = st.sample_active
+    cdef int64_t[::1] sample_held = st.sample_held
+    cdef int64_t[::1] counters = st.counters
+    cdef Py_ssize_t nsamples = sample_at.shape[0]
+
+    cdef int64_t done = counters[0], allocations = counters[1], failures = counters[2]
+    cdef int64_t skipped = counters[3], stale = counters[4], peak_active = counters[5]
+    cdef int64_t peak_held = counters[6], blocks_live = counters[7], blocks_peak = counters[8]
+    cdef int64_t highest = counters[9], ndistances = counters[10], k = counters[11]
+    cdef int64_t active = 0, held = 0
+    cdef Py_ssize_t i, j
+    cdef double t, now = a.c_now()
+    cdef int op, before, after
+    cdef int32_t h, o, d
+    cdef int64_t p
+    cdef list released
+
+    if stop > times.shape[0] or start < 0 or start > stop:
+        raise IndexError(f"operations {start}..{stop} outside the trace's {times.shape[0]}")
+    try:
+        for i in range(start, stop):
+            t = times[i]
+            if t > now:
+                a.c_advance(t)
+                now = t
+            op = ops[i]
+            h = handles[i]
+            if op == ALLOC:
+                o = owner_ids[i]
+                p = a.c_alloc(owners[o] if o >= 0 else None, 0, limit[h])
+                if p < 0:
+                    pasid[h] = -1
+                    failures += 1
+                else:
+                    pasid[h] = <int32_t>p
+                    generation[h] = a.c_generation(p)
+                    allocations += 1
+                    if last_release[p] >= 0:
+                        distances[ndistances] = t - last_release[p]
+                        ndistances += 1
+                    if p > highest:
+                        highest = p
+                    if block_live[p >> 6] == 0:
+                        blocks_live += 1
+                        if blocks_live > blocks_peak:
+                            blocks_peak = blocks_live
+                    block_live[p >> 6] += 1
+            elif op == EXIT:
+                released = a.c_exit_owner(owners[owner_ids[i]])
+                for j in range(len(released)):
+                    p = <int64_t>released[j]
+                    last_release[p] = t
+                    if a.c_state(p) != DRAINING:
+                        block_live[p >> 6] -= 1
+                        if block_live[p >> 6] == 0:
+                            blocks_live -= 1
+            elif op != ADVANCE:              # every other op names a handle
+                p = pasid[h]
+                if p < 0:
+                    skipped += 1
+                elif op == PUT:
+                    after = a.c_put(p)
+                    if after != ACTIVE:
+                        last_release[p] = t
+                        if after != DRAINING:
+                            block_live[p >> 6] -= 1
+                            if block_live[p >> 6] == 0:
+                                blocks_live -= 1
+                elif op == GET:
+                    a.c_get(p)
+                elif op == BIND:
+                    a.c_bind(p, device_handle[device_ids[i]])
+                elif op == UNBIND:
+                    before = a.c_state(p)
+                    after = a.c_unbind(p, device_handle[device_ids[i]])
+                    if before == DRAINING and after != DRAINING:
+                        block_live[p >> 6] -= 1
+                        if block_live[p >> 6] == 0:
+                            blocks_live -= 1
+                elif op == ACCESS:
+                    if a.c_generation(p) != generation[h]:
+                        stale += 1
+            done += 1
+            active = a.c_count(ACTIVE)
+            held = a.c_count(DRAINING) + a.c_count(QUARANTINED)
+            if active > peak_active:
+                peak_active = active
+            if held > peak_held:
+                peak_held = held
+            while k < nsamples and t >= sample_at[k]:
+                sample_active[k] = active
+                sample_held[k] = held
+                k += 1
+    finally:
+        counters[0] = done
+        counters[1] = allocations
+        counters[2] = failures
+        counters[3] = skipped
+        counters[4] = stale
+        counters[5] = peak_active
+        counters[6] = peak_held
+        counters[7] = blocks_live
+        counters[8] = blocks_peak
+        counters[9] = highest
+        counters[10] = ndistances
+        counters[11] = k
+        counters[12] = a.c_count(ACTIVE)
+        counters[13] = a.c_count(DRAINING) + a.c_count(QUARANTINED)

@@ -1,0 +1,292 @@
+"""Replaying a trace through an allocator, and what the replay measures.
+
+:func:`replay` runs one trace under one strategy and returns a :class:`Run`;
+:func:`simulate` runs a workload (or a trace) under several strategies, each
+twice on the same operations (with device quarantine, and without it to count
+the stale accesses it prevents) and returns one row of metrics per strategy.
+
+The metrics (also in the README):
+
+``ops``, ``seconds``, ``ops_per_s``
+    Operations replayed, the wall time of the replay loop, their ratio.
+``allocations``, ``failures``
+    Allocations that got a PASID; allocations refused (nothing FREE in range).
+    Operations on a refused allocation's handle are skipped (``skipped``).
+``peak_active``, ``peak_held``
+    The most PASIDs ACTIVE at once; the most DRAINING + QUARANTINED at once
+    (released but not yet reusable: the backlog quarantine costs).
+``reuse``
+    Reuse distance: for every allocation of a PASID that had been released
+    before, the time from that release (the moment it left ACTIVE) to this
+    allocation. ``count``, ``min``, ``p1`` (the value at rank
+    ``floor(0.01 * (count - 1))`` in ascending order), ``median``
+    (``numpy.median``), and a histogram over powers of two of the time unit
+    (bin ``[2**k, 2**(k+1))``; a first bin ``[0, 2**-10)``).
+``stale``
+    Late accesses that hit a reused PASID: a trace ``access`` whose handle's
+    PASID has been allocated again since the handle got it. Zero with device
+    quarantine (a device that has not unbound keeps its PASID out of reuse);
+    ``stale_no_quarantine`` counts them on the same trace replayed without it
+    (:meth:`pasid.sim.trace.Trace.without_quarantine`).
+``blocks_peak``
+    PASID-table blocks in use: the most distinct 64-PASID blocks (PASIDs
+    ``64k .. 64k+63``, one leaf table of a two-level PASID table) holding at
+    least one ACTIVE or DRAINING PASID (an entry a device may still use) at
+    once.
+``highest``
+    The highest PASID handed out (-1 if none).
+"""
+
+from __future__ import annotations
+
+import time as _time
+from dataclasses import dataclass
+
+import numpy as np
+
+import pasid
+from pasid.sim import _replay_py
+from pasid.sim.trace import Trace
+
+try:
+    from pasid.sim import _replay as _compiled
+except ImportError:  # pragma: no cover - the pure install has no compiled loop
+    _compiled = None
+
+__all__ = ["Run", "replay", "simulate", "STRATEGIES"]
+
+STRATEGIES = ("lowest", "cyclic", "fifo", "random")
+
+# The counters a replay keeps between chunks (ReplayState.counters), by slot.
+COUNTERS = ("done", "allocations", "failures", "skipped", "stale", "peak_active", "peak_held",
+            "blocks_live", "blocks_peak", "highest", "distances", "samples", "active", "held")
+
+HIST_LOW = -10          # the histogram's first power-of-two edge: 2**-10
+CHUNK = 1 << 20         # operations per call of the loop when progress is shown
+
+
+class ReplayState:
+    """What a replay carries from one chunk of operations to the next.
+
+    Per handle: ``pasid`` (-1 when its allocation was refused), ``generation``
+    (the PASID's generation when the handle got it), ``limit`` (the highest
+    PASID it may take). Per PASID: ``last_release`` (the time it last left
+    ACTIVE, -1 before). Per 64-PASID block: ``block_live`` (ACTIVE or
+    DRAINING PASIDs in it). ``distances``: reuse distances so far.
+    ``sample_at``: the times at which ``sample_active``/``sample_held`` are
+    taken (after the first operation at or after each). ``counters``: the
+    ``COUNTERS`` slots. ``owners``, ``device_keys``, ``device_handle``: the
+    trace's owners and devices as the allocator knows them.
+    """
+
+    def __init__(self, trace, allocator, samples):
+        size = 1 << trace.bits
+        nhandles = len(trace.handles)
+        self.owners = list(trace.owners)
+        self.device_keys = [d.name for d in trace.devices]
+        self.device_handle = np.array(
+            [allocator.add_device(d.name, bits=d.bits, drain=d.drain) for d in trace.devices],
+            dtype=np.int32)
+        self.limit = np.ascontiguousarray(trace.fits(), dtype=np.int64)
+        self.pasid = np.full(nhandles, -1, dtype=np.int32)
+        self.generation = np.zeros(nhandles, dtype=np.int64)
+        self.last_release = np.full(size, -1.0)
+        self.block_live = np.zeros((size >> 6) + 1, dtype=np.int32)
+        self.distances = np.empty(nhandles)
+        end = trace.duration
+        self.sample_at = np.linspace(0.0, end, samples) if samples and len(trace) else np.empty(0)
+        self.sample_active = np.zeros(len(self.sample_at), dtype=np.int64)
+        self.sample_held = np.zeros(len(self.sample_at), dtype=np.int64)
+        self.counters = np.zeros(len(COUNTERS), dtype=np.int64)
+        self.counters[COUNTERS.index("highest")] = -1
+
+    def counter(self, name):
+        return int(self.counters[COUNTERS.index(name)])
+
+
+@dataclass
+class Run:
+    """One replay: the metrics (see the module docstring) and the series behind the plots."""
+
+    strategy: str
+    quarantine: bool
+    engine: str                 # "compiled" (C loop) or "python" (one call per operation)
+    ops: int
+    seconds: float
+    allocations: int
+    failures: int
+    skipped: int
+    stale: int
+    peak_active: int
+    peak_held: int
+    blocks_peak: int
+    highest: int
+    distances: np.ndarray       # reuse distances, in the order they happened
+    sample_time: np.ndarray
+    sample_active: np.ndarray
+    sample_held: np.ndarray
+
+    @property
+    def ops_per_s(self):
+        return self.ops / self.seconds if self.seconds > 0 else float("inf")
+
+    def reuse(self):
+        """The reuse-distance summary: count, min, p1, median and the histogram."""
+        return reuse_summary(self.distances)
+
+
+def reuse_summary(distances):
+    """``count``, ``min``, ``p1``, ``median`` and ``hist`` of reuse distances (see the module).
+
+    >>> reuse_summary(np.array([3.0, 1.0, 2.0]))["median"]
+    2.0
+    """
+    ordered = np.sort(np.asarray(distances, dtype=np.float64))
+    count = len(ordered)
+    if not count:
+        return {"count": 0, "min": None, "p1": None, "median": None,
+                "hist": {"edges": [], "counts": []}}
+    with np.errstate(divide="ignore"):
+        power = np.floor(np.log2(ordered))
+    power = np.where(ordered < 2.0 ** HIST_LOW, HIST_LOW - 1, power).astype(np.int64)
+    first, last = int(power.min()), int(power.max())
+    counts = np.bincount(power - first, minlength=last - first + 1)
+    edges = [0.0 if k == HIST_LOW - 1 else 2.0 ** k for k in range(first, last + 2)]
+    return {
+        "count": count,
+        "min": float(ordered[0]),
+        "p1": float(ordered[int(0.01 * (count - 1))]),
+        "median": float(np.median(ordered)),
+        "hist": {"edges": edges, "counts": counts.tolist()},
+    }
+
+
+def _allocator_class(allocator):
+    if allocator is None:
+        return pasid.PasidAllocator
+    if isinstance(allocator, str):
+        return {"cython": pasid._core.PasidAllocator if _has_core() else None,
+                "python": pasid.pure.PasidAllocator}[allocator]
+    return allocator
+
+
+def _has_core():
+    try:
+        import pasid._core  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def replay(trace: Trace, strategy="lowest", *, grace=None, seed=0, quarantine=True,
+           allocator=None, engine="auto", samples=500, progress=None) -> Run:
+    """Replay ``trace`` under ``strategy`` on a fresh allocator; returns the :class:`Run`.
+
+    The allocator is ``allocator(trace.bits, strategy=..., grace=..., seed=...)``
+    with PASID 0 reserved and a logical clock moved to each operation's time;
+    ``allocator`` is a class (default :class:`pasid.PasidAllocator`) or
+    ``"cython"``/``"python"``. ``grace`` overrides the trace's. ``quarantine=False``
+    replays :meth:`~pasid.sim.trace.Trace.without_quarantine` instead.
+    ``engine``: ``"compiled"`` (the C loop; needs the compiled allocator),
+    ``"python"`` (one API call per operation, any allocator) or ``"auto"``
+    (compiled when it can). ``progress(done, total)`` is called between chunks
+    of operations. O(n) calls of O(log64 N) operations.
+    """
+    cls = _allocator_class(allocator)
+    if cls is None:
+        raise ValueError("the compiled allocator is not available")
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    if not quarantine:
+        trace = trace.without_quarantine()
+    a = cls(trace.bits, strategy=strategy, grace=trace.grace if grace is None else grace,
+            seed=seed)
+    compiled_ok = _compiled is not None and type(a).__module__ == "pasid._core"
+    if engine == "auto":
+        engine = "compiled" if compiled_ok else "python"
+    if engine == "compiled" and not compiled_ok:
+        raise ValueError("the compiled replay loop needs the compiled allocator (pasid._core)")
+    if engine not in ("compiled", "python"):
+        raise ValueError(f"engine must be auto, compiled or python, got {engine!r}")
+    loop = _compiled.run if engine == "compiled" else _replay_py.run
+    st = ReplayState(trace, a, samples)
+    total = len(trace)
+    chunk = total if progress is None else max(CHUNK if engine == "compiled" else CHUNK >> 6, 1)
+    elapsed = 0.0
+    start = 0
+    while start < total:
+        stop = min(total, start + chunk)
+        began = _time.perf_counter()
+        loop(a, trace, st, start, stop)
+        elapsed += _time.perf_counter() - began
+        start = stop
+        if progress is not None:
+            progress(start, total)
+    failures = st.counter("failures")
+    if a.stats()["failures"] != failures:
+        raise AssertionError("the replay's failures disagree with the allocator's stats()")
+    return Run(
+        strategy=strategy, quarantine=quarantine, engine=engine, ops=st.counter("done"),
+        seconds=elapsed, allocations=st.counter("allocations"), failures=failures,
+        skipped=st.counter("skipped"), stale=st.counter("stale"),
+        peak_active=st.counter("peak_active"), peak_held=st.counter("peak_held"),
+        blocks_peak=st.counter("blocks_peak"), highest=st.counter("highest"),
+        distances=st.distances[:st.counter("distances")].copy(),
+        sample_time=st.sample_at[:st.counter("samples")].copy(),
+        sample_active=st.sample_active[:st.counter("samples")].copy(),
+        sample_held=st.sample_held[:st.counter("samples")].copy(),
+    )
+
+
+def row(on: Run, off: Run | None) -> dict:
+    """One strategy's metrics as a JSON-ready dict: ``on`` with quarantine, ``off`` without."""
+    return {
+        "strategy": on.strategy,
+        "ops": on.ops,
+        "seconds": on.seconds,
+        "ops_per_s": on.ops_per_s,
+        "engine": on.engine,
+        "allocations": on.allocations,
+        "failures": on.failures,
+        "skipped": on.skipped,
+        "peak_active": on.peak_active,
+        "peak_held": on.peak_held,
+        "reuse": on.reuse(),
+        "stale": on.stale,
+        "stale_no_quarantine": None if off is None else off.stale,
+        "blocks_peak": on.blocks_peak,
+        "highest": on.highest,
+    }
+
+
+def simulate(source, strategies=STRATEGIES, *, seed=0, grace=None, allocator=None,
+             engine="auto", samples=500, progress=None):
+    """Every strategy on the same operations: ``(rows, runs)``.
+
+    ``source`` is a :class:`~pasid.sim.trace.Trace` or a
+    :class:`~pasid.sim.workload.Workload` (generated with ``seed``; ``seed``
+    also seeds the ``random`` strategy). Each strategy replays the trace with
+    device quarantine and without it (for ``stale_no_quarantine``). ``rows``:
+    one :func:`row` per strategy, in the order given; ``runs``: the
+    quarantine-on :class:`Run` of each, for plots. ``progress(step, steps)``
+    is called after each replay.
+    """
+    if isinstance(source, Trace):
+        trace = source
+    else:
+        from pasid.sim.workload import generate
+
+        trace = generate(source, seed)
+    rows, runs = [], []
+    steps = 2 * len(strategies)
+    for i, strategy in enumerate(strategies):
+        options = dict(grace=grace, seed=seed, allocator=allocator, engine=engine)
+        on = replay(trace, strategy, samples=samples, **options)
+        if progress is not None:
+            progress(2 * i + 1, steps)
+        off = replay(trace, strategy, quarantine=False, samples=0, **options)
+        if progress is not None:
+            progress(2 * i + 2, steps)
+        rows.append(row(on, off))
+        runs.append(on)
+    return rows, runs

@@ -1,0 +1,645 @@
+"""Traces: what an IOMMU sees, one operation a line, and their encoded form.
+
+A trace is a header (the PASID width, the grace period, the devices) and a
+list of operations in time order. Operations name PASIDs by *handle*, not by
+number: an ``alloc`` line names a fresh handle, and later lines refer to it, so
+one trace replays under any strategy (each gives the handle its own PASID).
+
+The text format, version 1 (``#`` starts a comment; blank lines are ignored;
+fields are separated by blanks)::
+
+    pasid-trace 1                     first line: the format and its version
+    bits 20                           header (optional): the PASID width, 1..20
+    grace 0.5                         header (optional): release-to-reuse time
+    device gpu0 bits=20 drain=2       header: a device, its PASID width and drain time
+    0.0   alloc  h0 proc1             TIME alloc HANDLE [OWNER|-] [FITS]
+    0.1   bind   h0 gpu0              TIME bind HANDLE DEVICE
+    0.2   get    h0                   TIME get HANDLE          (one more reference)
+    5.0   put    h0                   TIME put HANDLE          (the last put releases)
+    5.3   access h0 gpu0              TIME access HANDLE DEVICE (the device touches the PASID)
+    5.4   unbind h0 gpu0              TIME unbind HANDLE DEVICE (the device has drained it)
+    6.0   exit   proc1                TIME exit OWNER          (the owner dies: exit_owner)
+    9.0   advance                     TIME advance             (settle: reclaim at TIME)
+
+``alloc``'s OWNER is ``-`` (or absent) for a PASID without a process; FITS
+names a device the PASID must fit (the allocation asks for
+``max = 2**bits - 1`` of that device). Times are finite, at least 0, and
+never decrease. Handle, owner and device names are tokens without blanks;
+a handle is allocated once. Devices bound but not declared get the defaults
+(20 bits, drain 0).
+
+Every line is checked before anything runs: a syntax error, an unknown device
+or handle, a time going backwards, or an operation the trace's own history
+forbids (a ``put`` of a released handle, an ``unbind`` of a pair not bound, a
+``bind`` of a device narrower than the allocation was limited to) raises
+:class:`TraceError` naming the line. What depends on the strategy (an
+allocation that finds nothing FREE) is not an error: the operations on that
+handle are skipped and counted.
+
+The encoded form (:class:`Trace`) is five columns of numpy arrays, what the
+replay loop walks: ``time`` (float64), ``op`` (uint8, the ``OP_*`` codes),
+``handle`` (int32: the handle's number, allocation order, or -1),
+``owner`` (int32: an index into ``owners``, or -1) and ``device`` (int32: an
+index into ``devices``, or -1).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = [
+    "Device",
+    "OP_ACCESS",
+    "OP_ADVANCE",
+    "OP_ALLOC",
+    "OP_BIND",
+    "OP_EXIT",
+    "OP_GET",
+    "OP_NAMES",
+    "OP_PUT",
+    "OP_UNBIND",
+    "Trace",
+    "TraceBuilder",
+    "TraceError",
+    "read_trace",
+]
+
+OP_ALLOC, OP_GET, OP_PUT, OP_BIND, OP_UNBIND, OP_ACCESS, OP_EXIT, OP_ADVANCE = range(8)
+OP_NAMES = ("alloc", "get", "put", "bind", "unbind", "access", "exit", "advance")
+_OP_CODES = {name: code for code, name in enumerate(OP_NAMES)}
+
+MAGIC = "pasid-trace"
+VERSION = 1
+
+
+class TraceError(ValueError):
+    """A trace that cannot be replayed: names the line (1-based) when it has one."""
+
+    def __init__(self, message, line=None, source=None):
+        where = ""
+        if line is not None:
+            where = f"{source or 'trace'}:{line}: "
+        super().__init__(where + message)
+        self.line = line
+
+
+@dataclass(frozen=True)
+class Device:
+    """A device of a trace: its name, PASID width and drain time (its quarantine after unbind)."""
+
+    name: str
+    bits: int = 20
+    drain: float = 0.0
+
+
+@dataclass(eq=False)
+class Trace:
+    """An encoded, checked trace: the header and five operation columns.
+
+    Build one with :class:`TraceBuilder` or :func:`read_trace`; both check it
+    (see the module docstring), so a :class:`Trace` in hand replays.
+    """
+
+    bits: int
+    grace: float
+    devices: list
+    owners: list
+    handles: list
+    time: np.ndarray
+    op: np.ndarray
+    handle: np.ndarray
+    owner: np.ndarray
+    device: np.ndarray
+    lines: np.ndarray | None = None
+    source: str | None = None
+    _fits: np.ndarray | None = field(default=None, repr=False)
+    _unprotected: Trace | None = field(default=None, repr=False)
+
+    def __len__(self):
+        return len(self.op)
+
+    @property
+    def duration(self):
+        """The time of the last operation (0 for an empty trace)."""
+        return float(self.time[-1]) if len(self.time) else 0.0
+
+    def counts(self):
+        """How many operations of each kind, as ``{name: count}``."""
+        found = np.bincount(self.op, minlength=len(OP_NAMES))
+        return {name: int(found[code]) for code, name in enumerate(OP_NAMES)}
+
+    def fits(self):
+        """Per handle: the highest PASID its allocation may take (``2**bits - 1`` when unlimited)."""
+        if self._fits is None:
+            limit = np.full(len(self.handles), (1 << self.bits) - 1, dtype=np.int64)
+            allocs = np.flatnonzero(self.op == OP_ALLOC)
+            devices = self.device[allocs]
+            limited = devices >= 0
+            widths = np.array([d.bits for d in self.devices] or [20], dtype=np.int64)
+            limit[self.handle[allocs[limited]]] = np.minimum(
+                limit[self.handle[allocs[limited]]], (1 << widths[devices[limited]]) - 1)
+            self._fits = limit
+        return self._fits
+
+    # ------------------------------------------------------------ text
+
+    def write(self, file):
+        """Write the trace in the text format to a path or a text file object. O(n)."""
+        if isinstance(file, (str, os.PathLike)):
+            with open(file, "w", encoding="utf-8") as out:
+                self.write(out)
+            return
+        file.write(f"{MAGIC} {VERSION}\n")
+        file.write(f"bits {self.bits}\n")
+        file.write(f"grace {_number(self.grace)}\n")
+        for d in self.devices:
+            file.write(f"device {d.name} bits={d.bits} drain={_number(d.drain)}\n")
+        names, owners, devices = self.handles, self.owners, self.devices
+        ops = self.op.tolist()
+        times = self.time.tolist()
+        handles = self.handle.tolist()
+        owner_ids = self.owner.tolist()
+        device_ids = self.device.tolist()
+        lines = []
+        for t, op, h, o, d in zip(times, ops, handles, owner_ids, device_ids):
+            t = _number(t)
+            if op == OP_ALLOC:
+                owner = owners[o] if o >= 0 else "-"
+                fits = f" {devices[d].name}" if d >= 0 else ""
+                lines.append(f"{t} alloc {names[h]} {owner}{fits}\n")
+            elif op in (OP_GET, OP_PUT):
+                lines.append(f"{t} {OP_NAMES[op]} {names[h]}\n")
+            elif op == OP_EXIT:
+                lines.append(f"{t} exit {owners[o]}\n")
+            elif op == OP_ADVANCE:
+                lines.append(f"{t} advance\n")
+            else:
+                lines.append(f"{t} {OP_NAMES[op]} {names[h]} {devices[d].name}\n")
+        file.writelines(lines)
+
+    def to_text(self):
+        """The trace in the text format, as a string."""
+        out = io.StringIO()
+        self.write(out)
+        return out.getvalue()
+
+    # ------------------------------------------------------------ variants
+
+    def without_quarantine(self):
+        """The same work as an allocator without device quarantine would see it.
+
+        Every device still bound to a PASID when it is released is unbound
+        right before the release, at the same time (the driver forgets the
+        PASID at once), and the device's own later unbinds of it are dropped;
+        device drain times are 0. Accesses stay where they were, so a late
+        access may now hit a PASID that has been allocated again: a *stale
+        access*. The grace period is kept. O(n) the first time; kept after.
+        """
+        if self._unprotected is None:
+            self._unprotected = self._detach_at_release()
+        return self._unprotected
+
+    def _detach_at_release(self):
+        keep = []
+        extra = []          # (index of the release op, handle, device): unbinds inserted before it
+        bound = {}          # (handle, device) -> count
+        refs = {}
+        live = {}           # owner -> set of live handles
+        detached = set()    # handles released: their later unbinds are dropped
+        ops, handles = self.op.tolist(), self.handle.tolist()
+        owners, devices = self.owner.tolist(), self.device.tolist()
+        by_handle = {}      # handle -> devices bound (in bind order, with counts in `bound`)
+        owner_of = {}       # handle -> owner index, for owned handles
+
+        def detach(i, h):
+            for d in by_handle.pop(h, ()):
+                for _ in range(bound.pop((h, d), 0)):
+                    extra.append((i, h, d))
+            detached.add(h)
+
+        for i, (op, h, o, d) in enumerate(zip(ops, handles, owners, devices)):
+            if op == OP_ALLOC:
+                refs[h] = 1
+                if o >= 0:
+                    owner_of[h] = o
+                    live.setdefault(o, set()).add(h)
+            elif op == OP_GET:
+                refs[h] += 1
+            elif op == OP_PUT:
+                refs[h] -= 1
+                if refs[h] == 0:
+                    detach(i, h)
+                    if h in owner_of:
+                        live[owner_of[h]].discard(h)
+            elif op == OP_BIND:
+                if (h, d) not in bound:
+                    by_handle.setdefault(h, []).append(d)
+                    bound[(h, d)] = 0
+                bound[(h, d)] += 1
+            elif op == OP_UNBIND:
+                if h in detached:
+                    continue
+                bound[(h, d)] -= 1
+                if bound[(h, d)] == 0:
+                    del bound[(h, d)]
+                    by_handle[h].remove(d)
+            elif op == OP_EXIT:
+                for victim in sorted(live.pop(o, ())):
+                    refs[victim] = 0
+                    detach(i, victim)
+            keep.append(i)
+        order = np.array(keep, dtype=np.int64)
+        time, op, handle = self.time[order], self.op[order], self.handle[order]
+        owner, device = self.owner[order], self.device[order]
+        lines = self.lines[order] if self.lines is not None else None
+        if extra:
+            at = np.array([i for i, _, _ in extra], dtype=np.int64)
+            position = np.searchsorted(order, at)       # insert before the release op
+            time = np.insert(time, position, self.time[at])
+            op = np.insert(op, position, OP_UNBIND)
+            handle = np.insert(handle, position, [h for _, h, _ in extra])
+            owner = np.insert(owner, position, -1)
+            device = np.insert(device, position, [d for _, _, d in extra])
+            if lines is not None:
+                lines = np.insert(lines, position, self.lines[at])
+        return Trace(
+            bits=self.bits, grace=self.grace,
+            devices=[Device(d.name, d.bits, 0.0) for d in self.devices],
+            owners=self.owners, handles=self.handles,
+            time=time, op=op, handle=handle.astype(np.int32), owner=owner.astype(np.int32),
+            device=device.astype(np.int32), lines=lines, source=self.source,
+        )
+
+
+def _number(value):
+    """A time as short text that reads back as the same float."""
+    if float(value).is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return repr(float(value))
+
+
+class TraceBuilder:
+    """Build a :class:`Trace` operation by operation (what workload generators use).
+
+    Operations may be added out of time order: :meth:`build` sorts them by
+    time, keeping the order of addition among equal times, then checks the
+    result like a parsed trace.
+
+    >>> b = TraceBuilder(bits=8, grace=1)
+    >>> b.device("gpu", drain=2)
+    >>> h = b.alloc(0.0, owner="proc")
+    >>> b.bind(0.5, h, "gpu"); b.put(1.0, h); b.unbind(3.0, h, "gpu")
+    >>> t = b.build(); len(t), t.counts()["bind"]
+    (4, 1)
+    """
+
+    def __init__(self, *, bits=20, grace=0.0):
+        self.bits = bits
+        self.grace = grace
+        self._devices = {}
+        self._owners = {}
+        self._ops = []      # (time, op, handle, owner, device)
+        self._handles = 0
+
+    def device(self, name, *, bits=20, drain=0.0):
+        """Declare a device; returns nothing. A second declaration of a name is an error."""
+        if name in self._devices:
+            raise TraceError(f"device {name!r} declared twice")
+        self._devices[name] = (len(self._devices), Device(str(name), bits, float(drain)))
+
+    def _device(self, name):
+        found = self._devices.get(name)
+        if found is None:
+            self.device(name)
+            found = self._devices[name]
+        return found[0]
+
+    def _owner(self, name):
+        if name is None:
+            return -1
+        index = self._owners.get(name)
+        if index is None:
+            index = self._owners[name] = len(self._owners)
+        return index
+
+    def alloc(self, time, *, owner=None, fits=None):
+        """An allocation at ``time``; returns its handle (an int, in allocation order)."""
+        h = self._handles
+        self._handles += 1
+        self._ops.append((time, OP_ALLOC, h, self._owner(owner),
+                          -1 if fits is None else self._device(fits)))
+        return h
+
+    def get(self, time, handle):
+        self._ops.append((time, OP_GET, handle, -1, -1))
+
+    def put(self, time, handle):
+        self._ops.append((time, OP_PUT, handle, -1, -1))
+
+    def bind(self, time, handle, device):
+        self._ops.append((time, OP_BIND, handle, -1, self._device(device)))
+
+    def unbind(self, time, handle, device):
+        self._ops.append((time, OP_UNBIND, handle, -1, self._device(device)))
+
+    def access(self, time, handle, device):
+        self._ops.append((time, OP_ACCESS, handle, -1, self._device(device)))
+
+    def exit(self, time, owner):
+        self._ops.append((time, OP_EXIT, -1, self._owner(owner), -1))
+
+    def advance(self, time):
+        self._ops.append((time, OP_ADVANCE, -1, -1, -1))
+
+    def build(self):
+        """The checked :class:`Trace` (TraceError naming the operation's position if it is not valid)."""
+        ops = sorted(range(len(self._ops)), key=lambda i: self._ops[i][0])
+        rows = [self._ops[i] for i in ops]
+        n = len(rows)
+        columns = list(zip(*rows)) if rows else [(), (), (), (), ()]
+        trace = Trace(
+            bits=self.bits, grace=float(self.grace),
+            devices=[device for _, device in sorted(self._devices.values(), key=lambda x: x[0])],
+            owners=[str(o) for o in self._owners],
+            handles=[f"h{i}" for i in range(self._handles)],
+            time=np.array(columns[0], dtype=np.float64).reshape(n),
+            op=np.array(columns[1], dtype=np.uint8).reshape(n),
+            handle=np.array(columns[2], dtype=np.int32).reshape(n),
+            owner=np.array(columns[3], dtype=np.int32).reshape(n),
+            device=np.array(columns[4], dtype=np.int32).reshape(n),
+            source="built trace",
+        )
+        check(trace)
+        return trace
+
+
+# ---------------------------------------------------------------- reading
+
+def read_trace(source, *, name=None):
+    """Parse a trace from a path, a text file object or an iterable of lines, and check it.
+
+    Raises :class:`TraceError` naming the first bad line; nothing is replayed
+    from a trace that does not check. O(n).
+    """
+    if isinstance(source, (str, os.PathLike)):
+        with open(source, encoding="utf-8") as file:
+            return read_trace(file, name=name or os.fspath(source))
+    return _parse(source, name or getattr(source, "name", None) or "trace")
+
+
+def _parse(lines, source):
+    bits, grace = 20, 0.0
+    devices = {}        # name -> index
+    device_list = []
+    owners = {}
+    handles = {}
+    times, ops, hs, os_, ds, numbers = [], [], [], [], [], []
+    seen_magic = False
+    header_open = True
+
+    def fail(message):
+        raise TraceError(message, number, source)
+
+    def device_index(name):
+        index = devices.get(name)
+        if index is None:           # bound but not declared: the defaults
+            index = devices[name] = len(device_list)
+            device_list.append(Device(name))
+        return index
+
+    def handle_index(name):
+        index = handles.get(name)
+        if index is None:
+            fail(f"unknown handle {name!r} (no alloc names it)")
+        return index
+
+    number = 0
+    for number, raw in enumerate(lines, 1):
+        text = raw.split("#", 1)[0].split()
+        if not text:
+            continue
+        if not seen_magic:
+            if text[0] != MAGIC or len(text) != 2:
+                fail(f"not a trace: the first line must be '{MAGIC} {VERSION}'")
+            if text[1] != str(VERSION):
+                fail(f"unknown trace version {text[1]!r} (this reader knows {VERSION})")
+            seen_magic = True
+            continue
+        word = text[0]
+        if word in ("bits", "grace", "device"):
+            if not header_open:
+                fail(f"'{word}' belongs in the header, before the first operation")
+            if word == "bits":
+                if len(text) != 2:
+                    fail("expected 'bits N'")
+                bits = _int(text[1], "bits", fail)
+                if not 1 <= bits <= 20:
+                    fail(f"bits must be in 1..20, got {bits}")
+            elif word == "grace":
+                if len(text) != 2:
+                    fail("expected 'grace TIME'")
+                grace = _time(text[1], "grace", fail)
+            else:
+                if len(text) < 2:
+                    fail("expected 'device NAME [bits=N] [drain=TIME]'")
+                name = text[1]
+                if name in devices:
+                    fail(f"device {name!r} declared twice")
+                settings = {"bits": 20, "drain": 0.0}
+                for item in text[2:]:
+                    key, sep, value = item.partition("=")
+                    if not sep or key not in settings:
+                        fail(f"unknown device setting {item!r} (bits=N, drain=TIME)")
+                    settings[key] = (_int(value, "device bits", fail) if key == "bits"
+                                     else _time(value, "drain", fail))
+                if not 1 <= settings["bits"] <= 20:
+                    fail(f"device bits must be in 1..20, got {settings['bits']}")
+                devices[name] = len(device_list)
+                device_list.append(Device(name, settings["bits"], settings["drain"]))
+            continue
+        header_open = False
+        if len(text) < 2:
+            fail("expected 'TIME OP ...'")
+        t = _time(text[0], "time", fail)
+        op = _OP_CODES.get(text[1])
+        if op is None:
+            fail(f"unknown operation {text[1]!r} (one of {', '.join(OP_NAMES)})")
+        args = text[2:]
+        h = o = d = -1
+        if op == OP_ALLOC:
+            if not 1 <= len(args) <= 3:
+                fail("expected 'TIME alloc HANDLE [OWNER|-] [FITS]'")
+            if args[0] in handles:
+                fail(f"handle {args[0]!r} allocated twice")
+            h = handles[args[0]] = len(handles)
+            if len(args) > 1 and args[1] != "-":
+                o = owners.setdefault(args[1], len(owners))
+            if len(args) > 2:
+                if args[2] not in devices:
+                    fail(f"unknown device {args[2]!r} (declare it in the header)")
+                d = devices[args[2]]
+        elif op in (OP_GET, OP_PUT):
+            if len(args) != 1:
+                fail(f"expected 'TIME {text[1]} HANDLE'")
+            h = handle_index(args[0])
+        elif op in (OP_BIND, OP_UNBIND, OP_ACCESS):
+            if len(args) != 2:
+                fail(f"expected 'TIME {text[1]} HANDLE DEVICE'")
+            h = handle_index(args[0])
+            d = device_index(args[1])
+        elif op == OP_EXIT:
+            if len(args) != 1 or args[0] == "-":
+                fail("expected 'TIME exit OWNER'")
+            o = owners.setdefault(args[0], len(owners))
+        elif args:
+            fail("expected 'TIME advance'")
+        times.append(t)
+        ops.append(op)
+        hs.append(h)
+        os_.append(o)
+        ds.append(d)
+        numbers.append(number)
+    if not seen_magic:
+        raise TraceError(f"empty trace: the first line must be '{MAGIC} {VERSION}'", None, source)
+    trace = Trace(
+        bits=bits, grace=grace, devices=device_list, owners=list(owners), handles=list(handles),
+        time=np.array(times, dtype=np.float64), op=np.array(ops, dtype=np.uint8),
+        handle=np.array(hs, dtype=np.int32), owner=np.array(os_, dtype=np.int32),
+        device=np.array(ds, dtype=np.int32), lines=np.array(numbers, dtype=np.int64),
+        source=source,
+    )
+    check(trace)
+    return trace
+
+
+def _int(text, what, fail):
+    try:
+        return int(text)
+    except ValueError:
+        fail(f"{what} must be an integer, got {text!r}")
+
+
+def _time(text, what, fail):
+    try:
+        value = float(text)
+    except ValueError:
+        fail(f"{what} must be a number, got {text!r}")
+    if not math.isfinite(value) or value < 0:
+        fail(f"{what} must be finite and >= 0, got {text}")
+    return value
+
+
+# ---------------------------------------------------------------- checking
+
+def check(trace):
+    """Check a trace's own history (independent of the strategy); TraceError on the first bad op.
+
+    Times never decrease; every handle is allocated once before it is used;
+    ``get``/``put`` only while the handle holds references; ``bind`` only
+    then, to a device at least as wide as the allocation was limited to;
+    ``unbind`` only of a bound pair (before or after the release); ``exit``
+    releases every live handle of its owner. O(n).
+    """
+    n = len(trace.op)
+    size_bits = trace.bits
+    columns = (trace.time, trace.op, trace.handle, trace.owner, trace.device)
+    if any(len(c) != n for c in columns):
+        raise TraceError("trace columns differ in length")
+    lines = trace.lines.tolist() if trace.lines is not None else None
+    source = trace.source
+
+    def fail(i, message):
+        if lines is not None:
+            raise TraceError(message, lines[i], source)
+        raise TraceError(f"operation {i}: {message}")
+
+    times = trace.time
+    if n:
+        if not np.all(np.isfinite(times)) or times.min() < 0:
+            i = int(np.flatnonzero(~np.isfinite(times) | (times < 0))[0])
+            fail(i, f"time must be finite and >= 0, got {times[i]}")
+        back = np.flatnonzero(np.diff(times) < 0)
+        if len(back):
+            i = int(back[0]) + 1
+            fail(i, f"time goes backwards: {_number(times[i])} after {_number(times[i - 1])}")
+    if trace.grace < 0 or not math.isfinite(trace.grace):
+        raise TraceError(f"grace must be finite and >= 0, got {trace.grace}")
+    if not 1 <= trace.bits <= 20:
+        raise TraceError(f"bits must be in 1..20, got {trace.bits}")
+    widths = [d.bits for d in trace.devices]
+    for d in trace.devices:
+        if not 1 <= d.bits <= 20 or not (math.isfinite(d.drain) and d.drain >= 0):
+            raise TraceError(f"device {d.name!r}: bits must be in 1..20 and drain finite >= 0")
+    ndev, nowners, nhandles = len(trace.devices), len(trace.owners), len(trace.handles)
+    allocated = bytearray(nhandles)
+    refs = [0] * nhandles
+    limit = [size_bits] * nhandles      # the width the allocation was limited to
+    bound = {}                          # (handle, device) -> count
+    owner_of = [-1] * nhandles
+    live = {}                           # owner -> set of live handles
+    names = trace.handles
+    ops, handles = trace.op.tolist(), trace.handle.tolist()
+    owners, devices = trace.owner.tolist(), trace.device.tolist()
+    for i in range(n):
+        op, h, o, d = ops[i], handles[i], owners[i], devices[i]
+        if op > OP_ADVANCE:
+            fail(i, f"unknown operation code {op}")
+        if op in (OP_EXIT, OP_ADVANCE):
+            if op == OP_EXIT:
+                if not 0 <= o < nowners:
+                    fail(i, "exit needs an owner")
+                for victim in live.pop(o, ()):
+                    refs[victim] = 0
+            continue
+        if not 0 <= h < nhandles:
+            fail(i, f"handle number {h} out of range")
+        name = names[h]
+        if op == OP_ALLOC:
+            if allocated[h]:
+                fail(i, f"handle {name!r} allocated twice")
+            allocated[h] = 1
+            refs[h] = 1
+            if o >= nowners:
+                fail(i, f"owner number {o} out of range")
+            if d >= ndev:
+                fail(i, f"device number {d} out of range")
+            if d >= 0:
+                limit[h] = min(size_bits, widths[d])
+            if o >= 0:
+                owner_of[h] = o
+                live.setdefault(o, set()).add(h)
+            continue
+        if not allocated[h]:
+            fail(i, f"handle {name!r} used before its alloc")
+        if op in (OP_BIND, OP_UNBIND, OP_ACCESS) and not 0 <= d < ndev:
+            fail(i, f"{OP_NAMES[op]} needs a device")
+        if op == OP_GET or op == OP_PUT or op == OP_BIND:
+            if refs[h] == 0:
+                fail(i, f"{OP_NAMES[op]} of handle {name!r}, which has been released")
+            if op == OP_GET:
+                refs[h] += 1
+            elif op == OP_PUT:
+                refs[h] -= 1
+                if refs[h] == 0 and owner_of[h] >= 0:
+                    live[owner_of[h]].discard(h)
+            else:
+                if widths[d] < limit[h]:
+                    fail(i, f"bind of handle {name!r} to device {trace.devices[d].name!r}: "
+                            f"the device has {widths[d]} bits and the allocation was not "
+                            f"limited to them (alloc HANDLE OWNER {trace.devices[d].name})")
+                bound[(h, d)] = bound.get((h, d), 0) + 1
+        elif op == OP_UNBIND:
+            count = bound.get((h, d), 0)
+            if not count:
+                fail(i, f"unbind of handle {name!r} from device {trace.devices[d].name!r}, "
+                        "which is not bound")
+            if count == 1:
+                del bound[(h, d)]
+            else:
+                bound[(h, d)] = count - 1
+    return trace
