@@ -1,4 +1,6 @@
-"""The replay engines the simulator tests run on, as ``(engine, allocator)`` pairs.
+"""What the simulator tests share: the replay engines to run on, and the hand-worked trace.
+
+``ENGINES``: ``(engine, allocator)`` pairs.
 
 ``compiled``: the C loop over the compiled allocator (``pasid.sim._replay``);
 ``python``: one public-API call per operation, over either allocator. Under
@@ -7,6 +9,7 @@ core that fails to import fails the tests that ask for it, never a skip.
 """
 
 import os
+from pathlib import Path
 
 NO_EXTENSION = os.environ.get("PASID_NO_EXTENSION") == "1"
 
@@ -15,3 +18,6 @@ ENGINES = (
     if NO_EXTENSION
     else [("compiled", "cython"), ("python", "cython"), ("python", "python")]
 )
+
+# 8-bit space, grace 1, two devices; its metrics are worked by hand in test_replay.py
+HAND_TRACE = Path(__file__).parent / "data" / "hand.trace"

@@ -8,35 +8,12 @@ import pytest
 from pasid.sim.replay import replay, reuse_summary, simulate
 from pasid.sim.trace import TraceBuilder, TraceError, read_trace
 
-from engines import ENGINES
-
-# Worked by hand below (8-bit space, PASID 0 reserved, lowest strategy, grace 1).
-HAND = """\
-pasid-trace 1
-bits 8
-grace 1
-device gpu bits=20 drain=2
-device nic bits=4 drain=0
-0 alloc h0 p1
-0 bind h0 gpu
-1 alloc h1 - nic
-1 bind h1 nic
-2 put h0
-3 alloc h2 p1
-3.5 access h0 gpu
-4 unbind h0 gpu
-5 exit p1
-5 put h1
-6 alloc h3 p2
-6.5 access h1 nic
-7 unbind h1 nic
-10 alloc h4 p2
-20 advance
-"""
+from sim_support import ENGINES, HAND_TRACE
 
 
 def hand_trace():
-    return read_trace(io.StringIO(HAND), name="hand")
+    """tests/data/hand.trace: 8 bits, PASID 0 reserved, grace 1, worked by hand below."""
+    return read_trace(HAND_TRACE)
 
 
 @pytest.mark.parametrize("engine, allocator", ENGINES)
@@ -147,3 +124,22 @@ def test_text_round_trip():
     assert again.to_text() == trace.to_text()
     for column in ("time", "op", "handle", "owner", "device"):
         assert np.array_equal(getattr(again, column), getattr(trace, column))
+
+
+@pytest.mark.parametrize("owner", ["-", "two words", "has#hash", 7, ""])
+def test_builder_refuses_names_that_would_not_read_back(owner):
+    with pytest.raises(TraceError, match="owner name"):
+        TraceBuilder().alloc(0.0, owner=owner)
+
+
+def test_builder_fits_needs_a_declared_device():
+    with pytest.raises(TraceError, match="FITS device 'nic'"):
+        TraceBuilder().alloc(0.0, fits="nic")
+
+
+def test_builder_errors_name_the_call_in_the_order_added():
+    b = TraceBuilder()
+    h = b.alloc(5.0)
+    b.put(1.0, h)                        # added second, sorts first: used before its alloc
+    with pytest.raises(TraceError, match=r"^built trace:2: handle 'h0' used before its alloc"):
+        b.build()

@@ -48,7 +48,9 @@ from __future__ import annotations
 import io
 import math
 import os
+import re
 from dataclasses import dataclass, field
+from operator import itemgetter
 
 import numpy as np
 
@@ -75,6 +77,7 @@ _OP_CODES = {name: code for code, name in enumerate(OP_NAMES)}
 
 MAGIC = "pasid-trace"
 VERSION = 1
+_NAME = re.compile(r"[^\s#]+")      # a handle, owner or device name: a token, no blank, no '#'
 
 
 class TraceError(ValueError):
@@ -306,16 +309,27 @@ class TraceBuilder:
         self._ops = []      # (time, op, handle, owner, device)
         self._handles = 0
 
+    @staticmethod
+    def _name(name, what):
+        """``name`` as it will be written: a str token without blanks or '#', not '-'."""
+        if not isinstance(name, str) or not _NAME.fullmatch(name) or name == "-":
+            raise TraceError(f"{what} name {name!r} must be a string without blanks or '#', "
+                             "and not '-'")
+        return name
+
     def device(self, name, *, bits=20, drain=0.0):
-        """Declare a device; returns nothing. A second declaration of a name is an error."""
+        """Declare a device (its PASID width and drain time); a second declaration is an error."""
+        self._name(name, "device")
         if name in self._devices:
             raise TraceError(f"device {name!r} declared twice")
-        self._devices[name] = (len(self._devices), Device(str(name), bits, float(drain)))
+        self._devices[name] = (len(self._devices), Device(name, bits, float(drain)))
 
-    def _device(self, name):
+    def _device(self, name, declare=True):
         found = self._devices.get(name)
         if found is None:
-            self.device(name)
+            if not declare:
+                raise TraceError(f"FITS device {name!r} is not declared")
+            self.device(name)               # bound but not declared: the defaults
             found = self._devices[name]
         return found[0]
 
@@ -324,44 +338,57 @@ class TraceBuilder:
             return -1
         index = self._owners.get(name)
         if index is None:
-            index = self._owners[name] = len(self._owners)
+            index = self._owners[self._name(name, "owner")] = len(self._owners)
         return index
 
     def alloc(self, time, *, owner=None, fits=None):
-        """An allocation at ``time``; returns its handle (an int, in allocation order)."""
+        """An allocation at ``time`` by ``owner`` (None: owner-less), its PASID limited to
+        the width of the declared device ``fits`` if given; returns its handle (an int,
+        in allocation order)."""
         h = self._handles
         self._handles += 1
         self._ops.append((time, OP_ALLOC, h, self._owner(owner),
-                          -1 if fits is None else self._device(fits)))
+                          -1 if fits is None else self._device(fits, declare=False)))
         return h
 
     def get(self, time, handle):
+        """One more reference to ``handle``'s PASID."""
         self._ops.append((time, OP_GET, handle, -1, -1))
 
     def put(self, time, handle):
+        """One reference less; the last releases the PASID."""
         self._ops.append((time, OP_PUT, handle, -1, -1))
 
     def bind(self, time, handle, device):
+        """``device`` binds ``handle``'s PASID (an undeclared device gets the defaults)."""
         self._ops.append((time, OP_BIND, handle, -1, self._device(device)))
 
     def unbind(self, time, handle, device):
+        """``device`` has drained ``handle``'s PASID."""
         self._ops.append((time, OP_UNBIND, handle, -1, self._device(device)))
 
     def access(self, time, handle, device):
+        """``device`` touches ``handle``'s PASID (stale if it was allocated again since)."""
         self._ops.append((time, OP_ACCESS, handle, -1, self._device(device)))
 
     def exit(self, time, owner):
+        """``owner`` dies: every PASID it holds is released."""
         self._ops.append((time, OP_EXIT, -1, self._owner(owner), -1))
 
     def advance(self, time):
+        """Settle at ``time``: reclaim what has expired."""
         self._ops.append((time, OP_ADVANCE, -1, -1, -1))
 
     def build(self):
-        """The checked :class:`Trace` (TraceError naming the operation's position if it is not valid)."""
-        ops = sorted(range(len(self._ops)), key=lambda i: self._ops[i][0])
-        rows = [self._ops[i] for i in ops]
+        """The checked :class:`Trace`, operations sorted by time (stable). O(n log n).
+
+        A TraceError names the bad operation by the order it was added in
+        (``built trace:N``: the N-th call, from 1).
+        """
+        rows = sorted(((*op, number) for number, op in enumerate(self._ops, 1)),
+                      key=itemgetter(0))
         n = len(rows)
-        columns = list(zip(*rows)) if rows else [(), (), (), (), ()]
+        columns = list(zip(*rows)) if rows else [(), (), (), (), (), ()]
         trace = Trace(
             bits=self.bits, grace=float(self.grace),
             devices=[device for _, device in sorted(self._devices.values(), key=lambda x: x[0])],
@@ -372,6 +399,7 @@ class TraceBuilder:
             handle=np.array(columns[2], dtype=np.int32).reshape(n),
             owner=np.array(columns[3], dtype=np.int32).reshape(n),
             device=np.array(columns[4], dtype=np.int32).reshape(n),
+            lines=np.array(columns[5], dtype=np.int64).reshape(n),
             source="built trace",
         )
         check(trace)
