@@ -1,0 +1,430 @@
+"""Sweeps: strategies x parameters x seeds, one JSON line per run, resumable.
+
+:func:`sweep` takes a workload (a preset name or a
+:class:`~pasid.sim.workload.Workload`), a *grid* (workload fields, each with a
+list of values: every combination is a *point*) and a number of seeds. Each
+(point, seed) is a *task*: it generates one trace and replays it under every
+strategy asked (:func:`pasid.sim.replay.simulate`), so the strategies are
+compared on the same operations. Tasks run in a local process pool, serially
+(``workers=1``) or on a Dask cluster (``dask="tcp://host:port"``); each
+finished task's rows are appended to the output file at once.
+
+The row schema, one JSON object a line (keys sorted)::
+
+    workload    the preset's name; a Workload w that is not the preset of its
+                name (PRESETS[w.name]) is named NAME@HASH, HASH the first
+                12 hex digits of the SHA-256 of its fields as canonical
+                JSON, so two different workloads never share rows
+    params      the point: {field: value} of the grid's overrides ({} for an
+                empty grid), values as the Workload holds them
+    root_seed   the root the seeds were spawned from
+    seed_index  i, 0 .. seeds-1
+    seed        the seed of the workload and of the random strategy (below)
+    strategy    lowest, cyclic, fifo or random
+    ...         the metrics of pasid.sim.replay.row(): ops, seconds,
+                ops_per_s, engine, allocations, failures, skipped,
+                peak_active, peak_held, reuse, stale, stale_no_quarantine,
+                blocks_peak, highest
+
+Seeds: ``numpy.random.SeedSequence(root_seed).spawn(seeds)``; seed *i* is
+``int(children[i].generate_state(1, dtype=numpy.uint64)[0])``
+(:func:`spawn_seeds`). Every point uses the same seeds. Apart from the timing
+fields ``seconds`` and ``ops_per_s``, a row depends only on its key (below),
+not on the executor, on the order tasks finish in, or on which other
+strategies ran in the same task (each replays on a fresh allocator); ``engine``
+also says which replay loop the worker had (the backends agree on every
+metric, so the key leaves it out, as it does ``allocator``).
+
+Resuming: a row's key is (workload, params as canonical JSON, root_seed,
+seed_index, strategy). Before running, the rows already in the output file are
+read; a task whose every requested strategy has a row is skipped, and a task
+with some missing runs only those. A final line that lacks its newline or does
+not parse (a write cut short) is dropped first, by rewriting the file
+atomically; any other line that does not parse is an error. Rows of other
+workloads, params, seeds or strategies are left alone.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import hashlib
+import itertools
+import json
+import multiprocessing
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+from pasid.sim.replay import STRATEGIES, simulate
+
+__all__ = ["TIMING_FIELDS", "SweepError", "run_task", "spawn_seeds", "sweep"]
+
+TIMING_FIELDS = ("seconds", "ops_per_s")     # the fields that differ from run to run
+DASK_MISSING = "pasid sweep --dask needs the 'dask' extra: pip install 'pasid[dask]'"
+
+
+class SweepError(RuntimeError):
+    """A task of a sweep failed: names its point and seed; the worker's exception is the cause."""
+
+
+class Task(NamedTuple):
+    """One (point, seed): what a worker needs to run it, and its identity in the rows."""
+
+    workload: object        # the sweep's Workload, before the point's overrides
+    params: dict            # the point's overrides, as the Workload holds them
+    params_key: str         # the point as canonical JSON
+    seed_index: int
+    seed: int
+    strategies: tuple       # the strategies it lacks, in the order asked
+    allocator: object       # passed on to simulate
+
+
+def spawn_seeds(root_seed: int, count: int) -> list[int]:
+    """The ``count`` seeds of a sweep, spawned from ``root_seed``.
+
+    ``numpy.random.SeedSequence(root_seed).spawn(count)``, and of each child
+    the first 64-bit word of its state: independent streams, reproducible from
+    the root alone, and seed *i* does not depend on ``count``. O(count).
+
+    >>> spawn_seeds(0, 3) == [int(s.generate_state(1, dtype=np.uint64)[0])
+    ...                      for s in np.random.SeedSequence(0).spawn(3)]
+    True
+    >>> spawn_seeds(0, 2) == spawn_seeds(0, 3)[:2]
+    True
+    """
+    return [int(child.generate_state(1, dtype=np.uint64)[0])
+            for child in np.random.SeedSequence(root_seed).spawn(count)]
+
+
+def _plain(value):
+    """JSON's fallback for the values a Workload holds beyond JSON's own (DeviceSpec)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    raise TypeError(f"{value!r} cannot be written as JSON")
+
+
+def _canonical(value) -> str:
+    """Canonical JSON: sorted keys, no blanks, tuples as lists, DeviceSpecs as dicts."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False,
+                      default=_plain)
+
+
+def _workload_and_name(workload):
+    """The Workload and the name its rows carry (see the module docstring)."""
+    from pasid.sim.workload import PRESETS, Workload
+
+    if isinstance(workload, str):
+        if workload not in PRESETS:
+            raise ValueError(f"unknown workload {workload!r} (one of {', '.join(PRESETS)})")
+        return PRESETS[workload], workload
+    if not isinstance(workload, Workload):
+        raise TypeError(f"workload must be a preset name or a Workload, got {workload!r}")
+    if PRESETS.get(workload.name) == workload:
+        return workload, workload.name
+    digest = hashlib.sha256(_canonical(dataclasses.asdict(workload)).encode()).hexdigest()
+    return workload, f"{workload.name}@{digest[:12]}"
+
+
+def _points(base, grid) -> list[dict]:
+    """Every combination of the grid as {field: value}, checked and normalised; no duplicates."""
+    if not isinstance(grid, Mapping):
+        raise TypeError(f"grid must map workload fields to lists of values, got {grid!r}")
+    names = {field.name for field in dataclasses.fields(base)} - {"name"}
+    choices = []
+    for name, values in grid.items():
+        if name == "name":
+            raise ValueError("grid: 'name' labels the workload, it is not a parameter")
+        if name not in names:
+            raise ValueError(f"unknown workload parameter {name!r} in the grid "
+                             f"(one of {', '.join(sorted(names))})")
+        if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+            raise ValueError(f"grid {name}: wants a list of values, got {values!r}")
+        values = list(values)
+        if not values:
+            raise ValueError(f"grid {name}: no values")
+        checked = []
+        for value in values:
+            try:
+                held = getattr(base.with_(**{name: value}), name)
+                _canonical(held)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"grid {name}={value!r}: {exc}") from None
+            checked.append(held)
+        choices.append([(name, value) for value in checked])
+    points, seen = [], set()
+    for combination in itertools.product(*choices):
+        point = dict(combination)
+        try:
+            base.with_(**point)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"grid point {_canonical(point)}: {exc}") from None
+        key = _canonical(point)
+        if key not in seen:
+            seen.add(key)
+            points.append(point)
+    return points
+
+
+def _strategy_list(strategies) -> tuple:
+    if strategies is None:
+        return STRATEGIES
+    if isinstance(strategies, str):
+        strategies = [strategies]
+    chosen = tuple(dict.fromkeys(strategies))
+    if not chosen:
+        raise ValueError("no strategies to run")
+    for name in chosen:
+        if name not in STRATEGIES:
+            raise ValueError(f"unknown strategy {name!r} (one of {', '.join(STRATEGIES)})")
+    return chosen
+
+
+def _count(value, name, least):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    if value < least:
+        raise ValueError(f"{name} must be >= {least}, got {value}")
+    return int(value)
+
+
+# ---------------------------------------------------------------- the output file
+
+def _row_key(row):
+    """A row's resume key, or None for a line that is not a sweep row."""
+    if not isinstance(row, dict):
+        return None
+    try:
+        return (row["workload"], _canonical(row["params"]), row["root_seed"],
+                row["seed_index"], row["strategy"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _parses(line: bytes) -> bool:
+    try:
+        json.loads(line)
+    except ValueError:          # json.JSONDecodeError and UnicodeDecodeError both are
+        return False
+    return True
+
+
+def _read_done(path) -> set:
+    """The keys of the rows in ``path`` (none if it does not exist), after repairing its tail.
+
+    A last line without its newline, or that does not parse, is cut off: the
+    file is rewritten through a temporary file beside it and ``os.replace``.
+    Any other line that does not parse raises ValueError naming it.
+    """
+    try:
+        with open(path, "rb") as handle:
+            content = handle.read()
+    except FileNotFoundError:
+        return set()
+    lines = content.split(b"\n")
+    if lines[-1] == b"":                    # ends with a newline (or is empty)
+        lines.pop()
+        cut = bool(lines) and not _parses(lines[-1])
+    else:
+        cut = True                          # a write cut short
+    if cut:
+        lines.pop()
+        _rewrite(path, b"".join(line + b"\n" for line in lines))
+    done = set()
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            raise ValueError(f"{os.fsdecode(path)}:{number}: not a JSON line; "
+                             "remove or mend it, then run the sweep again") from None
+        key = _row_key(row)
+        if key is not None:
+            done.add(key)
+    return done
+
+
+def _rewrite(path, content: bytes):
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, temporary = tempfile.mkstemp(dir=directory, prefix=".sweep-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        shutil.copymode(path, temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+
+
+# ---------------------------------------------------------------- running
+
+def run_task(task: Task) -> list[dict]:
+    """Run one task (in a worker): its point's workload, its seed, the strategies it lacks.
+
+    Returns :func:`~pasid.sim.replay.simulate`'s rows, in the task's strategy order.
+    """
+    rows, _runs = simulate(task.workload.with_(**task.params), list(task.strategies),
+                           seed=task.seed, allocator=task.allocator, samples=0)
+    return rows
+
+
+def _failure(task, exc):
+    return SweepError(f"sweep task failed at params {task.params_key}, seed_index "
+                      f"{task.seed_index}, seed {task.seed}: {type(exc).__name__}: {exc}")
+
+
+def _run_serial(tasks, finished):
+    for task in tasks:
+        try:
+            rows = run_task(task)
+        except Exception as exc:
+            raise _failure(task, exc) from exc
+        finished(task, rows)
+
+
+def _run_pool(tasks, finished, workers):
+    # spawn, not fork: forking a process that has threads (a Dask client, a GUI)
+    # is unsafe and deprecated, and spawn behaves the same on every platform.
+    pool = concurrent.futures.ProcessPoolExecutor(
+        max_workers=min(workers or os.cpu_count() or 1, len(tasks)),
+        mp_context=multiprocessing.get_context("spawn"))
+    try:
+        futures = {pool.submit(run_task, task): task for task in tasks}
+        for future in concurrent.futures.as_completed(futures):
+            task = futures[future]
+            try:
+                rows = future.result()
+            except Exception as exc:
+                raise _failure(task, exc) from exc
+            finished(task, rows)
+    finally:
+        # on an error (or ^C) the tasks not started are dropped, not run
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _run_dask(tasks, finished, address, distributed):
+    with distributed.Client(address, set_as_default=False) as client:
+        futures = [client.submit(run_task, task, pure=False) for task in tasks]
+        task_of = {future.key: task for future, task in zip(futures, tasks)}
+        pending = set(task_of)
+        try:
+            for future in distributed.as_completed(futures, loop=client.loop):
+                task = task_of[future.key]
+                try:
+                    rows = future.result()
+                except Exception as exc:
+                    raise _failure(task, exc) from exc
+                pending.discard(future.key)
+                finished(task, rows)
+        finally:
+            if pending:
+                client.cancel([future for future in futures if future.key in pending])
+
+
+def sweep(workload, grid, strategies, seeds, *, root_seed=0, out, dask=None, workers=None,
+          progress: Callable[[int, int], object] | None = None, allocator=None) -> int:
+    """Run ``strategies`` x the points of ``grid`` x ``seeds`` seeds; append rows to ``out``.
+
+    ``workload``: a preset name (``"default"``, ``"exhaustion"``,
+    ``"vm-churn"``) or a :class:`~pasid.sim.workload.Workload`. ``grid``:
+    ``{field: [values]}`` (any :class:`~pasid.sim.workload.Workload` field
+    but ``name``; text values are read by the field's type, as
+    :meth:`~pasid.sim.workload.Workload.with_` does); the points are the
+    cartesian product, values the Workload holds alike (``1``, ``"1"``,
+    ``1.0``) counting once (an empty grid is one point, the workload itself).
+    ``strategies``: names among
+    ``lowest``, ``cyclic``, ``fifo``, ``random`` (``None``: all four).
+    ``seeds``: seeds per point; seed *i* is
+    ``int(SeedSequence(root_seed).spawn(seeds)[i].generate_state(1, dtype=numpy.uint64)[0])``
+    (:func:`spawn_seeds`). Each (point, seed) is one task: one trace,
+    replayed under every strategy it lacks (see the module docstring for the
+    rows and the resume rule). ``out``: the JSON-lines file, created or
+    appended to, one task's rows at a time, flushed.
+
+    Executors: a local pool of ``workers`` processes (default one per core;
+    ``workers=1`` runs in this process; the pool starts its processes with
+    ``spawn``, so a script calling this needs the ``if __name__ ==
+    "__main__":`` guard), or the Dask scheduler at ``dask``
+    (``"tcp://host:port"``; needs ``distributed``, the ``dask`` extra).
+    ``allocator`` is passed on to :func:`~pasid.sim.replay.simulate` (a class
+    must be importable by the workers). ``progress(done, total)`` is called
+    after each task, ``total`` being the tasks this call runs.
+
+    Returns the number of rows written. Bad arguments (an unknown field or
+    strategy, a value the Workload refuses, an empty list) raise ValueError or
+    TypeError before anything is read or written. A task that fails raises
+    :class:`SweepError` naming its point and seed, after the tasks not yet
+    started are cancelled; the rows written so far stay, so running the same
+    sweep again resumes it. Cost: the tasks' simulations, plus reading ``out``
+    once, O(its size).
+
+    >>> import os, tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     out = os.path.join(tmp, "rows.jsonl")
+    ...     grid = {"bits": [10], "duration": [200], "lifetime": [50], "arrival": [0.1, 0.2]}
+    ...     first = sweep("default", grid, ["lowest", "fifo"], 2, out=out, workers=1)
+    ...     again = sweep("default", grid, ["lowest", "fifo"], 2, out=out, workers=1)
+    ...     with open(out) as rows:
+    ...         row = json.loads(rows.readline())
+    >>> first, again            # 2 points x 2 seeds x 2 strategies, then nothing left
+    (8, 0)
+    >>> row["workload"], row["params"], row["seed_index"], row["seed"] == spawn_seeds(0, 2)[0]
+    ('default', {'arrival': 0.1, 'bits': 10, 'duration': 200.0, 'lifetime': 50.0}, 0, True)
+    """
+    base, name = _workload_and_name(workload)
+    points = _points(base, grid)
+    chosen = _strategy_list(strategies)
+    seeds = _count(seeds, "seeds", 1)
+    root_seed = _count(root_seed, "root_seed", 0)
+    if dask is not None:
+        if workers is not None:
+            raise ValueError("workers sizes the local pool; with dask the cluster decides")
+        try:
+            import distributed
+        except ImportError:
+            raise RuntimeError(DASK_MISSING) from None
+    elif workers is not None:
+        workers = _count(workers, "workers", 1)
+
+    seed_values = spawn_seeds(root_seed, seeds)
+    done = _read_done(out)
+    tasks = []
+    for point in points:
+        params_key = _canonical(point)
+        for index, seed in enumerate(seed_values):
+            missing = tuple(strategy for strategy in chosen
+                            if (name, params_key, root_seed, index, strategy) not in done)
+            if missing:
+                tasks.append(Task(base, point, params_key, index, seed, missing, allocator))
+
+    written = finished_tasks = 0
+    with open(out, "a", encoding="utf-8") as handle:
+        def finished(task, metrics):
+            nonlocal written, finished_tasks
+            identity = {"workload": name, "params": json.loads(task.params_key),
+                        "root_seed": root_seed, "seed_index": task.seed_index, "seed": task.seed}
+            handle.write("".join(json.dumps({**metric, **identity}, sort_keys=True) + "\n"
+                                 for metric in metrics))
+            handle.flush()
+            written += len(metrics)
+            finished_tasks += 1
+            if progress is not None:
+                progress(finished_tasks, len(tasks))
+
+        if not tasks:
+            pass
+        elif dask is not None:
+            _run_dask(tasks, finished, dask, distributed)
+        elif workers == 1:
+            _run_serial(tasks, finished)
+        else:
+            _run_pool(tasks, finished, workers)
+    return written

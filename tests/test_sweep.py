@@ -1,0 +1,308 @@
+"""pasid sweep: the rows, the seeds, the executors agreeing, resuming, bad grids, failing tasks.
+
+The workload is tiny (10 bits, ~650 operations a trace) so the file runs in
+seconds, on the pure backend too (``PASID_NO_EXTENSION=1``).
+"""
+
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+import pasid
+from pasid.sim import sweep as sweep_module
+from pasid.sim.replay import simulate
+from pasid.sim.sweep import TIMING_FIELDS, SweepError, spawn_seeds, sweep
+from pasid.sim.workload import preset
+
+TINY = preset("default").with_(bits=10, duration=500, lifetime=100, vm_lifetime=200)
+GRID = {"arrival": [0.1, 0.3], "kill": [0.0, 0.5]}
+IDENTITY = {"workload", "params", "root_seed", "seed_index", "seed", "strategy"}
+
+
+def read_rows(path):
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle]
+
+
+def key(row):
+    return (row["workload"], json.dumps(row["params"], sort_keys=True), row["root_seed"],
+            row["seed_index"], row["strategy"])
+
+
+def untimed(rows):
+    """The rows without their timing fields, in key order: what every run must reproduce."""
+    stripped = [{k: v for k, v in row.items() if k not in TIMING_FIELDS} for row in rows]
+    return sorted(stripped, key=key)
+
+
+class FailsAtNineBits:
+    """An allocator class that refuses 9-bit spaces (importable by the workers, by name)."""
+
+    def __new__(cls, bits, **options):
+        if bits == 9:
+            raise RuntimeError("no allocator for 9 bits")
+        return pasid.PasidAllocator(bits, **options)
+
+
+@pytest.fixture
+def out(tmp_path):
+    return tmp_path / "rows.jsonl"
+
+
+# ---------------------------------------------------------------- rows and seeds
+
+def test_one_row_per_point_seed_and_strategy(out):
+    strategies = ["lowest", "fifo", "random"]
+    assert sweep(TINY, GRID, strategies, 2, root_seed=3, out=out, workers=1) == 4 * 2 * 3
+    rows = read_rows(out)
+    assert len(rows) == 24
+    assert len({key(row) for row in rows}) == 24
+    points = [{"arrival": a, "kill": k} for a in (0.1, 0.3) for k in (0.0, 0.5)]
+    assert sorted((json.dumps(r["params"], sort_keys=True), r["seed_index"], r["strategy"])
+                  for r in rows) == sorted(
+        (json.dumps(p, sort_keys=True), i, s) for p in points for i in range(2)
+        for s in strategies)
+    seeds = spawn_seeds(3, 2)
+    direct, _ = simulate(TINY.with_(arrival=0.3, kill=0.5), ["random"], seed=seeds[1])
+    for row in rows:
+        assert set(row) == IDENTITY | set(direct[0])
+        assert row["workload"].startswith("default@") and len(row["workload"]) == 20
+        assert row["root_seed"] == 3 and row["seed"] == seeds[row["seed_index"]]
+        assert row["ops"] > 0
+    # the metrics are simulate's for that point and seed
+    (mine,) = [r for r in rows if r["params"] == {"arrival": 0.3, "kill": 0.5}
+               and r["seed_index"] == 1 and r["strategy"] == "random"]
+    timed = set(TIMING_FIELDS)
+    assert {k: v for k, v in mine.items() if k in set(direct[0]) - timed} == {
+        k: v for k, v in direct[0].items() if k not in timed}
+    # one JSON object a line, keys sorted
+    with open(out, encoding="utf-8") as handle:
+        for line in handle:
+            assert line == json.dumps(json.loads(line), sort_keys=True) + "\n"
+
+
+def test_seeds_are_spawned_from_the_root():
+    children = np.random.SeedSequence(11).spawn(3)
+    expected = [int(child.generate_state(1, dtype=np.uint64)[0]) for child in children]
+    assert spawn_seeds(11, 3) == expected
+    assert spawn_seeds(11, 2) == expected[:2]               # seed i does not depend on the count
+    assert len(set(expected)) == 3 and spawn_seeds(12, 3) != expected
+
+
+def test_every_point_uses_the_same_seeds(out):
+    sweep(TINY, {"arrival": [0.1, 0.2]}, ["cyclic"], 3, root_seed=11, out=out, workers=1)
+    for row in read_rows(out):
+        assert row["seed"] == spawn_seeds(11, 3)[row["seed_index"]]
+    assert len(read_rows(out)) == 6
+
+
+def test_an_empty_grid_is_one_point(out):
+    assert sweep(TINY, {}, ["cyclic"], 2, out=out, workers=1) == 2
+    assert [row["params"] for row in read_rows(out)] == [{}, {}]
+
+
+def test_workload_names(out):
+    small = {"bits": [10], "duration": [200], "lifetime": [50]}
+    sweep("vm-churn", small, ["lowest"], 1, out=out, workers=1)
+    sweep(preset("vm-churn"), small, ["fifo"], 1, out=out, workers=1)
+    sweep(TINY, {"duration": [200]}, ["lowest"], 1, out=out, workers=1)
+    sweep(TINY.with_(arrival=0.2), {"duration": [200]}, ["lowest"], 1, out=out, workers=1)
+    names = [row["workload"] for row in read_rows(out)]
+    assert names[:2] == ["vm-churn", "vm-churn"]            # a preset, by name or object
+    assert names[2].startswith("default@") and names[3].startswith("default@")
+    assert names[2] != names[3]                             # different workloads never mix
+
+
+def test_grid_values_are_normalised_and_deduplicated(out):
+    # 1, "1" and 1.0 are the same arrival rate: one point, held as the Workload holds it
+    assert sweep(TINY, {"arrival": [1, "1", 1.0]}, ["lowest"], 1, out=out, workers=1) == 1
+    assert read_rows(out)[0]["params"] == {"arrival": 1.0}
+    assert sweep(TINY, {"arrival": ["1.0"]}, ["lowest"], 1, out=out, workers=1) == 0
+
+
+def test_progress_counts_tasks(out):
+    calls = []
+    sweep(TINY, {"arrival": [0.1, 0.2]}, ["lowest", "fifo"], 2, out=out, workers=1,
+          progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(1, 4), (2, 4), (3, 4), (4, 4)]
+
+
+# ---------------------------------------------------------------- executors
+
+def test_serial_and_process_pool_agree(tmp_path):
+    serial, pool = tmp_path / "serial.jsonl", tmp_path / "pool.jsonl"
+    assert sweep(TINY, GRID, ["lowest", "random"], 2, root_seed=5, out=serial, workers=1) == 16
+    assert sweep(TINY, GRID, ["lowest", "random"], 2, root_seed=5, out=pool, workers=2) == 16
+    assert untimed(read_rows(pool)) == untimed(read_rows(serial))
+
+
+@pytest.fixture(scope="module")
+def dask_scheduler():
+    distributed = pytest.importorskip("distributed")
+    cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                       host="127.0.0.1", dashboard_address=None)
+    try:
+        yield cluster.scheduler_address
+    finally:
+        cluster.close()
+
+
+def test_dask_agrees_with_serial(tmp_path, dask_scheduler):
+    serial, remote = tmp_path / "serial.jsonl", tmp_path / "dask.jsonl"
+    assert sweep(TINY, GRID, ["cyclic", "random"], 2, root_seed=5, out=serial, workers=1) == 16
+    assert sweep(TINY, GRID, ["cyclic", "random"], 2, root_seed=5, out=remote,
+                 dask=dask_scheduler) == 16
+    assert untimed(read_rows(remote)) == untimed(read_rows(serial))
+    assert sweep(TINY, GRID, ["cyclic", "random"], 2, root_seed=5, out=remote,
+                 dask=dask_scheduler) == 0
+
+
+def test_a_task_failing_on_dask_names_it(out, dask_scheduler):
+    with pytest.raises(SweepError, match=r'"bits":9.*no allocator for 9 bits'):
+        sweep(TINY, {"bits": [9]}, ["lowest"], 2, out=out, dask=dask_scheduler,
+              allocator=FailsAtNineBits)
+    assert read_rows(out) == []
+
+
+def test_dask_without_distributed_says_what_to_install(out, monkeypatch):
+    monkeypatch.setitem(sys.modules, "distributed", None)        # import distributed fails
+    with pytest.raises(RuntimeError) as raised:
+        sweep(TINY, {}, ["lowest"], 1, out=out, dask="tcp://127.0.0.1:1")
+    assert str(raised.value) == ("pasid sweep --dask needs the 'dask' extra: "
+                                 "pip install 'pasid[dask]'")
+    assert not out.exists()
+
+
+# ---------------------------------------------------------------- resuming
+
+def test_a_second_run_writes_nothing(out):
+    assert sweep(TINY, GRID, ["lowest", "fifo"], 2, out=out, workers=1) == 16
+    before = out.read_bytes()
+    calls = []
+    assert sweep(TINY, GRID, ["lowest", "fifo"], 2, out=out, workers=1,
+                 progress=lambda *done: calls.append(done)) == 0
+    assert out.read_bytes() == before and calls == []
+
+
+def test_deleted_rows_are_run_again_and_nothing_else(out):
+    assert sweep(TINY, GRID, ["lowest", "fifo", "random"], 2, out=out, workers=1) == 24
+    original = read_rows(out)
+    kept = [row for i, row in enumerate(original) if i % 5]       # drop rows 0, 5, 10, 15, 20
+    dropped = [row for i, row in enumerate(original) if not i % 5]
+    other = [{"note": "not a sweep row"},
+             {**original[0], "workload": "someone-else"},            # another workload's row
+             {**original[0], "strategy": "cyclic"}]                  # a strategy not asked now
+    lines = [json.dumps(row, sort_keys=True) + "\n" for row in kept + other]
+    out.write_text("".join(lines), encoding="utf-8")
+    calls = []
+    written = sweep(TINY, GRID, ["lowest", "fifo", "random"], 2, out=out, workers=1,
+                    progress=lambda done, total: calls.append(total))
+    assert written == len(dropped) == 5
+    assert calls == [5] * 5                     # five tasks, each lacking one strategy
+    text = out.read_text(encoding="utf-8")
+    assert text.startswith("".join(lines))                      # nothing before is touched
+    rows = read_rows(out)
+    assert untimed(rows[len(lines):]) == untimed(dropped)       # the same rows again
+    assert untimed([row for row in rows if "strategy" in row and row["workload"] != "someone-else"
+                    and row["strategy"] != "cyclic"]) == untimed(original)
+
+
+def test_a_missing_strategy_runs_alone(tmp_path):
+    partial, full = tmp_path / "partial.jsonl", tmp_path / "full.jsonl"
+    assert sweep(TINY, GRID, ["lowest"], 2, out=partial, workers=1) == 8
+    assert sweep(TINY, GRID, ["lowest", "random"], 2, out=partial, workers=1) == 8
+    assert sweep(TINY, GRID, ["random", "lowest"], 2, out=full, workers=1) == 16
+    assert untimed(read_rows(partial)) == untimed(read_rows(full))
+
+
+@pytest.mark.parametrize("damage, rerun", [
+    (lambda text: text[:-10], 1),                                   # the last row cut short
+    (lambda text: text[:-1], 1),                                    # ... just its newline
+    (lambda text: text + '{"workload": "def', 0),                   # a next row barely begun
+    (lambda text: text + "not json\n", 0),                          # a last line of rubbish
+])
+def test_a_broken_last_line_is_dropped_and_run_again(out, damage, rerun):
+    assert sweep(TINY, GRID, ["lowest", "fifo"], 1, out=out, workers=1) == 8
+    original = read_rows(out)
+    out.write_text(damage(out.read_text(encoding="utf-8")), encoding="utf-8")
+    os.chmod(out, 0o640)
+    assert sweep(TINY, GRID, ["lowest", "fifo"], 1, out=out, workers=1) == rerun
+    assert untimed(read_rows(out)) == untimed(original)             # every line parses again
+    assert os.stat(out).st_mode & 0o777 == 0o640                    # the rewrite keeps the mode
+    assert os.listdir(out.parent) == [out.name]                     # no temporary file left
+
+
+def test_a_broken_line_inside_the_file_is_an_error(out):
+    sweep(TINY, {}, ["lowest", "fifo"], 2, out=out, workers=1)
+    lines = out.read_text(encoding="utf-8").splitlines(keepends=True)
+    lines[1] = lines[1][:20] + "\n"
+    out.write_text("".join(lines), encoding="utf-8")
+    before = out.read_bytes()
+    with pytest.raises(ValueError, match=r"rows\.jsonl:2: not a JSON line"):
+        sweep(TINY, {}, ["lowest", "fifo"], 2, out=out, workers=1)
+    assert out.read_bytes() == before
+
+
+# ---------------------------------------------------------------- bad input and failures
+
+@pytest.mark.parametrize("grid, message", [
+    ({"nonsense": [1]}, "unknown workload parameter 'nonsense'"),
+    ({"arrival": [0.1, -1]}, "arrival=-1"),
+    ({"kill": [0.5, 2]}, "kill=2"),
+    ({"kill": ["lots"]}, "kill='lots'"),
+    ({"arrival": []}, "arrival: no values"),
+    ({"arrival": 0.5}, "wants a list"),
+    ({"arrival": "0.5"}, "wants a list"),
+    ({"name": ["x"]}, "'name' labels the workload"),
+    ({"binds": [(1, 2), (1, 9)]}, "binds="),
+])
+def test_a_bad_grid_is_refused_before_anything_is_written(out, grid, message):
+    out.write_text('{"a": 1}\n{"cut sh', encoding="utf-8")          # even the repair waits
+    with pytest.raises(ValueError, match=message):
+        sweep(TINY, grid, ["lowest"], 1, out=out, workers=1)
+    assert out.read_text(encoding="utf-8") == '{"a": 1}\n{"cut sh'
+
+
+@pytest.mark.parametrize("arguments, error", [
+    (dict(workload="nonexistent"), ValueError),
+    (dict(workload=42), TypeError),
+    (dict(grid=[("arrival", [1])]), TypeError),
+    (dict(strategies=["lowest", "best"]), ValueError),
+    (dict(strategies=[]), ValueError),
+    (dict(seeds=0), ValueError),
+    (dict(seeds=True), TypeError),
+    (dict(root_seed=-1), ValueError),
+    (dict(workers=0), ValueError),
+    (dict(workers=2, dask="tcp://127.0.0.1:1"), ValueError),
+])
+def test_bad_arguments_are_refused(out, arguments, error):
+    call = dict(workload=TINY, grid={}, strategies=["lowest"], seeds=1) | arguments
+    with pytest.raises(error):
+        sweep(call.pop("workload"), call.pop("grid"), call.pop("strategies"), call.pop("seeds"),
+              out=out, **call)
+    assert not out.exists()
+
+
+def test_a_failing_task_names_its_point_and_seed_and_keeps_the_rows_before(out):
+    seeds = spawn_seeds(0, 2)
+    with pytest.raises(SweepError) as raised:
+        sweep(TINY, {"bits": [10, 9]}, ["lowest", "fifo"], 2, out=out, workers=1,
+              allocator=FailsAtNineBits)
+    message = str(raised.value)
+    assert '{"bits":9}' in message and "seed_index 0" in message and f"seed {seeds[0]}" in message
+    assert "RuntimeError: no allocator for 9 bits" in message
+    assert isinstance(raised.value.__cause__, RuntimeError)
+    assert {row["params"]["bits"] for row in read_rows(out)} == {10}
+    assert len(read_rows(out)) == 4
+    # a rerun with a working allocator resumes: only the 9-bit point runs
+    assert sweep(TINY, {"bits": [10, 9]}, ["lowest", "fifo"], 2, out=out, workers=1) == 4
+
+
+def test_a_failing_task_in_the_process_pool_propagates(out):
+    with pytest.raises(SweepError, match=r'"bits":9.*seed_index \d.*no allocator for 9 bits'):
+        sweep(TINY, {"bits": [9, 10]}, ["lowest"], 3, out=out, workers=2,
+              allocator=FailsAtNineBits)
+    assert all(row["params"] == {"bits": 10} for row in read_rows(out))
