@@ -1,0 +1,974 @@
+"""The standard workloads (SPEC §6, W1-W6) and the replay benchmark: one definition.
+
+Two front ends time the rounds defined here and print the same table:
+
+* ``benchmarks/`` (pytest-benchmark): ``benchmark.pedantic`` times each
+  round; ``benchmarks/ratios.py`` reads the JSON and calls :func:`report`;
+* :func:`run` (``pasid bench``): ``perf_counter`` around the same round
+  bodies, the same setups, the same rounds, then :func:`report`.
+
+Candidates, all on a 20-bit space (``ROWS``: the rows of each workload)::
+
+    cy-IDA  pasid._core.IDA
+    py-IDA  pasid.pure.IDA                                    (baseline, W1-W5)
+    cy-PA   pasid._core.PasidAllocator(bits=20, reserved=())  (strategy "lowest")
+    py-PA   pasid.pure.PasidAllocator(bits=20, reserved=())   (baseline, W6)
+
+A row is a candidate, or ``candidate:mode`` (W4: ``call``/``batch``; replay:
+the ``compiled`` or ``python`` loop). :meth:`Session.case` gives, for one
+(workload, row), a :class:`Case`: the timed round body, the untimed setup
+that returns its arguments, the rounds and warm-up rounds, the operations a
+round (and each of its phases) holds, and the check of the last result
+against the model. The rules every round follows:
+
+* identical work from an identical state for every candidate of a group
+  (pure rows run fewer rounds, never less work per round);
+* loops that only allocate use ``itertools.repeat(None, n)`` (no int
+  objects); loops that walk IDs walk a list rebuilt by the setup, right
+  before the round, with ``ndarray.tolist()`` (contiguous fresh ints:
+  scattered ints add 130-150 ns an iteration, PERF-NOTES);
+* a round with two phases (alloc, then free) times each phase with
+  ``perf_counter`` inside the body (``Case.phases``); the harness times the
+  whole round;
+* one untimed warm-up round for compiled rows only (a pure round is
+  thousands of operations and warms the interpreter itself);
+* every result is checked against the model (the lowest FREE ID is
+  deterministic), so a candidate that does different work fails, not wins.
+
+Repetitions: each repetition runs the rows of a workload in the order of
+``ROWS`` rotated by the repetition number (:func:`rotated`), so the order
+changes while compiled and pure rows keep alternating. The table reports the
+median over repetitions of each row's per-repetition median, and ratios taken
+within each repetition, then the median.
+
+Prepared states (half the space allocated at random, 99.9% allocated) are
+expensive to build with the pure backend (about 2 s to fill 2**20 IDs one at
+a time), so each candidate keeps ONE object per :class:`Session` in a
+:class:`Stage`, moved between the named states by freeing / pinning exactly
+the IDs that differ. Every workload that uses a stage leaves it in a known
+state (it either returns to where it started or says where it ends).
+
+``pasid._core`` is imported only inside functions: ``import pasid.bench``
+works without the compiled extension; :func:`run` then refuses with a
+:class:`RuntimeError`.
+"""
+
+from __future__ import annotations
+
+import heapq
+import importlib
+import os
+import platform
+import statistics
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from itertools import repeat
+from time import perf_counter
+
+import numpy as np
+
+__all__ = [
+    "CANDIDATES", "Case", "Session", "WORKLOADS", "ROWS", "ORDER",
+    "report", "run", "memory", "rotated", "require_core",
+]
+
+BITS = 20
+N = 1 << BITS
+SEED = 0x5A51D
+NEARLY_FREE = N - round(N * 0.999)  # 1049 FREE IDs at 99.9% allocated
+DEFAULT_REPS = 5
+
+# operations per round (standard / quick); quick mode: see QUICK_NOTE
+W1_PAIRS = 20_000
+W2_IDS = N
+W3_OPS = 1_000
+W4_IDS = 100_000
+W5_OPS = 10_000
+W6_CYCLES = 2_000
+QUICK_SIZES = {"W1": 5_000, "W2": N // 4, "W4": 25_000, "W5": 2_500, "W6": 500}
+
+REPLAY_PRESET = "default"
+REPLAY_SEED = 0
+REPLAY_STRATEGY = "lowest"
+REPLAY_TARGET = 5_000_000       # compiled replay loop, ops per second
+
+# rounds per repetition: (compiled rows, pure rows); standard, then quick
+ROUNDS = {
+    "W1": (15, 3),
+    "W2": (3, 1),
+    "W3": (50, 15),
+    "W4-batch": (30, 2),
+    "W4-call": (10, 2),
+    "W5": (20, 3),
+    "W6": (20, 3),
+    "replay-compiled": (10, 0),
+    "replay-python": (3, 1),
+}
+QUICK_ROUNDS = {
+    "W1": (5, 1),
+    "W2": (1, 1),
+    "W3": (15, 3),
+    "W4-batch": (10, 1),
+    "W4-call": (3, 1),
+    "W5": (5, 1),
+    "W6": (5, 1),
+    "replay-compiled": (3, 0),
+    "replay-python": (1, 1),
+}
+QUICK_NOTE = (
+    "quick: fewer rounds per repetition, and smaller rounds: W1 5,000 pairs, W2 a quarter of "
+    "the space (2**18 IDs from empty), W4 25,000 IDs, W5 2,500 allocations, W6 500 "
+    "lifecycles; the replay group's python rows run 1 round and no warm-up"
+)
+
+
+# ------------------------------------------------------------ candidates
+
+class Candidate:
+    """One class under test and the untimed helpers used to prepare its states."""
+
+    def __init__(self, name, path, compiled, kind, module, classname, **kwargs):
+        self.name = name            # short label used in ids and tables
+        self.path = path            # what it is, for the table
+        self.compiled = compiled
+        self.kind = kind            # "ida" or "pa"
+        self.module = module        # imported on first use (pasid._core is optional)
+        self.classname = classname
+        self.kwargs = kwargs
+
+    @property
+    def cls(self):
+        return getattr(importlib.import_module(self.module), self.classname)
+
+    def new(self, **extra):
+        return self.cls(**self.kwargs, **extra)
+
+    # -- untimed state preparation (never inside a timed region) ----------
+    def fill(self, obj):
+        """Allocate every ID of the 20-bit space (the object must be empty)."""
+        if self.kind == "pa":
+            obj.alloc_many(N)     # same IDs as N calls of alloc() (SPEC §3.2)
+        else:
+            alloc = obj.alloc
+            for _ in repeat(None, N):
+                alloc()
+
+    def pin(self, obj, ids):
+        """Allocate exactly these (FREE) IDs."""
+        if self.kind == "pa":
+            alloc_exact = obj.alloc_exact
+            for v in ids:
+                alloc_exact(v)
+        else:
+            alloc_range = obj.alloc_range
+            for v in ids:
+                if alloc_range(v, v) != v:  # pragma: no cover - alloc_range raises instead
+                    raise AssertionError(v)
+
+    def release(self, obj, ids):
+        """Free exactly these (allocated) IDs."""
+        if self.kind == "pa":
+            if ids:
+                obj.free_many(np.asarray(ids, dtype=np.int64))
+        else:
+            free = obj.free
+            for v in ids:
+                free(v)
+
+
+CANDIDATES = {
+    c.name: c
+    for c in (
+        Candidate("cy-IDA", "pasid._core.IDA", True, "ida", "pasid._core", "IDA"),
+        Candidate("py-IDA", "pasid.pure.IDA", False, "ida", "pasid.pure", "IDA"),
+        Candidate("cy-PA", "pasid._core.PasidAllocator(bits=20, reserved=())", True, "pa",
+                  "pasid._core", "PasidAllocator", bits=BITS, reserved=()),
+        Candidate("py-PA", "pasid.pure.PasidAllocator(bits=20, reserved=())", False, "pa",
+                  "pasid.pure", "PasidAllocator", bits=BITS, reserved=()),
+    )
+}
+
+LABELS = {
+    "cy-IDA": "pasid._core.IDA", "py-IDA": "pasid.pure.IDA",
+    "cy-PA": "pasid._core.PasidAllocator", "py-PA": "pasid.pure.PasidAllocator",
+}
+
+
+def candidate_of(row):
+    """The :class:`Candidate` of a row (``"cy-PA:batch"`` -> cy-PA)."""
+    return CANDIDATES[row.split(":")[0]]
+
+
+def mode_of(row):
+    return row.split(":")[1] if ":" in row else "call"
+
+
+# ---------------------------------------------------------------- the model
+
+class Model:
+    """Seeded FREE sets, by state name, and the W1 victim sequences (untimed, cached).
+
+    ``half``: a random half of the space is FREE (SPEC: "half the space
+    allocated at random": allocate all 2**20, free a random half).
+    ``nearly``: 1049 random IDs FREE (99.9% allocated); chosen as a subset of
+    the ``half`` FREE set so a stage moves between the two cheaply.
+    ``full``: nothing FREE. W1 adds the state its rounds end in.
+    """
+
+    def __init__(self):
+        rng = np.random.default_rng(SEED)
+        perm = rng.permutation(N)
+        self.half_free = np.sort(perm[: N // 2])
+        self.nearly_free = np.sort(perm[:NEARLY_FREE])
+        self.states = {
+            "full": frozenset(),
+            "half": frozenset(self.half_free.tolist()),
+            "nearly": frozenset(self.nearly_free.tolist()),
+        }
+        self._transitions = {}
+        self._churn = {}
+
+    def transition(self, src, dst):
+        """(IDs to pin, IDs to free) to go from FREE set ``src`` to ``dst``; cached."""
+        key = (src, dst)
+        if key not in self._transitions:
+            cur, want = self.states[src], self.states[dst]
+            self._transitions[key] = (sorted(cur - want), sorted(want - cur))
+        return self._transitions[key]
+
+    def churn(self, pairs, seed=SEED + 1):
+        """Victims for W1 on the ``half`` state, and what the round leaves.
+
+        Each timed pair is ``free(v); alloc()``. ``v`` is drawn uniformly from
+        the IDs allocated at that moment in a model of the allocator, and the
+        model's ``alloc`` takes the lowest FREE ID, exactly what both IDA and
+        the "lowest" PasidAllocator do. So every ``free`` in the round hits an
+        allocated ID without the timed loop keeping any book (no append, no
+        set). The FREE set after the round is known too (registered as the
+        state ``w1-end-<pairs>``); the next round's setup restores the
+        ``half`` state (free what the round allocated, pin what it freed), so
+        every round of every candidate does identical work from the identical
+        state, and a backend that allocated anything else would fail that
+        restore. Returns ``(victims ndarray, last ID alloc returns, end state name)``.
+        """
+        key = (pairs, seed)
+        if key not in self._churn:
+            rng = np.random.default_rng(seed)
+            allocated = np.setdiff1d(np.arange(N), self.half_free).tolist()
+            heap = self.half_free.tolist()  # sorted, hence a valid heap
+            picks = rng.integers(0, len(allocated), size=pairs).tolist()
+            victims = []
+            last = None
+            for j in picks:
+                v = allocated[j]
+                allocated[j] = allocated[-1]
+                allocated.pop()
+                last = heapq.heappushpop(heap, v)  # free v, then the lowest FREE is taken
+                allocated.append(last)
+                victims.append(v)
+            end = f"w1-end-{pairs}-{seed}"
+            self.states[end] = frozenset(heap)
+            self._churn[key] = (np.array(victims, dtype=np.int64), last, end)
+        return self._churn[key]
+
+
+_MODEL = None
+
+
+def model():
+    """The process's :class:`Model` (built on first use, about a second)."""
+    global _MODEL
+    if _MODEL is None:
+        _MODEL = Model()
+    return _MODEL
+
+
+class Stage:
+    """One long-lived object per candidate, in a named, exactly known state."""
+
+    def __init__(self, cand):
+        self.cand = cand
+        self.obj = cand.new()
+        cand.fill(self.obj)
+        self.state = "full"
+
+    def ensure(self, name):
+        """Move to state ``name`` (pin / free exactly the IDs that differ); the object."""
+        if self.state == name:
+            return self.obj
+        to_pin, to_free = model().transition(self.state, name)
+        self.state = None           # unknown until both steps succeed
+        self.cand.pin(self.obj, to_pin)
+        self.cand.release(self.obj, to_free)
+        self.state = name
+        return self.obj
+
+
+# ------------------------------------------------------------ timed bodies
+
+def alloc_free_round(alloc, free, n, ids, phases):
+    """n x alloc(), then free every ID of ``ids``; each phase timed."""
+    t0 = perf_counter()
+    for _ in repeat(None, n):
+        p = alloc()
+    t1 = perf_counter()
+    for v in ids:
+        free(v)
+    t2 = perf_counter()
+    phases["alloc"].append(t1 - t0)
+    phases["free"].append(t2 - t1)
+    return p
+
+
+def churn_round(free, alloc, victims):
+    """W1: free(v) + alloc() pairs; ``victims`` are valid by construction
+    (:meth:`Model.churn`), so the loop keeps no book."""
+    for v in victims:
+        free(v)
+        p = alloc()
+    return p
+
+
+def range_round_ida(alloc_range, free, lo, hi, n, ids, phases):
+    """W5 on an IDA: n x alloc_range(lo, hi), then free ``ids``; each phase timed."""
+    t0 = perf_counter()
+    for _ in repeat(None, n):
+        p = alloc_range(lo, hi)
+    t1 = perf_counter()
+    for v in ids:
+        free(v)
+    t2 = perf_counter()
+    phases["alloc"].append(t1 - t0)
+    phases["free"].append(t2 - t1)
+    return p
+
+
+def range_round_pa(alloc, free, lo, hi, n, ids, phases):
+    """W5 on a PasidAllocator: n x alloc(min=lo, max=hi), then free ``ids``; each phase timed."""
+    t0 = perf_counter()
+    for _ in repeat(None, n):
+        p = alloc(min=lo, max=hi)
+    t1 = perf_counter()
+    for v in ids:
+        free(v)
+    t2 = perf_counter()
+    phases["alloc"].append(t1 - t0)
+    phases["free"].append(t2 - t1)
+    return p
+
+
+def batch_round(alloc_many, free_many, n, phases):
+    """W4 batch: alloc_many(n), then free_many of the result; each phase timed."""
+    t0 = perf_counter()
+    ids = alloc_many(n)
+    t1 = perf_counter()
+    free_many(ids)
+    t2 = perf_counter()
+    phases["alloc"].append(t1 - t0)
+    phases["free"].append(t2 - t1)
+    return ids
+
+
+def lifecycle_round(alloc, bind, free, unbind, advance, d0, d1, n):
+    """W6: one lifecycle = alloc, bind x2, free (-> DRAINING), unbind x2
+    (-> QUARANTINED until now + max(grace 1, drain 0.5)), advance(by=1) (-> FREE)."""
+    for _ in repeat(None, n):
+        p = alloc()
+        bind(p, d0)
+        bind(p, d1)
+        free(p)
+        unbind(p, d0)
+        unbind(p, d1)
+        r = advance(by=1)
+    return r
+
+
+def replay_round(replay, trace, strategy, engine, allocator, phases):
+    """Replay: one :func:`pasid.sim.replay.replay` call (fresh allocator, devices
+    declared, the whole trace); ``phases["loop"]`` gets the loop's own wall
+    time (``Run.seconds``: construction and result assembly excluded)."""
+    result = replay(trace, strategy, engine=engine, allocator=allocator)
+    phases["loop"].append(result.seconds)
+    return result
+
+
+# ------------------------------------------------------------ cases
+
+@dataclass
+class Case:
+    """One (workload, row) ready to time: see the module docstring.
+
+    A harness calls ``setup()`` (untimed) before every round, warm-up rounds
+    included, and passes what it returns to ``body``; after the last round it
+    calls ``check(result)``. ``phases``: per phase, the times the body itself
+    recorded, warm-up rounds included (the first ``warmup`` entries). ``ops``:
+    operations per round (``"round"``) and per phase.
+    """
+
+    workload: str
+    group: str
+    row: str
+    cand: Candidate
+    body: Callable
+    setup: Callable[[], tuple]
+    rounds: int
+    warmup: int
+    ops: dict
+    unit: str
+    check: Callable[[object], None]
+    phases: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A benchmark group: its names, its rows, and which Session method builds its cases."""
+
+    key: str            # "W1" ... "W6", "replay": the workload in result files
+    group: str          # the pytest-benchmark group
+    title: str          # the table's heading
+    unit: str           # what one operation is
+    rows: tuple         # in interleaved order (compiled and pure alternate)
+    build: str          # the Session method that makes a Case
+
+
+ALL4 = ("cy-IDA", "py-IDA", "cy-PA", "py-PA")   # compiled and pure alternate
+
+WORKLOADS = {
+    w.key: w
+    for w in (
+        Workload("W1", "W1-churn",
+                 "W1-churn: half full at random, free(random allocated) + alloc() pairs",
+                 "pair", ALL4, "_w1"),
+        Workload("W2", "W2-fill", "W2-fill: empty -> full by alloc(), then free all",
+                 "op", ALL4, "_w2"),
+        Workload("W3", "W3-nearly-full",
+                 "W3-nearly-full: 99.9% allocated, alloc the last 1000 then free them",
+                 "op", ALL4, "_w3"),
+        Workload("W4", "W4-batch",
+                 "W4-batch: alloc_many(100_000) + free_many, vs 100_000 per-call alloc()/free()",
+                 "id", ("cy-PA:batch", "py-IDA:call", "cy-IDA:call", "py-PA:batch",
+                        "cy-PA:call", "py-PA:call"), "_w4"),
+        Workload("W5", "W5-range",
+                 "W5-range: alloc in [2**19, 2**20-1] on the half state, then free",
+                 "op", ALL4, "_w5"),
+        Workload("W6", "W6-lifecycle",
+                 "W6-lifecycle: alloc, bind x2, free, unbind x2, advance(by=1); grace 1, "
+                 "drain 0.5", "lifecycle", ("cy-PA", "py-PA"), "_w6"),
+        Workload("replay", "replay",
+                 f"replay: preset({REPLAY_PRESET!r}) seed {REPLAY_SEED}, strategy "
+                 f"{REPLAY_STRATEGY!r}: compiled loop vs per-call Python loop",
+                 "op", ("cy-PA:compiled", "py-PA:python", "cy-PA:python"), "_replay"),
+    )
+}
+ROWS = {key: w.rows for key, w in WORKLOADS.items()}
+# Run order: W3 first, so each stage goes full -> 99.9% -> half (only frees,
+# the cheap direction for the pure backend), then W1 and W5 on the half state.
+ORDER = ("W3", "W1", "W5", "W2", "W4", "W6", "replay")
+TABLE_ORDER = ("W1", "W2", "W3", "W4", "W5", "W6", "replay")
+ROW_ORDER = ["cy-IDA", "cy-IDA:call", "cy-PA", "cy-PA:call", "cy-PA:batch", "cy-PA:compiled",
+             "cy-PA:python", "py-IDA", "py-IDA:call", "py-PA", "py-PA:call", "py-PA:batch",
+             "py-PA:python"]
+PHASES = ("round", "loop", "alloc", "free")
+
+
+def rotated(rows, rep):
+    """``rows`` rotated by ``rep``: the order of repetition ``rep``."""
+    k = rep % len(rows)
+    return list(rows[k:]) + list(rows[:k])
+
+
+class Session:
+    """The prepared objects of one benchmarking session.
+
+    One :class:`Stage` per candidate, the W1 model, the replay trace and its
+    reference result; ``quick`` selects the smaller rounds (``QUICK_NOTE``).
+    """
+
+    def __init__(self, quick=False):
+        self.quick = quick
+        self.stages = {}
+        self._trace = None
+        self.replay_reference = None
+
+    def stage(self, cand):
+        """The session's prepared object for ``cand`` (built on first use)."""
+        st = self.stages.get(cand.name)
+        if st is None or st.state is None:      # None: a move between states failed
+            st = self.stages[cand.name] = Stage(cand)
+        return st
+
+    def size(self, key, standard):
+        return QUICK_SIZES.get(key, standard) if self.quick else standard
+
+    def rounds(self, key, cand):
+        """(rounds, warmup_rounds) of a row. One untimed warm-up round for
+        compiled rows only: a pure round is thousands of operations and warms
+        the interpreter itself, and a warm-up of the pure W2 round would cost ~7 s."""
+        compiled, pure = (QUICK_ROUNDS if self.quick else ROUNDS)[key]
+        if not cand.compiled:
+            return pure, 0
+        if self.quick and key == "replay-python":
+            return compiled, 0
+        return compiled, 1
+
+    def case(self, workload, row):
+        """The :class:`Case` for ``row`` of ``workload`` ("W1".."W6", "replay")."""
+        w = WORKLOADS[workload]
+        if row not in w.rows:
+            raise ValueError(f"{workload} has no row {row!r} (rows: {', '.join(w.rows)})")
+        return getattr(self, w.build)(w, row, candidate_of(row), mode_of(row))
+
+    # -- one builder per workload: the setup, ops and check of its rounds ---
+
+    def _w1(self, w, row, cand, mode):
+        """Half the space allocated at random; timed: free(random allocated) + alloc() pairs."""
+        pairs = self.size("W1", W1_PAIRS)
+        victims, last, end = model().churn(pairs)
+        st = self.stage(cand)
+        rounds, warmup = self.rounds("W1", cand)
+
+        def setup():
+            # Restore the seeded half state (untimed), then record where the
+            # round below leaves the object: the model's post-round FREE set.
+            obj = st.ensure("half")
+            st.state = end
+            return (obj.free, obj.alloc, victims.tolist())
+
+        def check(result):
+            assert result == last, (result, last)
+            st.ensure("half")   # raises if the backend strayed from the model
+
+        return Case("W1", w.group, row, cand, churn_round, setup, rounds, warmup,
+                    {"round": pairs}, w.unit, check)
+
+    def _w2(self, w, row, cand, mode):
+        """Empty to full one alloc() at a time, then free all (ascending); a fresh object
+        per round."""
+        n = self.size("W2", W2_IDS)
+        phases = {"alloc": [], "free": []}
+        rounds, warmup = self.rounds("W2", cand)
+        all_ids = np.arange(n, dtype=np.int64)
+
+        def setup():
+            obj = cand.new()
+            return (obj.alloc, obj.free, n, all_ids.tolist(), phases)
+
+        def check(result):
+            assert result == n - 1, (result, n - 1)
+
+        return Case("W2", w.group, row, cand, alloc_free_round, setup, rounds, warmup,
+                    {"round": 2 * n, "alloc": n, "free": n}, w.unit, check, phases)
+
+    def _w3(self, w, row, cand, mode):
+        """99.9% allocated (1049 FREE): alloc the lowest 1000 one at a time, free them."""
+        st = self.stage(cand)
+        ids = model().nearly_free[:W3_OPS]
+        phases = {"alloc": [], "free": []}
+        rounds, warmup = self.rounds("W3", cand)
+
+        def setup():
+            obj = st.ensure("nearly")
+            return (obj.alloc, obj.free, W3_OPS, ids.tolist(), phases)
+
+        def check(result):
+            assert result == ids[-1], (result, ids[-1])
+
+        return Case("W3", w.group, row, cand, alloc_free_round, setup, rounds, warmup,
+                    {"round": 2 * W3_OPS, "alloc": W3_OPS, "free": W3_OPS}, w.unit, check,
+                    phases)
+
+    def _w4(self, w, row, cand, mode):
+        """alloc_many(n) then free_many (PasidAllocator), against n per-call
+        alloc() then free() of every candidate; from empty each round."""
+        n = self.size("W4", W4_IDS)
+        obj = cand.new()
+        phases = {"alloc": [], "free": []}
+        rounds, warmup = self.rounds("W4-" + mode, cand)
+        expect = np.arange(n, dtype=np.int64)
+        if mode == "batch":
+            def setup():
+                return (obj.alloc_many, obj.free_many, n, phases)
+
+            def check(result):
+                assert result.dtype == np.uint32 and np.array_equal(result, expect)
+                assert len(obj) == 0
+
+            body = batch_round
+        else:
+            def setup():
+                return (obj.alloc, obj.free, n, expect.tolist(), phases)
+
+            def check(result):
+                assert result == n - 1, (result, n - 1)
+                assert len(obj) == 0
+
+            body = alloc_free_round
+        return Case("W4", w.group, row, cand, body, setup, rounds, warmup,
+                    {"round": 2 * n, "alloc": n, "free": n}, w.unit, check, phases)
+
+    def _w5(self, w, row, cand, mode):
+        """Half state; n x alloc in [2**19, 2**20 - 1] (alloc_range / alloc(min=, max=)),
+        then free them."""
+        n = self.size("W5", W5_OPS)
+        st = self.stage(cand)
+        lo, hi = N // 2, N - 1
+        half_free = model().half_free
+        ids = half_free[half_free >= lo][:n]
+        phases = {"alloc": [], "free": []}
+        rounds, warmup = self.rounds("W5", cand)
+        body = range_round_ida if cand.kind == "ida" else range_round_pa
+
+        def setup():
+            obj = st.ensure("half")
+            alloc = obj.alloc_range if cand.kind == "ida" else obj.alloc
+            return (alloc, obj.free, lo, hi, n, ids.tolist(), phases)
+
+        def check(result):
+            assert result == ids[-1], (result, ids[-1])
+
+        return Case("W5", w.group, row, cand, body, setup, rounds, warmup,
+                    {"round": 2 * n, "alloc": n, "free": n}, w.unit, check, phases)
+
+    def _w6(self, w, row, cand, mode):
+        """grace=1, two devices with drain=0.5; n lifecycles a round (7 calls each)."""
+        n = self.size("W6", W6_CYCLES)
+        obj = cand.new(grace=1)
+        d0, d1 = "dev0", "dev1"
+        obj.add_device(d0, drain=0.5)
+        obj.add_device(d1, drain=0.5)
+        rounds, warmup = self.rounds("W6", cand)
+        started = []                            # one entry per round set up
+
+        def setup():
+            started.append(n)
+            return (obj.alloc, obj.bind, obj.free, obj.unbind, obj.advance, d0, d1, n)
+
+        def check(result):
+            assert result == 1, result          # the last advance reclaimed its PASID
+            stats = obj.stats()
+            assert stats["free"] == N and stats["active"] == 0, stats
+            assert stats["allocations"] == sum(started), (stats, sum(started))
+            assert stats["reclaimed"] == stats["allocations"] == stats["releases"], stats
+
+        return Case("W6", w.group, row, cand, lifecycle_round, setup, rounds, warmup,
+                    {"round": n}, w.unit, check)
+
+    def trace(self):
+        """The replay trace, generated once per session (untimed)."""
+        if self._trace is None:
+            from pasid.sim.workload import generate, preset
+
+            self._trace = generate(preset(REPLAY_PRESET), REPLAY_SEED)
+        return self._trace
+
+    def _replay(self, w, row, cand, mode):
+        """The trace replayed with strategy "lowest": the compiled loop or the
+        per-call Python loop on the compiled allocator, or the pure backend."""
+        from pasid.sim.replay import replay
+
+        trace = self.trace()
+        allocator = "cython" if cand.compiled else "python"
+        rounds, warmup = self.rounds("replay-" + mode, cand)
+        phases = {"loop": []}
+
+        def setup():
+            return (replay, trace, REPLAY_STRATEGY, mode, allocator, phases)
+
+        def check(result):
+            assert result.ops == len(trace), (result.ops, len(trace))
+            assert result.engine == mode, result.engine
+            summary = replay_summary(result)
+            if self.replay_reference is None:
+                self.replay_reference = summary
+            assert summary == self.replay_reference, (row, summary, self.replay_reference)
+
+        return Case("replay", w.group, row, cand, replay_round, setup, rounds, warmup,
+                    {"round": len(trace), "loop": len(trace)}, w.unit, check, phases)
+
+
+def replay_summary(result):
+    """What every engine and backend must agree on for one trace and strategy:
+    the counters and the reuse distances (checked against the session's first
+    replay, whichever row ran it)."""
+    return (result.ops, result.allocations, result.failures, result.skipped, result.stale,
+            result.peak_active, result.peak_held, result.blocks_peak, result.highest,
+            result.distances.tobytes())
+
+
+# ------------------------------------------------------------ the harness
+
+def require_core(replay=False):
+    """Raise :class:`RuntimeError` (one line) unless the compiled core is in use."""
+    if os.environ.get("PASID_NO_EXTENSION") == "1":
+        raise RuntimeError("pasid bench measures the compiled core, which is disabled "
+                           "(PASID_NO_EXTENSION=1)")
+    try:
+        importlib.import_module("pasid._core")
+        if replay:
+            importlib.import_module("pasid.sim._replay")
+    except ImportError as exc:
+        raise RuntimeError(f"pasid bench measures the compiled core, which is not available "
+                           f"({exc}); build it with pip install -e .") from None
+
+
+def select(workloads):
+    """The workload keys to run, in run order; accepts keys and group names."""
+    if workloads is None:
+        return list(ORDER)
+    names = {}
+    for key, w in WORKLOADS.items():
+        names[key.lower()] = key
+        names[w.group.lower()] = key
+    chosen = set()
+    for name in workloads:
+        key = names.get(str(name).lower())
+        if key is None:
+            raise ValueError(f"unknown workload {name!r} (one of {', '.join(TABLE_ORDER)})")
+        chosen.add(key)
+    return [key for key in ORDER if key in chosen]
+
+
+def time_case(case):
+    """Time ``case`` as ``benchmark.pedantic`` does: per-round times (warm-up
+    rounds excluded), then the per-phase times; checks the last result."""
+    for _ in range(case.warmup):
+        case.body(*case.setup())
+    for times in case.phases.values():
+        del times[:]
+    body, setup = case.body, case.setup
+    round_times = []
+    result = None
+    for _ in range(case.rounds):
+        args = setup()
+        start = perf_counter()
+        result = body(*args)
+        round_times.append(perf_counter() - start)
+    case.check(result)
+    return round_times, {k: list(v) for k, v in case.phases.items()}
+
+
+def add_samples(samples, case, rep, round_times, phase_times):
+    """``samples[(workload, row, phase)][rep]``: the median ns per operation."""
+    key = (case.workload, case.row)
+    samples.setdefault((*key, "round"), {})[rep] = (
+        statistics.median(round_times) * 1e9 / case.ops["round"])
+    for phase, times in phase_times.items():
+        if times:
+            samples.setdefault((*key, phase), {})[rep] = (
+                statistics.median(times) * 1e9 / case.ops[phase])
+
+
+def run(repeat=5, quick=False, workloads=None, out=sys.stdout, progress=None):
+    """Time the workloads, print the table and the targets to ``out``; the samples.
+
+    The rounds are those of ``benchmarks/`` (the same :class:`Case` objects),
+    timed with ``perf_counter``: per workload, ``repeat`` repetitions, each
+    running every row in :func:`rotated` order. ``workloads``: keys or group
+    names (default: all, W1-W6 and replay). ``quick``: ``QUICK_NOTE``.
+    ``progress(message)`` is called before each (repetition, workload, row).
+    Returns ``samples[(workload, row, phase)] = {rep: ns per op}``, the shape
+    ``benchmarks/ratios.py`` reads from a pytest-benchmark file. Raises
+    :class:`RuntimeError` if the compiled core is not available, ValueError
+    for an unknown workload or ``repeat < 1``.
+    """
+    if repeat < 1:
+        raise ValueError(f"repeat must be >= 1, got {repeat}")
+    keys = select(workloads)
+    require_core(replay="replay" in keys)
+    session = Session(quick=quick)
+    samples = {}
+    for key in keys:
+        rows = WORKLOADS[key].rows
+        for rep in range(repeat):
+            for row in rotated(rows, rep):
+                if progress is not None:
+                    progress(f"rep {rep + 1}/{repeat} {WORKLOADS[key].group} {row}")
+                case = session.case(key, row)
+                round_times, phase_times = time_case(case)
+                add_samples(samples, case, rep, round_times, phase_times)
+    header = (f"pasid bench: {repeat} repetition(s){' (quick)' if quick else ''}, medians; "
+              f"{machine()}")
+    report(samples, out=out, header=header, notes=[QUICK_NOTE] if quick else ())
+    return samples
+
+
+def machine():
+    """Python and CPU, for the table's heading."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{platform.python_implementation()} {platform.python_version()}, {cpu}"
+
+
+# ------------------------------------------------------------ the table
+
+def baselines(workload):
+    """(column title, row giving the baseline) for a group."""
+    if workload == "W6":
+        return [("x py-PA", "py-PA")]
+    if workload == "W4":
+        return [("x py-IDA call", "py-IDA:call"), ("x py-PA call", "py-PA:call"),
+                ("x py-PA batch", "py-PA:batch")]
+    if workload == "replay":
+        return [("x cy python", "cy-PA:python"), ("x py-PA", "py-PA:python")]
+    return [("x py-IDA", "py-IDA"), ("x py-PA", "py-PA")]
+
+
+def _median(values):
+    return statistics.median(values) if values else float("nan")
+
+
+def ns(samples, key):
+    """Median over repetitions of ``samples[key]`` (nan if absent)."""
+    return _median(list(samples.get(key, {}).values()))
+
+
+def ratio(samples, num_key, den_key):
+    """Median over repetitions of samples[num]/samples[den], same repetition (nan if none)."""
+    a, b = samples.get(num_key, {}), samples.get(den_key, {})
+    return _median([a[r] / b[r] for r in a if r in b and b[r] > 0])
+
+
+def memory():
+    """``IDA._memory()`` of a full 20-bit compiled IDA and of 64 IDs at 2**31-64."""
+    from pasid._core import IDA
+
+    full = IDA()
+    alloc = full.alloc
+    for _ in repeat(None, N):
+        alloc()
+    sparse = IDA()
+    for _ in range(64):
+        sparse.alloc_min(2**31 - 64)
+    return full._memory(), sparse._memory()
+
+
+def _si_rate(ops_per_s):
+    return f"{ops_per_s / 1e6:.2f} M"
+
+
+def table(samples, units=None):
+    """The table's lines: per group each row's median ns/op and its speed-ups."""
+    units = {**{k: w.unit for k, w in WORKLOADS.items()}, **(units or {})}
+    lines = []
+    for wl in TABLE_ORDER:
+        rows = sorted({k[1] for k in samples if k[0] == wl},
+                      key=lambda r: ROW_ORDER.index(r) if r in ROW_ORDER else len(ROW_ORDER))
+        if not rows:
+            continue
+        cols = baselines(wl)
+        rate = wl == "replay"
+        lines.append("")
+        lines.append(f"{WORKLOADS[wl].title}   [ns per {units.get(wl, 'op')}]")
+        head = f"  {'row':<16}{'class':<36}{'phase':<7}{'ns/op':>11}"
+        if rate:
+            head += f"{'ops/s':>11}"
+        head += "".join(f"{c:>15}" for c, _ in cols)
+        lines.append(head)
+        for row in rows:
+            name = row.split(":")[0]
+            label = LABELS.get(name, name) + (f" {row.split(':')[1]}" if ":" in row else "")
+            for phase in PHASES:
+                key = (wl, row, phase)
+                if key not in samples:
+                    continue
+                value = ns(samples, key)
+                line = f"  {row:<16}{label:<36}{phase:<7}{value:>11.1f}"
+                if rate:
+                    line += f"{_si_rate(1e9 / value):>11}"
+                for _, base in cols:
+                    r = ratio(samples, (wl, base, phase), key)
+                    line += f"{r:>14.1f}x" if r == r else f"{'-':>15}"
+                lines.append(line)
+    return lines
+
+
+def targets(samples, mem=None):
+    """``(description, value, target, ok)`` per target; ``ok`` is None when not measured."""
+    checks = []
+
+    def measured(value):
+        return value == value   # not nan
+
+    def at_least(desc, value, target):
+        ok = value >= target if measured(value) else None
+        checks.append((desc, f"{value:.1f}x", f">= {target}x", ok))
+
+    def at_most(desc, value, target, unit):
+        ok = value <= target if measured(value) else None
+        checks.append((desc, f"{value:.2f}{unit}", f"<= {target}{unit}", ok))
+
+    at_least("W1 churn: _core.IDA vs pure IDA",
+             ratio(samples, ("W1", "py-IDA", "round"), ("W1", "cy-IDA", "round")), 25)
+    at_least("W1 churn: _core.PasidAllocator(lowest) vs pure IDA",
+             ratio(samples, ("W1", "py-IDA", "round"), ("W1", "cy-PA", "round")), 15)
+    for row in ("cy-IDA", "cy-PA"):
+        at_least(f"W3 nearly full (alloc+free): {LABELS[row]} vs pure IDA",
+                 ratio(samples, ("W3", "py-IDA", "round"), ("W3", row, "round")), 30)
+    for row in ("cy-IDA", "cy-PA"):
+        w3, w2 = samples.get(("W3", row, "alloc"), {}), samples.get(("W2", row, "alloc"), {})
+        flat = _median([w3[r] / w2[r] for r in w3 if r in w2])
+        checks.append((f"W3 flat: {LABELS[row]} W3 alloc / W2 alloc", f"{flat:.2f}x",
+                       "<= 1.3x", flat <= 1.3 if measured(flat) else None))
+    at_most("W4 alloc_many per ID (_core)", ns(samples, ("W4", "cy-PA:batch", "alloc")), 2.5,
+            " ns")
+    at_least("W4 alloc_many vs pure IDA per-call alloc",
+             ratio(samples, ("W4", "py-IDA:call", "alloc"), ("W4", "cy-PA:batch", "alloc")), 500)
+    at_most("W4 free_many per ID (_core)", ns(samples, ("W4", "cy-PA:batch", "free")), 4.0, " ns")
+    at_least("W6 lifecycle: _core vs pure PasidAllocator",
+             ratio(samples, ("W6", "py-PA", "round"), ("W6", "cy-PA", "round")), 15)
+    loop = ns(samples, ("replay", "cy-PA:compiled", "loop"))
+    rate = 1e9 / loop if measured(loop) else float("nan")
+    checks.append(("replay: compiled loop, lowest, ops/s (Run.seconds)",
+                   f"{_si_rate(rate)}ops/s" if measured(rate) else "nan",
+                   f">= {REPLAY_TARGET / 1e6:g} Mops/s",
+                   rate >= REPLAY_TARGET if measured(rate) else None))
+    if mem is not None:
+        full, sparse = mem
+        checks.append(("memory: full 20-bit _core.IDA (IDA._memory())", f"{full / 1024:.1f} KiB",
+                       "<= 160 KiB", full <= 160 * 1024))
+        checks.append(("memory: 64 IDs at 2**31-64.. (IDA._memory())",
+                       f"{sparse / 1024:.1f} KiB", "<= 1024 KiB", sparse <= 1024 * 1024))
+    return checks
+
+
+def report(samples, units=None, *, out=sys.stdout, header=None, mem=None, notes=()):
+    """Print the table and the targets for ``samples`` (see :func:`run`); the failed count.
+
+    ``units``: per workload, what an operation is (default: the definitions').
+    ``mem``: ``(full, sparse)`` bytes for the memory targets; None measures
+    them with :func:`memory` when the compiled core imports, else leaves them
+    out. Targets whose rows were not measured print as ``n/a``.
+    """
+    if header:
+        print(header, file=out)
+    for note in notes:
+        print(note, file=out)
+    for line in table(samples, units):
+        print(line, file=out)
+    if mem is None:
+        try:
+            mem = memory()
+        except ImportError:
+            mem = None
+    checks = targets(samples, mem)
+    print("\nTargets", file=out)
+    for desc, value, target, ok in checks:
+        verdict = "n/a " if ok is None else ("PASS" if ok else "FAIL")
+        shown = "-" if ok is None else value
+        print(f"  {verdict}  {desc:<66} {shown:>13}  (target {target})", file=out)
+    passed = sum(ok is True for *_, ok in checks)
+    failed = sum(ok is False for *_, ok in checks)
+    missing = sum(ok is None for *_, ok in checks)
+    summary = f"\n{passed} passed, {failed} failed"
+    if missing:
+        summary += f", {missing} not measured"
+    print(summary, file=out, flush=True)
+    return failed
