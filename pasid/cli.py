@@ -1,122 +1,322 @@
-"""The ``pasid`` command line.
+"""The ``pasid`` command line (also ``python -m pasid``).
 
-``pasid bench``: the compiled core against ``pasid.pure.IDA`` on the standard
-churn, nearly-full and batch workloads; ns per operation and ratios from one
-run, backends interleaved in rotated order, medians of the repetitions.
-(``simulate`` and ``replay`` are not written yet.)
+``pasid simulate``  a workload through every strategy: one row of metrics each
+``pasid replay``    the same for a recorded trace
+``pasid sweep``     strategies x parameters x seeds, as JSON lines (resumable)
+``pasid bench``     the compiled core against the pure backend on W1-W6
+
+Bad input gives one line on stderr (``pasid: error: ...``) and exit status 2.
+Runs longer than a second show progress on stderr when it is a terminal (with
+tqdm when it is installed). The command line uses only the public package, so
+``pasid --help`` works without the compiled extension.
 """
 
+from __future__ import annotations
+
 import argparse
-import random
-import statistics
+import json
 import sys
 import time
 
-import numpy as np
+import pasid
+from pasid.sim.replay import STRATEGIES
 
-import pasid._core as core
-import pasid.pure as pure
+METRIC_COLUMNS = (
+    # (heading, width, how to read it from a row)
+    ("strategy", 8, lambda r: r["strategy"]),
+    ("ops/s", 10, lambda r: _si(r["ops_per_s"])),
+    ("fail", 6, lambda r: r["failures"]),
+    ("active^", 7, lambda r: r["peak_active"]),
+    ("held^", 6, lambda r: r["peak_held"]),
+    ("reuse min", 10, lambda r: _num(r["reuse"]["min"])),
+    ("p1", 9, lambda r: _num(r["reuse"]["p1"])),
+    ("median", 9, lambda r: _num(r["reuse"]["median"])),
+    ("stale", 6, lambda r: r["stale"]),
+    ("stale-noq", 9, lambda r: r["stale_no_quarantine"]),
+    ("blocks^", 7, lambda r: r["blocks_peak"]),
+    ("highest", 8, lambda r: r["highest"]),
+)
 
-BITS = 20
-
-
-def _half_full(make, size, seed):
-    """An allocator with all of ``size`` IDs taken, then a random half freed."""
-    allocator = make()
-    for _ in range(size):
-        allocator.alloc()
-    order = list(range(size))
-    random.Random(seed).shuffle(order)
-    for p in order[: size // 2]:
-        allocator.free(p)
-    return allocator, order[size // 2:]
-
-
-def churn(make, size, pairs, seed):
-    """W1: ns per free(random allocated) + alloc() pair on a half-full space."""
-    allocator, allocated = _half_full(make, size, seed)
-    victims = np.array(allocated[:pairs]).tolist()
-    free, alloc = allocator.free, allocator.alloc
-    start = time.perf_counter()
-    for victim in victims:
-        free(victim)
-        alloc()
-    return (time.perf_counter() - start) / len(victims) * 1e9
+LEGEND = ("active^/held^/blocks^: peaks of ACTIVE, DRAINING+QUARANTINED and 64-PASID "
+          "table blocks in use; reuse: release -> next allocation of the same PASID; "
+          "stale-noq: late device accesses that hit a reused PASID without quarantine")
 
 
-def nearly_full(make, size, ops, seed):
-    """W3: ns per alloc at 99.9% full (then the same IDs freed again)."""
-    allocator = make()
-    for _ in range(size):
-        allocator.alloc()
-    holes = np.array(sorted(random.Random(seed).sample(range(size), size // 1000))).tolist()
-    for p in holes:
-        allocator.free(p)
-    alloc, free = allocator.alloc, allocator.free
-    elapsed = 0.0
-    done = 0
-    while done < ops:
-        start = time.perf_counter()
-        got = [alloc() for _ in holes]
-        elapsed += time.perf_counter() - start
-        for p in got:
-            free(p)
-        done += len(holes)
-    return elapsed / done * 1e9
+class UsageError(Exception):
+    """Bad input from the command line: one line on stderr, exit 2."""
 
 
-def batch(n):
-    """W4: ns per ID of alloc_many(n), then of free_many."""
-    allocator = core.PasidAllocator(bits=BITS, reserved=())
-    start = time.perf_counter()
-    ids = allocator.alloc_many(n)
-    middle = time.perf_counter()
-    allocator.free_many(ids)
-    end = time.perf_counter()
-    return (middle - start) / n * 1e9, (end - middle) / n * 1e9
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(message)
 
 
-def bench(repeat, quick, out=sys.stdout, progress=sys.stderr):
-    size = 1 << (16 if quick else BITS)
-    candidates = {
-        "pasid.pure.IDA": lambda: pure.IDA(),
-        "pasid.IDA": lambda: core.IDA(),
-        "pasid.PasidAllocator": lambda: core.PasidAllocator(bits=BITS, reserved=()),
-    }
-    pairs = {"pasid.pure.IDA": 2_000 if quick else 5_000}
-    results = {(w, name): [] for w in ("W1", "W3") for name in candidates}
-    names = list(candidates)
-    for rep in range(repeat):
-        order = names[rep % len(names):] + names[: rep % len(names)]
-        for name in order:
-            print(f"  repetition {rep + 1}/{repeat}: {name}", file=progress, flush=True)
-            n = pairs.get(name, 50_000)
-            results[("W1", name)].append(churn(candidates[name], size, n, seed=rep))
-            results[("W3", name)].append(nearly_full(candidates[name], size, n, seed=rep))
-    many = [batch(100_000) for _ in range(repeat)]
-    base = {w: statistics.median(results[(w, "pasid.pure.IDA")]) for w in ("W1", "W3")}
-    print(f"{'workload':10s} {'candidate':24s} {'ns/op':>10s} {'vs pure IDA':>12s}", file=out)
-    for w in ("W1", "W3"):
-        for name in names:
-            median = statistics.median(results[(w, name)])
-            print(f"{w:10s} {name:24s} {median:10.1f} {base[w] / median:11.1f}x", file=out)
-    alloc_ns = statistics.median(a for a, _ in many)
-    free_ns = statistics.median(f for _, f in many)
-    print(f"{'W4':10s} {'alloc_many (per ID)':24s} {alloc_ns:10.2f}", file=out)
-    print(f"{'W4':10s} {'free_many (per ID)':24s} {free_ns:10.2f}", file=out)
+# ---------------------------------------------------------------- progress
+
+class Progress:
+    """Progress on stderr for long runs: nothing for the first second, nothing
+    when stderr is not a terminal; then tqdm when installed, else a plain line."""
+
+    def __init__(self, description, stream=None):
+        self.description = description
+        self.stream = sys.stderr if stream is None else stream
+        self.enabled = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.started = time.monotonic()
+        self.bar = None
+
+    def __call__(self, done, total):
+        if not self.enabled or time.monotonic() - self.started < 1.0:
+            return
+        if self.bar is None:
+            try:
+                from tqdm import tqdm
+            except ImportError:
+                self.bar = False
+            else:
+                self.bar = tqdm(total=total, desc=self.description, file=self.stream,
+                                leave=False)
+        if self.bar:
+            self.bar.total = total
+            self.bar.update(done - self.bar.n)
+        else:
+            print(f"\r{self.description}: {done}/{total}", end="", file=self.stream, flush=True)
+
+    def close(self):
+        if self.bar:
+            self.bar.close()
+        elif self.bar is False:
+            print(file=self.stream)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="pasid", description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    bench_parser = commands.add_parser("bench", help="compiled core vs pasid.pure.IDA: ns/op and ratios")
-    bench_parser.add_argument("--repeat", type=int, default=3, help="repetitions (median taken)")
-    bench_parser.add_argument("--quick", action="store_true", help="a 16-bit space: seconds, not a minute")
-    args = parser.parse_args(argv)
-    if args.command == "bench":
-        if args.repeat < 1:
-            parser.error("--repeat must be >= 1")
-        bench(args.repeat, args.quick)
+# ---------------------------------------------------------------- output
+
+def _si(value):
+    if value is None:
+        return "-"
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if value >= scale:
+            return f"{value / scale:.2f}{unit}"
+    return f"{value:.0f}"
+
+
+def _num(value):
+    if value is None:
+        return "-"
+    return f"{value:.4g}"
+
+
+def format_table(rows):
+    """The rows of a simulation as an aligned text table with a legend."""
+    lines = [" ".join(f"{head:>{width}}" for head, width, _ in METRIC_COLUMNS)]
+    for row in rows:
+        lines.append(" ".join(f"{str(get(row)):>{width}}" for _, width, get in METRIC_COLUMNS))
+    lines.append("")
+    lines.append(LEGEND)
+    return "\n".join(lines)
+
+
+def _report(args, rows, runs, header, out):
+    if args.json:
+        json.dump({**header, "backend": pasid.BACKEND, "rows": rows}, out, indent=2)
+        out.write("\n")
+    else:
+        print(" ".join(f"{k}={v}" for k, v in header.items() if not isinstance(v, dict)),
+              file=out)
+        print(format_table(rows), file=out)
+    if args.plot:
+        from pasid.sim.plot import plot_runs
+
+        plot_runs(runs, args.plot, title=f"pasid {args.command}: {header.get('source')}")
+
+
+def _run_simulation(args, trace, header, out, grace=None):
+    from pasid.sim.replay import simulate
+
+    progress = Progress(f"{args.command} ({len(trace)} ops x {2 * len(args.strategy)} runs)")
+    try:
+        rows, runs = simulate(trace, args.strategy, seed=args.seed, grace=grace,
+                              engine=args.engine, progress=progress)
+    finally:
+        progress.close()
+    _report(args, rows, runs, header, out)
+
+
+# ---------------------------------------------------------------- commands
+
+def cmd_simulate(args, out):
+    from pasid.sim.workload import generate, parse_overrides, preset
+
+    overrides = parse_overrides(args.param)
+    for name in ("bits", "drain"):
+        if getattr(args, name) is not None:
+            overrides[name] = getattr(args, name)
+    if args.grace is not None:
+        overrides["grace"] = args.grace
+    workload = preset(args.workload, **overrides)
+    trace = generate(workload, args.seed)
+    if args.record:
+        trace.write(args.record)
+    header = {"source": f"workload {args.workload}", "seed": args.seed, "ops": len(trace),
+              "duration": trace.duration, "workload": _workload_fields(workload)}
+    _run_simulation(args, trace, header, out)        # the grace is in the trace's header
+
+
+def _workload_fields(workload):
+    import dataclasses
+
+    fields = dataclasses.asdict(workload)
+    return json.loads(json.dumps(fields, default=str))
+
+
+def cmd_replay(args, out):
+    from pasid.sim.trace import read_trace
+
+    trace = read_trace(args.trace)
+    header = {"source": f"trace {args.trace}", "seed": args.seed, "ops": len(trace),
+              "duration": trace.duration}
+    _run_simulation(args, trace, header, out, grace=args.grace)
+
+
+def cmd_sweep(args, out):
+    from pasid.sim.sweep import sweep
+    from pasid.sim.workload import parse_overrides
+
+    grid = {}
+    for item in args.param:
+        name, sep, values = item.partition("=")
+        if not sep or not values:
+            raise UsageError(f"--param wants NAME=V1,V2,..., got {item!r}")
+        grid[name] = [parse_overrides([f"{name}={v}"])[name] for v in values.split(",")]
+    progress = Progress("sweep")
+    try:
+        written = sweep(args.workload, grid, args.strategy, args.seeds, root_seed=args.root_seed,
+                        out=args.out, dask=args.dask, workers=args.workers, progress=progress)
+    finally:
+        progress.close()
+    print(f"{written} rows written to {args.out}", file=sys.stderr)
+
+
+def cmd_bench(args, out):
+    if pasid.BACKEND != "cython":
+        raise UsageError("pasid bench measures the compiled core, which is not in use "
+                         "(PASID_NO_EXTENSION=1, or the extension is not built)")
+    if args.repeat < 1:
+        raise UsageError("--repeat must be >= 1")
+    from pasid import bench
+
+    show = sys.stderr.isatty()
+
+    def progress(message):              # a minute or more: say where it is, on a terminal
+        if show:
+            print(f"\r\033[K  {message}", end="", file=sys.stderr, flush=True)
+
+    bench.run(repeat=args.repeat, quick=args.quick, out=out, progress=progress)
+    if show:
+        print("\r\033[K", end="", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- parser
+
+def _strategies(parser, values):
+    chosen = values or list(STRATEGIES)
+    for name in chosen:
+        if name not in STRATEGIES:
+            parser.error(f"unknown strategy {name!r} (one of {', '.join(STRATEGIES)})")
+    return chosen
+
+
+def build_parser():
+    parser = _Parser(prog="pasid", description="PCIe PASID allocation: simulate, replay, "
+                                               "sweep and benchmark allocation strategies.")
+    parser.add_argument("--version", action="version",
+                        version=f"pasid {pasid.__version__} ({pasid.BACKEND} backend)")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def replay_options(sub):
+        sub.add_argument("--strategy", action="append", metavar="NAME",
+                         help=f"a strategy to run, repeatable ({', '.join(STRATEGIES)}; "
+                              "default: all four)")
+        sub.add_argument("--seed", type=int, default=0,
+                         help="seeds the workload and the random strategy (default 0)")
+        sub.add_argument("--grace", type=float, metavar="TIME",
+                         help="grace period from release to reuse (default: the workload's)")
+        sub.add_argument("--json", action="store_true", help="print the rows as JSON")
+        sub.add_argument("--plot", metavar="FILE.png",
+                         help="draw occupancy, backlog and reuse distances (needs matplotlib)")
+        sub.add_argument("--engine", choices=("auto", "compiled", "python"), default="auto",
+                         help="the replay loop: compiled C, or one Python call per operation")
+
+    simulate = commands.add_parser(
+        "simulate", help="run a workload through the strategies and compare them",
+        description="Generate a workload and replay it under each strategy, with and "
+                    "without device quarantine; print one row of metrics per strategy.")
+    simulate.add_argument("--workload", default="default",
+                          help="a preset: default, exhaustion, vm-churn (default: default)")
+    simulate.add_argument("--bits", type=int, help="PASID width, 1..20")
+    simulate.add_argument("--drain", type=float, metavar="TIME",
+                          help="every device's drain time (default: each device's own)")
+    simulate.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                          help="any workload parameter (arrival, lifetime, kill, ...), repeatable")
+    simulate.add_argument("--record", metavar="TRACE", help="also write the workload as a trace")
+    replay_options(simulate)
+
+    replay = commands.add_parser("replay", help="the same metrics for a recorded trace",
+                                 description="Replay a trace (see the README for the format) "
+                                             "under each strategy.")
+    replay.add_argument("trace", help="the trace file")
+    replay_options(replay)
+
+    sweep = commands.add_parser(
+        "sweep", help="strategies x parameters x seeds, as JSON lines",
+        description="Run a workload over a grid of parameters and seeds; one JSON line per "
+                    "(point, seed, strategy). Rows already in --out are skipped.")
+    sweep.add_argument("--workload", default="default", help="a preset (default: default)")
+    sweep.add_argument("--strategy", action="append", metavar="NAME",
+                       help="a strategy, repeatable (default: all four)")
+    sweep.add_argument("--param", action="append", default=[], metavar="NAME=V1,V2",
+                       help="a workload parameter and its values, repeatable (the grid)")
+    sweep.add_argument("--seeds", type=int, default=3, help="seeds per point (default 3)")
+    sweep.add_argument("--root-seed", type=int, default=0,
+                       help="the root the seeds are spawned from (default 0)")
+    sweep.add_argument("--out", required=True, metavar="FILE.jsonl", help="where rows go")
+    sweep.add_argument("--workers", type=int, help="local processes (default: one per core)")
+    sweep.add_argument("--dask", metavar="ADDRESS",
+                       help="run on a Dask cluster (tcp://host:port; needs pasid[dask])")
+
+    bench = commands.add_parser("bench", help="compiled core vs the pure backend: ns/op, ratios",
+                                description="The standard workloads W1-W6 (the definitions "
+                                            "benchmarks/ uses), ratios from one run.")
+    bench.add_argument("--repeat", type=int, default=3, help="repetitions (median taken)")
+    bench.add_argument("--quick", action="store_true", help="smaller rounds: seconds, not minutes")
+    return parser
+
+
+COMMANDS = {"simulate": cmd_simulate, "replay": cmd_replay, "sweep": cmd_sweep,
+            "bench": cmd_bench}
+
+
+def main(argv=None, out=None):
+    """Run the command line; returns the exit status (0 ok, 2 bad input)."""
+    out = sys.stdout if out is None else out
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.command in ("simulate", "replay", "sweep"):
+            args.strategy = _strategies(parser, args.strategy)
+        COMMANDS[args.command](args, out)
+    except UsageError as exc:
+        print(f"pasid: error: {exc}", file=sys.stderr)
+        return 2
+    except (ValueError, OSError, RuntimeError) as exc:
+        # bad input found past the parser: a trace, a parameter, a file, a missing extra
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if isinstance(exc, OSError) and exc.filename is not None:
+            message = f"{exc.strerror}: {exc.filename}"
+        print(f"pasid: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("pasid: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

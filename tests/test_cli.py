@@ -1,37 +1,161 @@
-"""The ``pasid`` command line: ``pasid bench`` and its errors."""
+"""The ``pasid`` command line, through subprocesses: exit codes, output, files, bad input."""
 
-import io
+import json
 import os
+import struct
 import subprocess
 import sys
 
 import pytest
 
-pytestmark = pytest.mark.skipif(
-    os.environ.get("PASID_NO_EXTENSION") == "1", reason="pasid bench measures the compiled core"
-)
+from sim_support import HAND_TRACE
+
+NO_EXTENSION = os.environ.get("PASID_NO_EXTENSION") == "1"
+ROW_KEYS = {"strategy", "ops", "seconds", "ops_per_s", "engine", "allocations", "failures",
+            "skipped", "peak_active", "peak_held", "reuse", "stale", "stale_no_quarantine",
+            "blocks_peak", "highest"}
+TIMINGS = ("seconds", "ops_per_s", "engine")
+# a simulation small enough for the pure backend (which replays ~30x slower)
+SMALL = ["--bits", "12", "--param", "duration=300"]
 
 
-def test_bench_prints_every_row_with_ratios():
-    from pasid import cli
-
-    out, progress = io.StringIO(), io.StringIO()
-    cli.bench(repeat=1, quick=True, out=out, progress=progress)
-    rows = out.getvalue().splitlines()
-    assert rows[0].split() == ["workload", "candidate", "ns/op", "vs", "pure", "IDA"]
-    for workload, candidate in [("W1", "pasid.IDA"), ("W1", "pasid.PasidAllocator"),
-                                ("W3", "pasid.IDA"), ("W3", "pasid.PasidAllocator")]:
-        row = next(r for r in rows if r.split()[:2] == [workload, candidate])
-        ns, ratio = row.split()[2:]
-        assert float(ns) > 0 and ratio.endswith("x") and float(ratio[:-1]) > 1
-    assert any(r.startswith("W4") and "alloc_many" in r for r in rows)
-    assert "repetition 1/1" in progress.getvalue()
+def pasid(*args, env=None, check=None):
+    """Run ``python -m pasid ARGS``; returns the CompletedProcess (text)."""
+    run = subprocess.run([sys.executable, "-m", "pasid", *args], capture_output=True,
+                         text=True, env={**os.environ, **(env or {})}, timeout=600)
+    if check is not None:
+        assert run.returncode == check, (run.returncode, run.stderr)
+    return run
 
 
-def test_bad_input_is_one_line_and_a_nonzero_exit():
-    run = subprocess.run([sys.executable, "-m", "pasid", "bench", "--repeat", "0"],
-                         capture_output=True, text=True)
-    assert run.returncode == 2
-    assert run.stderr.strip().splitlines()[-1] == "pasid: error: --repeat must be >= 1"
-    run = subprocess.run([sys.executable, "-m", "pasid"], capture_output=True, text=True)
-    assert run.returncode == 2
+def one_error_line(run, fragment):
+    lines = run.stderr.strip().splitlines()
+    assert run.returncode == 2, run.stderr
+    assert len(lines) == 1 and lines[0].startswith("pasid: error: "), run.stderr
+    assert fragment in lines[0]
+    assert "Traceback" not in run.stderr
+
+
+@pytest.fixture
+def trace_file():
+    return HAND_TRACE
+
+
+def without_timings(rows):
+    return [{k: v for k, v in row.items() if k not in TIMINGS} for row in rows]
+
+
+def test_version_and_help():
+    run = pasid("--version", check=0)
+    assert run.stdout.startswith("pasid 0.")
+    for command in ("simulate", "replay", "sweep", "bench"):
+        assert command in pasid("--help", check=0).stdout
+        assert "usage: pasid " + command in pasid(command, "--help", check=0).stdout
+
+
+def test_help_works_without_the_extension():
+    env = {"PASID_NO_EXTENSION": "1"}
+    assert "simulate" in pasid("--help", env=env, check=0).stdout
+    one_error_line(pasid("bench", env=env), "compiled core")
+
+
+def test_replay_prints_a_row_per_strategy(trace_file):
+    run = pasid("replay", str(trace_file), check=0)
+    lines = run.stdout.splitlines()
+    assert lines[1].split()[0] == "strategy"
+    assert [line.split()[0] for line in lines[2:6]] == ["lowest", "cyclic", "fifo", "random"]
+    lowest = lines[2].split()
+    assert lowest[-4:] == ["0", "1", "1", "3"]      # stale, stale-noq, blocks, highest
+
+
+def test_replay_json_schema(trace_file):
+    run = pasid("replay", str(trace_file), "--json", "--strategy", "lowest",
+                "--strategy", "fifo", check=0)
+    doc = json.loads(run.stdout)
+    assert doc["backend"] in ("cython", "python") and doc["ops"] == 15
+    assert [row["strategy"] for row in doc["rows"]] == ["lowest", "fifo"]
+    row = doc["rows"][0]
+    assert set(row) == ROW_KEYS
+    assert set(row["reuse"]) == {"count", "min", "p1", "median", "hist"}
+    assert row["reuse"]["count"] == 2 and row["reuse"]["median"] == 4.5
+    assert (row["stale"], row["stale_no_quarantine"]) == (0, 1)
+
+
+def test_plot_writes_a_png(trace_file, tmp_path):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "out.png"
+    pasid("replay", str(trace_file), "--plot", str(png), check=0)
+    header = png.read_bytes()[:24]
+    assert header[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", header[16:24])
+    assert width >= 800 and height >= 300
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["replay", "/nonexistent/trace"], "No such file"),
+    (["replay", "TRACE", "--strategy", "best"], "unknown strategy 'best'"),
+    (["replay"], "the following arguments are required: trace"),
+    (["simulate", "--workload", "nope"], "nope"),
+    (["simulate", "--bits", "x"], "--bits"),
+    (["simulate", "--bits", "30"], "bits"),
+    (["simulate", "--param", "arrival"], "arrival"),
+    (["simulate", "--param", "speed=3"], "speed"),
+    (["simulate", "--grace", "-1"], "grace"),
+    (["sweep", "--out", "X", "--param", "grace"], "--param"),
+    (["bench", "--repeat", "0"], "--repeat"),
+    (["frobnicate"], "invalid choice"),
+    ([], "required"),
+])
+def test_bad_input_is_one_line_and_exit_2(args, fragment, trace_file, tmp_path):
+    args = [str(trace_file) if a == "TRACE" else a for a in args]
+    args = [str(tmp_path / "rows.jsonl") if a == "X" else a for a in args]
+    if NO_EXTENSION and args[:1] == ["bench"]:
+        fragment = "compiled core"
+    one_error_line(pasid(*args), fragment)
+
+
+def test_a_bad_trace_line_is_named(tmp_path):
+    path = tmp_path / "bad.trace"
+    path.write_text("pasid-trace 1\n0 alloc h0\n1 put h0\n2 put h0\n")
+    one_error_line(pasid("replay", str(path)), f"{path}:4: put of handle 'h0'")
+
+
+def test_simulate_records_a_trace_that_replays_to_the_same_rows(tmp_path):
+    trace = tmp_path / "default.trace"
+    simulated = pasid("simulate", *SMALL, "--seed", "3", "--json", "--record", str(trace),
+                      check=0)
+    replayed = pasid("replay", str(trace), "--seed", "3", "--json", check=0)
+    rows = json.loads(simulated.stdout)["rows"]
+    assert [r["strategy"] for r in rows] == ["lowest", "cyclic", "fifo", "random"]
+    assert without_timings(rows) == without_timings(json.loads(replayed.stdout)["rows"])
+    assert trace.read_text().startswith("pasid-trace 1\n")
+
+
+@pytest.mark.skipif(NO_EXTENSION, reason="compares the two backends")
+def test_same_seed_same_output_on_both_backends():
+    runs = [pasid("simulate", *SMALL, "--seed", "5", "--json", env=env, check=0)
+            for env in ({}, {"PASID_NO_EXTENSION": "1"})]
+    docs = [json.loads(run.stdout) for run in runs]
+    assert [d["backend"] for d in docs] == ["cython", "python"]
+    assert without_timings(docs[0]["rows"]) == without_timings(docs[1]["rows"])
+    again = json.loads(pasid("simulate", *SMALL, "--seed", "5", "--json", check=0).stdout)
+    assert without_timings(again["rows"]) == without_timings(docs[0]["rows"])
+    other = json.loads(pasid("simulate", *SMALL, "--seed", "6", "--json", check=0).stdout)
+    assert without_timings(other["rows"]) != without_timings(docs[0]["rows"])
+
+
+def test_simulate_presets_and_options():
+    for workload in ("exhaustion", "vm-churn"):
+        doc = json.loads(pasid("simulate", "--workload", workload, "--param", "duration=200",
+                               "--strategy", "lowest", "--json", check=0).stdout)
+        assert doc["source"] == f"workload {workload}" and len(doc["rows"]) == 1
+    doc = json.loads(pasid("simulate", *SMALL, "--grace", "7", "--drain", "0",
+                           "--strategy", "fifo", "--json", check=0).stdout)
+    assert doc["workload"]["grace"] == 7.0 and doc["workload"]["bits"] == 12
+
+
+def test_python_engine_matches_compiled(trace_file):
+    rows = [json.loads(pasid("replay", str(trace_file), "--json", "--engine", engine,
+                             check=0).stdout)["rows"]
+            for engine in (("python",) if NO_EXTENSION else ("python", "compiled"))]
+    assert all(without_timings(r) == without_timings(rows[0]) for r in rows)

@@ -128,7 +128,8 @@ class Run:
 
     @property
     def ops_per_s(self):
-        return self.ops / self.seconds if self.seconds > 0 else float("inf")
+        """Operations per second of the replay loop (None for a loop too quick to time)."""
+        return self.ops / self.seconds if self.seconds > 0 else None
 
     def reuse(self):
         """The reuse-distance summary: count, min, p1, median and the histogram."""
