@@ -10,7 +10,6 @@ import heapq
 import math
 import os
 import threading
-from collections import OrderedDict
 
 import numpy as np
 
@@ -21,6 +20,7 @@ from pasid._callbacks import run_teardown
 from pasid._rng import SplitMix64
 from pasid._state import State
 from pasid.pure._args import as_int, as_time
+from pasid.pure.fifo import FifoQueue
 from pasid.pure.idspace import IdSpace
 
 __all__ = ["PasidAllocator"]
@@ -101,7 +101,7 @@ class PasidAllocator:
         self._hold = {}          # PASID -> release_at so far (unbind holds, release + grace)
         self._bindings = {}      # PASID -> {device: [count, data]} in bind order
         self._queue = []         # heap of (release_at, PASID), one entry per QUARANTINED
-        self._fifo = OrderedDict() if strategy == "fifo" else None
+        self._fifo = FifoQueue(size, range(size)) if strategy == "fifo" else None
         # devices and owners
         self._devices = {}       # device -> _Device
         self._device_list = []   # handle -> device (None once removed)
@@ -117,8 +117,6 @@ class PasidAllocator:
         self._failures = 0
         self._high_water = 0
 
-        if self._fifo is not None:
-            self._fifo.update(dict.fromkeys(range(size)))
         for lo, hi in ranges:
             for p in range(lo, hi + 1):
                 if self._state[p] == FREE:
@@ -173,7 +171,7 @@ class PasidAllocator:
         """A FREE PASID leaves the FREE set."""
         self._space.take(p)
         if self._fifo is not None:
-            del self._fifo[p]
+            self._fifo.remove(p)
         counts = self._counts
         counts[FREE] -= 1
         counts[state] += 1
@@ -187,7 +185,7 @@ class PasidAllocator:
         self._state[p] = FREE
         self._space.release(p)
         if self._fifo is not None:
-            self._fifo[p] = None
+            self._fifo.push(p)
         self._refcount[p] = 0
         self._data.pop(p, None)
         self._hold.pop(p, None)
@@ -261,10 +259,7 @@ class PasidAllocator:
                     return p
             return space.find_free(lo, hi)
         if strategy == "fifo":
-            for p in self._fifo:
-                if lo <= p <= hi:
-                    return p
-            return -1
+            return self._fifo.first(lo, hi)
         count = space.count_free(lo, hi)
         if not count:
             return -1
@@ -836,7 +831,7 @@ class PasidAllocator:
                 a._bound[device].add(p)
         a._quota = dict(snap["quotas"])
         if a._fifo is not None:
-            a._fifo = OrderedDict.fromkeys(snap["fifo"].tolist())
+            a._fifo = FifoQueue(a._size, snap["fifo"].tolist())
         a._queue = [(a._hold[p], p) for p in ids.tolist() if a._state[p] == QUARANTINED]
         heapq.heapify(a._queue)
         return a
@@ -914,5 +909,4 @@ class PasidAllocator:
             if use != self._use or owned != self._owned:
                 raise AssertionError("owner tables disagree with the PASIDs")
             if self._fifo is not None:
-                if set(self._fifo) != {p for p in range(self._size) if self._state[p] == FREE}:
-                    raise AssertionError("fifo queue != FREE set")
+                self._fifo._check({p for p in range(self._size) if self._state[p] == FREE})
