@@ -21,10 +21,9 @@ import subprocess
 import sys
 import tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from pasid import bench  # the installed package (pip install -e . in a checkout)
 
-from pasid import bench  # noqa: E402  (after the path, so a checkout runs it too)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run_pytest(path):
@@ -55,6 +54,9 @@ def collect(data):
 
 
 def main(argv):
+    if {"-h", "--help"} & set(argv):
+        print(__doc__)
+        return 0
     strict = "--strict" in argv
     args = [a for a in argv if a != "--strict"]
     if args:

@@ -20,6 +20,7 @@ from pasid._errors import (
 )
 from pasid._handle import PasidHandle
 from pasid._state import State
+from pasid._version import __version__
 
 if _os.environ.get("PASID_NO_EXTENSION") == "1":
     from pasid.pure import IDA, PasidAllocator
@@ -41,8 +42,6 @@ else:
         BACKEND = "python"
 
 from pasid import pure  # noqa: E402  (after the backend choice, by design)
-
-__version__ = "0.1.0"
 
 __all__ = [
     "BACKEND",

@@ -203,11 +203,15 @@ def test_ratios_reads_pytest_benchmark_json():
     assert "n/a   replay: compiled loop" in text
 
 
-def test_benchmarks_collect():
-    """The pytest-benchmark files still collect: every workload, every row, named as before."""
-    run = subprocess.run([sys.executable, "-m", "pytest", "benchmarks", "--collect-only", "-q",
-                          "-p", "no:cacheprovider", "--benchmark-disable"],
-                         capture_output=True, text=True, cwd=ROOT, timeout=120)
+def test_benchmarks_collect(tmp_path):
+    """The pytest-benchmark files still collect: every workload, every row, named as before.
+
+    Run from elsewhere, so that ``pasid`` is the installed package, not the sources
+    beside the benchmarks (an sdist's sources have no compiled core).
+    """
+    run = subprocess.run([sys.executable, "-m", "pytest", os.path.join(ROOT, "benchmarks"),
+                          "--collect-only", "-q", "-p", "no:cacheprovider", "--benchmark-disable"],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert run.returncode == 0, run.stdout + run.stderr
     ids = [line for line in run.stdout.splitlines() if "::" in line]
     assert len(ids) == sum(len(rows) for rows in bench.ROWS.values())
