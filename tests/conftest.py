@@ -1,15 +1,15 @@
 """Shared fixtures: the backend fixture and the Hypothesis profiles.
 
-Every behavioural test takes ``backend`` and runs once on the compiled core
-(``pasid._core``) and once on the pure backend (``pasid.pure``). With
-``PASID_NO_EXTENSION=1`` only the pure backend runs; otherwise a compiled core
-that fails to import is an error, never a skip.
+Every behavioural test takes ``backend`` and runs once per backend (see
+``tests/backends.py``, where the helpers live so tests can import them).
 """
 
 import os
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+from backends import BACKEND_NAMES, load_backend
 
 settings.register_profile(
     "dev", max_examples=25, stateful_step_count=25, deadline=None
@@ -24,18 +24,6 @@ settings.register_profile(
 settings.load_profile(
     os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev")
 )
-
-NO_EXTENSION = os.environ.get("PASID_NO_EXTENSION") == "1"
-BACKEND_NAMES = ["python"] if NO_EXTENSION else ["cython", "python"]
-
-
-def load_backend(name):
-    """The module implementing ``IDA`` and ``PasidAllocator`` for *name*."""
-    if name == "cython":
-        import pasid._core as module
-    else:
-        import pasid.pure as module
-    return module
 
 
 @pytest.fixture(params=BACKEND_NAMES)

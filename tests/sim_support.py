@@ -8,10 +8,9 @@
 core that fails to import fails the tests that ask for it, never a skip.
 """
 
-import os
 from pathlib import Path
 
-NO_EXTENSION = os.environ.get("PASID_NO_EXTENSION") == "1"
+from backends import NO_EXTENSION
 
 ENGINES = (
     [("python", "python")]

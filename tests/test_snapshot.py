@@ -16,7 +16,7 @@ import pytest
 import pasid.pure
 from pasid import SnapshotError, State, _snapshot
 
-from conftest import BACKEND_NAMES, load_backend
+from backends import BACKEND_NAMES, load_backend
 from observe import observable
 
 

@@ -29,7 +29,7 @@ from hypothesis.stateful import (
 
 from pasid import InvalidPasid, PasidExhausted, QuotaExceeded, State, StateError
 
-from conftest import BACKEND_NAMES, load_backend
+from backends import BACKEND_NAMES, load_backend
 
 BITS = 5
 SIZE = 1 << BITS
