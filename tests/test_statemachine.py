@@ -1,15 +1,10 @@
-"""A Hypothesis state machine: PasidAllocator beside a plain model.
+"""A Hypothesis state machine: PasidAllocator beside the reference model (tests/model.py).
 
-The model is written from SPEC §3 with dicts and sets: per PASID its state,
-refcount, owner, bindings (count per device, in bind order) and the release
-time so far; per owner its quota. It predicts the outcome of every call
-(value, or which error) and the resulting state, and with the ``lowest``
-strategy which ID an allocation gets. After every step: ``_check()``, the
-stats, the ACTIVE set, every state and refcount, and ``next_release_time``.
-
-Where SPEC is silent the model follows the pure backend: argument errors
-(``InvalidPasid``, a bad ``n``) and ``alloc_exact`` of a non-FREE PASID do
-not count in ``failures``; a quota refusal and an exhaustion do, once.
+The machine draws the strategy and the seed; the model predicts the outcome
+of every call (value, or which error), which ID each allocation gets, and the
+resulting state. After every step: ``_check()``, the stats, the ACTIVE set,
+every state, refcount, owner and generation, ``pending`` and
+``next_release_time``.
 """
 
 import copy
@@ -30,111 +25,17 @@ from hypothesis.stateful import (
 from pasid import InvalidPasid, PasidExhausted, QuotaExceeded, State, StateError
 
 from backends import BACKEND_NAMES, load_backend
+from model import ACTIVE, DRAINING, FREE, RESERVED, STRATEGIES, Model
 
 BITS = 5
 SIZE = 1 << BITS
-FREE, RESERVED, ACTIVE, DRAINING, QUARANTINED = (int(s) for s in State)
 OWNERS = [None, "a", "b"]
 DEVICES = {"d0": (20, 0), "d1": (20, 1), "narrow": (3, 0)}   # name -> (bits, drain)
-LIVE = (ACTIVE, DRAINING, QUARANTINED)
+assert (FREE, RESERVED, ACTIVE, DRAINING) == tuple(int(s) for s in State)[:4]
 
 pasids = st.integers(0, SIZE - 1)
 owners = st.sampled_from(OWNERS)
 devices = st.sampled_from(sorted(DEVICES))
-
-
-class Model:
-    """SPEC §3 with plain containers."""
-
-    def __init__(self, grace):
-        self.grace = grace
-        self.now = 0
-        self.state = [FREE] * SIZE
-        self.state[0] = RESERVED
-        self.refcount = [0] * SIZE
-        self.owner = [None] * SIZE
-        self.generation = [0] * SIZE
-        self.bindings = [dict() for _ in range(SIZE)]   # device -> count, bind order
-        self.hold = [None] * SIZE                       # release_at so far in this life
-        self.devices = {name: list(spec) for name, spec in DEVICES.items()}
-        self.quota = {}
-        self.allocations = self.releases = self.reclaimed = self.failures = 0
-        self.high_water = 0
-
-    # ---- queries
-    def count(self, state):
-        return sum(1 for s in self.state if s == state)
-
-    def ids(self, state):
-        return [p for p in range(SIZE) if self.state[p] == state]
-
-    def use(self, owner):
-        return sum(1 for p in range(SIZE) if self.owner[p] == owner and self.state[p] in LIVE)
-
-    def quota_refuses(self, owner, n):
-        if owner is None or self.quota.get(owner) is None:
-            return False
-        return self.use(owner) + n > self.quota[owner]
-
-    def stats(self):
-        return {
-            "free": self.count(FREE),
-            "reserved": self.count(RESERVED),
-            "active": self.count(ACTIVE),
-            "draining": self.count(DRAINING),
-            "quarantined": self.count(QUARANTINED),
-            "allocations": self.allocations,
-            "releases": self.releases,
-            "reclaimed": self.reclaimed,
-            "failures": self.failures,
-            "high_water": self.high_water,
-        }
-
-    def next_release_time(self):
-        times = [self.hold[p] for p in self.ids(QUARANTINED)]
-        return min(times) if times else None
-
-    # ---- transitions
-    def activate(self, p, owner):
-        self.state[p] = ACTIVE
-        self.refcount[p] = 1
-        self.owner[p] = owner
-        self.generation[p] += 1
-        self.allocations += 1
-        self.high_water = max(self.high_water, self.count(ACTIVE))
-
-    def make_free(self, p):
-        self.state[p] = FREE
-        self.refcount[p] = 0
-        self.owner[p] = None
-        self.hold[p] = None
-
-    def settle(self, p):
-        if self.hold[p] <= self.now:
-            self.make_free(p)
-            self.reclaimed += 1
-        else:
-            self.state[p] = QUARANTINED
-
-    def raise_hold(self, p, release_at):
-        if self.hold[p] is None or release_at > self.hold[p]:
-            self.hold[p] = release_at
-
-    def release(self, p):
-        self.releases += 1
-        self.refcount[p] = 0
-        self.raise_hold(p, self.now + self.grace)
-        if self.bindings[p]:
-            self.state[p] = DRAINING
-        else:
-            self.settle(p)
-
-    def reclaim(self):
-        expired = [p for p in self.ids(QUARANTINED) if self.hold[p] <= self.now]
-        for p in expired:
-            self.make_free(p)
-        self.reclaimed += len(expired)
-        return len(expired)
 
 
 class PasidMachineBase(RuleBasedStateMachine):
@@ -142,10 +43,11 @@ class PasidMachineBase(RuleBasedStateMachine):
 
     backend = None   # set by make_machine
 
-    @initialize(grace=st.sampled_from([0, 2]))
-    def setup(self, grace):
-        self.a = self.backend.PasidAllocator(bits=BITS, grace=grace)
-        self.m = Model(grace)
+    @initialize(grace=st.sampled_from([0, 2]), strategy=st.sampled_from(STRATEGIES),
+                seed=st.integers(0, 2**64 - 1))
+    def setup(self, grace, strategy, seed):
+        self.a = self.backend.PasidAllocator(bits=BITS, grace=grace, strategy=strategy, seed=seed)
+        self.m = Model(SIZE, grace, strategy=strategy, seed=seed, devices=DEVICES.items())
         for name, (bits, drain) in DEVICES.items():
             self.a.add_device(name, bits=bits, drain=drain)
 
@@ -182,7 +84,7 @@ class PasidMachineBase(RuleBasedStateMachine):
                 self.expect_error(error, call, owner, min=lo, max=hi)
             return
         got = call(owner, data=("d", owner), min=lo, max=hi)
-        assert got == min(candidates)
+        assert got == m.choose(first, last)
         m.activate(got, owner)
         assert self.a.owner(got) == owner
         assert self.a.data(got) == ("d", owner)
@@ -199,7 +101,7 @@ class PasidMachineBase(RuleBasedStateMachine):
             self.expect_error(QuotaExceeded, self.a.alloc_exact, p, owner)
         else:
             assert self.a.alloc_exact(p, owner) == p
-            m.activate(p, owner)
+            m.activate(p, owner, by_strategy=False)
 
     @rule(n=st.integers(-1, 6), owner=owners)
     def alloc_many(self, n, owner):
@@ -215,9 +117,11 @@ class PasidMachineBase(RuleBasedStateMachine):
             self.expect_error(error, self.a.alloc_many, n, owner)
             return
         got = self.a.alloc_many(n, owner).tolist()
-        assert got == free[:n]
-        for p in got:
-            m.activate(p, owner)
+        expected = []
+        for _ in range(n):                  # the same IDs as n calls of alloc
+            expected.append(m.choose(0, SIZE - 1))
+            m.activate(expected[-1], owner)
+        assert got == expected
 
     # ---- references
     @rule(data=st.data())
@@ -239,9 +143,7 @@ class PasidMachineBase(RuleBasedStateMachine):
             self.expect_error(StateError, call, p)
             return
         call(p)
-        self.m.refcount[p] -= 1
-        if self.m.refcount[p] == 0:
-            self.m.release(p)
+        self.m.put(p)
 
     @rule(data=st.data())
     def free_many(self, data):
@@ -259,10 +161,8 @@ class PasidMachineBase(RuleBasedStateMachine):
             self.expect_error(StateError, self.a.free_many, ids)
             return
         self.a.free_many(ids)
-        for p in ids:
-            m.refcount[p] -= 1
-            if m.refcount[p] == 0:
-                m.release(p)
+        for p in ids:                       # as successive free calls
+            m.put(p)
 
     # ---- devices
     @rule(data=st.data(), device=devices, tag=st.none() | st.integers(0, 3))
@@ -306,13 +206,7 @@ class PasidMachineBase(RuleBasedStateMachine):
             self.expect_error(StateError, self.a.unbind, p, device)
             return
         self.a.unbind(p, device)
-        bindings[device] -= 1
-        if bindings[device]:
-            return
-        del bindings[device]
-        m.raise_hold(p, m.now + m.devices[device][1])
-        if not bindings and m.state[p] == DRAINING:
-            m.settle(p)
+        m.unbind(p, device)
 
     @rule(owner=owners, device=devices, unbind_first=st.booleans(), wait=st.sampled_from([0, 1, 2]))
     def device_lifecycle(self, owner, device, unbind_first, wait):
@@ -339,12 +233,7 @@ class PasidMachineBase(RuleBasedStateMachine):
             self.expect_error(StateError, self.a.remove_device, device)
             return
         self.a.remove_device(device)
-        del m.devices[device]
-        for p in range(SIZE):
-            if device in m.bindings[p]:
-                del m.bindings[p][device]
-                if not m.bindings[p] and m.state[p] == DRAINING:
-                    m.settle(p)
+        m.remove_device(device)
 
     @rule(device=devices, drain=st.sampled_from([0, 1, 3]), bits=st.sampled_from([2, 3, 20]))
     def add_device(self, device, drain, bits):
@@ -386,7 +275,7 @@ class PasidMachineBase(RuleBasedStateMachine):
         if last < lo:
             self.expect_error(InvalidPasid, call, lo, hi)
             return
-        need, becomes = (RESERVED, FREE) if undo else (FREE, RESERVED)
+        need = RESERVED if undo else FREE
         offenders = [p for p in range(lo, last + 1) if m.state[p] != need]
         if offenders:
             with pytest.raises(StateError) as info:
@@ -395,7 +284,7 @@ class PasidMachineBase(RuleBasedStateMachine):
             return
         call(lo, hi)
         for p in range(lo, last + 1):
-            m.state[p] = becomes
+            (m.unreserve if undo else m.reserve)(p)
 
     # ---- time
     @rule(by=st.sampled_from([0, 1, 2, 3]), absolute=st.booleans())
@@ -447,10 +336,10 @@ class PasidMachineBase(RuleBasedStateMachine):
         assert a.states(range(SIZE)).tolist() == m.state
         assert [a.refcount(p) for p in range(SIZE)] == m.refcount
         assert [a.owner(p) for p in range(SIZE)] == m.owner
+        assert [a.generation(p) for p in range(SIZE)] == m.generation
         assert a.next_release_time() == m.next_release_time()
         for device in m.devices:
-            expected = [p for p in range(SIZE) if m.state[p] == DRAINING and device in m.bindings[p]]
-            assert a.pending(device) == expected
+            assert a.pending(device) == m.pending(device)
 
 
 def make_machine(backend):

@@ -1,0 +1,202 @@
+"""The reference model of a PasidAllocator: SPEC §3 written with plain lists and dicts.
+
+One model for every test that needs an oracle (the state machine draws the
+strategy). Per PASID its state, refcount, owner, generation, bindings (count
+per device, in bind order) and release time so far; per owner its quota; and
+the strategy's own state, kept the obvious way:
+
+- ``lowest``: the smallest FREE ID in range;
+- ``cyclic``: the smallest FREE ID at or above the cursor when the cursor is
+  in range, else the smallest in range; the cursor becomes the ID + 1;
+- ``fifo``: a list of FREE IDs in the order they became FREE (ascending at
+  construction, ascending among IDs freed by one reclaim or unreserve);
+- ``random``: the k-th FREE ID of the range, ascending, with k drawn below
+  their count from SplitMix64 (written out again here: the model shares no
+  code with the backends).
+
+Where SPEC is silent the model follows the backends' documented choices:
+argument errors and ``alloc_exact`` of a non-FREE PASID are not failures; a
+quota refusal and an exhaustion count once; ``free_many`` releases in the
+order successive ``free`` calls would.
+"""
+
+FREE, RESERVED, ACTIVE, DRAINING, QUARANTINED = range(5)
+LIVE = (ACTIVE, DRAINING, QUARANTINED)
+STRATEGIES = ("lowest", "cyclic", "fifo", "random")
+_MASK = (1 << 64) - 1
+
+
+class SplitMix64:
+    """SPEC §3's generator for ``random``; a draw below n rejects the 2**64 mod n lowest outputs."""
+
+    def __init__(self, seed):
+        self.state = seed & _MASK
+
+    def next(self):
+        self.state = z = (self.state + 0x9E3779B97F4A7C15) & _MASK
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
+        return z ^ (z >> 31)
+
+    def below(self, n):
+        while True:
+            x = self.next()
+            if x >= ((1 << 64) - n) % n:
+                return x % n
+
+
+class Model:
+    """One PasidAllocator of ``size`` IDs, PASID 0 reserved, a logical clock."""
+
+    def __init__(self, size, grace, *, strategy="lowest", seed=0, devices=()):
+        self.size = size
+        self.grace = grace
+        self.strategy = strategy
+        self.rng = SplitMix64(seed)
+        self.cursor = 0
+        self.now = 0
+        self.state = [FREE] * size
+        self.state[0] = RESERVED
+        self.fifo = list(range(1, size))
+        self.refcount = [0] * size
+        self.owner = [None] * size
+        self.generation = [0] * size
+        self.bindings = [dict() for _ in range(size)]   # device -> count, bind order
+        self.hold = [None] * size                       # release_at so far in this life
+        self.devices = {name: list(spec) for name, spec in devices}   # name -> [bits, drain]
+        self.quota = {}
+        self.allocations = self.releases = self.reclaimed = self.failures = 0
+        self.high_water = 0
+
+    # ---- queries
+    def count(self, state):
+        return sum(1 for s in self.state if s == state)
+
+    def ids(self, state):
+        return [p for p in range(self.size) if self.state[p] == state]
+
+    def use(self, owner):
+        return sum(1 for p in range(self.size) if self.owner[p] == owner and self.state[p] in LIVE)
+
+    def quota_refuses(self, owner, n):
+        if owner is None or self.quota.get(owner) is None:
+            return False
+        return self.use(owner) + n > self.quota[owner]
+
+    def stats(self):
+        return {
+            "free": self.count(FREE),
+            "reserved": self.count(RESERVED),
+            "active": self.count(ACTIVE),
+            "draining": self.count(DRAINING),
+            "quarantined": self.count(QUARANTINED),
+            "allocations": self.allocations,
+            "releases": self.releases,
+            "reclaimed": self.reclaimed,
+            "failures": self.failures,
+            "high_water": self.high_water,
+        }
+
+    def next_release_time(self):
+        times = [self.hold[p] for p in self.ids(QUARANTINED)]
+        return min(times) if times else None
+
+    def pending(self, device):
+        return [p for p in range(self.size)
+                if self.state[p] == DRAINING and device in self.bindings[p]]
+
+    # ---- the strategy
+    def choose(self, lo, hi):
+        """The ID the strategy gives in [lo, hi] (None if none is FREE); moves the generator."""
+        free = [p for p in range(lo, hi + 1) if self.state[p] == FREE]
+        if not free:
+            return None
+        if self.strategy == "lowest":
+            return free[0]
+        if self.strategy == "cyclic":
+            if lo <= self.cursor <= hi:
+                above = [p for p in free if p >= self.cursor]
+                if above:
+                    return above[0]
+            return free[0]
+        if self.strategy == "fifo":
+            return next(p for p in self.fifo if lo <= p <= hi)
+        return free[self.rng.below(len(free))]
+
+    # ---- transitions
+    def activate(self, p, owner, by_strategy=True):
+        """``p`` (FREE) is allocated; ``by_strategy``: not by alloc_exact (the cursor moves)."""
+        self.state[p] = ACTIVE
+        self.fifo.remove(p)
+        if by_strategy and self.strategy == "cyclic":
+            self.cursor = p + 1
+        self.refcount[p] = 1
+        self.owner[p] = owner
+        self.generation[p] += 1
+        self.allocations += 1
+        self.high_water = max(self.high_water, self.count(ACTIVE))
+
+    def make_free(self, p):
+        self.state[p] = FREE
+        self.fifo.append(p)
+        self.refcount[p] = 0
+        self.owner[p] = None
+        self.hold[p] = None
+
+    def reserve(self, p):
+        self.state[p] = RESERVED
+        self.fifo.remove(p)
+
+    def unreserve(self, p):
+        self.state[p] = FREE
+        self.fifo.append(p)
+
+    def settle(self, p):
+        if self.hold[p] <= self.now:
+            self.make_free(p)
+            self.reclaimed += 1
+        else:
+            self.state[p] = QUARANTINED
+
+    def raise_hold(self, p, release_at):
+        if self.hold[p] is None or release_at > self.hold[p]:
+            self.hold[p] = release_at
+
+    def release(self, p):
+        self.releases += 1
+        self.refcount[p] = 0
+        self.raise_hold(p, self.now + self.grace)
+        if self.bindings[p]:
+            self.state[p] = DRAINING
+        else:
+            self.settle(p)
+
+    def put(self, p):
+        self.refcount[p] -= 1
+        if self.refcount[p] == 0:
+            self.release(p)
+
+    def unbind(self, p, device):
+        bindings = self.bindings[p]
+        bindings[device] -= 1
+        if bindings[device]:
+            return
+        del bindings[device]
+        self.raise_hold(p, self.now + self.devices[device][1])
+        if not bindings and self.state[p] == DRAINING:
+            self.settle(p)
+
+    def remove_device(self, device):
+        del self.devices[device]
+        for p in range(self.size):
+            if device in self.bindings[p]:
+                del self.bindings[p][device]
+                if not self.bindings[p] and self.state[p] == DRAINING:
+                    self.settle(p)
+
+    def reclaim(self):
+        expired = [p for p in self.ids(QUARANTINED) if self.hold[p] <= self.now]
+        for p in expired:
+            self.make_free(p)
+        self.reclaimed += len(expired)
+        return len(expired)
