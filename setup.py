@@ -1,7 +1,10 @@
-"""Build the compiled core, pasid._core.
+"""Build the compiled core, pasid._core, and the simulator's replay loop, pasid.sim._replay.
 
 Cython directives live here and nowhere else. ``PASID_DEBUG_BUILD=1`` turns on
-bounds, wrap-around and initialisation checks and builds without optimisation.
+bounds, wrap-around and initialisation checks and builds without optimisation;
+``PASID_SANITIZE=1`` adds AddressSanitizer and UBSan (run Python with
+``LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libstdc++.so)"``:
+the ASan runtime must load first, and libstdc++ before any C++ extension).
 Cython and a C compiler are required: a missing one fails the build loudly,
 there is no silent pure-Python install.
 """
@@ -30,15 +33,22 @@ DIRECTIVES = {
 # Portable by default: no -march=native, so a built wheel runs on any CPU of
 # the architecture; count-trailing-zeros is one instruction either way.
 CFLAGS = ["-O0", "-g"] if DEBUG else ["-O2"]
+LDFLAGS = []
+# PASID_SANITIZE=1 (with the debug build): AddressSanitizer and UBSan, every report fatal
+if os.environ.get("PASID_SANITIZE") == "1":
+    CFLAGS += ["-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+               "-fno-omit-frame-pointer"]
+    LDFLAGS += ["-fsanitize=address,undefined"]
 
 MACROS = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
 
 extensions = [
     # the allocator core
-    Extension("pasid._core", ["pasid/_core.pyx"], extra_compile_args=CFLAGS, define_macros=MACROS),
+    Extension("pasid._core", ["pasid/_core.pyx"], extra_compile_args=CFLAGS,
+              extra_link_args=LDFLAGS, define_macros=MACROS),
     # the simulator's replay loop, over the core's C-level API (pasid/_core.pxd)
     Extension("pasid.sim._replay", ["pasid/sim/_replay.pyx"], extra_compile_args=CFLAGS,
-              define_macros=MACROS),
+              extra_link_args=LDFLAGS, define_macros=MACROS),
 ]
 
 setup(ext_modules=cythonize(extensions, compiler_directives=DIRECTIVES, include_path=["."],
