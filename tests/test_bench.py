@@ -214,7 +214,9 @@ def test_benchmarks_collect(tmp_path):
                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert run.returncode == 0, run.stdout + run.stderr
     ids = [line for line in run.stdout.splitlines() if "::" in line]
-    assert len(ids) == sum(len(rows) for rows in bench.ROWS.values())
+    workloads = [i for i in ids if i.startswith("benchmarks/test_workloads.py::")]
+    assert len(workloads) == sum(len(rows) for rows in bench.ROWS.values())
+    assert "benchmarks/test_embedding.py::test_embedding_w1_churn[r0-cy-PA:cython]" in ids
     assert "benchmarks/test_workloads.py::test_w1_churn[r0-cy-IDA]" in ids
     assert "benchmarks/test_workloads.py::test_w4_batch[r0-cy-PA:batch]" in ids
     assert "benchmarks/test_workloads.py::test_replay[r0-cy-PA:compiled]" in ids

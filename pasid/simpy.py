@@ -1,0 +1,553 @@
+"""PASIDs as a SimPy resource: :class:`PasidPool`.
+
+A SimPy model asks the pool for a PASID with ``p = yield pool.get(...)`` and
+gives it back with ``pool.put(p)``. The pool wraps a
+:class:`pasid.PasidAllocator` whose clock is the environment's
+(``clock=lambda: env.now``), so the allocator reclaims lazily at simulation
+time: a released PASID is FREE again exactly at its ``release_at``
+(SPEC §3.1), with nothing stepping the allocator's clock.
+
+When nothing in a request's range is FREE the request waits, and the pool
+wakes it without polling:
+
+* at ``allocator.next_release_time()``, by one SimPy timeout scheduled for
+  that time while someone waits (replaced when an earlier release time
+  appears; none at all when nothing is QUARANTINED);
+* at once, when a release through the pool makes a PASID FREE: ``put`` with no
+  grace and no device bound, the last ``unbind``, ``remove_device``,
+  ``exit_owner``, ``unreserve``, a device's drain process.
+
+Devices declared with :meth:`PasidPool.add_device` answer a teardown like
+hardware does: the allocator's ``on_teardown`` starts a SimPy *drain process*
+that waits the device's ``ack`` latency, then unbinds the PASID through the
+pool (which wakes waiters). The PASID is reusable at
+``max(release + grace, unbind + drain)``.
+
+Needs simpy (``pip install 'pasid[simpy]'``); ``import pasid`` never imports
+this module or simpy.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Hashable, Iterable
+from typing import Any, Union
+
+try:
+    import simpy
+except ImportError as _exc:  # pragma: no cover - exercised by a test with simpy hidden
+    raise ImportError("pasid.simpy needs simpy: pip install 'pasid[simpy]'") from _exc
+
+from pasid._errors import InvalidPasid, PasidExhausted, QuotaExceeded
+from pasid.pure._args import as_int, as_time
+
+__all__ = ["PasidPool", "PasidRequest"]
+
+# A device's answer to a teardown: a latency, a function of the PASID giving
+# one, or None (the device never answers by itself; the model unbinds).
+Ack = Union[float, Callable[[int], float], None]
+
+# The life of a request
+_QUEUED = "queued"            # waiting, in the pool's queue
+_WITHDRAWN = "withdrawn"      # pending, out of the queue: nobody waits on it any more
+_CANCELLED = "cancelled"      # pending, out of the queue for good: cancel()
+_DONE = "done"                # granted (its value is the PASID) or failed
+
+
+class _Waiters(list):
+    """A request's ``callbacks``: notices when the last waiter stops waiting.
+
+    SimPy removes a process's callback from the event it waits on when the
+    process is interrupted, and a condition (``req | timeout``) removes its
+    own once it has triggered; both go through ``remove``. Waiting again goes
+    through ``append``.
+    """
+
+    __slots__ = ("request",)
+
+    def __init__(self, request: PasidRequest) -> None:
+        super().__init__()
+        self.request = request
+
+    def append(self, callback: Callable[[simpy.Event], None]) -> None:
+        super().append(callback)
+        self.request._waited_on()
+
+    def remove(self, callback: Callable[[simpy.Event], None]) -> None:
+        super().remove(callback)
+        if not self:
+            self.request._abandoned()
+
+
+class PasidRequest(simpy.Event):
+    """The event :meth:`PasidPool.get` returns: its value is the PASID.
+
+    It succeeds when the pool allocates a PASID for it, or fails with
+    :class:`~pasid.QuotaExceeded` when its owner is at its quota when it is
+    tried. Attributes: ``owner``, ``data``, ``min``, ``max`` (the inclusive
+    range asked), ``requested_at`` and ``granted_at`` (simulation times;
+    ``granted_at`` is None until granted).
+
+    A granted request's PASID belongs to the caller even if the caller
+    stopped waiting at the same instant (a renege that lost the race): test
+    ``req.triggered and req.ok`` rather than membership in a condition's value,
+    and ``pool.put(req.value)`` what is not wanted.
+
+    A pending request leaves the pool's queue when it is cancelled
+    (:meth:`cancel`, or leaving a ``with`` block) or when nobody waits on it
+    any more: the process waiting on it was interrupted, or it was part of a
+    condition (``req | env.timeout(patience)``, a renege) that triggered
+    without it. Waiting on it again (``yield req`` after the interrupt) puts
+    it back in its original place; a cancelled request never triggers. A
+    request created and not yet yielded is waiting: it keeps its place.
+    """
+
+    def __init__(self, pool: PasidPool, owner: Hashable | None, data: Any, lo: int, hi: int,
+                 seq: int) -> None:
+        super().__init__(pool.env)
+        self.callbacks = _Waiters(self)
+        self.pool = pool
+        self.owner = owner
+        self.data = data
+        self.min = lo
+        self.max = hi
+        self.requested_at = pool.env.now
+        self.granted_at: float | None = None
+        self._seq = seq
+        self._status = _QUEUED
+
+    def _desc(self) -> str:
+        return f"PasidRequest(owner={self.owner!r}, min={self.min}, max={self.max})"
+
+    @property
+    def waiting(self) -> bool:
+        """True while the request is in the pool's queue."""
+        return self._status is _QUEUED
+
+    def cancel(self) -> None:
+        """Withdraw a pending request for good (it never triggers). O(1).
+
+        A granted request is not undone: its PASID belongs to the caller
+        (``pool.put(req.value)`` gives it back).
+        """
+        if self._status is _QUEUED:
+            self.pool._dequeue(self)
+            self.pool._counts["cancelled"] += 1
+        if self._status is not _DONE:
+            self._status = _CANCELLED
+
+    def __enter__(self) -> PasidRequest:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.cancel()
+
+    # -- called by the callbacks list (_Waiters)
+    def _abandoned(self) -> None:
+        if self._status is _QUEUED:
+            self.pool._dequeue(self)
+            self.pool._counts["withdrawn"] += 1
+            self._status = _WITHDRAWN
+
+    def _waited_on(self) -> None:
+        if self._status is _WITHDRAWN:
+            self._status = _QUEUED
+            self.pool._counts["withdrawn"] -= 1
+            self.pool._enqueue(self)
+            self.pool._serve()
+
+
+def _delay_until(now: float, at: float) -> float:
+    """The smallest delay ``d >= at - now`` with ``now + d >= at`` in floating point.
+
+    SimPy fires a timeout at ``now + delay``; ``now + (at - now)`` can round
+    below ``at``, and the allocator would not yet reclaim then.
+    """
+    delay = max(at - now, 0.0)
+    while now + delay < at:
+        delay = math.nextafter(delay, math.inf)
+    return delay
+
+
+class PasidPool:
+    """PASIDs for SimPy processes: ``p = yield pool.get()``, ``pool.put(p)``.
+
+    Builds ``allocator_class(bits, reserved=..., strategy=..., grace=...,
+    seed=..., clock=lambda: env.now)`` (default :class:`pasid.PasidAllocator`,
+    the compiled backend unless ``PASID_NO_EXTENSION=1``; pass
+    ``pasid.pure.PasidAllocator`` or ``pasid._core.PasidAllocator`` to choose)
+    and exposes it as :attr:`allocator` for queries. Release PASIDs through
+    the pool (:meth:`put`, :meth:`unbind`, :meth:`exit_owner`,
+    :meth:`remove_device`, :meth:`unreserve`) so that waiters are woken; after
+    changing :attr:`allocator` directly (a handle's ``close``, a direct
+    ``put``), call :meth:`wake`. Taking one more reference frees nothing:
+    ``pool.allocator.get(p)`` is fine (``pool.get`` is the SimPy request).
+
+    **Wake-ups.** While someone waits and something is QUARANTINED, one
+    SimPy timeout is pending at the earliest release time; a release that
+    becomes due earlier schedules one for that time (the later one stays
+    scheduled, fires and does nothing, or is reused if that time is the next
+    one waited for). Nothing else is scheduled: no periodic check.
+
+    **Order.** Requests are served first-fit in request order: on every
+    wake-up the pool tries the waiting requests oldest first, and a request is
+    skipped, keeping its place, while nothing in its range is FREE. So a later
+    request whose range can be satisfied is served before an earlier one whose
+    range cannot, but only with a PASID outside the earlier one's range (the
+    earlier one was tried first and found nothing there): no request ever
+    loses a PASID it could have used to a younger one.
+
+    **Quota.** A request whose owner is at its quota when it is tried fails
+    with :class:`~pasid.QuotaExceeded` (raised in the waiting process) rather
+    than waiting: at once in :meth:`get`, or when it is tried on a wake-up.
+
+    **Counters.** The allocator counts in ``stats()["failures"]`` every
+    attempt that found nothing: one for a request that has to wait, and one
+    per wake-up that frees PASIDs only outside its range. A wake-up with
+    nothing FREE tries nobody, and a request whose range lies inside one just
+    found empty is not tried. The pool's own counters are :meth:`stats`.
+
+    Cost: :meth:`get` is the allocator's O(log64 N) when it is served at
+    once; a wake-up is O(W) for W waiting requests plus O(log64 N) per
+    allocator call (at most one failing call per distinct range).
+
+    >>> import simpy
+    >>> from pasid.simpy import PasidPool
+    >>> env = simpy.Environment()
+    >>> pool = PasidPool(env, bits=2, grace=5)      # PASIDs 1..3; 0 is reserved
+    >>> taken = [pool.allocator.alloc() for _ in range(3)]
+    >>> log = []
+    >>> def user(env, pool):
+    ...     p = yield pool.get(owner="proc")      # nothing FREE: waits
+    ...     log.append((env.now, p))
+    >>> def closer(env, pool):
+    ...     yield env.timeout(2)
+    ...     pool.put(taken[0])                    # QUARANTINED until 2 + grace
+    >>> _ = env.process(user(env, pool)); _ = env.process(closer(env, pool))
+    >>> env.run()
+    >>> log
+    [(7.0, 1)]
+    """
+
+    def __init__(self, env: simpy.Environment, bits: int = 20, *,
+                 reserved: Iterable[Any] = (0,), strategy: str = "lowest", grace: float = 0,
+                 seed: int | None = None, allocator_class: type | None = None) -> None:
+        if allocator_class is None:
+            from pasid import PasidAllocator as allocator_class
+        self._env = env
+        self._allocator = allocator_class(bits, reserved=reserved, strategy=strategy,
+                                          grace=grace, seed=seed, clock=lambda: env.now)
+        self._size = 1 << self._allocator.bits
+        self._waiting: dict[PasidRequest, None] = {}     # insertion order = request order
+        self._seq = 0
+        self._acks: dict[Hashable, Ack] = {}
+        self._timer: simpy.Event | None = None
+        self._timer_at = math.inf
+        self._scheduled: dict[float, simpy.Event] = {}   # release time -> timeout not yet fired
+        self._serving = False
+        self._again = False
+        self._new: PasidRequest | None = None
+        self._counts = {"requests": 0, "granted": 0, "waited": 0, "refused": 0,
+                        "cancelled": 0, "withdrawn": 0, "drains": 0, "timers": 0}
+        self._wait_total = 0.0
+        self._wait_max = 0.0
+
+    # ------------------------------------------------------------ properties
+
+    @property
+    def env(self) -> simpy.Environment:
+        """The SimPy environment whose clock the allocator reads."""
+        return self._env
+
+    @property
+    def allocator(self) -> Any:
+        """The wrapped allocator (queries; release through the pool)."""
+        return self._allocator
+
+    @property
+    def get_queue(self) -> list[PasidRequest]:
+        """The waiting requests, oldest first (a copy). O(W)."""
+        return list(self._waiting)
+
+    def __repr__(self) -> str:
+        return (f"<PasidPool bits={self._allocator.bits} strategy={self._allocator.strategy!r} "
+                f"waiting={len(self._waiting)} at {self._env.now}>")
+
+    # ------------------------------------------------------------ requests
+
+    def get(self, owner: Hashable | None = None, *, data: Any = None, min: int | None = None,
+            max: int | None = None) -> PasidRequest:
+        """A PASID in ``[min, max]`` (inclusive; default the whole space) for ``owner``.
+
+        Returns a :class:`PasidRequest` to ``yield``; its value is the PASID
+        (ACTIVE, refcount 1, allocated by the allocator's strategy with
+        ``owner`` and ``data``). It succeeds at once when something in range is
+        FREE and no older request can use it; otherwise it joins the queue (see
+        the class docstring for the order and the wake-ups). It fails with
+        QuotaExceeded if the owner is at its quota when tried. Raises at once
+        InvalidPasid for a bound outside the space or ``min > max``, TypeError
+        for a non-integer bound or an unhashable owner. Cost: O(log64 N) served
+        at once, plus a wake-up pass over the queue when others wait.
+        """
+        lo = 0 if min is None else self._bound(min)
+        hi = self._size - 1 if max is None else self._bound(max)
+        if lo > hi:
+            raise InvalidPasid(f"empty range {lo}..{hi}")
+        if owner is not None:
+            hash(owner)
+        self._seq += 1
+        request = PasidRequest(self, owner, data, lo, hi, self._seq)
+        self._counts["requests"] += 1
+        self._waiting[request] = None
+        self._new = request
+        try:
+            self._serve()
+        finally:
+            self._new = None
+        if request._status is _QUEUED:
+            self._counts["waited"] += 1
+        return request
+
+    def _bound(self, value: Any) -> int:
+        p = as_int(value, "PASID")
+        if not 0 <= p < self._size:
+            raise InvalidPasid(f"PASID {p} out of range 0..{self._size - 1}")
+        return p
+
+    # ------------------------------------------------------------ releases
+
+    def put(self, pasid: int) -> None:
+        """Drop one reference (the allocator's ``put``); wakes waiters if one became FREE.
+
+        Never waits: a plain call, not an event. The last put releases the
+        PASID (DRAINING while a device is bound, then QUARANTINED or FREE);
+        bound devices' drain processes start. StateError unless ACTIVE.
+        Cost: the allocator's O(log64 N), plus a wake-up pass if anyone waits.
+        """
+        try:
+            self._allocator.put(pasid)
+        finally:
+            self._serve()   # a teardown callback may raise after the release stands
+
+    free = put
+
+    def unbind(self, pasid: int, device: Hashable) -> None:
+        """``device`` has drained ``pasid`` (the allocator's ``unbind``); wakes waiters.
+
+        Cost: the allocator's O(log64 N), plus a wake-up pass if anyone waits.
+        """
+        try:
+            self._allocator.unbind(pasid, device)
+        finally:
+            self._serve()
+
+    def exit_owner(self, owner: Hashable) -> list[int]:
+        """Release every ACTIVE PASID of ``owner`` at once (the allocator's ``exit_owner``).
+
+        Returns them ascending; wakes waiters. Cost: O(k log k) for k PASIDs,
+        plus a wake-up pass.
+        """
+        try:
+            return self._allocator.exit_owner(owner)
+        finally:
+            self._serve()
+
+    def unreserve(self, lo: int, hi: int | None = None) -> None:
+        """RESERVED ``lo..hi`` become FREE (the allocator's ``unreserve``); wakes waiters."""
+        try:
+            self._allocator.unreserve(lo, hi)
+        finally:
+            self._serve()
+
+    def wake(self) -> None:
+        """Serve the waiting requests now and re-arm the release timer. O(W).
+
+        Needed only after changing :attr:`allocator` directly (a direct
+        ``put`` or ``unbind`` does not wake anyone).
+        """
+        self._serve()
+
+    # ------------------------------------------------------------ pass-throughs
+
+    def bind(self, pasid: int, device: Hashable, *, data: Any = None) -> None:
+        """Bind an ACTIVE PASID to ``device`` (the allocator's ``bind``). O(1) dict work.
+
+        Declare the device with :meth:`add_device` first, or it has no drain
+        process and the model must unbind it.
+        """
+        self._allocator.bind(pasid, device, data=data)
+
+    def reserve(self, lo: int, hi: int | None = None) -> None:
+        """FREE ``lo..hi`` become RESERVED (the allocator's ``reserve``)."""
+        self._allocator.reserve(lo, hi)
+
+    def set_quota(self, owner: Hashable, n: int | None) -> None:
+        """The allocator's ``set_quota``; requests over it fail (they never wait on it)."""
+        self._allocator.set_quota(owner, n)
+
+    # ------------------------------------------------------------ devices
+
+    def add_device(self, device: Hashable, *, bits: int = 20, drain: float = 0,
+                   ack: Ack = 0) -> int:
+        """Declare ``device`` (or update it); returns its handle (the allocator's).
+
+        ``bits`` and ``drain`` are the allocator's (PASID width; quarantine
+        time after the device unbinds). ``ack`` is how long the device takes
+        to answer a teardown: when a PASID bound to it is released, a drain
+        process waits ``ack`` (a number, or ``ack(pasid)`` called at the
+        teardown, e.g. a random latency) and then unbinds the PASID through
+        the pool, every binding the device holds on it, which wakes waiters.
+        ``ack=None``: no drain process, the device answers only when the model
+        calls :meth:`unbind` (a device that never answers keeps the PASID
+        DRAINING, visibly). A drain process does nothing if the PASID was
+        unbound meanwhile (by the model or :meth:`remove_device`). O(1).
+        """
+        if ack is not None and not callable(ack):
+            ack = as_time(ack, "ack")
+            if ack < 0:
+                raise ValueError(f"ack must be >= 0, got {ack}")
+        handle = self._allocator.add_device(
+            device, bits=bits, drain=drain, on_teardown=lambda p: self._teardown(device, p))
+        self._acks[device] = ack
+        return handle
+
+    def remove_device(self, device: Hashable) -> None:
+        """Hot-unplug (the allocator's ``remove_device``): its bindings drop; wakes waiters."""
+        try:
+            self._allocator.remove_device(device)
+            self._acks.pop(device, None)
+        finally:
+            self._serve()
+
+    def _teardown(self, device: Hashable, pasid: int) -> None:
+        """``on_teardown`` of a pool device: start its drain process (SPEC §3.2: runs
+        after the release is complete, may call back into the allocator)."""
+        ack = self._acks.get(device)
+        if ack is None:
+            return
+        latency = as_time(ack(pasid), "ack(pasid)") if callable(ack) else ack
+        if latency < 0:
+            raise ValueError(f"ack({pasid}) for device {device!r} gave {latency} < 0")
+        generation = self._allocator.generation(pasid)
+        self._counts["drains"] += 1
+        self._env.process(self._drain(device, pasid, generation, latency))
+
+    def _drain(self, device: Hashable, pasid: int, generation: int, latency: float):
+        """The drain process: after ``latency``, unbind ``pasid`` from ``device``
+        if it is still the same life and still bound there."""
+        yield self._env.timeout(latency)
+        allocator = self._allocator
+        if allocator.generation(pasid) != generation:
+            return
+        try:
+            while device in allocator.devices(pasid):
+                allocator.unbind(pasid, device)
+        finally:
+            self._serve()
+
+    # ------------------------------------------------------------ serving
+
+    def _enqueue(self, request: PasidRequest) -> None:
+        """Put a withdrawn request back in its original place. O(W log W), rare."""
+        waiting = self._waiting
+        if waiting and request._seq < next(reversed(waiting))._seq:
+            self._waiting = dict.fromkeys(sorted([*waiting, request], key=lambda r: r._seq))
+        else:
+            waiting[request] = None
+
+    def _dequeue(self, request: PasidRequest) -> None:
+        del self._waiting[request]
+
+    def _serve(self) -> None:
+        """Try the waiting requests (one pass, repeated if re-entered), then re-arm the timer."""
+        if self._serving:
+            self._again = True
+            return
+        self._serving = True
+        try:
+            while True:
+                self._again = False
+                self._pass()
+                if not self._again:
+                    break
+        finally:
+            self._serving = False
+        self._arm()
+
+    def _pass(self) -> None:
+        """First-fit in request order (see the class docstring)."""
+        if not self._waiting:
+            return
+        allocator = self._allocator
+        free = allocator.stats()["free"]
+        new = self._new
+        if not free and (new is None or new._status is not _QUEUED):
+            return
+        alloc = allocator.alloc
+        empty: list[tuple[int, int]] = []     # ranges found with nothing FREE in this pass
+        for request in list(self._waiting):
+            lo, hi = request.min, request.max
+            if request is not new:
+                if not free:
+                    continue
+                if any(elo <= lo and hi <= ehi for elo, ehi in empty):
+                    continue
+            try:
+                pasid = alloc(request.owner, data=request.data, min=lo, max=hi)
+            except QuotaExceeded as exc:
+                self._dequeue(request)
+                request._status = _DONE
+                self._counts["refused"] += 1
+                request.fail(exc)
+                continue
+            except PasidExhausted:
+                empty.append((lo, hi))
+                continue
+            self._dequeue(request)
+            request._status = _DONE
+            now = self._env.now
+            request.granted_at = now
+            wait = now - request.requested_at
+            self._counts["granted"] += 1
+            self._wait_total += wait
+            if wait > self._wait_max:
+                self._wait_max = wait
+            request.succeed(pasid)
+            free -= 1
+
+    def _arm(self) -> None:
+        """One timeout at the earliest release time while anyone waits; none otherwise."""
+        if not self._waiting:
+            return
+        at = self._allocator.next_release_time()
+        if at is None or at >= self._timer_at:
+            return          # nothing to wait for, or the current timer fires first
+        timer = self._scheduled.get(at)     # one replaced earlier, still to fire: reuse it
+        if timer is None:
+            timer = self._scheduled[at] = self._env.timeout(_delay_until(self._env.now, at))
+            timer.callbacks.append(lambda event, at=at: self._on_timer(event, at))
+            self._counts["timers"] += 1
+        self._timer, self._timer_at = timer, at
+
+    def _on_timer(self, event: simpy.Event, at: float) -> None:
+        del self._scheduled[at]
+        if event is not self._timer:
+            return          # replaced by an earlier one
+        self._timer, self._timer_at = None, math.inf
+        self._serve()
+
+    # ------------------------------------------------------------ counters
+
+    def stats(self) -> dict[str, float]:
+        """The pool's counters since construction. O(1).
+
+        ``requests`` (gets made), ``granted``, ``waited`` (requests not
+        served inside their ``get`` call), ``refused`` (failed: quota),
+        ``cancelled`` (by :meth:`PasidRequest.cancel`), ``withdrawn`` (out of
+        the queue because nobody waits on them now), ``waiting`` (in the queue
+        now), ``drains`` (drain processes started), ``timers`` (release
+        timeouts scheduled), ``wait_total`` and ``wait_max`` (simulation time
+        from request to grant, over granted requests).
+        """
+        return {**self._counts, "waiting": len(self._waiting),
+                "wait_total": self._wait_total, "wait_max": self._wait_max}

@@ -1,0 +1,245 @@
+"""The examples run and agree with the library.
+
+* ``examples/cython_sim``: built once per module in a temporary directory
+  (``build.py`` in a subprocess: Cython and a C compiler), then its loops over
+  the C-level API are checked against the same calls through the Python
+  methods: the same PASIDs, identical ``to_bytes()`` (counters included).
+  Skipped under ``PASID_NO_EXTENSION=1`` (no compiled core to build against).
+* ``examples/simpy_iommu.py`` and ``examples/strategy_comparison.py``: run as
+  scripts with ``--quick``, and the model in-process on each backend (the same
+  seed gives the same summary on both).
+"""
+
+import importlib
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from backends import BACKEND_NAMES, NO_EXTENSION, load_backend
+
+from pasid import InvalidPasid, PasidExhausted, State, StateError
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+CYTHON_SIM = EXAMPLES / "cython_sim"
+
+
+def run_script(*args, timeout=300):
+    proc = subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT)
+    assert proc.returncode == 0, f"{args}: exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
+# ---------------------------------------------------------------- the Cython example
+
+needs_core = pytest.mark.skipif(
+    NO_EXTENSION, reason="PASID_NO_EXTENSION=1: the Cython example builds against the compiled core")
+
+
+def load_file(name, path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def build_dir(tmp_path_factory):
+    if NO_EXTENSION:
+        pytest.skip("PASID_NO_EXTENSION=1: the Cython example builds against the compiled core")
+    pytest.importorskip("Cython", reason="building the Cython example needs Cython")
+    pytest.importorskip("setuptools", reason="building the Cython example needs setuptools")
+    directory = tmp_path_factory.mktemp("cython_sim")
+    import pasid     # build against the pasid this process imports, wherever it lives
+
+    run_script(CYTHON_SIM / "build.py", "--build-dir", directory, "--include",
+               Path(pasid.__file__).resolve().parent.parent)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def churn(build_dir):
+    helper = load_file("pasid_example_build", CYTHON_SIM / "build.py")
+    return helper.load(build_dir)
+
+
+BITS = 20
+N = 1 << BITS
+
+
+def half_state(seed=5):
+    """A 20-bit compiled allocator, no reserved ID, a random half allocated: its snapshot."""
+    from pasid._core import PasidAllocator
+
+    a = PasidAllocator(BITS, reserved=(), seed=seed)
+    a.alloc_many(N)
+    a.free_many(np.sort(np.random.default_rng(seed).permutation(N)[: N // 2]))
+    return a.to_bytes()
+
+
+def churn_victims(a, pairs, seed=6):
+    """Victims drawn from the IDs allocated at each moment, played through the
+    Python methods on ``a`` (the reference run): (victims, last PASID)."""
+    rng = np.random.default_rng(seed)
+    allocated = np.flatnonzero(a.states(np.arange(N)) == State.ACTIVE).tolist()
+    victims = []
+    for j in rng.integers(0, len(allocated), size=pairs).tolist():
+        v = allocated[j]
+        a.free(v)
+        p = a.alloc()
+        allocated[j] = p
+        victims.append(v)
+    return np.array(victims, dtype=np.int64), p
+
+
+@needs_core
+def test_churn_is_the_python_calls(churn):
+    from pasid._core import PasidAllocator
+
+    snapshot = half_state()
+    by_python = PasidAllocator.from_bytes(snapshot)
+    victims, last = churn_victims(by_python, 3000)
+    by_c = PasidAllocator.from_bytes(snapshot)
+    assert churn.churn(by_c, victims) == last
+    assert by_c.to_bytes() == by_python.to_bytes()
+    stats = by_c.stats()
+    assert stats == by_python.stats()
+    assert stats["allocations"] == N + 3000 and stats["releases"] == N // 2 + 3000
+    assert churn.counts(by_c) == tuple(stats[k] for k in
+                                       ("free", "reserved", "active", "draining", "quarantined"))
+    by_c._check()
+
+
+@needs_core
+@pytest.mark.parametrize("reserved", [(), (0,)])
+def test_lifecycle_is_the_python_calls(churn, reserved):
+    from pasid._core import PasidAllocator
+
+    def allocator():
+        a = PasidAllocator(BITS, reserved=reserved, grace=1, seed=0)
+        return a, a.add_device("dev0", drain=0.5), a.add_device("dev1", drain=0.5)
+
+    by_c, d0, d1 = allocator()
+    assert churn.lifecycle(by_c, d0, d1, 500) == (len(reserved), 500, 0)
+    by_python, _, _ = allocator()
+    for _ in range(500):
+        p = by_python.alloc()
+        by_python.bind(p, "dev0")
+        by_python.bind(p, "dev1")
+        by_python.free(p)
+        by_python.unbind(p, "dev0")
+        by_python.unbind(p, "dev1")
+        by_python.advance(by=1)
+    assert by_c.to_bytes() == by_python.to_bytes()
+    stats = by_c.stats()
+    assert stats == by_python.stats()
+    assert stats["allocations"] == stats["releases"] == stats["reclaimed"] == 500
+    assert by_c.now == 500 and by_c.generation(len(reserved)) == 500
+
+
+@needs_core
+def test_lifecycle_with_a_hold_beyond_one_tick(churn):
+    # drain 2 > the advance of 1: each cycle's PASID is still QUARANTINED after
+    # its advance, so the next cycle takes another ID
+    from pasid._core import PasidAllocator
+
+    a = PasidAllocator(8, grace=1)
+    d0, d1 = a.add_device("gpu", drain=2), a.add_device("nic", drain=0)
+    last, reclaimed, left_active = churn.lifecycle(a, d0, d1, 10)
+    assert (last, left_active) == (2, 0)
+    assert reclaimed == 9 and a.stats()["quarantined"] == 1
+
+
+@needs_core
+def test_nothing_free_is_a_counted_failure(churn):
+    from pasid._core import PasidAllocator
+
+    def full():
+        a = PasidAllocator(4, reserved=(), grace=10, seed=0)
+        a.alloc_many(16)
+        return a
+
+    by_c, by_python = full(), full()
+    with pytest.raises(PasidExhausted, match="after freeing 3"):
+        churn.churn(by_c, np.array([3], dtype=np.int64))    # 3 goes QUARANTINED: -1
+    by_python.free(3)
+    assert by_python.try_alloc() is None
+    assert by_c.to_bytes() == by_python.to_bytes() and by_c.stats()["failures"] == 1
+
+
+@needs_core
+def test_misuse_raises_the_python_methods_errors(churn):
+    from pasid._core import PasidAllocator
+
+    a = PasidAllocator(8)
+    before = a.to_bytes()
+    with pytest.raises(StateError, match="free of PASID 5"):
+        churn.churn(a, np.array([5], dtype=np.int64))
+    with pytest.raises(InvalidPasid):
+        churn.churn(a, np.array([256], dtype=np.int64))
+    assert a.to_bytes() == before
+    assert churn.churn(a, np.array([], dtype=np.int64)) == -1
+    # a PASID allocated in C is an ordinary PASID
+    p = a.alloc()
+    assert churn.churn(a, np.array([p], dtype=np.int64)) == p
+    a.free(p)
+    assert a.state(p) is State.FREE and a.generation(p) == 2
+
+
+@needs_core
+def test_run_script(build_dir):
+    out = run_script(CYTHON_SIM / "run.py", "--build-dir", build_dir, "--pairs", 500,
+                     "--cycles", 100, "--repeat", 1)
+    assert "W1 churn" in out and "W6 lifecycle" in out
+
+
+def test_build_finds_the_installed_pxd():
+    import pasid
+
+    helper = load_file("pasid_example_build", CYTHON_SIM / "build.py")
+    assert helper.pasid_include_dir() == str(Path(pasid.__file__).resolve().parent.parent)
+
+
+# ---------------------------------------------------------------- the SimPy examples
+
+
+@pytest.fixture
+def model(monkeypatch):
+    pytest.importorskip("simpy", reason="the SimPy examples need simpy (pip install 'pasid[simpy]')")
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    return importlib.import_module("simpy_iommu")
+
+
+def test_simpy_iommu_script(model):
+    out = run_script(EXAMPLES / "simpy_iommu.py", "--quick", "--strategy", "fifo")
+    assert out.startswith(f"IOMMU model: {model.QUICK.processes} processes, strategy fifo")
+    assert "at the end ACTIVE 0, DRAINING 0," in out
+
+
+def test_strategy_comparison_script(model):
+    out = run_script(EXAMPLES / "strategy_comparison.py", "--quick", "--seed", 3)
+    lines = out.splitlines()
+    assert lines[1].split()[:3] == ["strategy", "served", "waited"]
+    assert [line.split()[0] for line in lines[2:]] == ["lowest", "cyclic", "fifo", "random"]
+
+
+def test_the_model_is_the_same_on_both_backends(model):
+    params = model.Params(processes=200, bits=7)     # 127 PASIDs: some processes wait
+    runs = {}
+    for name in BACKEND_NAMES:
+        allocator_class = load_backend(name).PasidAllocator
+        runs[name] = [model.run(strategy, 11, params, allocator_class)
+                      for strategy in ("lowest", "cyclic", "fifo", "random")]
+    first = runs[BACKEND_NAMES[0]]
+    for name in BACKEND_NAMES[1:]:
+        assert runs[name] == first
+    for summary in first:
+        assert summary["served"] + summary["gave_up"] == params.processes
+        assert summary["end_states"][:2] == (0, 0)      # nothing ACTIVE or DRAINING left
+        assert summary["min_reuse"] >= params.grace
+        assert summary["waited"] > 0                    # the model does make processes wait

@@ -1,0 +1,559 @@
+"""pasid.simpy: PasidPool, PASIDs as a SimPy resource, on both backends.
+
+Every behavioural test takes ``backend`` and builds the pool's allocator from
+``backend.PasidAllocator``. Times are asserted exactly: a waiting request
+wakes at the allocator's release time, not a tick later, and nothing polls
+(the tests count the timeouts the environment schedules).
+"""
+
+import doctest
+import os
+import subprocess
+import sys
+
+import pytest
+
+simpy = pytest.importorskip("simpy", reason="pasid.simpy needs simpy (pip install 'pasid[simpy]')")
+
+import pasid  # noqa: E402
+from pasid import InvalidPasid, QuotaExceeded, State, StateError  # noqa: E402
+from pasid.simpy import PasidPool, PasidRequest  # noqa: E402
+
+
+class CountingEnvironment(simpy.Environment):
+    """An environment that records every timeout scheduled: (fires at, delay)."""
+
+    def __init__(self):
+        super().__init__()
+        self.timeouts = []
+
+    def schedule(self, event, priority=simpy.events.NORMAL, delay=0):
+        if isinstance(event, simpy.events.Timeout):
+            self.timeouts.append((self.now + delay, delay))
+        super().schedule(event, priority, delay)
+
+
+def make_pool(backend, env=None, bits=3, **kwargs):
+    env = CountingEnvironment() if env is None else env
+    return env, PasidPool(env, bits, allocator_class=backend.PasidAllocator, **kwargs)
+
+
+def fill(pool):
+    """Allocate every FREE PASID directly; the list, ascending."""
+    a = pool.allocator
+    return [a.alloc() for _ in range(a.stats()["free"])]
+
+
+def getter(env, pool, log, name, delay=0, **kwargs):
+    """A process: after ``delay``, get a PASID and log (name, time, pasid)."""
+    if delay:
+        yield env.timeout(delay)
+    p = yield pool.get(**kwargs)
+    log.append((name, env.now, p))
+
+
+def at(env, delay, action):
+    """A process: after ``delay``, call ``action()``."""
+    def proc():
+        yield env.timeout(delay)
+        action()
+    return env.process(proc())
+
+
+# ---------------------------------------------------------------- basics
+
+
+def test_get_at_once_and_the_allocator(backend):
+    env, pool = make_pool(backend, seed=1)
+    assert isinstance(pool.allocator, backend.PasidAllocator)
+    log = []
+    env.process(getter(env, pool, log, "a", owner="proc", data={"asid": 3}))
+    env.run()
+    assert log == [("a", 0, 1)]
+    a = pool.allocator
+    assert a.state(1) is State.ACTIVE and a.owner(1) == "proc" and a.data(1) == {"asid": 3}
+    stats = pool.stats()
+    assert (stats["requests"], stats["granted"], stats["waited"], stats["timers"]) == (1, 1, 0, 0)
+    assert a.stats()["failures"] == 0
+    assert env.timeouts == []
+
+
+def test_default_allocator_class_is_pasids():
+    env = simpy.Environment()
+    pool = PasidPool(env, 4)
+    assert type(pool.allocator) is pasid.PasidAllocator
+    assert pool.allocator.now == env.now == 0
+    assert "PasidPool" in repr(pool)
+
+
+def test_range_and_argument_errors(backend):
+    env, pool = make_pool(backend)
+    with pytest.raises(InvalidPasid):
+        pool.get(min=5, max=2)
+    with pytest.raises(InvalidPasid):
+        pool.get(max=8)
+    with pytest.raises(TypeError):
+        pool.get(min=True)
+    with pytest.raises(TypeError):
+        pool.get(owner=["unhashable"])
+    with pytest.raises(ValueError):
+        pool.add_device("gpu", ack=-1)
+    with pytest.raises(TypeError):
+        pool.add_device("gpu", ack="soon")
+    assert pool.get_queue == [] and pool.stats()["requests"] == 0
+    r = pool.get(min=6, max=6)
+    env.run()
+    assert r.value == 6
+
+
+def test_put_of_a_released_pasid_raises_and_changes_nothing(backend):
+    env, pool = make_pool(backend, grace=5)
+    p = pool.allocator.alloc()
+    pool.put(p)
+    before = pool.allocator.to_bytes()
+    with pytest.raises(StateError):
+        pool.put(p)
+    assert pool.allocator.to_bytes() == before
+
+
+# ---------------------------------------------------------------- waking
+
+
+def test_waiting_get_wakes_exactly_at_the_release_time(backend):
+    # awkward floats: 0.2 + 0.1 is not 0.3, and now + (release_at - now) may round below
+    env, pool = make_pool(backend, grace=0.1)
+    held = fill(pool)
+    log = []
+    at(env, 0.2, lambda: pool.put(held[3]))
+    env.process(getter(env, pool, log, "w", delay=0.25))
+    env.run(until=0.26)
+    release_at = pool.allocator.next_release_time()
+    assert release_at == 0.2 + 0.1 and pool.allocator.state(held[3]) is State.QUARANTINED
+    assert [r.owner for r in pool.get_queue] == [None]
+    env.run()
+    assert log == [("w", release_at, held[3])]
+    assert pool.stats()["timers"] == 1 and pool.stats()["waited"] == 1
+    assert pool.stats()["wait_max"] == pytest.approx(release_at - 0.25)
+    # the model's three timeouts and the pool's one, at the release time itself
+    assert [t for t, _ in env.timeouts] == [0.2, 0.25, release_at]
+
+
+def test_put_that_frees_wakes_the_first_waiter_at_once(backend):
+    env, pool = make_pool(backend)
+    held = fill(pool)
+    log = []
+    env.process(getter(env, pool, log, "first", delay=1))
+    env.process(getter(env, pool, log, "second", delay=2))
+    at(env, 3, lambda: pool.put(held[4]))
+    env.run()
+    assert log == [("first", 3, held[4])]
+    assert [r.requested_at for r in pool.get_queue] == [2]
+    assert pool.stats()["timers"] == 0      # nothing was ever QUARANTINED
+    pool.put(held[0])
+    env.run()
+    assert log[1] == ("second", 3, held[0])
+
+
+def test_waiters_are_served_in_request_order(backend):
+    env, pool = make_pool(backend)
+    held = fill(pool)
+    log = []
+    for i, name in enumerate("abcd"):
+        env.process(getter(env, pool, log, name, delay=i + 1))
+    for k, p in enumerate([held[5], held[2], held[6], held[0]]):
+        at(env, 10 + k, lambda p=p: pool.put(p))
+    env.run()
+    assert log == [("a", 10, held[5]), ("b", 11, held[2]), ("c", 12, held[6]),
+                   ("d", 13, held[0])]
+
+
+def test_first_fit_a_later_request_takes_only_what_the_head_cannot_use(backend):
+    env, pool = make_pool(backend)
+    fill(pool)                     # 1..7 ACTIVE
+    log = []
+    env.process(getter(env, pool, log, "narrow", delay=1, min=1, max=2))   # the head
+    env.process(getter(env, pool, log, "wide", delay=2))
+    env.process(getter(env, pool, log, "wide2", delay=3))
+    at(env, 5, lambda: pool.put(6))          # outside the head's range: the next one gets it
+    at(env, 6, lambda: pool.put(2))          # both could use it: the head gets it
+    at(env, 7, lambda: pool.put(1))
+    env.run()
+    assert log == [("wide", 5, 6), ("narrow", 6, 2), ("wide2", 7, 1)]
+    # one refused attempt per request that waited, one for the head at t=5
+    assert pool.allocator.stats()["failures"] == 4
+
+
+def test_a_wakeup_skips_ranges_already_found_empty(backend):
+    env, pool = make_pool(backend)
+    fill(pool)
+    requests = [pool.get(min=1, max=3) for _ in range(5)]
+    assert pool.allocator.stats()["failures"] == 5     # each refused once, when made
+    pool.put(7)                                        # FREE, but in nobody's range
+    assert pool.allocator.stats()["failures"] == 6     # the head tried, the others skipped
+    assert all(r.waiting for r in requests)
+    pool.put(3)                                        # the head gets it; the next is tried
+    assert requests[0].triggered and requests[0].value == 3
+    assert pool.allocator.stats()["failures"] == 7     # (7 is still FREE), the rest skipped
+    assert [r.waiting for r in requests] == [False, True, True, True, True]
+
+
+def test_timer_is_replaced_by_an_earlier_release(backend):
+    env, pool = make_pool(backend, grace=5)
+    pool.add_device("slow", drain=30)
+    held = fill(pool)
+    pool.bind(held[0], "slow")
+    log = []
+    pool.put(held[0])                       # DRAINING, the device answers at once: held to 30
+    env.process(getter(env, pool, log, "a"))
+    env.process(getter(env, pool, log, "b"))
+    at(env, 1, lambda: pool.put(held[1]))   # no device: FREE at 1 + 5 = 6, before 30
+    env.run()
+    assert log == [("a", 6, held[1]), ("b", 30, held[0])]
+    assert pool.stats()["timers"] == 2      # 30, then 6 (the first one fires unused)
+
+
+def test_nothing_polls(backend):
+    env, pool = make_pool(backend, grace=10)
+    held = fill(pool)
+    log = []
+    env.process(getter(env, pool, log, "w"))
+    env.run(until=1000)
+    # nothing QUARANTINED: the waiting request scheduled no timeout at all
+    assert env.timeouts == [] and pool.stats()["timers"] == 0 and log == []
+    pool.put(held[0])                       # QUARANTINED until 1010
+    assert env.timeouts == [(1010, 10)]
+    env.run()
+    assert log == [("w", 1010, held[0])] and env.now == 1010
+    assert len(env.timeouts) == 1
+
+
+def test_no_timer_without_waiters(backend):
+    env, pool = make_pool(backend, grace=10)
+    p = pool.allocator.alloc()
+    pool.put(p)                             # QUARANTINED until 10, nobody waits
+    assert env.timeouts == []
+    r = pool.get()                          # something else is FREE: served at once
+    assert r.triggered and env.timeouts == []
+
+
+# ---------------------------------------------------------------- devices
+
+
+@pytest.mark.parametrize(
+    ("grace", "ack", "drain"),
+    [(5, 3, 4),          # unbind at 1+3, reusable at max(1+5, 4+4) = 8
+     (5, 1, 1),          # unbind at 2, reusable at max(6, 3) = 6
+     (0, 2, 0),          # unbind at 3, reusable at once: the unbind wakes the waiter
+     (0.1, 0.2, 0.3)],   # floats
+)
+def test_drain_process_unbinds_after_its_ack(backend, grace, ack, drain):
+    env, pool = make_pool(backend, grace=grace)
+    assert pool.add_device("gpu", drain=drain, ack=ack) == 0
+    held = fill(pool)
+    p = held[0]
+    pool.bind(p, "gpu")
+    pool.bind(p, "gpu")                     # counted per pair: the drain unbinds both
+    log = []
+    at(env, 1, lambda: pool.put(p))
+    env.process(getter(env, pool, log, "w", delay=1))
+    env.run(until=1 + ack / 2)
+    assert pool.allocator.state(p) is State.DRAINING and pool.allocator.pending("gpu") == [p]
+    env.run()
+    unbound = 1 + ack
+    assert log == [("w", max(1 + grace, unbound + drain), p)]
+    assert pool.stats()["drains"] == 1 and pool.allocator.devices(p) == []
+    assert pool.allocator.generation(p) == 2
+
+
+def test_two_devices_the_later_answer_and_the_longer_drain_win(backend):
+    env, pool = make_pool(backend, grace=1)
+    pool.add_device("gpu", drain=2, ack=lambda pasid: 3)   # unbinds at 3, holds to 5
+    pool.add_device("nic", drain=6, ack=1)                 # unbinds at 1, holds to 7
+    held = fill(pool)
+    pool.bind(held[2], "gpu")
+    pool.bind(held[2], "nic")
+    log = []
+    env.process(getter(env, pool, log, "w"))
+    pool.put(held[2])
+    env.run(until=2)
+    assert pool.allocator.devices(held[2]) == ["gpu"]
+    env.run()
+    assert log == [("w", 7, held[2])] and pool.stats()["drains"] == 2
+
+
+def test_a_device_that_never_answers_keeps_the_pasid(backend):
+    env, pool = make_pool(backend)
+    pool.add_device("hung", ack=None)
+    held = fill(pool)
+    pool.bind(held[0], "hung")
+    log = []
+    env.process(getter(env, pool, log, "w"))
+    pool.put(held[0])
+    env.run(until=100)
+    assert log == [] and pool.allocator.state(held[0]) is State.DRAINING
+    assert env.timeouts == [] and pool.stats()["drains"] == 0
+    at(env, 5, lambda: pool.unbind(held[0], "hung"))      # the model answers for it
+    env.run()
+    assert log == [("w", 105, held[0])]
+
+
+def test_a_drain_after_the_model_unbound_does_nothing(backend):
+    env, pool = make_pool(backend)
+    pool.add_device("gpu", ack=5)
+    held = fill(pool)
+    pool.bind(held[0], "gpu")
+    log = []
+    pool.put(held[0])
+    pool.unbind(held[0], "gpu")             # the model answered first: FREE
+    env.process(getter(env, pool, log, "w"))
+    p = pool.allocator.alloc()              # reuse it before the drain fires
+    assert p == held[0]
+    pool.bind(p, "gpu")                     # a new life, bound again
+    env.run()
+    assert pool.allocator.devices(p) == ["gpu"] and pool.allocator.state(p) is State.ACTIVE
+    assert log == []
+
+
+def test_remove_device_wakes_and_cancels_its_drains(backend):
+    env, pool = make_pool(backend)
+    pool.add_device("gpu", ack=50)
+    held = fill(pool)
+    pool.bind(held[1], "gpu")
+    log = []
+    env.process(getter(env, pool, log, "w"))
+    pool.put(held[1])
+    at(env, 4, lambda: pool.remove_device("gpu"))
+    env.run()
+    assert log == [("w", 4, held[1])]
+    assert pool.allocator.state(held[1]) is State.ACTIVE
+
+
+def test_exit_owner_and_unreserve_wake(backend):
+    env, pool = make_pool(backend, reserved=[(0, 1)])
+    a = pool.allocator
+    for _ in range(6):
+        a.alloc(owner="vm")
+    log = []
+    env.process(getter(env, pool, log, "x"))
+    env.process(getter(env, pool, log, "y"))
+    env.process(getter(env, pool, log, "z"))
+    at(env, 2, lambda: pool.exit_owner("vm"))
+    at(env, 1, lambda: pool.unreserve(1))
+    env.run()
+    assert log == [("x", 1, 1), ("y", 2, 2), ("z", 2, 3)]
+
+
+def test_teardown_callbacks_run_after_the_release_and_call_back_in(backend):
+    # the drain process starts from on_teardown, which reads the allocator
+    # (generation) while the release is complete; with ack 0 it unbinds at once
+    env, pool = make_pool(backend)
+    pool.add_device("gpu", ack=0)
+    pool.add_device("nic", ack=0)
+    a = pool.allocator
+    ps = [a.alloc(owner="proc") for _ in range(3)]
+    for p in ps:
+        pool.bind(p, "gpu")
+        pool.bind(p, "nic")
+    assert pool.exit_owner("proc") == ps
+    assert all(a.state(p) is State.DRAINING for p in ps)
+    env.run()
+    assert all(a.state(p) is State.FREE for p in ps) and pool.stats()["drains"] == 6
+
+
+# ---------------------------------------------------------------- cancelling
+
+
+def test_cancel_removes_a_waiting_request(backend):
+    env, pool = make_pool(backend)
+    held = fill(pool)
+    first, second = pool.get(), pool.get()
+    first.cancel()
+    assert pool.get_queue == [second] and not first.waiting
+    pool.put(held[0])
+    assert second.value == held[0] and not first.triggered
+    first.cancel()                          # idempotent
+    second.cancel()                         # granted: nothing undone
+    assert pool.allocator.state(held[0]) is State.ACTIVE
+    assert pool.stats()["cancelled"] == 1
+
+
+def test_with_block_cancels_on_interrupt(backend):
+    env, pool = make_pool(backend)
+    held = fill(pool)
+    log = []
+
+    def patient():
+        try:
+            with pool.get() as request:
+                p = yield request
+            log.append(("patient", env.now, p))
+        except simpy.Interrupt:
+            log.append(("interrupted", env.now, None))
+
+    proc = env.process(patient())
+    env.process(getter(env, pool, log, "next", delay=1))
+    at(env, 2, lambda: proc.interrupt())
+    at(env, 3, lambda: pool.put(held[0]))
+    env.run()
+    assert log == [("interrupted", 2, None), ("next", 3, held[0])]
+    assert pool.get_queue == []
+
+
+def test_an_interrupted_waiter_leaves_the_queue_without_a_cancel(backend):
+    env, pool = make_pool(backend)
+    held = fill(pool)
+    log = []
+
+    def careless():
+        try:
+            p = yield pool.get()
+            log.append(("careless", env.now, p))
+        except simpy.Interrupt:
+            log.append(("interrupted", env.now, None))
+
+    proc = env.process(careless())
+    env.process(getter(env, pool, log, "next", delay=1))
+    at(env, 2, lambda: proc.interrupt())
+    at(env, 3, lambda: pool.put(held[0]))
+    env.run()
+    assert log == [("interrupted", 2, None), ("next", 3, held[0])]
+    assert pool.stats()["withdrawn"] == 1 and pool.allocator.stats()["active"] == len(held)
+
+
+def test_renege_with_a_condition(backend):
+    env, pool = make_pool(backend)
+    held = fill(pool)
+    log = []
+
+    def impatient():
+        request = pool.get()
+        result = yield request | env.timeout(4)
+        log.append(("impatient", env.now, result[request] if request in result else None))
+
+    env.process(impatient())
+    env.process(getter(env, pool, log, "next", delay=1))
+    at(env, 6, lambda: pool.put(held[0]))
+    env.run()
+    assert log == [("impatient", 4, None), ("next", 6, held[0])]
+
+
+def test_waiting_again_after_an_interrupt_keeps_the_place(backend):
+    env, pool = make_pool(backend)
+    held = fill(pool)
+    log = []
+
+    def stubborn():
+        request = pool.get()
+        while True:
+            try:
+                p = yield request
+                break
+            except simpy.Interrupt:
+                log.append(("interrupted", env.now, None))
+        log.append(("stubborn", env.now, p))
+
+    proc = env.process(stubborn())
+    env.process(getter(env, pool, log, "later", delay=1))
+    at(env, 2, lambda: proc.interrupt())
+    at(env, 3, lambda: pool.put(held[0]))
+    at(env, 4, lambda: pool.put(held[1]))
+    env.run()
+    assert log == [("interrupted", 2, None), ("stubborn", 3, held[0]), ("later", 4, held[1])]
+    assert pool.stats()["withdrawn"] == 0
+
+
+def test_a_request_not_yet_yielded_keeps_its_place(backend):
+    env, pool = make_pool(backend)
+    held = fill(pool)
+    request = pool.get()                    # made now, yielded later
+    log = []
+
+    def late():
+        yield env.timeout(5)
+        p = yield request
+        log.append(("late", env.now, p))
+
+    env.process(late())
+    env.process(getter(env, pool, log, "other", delay=1))
+    at(env, 2, lambda: pool.put(held[0]))
+    env.run()
+    assert log == [("late", 5, held[0])]
+    assert isinstance(request, PasidRequest) and request.granted_at == 2
+
+
+# ---------------------------------------------------------------- quota
+
+
+def test_quota_fails_the_request_at_once(backend):
+    env, pool = make_pool(backend)
+    pool.set_quota("vm", 1)
+    log = []
+
+    def proc():
+        p = yield pool.get(owner="vm")
+        log.append(("first", env.now, p))
+        try:
+            yield pool.get(owner="vm")
+        except QuotaExceeded as exc:
+            log.append(("refused", env.now, type(exc).__name__))
+
+    env.process(proc())
+    env.run()
+    assert log == [("first", 0, 1), ("refused", 0, "QuotaExceeded")]
+    assert pool.stats()["refused"] == 1 and pool.get_queue == []
+
+
+def test_quota_reached_while_waiting_fails_when_tried(backend):
+    env, pool = make_pool(backend)
+    held = fill(pool)
+    pool.set_quota("vm", 1)
+    log = []
+
+    def proc(name):
+        try:
+            p = yield pool.get(owner="vm")
+            log.append((name, env.now, p))
+        except QuotaExceeded:
+            log.append((name, env.now, "quota"))
+
+    env.process(proc("a"))
+    env.process(proc("b"))
+    env.process(getter(env, pool, log, "c", delay=1))
+    at(env, 2, lambda: pool.put(held[0]))   # a gets it: vm is at its quota
+    at(env, 3, lambda: pool.put(held[1]))   # b is tried: refused; c, behind it, is served
+    env.run()
+    assert log == [("a", 2, held[0]), ("b", 3, "quota"), ("c", 3, held[1])]
+
+
+# ---------------------------------------------------------------- the module
+
+
+def test_doctests():
+    import pasid.simpy as module
+
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0 and result.attempted > 0
+
+
+def run_python(code):
+    env = {**os.environ, "PYTHONWARNINGS": "error"}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, timeout=60)
+
+
+def test_import_pasid_does_not_import_simpy():
+    proc = run_python("import sys, pasid; assert 'simpy' not in sys.modules, sys.modules.keys()")
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_missing_simpy_gives_one_clear_error():
+    proc = run_python(
+        "import sys\n"
+        "sys.modules['simpy'] = None\n"
+        "try:\n"
+        "    import pasid.simpy\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "pasid.simpy needs simpy: pip install 'pasid[simpy]'"
