@@ -462,3 +462,41 @@ cdef int64_t space_select(Space* space, int64_t rank) noexcept nogil:
         word &= word - 1
         rank -= 1
     return base + (j << 6) + ctz64(word)
+
+
+# ---------------------------------------------------------------- invariants
+
+cdef tuple _check_node(Node* node, int height):
+    """(taken IDs, nodes) under ``node``, raising AssertionError on any disagreement."""
+    cdef int i
+    cdef uint64_t free_mask = 0, used_mask = 0
+    cdef int64_t span = (<int64_t>1) << (LEAF_SHIFT + 6 * height)
+    cdef int64_t used = 0, nodes = 1, child_used, child_nodes, child_span
+    cdef Node* child
+    if height == 0:
+        for i in range(64):
+            if node.slot[i]:
+                free_mask |= (<uint64_t>1) << i
+            if node.slot[i] != ALL:
+                used_mask |= (<uint64_t>1) << i
+            used += 64 - popcount64(node.slot[i])
+    else:
+        child_span = (<int64_t>1) << slot_shift(height)
+        for i in range(64):
+            child = <Node*>node.slot[i]
+            if child == NULL:
+                free_mask |= (<uint64_t>1) << i
+                continue
+            child_used, child_nodes = _check_node(child, height - 1)
+            if child_used == 0:
+                raise AssertionError(f"an all-free node is kept at height {height - 1}")
+            if child_used < child_span:
+                free_mask |= (<uint64_t>1) << i
+            used_mask |= (<uint64_t>1) << i
+            used += child_used
+            nodes += child_nodes
+    if free_mask != node.free_mask or used_mask != node.used_mask:
+        raise AssertionError(f"summary masks disagree at height {height}")
+    if <int64_t>node.nfree != span - used:
+        raise AssertionError(f"nfree {node.nfree} != {span - used} at height {height}")
+    return used, nodes
