@@ -8,6 +8,7 @@ is reported with a :class:`RuntimeWarning` naming the cause.
 """
 
 import os as _os
+import typing as _typing
 import warnings as _warnings
 
 from pasid._errors import (
@@ -20,9 +21,14 @@ from pasid._errors import (
 )
 from pasid._handle import PasidHandle
 from pasid._state import State
-from pasid._version import __version__
+from pasid._version import __version__ as __version__  # re-exported
 
-if _os.environ.get("PASID_NO_EXTENSION") == "1":
+BACKEND: _typing.Literal["cython", "python"]
+if _typing.TYPE_CHECKING:
+    # One type for the public names, whichever backend runs: checkers read the
+    # stubs of the compiled core (pasid/_core.pyi), which describe both.
+    from pasid._core import IDA, PasidAllocator
+elif _os.environ.get("PASID_NO_EXTENSION") == "1":
     from pasid.pure import IDA, PasidAllocator
 
     BACKEND = "python"

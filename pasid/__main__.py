@@ -4,4 +4,5 @@ import sys
 
 from pasid.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":     # importing the module (type checkers, stubtest) runs nothing
+    sys.exit(main())

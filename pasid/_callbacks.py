@@ -1,7 +1,14 @@
 """Running on_teardown callbacks, shared by both backends."""
 
+from __future__ import annotations
 
-def run_teardown(teardown):
+from collections.abc import Callable
+
+# What a release collects: (the device's on_teardown callback, the PASID), in bind order.
+Teardown = list[tuple[Callable[[int], object], int]]
+
+
+def run_teardown(teardown: Teardown) -> None:
     """Call each ``(callback, pasid)`` after a state change is complete.
 
     In ascending PASID order, and for one PASID in the order its devices were
@@ -10,7 +17,7 @@ def run_teardown(teardown):
     change stands.
     """
     teardown.sort(key=lambda item: item[1])
-    error = None
+    error: BaseException | None = None
     for callback, pasid in teardown:
         try:
             callback(pasid)

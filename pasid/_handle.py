@@ -1,13 +1,31 @@
 """PasidHandle: a file-descriptor-like reference to an allocated PASID.
 
 Shared by both backends: a handle only calls ``get``, ``put``, ``state`` and
-``generation`` on its allocator.
+``generation`` on its allocator (:class:`HandleAllocator`).
 """
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Literal, Protocol
 
 from pasid._errors import StateError
 from pasid._state import State
 
-__all__ = ["PasidHandle"]
+__all__ = ["HandleAllocator", "PasidHandle"]
+
+
+class HandleAllocator(Protocol):
+    """What a :class:`PasidHandle` needs of its allocator: either backend's
+    ``PasidAllocator``, or any object with these four methods."""
+
+    def get(self, pasid: int, /) -> None: ...
+
+    def put(self, pasid: int, /) -> None: ...
+
+    def state(self, pasid: int, /) -> int: ...
+
+    def generation(self, pasid: int, /) -> int: ...
 
 
 class PasidHandle:
@@ -30,29 +48,29 @@ class PasidHandle:
 
     __slots__ = ("_allocator", "_pasid", "_generation", "_closed")
 
-    def __init__(self, allocator, pasid, generation):
+    def __init__(self, allocator: HandleAllocator, pasid: int, generation: int) -> None:
         self._allocator = allocator
         self._pasid = pasid
         self._generation = generation
         self._closed = False
 
     @property
-    def pasid(self):
+    def pasid(self) -> int:
         """The PASID this handle refers to."""
         return self._pasid
 
     @property
-    def generation(self):
+    def generation(self) -> int:
         """The PASID's generation (times allocated) when this handle was made."""
         return self._generation
 
     @property
-    def closed(self):
+    def closed(self) -> bool:
         """True once :meth:`close` has been called on this handle."""
         return self._closed
 
     @property
-    def valid(self):
+    def valid(self) -> bool:
         """True while the handle holds its reference: not closed, not revoked, not reused."""
         if self._closed:
             return False
@@ -62,7 +80,7 @@ class PasidHandle:
             and allocator.generation(self._pasid) == self._generation
         )
 
-    def close(self):
+    def close(self) -> None:
         """Drop this handle's reference (a ``put``); a no-op on a closed or stale handle. O(log64 N)."""
         if self._closed:
             return
@@ -71,7 +89,7 @@ class PasidHandle:
         if valid:
             self._allocator.put(self._pasid)
 
-    def dup(self):
+    def dup(self) -> PasidHandle:
         """A new handle holding one more reference (a ``get``).
 
         Raises :class:`~pasid.StateError` if this handle is closed, revoked or
@@ -85,14 +103,19 @@ class PasidHandle:
         self._allocator.get(self._pasid)
         return PasidHandle(self._allocator, self._pasid, self._generation)
 
-    def __enter__(self):
+    def __enter__(self) -> PasidHandle:
         return self
 
-    def __exit__(self, exc_type, exc, tb):
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Literal[False]:
         self.close()
         return False
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         status = "closed" if self._closed else ("valid" if self.valid else "stale")
         return (
             f"<PasidHandle pasid={self._pasid} generation={self._generation} {status}>"

@@ -22,6 +22,8 @@ next output ``mod n``: exactly uniform, and usually a single output.
 [5, 9, 0, 5, 1, 8]
 """
 
+from __future__ import annotations
+
 MASK = (1 << 64) - 1
 GOLDEN = 0x9E3779B97F4A7C15
 
@@ -31,17 +33,17 @@ class SplitMix64:
 
     __slots__ = ("state",)
 
-    def __init__(self, seed):
+    def __init__(self, seed: int) -> None:
         self.state = seed & MASK
 
-    def next(self):
+    def next(self) -> int:
         """The next 64-bit output."""
         self.state = z = (self.state + GOLDEN) & MASK
         z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK
         z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK
         return z ^ (z >> 31)
 
-    def below(self, n):
+    def below(self, n: int) -> int:
         """A uniform integer in ``0 .. n-1`` (``n >= 1``)."""
         threshold = ((1 << 64) - n) % n
         while True:

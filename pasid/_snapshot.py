@@ -25,11 +25,15 @@ Identical state gives identical bytes on both backends.
 {'a': [1, -2, 2.5, None, (True, b'x')]}
 """
 
+from __future__ import annotations
+
 import math
 import struct
 import zlib
+from typing import Any, NoReturn, TypeVar
 
 import numpy as np
+import numpy.typing as npt
 
 from pasid._errors import SnapshotError
 
@@ -63,14 +67,17 @@ FIELDS = (
 )
 
 
-def fields():
+_T = TypeVar("_T")
+
+
+def fields() -> tuple[str, ...]:
     """The keys of an exported allocator, in encoding order."""
     return FIELDS
 
 
 # ---------------------------------------------------------------- the codec
 
-def _varint(n, out):
+def _varint(n: int, out: bytearray) -> None:
     while True:
         byte = n & 0x7F
         n >>= 7
@@ -81,7 +88,7 @@ def _varint(n, out):
             return
 
 
-def _encode(value, out, depth):
+def _encode(value: Any, out: bytearray, depth: int) -> None:
     if depth > MAX_DEPTH:
         raise TypeError("snapshot data nested too deeply")
     kind = type(value)
@@ -122,7 +129,7 @@ def _encode(value, out, depth):
         )
 
 
-def encode(value):
+def encode(value: object) -> bytes:
     """``value`` (plain data only) as bytes; TypeError naming anything else."""
     out = bytearray()
     _encode(value, out, 0)
@@ -132,11 +139,11 @@ def encode(value):
 class _Reader:
     __slots__ = ("data", "pos")
 
-    def __init__(self, data, pos=0):
+    def __init__(self, data: memoryview, pos: int = 0) -> None:
         self.data = data
         self.pos = pos
 
-    def take(self, n):
+    def take(self, n: int) -> memoryview:
         end = self.pos + n
         if n < 0 or end > len(self.data):
             raise SnapshotError("snapshot truncated")
@@ -144,7 +151,7 @@ class _Reader:
         self.pos = end
         return chunk
 
-    def varint(self):
+    def varint(self) -> int:
         shift = 0
         result = 0
         data = self.data
@@ -160,10 +167,12 @@ class _Reader:
             if shift > 7 * 1024:
                 raise SnapshotError("snapshot has an oversized integer")
 
-    def value(self, depth=0):
+    def value(self, depth: int = 0) -> Any:
         if depth > MAX_DEPTH:
             raise SnapshotError("snapshot data nested too deeply")
-        tag = self.take(1)
+        # a memoryview equals the bytes of the same content; the wider type
+        # keeps mypy's strict equality from taking the two as disjoint
+        tag: bytes | memoryview = self.take(1)
         if tag == b"N":
             return None
         if tag == b"T":
@@ -203,7 +212,7 @@ class _Reader:
         raise SnapshotError(f"snapshot has an unknown tag {bytes(tag)!r}")
 
 
-def decode(data):
+def decode(data: bytes | bytearray | memoryview) -> Any:
     """The value encoded in ``data`` (the whole of it); SnapshotError when malformed."""
     reader = _Reader(memoryview(data))
     value = reader.value()
@@ -214,7 +223,7 @@ def decode(data):
 
 # ---------------------------------------------------------------- the container
 
-def dumps(state):
+def dumps(state: dict[str, Any]) -> bytes:
     """An exported allocator state (a dict with the keys of :func:`fields`) as snapshot bytes."""
     body = bytearray(MAGIC)
     body.append(VERSION)
@@ -223,7 +232,7 @@ def dumps(state):
     return bytes(body)
 
 
-def loads(data):
+def loads(data: bytes | bytearray | memoryview) -> dict[str, Any]:
     """The state dict in snapshot bytes, checked whole (see :func:`check`); SnapshotError otherwise."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"a snapshot is bytes, not {type(data).__name__}")
@@ -244,17 +253,17 @@ def loads(data):
 
 # ---------------------------------------------------------------- checking
 
-def _fail(message):
+def _fail(message: str) -> NoReturn:
     raise SnapshotError(f"inconsistent snapshot: {message}")
 
 
-def _int(value, lo, hi, what):
+def _int(value: Any, lo: int, hi: int, what: str) -> int:
     if type(value) is not int or not lo <= value <= hi:
         _fail(f"{what} {value!r} is not an integer in {lo}..{hi}")
     return value
 
 
-def _number(value, what, minimum=None):
+def _number(value: Any, what: str, minimum: float | None = None) -> float:
     if type(value) not in (int, float) or not math.isfinite(value):
         _fail(f"{what} {value!r} is not a finite number")
     if minimum is not None and value < minimum:
@@ -262,7 +271,7 @@ def _number(value, what, minimum=None):
     return float(value)
 
 
-def _hashable(value, what):
+def _hashable(value: _T, what: str) -> _T:
     try:
         hash(value)
     except TypeError:
@@ -270,7 +279,8 @@ def _hashable(value, what):
     return value
 
 
-def _array(pair, size, dtype, what):
+def _array(pair: Any, size: int, dtype: npt.DTypeLike, what: str
+           ) -> tuple[npt.NDArray[np.int64], npt.NDArray[Any]]:
     """(ids, values) from a pair of byte strings: ids ascending, below ``size``."""
     if type(pair) not in (list, tuple) or len(pair) != 2:
         _fail(f"{what} is not a pair of arrays")
@@ -287,7 +297,7 @@ def _array(pair, size, dtype, what):
     return ids, values
 
 
-def _pairs(items, what):
+def _pairs(items: Any, what: str) -> Any:
     if type(items) not in (list, tuple):
         _fail(f"{what} is not a list")
     for item in items:
@@ -296,7 +306,7 @@ def _pairs(items, what):
     return items
 
 
-def _tags(items, what, state_of):
+def _tags(items: Any, what: str, state_of: npt.NDArray[np.uint8]) -> Any:
     """(PASID, value) pairs: PASIDs ascending, allocated (ACTIVE, DRAINING or QUARANTINED), values not None."""
     _pairs(items, what)
     last = -1
@@ -308,7 +318,7 @@ def _tags(items, what, state_of):
     return items
 
 
-def check(state):
+def check(state: Any) -> dict[str, Any]:
     """Check every field of a state dict and how they fit together; return it normalised.
 
     The normalised dict has numpy arrays in place of byte strings and a
@@ -431,7 +441,8 @@ def check(state):
     }
 
 
-def arrays(ids, values, dtype):
+def arrays(ids: npt.ArrayLike, values: npt.ArrayLike, dtype: npt.DTypeLike
+           ) -> tuple[bytes, bytes]:
     """A (ids, values) pair of arrays as the byte strings a snapshot holds."""
     return (
         np.asarray(ids, dtype="<u4").tobytes(),

@@ -61,12 +61,26 @@ import os
 import platform
 import statistics
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
 from time import perf_counter
+from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
+import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from pasid.sim.replay import Run
+    from pasid.sim.trace import Trace
+
+# An object under test: an IDA or a PasidAllocator of either backend, its class
+# chosen by name at run time (Candidate.cls); the harness calls what its kind has.
+Subject = Any
+# Times a body records per phase ("alloc", "free", "loop"), seconds.
+Phases = dict[str, list[float]]
+# samples[(workload, row, phase)][repetition] = ns per operation
+Samples = dict[tuple[str, str, str], dict[int, float]]
 
 __all__ = [
     "CANDIDATES", "Case", "Session", "WORKLOADS", "ROWS", "ORDER",
@@ -128,7 +142,8 @@ QUICK_NOTE = (
 class Candidate:
     """One class under test and the untimed helpers used to prepare its states."""
 
-    def __init__(self, name, path, compiled, kind, module, classname, **kwargs):
+    def __init__(self, name: str, path: str, compiled: bool, kind: str, module: str,
+                 classname: str, **kwargs: Any) -> None:
         self.name = name            # short label used in ids and tables
         self.path = path            # what it is, for the table
         self.compiled = compiled
@@ -138,14 +153,14 @@ class Candidate:
         self.kwargs = kwargs
 
     @property
-    def cls(self):
+    def cls(self) -> Any:
         return getattr(importlib.import_module(self.module), self.classname)
 
-    def new(self, **extra):
+    def new(self, **extra: Any) -> Subject:
         return self.cls(**self.kwargs, **extra)
 
     # -- untimed state preparation (never inside a timed region) ----------
-    def fill(self, obj):
+    def fill(self, obj: Subject) -> None:
         """Allocate every ID of the 20-bit space (the object must be empty)."""
         if self.kind == "pa":
             obj.alloc_many(N)     # same IDs as N calls of alloc() (SPEC §3.2)
@@ -154,7 +169,7 @@ class Candidate:
             for _ in repeat(None, N):
                 alloc()
 
-    def pin(self, obj, ids):
+    def pin(self, obj: Subject, ids: Iterable[int]) -> None:
         """Allocate exactly these (FREE) IDs."""
         if self.kind == "pa":
             alloc_exact = obj.alloc_exact
@@ -166,7 +181,7 @@ class Candidate:
                 if alloc_range(v, v) != v:  # pragma: no cover - alloc_range raises instead
                     raise AssertionError(v)
 
-    def release(self, obj, ids):
+    def release(self, obj: Subject, ids: Sequence[int]) -> None:
         """Free exactly these (allocated) IDs."""
         if self.kind == "pa":
             if ids:
@@ -195,12 +210,12 @@ LABELS = {
 }
 
 
-def candidate_of(row):
+def candidate_of(row: str) -> Candidate:
     """The :class:`Candidate` of a row (``"cy-PA:batch"`` -> cy-PA)."""
     return CANDIDATES[row.split(":")[0]]
 
 
-def mode_of(row):
+def mode_of(row: str) -> str:
     return row.split(":")[1] if ":" in row else "call"
 
 
@@ -216,7 +231,7 @@ class Model:
     ``full``: nothing FREE. W1 adds the state its rounds end in.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         rng = np.random.default_rng(SEED)
         perm = rng.permutation(N)
         self.half_free = np.sort(perm[: N // 2])
@@ -226,10 +241,10 @@ class Model:
             "half": frozenset(self.half_free.tolist()),
             "nearly": frozenset(self.nearly_free.tolist()),
         }
-        self._transitions = {}
-        self._churn = {}
+        self._transitions: dict[tuple[str, str], tuple[list[int], list[int]]] = {}
+        self._churn: dict[tuple[int, int], tuple[npt.NDArray[np.int64], int | None, str]] = {}
 
-    def transition(self, src, dst):
+    def transition(self, src: str, dst: str) -> tuple[list[int], list[int]]:
         """(IDs to pin, IDs to free) to go from FREE set ``src`` to ``dst``; cached."""
         key = (src, dst)
         if key not in self._transitions:
@@ -237,7 +252,8 @@ class Model:
             self._transitions[key] = (sorted(cur - want), sorted(want - cur))
         return self._transitions[key]
 
-    def churn(self, pairs, seed=SEED + 1):
+    def churn(self, pairs: int, seed: int = SEED + 1
+              ) -> tuple[npt.NDArray[np.int64], int | None, str]:
         """Victims for W1 on the ``half`` state, and what the round leaves.
 
         Each timed pair is ``free(v); alloc()``. ``v`` is drawn uniformly from
@@ -273,10 +289,10 @@ class Model:
         return self._churn[key]
 
 
-_MODEL = None
+_MODEL: Model | None = None
 
 
-def model():
+def model() -> Model:
     """The process's :class:`Model` (built on first use, about a second)."""
     global _MODEL
     if _MODEL is None:
@@ -287,16 +303,17 @@ def model():
 class Stage:
     """One long-lived object per candidate, in a named, exactly known state."""
 
-    def __init__(self, cand):
+    def __init__(self, cand: Candidate) -> None:
         self.cand = cand
         self.obj = cand.new()
         cand.fill(self.obj)
-        self.state = "full"
+        self.state: str | None = "full"
 
-    def ensure(self, name):
+    def ensure(self, name: str) -> Subject:
         """Move to state ``name`` (pin / free exactly the IDs that differ); the object."""
         if self.state == name:
             return self.obj
+        assert self.state is not None   # Session.stage replaces a stage whose move failed
         to_pin, to_free = model().transition(self.state, name)
         self.state = None           # unknown until both steps succeed
         self.cand.pin(self.obj, to_pin)
@@ -307,7 +324,8 @@ class Stage:
 
 # ------------------------------------------------------------ timed bodies
 
-def alloc_free_round(alloc, free, n, ids, phases):
+def alloc_free_round(alloc: Callable[[], int], free: Callable[[int], None], n: int,
+                     ids: Iterable[int], phases: Phases) -> int:
     """n x alloc(), then free every ID of ``ids``; each phase timed."""
     t0 = perf_counter()
     for _ in repeat(None, n):
@@ -321,7 +339,8 @@ def alloc_free_round(alloc, free, n, ids, phases):
     return p
 
 
-def churn_round(free, alloc, victims):
+def churn_round(free: Callable[[int], None], alloc: Callable[[], int],
+                victims: Iterable[int]) -> int:
     """W1: free(v) + alloc() pairs; ``victims`` are valid by construction
     (:meth:`Model.churn`), so the loop keeps no book."""
     for v in victims:
@@ -330,7 +349,8 @@ def churn_round(free, alloc, victims):
     return p
 
 
-def range_round_ida(alloc_range, free, lo, hi, n, ids, phases):
+def range_round_ida(alloc_range: Callable[[int, int], int], free: Callable[[int], None],
+                    lo: int, hi: int, n: int, ids: Iterable[int], phases: Phases) -> int:
     """W5 on an IDA: n x alloc_range(lo, hi), then free ``ids``; each phase timed."""
     t0 = perf_counter()
     for _ in repeat(None, n):
@@ -344,7 +364,8 @@ def range_round_ida(alloc_range, free, lo, hi, n, ids, phases):
     return p
 
 
-def range_round_pa(alloc, free, lo, hi, n, ids, phases):
+def range_round_pa(alloc: Callable[..., int], free: Callable[[int], None], lo: int, hi: int,
+                   n: int, ids: Iterable[int], phases: Phases) -> int:
     """W5 on a PasidAllocator: n x alloc(min=lo, max=hi), then free ``ids``; each phase timed."""
     t0 = perf_counter()
     for _ in repeat(None, n):
@@ -358,7 +379,9 @@ def range_round_pa(alloc, free, lo, hi, n, ids, phases):
     return p
 
 
-def batch_round(alloc_many, free_many, n, phases):
+def batch_round(alloc_many: Callable[[int], npt.NDArray[np.uint32]],
+                free_many: Callable[[npt.NDArray[np.uint32]], None], n: int,
+                phases: Phases) -> npt.NDArray[np.uint32]:
     """W4 batch: alloc_many(n), then free_many of the result; each phase timed."""
     t0 = perf_counter()
     ids = alloc_many(n)
@@ -370,7 +393,9 @@ def batch_round(alloc_many, free_many, n, phases):
     return ids
 
 
-def lifecycle_round(alloc, bind, free, unbind, advance, d0, d1, n):
+def lifecycle_round(alloc: Callable[[], int], bind: Callable[[int, str], None],
+                    free: Callable[[int], None], unbind: Callable[[int, str], None],
+                    advance: Callable[..., int], d0: str, d1: str, n: int) -> int:
     """W6: one lifecycle = alloc, bind x2, free (-> DRAINING), unbind x2
     (-> QUARANTINED until now + max(grace 1, drain 0.5)), advance(by=1) (-> FREE)."""
     for _ in repeat(None, n):
@@ -384,7 +409,8 @@ def lifecycle_round(alloc, bind, free, unbind, advance, d0, d1, n):
     return r
 
 
-def replay_round(replay, trace, strategy, engine, allocator, phases):
+def replay_round(replay: Callable[..., Run], trace: Trace, strategy: str, engine: str,
+                 allocator: str, phases: Phases) -> Run:
     """Replay: one :func:`pasid.sim.replay.replay` call (fresh allocator, devices
     declared, the whole trace); ``phases["loop"]`` gets the loop's own wall
     time (``Run.seconds``: construction and result assembly excluded)."""
@@ -410,14 +436,14 @@ class Case:
     group: str
     row: str
     cand: Candidate
-    body: Callable
-    setup: Callable[[], tuple]
+    body: Callable[..., Any]
+    setup: Callable[[], tuple[Any, ...]]
     rounds: int
     warmup: int
-    ops: dict
+    ops: dict[str, int]
     unit: str
-    check: Callable[[object], None]
-    phases: dict = field(default_factory=dict)
+    check: Callable[[Any], None]
+    phases: Phases = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -428,7 +454,7 @@ class Workload:
     group: str          # the pytest-benchmark group
     title: str          # the table's heading
     unit: str           # what one operation is
-    rows: tuple         # in interleaved order (compiled and pure alternate)
+    rows: tuple[str, ...]   # in interleaved order (compiled and pure alternate)
     build: str          # the Session method that makes a Case
 
 
@@ -472,7 +498,7 @@ ROW_ORDER = ["cy-IDA", "cy-IDA:call", "cy-PA", "cy-PA:call", "cy-PA:batch", "cy-
 PHASES = ("round", "loop", "alloc", "free")
 
 
-def rotated(rows, rep):
+def rotated(rows: Sequence[str], rep: int) -> list[str]:
     """``rows`` rotated by ``rep``: the order of repetition ``rep``."""
     k = rep % len(rows)
     return list(rows[k:]) + list(rows[:k])
@@ -485,23 +511,23 @@ class Session:
     reference result; ``quick`` selects the smaller rounds (``QUICK_NOTE``).
     """
 
-    def __init__(self, quick=False):
+    def __init__(self, quick: bool = False) -> None:
         self.quick = quick
-        self.stages = {}
-        self._trace = None
-        self.replay_reference = None
+        self.stages: dict[str, Stage] = {}
+        self._trace: Trace | None = None
+        self.replay_reference: tuple[Any, ...] | None = None
 
-    def stage(self, cand):
+    def stage(self, cand: Candidate) -> Stage:
         """The session's prepared object for ``cand`` (built on first use)."""
         st = self.stages.get(cand.name)
         if st is None or st.state is None:      # None: a move between states failed
             st = self.stages[cand.name] = Stage(cand)
         return st
 
-    def size(self, key, standard):
+    def size(self, key: str, standard: int) -> int:
         return QUICK_SIZES.get(key, standard) if self.quick else standard
 
-    def rounds(self, key, cand):
+    def rounds(self, key: str, cand: Candidate) -> tuple[int, int]:
         """(rounds, warmup_rounds) of a row. One untimed warm-up round for
         compiled rows only: a pure round is thousands of operations and warms
         the interpreter itself, and a warm-up of the pure W2 round would cost ~7 s."""
@@ -512,94 +538,96 @@ class Session:
             return compiled, 0
         return compiled, 1
 
-    def case(self, workload, row):
+    def case(self, workload: str, row: str) -> Case:
         """The :class:`Case` for ``row`` of ``workload`` ("W1".."W6", "replay")."""
         w = WORKLOADS[workload]
         if row not in w.rows:
             raise ValueError(f"{workload} has no row {row!r} (rows: {', '.join(w.rows)})")
-        return getattr(self, w.build)(w, row, candidate_of(row), mode_of(row))
+        build: Callable[[Workload, str, Candidate, str], Case] = getattr(self, w.build)
+        return build(w, row, candidate_of(row), mode_of(row))
 
     # -- one builder per workload: the setup, ops and check of its rounds ---
 
-    def _w1(self, w, row, cand, mode):
+    def _w1(self, w: Workload, row: str, cand: Candidate, mode: str) -> Case:
         """Half the space allocated at random; timed: free(random allocated) + alloc() pairs."""
         pairs = self.size("W1", W1_PAIRS)
         victims, last, end = model().churn(pairs)
         st = self.stage(cand)
         rounds, warmup = self.rounds("W1", cand)
 
-        def setup():
+        def setup() -> tuple[Any, ...]:
             # Restore the seeded half state (untimed), then record where the
             # round below leaves the object: the model's post-round FREE set.
             obj = st.ensure("half")
             st.state = end
             return (obj.free, obj.alloc, victims.tolist())
 
-        def check(result):
+        def check(result: Any) -> None:
             assert result == last, (result, last)
             st.ensure("half")   # raises if the backend strayed from the model
 
         return Case("W1", w.group, row, cand, churn_round, setup, rounds, warmup,
                     {"round": pairs}, w.unit, check)
 
-    def _w2(self, w, row, cand, mode):
+    def _w2(self, w: Workload, row: str, cand: Candidate, mode: str) -> Case:
         """Empty to full one alloc() at a time, then free all (ascending); a fresh object
         per round."""
         n = self.size("W2", W2_IDS)
-        phases = {"alloc": [], "free": []}
+        phases: Phases = {"alloc": [], "free": []}
         rounds, warmup = self.rounds("W2", cand)
         all_ids = np.arange(n, dtype=np.int64)
 
-        def setup():
+        def setup() -> tuple[Any, ...]:
             obj = cand.new()
             return (obj.alloc, obj.free, n, all_ids.tolist(), phases)
 
-        def check(result):
+        def check(result: Any) -> None:
             assert result == n - 1, (result, n - 1)
 
         return Case("W2", w.group, row, cand, alloc_free_round, setup, rounds, warmup,
                     {"round": 2 * n, "alloc": n, "free": n}, w.unit, check, phases)
 
-    def _w3(self, w, row, cand, mode):
+    def _w3(self, w: Workload, row: str, cand: Candidate, mode: str) -> Case:
         """99.9% allocated (1049 FREE): alloc the lowest 1000 one at a time, free them."""
         st = self.stage(cand)
         ids = model().nearly_free[:W3_OPS]
-        phases = {"alloc": [], "free": []}
+        phases: Phases = {"alloc": [], "free": []}
         rounds, warmup = self.rounds("W3", cand)
 
-        def setup():
+        def setup() -> tuple[Any, ...]:
             obj = st.ensure("nearly")
             return (obj.alloc, obj.free, W3_OPS, ids.tolist(), phases)
 
-        def check(result):
+        def check(result: Any) -> None:
             assert result == ids[-1], (result, ids[-1])
 
         return Case("W3", w.group, row, cand, alloc_free_round, setup, rounds, warmup,
                     {"round": 2 * W3_OPS, "alloc": W3_OPS, "free": W3_OPS}, w.unit, check,
                     phases)
 
-    def _w4(self, w, row, cand, mode):
+    def _w4(self, w: Workload, row: str, cand: Candidate, mode: str) -> Case:
         """alloc_many(n) then free_many (PasidAllocator), against n per-call
         alloc() then free() of every candidate; from empty each round."""
         n = self.size("W4", W4_IDS)
         obj = cand.new()
-        phases = {"alloc": [], "free": []}
+        phases: Phases = {"alloc": [], "free": []}
         rounds, warmup = self.rounds("W4-" + mode, cand)
         expect = np.arange(n, dtype=np.int64)
+        body: Callable[..., Any]
         if mode == "batch":
-            def setup():
+            def setup() -> tuple[Any, ...]:
                 return (obj.alloc_many, obj.free_many, n, phases)
 
-            def check(result):
+            def check(result: Any) -> None:
                 assert result.dtype == np.uint32 and np.array_equal(result, expect)
                 assert len(obj) == 0
 
             body = batch_round
         else:
-            def setup():
+            def setup() -> tuple[Any, ...]:
                 return (obj.alloc, obj.free, n, expect.tolist(), phases)
 
-            def check(result):
+            def check(result: Any) -> None:
                 assert result == n - 1, (result, n - 1)
                 assert len(obj) == 0
 
@@ -607,7 +635,7 @@ class Session:
         return Case("W4", w.group, row, cand, body, setup, rounds, warmup,
                     {"round": 2 * n, "alloc": n, "free": n}, w.unit, check, phases)
 
-    def _w5(self, w, row, cand, mode):
+    def _w5(self, w: Workload, row: str, cand: Candidate, mode: str) -> Case:
         """Half state; n x alloc in [2**19, 2**20 - 1] (alloc_range / alloc(min=, max=)),
         then free them."""
         n = self.size("W5", W5_OPS)
@@ -615,22 +643,22 @@ class Session:
         lo, hi = N // 2, N - 1
         half_free = model().half_free
         ids = half_free[half_free >= lo][:n]
-        phases = {"alloc": [], "free": []}
+        phases: Phases = {"alloc": [], "free": []}
         rounds, warmup = self.rounds("W5", cand)
         body = range_round_ida if cand.kind == "ida" else range_round_pa
 
-        def setup():
+        def setup() -> tuple[Any, ...]:
             obj = st.ensure("half")
             alloc = obj.alloc_range if cand.kind == "ida" else obj.alloc
             return (alloc, obj.free, lo, hi, n, ids.tolist(), phases)
 
-        def check(result):
+        def check(result: Any) -> None:
             assert result == ids[-1], (result, ids[-1])
 
         return Case("W5", w.group, row, cand, body, setup, rounds, warmup,
                     {"round": 2 * n, "alloc": n, "free": n}, w.unit, check, phases)
 
-    def _w6(self, w, row, cand, mode):
+    def _w6(self, w: Workload, row: str, cand: Candidate, mode: str) -> Case:
         """grace=1, two devices with drain=0.5; n lifecycles a round (7 calls each)."""
         n = self.size("W6", W6_CYCLES)
         obj = cand.new(grace=1)
@@ -640,11 +668,11 @@ class Session:
         rounds, warmup = self.rounds("W6", cand)
         started = []                            # one entry per round set up
 
-        def setup():
+        def setup() -> tuple[Any, ...]:
             started.append(n)
             return (obj.alloc, obj.bind, obj.free, obj.unbind, obj.advance, d0, d1, n)
 
-        def check(result):
+        def check(result: Any) -> None:
             assert result == 1, result          # the last advance reclaimed its PASID
             stats = obj.stats()
             assert stats["free"] == N and stats["active"] == 0, stats
@@ -654,7 +682,7 @@ class Session:
         return Case("W6", w.group, row, cand, lifecycle_round, setup, rounds, warmup,
                     {"round": n}, w.unit, check)
 
-    def trace(self):
+    def trace(self) -> Trace:
         """The replay trace, generated once per session (untimed)."""
         if self._trace is None:
             from pasid.sim.workload import generate, preset
@@ -662,7 +690,7 @@ class Session:
             self._trace = generate(preset(REPLAY_PRESET), REPLAY_SEED)
         return self._trace
 
-    def _replay(self, w, row, cand, mode):
+    def _replay(self, w: Workload, row: str, cand: Candidate, mode: str) -> Case:
         """The trace replayed with strategy "lowest": the compiled loop or the
         per-call Python loop on the compiled allocator, or the pure backend."""
         from pasid.sim.replay import replay
@@ -670,12 +698,12 @@ class Session:
         trace = self.trace()
         allocator = "cython" if cand.compiled else "python"
         rounds, warmup = self.rounds("replay-" + mode, cand)
-        phases = {"loop": []}
+        phases: Phases = {"loop": []}
 
-        def setup():
+        def setup() -> tuple[Any, ...]:
             return (replay, trace, REPLAY_STRATEGY, mode, allocator, phases)
 
-        def check(result):
+        def check(result: Any) -> None:
             assert result.ops == len(trace), (result.ops, len(trace))
             assert result.engine == mode, result.engine
             summary = replay_summary(result)
@@ -687,7 +715,7 @@ class Session:
                     {"round": len(trace), "loop": len(trace)}, w.unit, check, phases)
 
 
-def replay_summary(result):
+def replay_summary(result: Run) -> tuple[Any, ...]:
     """What every engine and backend must agree on for one trace and strategy:
     the counters and the reuse distances (checked against the session's first
     replay, whichever row ran it)."""
@@ -698,7 +726,7 @@ def replay_summary(result):
 
 # ------------------------------------------------------------ the harness
 
-def require_core(replay=False):
+def require_core(replay: bool = False) -> None:
     """Raise :class:`RuntimeError` (one line) unless the compiled core is in use."""
     if os.environ.get("PASID_NO_EXTENSION") == "1":
         raise RuntimeError("pasid bench measures the compiled core, which is disabled "
@@ -712,11 +740,12 @@ def require_core(replay=False):
                            f"({exc}); build it with pip install -e .") from None
 
 
-def select(workloads):
+def select(workloads: Iterable[str] | None) -> list[str]:
     """The workload keys to run, in run order; accepts keys and group names."""
     if workloads is None:
         return list(ORDER)
-    names = {}
+    names: dict[str, str] = {}
+    key: str | None
     for key, w in WORKLOADS.items():
         names[key.lower()] = key
         names[w.group.lower()] = key
@@ -729,7 +758,7 @@ def select(workloads):
     return [key for key in ORDER if key in chosen]
 
 
-def time_case(case):
+def time_case(case: Case) -> tuple[list[float], Phases]:
     """Time ``case`` as ``benchmark.pedantic`` does: per-round times (warm-up
     rounds excluded), then the per-phase times; checks the last result."""
     for _ in range(case.warmup):
@@ -748,7 +777,8 @@ def time_case(case):
     return round_times, {k: list(v) for k, v in case.phases.items()}
 
 
-def add_samples(samples, case, rep, round_times, phase_times):
+def add_samples(samples: Samples, case: Case, rep: int, round_times: list[float],
+                phase_times: Phases) -> None:
     """``samples[(workload, row, phase)][rep]``: the median ns per operation."""
     key = (case.workload, case.row)
     samples.setdefault((*key, "round"), {})[rep] = (
@@ -759,7 +789,8 @@ def add_samples(samples, case, rep, round_times, phase_times):
                 statistics.median(times) * 1e9 / case.ops[phase])
 
 
-def run(repeat=5, quick=False, workloads=None, out=sys.stdout, progress=None):
+def run(repeat: int = 5, quick: bool = False, workloads: Iterable[str] | None = None,
+        out: TextIO = sys.stdout, progress: Callable[[str], object] | None = None) -> Samples:
     """Time the workloads, print the table and the targets to ``out``; the samples.
 
     The rounds are those of ``benchmarks/`` (the same :class:`Case` objects),
@@ -777,7 +808,7 @@ def run(repeat=5, quick=False, workloads=None, out=sys.stdout, progress=None):
     keys = select(workloads)
     require_core(replay="replay" in keys)
     session = Session(quick=quick)
-    samples = {}
+    samples: Samples = {}
     for key in keys:
         rows = WORKLOADS[key].rows
         for rep in range(repeat):
@@ -793,7 +824,7 @@ def run(repeat=5, quick=False, workloads=None, out=sys.stdout, progress=None):
     return samples
 
 
-def machine():
+def machine() -> str:
     """Python and CPU, for the table's heading."""
     cpu = platform.processor() or platform.machine()
     try:
@@ -809,7 +840,7 @@ def machine():
 
 # ------------------------------------------------------------ the table
 
-def baselines(workload):
+def baselines(workload: str) -> list[tuple[str, str]]:
     """(column title, row giving the baseline) for a group."""
     if workload == "W6":
         return [("x py-PA", "py-PA")]
@@ -821,22 +852,23 @@ def baselines(workload):
     return [("x py-IDA", "py-IDA"), ("x py-PA", "py-PA")]
 
 
-def _median(values):
+def _median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def ns(samples, key):
+def ns(samples: Samples, key: tuple[str, str, str]) -> float:
     """Median over repetitions of ``samples[key]`` (nan if absent)."""
     return _median(list(samples.get(key, {}).values()))
 
 
-def ratio(samples, num_key, den_key):
+def ratio(samples: Samples, num_key: tuple[str, str, str],
+          den_key: tuple[str, str, str]) -> float:
     """Median over repetitions of samples[num]/samples[den], same repetition (nan if none)."""
     a, b = samples.get(num_key, {}), samples.get(den_key, {})
     return _median([a[r] / b[r] for r in a if r in b and b[r] > 0])
 
 
-def memory():
+def memory() -> tuple[int, int]:
     """``IDA._memory()`` of a full 20-bit compiled IDA and of 64 IDs at 2**31-64."""
     from pasid._core import IDA
 
@@ -850,11 +882,11 @@ def memory():
     return full._memory(), sparse._memory()
 
 
-def _si_rate(ops_per_s):
+def _si_rate(ops_per_s: float) -> str:
     return f"{ops_per_s / 1e6:.2f} M"
 
 
-def table(samples, units=None):
+def table(samples: Samples, units: Mapping[str, str] | None = None) -> list[str]:
     """The table's lines: per group each row's median ns/op and its speed-ups."""
     units = {**{k: w.unit for k, w in WORKLOADS.items()}, **(units or {})}
     lines = []
@@ -890,18 +922,19 @@ def table(samples, units=None):
     return lines
 
 
-def targets(samples, mem=None):
+def targets(samples: Samples, mem: tuple[int, int] | None = None
+            ) -> list[tuple[str, str, str, bool | None]]:
     """``(description, value, target, ok)`` per target; ``ok`` is None when not measured."""
     checks = []
 
-    def measured(value):
+    def measured(value: float) -> bool:
         return value == value   # not nan
 
-    def at_least(desc, value, target):
+    def at_least(desc: str, value: float, target: float) -> None:
         ok = value >= target if measured(value) else None
         checks.append((desc, f"{value:.1f}x", f">= {target}x", ok))
 
-    def at_most(desc, value, target, unit):
+    def at_most(desc: str, value: float, target: float, unit: str) -> None:
         ok = value <= target if measured(value) else None
         checks.append((desc, f"{value:.2f}{unit}", f"<= {target}{unit}", ok))
 
@@ -939,7 +972,9 @@ def targets(samples, mem=None):
     return checks
 
 
-def report(samples, units=None, *, out=sys.stdout, header=None, mem=None, notes=()):
+def report(samples: Samples, units: Mapping[str, str] | None = None, *, out: TextIO = sys.stdout,
+           header: str | None = None, mem: tuple[int, int] | None = None,
+           notes: Iterable[str] = ()) -> int:
     """Print the table and the targets for ``samples`` (see :func:`run`); the failed count.
 
     ``units``: per workload, what an operation is (default: the definitions').

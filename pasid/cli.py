@@ -17,11 +17,20 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 import pasid
 from pasid.sim.replay import STRATEGIES
 
-METRIC_COLUMNS = (
+if TYPE_CHECKING:
+    from pasid.sim.replay import Run
+    from pasid.sim.trace import Trace
+    from pasid.sim.workload import Workload
+
+Row = dict[str, Any]    # one strategy's metrics (pasid.sim.replay.row)
+
+METRIC_COLUMNS: tuple[tuple[str, int, Callable[[Row], object]], ...] = (
     # (heading, width, how to read it from a row)
     ("strategy", 8, lambda r: r["strategy"]),
     ("ops/s", 10, lambda r: _si(r["ops_per_s"])),
@@ -47,7 +56,7 @@ class UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message):
+    def error(self, message: str) -> NoReturn:
         raise UsageError(message)
 
 
@@ -57,14 +66,14 @@ class Progress:
     """Progress on stderr for long runs: nothing for the first second, nothing
     when stderr is not a terminal; then tqdm when installed, else a plain line."""
 
-    def __init__(self, description, stream=None):
+    def __init__(self, description: str, stream: TextIO | None = None) -> None:
         self.description = description
         self.stream = sys.stderr if stream is None else stream
         self.enabled = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.started = time.monotonic()
-        self.bar = None
+        self.bar: Any = None        # None: not yet decided; False: no tqdm; else the tqdm bar
 
-    def __call__(self, done, total):
+    def __call__(self, done: int, total: int) -> None:
         if not self.enabled or time.monotonic() - self.started < 1.0:
             return
         if self.bar is None:
@@ -81,7 +90,7 @@ class Progress:
         else:
             print(f"\r{self.description}: {done}/{total}", end="", file=self.stream, flush=True)
 
-    def close(self):
+    def close(self) -> None:
         if self.bar:
             self.bar.close()
         elif self.bar is False:
@@ -90,7 +99,7 @@ class Progress:
 
 # ---------------------------------------------------------------- output
 
-def _si(value):
+def _si(value: float | None) -> str:
     if value is None:
         return "-"
     for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
@@ -99,13 +108,13 @@ def _si(value):
     return f"{value:.0f}"
 
 
-def _num(value):
+def _num(value: float | None) -> str:
     if value is None:
         return "-"
     return f"{value:.4g}"
 
 
-def format_table(rows):
+def format_table(rows: Iterable[Row]) -> str:
     """The rows of a simulation as an aligned text table with a legend."""
     lines = [" ".join(f"{head:>{width}}" for head, width, _ in METRIC_COLUMNS)]
     for row in rows:
@@ -115,7 +124,8 @@ def format_table(rows):
     return "\n".join(lines)
 
 
-def _report(args, rows, runs, header, out):
+def _report(args: argparse.Namespace, rows: list[Row], runs: list[Run],
+            header: dict[str, Any], out: TextIO) -> None:
     if args.json:
         json.dump({**header, "backend": pasid.BACKEND, "rows": rows}, out, indent=2)
         out.write("\n")
@@ -129,7 +139,8 @@ def _report(args, rows, runs, header, out):
         plot_runs(runs, args.plot, title=f"pasid {args.command}: {header.get('source')}")
 
 
-def _run_simulation(args, trace, header, out, grace=None):
+def _run_simulation(args: argparse.Namespace, trace: Trace, header: dict[str, Any],
+                    out: TextIO, grace: float | None = None) -> None:
     from pasid.sim.replay import simulate
 
     progress = Progress(f"{args.command} ({len(trace)} ops x {2 * len(args.strategy)} runs)")
@@ -143,7 +154,7 @@ def _run_simulation(args, trace, header, out, grace=None):
 
 # ---------------------------------------------------------------- commands
 
-def cmd_simulate(args, out):
+def cmd_simulate(args: argparse.Namespace, out: TextIO) -> None:
     from pasid.sim.workload import generate, parse_overrides, preset
 
     overrides = parse_overrides(args.param)
@@ -161,14 +172,14 @@ def cmd_simulate(args, out):
     _run_simulation(args, trace, header, out)        # the grace is in the trace's header
 
 
-def _workload_fields(workload):
+def _workload_fields(workload: Workload) -> Any:
     import dataclasses
 
     fields = dataclasses.asdict(workload)
     return json.loads(json.dumps(fields, default=str))
 
 
-def cmd_replay(args, out):
+def cmd_replay(args: argparse.Namespace, out: TextIO) -> None:
     from pasid.sim.trace import read_trace
 
     trace = read_trace(args.trace)
@@ -177,11 +188,11 @@ def cmd_replay(args, out):
     _run_simulation(args, trace, header, out, grace=args.grace)
 
 
-def cmd_sweep(args, out):
+def cmd_sweep(args: argparse.Namespace, out: TextIO) -> None:
     from pasid.sim.sweep import sweep
     from pasid.sim.workload import parse_overrides
 
-    grid = {}
+    grid: dict[str, list[Any]] = {}
     for item in args.param:
         name, sep, values = item.partition("=")
         if not sep or not values:
@@ -196,7 +207,7 @@ def cmd_sweep(args, out):
     print(f"{written} rows written to {args.out}", file=sys.stderr)
 
 
-def cmd_bench(args, out):
+def cmd_bench(args: argparse.Namespace, out: TextIO) -> None:
     if pasid.BACKEND != "cython":
         raise UsageError("pasid bench measures the compiled core, which is not in use "
                          "(PASID_NO_EXTENSION=1, or the extension is not built)")
@@ -206,7 +217,7 @@ def cmd_bench(args, out):
 
     show = sys.stderr.isatty()
 
-    def progress(message):              # a minute or more: say where it is, on a terminal
+    def progress(message: str) -> None:     # a minute or more: say where it is, on a terminal
         if show:
             print(f"\r\033[K  {message}", end="", file=sys.stderr, flush=True)
 
@@ -217,7 +228,7 @@ def cmd_bench(args, out):
 
 # ---------------------------------------------------------------- parser
 
-def _strategies(parser, values):
+def _strategies(parser: argparse.ArgumentParser, values: list[str] | None) -> list[str]:
     chosen = values or list(STRATEGIES)
     for name in chosen:
         if name not in STRATEGIES:
@@ -225,14 +236,14 @@ def _strategies(parser, values):
     return chosen
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="pasid", description="PCIe PASID allocation: simulate, replay, "
                                                "sweep and benchmark allocation strategies.")
     parser.add_argument("--version", action="version",
                         version=f"pasid {pasid.__version__} ({pasid.BACKEND} backend)")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    def replay_options(sub):
+    def replay_options(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--strategy", action="append", metavar="NAME",
                          help=f"a strategy to run, repeatable ({', '.join(STRATEGIES)}; "
                               "default: all four)")
@@ -291,11 +302,11 @@ def build_parser():
     return parser
 
 
-COMMANDS = {"simulate": cmd_simulate, "replay": cmd_replay, "sweep": cmd_sweep,
-            "bench": cmd_bench}
+COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO], None]] = {
+    "simulate": cmd_simulate, "replay": cmd_replay, "sweep": cmd_sweep, "bench": cmd_bench}
 
 
-def main(argv=None, out=None):
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     """Run the command line; returns the exit status (0 ok, 2 bad input)."""
     out = sys.stdout if out is None else out
     parser = build_parser()

@@ -30,8 +30,8 @@ this module or simpy.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Hashable, Iterable
-from typing import Any, Union
+from collections.abc import Callable, Generator, Hashable, Iterable
+from typing import TYPE_CHECKING, Any, Union
 
 try:
     import simpy
@@ -40,6 +40,14 @@ except ImportError as _exc:  # pragma: no cover - exercised by a test with simpy
 
 from pasid._errors import InvalidPasid, PasidExhausted, QuotaExceeded
 from pasid.pure._args import as_int, as_time
+
+if TYPE_CHECKING:
+    from typing_extensions import TypeAlias
+
+    import pasid
+
+    # the allocator a pool wraps: either backend's
+    _Allocator: TypeAlias = "pasid.PasidAllocator | pasid.pure.PasidAllocator"
 
 __all__ = ["PasidPool", "PasidRequest"]
 
@@ -54,7 +62,7 @@ _CANCELLED = "cancelled"      # pending, out of the queue for good: cancel()
 _DONE = "done"                # granted (its value is the PASID) or failed
 
 
-class _Waiters(list):
+class _Waiters(list[Callable[[simpy.Event], None]]):
     """A request's ``callbacks``: notices when the last waiter stops waiting.
 
     SimPy removes a process's callback from the event it waits on when the
@@ -231,11 +239,14 @@ class PasidPool:
 
     def __init__(self, env: simpy.Environment, bits: int = 20, *,
                  reserved: Iterable[Any] = (0,), strategy: str = "lowest", grace: float = 0,
-                 seed: int | None = None, allocator_class: type | None = None) -> None:
+                 seed: int | None = None,
+                 allocator_class: type[_Allocator] | None = None) -> None:
         if allocator_class is None:
-            from pasid import PasidAllocator as allocator_class
+            from pasid import PasidAllocator
+
+            allocator_class = PasidAllocator
         self._env = env
-        self._allocator = allocator_class(bits, reserved=reserved, strategy=strategy,
+        self._allocator: _Allocator = allocator_class(bits, reserved=reserved, strategy=strategy,
                                           grace=grace, seed=seed, clock=lambda: env.now)
         self._size = 1 << self._allocator.bits
         self._waiting: dict[PasidRequest, None] = {}     # insertion order = request order
@@ -260,7 +271,7 @@ class PasidPool:
         return self._env
 
     @property
-    def allocator(self) -> Any:
+    def allocator(self) -> _Allocator:
         """The wrapped allocator (queries; release through the pool)."""
         return self._allocator
 
@@ -432,7 +443,8 @@ class PasidPool:
         self._counts["drains"] += 1
         self._env.process(self._drain(device, pasid, generation, latency))
 
-    def _drain(self, device: Hashable, pasid: int, generation: int, latency: float):
+    def _drain(self, device: Hashable, pasid: int, generation: int,
+               latency: float) -> Generator[simpy.Event, Any, None]:
         """The drain process: after ``latency``, unbind ``pasid`` from ``device``
         if it is still the same life and still bound there."""
         yield self._env.timeout(latency)
@@ -525,7 +537,7 @@ class PasidPool:
         timer = self._scheduled.get(at)     # one replaced earlier, still to fire: reuse it
         if timer is None:
             timer = self._scheduled[at] = self._env.timeout(_delay_until(self._env.now, at))
-            timer.callbacks.append(lambda event, at=at: self._on_timer(event, at))
+            timer.callbacks.append(lambda event: self._on_timer(event, at))   # at: not rebound
             self._counts["timers"] += 1
         self._timer, self._timer_at = timer, at
 

@@ -6,22 +6,30 @@ tables (state, refcount, generation per PASID; owners, data, bindings and the
 release queue in side tables) decide *when* an ID is FREE again.
 """
 
+from __future__ import annotations
+
 import heapq
 import math
 import os
 import threading
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, SupportsIndex
 
 import numpy as np
+import numpy.typing as npt
 
 from pasid._errors import InvalidPasid, PasidExhausted, QuotaExceeded, StateError
 from pasid._handle import PasidHandle
 from pasid import _snapshot
-from pasid._callbacks import run_teardown
+from pasid._callbacks import Teardown, run_teardown
 from pasid._rng import SplitMix64
 from pasid._state import State
 from pasid.pure._args import as_int, as_time
 from pasid.pure.fifo import FifoQueue
 from pasid.pure.idspace import IdSpace
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = ["PasidAllocator"]
 
@@ -36,7 +44,8 @@ class _Device:
 
     __slots__ = ("bits", "drain", "on_teardown", "handle")
 
-    def __init__(self, bits, drain, on_teardown, handle):
+    def __init__(self, bits: int, drain: float, on_teardown: Callable[[int], object] | None,
+                 handle: int) -> None:
         self.bits = bits
         self.drain = drain
         self.on_teardown = on_teardown
@@ -61,8 +70,11 @@ class PasidAllocator:
     (1, 'FREE')
     """
 
-    def __init__(self, bits=20, *, reserved=(0,), strategy="lowest", grace=0,
-                 clock=None, seed=None):
+    def __init__(self, bits: SupportsIndex = 20, *,
+                 reserved: Iterable[SupportsIndex | tuple[SupportsIndex, SupportsIndex]] = (0,),
+                 strategy: str = "lowest", grace: float = 0,
+                 clock: Callable[[], float] | None = None,
+                 seed: SupportsIndex | None = None) -> None:
         bits = as_int(bits, "bits")
         if not 1 <= bits <= 20:
             raise ValueError(f"bits must be in 1..20, got {bits}")
@@ -96,19 +108,22 @@ class PasidAllocator:
         self._state = bytearray(size)
         self._refcount = [0] * size
         self._generation = [0] * size
-        self._owner = {}
-        self._data = {}
-        self._hold = {}          # PASID -> release_at so far (unbind holds, release + grace)
-        self._bindings = {}      # PASID -> {device: [count, data]} in bind order
-        self._queue = []         # heap of (release_at, PASID), one entry per QUARANTINED
+        self._owner: dict[int, Hashable] = {}
+        self._data: dict[int, Any] = {}
+        # PASID -> release_at so far (unbind holds, release + grace)
+        self._hold: dict[int, float] = {}
+        # PASID -> {device: [count, data]} in bind order
+        self._bindings: dict[int, dict[Hashable, list[Any]]] = {}
+        # heap of (release_at, PASID), one entry per QUARANTINED
+        self._queue: list[tuple[float, int]] = []
         self._fifo = FifoQueue(size, range(size)) if strategy == "fifo" else None
         # devices and owners
-        self._devices = {}       # device -> _Device
-        self._device_list = []   # handle -> device (None once removed)
-        self._bound = {}         # device -> set of PASIDs bound to it
-        self._owned = {}         # owner -> set of ACTIVE PASIDs
-        self._use = {}           # owner -> ACTIVE + DRAINING + QUARANTINED
-        self._quota = {}
+        self._devices: dict[Hashable, _Device] = {}
+        self._device_list: list[Hashable | None] = []   # handle -> device (None once removed)
+        self._bound: dict[Hashable, set[int]] = {}      # device -> set of PASIDs bound to it
+        self._owned: dict[Hashable, set[int]] = {}      # owner -> set of ACTIVE PASIDs
+        self._use: dict[Hashable, int] = {}             # owner -> ACTIVE + DRAINING + QUARANTINED
+        self._quota: dict[Hashable, int] = {}
         # counters
         self._counts = [size, 0, 0, 0, 0]
         self._allocations = 0
@@ -123,7 +138,8 @@ class PasidAllocator:
                     self._take(p, RESERVED)
 
     @staticmethod
-    def _parse_reserved(reserved, size):
+    def _parse_reserved(reserved: Iterable[SupportsIndex | tuple[SupportsIndex, SupportsIndex]],
+                        size: int) -> list[tuple[int, int]]:
         ranges = []
         for item in reserved:
             if isinstance(item, tuple):
@@ -142,32 +158,32 @@ class PasidAllocator:
 
     # ------------------------------------------------------------------ helpers
 
-    def _pasid(self, value):
+    def _pasid(self, value: Any) -> int:
         p = as_int(value, "PASID")
         if not 0 <= p < self._size:
             raise InvalidPasid(f"PASID {p} out of range 0..{self._size - 1}")
         return p
 
-    def _bounds(self, min, max):
+    def _bounds(self, min: SupportsIndex | None, max: SupportsIndex | None) -> tuple[int, int]:
         lo = 0 if min is None else self._pasid(min)
         hi = self._size - 1 if max is None else self._pasid(max)
         if lo > hi:
             raise InvalidPasid(f"empty range {lo}..{hi}")
         return lo, hi
 
-    def _read_clock(self):
+    def _read_clock(self) -> float:
         if self._clock is None:
             return self._now
         return as_time(self._clock(), "clock()")
 
-    def _sync(self):
+    def _sync(self) -> None:
         """Reclaim what has expired by now (only a callable clock moves by itself)."""
         if self._clock is not None and self._queue:
             now = self._read_clock()
             if self._queue[0][0] <= now:
                 self._reclaim(now)
 
-    def _take(self, p, state):
+    def _take(self, p: int, state: int) -> None:
         """A FREE PASID leaves the FREE set."""
         self._space.take(p)
         if self._fifo is not None:
@@ -177,7 +193,7 @@ class PasidAllocator:
         counts[state] += 1
         self._state[p] = state
 
-    def _make_free(self, p):
+    def _make_free(self, p: int) -> None:
         """A PASID whose release is complete becomes FREE; its tags go."""
         counts = self._counts
         counts[self._state[p]] -= 1
@@ -197,7 +213,7 @@ class PasidAllocator:
             else:
                 del self._use[owner]
 
-    def _reclaim(self, now):
+    def _reclaim(self, now: float) -> int:
         queue = self._queue
         expired = []
         while queue and queue[0][0] <= now:
@@ -208,7 +224,7 @@ class PasidAllocator:
         self._reclaimed += len(expired)
         return len(expired)
 
-    def _settle(self, p, now):
+    def _settle(self, p: int, now: float) -> None:
         """A released PASID with no device bound: QUARANTINED until its release_at, or FREE."""
         release_at = self._hold[p]
         if release_at <= now:
@@ -221,7 +237,7 @@ class PasidAllocator:
             self._state[p] = QUARANTINED
             heapq.heappush(self._queue, (release_at, p))
 
-    def _release(self, p, now, teardown):
+    def _release(self, p: int, now: float, teardown: Teardown) -> None:
         """An ACTIVE PASID is released: DRAINING, QUARANTINED or FREE."""
         self._releases += 1
         self._refcount[p] = 0
@@ -245,7 +261,7 @@ class PasidAllocator:
         else:
             self._settle(p, now)
 
-    def _choose(self, lo, hi):
+    def _choose(self, lo: int, hi: int) -> int:
         """The FREE ID the strategy gives in [lo, hi], or -1. Moves nothing."""
         strategy = self._strategy
         space = self._space
@@ -258,14 +274,15 @@ class PasidAllocator:
                 if p >= 0:
                     return p
             return space.find_free(lo, hi)
-        if strategy == "fifo":
-            return self._fifo.first(lo, hi)
+        fifo = self._fifo
+        if fifo is not None:        # the fifo strategy: its queue exists only then
+            return fifo.first(lo, hi)
         count = space.count_free(lo, hi)
         if not count:
             return -1
         return space.select(space.rank(lo) + self._rng.below(count))
 
-    def _check_quota(self, owner, n):
+    def _check_quota(self, owner: Hashable | None, n: int) -> None:
         if owner is None:
             return
         quota = self._quota.get(owner)
@@ -275,7 +292,7 @@ class PasidAllocator:
                 f"owner {owner!r} is at its quota of {quota} PASIDs"
             )
 
-    def _activate(self, p, owner, data):
+    def _activate(self, p: int, owner: Hashable | None, data: object) -> None:
         self._take(p, ACTIVE)
         self._refcount[p] = 1
         self._generation[p] += 1
@@ -293,7 +310,8 @@ class PasidAllocator:
         if self._counts[ACTIVE] > self._high_water:
             self._high_water = self._counts[ACTIVE]
 
-    def _alloc(self, owner, data, min, max):
+    def _alloc(self, owner: Hashable | None, data: object, min: SupportsIndex | None,
+               max: SupportsIndex | None) -> int:
         lo, hi = self._bounds(min, max)
         self._sync()
         self._check_quota(owner, 1)
@@ -308,12 +326,15 @@ class PasidAllocator:
 
     # ------------------------------------------------------------ allocation
 
-    def alloc(self, owner=None, *, data=None, min=None, max=None):
+    def alloc(self, owner: Hashable | None = None, *, data: object = None,
+              min: SupportsIndex | None = None, max: SupportsIndex | None = None) -> int:
         """Allocate a PASID by the strategy; refcount 1, ACTIVE. O(log64 N)."""
         with self._lock:
             return self._alloc(owner, data, min, max)
 
-    def try_alloc(self, owner=None, *, data=None, min=None, max=None):
+    def try_alloc(self, owner: Hashable | None = None, *, data: object = None,
+                  min: SupportsIndex | None = None,
+                  max: SupportsIndex | None = None) -> int | None:
         """Like :meth:`alloc`, but ``None`` where alloc raises PasidExhausted (quota included)."""
         with self._lock:
             try:
@@ -321,7 +342,8 @@ class PasidAllocator:
             except PasidExhausted:
                 return None
 
-    def alloc_exact(self, pasid, owner=None, *, data=None):
+    def alloc_exact(self, pasid: SupportsIndex, owner: Hashable | None = None, *,
+                    data: object = None) -> int:
         """Allocate exactly ``pasid``; StateError unless FREE. The cursor does not move. O(log64 N)."""
         with self._lock:
             p = self._pasid(pasid)
@@ -332,13 +354,15 @@ class PasidAllocator:
             self._activate(p, owner, data)
             return p
 
-    def open(self, owner=None, *, data=None, min=None, max=None):
+    def open(self, owner: Hashable | None = None, *, data: object = None,
+             min: SupportsIndex | None = None, max: SupportsIndex | None = None) -> PasidHandle:
         """Allocate like :meth:`alloc` and wrap the reference in a :class:`PasidHandle`."""
         with self._lock:
             p = self._alloc(owner, data, min, max)
             return PasidHandle(self, p, self._generation[p])
 
-    def alloc_many(self, n, owner=None, *, data=None):
+    def alloc_many(self, n: SupportsIndex, owner: Hashable | None = None, *,
+                   data: object = None) -> npt.NDArray[np.uint32]:
         """``n`` PASIDs, the same as ``n`` calls of :meth:`alloc`, as a uint32 array; all or nothing."""
         n = as_int(n, "n")
         if n < 0:
@@ -363,7 +387,7 @@ class PasidAllocator:
 
     # ------------------------------------------------------------ references
 
-    def get(self, pasid):
+    def get(self, pasid: SupportsIndex) -> None:
         """Take one more reference to an ACTIVE PASID. O(1)."""
         with self._lock:
             p = self._pasid(pasid)
@@ -372,9 +396,9 @@ class PasidAllocator:
                 raise StateError(f"get of PASID {p}, which is {_STATE_NAMES[self._state[p]]}")
             self._refcount[p] += 1
 
-    def put(self, pasid):
+    def put(self, pasid: SupportsIndex) -> None:
         """Drop one reference to an ACTIVE PASID; the last put releases it. O(log64 N)."""
-        teardown = []
+        teardown: Teardown = []
         with self._lock:
             p = self._pasid(pasid)
             self._sync()
@@ -390,29 +414,29 @@ class PasidAllocator:
 
     free = put
 
-    def free_many(self, ids):
+    def free_many(self, ids: Sequence[SupportsIndex] | npt.NDArray[np.integer[Any]]) -> None:
         """As successive :meth:`free` calls, all or nothing."""
-        ids = self._id_list(ids)
-        teardown = []
+        pasids = self._id_list(ids)
+        teardown: Teardown = []
         with self._lock:
             self._sync()
             now = self._read_clock()    # a clock that raises does so before any change
             refcount = self._refcount
             state = self._state
-            for i, p in enumerate(ids):
+            for i, p in enumerate(pasids):
                 if state[p] != ACTIVE or refcount[p] == 0:
-                    for q in ids[:i]:
+                    for q in pasids[:i]:
                         refcount[q] += 1
                     name = "ACTIVE, already freed" if state[p] == ACTIVE else _STATE_NAMES[state[p]]
                     raise StateError(f"free of PASID {p}, which is {name}")
                 refcount[p] -= 1
-            for p in ids:
+            for p in pasids:
                 if refcount[p] == 0 and state[p] == ACTIVE:
                     self._release(p, now, teardown)
         if teardown:
             run_teardown(teardown)
 
-    def _id_list(self, ids):
+    def _id_list(self, ids: object) -> list[int]:
         array = np.asarray(ids)
         if array.dtype == object:
             # Python ints too large for any integer dtype: checked one by one
@@ -430,14 +454,14 @@ class PasidAllocator:
 
     # ------------------------------------------------------------ reservation
 
-    def _range(self, lo, hi):
+    def _range(self, lo: SupportsIndex, hi: SupportsIndex | None) -> tuple[int, int]:
         lo = self._pasid(lo)
         hi = lo if hi is None else self._pasid(hi)
         if lo > hi:
             raise InvalidPasid(f"empty range {lo}..{hi}")
         return lo, hi
 
-    def reserve(self, lo, hi=None):
+    def reserve(self, lo: SupportsIndex, hi: SupportsIndex | None = None) -> None:
         """FREE IDs ``lo..hi`` (inclusive) become RESERVED, all or none. O(range x log64 N)."""
         with self._lock:
             lo, hi = self._range(lo, hi)
@@ -449,7 +473,7 @@ class PasidAllocator:
             for p in range(lo, hi + 1):
                 self._take(p, RESERVED)
 
-    def unreserve(self, lo, hi=None):
+    def unreserve(self, lo: SupportsIndex, hi: SupportsIndex | None = None) -> None:
         """RESERVED IDs ``lo..hi`` (inclusive) become FREE, all or none. O(range x log64 N)."""
         with self._lock:
             lo, hi = self._range(lo, hi)
@@ -463,7 +487,8 @@ class PasidAllocator:
 
     # ------------------------------------------------------------ devices
 
-    def add_device(self, device, *, bits=20, drain=0, on_teardown=None):
+    def add_device(self, device: Hashable, *, bits: SupportsIndex = 20, drain: float = 0,
+                   on_teardown: Callable[[int], object] | None = None) -> int:
         """Declare ``device`` (or update its settings): PASID width, drain time, teardown callback.
 
         Returns the device's handle (see :meth:`pasid.PasidAllocator.add_device`).
@@ -492,14 +517,15 @@ class PasidAllocator:
                 info.bits, info.drain, info.on_teardown = bits, drain, on_teardown
             return info.handle
 
-    def _new_device(self, device, bits, drain, on_teardown):
+    def _new_device(self, device: Hashable, bits: int, drain: float,
+                    on_teardown: Callable[[int], object] | None) -> _Device:
         """Declare a device: its entry, its bound set and its handle (never reused)."""
         info = self._devices[device] = _Device(bits, drain, on_teardown, len(self._device_list))
         self._device_list.append(device)
         self._bound[device] = set()
         return info
 
-    def remove_device(self, device):
+    def remove_device(self, device: Hashable) -> None:
         """Hot-unplug: drop all of ``device``'s bindings at once, no drain hold, no callback."""
         with self._lock:
             if device not in self._devices:
@@ -517,7 +543,7 @@ class PasidAllocator:
             self._device_list[self._devices[device].handle] = None
             del self._devices[device]
 
-    def bind(self, pasid, device, *, data=None):
+    def bind(self, pasid: SupportsIndex, device: Hashable, *, data: object = None) -> None:
         """Bind an ACTIVE PASID to ``device`` (counted per pair). O(1) dict work."""
         with self._lock:
             p = self._pasid(pasid)
@@ -542,7 +568,7 @@ class PasidAllocator:
                 if data is not None:
                     entry[1] = data
 
-    def unbind(self, pasid, device):
+    def unbind(self, pasid: SupportsIndex, device: Hashable) -> None:
         """``device`` says it has drained ``pasid`` (ACTIVE or DRAINING). O(log64 N)."""
         with self._lock:
             p = self._pasid(pasid)
@@ -569,11 +595,11 @@ class PasidAllocator:
 
     # ------------------------------------------------------------ owners
 
-    def exit_owner(self, owner):
+    def exit_owner(self, owner: Hashable) -> list[int]:
         """Release every ACTIVE PASID of ``owner`` at once, whatever its refcount; never waits."""
         if owner is None:
             raise ValueError("exit_owner(None): owner-less PASIDs have no owner to exit")
-        teardown = []
+        teardown: Teardown = []
         with self._lock:
             self._sync()
             released = sorted(self._owned.get(owner, ()))
@@ -584,7 +610,7 @@ class PasidAllocator:
             run_teardown(teardown)
         return released
 
-    def set_quota(self, owner, n):
+    def set_quota(self, owner: Hashable, n: SupportsIndex | None) -> None:
         """At most ``n`` PASIDs of ``owner`` ACTIVE, DRAINING or QUARANTINED; ``None`` lifts it."""
         if owner is None:
             raise ValueError("set_quota(None, ...): owner-less PASIDs have no quota")
@@ -601,12 +627,12 @@ class PasidAllocator:
     # ------------------------------------------------------------ time
 
     @property
-    def now(self):
+    def now(self) -> float:
         """The current time: the logical clock, or the callable clock's reading."""
         with self._lock:
             return self._read_clock()
 
-    def advance(self, to=None, *, by=None):
+    def advance(self, to: float | None = None, *, by: float | None = None) -> int:
         """Move the logical clock forward and reclaim; returns how many became FREE."""
         with self._lock:
             if self._clock is not None:
@@ -622,7 +648,7 @@ class PasidAllocator:
             self._now = target
             return self._reclaim(target)
 
-    def next_release_time(self):
+    def next_release_time(self) -> float | None:
         """The earliest release_at of a QUARANTINED PASID, or None. O(1)."""
         with self._lock:
             self._sync()
@@ -630,55 +656,56 @@ class PasidAllocator:
 
     # ------------------------------------------------------------ queries
 
-    def state(self, pasid):
+    def state(self, pasid: SupportsIndex) -> State:
         """The :class:`~pasid.State` of ``pasid``. O(1)."""
         with self._lock:
             p = self._pasid(pasid)
             self._sync()
             return State(self._state[p])
 
-    def states(self, ids):
+    def states(self, ids: Sequence[SupportsIndex] | npt.NDArray[np.integer[Any]]
+               ) -> npt.NDArray[np.uint8]:
         """The states of ``ids`` as a uint8 array. O(len(ids))."""
-        ids = self._id_list(ids)
+        pasids = self._id_list(ids)
         with self._lock:
             self._sync()
             state = self._state
-            return np.array([state[p] for p in ids], dtype=np.uint8)
+            return np.array([state[p] for p in pasids], dtype=np.uint8)
 
-    def owner(self, pasid):
+    def owner(self, pasid: SupportsIndex) -> Any:
         """The owner tag of ``pasid`` (None when FREE or owner-less). O(1)."""
         with self._lock:
             p = self._pasid(pasid)
             self._sync()
             return self._owner.get(p)
 
-    def data(self, pasid):
+    def data(self, pasid: SupportsIndex) -> Any:
         """The data given at allocation (None when FREE). O(1)."""
         with self._lock:
             p = self._pasid(pasid)
             self._sync()
             return self._data.get(p)
 
-    def refcount(self, pasid):
+    def refcount(self, pasid: SupportsIndex) -> int:
         """References held on ``pasid`` (0 unless ACTIVE). O(1)."""
         with self._lock:
             p = self._pasid(pasid)
             self._sync()
             return self._refcount[p]
 
-    def generation(self, pasid):
+    def generation(self, pasid: SupportsIndex) -> int:
         """How many times ``pasid`` has been allocated. O(1)."""
         with self._lock:
             return self._generation[self._pasid(pasid)]
 
-    def devices(self, pasid):
+    def devices(self, pasid: SupportsIndex) -> list[Any]:
         """The devices ``pasid`` is bound to, in bind order."""
         with self._lock:
             p = self._pasid(pasid)
             self._sync()
             return list(self._bindings.get(p, ()))
 
-    def binding(self, pasid, device):
+    def binding(self, pasid: SupportsIndex, device: Hashable) -> Any:
         """The data given to :meth:`bind` for this (PASID, device) pair."""
         with self._lock:
             p = self._pasid(pasid)
@@ -688,7 +715,7 @@ class PasidAllocator:
                 raise StateError(f"PASID {p} is not bound to device {device!r}")
             return bindings[device][1]
 
-    def pending(self, device):
+    def pending(self, device: Hashable) -> list[int]:
         """The DRAINING PASIDs still bound to ``device``, ascending."""
         with self._lock:
             if device not in self._devices:
@@ -697,7 +724,7 @@ class PasidAllocator:
             state = self._state
             return sorted(p for p in self._bound[device] if state[p] == DRAINING)
 
-    def stats(self):
+    def stats(self) -> dict[str, int]:
         """Counts per state and the counters since construction, as a dict."""
         with self._lock:
             self._sync()
@@ -716,24 +743,24 @@ class PasidAllocator:
             }
 
     @property
-    def bits(self):
+    def bits(self) -> int:
         """The PASID width: IDs are 0 .. 2**bits - 1."""
         return self._bits
 
     @property
-    def strategy(self):
+    def strategy(self) -> str:
         """The allocation strategy: lowest, cyclic, fifo or random."""
         return self._strategy
 
     @property
-    def grace(self):
+    def grace(self) -> float:
         """The minimum time from release to reuse."""
         return self._grace
 
-    def __len__(self):
+    def __len__(self) -> int:
         return self._counts[ACTIVE]
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[int]:
         with self._lock:
             state = self._state
             found = []
@@ -743,7 +770,7 @@ class PasidAllocator:
                 p = state.find(ACTIVE, p + 1)
         return iter(found)
 
-    def __contains__(self, pasid):
+    def __contains__(self, pasid: object) -> bool:
         try:
             p = as_int(pasid, "PASID")
         except TypeError:
@@ -754,7 +781,7 @@ class PasidAllocator:
             self._sync()
             return self._state[p] == ACTIVE
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (
             f"<pasid.pure.PasidAllocator bits={self._bits} strategy={self._strategy!r} "
             f"active={self._counts[ACTIVE]} free={self._counts[FREE]}>"
@@ -762,7 +789,7 @@ class PasidAllocator:
 
     # ------------------------------------------------------------ snapshots
 
-    def _export(self):
+    def _export(self) -> dict[str, Any]:
         """The whole state as the dict of ``pasid._snapshot.FIELDS`` (shared with the compiled core)."""
         self._sync()
         state = np.frombuffer(bytes(self._state), dtype=np.uint8)
@@ -798,7 +825,7 @@ class PasidAllocator:
         }
 
     @classmethod
-    def _restore(cls, snap, clock):
+    def _restore(cls, snap: dict[str, Any], clock: Callable[[], float] | None) -> Self:
         """A new allocator holding a checked snapshot (``pasid._snapshot.check``)."""
         a = cls(snap["bits"], reserved=(), strategy=snap["strategy"], grace=snap["grace"],
                 clock=clock, seed=snap["rng"])
@@ -836,7 +863,7 @@ class PasidAllocator:
         heapq.heapify(a._queue)
         return a
 
-    def to_bytes(self):
+    def to_bytes(self) -> bytes:
         """The whole allocator as snapshot bytes: versioned, checksummed, the same on both backends.
 
         Everything travels but callbacks and a callable clock (its reading
@@ -847,7 +874,8 @@ class PasidAllocator:
             return _snapshot.dumps(self._export())
 
     @classmethod
-    def from_bytes(cls, data, *, clock=None):
+    def from_bytes(cls, data: bytes | bytearray | memoryview, *,
+                   clock: Callable[[], float] | None = None) -> Self:
         """An allocator from :meth:`to_bytes` output (of either backend).
 
         ``clock``: a callable clock; without one, a logical clock at the saved
@@ -856,16 +884,16 @@ class PasidAllocator:
         return cls._restore(_snapshot.loads(data), clock)
 
     @classmethod
-    def _from_state(cls, state):
+    def _from_state(cls, state: dict[str, Any]) -> Self:
         return cls._restore(_snapshot.check(state), None)
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Callable[[dict[str, Any]], Self], tuple[dict[str, Any]]]:
         with self._lock:
             return (type(self)._from_state, (self._export(),))
 
     # ------------------------------------------------------------ invariants
 
-    def _check(self):
+    def _check(self) -> None:
         """Verify every invariant; raise AssertionError on the first that fails."""
         with self._lock:
             self._space._check()
@@ -898,8 +926,8 @@ class PasidAllocator:
             for p in range(self._size):
                 if self._state[p] == DRAINING and p not in self._bindings:
                     raise AssertionError(f"PASID {p} DRAINING with no device bound")
-            use = {}
-            owned = {}
+            use: dict[Hashable, int] = {}
+            owned: dict[Hashable, set[int]] = {}
             for p, owner in self._owner.items():
                 if self._state[p] in (FREE, RESERVED):
                     raise AssertionError(f"PASID {p}: owner kept in state {self._state[p]}")

@@ -16,6 +16,10 @@ a removal recomputes the minimum of the groups whose minimum it was.
 The compiled core keeps the same structure (``pasid/_fifo.pxi``).
 """
 
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
 __all__ = ["FifoQueue"]
 
 _EMPTY = 1 << 64          # the "number" of an ID not in the queue: above every real one
@@ -26,20 +30,26 @@ class FifoQueue:
 
     __slots__ = ("capacity", "order", "seq", "mins", "next_seq")
 
-    def __init__(self, capacity, ids=()):
+    capacity: int
+    order: dict[int, None]
+    seq: list[int] | None
+    mins: list[list[int]]
+    next_seq: int
+
+    def __init__(self, capacity: int, ids: Iterable[int] = ()) -> None:
         self.capacity = capacity
         self.order = dict.fromkeys(ids)   # the queue: insertion order is FIFO order
         self.seq = None                   # built by the first ranged query
-        self.mins = None
+        self.mins = []                    # with seq: the group minima, level by level
         self.next_seq = 0
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.order)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[int]:
         return iter(self.order)
 
-    def push(self, p):
+    def push(self, p: int) -> None:
         """``p`` became FREE: it joins the tail. O(1); O(log64 N) with the summaries."""
         self.order[p] = None
         if self.seq is not None:
@@ -51,7 +61,7 @@ class FifoQueue:
                     break
                 level[p] = s
 
-    def remove(self, p):
+    def remove(self, p: int) -> None:
         """``p`` leaves the queue (allocated or reserved). O(1); O(64 log64 N) with the summaries."""
         del self.order[p]
         if self.seq is not None:
@@ -65,7 +75,7 @@ class FifoQueue:
                 level[p] = min(below[p << 6:(p + 1) << 6])
                 below = level
 
-    def first(self, lo, hi):
+    def first(self, lo: int, hi: int) -> int:
         """The first ID of the queue in ``[lo, hi]``, or -1."""
         if lo == 0 and hi == self.capacity - 1:
             return next(iter(self.order), -1)
@@ -74,7 +84,7 @@ class FifoQueue:
         s, index = self._min(0, lo, hi)
         return index if s != _EMPTY else -1
 
-    def _build(self):
+    def _build(self) -> None:
         """Number the queue's IDs in order and compute every group's minimum. O(N)."""
         self.seq = seq = [_EMPTY] * self.capacity
         for number, p in enumerate(self.order):
@@ -87,10 +97,11 @@ class FifoQueue:
             self.mins.append(level)
             below = level
 
-    def _level(self, k):
+    def _level(self, k: int) -> list[int]:
+        assert self.seq is not None     # the ranged queries run after _build
         return self.seq if k == 0 else self.mins[k - 1]
 
-    def _min(self, k, lo, hi):
+    def _min(self, k: int, lo: int, hi: int) -> tuple[int, int]:
         """(smallest number, its level-0 ID) over entries ``lo..hi`` of level ``k``."""
         values = self._level(k)
         if lo >> 6 == hi >> 6 or k == len(self.mins):
@@ -108,7 +119,7 @@ class FifoQueue:
                 found = middle
         return found
 
-    def _descend(self, k, index):
+    def _descend(self, k: int, index: int) -> int:
         """The level-0 ID holding the minimum of entry ``index`` of level ``k``."""
         s = self._level(k)[index]
         if s == _EMPTY:
@@ -120,7 +131,7 @@ class FifoQueue:
             index = below.index(s, start, start + 64)
         return index
 
-    def _check(self, free):
+    def _check(self, free: set[int]) -> None:
         """The queue holds exactly ``free``; the summaries, if built, agree with it."""
         if set(self.order) != free:
             raise AssertionError("fifo queue != FREE set")

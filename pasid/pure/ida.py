@@ -48,7 +48,11 @@ xarray's ``xa_lock``), so an ``IDA`` may be shared between threads.
 (1, 1000, [0, 1, 2, 1000])
 """
 
+from __future__ import annotations
+
 import threading
+from collections.abc import Iterator
+from typing import Any, SupportsIndex, final
 
 from pasid._errors import InvalidPasid, PasidExhausted, StateError
 from pasid.pure._args import as_int
@@ -73,6 +77,7 @@ _MAX_LEAF = IDA_MAX >> _LEAF_SHIFT  # the highest leaf index ever used
 _MAX_SHIFT = 18  # a head of this shift spans leaf indices < 2**24 > _MAX_LEAF
 
 
+@final   # so that ``type(x) is not _Node`` excludes it (mypy narrows on that)
 class _Node:
     """An xarray node: 64 slots, the free mark, and the way back up.
 
@@ -83,7 +88,16 @@ class _Node:
 
     __slots__ = ("shift", "offset", "parent", "count", "free", "slots")
 
-    def __init__(self, shift, parent, offset):
+    shift: int
+    offset: int
+    parent: _Node | None
+    count: int
+    free: int
+    # Leaves (int bitmaps) at shift 0, nodes above, None where empty: the level
+    # decides, which the type cannot say, so the walks read slots as Any.
+    slots: list[Any]
+
+    def __init__(self, shift: int, parent: _Node | None, offset: int) -> None:
         self.shift = shift
         self.offset = offset
         self.parent = parent
@@ -92,7 +106,7 @@ class _Node:
         self.slots = [None] * XA_CHUNK_SIZE
 
 
-def _mark_free(node, offset):
+def _mark_free(node: _Node | None, offset: int) -> None:
     """Set the free mark of ``node.slots[offset]``, carrying it up while it is new."""
     while node is not None:
         marks = node.free
@@ -103,7 +117,7 @@ def _mark_free(node, offset):
         node = node.parent
 
 
-def _mark_full(node, offset):
+def _mark_full(node: _Node | None, offset: int) -> None:
     """Clear the free mark of ``node.slots[offset]``, carrying it up while a node fills."""
     while node is not None:
         marks = node.free & ~(1 << offset)
@@ -114,7 +128,7 @@ def _mark_full(node, offset):
         node = node.parent
 
 
-def _bits_of(base, leaf, out):
+def _bits_of(base: int, leaf: int, out: list[int]) -> None:
     """Append the IDs of the set bits of ``leaf`` (leaf number ``base >> 10``), ascending."""
     while leaf:
         low = leaf & -leaf
@@ -139,14 +153,16 @@ class IDA:
 
     __slots__ = ("_head", "_count", "_lock")
 
-    def __init__(self):
+    _head: _Node | int | None
+
+    def __init__(self) -> None:
         self._head = None  # None (empty), an int (leaf 0, height 0), or a _Node
         self._count = 0
         self._lock = threading.Lock()
 
     # -- tree walks (the caller holds the lock) -------------------------------
 
-    def _find_free(self, index):
+    def _find_free(self, index: int) -> tuple[int, int, _Node | None, int]:
         """The lowest leaf index >= ``index`` whose free mark is set (``xas_find_marked``).
 
         Returns ``(index, leaf, node, offset)``: ``leaf`` is the bitmap there
@@ -193,7 +209,7 @@ class IDA:
                     break
             index = ((index >> shift) + 1) << shift
 
-    def _find_present(self, index):
+    def _find_present(self, index: int) -> tuple[int, int] | None:
         """The lowest leaf index >= ``index`` that holds a leaf, as ``(index, leaf)``, or None.
 
         Like ``xas_find``: the slots of a node are looked at in order (at most
@@ -232,7 +248,7 @@ class IDA:
                         break
                 index = ((index >> shift) + 1) << shift
 
-    def _locate(self, index):
+    def _locate(self, index: int) -> tuple[_Node | None, int, int]:
         """``(node, offset, leaf)`` for leaf ``index``.
 
         ``node`` is None for the head leaf; ``leaf`` is 0 when absent.
@@ -255,7 +271,7 @@ class IDA:
             node = child
             shift -= XA_CHUNK_SHIFT
 
-    def _expand(self, index):
+    def _expand(self, index: int) -> None:
         """Grow the tree until its head node spans leaf ``index`` (``xas_expand``)."""
         head = self._head
         if head is None:
@@ -281,13 +297,14 @@ class IDA:
             head.offset = 0
             self._head = head = root
 
-    def _insert_leaf(self, index, leaf):
+    def _insert_leaf(self, index: int, leaf: int) -> None:
         """Store a new (non-full) leaf at ``index``, creating nodes on the way (``xas_create``)."""
         if index == 0 and self._head is None:
             self._head = leaf
             return
         self._expand(index)
         node = self._head
+        assert type(node) is _Node      # _expand made the head a node
         shift = node.shift
         while shift:
             offset = (index >> shift) & _SLOT_MASK
@@ -302,7 +319,7 @@ class IDA:
         node.slots[index & _SLOT_MASK] = leaf
         node.count += 1
 
-    def _delete_leaf(self, node, offset):
+    def _delete_leaf(self, node: _Node, offset: int) -> None:
         """Free the emptied leaf at ``node.slots[offset]``, the nodes it empties, then shrink."""
         while True:
             node.slots[offset] = None
@@ -319,6 +336,7 @@ class IDA:
             node = parent
         # xas_shrink: a head node using only slot 0 gives way to that child.
         head = self._head
+        assert type(head) is _Node      # the leaf was in a node, under this head
         while head.count == 1 and head.slots[0] is not None:
             child = head.slots[0]
             head.slots[0] = None
@@ -329,7 +347,7 @@ class IDA:
                 self._head = child
                 return
 
-    def _alloc(self, min, max):
+    def _alloc(self, min: int, max: int) -> int:
         """Allocate the lowest free ID in ``[min, max]``; ``min <= max <= IDA_MAX``, validated."""
         first = min >> _LEAF_SHIFT
         index, leaf, node, offset = self._find_free(first)
@@ -357,7 +375,7 @@ class IDA:
 
     # -- allocation -------------------------------------------------------------
 
-    def alloc(self):
+    def alloc(self) -> int:
         """Allocate the lowest free ID (``ida_alloc``).
 
         Cost: O(log64 N) (a descent along the free marks), N the highest ID in use.
@@ -370,7 +388,7 @@ class IDA:
         with self._lock:
             return self._alloc(0, IDA_MAX)
 
-    def alloc_min(self, min):
+    def alloc_min(self, min: SupportsIndex) -> int:
         """Allocate the lowest free ID ``>= min`` (``ida_alloc_min``).
 
         Cost: O(log64 N). Errors: ``min`` negative: :class:`~pasid.InvalidPasid`;
@@ -383,7 +401,7 @@ class IDA:
         """
         return self.alloc_range(min, IDA_MAX)
 
-    def alloc_max(self, max):
+    def alloc_max(self, max: SupportsIndex) -> int:
         """Allocate the lowest free ID ``<= max`` (``ida_alloc_max``).
 
         Cost: O(log64 N). ``max`` above ``2**31 - 1`` is clamped. Errors:
@@ -400,7 +418,7 @@ class IDA:
         """
         return self.alloc_range(0, max)
 
-    def alloc_range(self, min, max):
+    def alloc_range(self, min: SupportsIndex, max: SupportsIndex) -> int:
         """Allocate the lowest free ID in ``[min, max]``, inclusive (``ida_alloc_range``).
 
         Cost: O(log64 N). As in the kernel, ``max`` above ``2**31 - 1`` is
@@ -433,7 +451,7 @@ class IDA:
         with self._lock:
             return self._alloc(min, max)
 
-    def free(self, id):
+    def free(self, id: SupportsIndex) -> None:
         """Release an allocated ID (``ida_free``).
 
         Cost: O(log64 N); an emptied leaf and the nodes it empties are freed
@@ -469,7 +487,7 @@ class IDA:
             else:
                 self._delete_leaf(node, offset)
 
-    def destroy(self):
+    def destroy(self) -> None:
         """Free every ID (``ida_destroy``); the IDA is empty and usable again.
 
         Cost: O(1) here (the tree is dropped whole; the kernel frees leaf by leaf).
@@ -486,7 +504,7 @@ class IDA:
 
     # -- queries ------------------------------------------------------------------
 
-    def find_first(self):
+    def find_first(self) -> int | None:
         """The lowest allocated ID, or None if the IDA is empty (``ida_find_first``).
 
         Cost: O(64 log64 N) (slots are looked at in order, like ``xas_find``).
@@ -501,7 +519,7 @@ class IDA:
         """
         return self.find_first_range(0, IDA_MAX)
 
-    def find_first_range(self, min, max):
+    def find_first_range(self, min: SupportsIndex, max: SupportsIndex) -> int | None:
         """The lowest allocated ID in ``[min, max]``, or None (``ida_find_first_range``).
 
         Cost: O(64 log64 N). ``max`` above ``2**31 - 1`` is clamped;
@@ -539,7 +557,7 @@ class IDA:
             found_id = (index << _LEAF_SHIFT) + (leaf & -leaf).bit_length() - 1
             return found_id if found_id <= max else None
 
-    def exists(self, id):
+    def exists(self, id: object) -> bool:
         """True if ``id`` is allocated (``ida_exists``). Never raises: a non-ID gives False.
 
         Cost: O(log64 N).
@@ -560,7 +578,7 @@ class IDA:
             leaf = self._locate(id >> _LEAF_SHIFT)[2]
             return bool(leaf >> (id & _BIT_MASK) & 1)
 
-    def __contains__(self, id):
+    def __contains__(self, id: object) -> bool:
         """``id in ida``: the same as :meth:`exists`; never raises. O(log64 N).
 
         >>> ida = IDA()
@@ -571,7 +589,7 @@ class IDA:
         """
         return self.exists(id)
 
-    def is_empty(self):
+    def is_empty(self) -> bool:
         """True if no ID is allocated (``ida_is_empty``). O(1).
 
         >>> ida = IDA()
@@ -585,7 +603,7 @@ class IDA:
         with self._lock:
             return self._head is None
 
-    def __len__(self):
+    def __len__(self) -> int:
         """How many IDs are allocated (a counter kept by alloc/free). O(1).
 
         >>> ida = IDA()
@@ -596,7 +614,7 @@ class IDA:
         with self._lock:
             return self._count
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[int]:
         """The allocated IDs, ascending, as of the call (a snapshot). O(len + leaves).
 
         >>> ida = IDA()
@@ -604,7 +622,7 @@ class IDA:
         >>> list(ida)
         [0, 1024, 2147483647]
         """
-        ids = []
+        ids: list[int] = []
         with self._lock:
             head = self._head
             if type(head) is _Node:
@@ -613,7 +631,7 @@ class IDA:
                 _bits_of(0, head, ids)
         return iter(ids)
 
-    def _collect(self, node, index, out):
+    def _collect(self, node: _Node, index: int, out: list[int]) -> None:
         """Append the IDs under ``node`` (spanning leaf indices from ``index``), ascending."""
         shift = node.shift
         for offset, child in enumerate(node.slots):
@@ -625,7 +643,7 @@ class IDA:
             else:
                 self._collect(child, child_index, out)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         """``<pasid.pure.IDA: N allocated>``.
 
         >>> ida = IDA()
@@ -637,7 +655,7 @@ class IDA:
 
     # -- invariants ---------------------------------------------------------------
 
-    def _check(self):
+    def _check(self) -> None:
         """Verify every invariant; raise ``AssertionError`` naming the first broken one.
 
         Marks agree with leaves and children, no empty leaf or node is kept,
@@ -670,7 +688,7 @@ class IDA:
             if total != self._count:
                 raise AssertionError(f"count {self._count} but {total} bits set")
 
-    def _check_node(self, node, index):
+    def _check_node(self, node: _Node, index: int) -> int:
         """Check ``node`` (spanning leaf indices from ``index``) and below; return its set bits."""
         shift = node.shift
         total = 0

@@ -16,12 +16,14 @@ O(log64 N) whatever the occupancy. Unlike the compiled core the pure space is
 dense (the allocator's space is at most 2**20 IDs).
 """
 
+from __future__ import annotations
+
 __all__ = ["IdSpace"]
 
 _ALL = (1 << 64) - 1
 
 
-def _ctz(word):
+def _ctz(word: int) -> int:
     """Index of the lowest set bit of a non-zero int."""
     return (word & -word).bit_length() - 1
 
@@ -31,11 +33,15 @@ class IdSpace:
 
     __slots__ = ("capacity", "words", "counts")
 
-    def __init__(self, capacity):
+    capacity: int
+    words: list[list[int]]
+    counts: list[list[int]]          # counts[0] is empty: the leaves count themselves
+
+    def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        words = []
+        words: list[list[int]] = []
         n = capacity
-        level_words = []
+        level_words: list[int] = []
         # leaf words: bits beyond capacity stay clear forever
         nwords = (n + 63) >> 6
         leaf = [_ALL] * nwords
@@ -52,18 +58,18 @@ class IdSpace:
             words.append(summary)
             level_words = summary
         self.words = words
-        counts = [None]
+        counts: list[list[int]] = [[]]
         for k in range(1, len(words)):
             span = 1 << (6 * (k + 1))  # IDs under one word of level k
             nw = len(words[k])
             counts.append([min(span, n - i * span) for i in range(nw)])
         self.counts = counts
 
-    def is_free(self, pasid):
+    def is_free(self, pasid: int) -> bool:
         """True if ``pasid`` is FREE. O(1)."""
         return bool(self.words[0][pasid >> 6] >> (pasid & 63) & 1)
 
-    def take(self, pasid):
+    def take(self, pasid: int) -> None:
         """Mark a FREE ``pasid`` taken. O(log64 N): summaries change only on a word's transition to zero."""
         words = self.words
         counts = self.counts
@@ -79,7 +85,7 @@ class IdSpace:
                 clear = level[w] == 0
                 index = w
 
-    def release(self, pasid):
+    def release(self, pasid: int) -> None:
         """Mark a taken ``pasid`` FREE. O(log64 N): summaries change only when a word was zero."""
         words = self.words
         counts = self.counts
@@ -95,7 +101,7 @@ class IdSpace:
                 level[w] |= 1 << (index & 63)
                 index = w
 
-    def find_free(self, lo, hi):
+    def find_free(self, lo: int, hi: int) -> int:
         """The lowest FREE ID in ``[lo, hi]``, or -1. O(log64 N)."""
         if lo > hi:
             return -1
@@ -123,7 +129,7 @@ class IdSpace:
             index = (index << 6) + _ctz(words[k][index])
         return index if index <= hi else -1
 
-    def rank(self, x):
+    def rank(self, x: int) -> int:
         """How many FREE IDs are below ``x``. O(64 log64 N)."""
         words = self.words
         counts = self.counts
@@ -143,7 +149,7 @@ class IdSpace:
             total += (leaf[w] & ((1 << (x & 63)) - 1)).bit_count()
         return total
 
-    def select(self, r):
+    def select(self, r: int) -> int:
         """The FREE ID of rank ``r`` (0-based, ascending). O(64 log64 N)."""
         words = self.words
         counts = self.counts
@@ -170,11 +176,11 @@ class IdSpace:
             word &= word - 1
         return (index << 6) + _ctz(word)
 
-    def count_free(self, lo, hi):
+    def count_free(self, lo: int, hi: int) -> int:
         """How many FREE IDs are in ``[lo, hi]``. O(64 log64 N)."""
         return self.rank(hi + 1) - self.rank(lo)
 
-    def _check(self):
+    def _check(self) -> None:
         """Verify that every summary bit and count agrees with the level below."""
         words = self.words
         for k in range(1, len(words)):

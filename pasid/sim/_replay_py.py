@@ -14,14 +14,22 @@ DRAINING + QUARANTINED counts (here tracked from what each call returns; the
 compiled twin reads the allocator's own counts, so the two check each other).
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from pasid.sim.trace import (
     OP_ACCESS, OP_ADVANCE, OP_ALLOC, OP_BIND, OP_EXIT, OP_GET, OP_PUT, OP_UNBIND,
 )
 
+if TYPE_CHECKING:
+    from pasid.sim.replay import ReplayState, _Allocator
+    from pasid.sim.trace import Trace
+
 FREE, ACTIVE, DRAINING = 0, 2, 3
 
 
-def run(a, trace, st, start, stop):
+def run(a: _Allocator, trace: Trace, st: ReplayState, start: int, stop: int) -> None:
     """Replay operations ``start..stop-1`` of ``trace`` on allocator ``a``, updating ``st``."""
     times = trace.time[start:stop].tolist()
     ops = trace.op[start:stop].tolist()
@@ -37,8 +45,8 @@ def run(a, trace, st, start, stop):
     block_live = st.block_live.tolist()
     sample_at = st.sample_at.tolist()
     nsamples = len(sample_at)
-    distances = []
-    samples = []
+    distances: list[float] = []
+    samples: list[tuple[int, int]] = []
     (done, allocations, failures, skipped, stale, peak_active, peak_held, blocks_live,
      blocks_peak, highest, ndistances, k, active, held) = st.counters.tolist()
     try_alloc, get, put, state = a.try_alloc, a.get, a.put, a.state

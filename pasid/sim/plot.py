@@ -6,12 +6,21 @@ imported only when a plot is drawn, with the non-interactive Agg backend.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
+from types import ModuleType
+from typing import IO, TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from pasid.sim.replay import Run
 
 __all__ = ["plot_runs"]
 
 
-def _pyplot():
+def _pyplot() -> ModuleType:
+    """``matplotlib.pyplot`` on the Agg backend (RuntimeError without matplotlib)."""
     try:
         import matplotlib
     except ImportError:
@@ -22,7 +31,8 @@ def _pyplot():
     return plt
 
 
-def plot_runs(runs, path, *, title="pasid simulate"):
+def plot_runs(runs: Iterable[Run], path: str | os.PathLike[str] | IO[bytes], *,
+              title: str = "pasid simulate") -> None:
     """Draw three panels, one line per strategy, and save them to ``path`` (PNG). O(samples).
 
     Occupancy (ACTIVE PASIDs) and quarantine backlog (DRAINING + QUARANTINED)

@@ -40,14 +40,36 @@ The metrics (also in the README):
 from __future__ import annotations
 
 import time as _time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 import pasid
 from pasid.sim import _replay_py
 from pasid.sim.trace import Trace
 
+if TYPE_CHECKING:
+    from types import ModuleType
+    from typing import Literal, Union
+
+    from typing_extensions import TypeAlias
+
+    from pasid.sim.workload import Workload
+
+    # An allocator of either backend (the public class, or the pure one by
+    # name); an allocator class, or a backend's name, as replay() and
+    # simulate() take it. Only for checkers: at run time the public class may
+    # be the pure one.
+    _Allocator: TypeAlias = Union[pasid.PasidAllocator, pasid.pure.PasidAllocator]
+    _AllocatorChoice: TypeAlias = Union[
+        type[pasid.PasidAllocator], type[pasid.pure.PasidAllocator],
+        Literal["cython", "python"], None,
+    ]
+
+_compiled: ModuleType | None
 try:
     from pasid.sim import _replay as _compiled
 except ImportError:  # pragma: no cover - the pure install has no compiled loop
@@ -79,7 +101,7 @@ class ReplayState:
     trace's owners and devices as the allocator knows them.
     """
 
-    def __init__(self, trace, allocator, samples):
+    def __init__(self, trace: Trace, allocator: _Allocator, samples: int) -> None:
         size = 1 << trace.bits
         nhandles = len(trace.handles)
         self.owners = list(trace.owners)
@@ -100,7 +122,7 @@ class ReplayState:
         self.counters = np.zeros(len(COUNTERS), dtype=np.int64)
         self.counters[COUNTERS.index("highest")] = -1
 
-    def counter(self, name):
+    def counter(self, name: str) -> int:
         return int(self.counters[COUNTERS.index(name)])
 
 
@@ -121,22 +143,22 @@ class Run:
     peak_held: int
     blocks_peak: int
     highest: int
-    distances: np.ndarray       # reuse distances, in the order they happened
-    sample_time: np.ndarray
-    sample_active: np.ndarray
-    sample_held: np.ndarray
+    distances: npt.NDArray[np.float64]      # reuse distances, in the order they happened
+    sample_time: npt.NDArray[np.float64]
+    sample_active: npt.NDArray[np.int64]
+    sample_held: npt.NDArray[np.int64]
 
     @property
-    def ops_per_s(self):
+    def ops_per_s(self) -> float | None:
         """Operations per second of the replay loop (None for a loop too quick to time)."""
         return self.ops / self.seconds if self.seconds > 0 else None
 
-    def reuse(self):
+    def reuse(self) -> dict[str, Any]:
         """The reuse-distance summary: count, min, p1, median and the histogram."""
         return reuse_summary(self.distances)
 
 
-def reuse_summary(distances):
+def reuse_summary(distances: npt.ArrayLike) -> dict[str, Any]:
     """``count``, ``min``, ``p1``, ``median`` and ``hist`` of reuse distances (see the module).
 
     >>> reuse_summary(np.array([3.0, 1.0, 2.0]))["median"]
@@ -162,7 +184,9 @@ def reuse_summary(distances):
     }
 
 
-def _allocator_class(allocator):
+def _allocator_class(
+    allocator: _AllocatorChoice,
+) -> type[pasid.PasidAllocator] | type[pasid.pure.PasidAllocator] | None:
     if allocator is None:
         return pasid.PasidAllocator
     if isinstance(allocator, str):
@@ -171,7 +195,7 @@ def _allocator_class(allocator):
     return allocator
 
 
-def _has_core():
+def _has_core() -> bool:
     try:
         import pasid._core  # noqa: F401
     except ImportError:
@@ -179,8 +203,9 @@ def _has_core():
     return True
 
 
-def replay(trace: Trace, strategy="lowest", *, grace=None, seed=0, quarantine=True,
-           allocator=None, engine="auto", samples=500, progress=None) -> Run:
+def replay(trace: Trace, strategy: str = "lowest", *, grace: float | None = None, seed: int = 0,
+           quarantine: bool = True, allocator: _AllocatorChoice = None, engine: str = "auto",
+           samples: int = 500, progress: Callable[[int, int], object] | None = None) -> Run:
     """Replay ``trace`` under ``strategy`` on a fresh allocator; returns the :class:`Run`.
 
     The allocator is ``allocator(trace.bits, strategy=..., grace=..., seed=...)``
@@ -209,7 +234,10 @@ def replay(trace: Trace, strategy="lowest", *, grace=None, seed=0, quarantine=Tr
         raise ValueError("the compiled replay loop needs the compiled allocator (pasid._core)")
     if engine not in ("compiled", "python"):
         raise ValueError(f"engine must be auto, compiled or python, got {engine!r}")
-    loop = _compiled.run if engine == "compiled" else _replay_py.run
+    # the compiled loop takes only the compiled allocator: its class was checked above
+    loop: Callable[[Any, Trace, ReplayState, int, int], None]
+    loop = (_compiled.run if engine == "compiled" and _compiled is not None
+            else _replay_py.run)
     st = ReplayState(trace, a, samples)
     total = len(trace)
     chunk = total if progress is None else max(CHUNK if engine == "compiled" else CHUNK >> 6, 1)
@@ -239,7 +267,7 @@ def replay(trace: Trace, strategy="lowest", *, grace=None, seed=0, quarantine=Tr
     )
 
 
-def row(on: Run, off: Run | None) -> dict:
+def row(on: Run, off: Run | None) -> dict[str, Any]:
     """One strategy's metrics as a JSON-ready dict: ``on`` with quarantine, ``off`` without."""
     return {
         "strategy": on.strategy,
@@ -260,8 +288,10 @@ def row(on: Run, off: Run | None) -> dict:
     }
 
 
-def simulate(source, strategies=STRATEGIES, *, seed=0, grace=None, allocator=None,
-             engine="auto", samples=500, progress=None):
+def simulate(source: Trace | Workload, strategies: Sequence[str] = STRATEGIES, *, seed: int = 0,
+             grace: float | None = None, allocator: _AllocatorChoice = None, engine: str = "auto",
+             samples: int = 500, progress: Callable[[int, int], object] | None = None,
+             ) -> tuple[list[dict[str, Any]], list[Run]]:
     """Every strategy on the same operations: ``(rows, runs)``.
 
     ``source`` is a :class:`~pasid.sim.trace.Trace` or a
@@ -278,10 +308,11 @@ def simulate(source, strategies=STRATEGIES, *, seed=0, grace=None, allocator=Non
         from pasid.sim.workload import generate
 
         trace = generate(source, seed)
-    rows, runs = [], []
+    rows: list[dict[str, Any]] = []
+    runs: list[Run] = []
     steps = 2 * len(strategies)
     for i, strategy in enumerate(strategies):
-        options = dict(grace=grace, seed=seed, allocator=allocator, engine=engine)
+        options: dict[str, Any] = dict(grace=grace, seed=seed, allocator=allocator, engine=engine)
         on = replay(trace, strategy, samples=samples, **options)
         if progress is not None:
             progress(2 * i + 1, steps)

@@ -55,12 +55,18 @@ import multiprocessing
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
-from typing import Callable, NamedTuple
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from pasid.sim.replay import STRATEGIES, simulate
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    from pasid.sim.replay import _AllocatorChoice
+    from pasid.sim.workload import Workload
 
 __all__ = ["TIMING_FIELDS", "SweepError", "run_task", "spawn_seeds", "sweep"]
 
@@ -75,13 +81,17 @@ class SweepError(RuntimeError):
 class Task(NamedTuple):
     """One (point, seed): what a worker needs to run it, and its identity in the rows."""
 
-    workload: object        # the sweep's Workload, before the point's overrides
-    params: dict            # the point's overrides, as the Workload holds them
-    params_key: str         # the point as canonical JSON
+    workload: Workload          # the sweep's Workload, before the point's overrides
+    params: dict[str, Any]      # the point's overrides, as the Workload holds them
+    params_key: str             # the point as canonical JSON
     seed_index: int
     seed: int
-    strategies: tuple       # the strategies it lacks, in the order asked
-    allocator: object       # passed on to simulate
+    strategies: tuple[str, ...]     # the strategies it lacks, in the order asked
+    allocator: _AllocatorChoice      # passed on to simulate
+
+
+# A finished task's rows go to the output file: finished(task, rows).
+Finished = Callable[[Task, list[dict[str, Any]]], None]
 
 
 def spawn_seeds(root_seed: int, count: int) -> list[int]:
@@ -101,20 +111,20 @@ def spawn_seeds(root_seed: int, count: int) -> list[int]:
             for child in np.random.SeedSequence(root_seed).spawn(count)]
 
 
-def _plain(value):
+def _plain(value: object) -> dict[str, Any]:
     """JSON's fallback for the values a Workload holds beyond JSON's own (DeviceSpec)."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclasses.asdict(value)
     raise TypeError(f"{value!r} cannot be written as JSON")
 
 
-def _canonical(value) -> str:
+def _canonical(value: object) -> str:
     """Canonical JSON: sorted keys, no blanks, tuples as lists, DeviceSpecs as dicts."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False,
                       default=_plain)
 
 
-def _workload_and_name(workload):
+def _workload_and_name(workload: str | Workload) -> tuple[Workload, str]:
     """The Workload and the name its rows carry (see the module docstring)."""
     from pasid.sim.workload import PRESETS, Workload
 
@@ -130,7 +140,7 @@ def _workload_and_name(workload):
     return workload, f"{workload.name}@{digest[:12]}"
 
 
-def _points(base, grid) -> list[dict]:
+def _points(base: Workload, grid: Mapping[str, Iterable[object]]) -> list[dict[str, Any]]:
     """Every combination of the grid as {field: value}, checked and normalised; no duplicates."""
     if not isinstance(grid, Mapping):
         raise TypeError(f"grid must map workload fields to lists of values, got {grid!r}")
@@ -170,7 +180,7 @@ def _points(base, grid) -> list[dict]:
     return points
 
 
-def _strategy_list(strategies) -> tuple:
+def _strategy_list(strategies: str | Iterable[str] | None) -> tuple[str, ...]:
     if strategies is None:
         return STRATEGIES
     if isinstance(strategies, str):
@@ -184,7 +194,7 @@ def _strategy_list(strategies) -> tuple:
     return chosen
 
 
-def _count(value, name, least):
+def _count(value: object, name: str, least: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name} must be an integer, got {value!r}")
     if value < least:
@@ -194,7 +204,7 @@ def _count(value, name, least):
 
 # ---------------------------------------------------------------- the output file
 
-def _row_key(row):
+def _row_key(row: object) -> tuple[Any, ...] | None:
     """A row's resume key, or None for a line that is not a sweep row."""
     if not isinstance(row, dict):
         return None
@@ -213,7 +223,7 @@ def _parses(line: bytes) -> bool:
     return True
 
 
-def _read_done(path) -> set:
+def _read_done(path: str | os.PathLike[str]) -> set[tuple[Any, ...]]:
     """The keys of the rows in ``path`` (none if it does not exist), after repairing its tail.
 
     A last line without its newline, or that does not parse, is cut off: the
@@ -249,7 +259,7 @@ def _read_done(path) -> set:
     return done
 
 
-def _rewrite(path, content: bytes):
+def _rewrite(path: str | os.PathLike[str], content: bytes) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     fd, temporary = tempfile.mkstemp(dir=directory, prefix=".sweep-", suffix=".tmp")
     try:
@@ -266,7 +276,7 @@ def _rewrite(path, content: bytes):
 
 # ---------------------------------------------------------------- running
 
-def run_task(task: Task) -> list[dict]:
+def run_task(task: Task) -> list[dict[str, Any]]:
     """Run one task (in a worker): its point's workload, its seed, the strategies it lacks.
 
     Returns :func:`~pasid.sim.replay.simulate`'s rows, in the task's strategy order.
@@ -276,12 +286,12 @@ def run_task(task: Task) -> list[dict]:
     return rows
 
 
-def _failure(task, exc):
+def _failure(task: Task, exc: BaseException) -> SweepError:
     return SweepError(f"sweep task failed at params {task.params_key}, seed_index "
                       f"{task.seed_index}, seed {task.seed}: {type(exc).__name__}: {exc}")
 
 
-def _run_serial(tasks, finished):
+def _run_serial(tasks: list[Task], finished: Finished) -> None:
     for task in tasks:
         try:
             rows = run_task(task)
@@ -290,7 +300,7 @@ def _run_serial(tasks, finished):
         finished(task, rows)
 
 
-def _run_pool(tasks, finished, workers):
+def _run_pool(tasks: list[Task], finished: Finished, workers: int | None) -> None:
     # spawn, not fork: forking a process that has threads (a Dask client, a GUI)
     # is unsafe and deprecated, and spawn behaves the same on every platform.
     pool = concurrent.futures.ProcessPoolExecutor(
@@ -310,7 +320,8 @@ def _run_pool(tasks, finished, workers):
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _run_dask(tasks, finished, address, distributed):
+def _run_dask(tasks: list[Task], finished: Finished, address: str,
+              distributed: ModuleType) -> None:
     with distributed.Client(address, set_as_default=False) as client:
         futures = [client.submit(run_task, task, pure=False) for task in tasks]
         task_of = {future.key: task for future, task in zip(futures, tasks)}
@@ -329,8 +340,11 @@ def _run_dask(tasks, finished, address, distributed):
                 client.cancel([future for future in futures if future.key in pending])
 
 
-def sweep(workload, grid, strategies, seeds, *, root_seed=0, out, dask=None, workers=None,
-          progress: Callable[[int, int], object] | None = None, allocator=None) -> int:
+def sweep(workload: str | Workload, grid: Mapping[str, Iterable[object]],
+          strategies: str | Iterable[str] | None, seeds: int, *, root_seed: int = 0,
+          out: str | os.PathLike[str], dask: str | None = None, workers: int | None = None,
+          progress: Callable[[int, int], object] | None = None,
+          allocator: _AllocatorChoice = None) -> int:
     """Run ``strategies`` x the points of ``grid`` x ``seeds`` seeds; append rows to ``out``.
 
     ``workload``: a preset name (``"default"``, ``"exhaustion"``,
@@ -407,7 +421,7 @@ def sweep(workload, grid, strategies, seeds, *, root_seed=0, out, dask=None, wor
 
     written = finished_tasks = 0
     with open(out, "a", encoding="utf-8") as handle:
-        def finished(task, metrics):
+        def finished(task: Task, metrics: list[dict[str, Any]]) -> None:
             nonlocal written, finished_tasks
             identity = {"workload": name, "params": json.loads(task.params_key),
                         "root_seed": root_seed, "seed_index": task.seed_index, "seed": task.seed}

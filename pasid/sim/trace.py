@@ -49,10 +49,13 @@ import io
 import math
 import os
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from operator import itemgetter
+from typing import IO, Any, NoReturn
 
 import numpy as np
+import numpy.typing as npt
 
 __all__ = [
     "Device",
@@ -83,7 +86,7 @@ _NAME = re.compile(r"[^\s#]+")      # a handle, owner or device name: a token, n
 class TraceError(ValueError):
     """A trace that cannot be replayed: names the line (1-based) when it has one."""
 
-    def __init__(self, message, line=None, source=None):
+    def __init__(self, message: str, line: int | None = None, source: str | None = None) -> None:
         where = ""
         if line is not None:
             where = f"{source or 'trace'}:{line}: "
@@ -110,33 +113,33 @@ class Trace:
 
     bits: int
     grace: float
-    devices: list
-    owners: list
-    handles: list
-    time: np.ndarray
-    op: np.ndarray
-    handle: np.ndarray
-    owner: np.ndarray
-    device: np.ndarray
-    lines: np.ndarray | None = None
+    devices: list[Device]
+    owners: list[str]
+    handles: list[str]
+    time: npt.NDArray[np.float64]
+    op: npt.NDArray[np.uint8]
+    handle: npt.NDArray[np.int32]
+    owner: npt.NDArray[np.int32]
+    device: npt.NDArray[np.int32]
+    lines: npt.NDArray[np.int64] | None = None
     source: str | None = None
-    _fits: np.ndarray | None = field(default=None, repr=False)
+    _fits: npt.NDArray[np.int64] | None = field(default=None, repr=False)
     _unprotected: Trace | None = field(default=None, repr=False)
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.op)
 
     @property
-    def duration(self):
+    def duration(self) -> float:
         """The time of the last operation (0 for an empty trace)."""
         return float(self.time[-1]) if len(self.time) else 0.0
 
-    def counts(self):
+    def counts(self) -> dict[str, int]:
         """How many operations of each kind, as ``{name: count}``."""
         found = np.bincount(self.op, minlength=len(OP_NAMES))
         return {name: int(found[code]) for code, name in enumerate(OP_NAMES)}
 
-    def fits(self):
+    def fits(self) -> npt.NDArray[np.int64]:
         """Per handle: the highest PASID its allocation may take (``2**bits - 1`` when unlimited)."""
         if self._fits is None:
             limit = np.full(len(self.handles), (1 << self.bits) - 1, dtype=np.int64)
@@ -151,7 +154,7 @@ class Trace:
 
     # ------------------------------------------------------------ text
 
-    def write(self, file):
+    def write(self, file: str | os.PathLike[str] | IO[str]) -> None:
         """Write the trace in the text format to a path or a text file object. O(n)."""
         if isinstance(file, (str, os.PathLike)):
             with open(file, "w", encoding="utf-8") as out:
@@ -185,7 +188,7 @@ class Trace:
                 lines.append(f"{t} {OP_NAMES[op]} {names[h]} {devices[d].name}\n")
         file.writelines(lines)
 
-    def to_text(self):
+    def to_text(self) -> str:
         """The trace in the text format, as a string."""
         out = io.StringIO()
         self.write(out)
@@ -193,7 +196,7 @@ class Trace:
 
     # ------------------------------------------------------------ variants
 
-    def without_quarantine(self):
+    def without_quarantine(self) -> Trace:
         """The same work as an allocator without device quarantine would see it.
 
         Every device still bound to a PASID when it is released is unbound
@@ -207,19 +210,21 @@ class Trace:
             self._unprotected = self._detach_at_release()
         return self._unprotected
 
-    def _detach_at_release(self):
+    def _detach_at_release(self) -> Trace:
         keep = []
-        extra = []          # (index of the release op, handle, device): unbinds inserted before it
-        bound = {}          # (handle, device) -> count
-        refs = {}
-        live = {}           # owner -> set of live handles
+        # (index of the release op, handle, device): unbinds inserted before it
+        extra: list[tuple[int, int, int]] = []
+        bound: dict[tuple[int, int], int] = {}   # (handle, device) -> count
+        refs: dict[int, int] = {}
+        live: dict[int, set[int]] = {}           # owner -> set of live handles
         detached = set()    # handles released: their later unbinds are dropped
         ops, handles = self.op.tolist(), self.handle.tolist()
         owners, devices = self.owner.tolist(), self.device.tolist()
-        by_handle = {}      # handle -> devices bound (in bind order, with counts in `bound`)
-        owner_of = {}       # handle -> owner index, for owned handles
+        # handle -> devices bound (in bind order, with counts in `bound`)
+        by_handle: dict[int, list[int]] = {}
+        owner_of: dict[int, int] = {}       # handle -> owner index, for owned handles
 
-        def detach(i, h):
+        def detach(i: int, h: int) -> None:
             for d in by_handle.pop(h, ()):
                 for _ in range(bound.pop((h, d), 0)):
                     extra.append((i, h, d))
@@ -268,7 +273,7 @@ class Trace:
             handle = np.insert(handle, position, [h for _, h, _ in extra])
             owner = np.insert(owner, position, -1)
             device = np.insert(device, position, [d for _, _, d in extra])
-            if lines is not None:
+            if lines is not None and self.lines is not None:   # one implies the other
                 lines = np.insert(lines, position, self.lines[at])
         return Trace(
             bits=self.bits, grace=self.grace,
@@ -279,7 +284,7 @@ class Trace:
         )
 
 
-def _number(value):
+def _number(value: float) -> str:
     """A time as short text that reads back as the same float."""
     if float(value).is_integer() and abs(value) < 1e15:
         return str(int(value))
@@ -301,30 +306,30 @@ class TraceBuilder:
     (4, 1)
     """
 
-    def __init__(self, *, bits=20, grace=0.0):
+    def __init__(self, *, bits: int = 20, grace: float = 0.0) -> None:
         self.bits = bits
         self.grace = grace
-        self._devices = {}
-        self._owners = {}
-        self._ops = []      # (time, op, handle, owner, device)
+        self._devices: dict[str, tuple[int, Device]] = {}   # name -> (index, Device)
+        self._owners: dict[str, int] = {}
+        self._ops: list[tuple[float, int, int, int, int]] = []   # (time, op, handle, owner, device)
         self._handles = 0
 
     @staticmethod
-    def _name(name, what):
+    def _name(name: object, what: str) -> str:
         """``name`` as it will be written: a str token without blanks or '#', not '-'."""
         if not isinstance(name, str) or not _NAME.fullmatch(name) or name == "-":
             raise TraceError(f"{what} name {name!r} must be a string without blanks or '#', "
                              "and not '-'")
         return name
 
-    def device(self, name, *, bits=20, drain=0.0):
+    def device(self, name: str, *, bits: int = 20, drain: float = 0.0) -> None:
         """Declare a device (its PASID width and drain time); a second declaration is an error."""
         self._name(name, "device")
         if name in self._devices:
             raise TraceError(f"device {name!r} declared twice")
         self._devices[name] = (len(self._devices), Device(name, bits, float(drain)))
 
-    def _device(self, name, declare=True):
+    def _device(self, name: str, declare: bool = True) -> int:
         found = self._devices.get(name)
         if found is None:
             if not declare:
@@ -333,7 +338,7 @@ class TraceBuilder:
             found = self._devices[name]
         return found[0]
 
-    def _owner(self, name):
+    def _owner(self, name: str | None) -> int:
         if name is None:
             return -1
         index = self._owners.get(name)
@@ -341,7 +346,7 @@ class TraceBuilder:
             index = self._owners[self._name(name, "owner")] = len(self._owners)
         return index
 
-    def alloc(self, time, *, owner=None, fits=None):
+    def alloc(self, time: float, *, owner: str | None = None, fits: str | None = None) -> int:
         """An allocation at ``time`` by ``owner`` (None: owner-less), its PASID limited to
         the width of the declared device ``fits`` if given; returns its handle (an int,
         in allocation order)."""
@@ -351,35 +356,35 @@ class TraceBuilder:
                           -1 if fits is None else self._device(fits, declare=False)))
         return h
 
-    def get(self, time, handle):
+    def get(self, time: float, handle: int) -> None:
         """One more reference to ``handle``'s PASID."""
         self._ops.append((time, OP_GET, handle, -1, -1))
 
-    def put(self, time, handle):
+    def put(self, time: float, handle: int) -> None:
         """One reference less; the last releases the PASID."""
         self._ops.append((time, OP_PUT, handle, -1, -1))
 
-    def bind(self, time, handle, device):
+    def bind(self, time: float, handle: int, device: str) -> None:
         """``device`` binds ``handle``'s PASID (an undeclared device gets the defaults)."""
         self._ops.append((time, OP_BIND, handle, -1, self._device(device)))
 
-    def unbind(self, time, handle, device):
+    def unbind(self, time: float, handle: int, device: str) -> None:
         """``device`` has drained ``handle``'s PASID."""
         self._ops.append((time, OP_UNBIND, handle, -1, self._device(device)))
 
-    def access(self, time, handle, device):
+    def access(self, time: float, handle: int, device: str) -> None:
         """``device`` touches ``handle``'s PASID (stale if it was allocated again since)."""
         self._ops.append((time, OP_ACCESS, handle, -1, self._device(device)))
 
-    def exit(self, time, owner):
+    def exit(self, time: float, owner: str) -> None:
         """``owner`` dies: every PASID it holds is released."""
         self._ops.append((time, OP_EXIT, -1, self._owner(owner), -1))
 
-    def advance(self, time):
+    def advance(self, time: float) -> None:
         """Settle at ``time``: reclaim what has expired."""
         self._ops.append((time, OP_ADVANCE, -1, -1, -1))
 
-    def build(self):
+    def build(self) -> Trace:
         """The checked :class:`Trace`, operations sorted by time (stable). O(n log n).
 
         A TraceError names the bad operation by the order it was added in
@@ -388,7 +393,7 @@ class TraceBuilder:
         rows = sorted(((*op, number) for number, op in enumerate(self._ops, 1)),
                       key=itemgetter(0))
         n = len(rows)
-        columns = list(zip(*rows)) if rows else [(), (), (), (), (), ()]
+        columns: list[tuple[Any, ...]] = list(zip(*rows)) if rows else [(), (), (), (), (), ()]
         trace = Trace(
             bits=self.bits, grace=float(self.grace),
             devices=[device for _, device in sorted(self._devices.values(), key=lambda x: x[0])],
@@ -408,7 +413,8 @@ class TraceBuilder:
 
 # ---------------------------------------------------------------- reading
 
-def read_trace(source, *, name=None):
+def read_trace(source: str | os.PathLike[str] | Iterable[str], *,
+               name: str | None = None) -> Trace:
     """Parse a trace from a path, a text file object or an iterable of lines, and check it.
 
     Raises :class:`TraceError` naming the first bad line; nothing is replayed
@@ -420,27 +426,32 @@ def read_trace(source, *, name=None):
     return _parse(source, name or getattr(source, "name", None) or "trace")
 
 
-def _parse(lines, source):
+def _parse(lines: Iterable[str], source: str) -> Trace:
     bits, grace = 20, 0.0
-    devices = {}        # name -> index
-    device_list = []
-    owners = {}
-    handles = {}
-    times, ops, hs, os_, ds, numbers = [], [], [], [], [], []
+    devices: dict[str, int] = {}        # name -> index
+    device_list: list[Device] = []
+    owners: dict[str, int] = {}
+    handles: dict[str, int] = {}
+    times: list[float] = []
+    ops: list[int] = []
+    hs: list[int] = []
+    os_: list[int] = []
+    ds: list[int] = []
+    numbers: list[int] = []
     seen_magic = False
     header_open = True
 
-    def fail(message):
+    def fail(message: str) -> NoReturn:
         raise TraceError(message, number, source)
 
-    def device_index(name):
+    def device_index(name: str) -> int:
         index = devices.get(name)
         if index is None:           # bound but not declared: the defaults
             index = devices[name] = len(device_list)
             device_list.append(Device(name))
         return index
 
-    def handle_index(name):
+    def handle_index(name: str) -> int:
         index = handles.get(name)
         if index is None:
             fail(f"unknown handle {name!r} (no alloc names it)")
@@ -478,7 +489,7 @@ def _parse(lines, source):
                 name = text[1]
                 if name in devices:
                     fail(f"device {name!r} declared twice")
-                settings = {"bits": 20, "drain": 0.0}
+                settings: dict[str, Any] = {"bits": 20, "drain": 0.0}
                 for item in text[2:]:
                     key, sep, value = item.partition("=")
                     if not sep or key not in settings:
@@ -545,14 +556,14 @@ def _parse(lines, source):
     return trace
 
 
-def _int(text, what, fail):
+def _int(text: str, what: str, fail: Callable[[str], NoReturn]) -> int:
     try:
         return int(text)
     except ValueError:
         fail(f"{what} must be an integer, got {text!r}")
 
 
-def _time(text, what, fail):
+def _time(text: str, what: str, fail: Callable[[str], NoReturn]) -> float:
     try:
         value = float(text)
     except ValueError:
@@ -564,7 +575,7 @@ def _time(text, what, fail):
 
 # ---------------------------------------------------------------- checking
 
-def check(trace):
+def check(trace: Trace) -> Trace:
     """Check a trace's own history (independent of the strategy); TraceError on the first bad op.
 
     Times never decrease; every handle is allocated once before it is used;
@@ -581,7 +592,7 @@ def check(trace):
     lines = trace.lines.tolist() if trace.lines is not None else None
     source = trace.source
 
-    def fail(i, message):
+    def fail(i: int, message: str) -> NoReturn:
         if lines is not None:
             raise TraceError(message, lines[i], source)
         raise TraceError(f"operation {i}: {message}")
@@ -607,9 +618,9 @@ def check(trace):
     allocated = bytearray(nhandles)
     refs = [0] * nhandles
     limit = [size_bits] * nhandles      # the width the allocation was limited to
-    bound = {}                          # (handle, device) -> count
+    bound: dict[tuple[int, int], int] = {}   # (handle, device) -> count
     owner_of = [-1] * nhandles
-    live = {}                           # owner -> set of live handles
+    live: dict[int, set[int]] = {}           # owner -> set of live handles
     names = trace.handles
     ops, handles = trace.op.tolist(), trace.handle.tolist()
     owners, devices = trace.owner.tolist(), trace.device.tolist()

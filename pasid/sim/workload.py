@@ -64,8 +64,9 @@ import math
 import numbers
 import operator
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import KW_ONLY, dataclass
+from typing import Any
 
 from pasid.sim.trace import Trace, TraceBuilder
 
@@ -78,14 +79,16 @@ TIME_DIGITS = 3         # times are rounded to 10**-TIME_DIGITS units
 
 # ---------------------------------------------------------------- validation helpers
 
-def _check_bits(where, name, value):
+def _check_bits(where: str, name: str, value: object) -> int:
     """An integer in 1..20 (a PASID width), as an int."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 1 <= value <= 20:
+    # the ignore: typeshed's numbers.Integral declares no ``int <= Integral``
+    if (isinstance(value, bool) or not isinstance(value, numbers.Integral)
+            or not 1 <= value <= 20):  # type: ignore[operator]
         raise ValueError(f"{where}: {name} must be an integer in 1..20, got {value!r}")
     return int(value)
 
 
-def _check_time(where, name, value):
+def _check_time(where: str, name: str, value: object) -> float:
     """A finite number >= 0 (a time, a rate or a mean), as a float."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ValueError(f"{where}: {name} must be a number, got {value!r}")
@@ -94,7 +97,7 @@ def _check_time(where, name, value):
     return float(value)
 
 
-def _check_fraction(where, name, value):
+def _check_fraction(where: str, name: str, value: object) -> float:
     """A number in 0..1, as a float."""
     value = _check_time(where, name, value)
     if value > 1:
@@ -102,7 +105,7 @@ def _check_fraction(where, name, value):
     return value
 
 
-def _check_binds(where, binds, devices):
+def _check_binds(where: str, binds: object, devices: int) -> tuple[int, int]:
     """``(lo, hi)`` with ``1 <= lo <= hi <= devices``, as a tuple of ints."""
     if (not isinstance(binds, (tuple, list)) or len(binds) != 2
             or not all(isinstance(n, numbers.Integral) and not isinstance(n, bool) for n in binds)
@@ -136,7 +139,7 @@ class DeviceSpec:
     ack: float
     late: bool = True
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         where = f"device {self.name!r}"
         if not isinstance(self.name, str) or len(self.name.split()) != 1 or "#" in self.name:
             raise ValueError(f"{where}: name must be one word, without blanks or '#'")
@@ -192,7 +195,7 @@ class Workload:
     devices: tuple[DeviceSpec, ...]
     binds: tuple[int, int] = (1, 3)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         where = f"workload {self.name!r}"
         if not isinstance(self.name, str) or not self.name:
             raise ValueError(f"{where}: name must be a non-empty string")
@@ -213,7 +216,7 @@ class Workload:
         object.__setattr__(self, "devices", tuple(self.devices))
         object.__setattr__(self, "binds", _check_binds(where, self.binds, len(self.devices)))
 
-    def with_(self, **overrides) -> "Workload":
+    def with_(self, **overrides: Any) -> "Workload":
         """A copy with the given fields replaced; string values are parsed by the field's type.
 
         Unknown names: :class:`ValueError` listing the known ones.
@@ -226,18 +229,18 @@ class Workload:
 
 # ---------------------------------------------------------------- overrides from text
 
-def _parse_optional_float(text):
+def _parse_optional_float(text: str) -> float | None:
     return None if text.strip().lower() == "none" else float(text)
 
 
-def _parse_binds(text):
+def _parse_binds(text: str) -> tuple[int, int]:
     """``"LO..HI"``, or ``"N"`` for exactly N: a ``binds`` range."""
     lo, sep, hi = text.partition("..")
     return (int(lo), int(hi)) if sep else (int(text),) * 2
 
 
 # How a string becomes a value of each field type, and what it should look like.
-_TEXT_PARSERS = {
+_TEXT_PARSERS: dict[object, tuple[Callable[[str], object], str]] = {
     str: (str, "text"),
     int: (int, "an integer"),
     float: (float, "a number"),
@@ -247,7 +250,7 @@ _TEXT_PARSERS = {
 _FIELDS = {field.name: field for field in dataclasses.fields(Workload)}
 
 
-def _convert(overrides):
+def _convert(overrides: Mapping[str, Any]) -> dict[str, Any]:
     """``overrides`` with string values parsed by field type; ValueError on an unknown name."""
     converted = {}
     for name, value in overrides.items():
@@ -268,7 +271,7 @@ def _convert(overrides):
     return converted
 
 
-def parse_overrides(items: Iterable[str]) -> dict:
+def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
     """Parse ``NAME=VALUE`` strings (as a command line gives them) into ``{name: value}``.
 
     Values are converted by the field's type: numbers for times, rates and
@@ -323,7 +326,7 @@ PRESETS = {
 }
 
 
-def preset(name: str, **overrides) -> Workload:
+def preset(name: str, **overrides: Any) -> Workload:
     """The preset workload ``name`` with ``overrides`` (as :meth:`Workload.with_`).
 
     Unknown name: :class:`ValueError` listing the presets.
@@ -376,7 +379,7 @@ def generate(workload: Workload, seed: int) -> Trace:
 class _Generator:
     """One generation: the random stream, the event heap and the trace being built."""
 
-    def __init__(self, workload, seed):
+    def __init__(self, workload: Workload, seed: int) -> None:
         self.workload = workload
         self.uniform = random.Random(seed).random   # in [0, 1)
         self.builder = TraceBuilder(bits=workload.bits, grace=workload.grace)
@@ -385,11 +388,12 @@ class _Generator:
             self.builder.device(device.name, bits=device.bits, drain=drain)
         full_width = [device for device in workload.devices if device.bits >= workload.bits]
         self.vm_devices = full_width or list(workload.devices)
-        self.events = []                # heap of (time, order, action, args)
+        # heap of (time, order, action, args)
+        self.events: list[tuple[float, int, Callable[..., None], tuple[Any, ...]]] = []
         self.order = itertools.count()  # ties run in the order scheduled
         self.processes = 0
 
-    def run(self):
+    def run(self) -> Trace:
         """Pop and run events until none is left; the checked trace."""
         workload = self.workload
         if workload.arrival > 0:
@@ -405,24 +409,25 @@ class _Generator:
 
     # ------------------------------------------------------------ helpers
 
-    def schedule(self, time, action, *args):
+    def schedule(self, time: float, action: Callable[..., None], *args: Any) -> None:
         """Run ``action(time, *args)`` at ``time`` (rounded to TIME_DIGITS)."""
         heappush(self.events, (round(time, TIME_DIGITS), next(self.order), action, args))
 
-    def schedule_within_duration(self, time, action, *args):
+    def schedule_within_duration(self, time: float, action: Callable[..., None],
+                                 *args: Any) -> None:
         """Schedule, but only if ``time`` (rounded) is before the workload's duration."""
         if round(time, TIME_DIGITS) < self.workload.duration:
             self.schedule(time, action, *args)
 
-    def exponential(self, mean):
+    def exponential(self, mean: float) -> float:
         """An exponential draw of mean ``mean`` (inversion: one uniform, one log)."""
         return -mean * math.log(1.0 - self.uniform())
 
-    def interval(self, rate):
+    def interval(self, rate: float) -> float:
         """The time to the next arrival of a Poisson process of ``rate`` per unit."""
         return self.exponential(1 / rate)
 
-    def choose_devices(self):
+    def choose_devices(self) -> list[DeviceSpec]:
         """``binds`` distinct devices, uniformly (a partial Fisher-Yates shuffle)."""
         lo, hi = self.workload.binds
         count = lo + int(self.uniform() * (hi - lo + 1))
@@ -432,12 +437,12 @@ class _Generator:
             pool[i], pool[j] = pool[j], pool[i]
         return pool[:count]
 
-    def fits(self, devices):
+    def fits(self, devices: Sequence[DeviceSpec]) -> str | None:
         """The name of the narrowest of ``devices`` if it is narrower than the trace, else None."""
         narrowest = min(devices, key=lambda device: device.bits)
         return narrowest.name if narrowest.bits < self.workload.bits else None
 
-    def tear_down(self, told_at, handle, devices):
+    def tear_down(self, told_at: float, handle: int, devices: Iterable[DeviceSpec]) -> float:
         """The devices drain ``handle`` from ``told_at``; returns the time of the last unbind."""
         last_unbind = told_at
         for device in devices:
@@ -451,7 +456,7 @@ class _Generator:
 
     # ------------------------------------------------------------ events
 
-    def arrive(self, now):
+    def arrive(self, now: float) -> None:
         """A process arrives: it allocates, binds its devices, maybe dups; its end is scheduled."""
         workload = self.workload
         self.schedule_within_duration(now + self.interval(workload.arrival), self.arrive)
@@ -468,7 +473,8 @@ class _Generator:
             self.schedule(now + setup, self.builder.get, handle)
         self.schedule_within_duration(now + life, self.end, handle, owner, devices, dup, setup)
 
-    def end(self, now, handle, owner, devices, dup, setup):
+    def end(self, now: float, handle: int, owner: str, devices: list[DeviceSpec], dup: bool,
+            setup: float) -> None:
         """A process ends: killed, orderly, or orderly with its devices unbinding first."""
         workload = self.workload
         if self.uniform() < workload.kill:
@@ -485,12 +491,12 @@ class _Generator:
         else:
             self.schedule(release_at, self.release, handle, devices)
 
-    def release(self, now, handle, devices):
+    def release(self, now: float, handle: int, devices: Iterable[DeviceSpec]) -> None:
         """The last ``put``; the devices still bound tear down."""
         self.builder.put(now, handle)
         self.tear_down(now, handle, devices)
 
-    def vm_arrive(self, now):
+    def vm_arrive(self, now: float) -> None:
         """A VM context: an owner-less PASID bound to one device, released after its life."""
         workload = self.workload
         self.schedule_within_duration(now + self.interval(workload.vm_arrival), self.vm_arrive)

@@ -1,0 +1,10 @@
+"""Type stubs for the compiled replay loop (``pasid/sim/_replay.pyx``; Cython writes none)."""
+
+from pasid._core import PasidAllocator
+from pasid.sim.replay import ReplayState
+from pasid.sim.trace import Trace
+
+__test__: dict[str, str]    # Cython's table of docstrings for doctest
+
+def run(a: PasidAllocator, trace: Trace, st: ReplayState, start: int, stop: int) -> None:
+    """Replay operations ``start..stop-1`` of ``trace`` on ``a``, updating ``st``."""

@@ -1,0 +1,82 @@
+"""The package is typed for every checker: mypy and stubtest, as CI runs them.
+
+* ``mypy --strict pasid examples/typed_program.py``: the package and an
+  ordinary typed program on its public API pass strict checking (the
+  ``[tool.mypy]`` section of ``pyproject.toml`` is read too: it names the
+  third-party modules without type information). Once for the running Python
+  and once for the oldest supported one (3.10).
+* ``python -m mypy.stubtest pasid``: the hand-written stubs of the compiled
+  modules (``pasid/_core.pyi``, ``pasid/sim/_replay.pyi``) agree with what
+  the built extension really has.
+
+Each check is one mypy run in a subprocess (10-20 s without a cache). They are
+static, the same whichever backend runs, so they are skipped in the
+``PASID_NO_EXTENSION=1`` pass, and without mypy installed (the ``test`` extra
+has it). The typed program also runs, on the backend in use.
+"""
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from backends import NO_EXTENSION
+
+static = pytest.mark.skipif(
+    NO_EXTENSION,
+    reason="static checks, the same on either backend: they run in the default pass",
+)
+needs_mypy = pytest.mark.skipif(
+    importlib.util.find_spec("mypy") is None,
+    reason="the typing checks need mypy (pip install mypy; the test extra has it)",
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = "examples/typed_program.py"
+OLDEST_PYTHON = "3.10"
+
+
+def run(args, cwd=ROOT):
+    proc = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=900)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"{' '.join(args)}: exit {proc.returncode}\n{output}"
+    return output
+
+
+@static
+@needs_mypy
+def test_mypy_strict_on_the_package_and_a_typed_program():
+    output = run(["mypy", "--strict", "pasid", EXAMPLE])
+    assert "Success: no issues found" in output, output
+
+
+@static
+@needs_mypy
+def test_mypy_strict_on_the_oldest_python():
+    output = run(["mypy", "--strict", "--python-version", OLDEST_PYTHON, "pasid", EXAMPLE])
+    assert "Success: no issues found" in output, output
+
+
+@static
+@needs_mypy
+def test_stubtest_finds_the_stubs_true_to_the_compiled_modules(tmp_path):
+    import pasid._core  # noqa: F401  (a compiled core that fails to import is an error)
+
+    # Check the pasid this process imports. A source checkout (an editable
+    # install) is checked from its root; an installed copy from elsewhere, so
+    # that mypy finds the installed stubs, as a user's checker would.
+    package_root = Path(pasid.__file__).resolve().parent.parent
+    cwd = ROOT if package_root == ROOT else tmp_path
+    output = run(["mypy.stubtest", "pasid", "--mypy-config-file", str(ROOT / "pyproject.toml")],
+                 cwd=cwd)
+    assert "Success: no issues found" in output, output
+
+
+def test_the_typed_program_runs():
+    proc = subprocess.run([sys.executable, EXAMPLE], capture_output=True, text=True, cwd=ROOT,
+                          timeout=300)
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    assert "backend" in proc.stdout
