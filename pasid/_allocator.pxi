@@ -1,6 +1,37 @@
-# PasidAllocator: the lifecycle (references, devices, owners, release queue,
-# snapshots) over the ID space and the strategies.
+# PasidAllocator: the lifecycle (references, devices, owners, the release
+# queue, snapshots) over the ID space and the strategies.
 # The twin of pasid/pure/allocator.py; included by pasid/_core.pyx.
+#
+# Every operation runs in three phases, so that no Python code of the user's
+# (a callable clock, an owner's or a device's __hash__/__eq__, a callback) runs
+# between a check and the mutation it guards, whether that code calls back
+# into this allocator or lets another thread in:
+#
+# 1. prepare, outside the critical section: convert the arguments, read a
+#    callable clock once, look up the owner's and the device's records (their
+#    __hash__/__eq__ may run). The owner and device tables change only under
+#    the registry lock, which refuses a change re-entered from the same thread
+#    (an __eq__ that calls back to declare a device, say).
+# 2. act, in the object's critical section, in C: check that the records are
+#    still current (one dropped meanwhile sends the operation back to 1),
+#    check the state, then change it. The dictionaries touched here are keyed
+#    by C integers (PASIDs, binding records), so no user code runs.
+# 3. report: build the result and the teardown callbacks from the new state,
+#    drop the owner records the operation left idle, run the callbacks.
+#
+# Layout. Per PASID, C arrays: one byte of state and flags (what every call
+# touches), the refcount beyond 1, the generation, the release time so far, the
+# owner's record, the links of the owner's ACTIVE list, the first binding.
+# Owners: a record per owner object (use, quota, ACTIVE list), found through
+# one dict lookup per call that names an owner, dropped when the owner holds
+# nothing and has no quota. Bindings: a pool of C records, linked per PASID in
+# bind order and per device; the driver's data in a dict only for pairs that
+# have some. Devices: a record per device, named in C by its handle.
+
+from cpython.pythread cimport PyThread_get_thread_ident
+from libc.stdlib cimport qsort, realloc
+
+import _thread
 
 cdef enum:
     FREE = 0
@@ -27,38 +58,44 @@ cdef enum:
     FIFO = 2
     RANDOM = 3
 
-STRATEGIES = ("lowest", "cyclic", "fifo", "random")
-_STATE_NAMES = ("FREE", "RESERVED", "ACTIVE", "DRAINING", "QUARANTINED")
+cdef uint32_t COUNT_MAX = _args.COUNT_MAX   # refcounts and bind counts refuse to wrap
+
+STRATEGIES = _args.STRATEGIES
+_STATE_NAMES = _args.STATE_NAMES
 _STATES = tuple(State)
 
 
 @cython.final
-cdef class _Device:
-    """A declared device: its settings, the PASIDs bound to it (``bound``), the
-    device object the user named (``key``) and its handle, its index in
-    ``PasidAllocator._device_list``. Attributes are declared in _core.pxd."""
+cdef class _Owner:
+    """An owner's record: its use (what its quota counts), quota and ACTIVE PASIDs.
+    Attributes are declared in _core.pxd."""
 
-    def __init__(self, bits, drain, on_teardown, key, handle):
-        self.bits = bits
-        self.drain = drain
-        self.on_teardown = on_teardown
-        self.bound = set()
+    def __cinit__(self, key):
         self.key = key
-        self.handle = handle
+        self.use = 0
+        self.quota = -1
+        self.active = 0
+        self.first = -1
+        self.gone = 0
 
 
 @cython.final
-cdef class _Binding:
-    """One (PASID, device) binding: its count, the driver's data, and the device itself,
-    so releasing and unbinding need no look-up in the device table."""
-    cdef uint32_t count
-    cdef object data
-    cdef _Device device
+cdef class _Device:
+    """A declared device: its settings, handle and bindings. Attributes in _core.pxd."""
 
-    def __init__(self, uint32_t count, data, _Device device):
-        self.count = count
-        self.data = data
-        self.device = device
+    def __cinit__(self, key, int handle, int bits, double drain, on_teardown):
+        self.key = key
+        self.handle = handle
+        self.bits = bits
+        self.drain = drain
+        self.on_teardown = on_teardown
+        self.gone = 0
+        self.first = -1
+        self.nbound = 0
+
+
+cdef int _compare_int32(const void* a, const void* b) noexcept nogil:
+    return (<const int32_t*>a)[0] - (<const int32_t*>b)[0]
 
 
 @cython.final
@@ -73,9 +110,11 @@ cdef class PasidAllocator:
     :meth:`advance`) or a callable one. Times are kept as floats.
 
     Costs: alloc, free, get, put, bind, unbind, queries O(log64 N); the
-    ``random`` strategy O(64 log64 N); ``fifo`` with a narrow ``min``/``max``
-    pays for the FREE IDs it skips. Every error leaves the allocator as it
-    was (a refused allocation counts in ``failures``).
+    ``random`` strategy, and ``fifo`` with a ``min``/``max`` narrower than the
+    space, O(64 log64 N). Every error leaves the allocator as it was (a refused
+    allocation counts in ``failures``). Every operation is atomic with respect
+    to other threads and to user code it runs (a clock, an owner's
+    ``__hash__``): see the phases in ``pasid/_allocator.pxi``.
 
     >>> from pasid import PasidAllocator
     >>> a = PasidAllocator(bits=8, grace=10)
@@ -91,66 +130,59 @@ cdef class PasidAllocator:
 
     def __cinit__(self, bits=20, *, reserved=(0,), strategy="lowest", grace=0,
                   clock=None, seed=None):
-        cdef int64_t nbits = as_int64(bits, "bits")
+        # the argument rules of both backends: pasid/_args.py
+        cdef int64_t nbits = _args.as_bits(bits)
+        cdef int strategy_index = _args.as_strategy(strategy)
+        cdef double grace_time = _args.as_grace(grace)
+        cdef uint64_t seed_bits
         cdef int64_t size, p, lo, hi
-        if not 1 <= nbits <= 20:
-            raise ValueError(f"bits must be in 1..20, got {nbits}")
-        if strategy not in STRATEGIES:
-            raise ValueError(
-                f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}"
-            )
-        cdef double grace_time = as_time(grace, "grace")
-        if grace_time < 0:
-            raise ValueError(f"grace must be >= 0, got {grace_time}")
-        if clock is not None and not callable(clock):
-            raise TypeError("clock must be None or a zero-argument callable")
-        if seed is None:
-            seed = int.from_bytes(os.urandom(8), "little")
-        elif isinstance(seed, bool):
-            raise TypeError("seed must be an integer, not bool")
-        else:
-            try:
-                seed = operator.index(seed)
-            except TypeError:
-                raise TypeError(f"seed must be an integer, not {type(seed).__name__}") from None
+        _args.check_callable(clock, "clock", "a zero-argument callable")
+        seed_bits = _args.as_seed(seed)
         size = (<int64_t>1) << nbits
-        ranges = _parse_reserved(reserved, size)
+        ranges = _args.parse_reserved(reserved, size)
 
         self._bits = <int>nbits
         self._size = size
-        self._strategy = STRATEGIES.index(strategy)
+        self._strategy = strategy_index
         self._grace = grace_time
         self._clock = clock
         self._now = 0.0
-        self._rng = <uint64_t>(seed & 0xFFFFFFFFFFFFFFFF)
+        self._rng = seed_bits
         self._cursor = 0
         if space_init(&self.space, size) < 0:
             raise MemoryError()
+        # calloc: pages of tables that are never touched are never made
         self._meta = <uint8_t*>calloc(size, sizeof(uint8_t))
-        self._refcount = <uint32_t*>malloc(size * sizeof(uint32_t))
+        self._refcount = <uint32_t*>calloc(size, sizeof(uint32_t))
         self._generation = <uint32_t*>calloc(size, sizeof(uint32_t))
-        self._hold = <double*>malloc(size * sizeof(double))
-        self._queue_time = <double*>malloc(size * sizeof(double))
-        self._queue_pasid = <int32_t*>malloc(size * sizeof(int32_t))
-        if self._strategy == FIFO:
-            self._fifo_prev = <int32_t*>malloc(size * sizeof(int32_t))
-            self._fifo_next = <int32_t*>malloc(size * sizeof(int32_t))
-            if self._fifo_prev == NULL or self._fifo_next == NULL:
-                raise MemoryError()
+        self._hold = <double*>calloc(size, sizeof(double))
+        self._owner_of = <void**>calloc(size, sizeof(void*))
+        self._owned_prev = <int32_t*>calloc(size, sizeof(int32_t))
+        self._owned_next = <int32_t*>calloc(size, sizeof(int32_t))
+        self._bind_first = <int32_t*>calloc(size, sizeof(int32_t))
+        self._queue_time = <double*>calloc(size, sizeof(double))
+        self._queue_pasid = <int32_t*>calloc(size, sizeof(int32_t))
         if (self._meta == NULL or self._refcount == NULL or self._generation == NULL
-                or self._hold == NULL
+                or self._hold == NULL or self._owner_of == NULL or self._owned_prev == NULL
+                or self._owned_next == NULL or self._bind_first == NULL
                 or self._queue_time == NULL or self._queue_pasid == NULL):
             raise MemoryError()
-        self._fifo_head = self._fifo_tail = -1
+        if self._strategy == FIFO:
+            if fifo_init(&self._fifo, size) < 0:
+                raise MemoryError()
         self._queue_len = 0
-        self._owner = {}
-        self._data = {}
-        self._bindings = {}
+        self._binds = NULL
+        self._binds_cap = self._binds_used = 0
+        self._binds_free = -1
+        self._data = None                # made at the first data given
+        self._bind_data = []
+        self._owners = {}
+        self._quota = {}
         self._devices = {}
         self._device_list = []
-        self._owned = {}
-        self._use = {}
-        self._quota = {}
+        self._gone = None
+        self._registry = _thread.allocate_lock()
+        self._registry_thread = 0
         self._counts[0] = size
         for p in range(1, 5):
             self._counts[p] = 0
@@ -159,7 +191,7 @@ cdef class PasidAllocator:
 
         if self._strategy == FIFO:
             for p in range(size):
-                self._fifo_push(p)
+                fifo_push(&self._fifo, p)
         for lo, hi in ranges:
             for p in range(lo, hi + 1):
                 if (self._meta[p] & STATE_MASK) == FREE:
@@ -171,12 +203,16 @@ cdef class PasidAllocator:
         free(self._refcount)
         free(self._generation)
         free(self._hold)
+        free(self._owner_of)
+        free(self._owned_prev)
+        free(self._owned_next)
+        free(self._bind_first)
         free(self._queue_time)
         free(self._queue_pasid)
-        free(self._fifo_prev)
-        free(self._fifo_next)
+        free(self._binds)
+        fifo_destroy(&self._fifo)
 
-    # ------------------------------------------------------------ helpers
+    # ------------------------------------------------------------ phase 1: prepare
 
     cdef int64_t _check_id(self, object value) except -1:
         cdef int64_t p = as_int64(value, "PASID")
@@ -184,18 +220,122 @@ cdef class PasidAllocator:
             raise InvalidPasid(f"PASID {value} out of range 0..{self._size - 1}")
         return p
 
-    cdef double _read_clock(self) except? -1.0:
+    cdef int _check_c_id(self, int64_t p) except -1:
+        if p < 0 or p >= self._size:
+            raise InvalidPasid(f"PASID {p} out of range 0..{self._size - 1}")
+        return 0
+
+    cdef double _reading(self) except? -1.0:
+        """A callable clock's reading (read once per operation, before anything is
+        checked), or the logical clock's value."""
         if self._clock is None:
             return self._now
         return as_time(self._clock(), "clock()")
 
-    cdef int _sync(self) except -1:
-        """Reclaim what has expired by now (only a callable clock moves by itself)."""
-        cdef double now
-        if self._clock is not None and self._queue_len:
-            now = self._read_clock()
-            if self._queue_time[0] <= now:
-                self._reclaim(now)
+    cdef int _enter_registry(self) except -1:
+        """Take the registry lock; refuse a change re-entered from the thread holding it."""
+        cdef long me = PyThread_get_thread_ident()
+        if self._registry_thread == me:
+            raise RuntimeError(
+                "re-entrant call: an owner's or a device's __hash__/__eq__ called back into "
+                "the allocator to change its owners or devices while they were changing")
+        self._registry.acquire()
+        self._registry_thread = me
+        return 0
+
+    cdef void _leave_registry(self) noexcept:
+        self._registry_thread = 0
+        _release_lock(self._registry)
+
+    cdef _Owner _owner_lookup(self, object owner):
+        """The current record of ``owner``, or None: it holds no PASID and has no quota.
+        Its __hash__/__eq__ may run (phase 1); TypeError if it is unhashable."""
+        found = self._owners.get(owner)
+        if found is None or (<_Owner>found).gone:
+            return None
+        return <_Owner>found
+
+    cdef _Owner _owner_record(self, object owner):
+        """The current record of ``owner``, made if it has none (phase 1). A record
+        left idle by a failed operation is dropped in that operation's phase 3."""
+        cdef _Owner record = self._owner_lookup(owner)
+        if record is not None:
+            return record
+        self._enter_registry()
+        try:
+            found = self._owners.get(owner)
+            if found is None or (<_Owner>found).gone:
+                record = _Owner(owner)
+                self._owners[owner] = record
+            else:
+                record = <_Owner>found
+        finally:
+            self._leave_registry()
+        return record
+
+    cdef int _drop_gone_owners(self) except -1:
+        """Phase 3: drop from the owner table the records operations left idle.
+
+        Skipped while this thread is changing the table further up the stack (a
+        __hash__/__eq__ that called back): a later operation drops them.
+        """
+        cdef _Owner record
+        if self._gone is None or self._registry_thread == PyThread_get_thread_ident():
+            return 0
+        self._enter_registry()
+        try:
+            while True:
+                with cython.critical_section(self):
+                    record = self._gone
+                    if record is not None:
+                        self._gone = record.next_gone
+                        record.next_gone = None
+                if record is None:
+                    break
+                if self._owners.get(record.key) is record:
+                    del self._owners[record.key]
+        finally:
+            self._leave_registry()
+        return 0
+
+    cdef _Device _device_record(self, object device, bint declare):
+        """The current record of ``device`` (phase 1); None if it is not declared and
+        ``declare`` is false, else declared with the defaults."""
+        cdef _Device info
+        found = self._devices.get(device)
+        if found is not None and not (<_Device>found).gone:
+            return <_Device>found
+        if not declare:
+            return None
+        self._enter_registry()
+        try:
+            found = self._devices.get(device)
+            if found is not None and not (<_Device>found).gone:
+                return <_Device>found
+            info = _Device(device, len(self._device_list), 20, 0.0, None)
+            self._device_list.append(info)
+            try:
+                self._devices[device] = info       # its __hash__/__eq__ may raise
+            except BaseException:
+                self._device_list.pop()
+                raise
+        finally:
+            self._leave_registry()
+        return info
+
+    # ------------------------------------------------------------ phase 2: act (C only)
+
+    cdef inline double _time(self, double reading) noexcept:
+        """The operation's time. A callable clock's reading never moves the
+        allocator back (two threads may read it in either order)."""
+        if self._clock is not None and reading > self._now:
+            self._now = reading
+        return self._now
+
+    cdef int _settle_time(self, double now) except -1:
+        """Reclaim what has expired by ``now``: every operation sees the allocator as of now."""
+        if self._queue_len and self._queue_time[0] <= now:
+            self._reclaim(now)
         return 0
 
     cdef int _take_state(self, int64_t p, int state) except -1:
@@ -207,8 +347,8 @@ cdef class PasidAllocator:
 
     cdef inline void _left_free(self, int64_t p, int state) noexcept:
         """The tables follow a PASID just taken from the space: FREE -> ``state``."""
-        if self._fifo_prev != NULL:
-            self._fifo_remove(p)
+        if self._fifo.prev != NULL:
+            fifo_remove(&self._fifo, p)
         self._counts[FREE] -= 1
         self._counts[state] += 1
         self._meta[p] = state                  # a FREE PASID has no flags
@@ -221,16 +361,19 @@ cdef class PasidAllocator:
         self._meta[p] = FREE
         self._counts[ACTIVE] -= 1
         self._counts[FREE] += 1
-        if self._fifo_prev != NULL:
-            self._fifo_push(p)
+        if self._fifo.prev != NULL:
+            fifo_push(&self._fifo, p)
 
-    cdef inline void _ref_inc(self, int64_t p) noexcept:
-        """One more reference to an ACTIVE PASID."""
+    cdef int _ref_inc(self, int64_t p) except -1:
+        """One more reference to an ACTIVE PASID; OverflowError at the limit, nothing changed."""
         if self._meta[p] & MULTI:
+            if self._refcount[p] == COUNT_MAX:
+                raise OverflowError(f"PASID {p} holds {COUNT_MAX} references, the limit")
             self._refcount[p] += 1
         else:
             self._meta[p] |= MULTI
             self._refcount[p] = 2
+        return 0
 
     cdef inline void _ref_dec(self, int64_t p) noexcept:
         """One reference less to an ACTIVE PASID holding two or more."""
@@ -238,31 +381,67 @@ cdef class PasidAllocator:
         if self._refcount[p] == 1:
             self._meta[p] &= ~MULTI
 
-    cdef int _make_free(self, int64_t p) except -1:
-        """A PASID whose release is complete becomes FREE; its tags go."""
+    cdef void _owner_tag(self, int64_t p, _Owner owner) noexcept:
+        """A new ACTIVE PASID of ``owner`` (a current record): its use and ACTIVE list."""
+        self._meta[p] |= HAS_OWNER
+        self._owner_of[p] = <void*>owner
+        owner.use += 1
+        owner.active += 1
+        self._owned_prev[p] = -1
+        self._owned_next[p] = owner.first
+        if owner.first >= 0:
+            self._owned_prev[owner.first] = <int32_t>p
+        owner.first = <int32_t>p
+
+    cdef void _owned_unlink(self, int64_t p) noexcept:
+        """A PASID of an owner left ACTIVE: off the owner's ACTIVE list (its use stays)."""
+        cdef _Owner owner = <_Owner>self._owner_of[p]
+        cdef int32_t before = self._owned_prev[p], after = self._owned_next[p]
+        if before >= 0:
+            self._owned_next[before] = after
+        else:
+            owner.first = after
+        if after >= 0:
+            self._owned_prev[after] = before
+        owner.active -= 1
+
+    cdef void _owner_untag(self, int64_t p) noexcept:
+        """A PASID of an owner became FREE; an owner left with nothing and no quota is
+        marked gone, to be dropped from the table in phase 3."""
+        cdef _Owner owner = <_Owner>self._owner_of[p]
+        self._owner_of[p] = NULL
+        owner.use -= 1
+        if owner.use == 0 and owner.quota < 0 and not owner.gone:
+            owner.gone = 1
+            owner.next_gone = self._gone
+            self._gone = owner
+
+    cdef void _make_free(self, int64_t p) noexcept:
+        """A PASID whose release is complete becomes FREE; its tags go.
+
+        Deleting its data drops the allocator's reference to it: a finalizer of
+        that object must not call back into the allocator (documented).
+        """
         cdef uint8_t flags = self._meta[p] & FLAG_MASK
         self._counts[self._meta[p] & STATE_MASK] -= 1
         self._counts[FREE] += 1
         self._meta[p] = FREE                  # no refcount, no flags
         space_release(&self.space, p)
-        if self._fifo_prev != NULL:
-            self._fifo_push(p)
-        if flags:
-            if flags & HAS_DATA:
-                del self._data[p]
-            if flags & HAS_OWNER:
-                owner = self._owner.pop(p)
-                use = self._use[owner] - 1
-                if use:
-                    self._use[owner] = use
-                else:
-                    del self._use[owner]
-        return 0
+        if self._fifo.prev != NULL:
+            fifo_push(&self._fifo, p)
+        if flags & HAS_OWNER:
+            self._owner_untag(p)
+        if flags & HAS_DATA:
+            self._data[p] = None
 
     cdef int64_t _reclaim(self, double now) except -1:
-        """Every QUARANTINED PASID whose release_at <= now becomes FREE, ascending."""
+        """Every QUARANTINED PASID whose release_at <= now becomes FREE, ascending.
+
+        The rare case of several at once sorts them in a buffer made before
+        anything changes (MemoryError, nothing changed).
+        """
         cdef int64_t n = 0, i
-        cdef list expired
+        cdef int32_t* expired
         if not self._queue_len or self._queue_time[0] > now:
             return 0
         if self._queue_len == 1 or self._queue_time[1] > now and (
@@ -271,17 +450,20 @@ cdef class PasidAllocator:
             self._make_free(self._queue_pop())
             self._reclaimed += 1
             return 1
-        expired = []
+        expired = <int32_t*>malloc(self._queue_len * sizeof(int32_t))
+        if expired == NULL:
+            raise MemoryError()
         while self._queue_len and self._queue_time[0] <= now:
-            expired.append(self._queue_pop())
-        expired.sort()
-        for p in expired:
-            self._make_free(p)
-        n = len(expired)
+            expired[n] = <int32_t>self._queue_pop()
+            n += 1
+        qsort(expired, n, sizeof(int32_t), _compare_int32)
+        for i in range(n):
+            self._make_free(expired[i])
+        free(expired)
         self._reclaimed += n
         return n
 
-    cdef int _settle(self, int64_t p, double now) except -1:
+    cdef void _settle(self, int64_t p, double now) noexcept:
         """A released PASID with no device bound: QUARANTINED until release_at, or FREE."""
         cdef double release_at = self._hold[p]   # HAS_HOLD: set at release
         if release_at <= now:
@@ -292,20 +474,15 @@ cdef class PasidAllocator:
             self._counts[QUARANTINED] += 1
             self._meta[p] = (self._meta[p] & ~STATE_MASK) | QUARANTINED
             self._queue_push(release_at, p)
-        return 0
 
-    cdef int _release(self, int64_t p, double now, list teardown) except -1:
+    cdef void _release(self, int64_t p, double now) noexcept:
         """An ACTIVE PASID is released: DRAINING, QUARANTINED or FREE."""
         cdef uint8_t flags = (self._meta[p] & FLAG_MASK)
         cdef double release_at = now + self._grace
         self._releases += 1
         self._meta[p] &= ~MULTI
         if flags & HAS_OWNER:
-            owner = self._owner[p]
-            owned = self._owned[owner]
-            owned.discard(p)
-            if not owned:
-                del self._owned[owner]
+            self._owned_unlink(p)
         if flags & HAS_HOLD and self._hold[p] > release_at:
             release_at = self._hold[p]
         if flags & HAS_BINDINGS:
@@ -314,10 +491,6 @@ cdef class PasidAllocator:
             self._counts[ACTIVE] -= 1
             self._counts[DRAINING] += 1
             self._meta[p] = (self._meta[p] & ~STATE_MASK) | DRAINING
-            for entry in (<dict>self._bindings[p]).values():
-                callback = (<_Binding>entry).device.on_teardown
-                if callback is not None:
-                    teardown.append((callback, p))
         elif release_at <= now:
             # no hold at all: FREE at once, the release time need not be kept
             self._make_free(p)
@@ -329,27 +502,23 @@ cdef class PasidAllocator:
             self._counts[QUARANTINED] += 1
             self._meta[p] = (self._meta[p] & ~STATE_MASK) | QUARANTINED
             self._queue_push(release_at, p)
-        return 0
 
-    cdef void _fifo_push(self, int64_t p) noexcept:
-        self._fifo_prev[p] = self._fifo_tail
-        self._fifo_next[p] = -1
-        if self._fifo_tail >= 0:
-            self._fifo_next[self._fifo_tail] = <int32_t>p
-        else:
-            self._fifo_head = <int32_t>p
-        self._fifo_tail = <int32_t>p
-
-    cdef void _fifo_remove(self, int64_t p) noexcept:
-        cdef int32_t prev = self._fifo_prev[p], nxt = self._fifo_next[p]
-        if prev >= 0:
-            self._fifo_next[prev] = nxt
-        else:
-            self._fifo_head = nxt
-        if nxt >= 0:
-            self._fifo_prev[nxt] = prev
-        else:
-            self._fifo_tail = prev
+    cdef list _teardown_of(self, int64_t p, list teardown):
+        """Phase 3: the ``(on_teardown, p)`` of the devices bound to a PASID just
+        released, in bind order, appended to ``teardown`` (made when first needed)."""
+        cdef int32_t record
+        cdef _Device info
+        if not (self._meta[p] & HAS_BINDINGS):
+            return teardown
+        record = self._bind_first[p]
+        while record >= 0:
+            info = <_Device>self._device_list[self._binds[record].device]
+            if info.on_teardown is not None:
+                if teardown is None:
+                    teardown = []
+                teardown.append((info.on_teardown, p))
+            record = self._binds[record].next
+        return teardown
 
     cdef void _queue_push(self, double release_at, int64_t p) noexcept:
         """Push onto the release heap, ordered by (release_at, PASID)."""
@@ -394,8 +563,9 @@ cdef class PasidAllocator:
             self._queue_pasid[i] = pasid
         return top
 
-    cdef int64_t _choose(self, int64_t lo, int64_t hi) noexcept:
-        """The FREE ID the strategy gives in [lo, hi], or -1. Moves nothing but the generator."""
+    cdef int64_t _choose(self, int64_t lo, int64_t hi) except -2:
+        """The FREE ID the strategy gives in [lo, hi], or -1. Moves nothing but the
+        generator; MemoryError (nothing changed) when fifo's index cannot be built."""
         cdef int64_t p, start, below, count
         if self._strategy == LOWEST:
             p = space_find_free(&self.space, lo)
@@ -407,9 +577,9 @@ cdef class PasidAllocator:
                     return p
             p = space_find_free(&self.space, lo)
         elif self._strategy == FIFO:
-            p = self._fifo_head
-            while p >= 0 and not (lo <= p <= hi):
-                p = self._fifo_next[p]
+            p = fifo_first(&self._fifo, lo, hi)
+            if p == -2:
+                raise MemoryError()
             return p
         else:
             below = space_rank(&self.space, lo)
@@ -419,89 +589,90 @@ cdef class PasidAllocator:
             return space_select(&self.space, below + <int64_t>draw_below(&self._rng, <uint64_t>count))
         return p if 0 <= p <= hi else -1
 
-    cdef int _check_quota(self, object owner, int64_t n) except -1:
-        """QuotaExceeded (a counted failure) if ``n`` more would pass the owner's quota.
+    cdef inline bint _over_quota(self, _Owner owner, int64_t n) noexcept:
+        """True if ``n`` more would pass the owner's quota."""
+        return owner is not None and owner.quota >= 0 and owner.use + n > owner.quota
 
-        Also where an unhashable owner raises TypeError, before anything changes.
-        """
-        if self._over_quota(owner, n):
-            raise QuotaExceeded(f"owner {owner!r} is at its quota of {self._quota[owner]} PASIDs")
-        return 0
-
-    cdef int _over_quota(self, object owner, int64_t n) except -1:
-        """1 (a counted failure) if ``n`` more would pass the owner's quota, else 0."""
-        if owner is None:
-            return 0
-        if not self._quota:
-            hash(owner)
-            return 0
-        quota = self._quota.get(owner)
-        if quota is not None and self._use.get(owner, 0) + n > quota:
-            self._failures += 1
-            return 1
-        return 0
-
-    cdef int _activate(self, int64_t p, object owner, object data) except -1:
-        """A chosen FREE PASID becomes ACTIVE with refcount 1."""
-        self._take_state(p, ACTIVE)             # refcount 1: no MULTI
-        return self._activated(p, owner, data)
-
-    cdef int _activated(self, int64_t p, object owner, object data) except -1:
-        """The bookkeeping of a new allocation whose ID is already ACTIVE."""
-        self._generation[p] += 1
-        if owner is not None:
-            self._tag_owner(p, owner)
-        if data is not None:
-            self._meta[p] |= HAS_DATA
-            self._data[p] = data
-        self._allocations += 1
-        if self._counts[ACTIVE] > self._high_water:
-            self._high_water = self._counts[ACTIVE]
-        return 0
-
-    cdef int _tag_owner(self, int64_t p, object owner) except -1:
-        self._meta[p] |= HAS_OWNER
-        self._owner[p] = owner
-        self._use[owner] = self._use.get(owner, 0) + 1
-        owned = self._owned.get(owner)
-        if owned is None:
-            self._owned[owner] = {p}
-        else:
-            (<set>owned).add(p)
-        return 0
-
-    cdef int64_t _alloc(self, object owner, object data, object min, object max) except -2:
-        """Allocate by the strategy; -1 (and failures += 1) when nothing is FREE in range."""
-        cdef int64_t lo = 0 if min is None else self._check_id(min)
-        cdef int64_t hi = self._size - 1 if max is None else self._check_id(max)
-        if lo > hi:
-            raise InvalidPasid(f"empty range {lo}..{hi}")
-        if self._queue_len:
-            self._sync()
-        self._check_quota(owner, 1)
-        return self._alloc_in(owner, data, lo, hi)
-
-    cdef int64_t _alloc_in(self, object owner, object data, int64_t lo, int64_t hi) except -2:
-        """The body of an allocation in a checked range, quota passed, clock synced."""
-        cdef int64_t p
+    cdef int64_t _alloc_in(self, _Owner owner, object data, int64_t lo, int64_t hi) except -2:
+        """An allocation in a checked range, the owner's record current, quota passed,
+        time settled: the PASID, or -1 (failures += 1) when nothing there is FREE."""
+        cdef int64_t p = -1
+        cdef uint64_t rng = self._rng
         if self._strategy == LOWEST and lo == 0:
             # the common case: find and take the lowest FREE ID in one descent
             p = space_take_lowest(&self.space, hi)
             if p == -2:
                 self._failures += 1
                 return -1
-            if p >= 0:
-                self._left_free(p, ACTIVE)
-                self._activated(p, owner, data)
-                return p
-        p = self._choose(lo, hi)
         if p < 0:
-            self._failures += 1
-            return -1
-        self._activate(p, owner, data)
+            p = self._choose(lo, hi)
+            if p < 0:
+                self._failures += 1
+                return -1
+            if space_take(&self.space, p) < 0:
+                self._rng = rng
+                raise MemoryError()
+        if self._generation[p] == COUNT_MAX:
+            space_release(&self.space, p)
+            self._rng = rng
+            raise OverflowError(f"PASID {p} has been allocated {COUNT_MAX} times, the limit")
+        self._left_free(p, ACTIVE)             # refcount 1: no MULTI
+        if data is not None:
+            self._data[p] = data               # the table exists (phase 1 made it)
+            self._meta[p] |= HAS_DATA
+        self._generation[p] += 1
+        if owner is not None:
+            self._owner_tag(p, owner)
+        self._allocations += 1
+        if self._counts[ACTIVE] > self._high_water:
+            self._high_water = self._counts[ACTIVE]
         if self._strategy == CYCLIC:
             self._cursor = p + 1
         return p
+
+    cdef int64_t _alloc_checked(self, object owner, object data, int64_t lo, int64_t hi,
+                                bint quota_raises, uint32_t* generation) except -2:
+        """The three phases of an allocation in ``lo..hi`` (checked): the PASID, or
+        -1 when nothing is FREE there (or the owner is at its quota and not
+        ``quota_raises``); QuotaExceeded when it is and ``quota_raises``. The new
+        generation goes to ``generation`` when not NULL (a handle's)."""
+        cdef _Owner record = None
+        cdef double reading
+        cdef int64_t p = -1
+        cdef bint over = False, stale = True
+        if data is not None and self._data is None:
+            self._data = [None] * self._size
+        while stale:
+            reading = self._reading()
+            if owner is not None:
+                record = self._owner_record(owner)
+            with cython.critical_section(self):
+                stale = record is not None and record.gone
+                if not stale:
+                    self._settle_time(self._time(reading))
+                    over = self._over_quota(record, 1)
+                    if over:
+                        self._failures += 1
+                    else:
+                        p = self._alloc_in(record, data, lo, hi)
+                        if generation != NULL and p >= 0:
+                            generation[0] = self._generation[p]
+        if record is not None and record.use == 0:
+            self._forget_if_idle(record)
+        if self._gone is not None:
+            self._drop_gone_owners()
+        if over and quota_raises:
+            raise QuotaExceeded(f"owner {owner!r} is at its quota of {record.quota} PASIDs")
+        return p
+
+    cdef int _forget_if_idle(self, _Owner record) except -1:
+        """A record made for an operation that failed: gone if it holds nothing and has no quota."""
+        with cython.critical_section(self):
+            if record.use == 0 and record.quota < 0 and not record.gone:
+                record.gone = 1
+                record.next_gone = self._gone
+                self._gone = record
+        return 0
 
     # ------------------------------------------------------------ allocation
 
@@ -518,11 +689,14 @@ cdef class PasidAllocator:
         >>> a.alloc(), a.alloc(min=8), a.alloc(owner="proc", data={"asid": 7})
         (1, 8, 2)
         """
+        cdef int64_t lo = 0 if min is None else self._check_id(min)
+        cdef int64_t hi = self._size - 1 if max is None else self._check_id(max)
         cdef int64_t p
-        with cython.critical_section(self):
-            p = self._alloc(owner, data, min, max)
+        if lo > hi:
+            raise InvalidPasid(f"empty range {lo}..{hi}")
+        p = self._alloc_checked(owner, data, lo, hi, True, NULL)
         if p < 0:
-            raise PasidExhausted(f"no FREE PASID in {_range_text(self, min, max)}")
+            raise PasidExhausted(f"no FREE PASID in {lo}..{hi}")
         return p
 
     def try_alloc(self, owner=None, *, data=None, min=None, max=None):
@@ -531,12 +705,12 @@ cdef class PasidAllocator:
         >>> a = PasidAllocator(bits=1); a.try_alloc(), a.try_alloc()
         (1, None)
         """
+        cdef int64_t lo = 0 if min is None else self._check_id(min)
+        cdef int64_t hi = self._size - 1 if max is None else self._check_id(max)
         cdef int64_t p
-        try:
-            with cython.critical_section(self):
-                p = self._alloc(owner, data, min, max)
-        except QuotaExceeded:
-            return None
+        if lo > hi:
+            raise InvalidPasid(f"empty range {lo}..{hi}")
+        p = self._alloc_checked(owner, data, lo, hi, False, NULL)
         return p if p >= 0 else None
 
     def alloc_exact(self, pasid, owner=None, *, data=None):
@@ -549,12 +723,47 @@ cdef class PasidAllocator:
         (42, 'ACTIVE')
         """
         cdef int64_t p = self._check_id(pasid)
-        with cython.critical_section(self):
-            self._sync()
-            if (self._meta[p] & STATE_MASK) != FREE:
-                raise StateError(f"PASID {p} is {_STATE_NAMES[(self._meta[p] & STATE_MASK)]}, not FREE")
-            self._check_quota(owner, 1)
-            self._activate(p, owner, data)
+        cdef _Owner record = None
+        cdef double reading
+        cdef bint over = False, stale = True
+        cdef int state = FREE
+        if data is not None and self._data is None:
+            self._data = [None] * self._size
+        while stale:
+            reading = self._reading()
+            if owner is not None:
+                record = self._owner_record(owner)
+            with cython.critical_section(self):
+                stale = record is not None and record.gone
+                if not stale:
+                    self._settle_time(self._time(reading))
+                    state = self._meta[p] & STATE_MASK
+                    if state == FREE and self._generation[p] == COUNT_MAX:
+                        raise OverflowError(
+                            f"PASID {p} has been allocated {COUNT_MAX} times, the limit")
+                    if state == FREE:
+                        over = self._over_quota(record, 1)
+                        if over:
+                            self._failures += 1
+                        else:
+                            self._take_state(p, ACTIVE)
+                            if data is not None:
+                                self._data[p] = data
+                                self._meta[p] |= HAS_DATA
+                            self._generation[p] += 1
+                            if record is not None:
+                                self._owner_tag(p, record)
+                            self._allocations += 1
+                            if self._counts[ACTIVE] > self._high_water:
+                                self._high_water = self._counts[ACTIVE]
+        if record is not None and record.use == 0:
+            self._forget_if_idle(record)
+        if self._gone is not None:
+            self._drop_gone_owners()
+        if state != FREE:
+            raise StateError(f"PASID {p} is {_STATE_NAMES[state]}, not FREE")
+        if over:
+            raise QuotaExceeded(f"owner {owner!r} is at its quota of {record.quota} PASIDs")
         return p
 
     def open(self, owner=None, *, data=None, min=None, max=None):
@@ -565,12 +774,15 @@ cdef class PasidAllocator:
         ...     h.pasid, h.valid
         (1, True)
         """
+        cdef int64_t lo = 0 if min is None else self._check_id(min)
+        cdef int64_t hi = self._size - 1 if max is None else self._check_id(max)
         cdef int64_t p
-        with cython.critical_section(self):
-            p = self._alloc(owner, data, min, max)
-            generation = self._generation[p] if p >= 0 else 0
+        cdef uint32_t generation = 0
+        if lo > hi:
+            raise InvalidPasid(f"empty range {lo}..{hi}")
+        p = self._alloc_checked(owner, data, lo, hi, True, &generation)
         if p < 0:
-            raise PasidExhausted(f"no FREE PASID in {_range_text(self, min, max)}")
+            raise PasidExhausted(f"no FREE PASID in {lo}..{hi}")
         return PasidHandle(self, p, generation)
 
     def alloc_many(self, n, owner=None, *, data=None):
@@ -583,39 +795,65 @@ cdef class PasidAllocator:
         >>> PasidAllocator(bits=8).alloc_many(4)
         array([1, 2, 3, 4], dtype=uint32)
         """
-        cdef int64_t count = as_int64(n, "n")
-        cdef int64_t i
-        if count < 0:
-            raise ValueError(f"n must be >= 0, got {count}")
+        cdef object asked = _args.as_count(n, "n")
+        cdef int64_t count = min(asked, self._size + 1)   # more than can be FREE: refused below
+        cdef int64_t i, free_ids = 0
+        cdef _Owner record = None
+        cdef double reading
+        cdef bint over = False, short = False, stale = True
+        cdef uint64_t rng
+        cdef int64_t cursor, filled
         out = np.empty(count, dtype=np.uint32)
         cdef uint32_t[::1] ids = out
-        with cython.critical_section(self):
-            self._sync()
-            self._check_quota(owner, count)
-            if count > self._counts[FREE]:
-                self._failures += 1
-                raise PasidExhausted(f"{count} PASIDs asked, {self._counts[FREE]} FREE")
-            cursor, rng = self._cursor, self._rng
-            if self._fill(&ids[0] if count else NULL, count) < 0:
-                self._cursor, self._rng = cursor, rng
-                raise MemoryError()
-            self._allocations += count
-            if self._counts[ACTIVE] > self._high_water:
-                self._high_water = self._counts[ACTIVE]
-            if owner is not None or data is not None:
-                for i in range(count):
-                    if owner is not None:
-                        self._tag_owner(ids[i], owner)
-                    if data is not None:
-                        self._meta[ids[i]] |= HAS_DATA
-                        self._data[ids[i]] = data
+        if data is not None and self._data is None:
+            self._data = [None] * self._size
+        while stale:
+            reading = self._reading()
+            if owner is not None:
+                record = self._owner_record(owner)
+            with cython.critical_section(self):
+                stale = record is not None and record.gone
+                if not stale:
+                    self._settle_time(self._time(reading))
+                    over = self._over_quota(record, count)
+                    short = count > self._counts[FREE]
+                    free_ids = self._counts[FREE]
+                    if over or short:
+                        self._failures += 1
+                    else:
+                        rng, cursor = self._rng, self._cursor
+                        filled = self._fill(&ids[0] if count else NULL, count)
+                        if filled < 0:
+                            self._rng, self._cursor = rng, cursor
+                            if filled == -2:
+                                raise OverflowError(
+                                    f"a PASID has been allocated {COUNT_MAX} times, the limit")
+                            raise MemoryError()
+                        self._allocations += count
+                        if self._counts[ACTIVE] > self._high_water:
+                            self._high_water = self._counts[ACTIVE]
+                        for i in range(count):
+                            if record is not None:
+                                self._owner_tag(ids[i], record)
+                            if data is not None:
+                                self._data[ids[i]] = data
+                                self._meta[ids[i]] |= HAS_DATA
+        if record is not None and record.use == 0:
+            self._forget_if_idle(record)
+        if self._gone is not None:
+            self._drop_gone_owners()
+        if short:
+            raise PasidExhausted(f"{asked} PASIDs asked, {free_ids} FREE")
+        if over:
+            raise QuotaExceeded(f"owner {owner!r} is at its quota of {record.quota} PASIDs")
         return out
 
     cdef int64_t _fill(self, uint32_t* out, int64_t n) noexcept:
-        """Take ``n`` FREE PASIDs by the strategy into ``out`` (n <= FREE); -1 when out of memory, undone."""
+        """Take ``n`` FREE PASIDs by the strategy into ``out`` (n <= FREE); undone and -1
+        when out of memory, -2 when one has been allocated COUNT_MAX times."""
         cdef Node* path[MAX_HEIGHT + 1]
         cdef Node* leaf
-        cdef int64_t done = 0, p, base, hi = self._size - 1
+        cdef int64_t done = 0, p, base
         cdef uint64_t word, bits
         cdef int i
         while done < n:
@@ -631,8 +869,14 @@ cdef class PasidAllocator:
                 bits = 0
                 i = 0
                 while word and done < n:
-                    bits |= word & (0 - word)
                     p = base + ctz64(word)
+                    if self._generation[p] == COUNT_MAX:
+                        space_take_bits(&self.space, leaf, path, base, bits, i)
+                        self._counts[FREE] -= i
+                        self._counts[ACTIVE] += i
+                        self._unfill(out, done)
+                        return -2
+                    bits |= word & (0 - word)
                     word &= word - 1
                     out[done] = <uint32_t>p
                     self._meta[p] = ACTIVE        # was FREE: no flags; refcount 1
@@ -643,12 +887,15 @@ cdef class PasidAllocator:
                 self._counts[FREE] -= i
                 self._counts[ACTIVE] += i
             else:
-                p = self._choose(0, hi)
+                p = self._choose_full()
+                if self._generation[p] == COUNT_MAX:
+                    self._unfill(out, done)
+                    return -2
                 if space_take(&self.space, p) < 0:
                     self._unfill(out, done)
                     return -1
-                if self._fifo_prev != NULL:
-                    self._fifo_remove(p)
+                if self._fifo.prev != NULL:
+                    fifo_remove(&self._fifo, p)
                 self._meta[p] = ACTIVE
                 self._generation[p] += 1
                 self._counts[FREE] -= 1
@@ -658,6 +905,21 @@ cdef class PasidAllocator:
                 out[done] = <uint32_t>p
                 done += 1
         return 0
+
+    cdef int64_t _choose_full(self) noexcept:
+        """The FREE ID the strategy gives in the whole space (there is one)."""
+        cdef int64_t p
+        if self._strategy == FIFO:
+            return self._fifo.head
+        if self._strategy == CYCLIC:
+            p = space_find_free(&self.space, self._cursor)
+            if p < self._size:
+                return p
+            return space_find_free(&self.space, 0)
+        if self._strategy == RANDOM:
+            return space_select(&self.space, <int64_t>draw_below(
+                &self._rng, <uint64_t>space_rank(&self.space, self._size)))
+        return space_find_free(&self.space, 0)
 
     cdef void _unfill(self, uint32_t* out, int64_t done) noexcept:
         """Undo the first ``done`` PASIDs of a failed :meth:`_fill`.
@@ -669,14 +931,8 @@ cdef class PasidAllocator:
         for i in range(done - 1, -1, -1):
             p = out[i]
             space_release(&self.space, p)
-            if self._fifo_prev != NULL:
-                self._fifo_prev[p] = -1
-                self._fifo_next[p] = self._fifo_head
-                if self._fifo_head >= 0:
-                    self._fifo_prev[self._fifo_head] = <int32_t>p
-                else:
-                    self._fifo_tail = <int32_t>p
-                self._fifo_head = <int32_t>p
+            if self._fifo.prev != NULL:
+                fifo_push_front(&self._fifo, p)
             self._meta[p] = FREE
             self._generation[p] -= 1
             self._counts[FREE] += 1
@@ -687,29 +943,37 @@ cdef class PasidAllocator:
     def get(self, pasid):
         """Take one more reference to an ACTIVE PASID (StateError otherwise). O(1).
 
+        OverflowError, nothing changed, at 2**32 - 1 references.
+
         >>> a = PasidAllocator(bits=8); p = a.alloc(); a.get(p); a.refcount(p)
         2
         """
         cdef int64_t p = self._check_id(pasid)
+        cdef double reading = self._reading()
         with cython.critical_section(self):
-            if self._queue_len:
-                self._sync()
+            self._settle_time(self._time(reading))
             if (self._meta[p] & STATE_MASK) != ACTIVE:
                 raise StateError(f"get of PASID {p}, which is {_STATE_NAMES[(self._meta[p] & STATE_MASK)]}")
             self._ref_inc(p)
 
-    cdef int _put(self, object pasid) except -1:
-        return self._put_id(self._check_id(pasid))
+    cdef int _put_id(self, int64_t p, int64_t generation) except -1:
+        """Drop one reference to PASID ``p`` (in range); returns its state after.
 
-    cdef int _put_id(self, int64_t p) except -1:
-        """Drop one reference to PASID ``p`` (in range); returns its state after."""
+        ``generation >= 0``: only if ``p`` is ACTIVE in that generation (a
+        handle's close); -2 when it is not, nothing done.
+        """
+        cdef double reading = self._reading()
+        cdef double now
         cdef list teardown = None
         cdef int state
         with cython.critical_section(self):
-            if self._queue_len:
-                self._sync()
-            if (self._meta[p] & STATE_MASK) != ACTIVE:
-                raise StateError(f"free of PASID {p}, which is {_STATE_NAMES[self._meta[p] & STATE_MASK]}")
+            now = self._time(reading)
+            self._settle_time(now)
+            state = self._meta[p] & STATE_MASK
+            if generation >= 0 and (state != ACTIVE or self._generation[p] != generation):
+                return -2
+            if state != ACTIVE:
+                raise StateError(f"free of PASID {p}, which is {_STATE_NAMES[state]}")
             if self._meta[p] == ACTIVE and self._grace <= 0:
                 # no extra reference, no side table, no hold: FREE at once
                 self._freed_plain(p)
@@ -717,10 +981,11 @@ cdef class PasidAllocator:
             elif self._meta[p] & MULTI:
                 self._ref_dec(p)
             else:
-                if self._meta[p] & HAS_BINDINGS:
-                    teardown = []
-                self._release(p, self._now if self._clock is None else self._read_clock(), teardown)
+                self._release(p, now)
+                teardown = self._teardown_of(p, None)
             state = self._meta[p] & STATE_MASK
+        if self._gone is not None:
+            self._drop_gone_owners()
         if teardown:
             run_teardown(teardown)
         return state
@@ -735,7 +1000,7 @@ cdef class PasidAllocator:
         >>> a = PasidAllocator(bits=8); p = a.alloc(); a.put(p); a.state(p).name
         'FREE'
         """
-        self._put(pasid)
+        self._put_id(self._check_id(pasid), -1)
 
     def free(self, pasid):
         """The same as :meth:`put`: drop one reference; the last releases. O(log64 N).
@@ -743,31 +1008,51 @@ cdef class PasidAllocator:
         >>> a = PasidAllocator(bits=8); a.free(a.alloc()); len(a)
         0
         """
-        self._put(pasid)
+        self._put_id(self._check_id(pasid), -1)
+
+    def _put_if(self, pasid, generation):
+        """Put ``pasid`` if it is ACTIVE in ``generation`` (a handle's close); True if it did."""
+        return self._put_id(self._check_id(pasid), as_int64(generation, "generation")) != -2
+
+    def _get_if(self, pasid, generation):
+        """Get ``pasid`` if it is ACTIVE in ``generation`` (a handle's dup); True if it did."""
+        cdef int64_t p = self._check_id(pasid)
+        cdef int64_t expected = as_int64(generation, "generation")
+        cdef double reading = self._reading()
+        with cython.critical_section(self):
+            self._settle_time(self._time(reading))
+            if (self._meta[p] & STATE_MASK) != ACTIVE or self._generation[p] != expected:
+                return False
+            self._ref_inc(p)
+        return True
 
     def free_many(self, ids):
         """As successive :meth:`free` calls over ``ids``, all or nothing. O(len(ids) log64 N).
 
-        A duplicate is a double free unless the refcount allows it.
+        A duplicate is a double free unless the refcount allows it; PASIDs are
+        released in the order successive calls would release them.
 
         >>> a = PasidAllocator(bits=8); a.free_many(a.alloc_many(3)); len(a)
         0
         """
-        cdef const uint32_t[::1] pasids = self._id_array(ids)
+        array = self._id_array(ids)               # a private copy, checked
+        cdef const uint32_t[::1] pasids = array
         cdef Py_ssize_t i, j, n = pasids.shape[0]
+        released = np.zeros(n, dtype=np.uint8)   # 1 where successive frees would release
+        cdef uint8_t[::1] last = released
         cdef int64_t p, word_base = -1, plain = 0
         cdef uint64_t bits = 0
         cdef int nbits = 0
         cdef double now
-        cdef list teardown = []
+        cdef double reading = self._reading()
+        cdef list teardown = None
         # a local copy of the table pointer: writes through a uint8_t* may alias
         # any field of self, so the compiler would reload self._meta every time
         cdef uint8_t* meta = self._meta
         cdef bint no_grace = self._grace <= 0
         with cython.critical_section(self):
-            if self._queue_len:
-                self._sync()
-            now = self._read_clock()            # a clock that raises does so before any change
+            now = self._time(reading)
+            self._settle_time(now)
             # pass 1: drop the references; the last one marks RELEASING (undone on error)
             for i in range(n):
                 p = pasids[i]
@@ -775,31 +1060,35 @@ cdef class PasidAllocator:
                     name = ("ACTIVE, already freed" if (meta[p] & STATE_MASK) == RELEASING
                             else _STATE_NAMES[meta[p] & STATE_MASK])
                     for j in range(i - 1, -1, -1):
-                        if (meta[pasids[j]] & STATE_MASK) == RELEASING:
+                        if last[j]:
                             meta[pasids[j]] ^= RELEASING ^ ACTIVE
+                        elif meta[pasids[j]] & MULTI:
+                            self._refcount[pasids[j]] += 1
                         else:
-                            self._ref_inc(pasids[j])
+                            meta[pasids[j]] |= MULTI
+                            self._refcount[pasids[j]] = 2
                     raise StateError(f"free of PASID {p}, which is {name}")
                 if meta[p] & MULTI:
                     self._ref_dec(p)
                 else:
                     meta[p] ^= ACTIVE ^ RELEASING
-            # pass 2: release, in order, what reached zero
+                    last[i] = 1
+            # pass 2: release, in the order successive frees would
             for i in range(n):
-                p = pasids[i]
-                if (meta[p] & STATE_MASK) != RELEASING:
+                if not last[i]:
                     continue
+                p = pasids[i]
                 meta[p] ^= RELEASING ^ ACTIVE
                 if meta[p] != ACTIVE or not no_grace:
-                    self._release(p, now, teardown)
+                    self._release(p, now)
                     continue
                 # the plain case, batched: FREE at once (as _freed_plain, with
                 # the counters kept in a local), its bit gathered with its
                 # word's neighbours for one summary update
                 meta[p] = FREE
                 plain += 1
-                if self._fifo_prev != NULL:
-                    self._fifo_push(p)
+                if self._fifo.prev != NULL:
+                    fifo_push(&self._fifo, p)
                 if (p & ~63) != word_base:
                     if bits:
                         space_release_bits(&self.space, word_base, bits, nbits)
@@ -814,38 +1103,19 @@ cdef class PasidAllocator:
             self._reclaimed += plain
             self._counts[ACTIVE] -= plain
             self._counts[FREE] += plain
+            if plain < n:
+                for i in range(n):
+                    if last[i]:
+                        teardown = self._teardown_of(pasids[i], teardown)
+        if self._gone is not None:
+            self._drop_gone_owners()
         if teardown:
             run_teardown(teardown)
 
     cdef object _id_array(self, object ids):
-        """``ids`` as a contiguous uint32 array, every one in range (InvalidPasid, TypeError).
-
-        A uint32 array (what :meth:`alloc_many` returns) is used as it is: one
-        C pass checks the range, no copy.
-        """
-        cdef const uint32_t[::1] view
-        cdef Py_ssize_t i
-        array = np.asarray(ids)
-        if array.dtype == object:
-            # Python ints too large for any integer dtype: checked one by one
-            for value in array.reshape(-1):
-                self._check_id(value)
-            array = array.astype(np.int64)
-        if array.dtype == np.bool_ or (array.size and not np.issubdtype(array.dtype, np.integer)):
-            raise TypeError(f"ids must be integers, not {array.dtype}")
-        array = np.ascontiguousarray(array.reshape(-1))
-        if array.dtype != np.uint32:
-            if array.size and (array.min() < 0 or array.max() >= self._size):
-                bad = (array < 0) | (array >= self._size)
-                raise InvalidPasid(
-                    f"PASID {int(array[bad.argmax()])} out of range 0..{self._size - 1}"
-                )
-            return array.astype(np.uint32)
-        view = array
-        for i in range(view.shape[0]):
-            if view[i] >= self._size:
-                raise InvalidPasid(f"PASID {view[i]} out of range 0..{self._size - 1}")
-        return array
+        """``ids`` as a new contiguous uint32 array, checked (pasid._args.id_array): a
+        private copy, so a caller's array changed meanwhile cannot reach the tables."""
+        return _args.id_array(ids, self._size)
 
     # ------------------------------------------------------------ reservation
 
@@ -864,21 +1134,26 @@ cdef class PasidAllocator:
         >>> a = PasidAllocator(bits=8); a.reserve(1, 3); a.alloc()
         4
         """
-        cdef int64_t first, last, p
+        cdef int64_t first, last, p, q
         first, last = self._range(lo, hi)
+        cdef double reading = self._reading()
         with cython.critical_section(self):
-            self._sync()
+            self._settle_time(self._time(reading))
             for p in range(first, last + 1):
                 if (self._meta[p] & STATE_MASK) != FREE:
                     raise StateError(
                         f"cannot reserve PASID {p}: it is {_STATE_NAMES[(self._meta[p] & STATE_MASK)]}")
             for p in range(first, last + 1):
-                try:
-                    self._take_state(p, RESERVED)
-                except MemoryError:
-                    for q in range(first, p):
-                        self._make_free(q)
-                    raise
+                if space_take(&self.space, p) < 0:
+                    for q in range(p - 1, first - 1, -1):
+                        space_release(&self.space, q)
+                        if self._fifo.prev != NULL:
+                            fifo_push_front(&self._fifo, q)
+                        self._meta[q] = FREE
+                        self._counts[RESERVED] -= 1
+                        self._counts[FREE] += 1
+                    raise MemoryError()
+                self._left_free(p, RESERVED)
 
     def unreserve(self, lo, hi=None):
         """RESERVED IDs ``lo..hi`` (inclusive) become FREE, all or none. O(range log64 N).
@@ -888,8 +1163,9 @@ cdef class PasidAllocator:
         """
         cdef int64_t first, last, p
         first, last = self._range(lo, hi)
+        cdef double reading = self._reading()
         with cython.critical_section(self):
-            self._sync()
+            self._settle_time(self._time(reading))
             for p in range(first, last + 1):
                 if (self._meta[p] & STATE_MASK) != RESERVED:
                     raise StateError(
@@ -897,7 +1173,135 @@ cdef class PasidAllocator:
             for p in range(first, last + 1):
                 self._make_free(p)
 
-    # ------------------------------------------------------------ devices
+    # ------------------------------------------------------------ devices and bindings
+
+    cdef int _binds_reserve(self) except -1:
+        """Room for one more binding record, made before anything changes (MemoryError)."""
+        cdef int64_t capacity
+        cdef BindRec* grown
+        if self._binds_free >= 0 or self._binds_used < self._binds_cap:
+            return 0
+        capacity = 64 if self._binds_cap == 0 else 2 * self._binds_cap
+        if capacity > 0x7FFFFFFF:
+            raise MemoryError("too many bindings")
+        grown = <BindRec*>realloc(self._binds, capacity * sizeof(BindRec))
+        if grown == NULL:
+            raise MemoryError()
+        self._binds = grown
+        self._bind_data.extend([None] * (capacity - self._binds_cap))
+        self._binds_cap = capacity
+        return 0
+
+    cdef int32_t _bind_find(self, int64_t p, int handle) noexcept:
+        """The record binding ``p`` to the device with that handle, or -1."""
+        cdef int32_t record
+        if not (self._meta[p] & HAS_BINDINGS):
+            return -1
+        record = self._bind_first[p]
+        while record >= 0 and self._binds[record].device != handle:
+            record = self._binds[record].next
+        return record
+
+    cdef void _bind_unlink(self, int32_t record) noexcept:
+        """Take a record off its PASID's list and its device's list; free it."""
+        cdef BindRec* rec = &self._binds[record]
+        cdef int64_t p = rec.pasid
+        cdef int32_t at = self._bind_first[p], before = -1
+        cdef _Device info = <_Device>self._device_list[rec.device]
+        while at != record:
+            before = at
+            at = self._binds[at].next
+        if before >= 0:
+            self._binds[before].next = rec.next
+        else:
+            self._bind_first[p] = rec.next
+            if rec.next < 0:
+                self._meta[p] &= ~HAS_BINDINGS
+        if rec.dprev >= 0:
+            self._binds[rec.dprev].dnext = rec.dnext
+        else:
+            info.first = rec.dnext
+        if rec.dnext >= 0:
+            self._binds[rec.dnext].dprev = rec.dprev
+        info.nbound -= 1
+        rec.next = self._binds_free
+        self._binds_free = record
+        if self._bind_data[record] is not None:
+            self._bind_data[record] = None
+
+    cdef int _bind_in(self, int64_t p, _Device info, object data) except -1:
+        """The body of bind (critical section held, time settled, ``info`` current)."""
+        cdef int32_t record, tail
+        cdef BindRec* rec
+        if (self._meta[p] & STATE_MASK) != ACTIVE:
+            raise StateError(f"bind of PASID {p}, which is {_STATE_NAMES[(self._meta[p] & STATE_MASK)]}")
+        if p >> info.bits:
+            raise InvalidPasid(f"PASID {p} is wider than device {info.key!r}'s {info.bits} bits")
+        record = self._bind_find(p, info.handle)
+        if record >= 0:
+            if self._binds[record].count == COUNT_MAX:
+                raise OverflowError(f"PASID {p} is bound {COUNT_MAX} times to device "
+                                    f"{info.key!r}, the limit")
+            self._binds[record].count += 1
+            if data is not None:
+                self._bind_data[record] = data
+            return 0
+        self._bind_link(p, info, data, 1)
+        return 0
+
+    cdef int32_t _bind_link(self, int64_t p, _Device info, object data, uint32_t count) except -1:
+        """A new binding record of ``p`` to ``info`` (none yet), last in ``p``'s bind order;
+        MemoryError, nothing changed, when the pool cannot grow."""
+        cdef int32_t record, tail
+        cdef BindRec* rec
+        self._binds_reserve()
+        if self._binds_free >= 0:
+            record = self._binds_free
+            self._binds_free = self._binds[record].next
+        else:
+            record = <int32_t>self._binds_used
+            self._binds_used += 1
+        rec = &self._binds[record]
+        rec.pasid = <int32_t>p
+        rec.device = info.handle
+        rec.count = count
+        rec.next = -1
+        if data is not None:
+            self._bind_data[record] = data
+        if self._meta[p] & HAS_BINDINGS:       # bind order: append
+            tail = self._bind_first[p]
+            while self._binds[tail].next >= 0:
+                tail = self._binds[tail].next
+            self._binds[tail].next = record
+        else:
+            self._bind_first[p] = record
+            self._meta[p] |= HAS_BINDINGS
+        rec.dprev = -1
+        rec.dnext = info.first
+        if info.first >= 0:
+            self._binds[info.first].dprev = record
+        info.first = record
+        info.nbound += 1
+        return record
+
+    cdef int _unbind_in(self, int64_t p, _Device info, double now) except -1:
+        """The body of unbind (critical section held, time settled); the state after."""
+        cdef int state = self._meta[p] & STATE_MASK
+        cdef int32_t record = self._bind_find(p, info.handle)
+        cdef double hold
+        if record < 0:
+            raise StateError(f"PASID {p} is not bound to device {info.key!r}")
+        if self._binds[record].count > 1:
+            self._binds[record].count -= 1
+            return state
+        hold = now + info.drain
+        if not (self._meta[p] & HAS_HOLD) or hold > self._hold[p]:
+            self._hold[p] = hold
+            self._meta[p] |= HAS_HOLD
+        self._bind_unlink(record)
+        if not (self._meta[p] & HAS_BINDINGS) and state == DRAINING:
+            self._settle(p, now)
+        return self._meta[p] & STATE_MASK
 
     def add_device(self, device, *, bits=20, drain=0, on_teardown=None):
         """Declare ``device`` or update its settings; returns its handle. O(devices bound).
@@ -913,36 +1317,29 @@ cdef class PasidAllocator:
         >>> a = PasidAllocator(bits=8); a.add_device("gpu", drain=5), a.pending("gpu")
         (0, [])
         """
-        cdef int64_t width = as_int64(bits, "bits")
-        if not 1 <= width <= 20:
-            raise ValueError(f"device bits must be in 1..20, got {width}")
-        cdef double drain_time = as_time(drain, "drain")
-        if drain_time < 0:
-            raise ValueError(f"drain must be >= 0, got {drain_time}")
-        if on_teardown is not None and not callable(on_teardown):
-            raise TypeError("on_teardown must be None or callable")
-        hash(device)
-        with cython.critical_section(self):
-            info = self._devices.get(device)
-            if info is not None and (<_Device>info).bound:
-                widest = max((<_Device>info).bound)
-                if widest >> width:
-                    raise InvalidPasid(
-                        f"device {device!r} has PASID {widest} bound, wider than {width} bits")
-            if info is None:
-                info = self._new_device(device, width, drain_time, on_teardown)
-            else:
-                (<_Device>info).bits = width
-                (<_Device>info).drain = drain_time
-                (<_Device>info).on_teardown = on_teardown
-            return (<_Device>info).handle
-
-    cdef _Device _new_device(self, object device, int bits, double drain, object on_teardown):
-        """Declare a device: its entry in the device table and its handle (never reused)."""
-        cdef _Device info = _Device(bits, drain, on_teardown, device, len(self._device_list))
-        self._devices[device] = info
-        self._device_list.append(info)
-        return info
+        cdef int64_t width = _args.as_bits(bits, "device bits")
+        cdef double drain_time = _args.as_drain(drain)
+        cdef _Device info
+        cdef int32_t record
+        cdef int64_t widest
+        _args.check_callable(on_teardown, "on_teardown")
+        while True:
+            info = self._device_record(device, True)
+            with cython.critical_section(self):
+                if not info.gone:
+                    widest = -1
+                    record = info.first
+                    while record >= 0:
+                        if self._binds[record].pasid > widest:
+                            widest = self._binds[record].pasid
+                        record = self._binds[record].dnext
+                    if widest >= 0 and widest >> width:
+                        raise InvalidPasid(f"device {device!r} has PASID {widest} bound, "
+                                           f"wider than {width} bits")
+                    info.bits = <int>width
+                    info.drain = drain_time
+                    info.on_teardown = on_teardown
+                    return info.handle
 
     def remove_device(self, device):
         """Hot-unplug: drop all of ``device``'s bindings at once, no drain hold, no callback.
@@ -954,73 +1351,81 @@ cdef class PasidAllocator:
         'DRAINING'
         'FREE'
         """
-        cdef double now
+        cdef _Device info = self._device_record(device, False)
+        cdef double reading, now
+        cdef int32_t* drained = NULL
+        cdef int64_t k = 0, i, p
+        cdef int32_t record
+        if info is None:
+            raise StateError(f"unknown device {device!r}")
+        reading = self._reading()
         with cython.critical_section(self):
-            if device not in self._devices:
+            if info.gone:
                 raise StateError(f"unknown device {device!r}")
-            self._sync()
-            now = self._read_clock()
-            for p in sorted((<_Device>self._devices[device]).bound):
-                bindings = self._bindings[p]
-                del bindings[device]
-                if not bindings:
-                    del self._bindings[p]
-                    self._meta[p] &= ~HAS_BINDINGS
-                    if (self._meta[p] & STATE_MASK) == DRAINING:
-                        self._settle(p, now)
-            self._device_list[(<_Device>self._devices[device]).handle] = None
-            del self._devices[device]
+            now = self._time(reading)
+            self._settle_time(now)
+            if info.nbound:
+                drained = <int32_t*>malloc(info.nbound * sizeof(int32_t))
+                if drained == NULL:
+                    raise MemoryError()
+            while info.first >= 0:
+                record = info.first
+                p = self._binds[record].pasid
+                self._bind_unlink(record)
+                if not (self._meta[p] & HAS_BINDINGS) and (self._meta[p] & STATE_MASK) == DRAINING:
+                    drained[k] = <int32_t>p
+                    k += 1
+            if k:
+                qsort(drained, k, sizeof(int32_t), _compare_int32)
+            for i in range(k):
+                self._settle(drained[i], now)
+            free(drained)
+            info.gone = 1
+            self._device_list[info.handle] = None
+        self._enter_registry()
+        try:
+            if self._devices.get(device) is info:
+                del self._devices[device]
+        finally:
+            self._leave_registry()
+        if self._gone is not None:
+            self._drop_gone_owners()
 
     def bind(self, pasid, device, *, data=None):
-        """Bind an ACTIVE PASID to ``device``, counted per pair. O(1) dict work.
+        """Bind an ACTIVE PASID to ``device``, counted per pair. O(devices bound to the PASID).
 
         ``data`` is the driver's value for this pair (kept from the first bind;
         a later bind with data replaces it). An undeclared device is declared
         with the defaults. StateError unless ACTIVE; InvalidPasid if the PASID
-        is wider than the device's bits.
+        is wider than the device's bits; OverflowError at 2**32 - 1 binds.
 
         >>> a = PasidAllocator(bits=8); p = a.alloc(); a.bind(p, "gpu", data="ctx")
         >>> a.devices(p), a.binding(p, "gpu")
         (['gpu'], 'ctx')
         """
         cdef int64_t p = self._check_id(pasid)
-        with cython.critical_section(self):
-            if self._queue_len:
-                self._sync()
-            self._bind(p, device, None, data)
-
-    cdef int _bind(self, int64_t p, object device, _Device info, object data) except -1:
-        """The body of bind (critical section held, clock synced): ``info`` is the
-        device's entry when the caller has it, else None (looked up here)."""
-        cdef object key = p                   # one int object for every table below
-        cdef _Binding entry
-        cdef dict bindings
-        if (self._meta[p] & STATE_MASK) != ACTIVE:
-            raise StateError(f"bind of PASID {p}, which is {_STATE_NAMES[(self._meta[p] & STATE_MASK)]}")
-        if info is None:
-            info = self._devices.get(device)   # an unhashable device raises here, before any change
-        if info is not None and p >> info.bits:
-            raise InvalidPasid(f"PASID {p} is wider than device {device!r}'s {info.bits} bits")
-        if info is None:
-            info = self._new_device(device, 20, 0.0, None)
-        if self._meta[p] & HAS_BINDINGS:
-            bindings = self._bindings[key]
-            entry = bindings.get(info.key)
-        else:
-            bindings = self._bindings[key] = {}
-            self._meta[p] |= HAS_BINDINGS
-            entry = None
-        if entry is None:
-            bindings[info.key] = _Binding(1, data, info)
-            info.bound.add(key)
-        else:
-            entry.count += 1
-            if data is not None:
-                entry.data = data
-        return 0
+        cdef _Device info
+        cdef double reading
+        cdef bint stale = True
+        while stale:
+            reading = self._reading()
+            info = self._device_record(device, False)
+            if info is None:
+                # declare it only for a bind that can succeed
+                with cython.critical_section(self):
+                    self._settle_time(self._time(reading))
+                    if (self._meta[p] & STATE_MASK) != ACTIVE:
+                        raise StateError(f"bind of PASID {p}, which is "
+                                         f"{_STATE_NAMES[(self._meta[p] & STATE_MASK)]}")
+                info = self._device_record(device, True)
+            with cython.critical_section(self):
+                stale = info.gone
+                if not stale:
+                    self._settle_time(self._time(reading))
+                    self._bind_in(p, info, data)
 
     def unbind(self, pasid, device):
-        """``device`` says it has drained ``pasid`` (ACTIVE or DRAINING). O(log64 N).
+        """``device`` says it has drained ``pasid`` (ACTIVE or DRAINING). O(devices bound to it).
 
         The unbind that drops the pair's count to zero holds the PASID until
         now + the device's drain; the last unbind of a DRAINING PASID sends it
@@ -1031,41 +1436,42 @@ cdef class PasidAllocator:
         'FREE'
         """
         cdef int64_t p = self._check_id(pasid)
+        cdef _Device info = self._device_record(device, False)
+        cdef double reading = self._reading()
+        cdef double now
         with cython.critical_section(self):
-            if self._queue_len:
-                self._sync()
-            self._unbind(p, device)
-
-    cdef int _unbind(self, int64_t p, object device) except -1:
-        """The body of unbind (critical section held, clock synced); returns the state after."""
-        cdef object key = p
-        cdef int state = self._meta[p] & STATE_MASK
-        cdef double now, hold
-        cdef dict bindings = None
-        cdef _Binding entry = None
-        if self._meta[p] & HAS_BINDINGS:
-            bindings = self._bindings[key]
-            entry = bindings.get(device)
-        if entry is None:
-            raise StateError(f"PASID {p} is not bound to device {device!r}")
-        if entry.count > 1:
-            entry.count -= 1
-            return state
-        now = self._read_clock()            # a clock that raises does so before any change
-        del bindings[device]
-        entry.device.bound.discard(key)
-        hold = now + entry.device.drain
-        if not ((self._meta[p] & FLAG_MASK) & HAS_HOLD) or hold > self._hold[p]:
-            self._hold[p] = hold
-            self._meta[p] |= HAS_HOLD
-        if not bindings:
-            del self._bindings[key]
-            self._meta[p] &= ~HAS_BINDINGS
-            if state == DRAINING:
-                self._settle(p, now)
-        return self._meta[p] & STATE_MASK
+            if info is None or info.gone:
+                raise StateError(f"PASID {p} is not bound to device {device!r}")
+            now = self._time(reading)
+            self._settle_time(now)
+            self._unbind_in(p, info, now)
+        if self._gone is not None:
+            self._drop_gone_owners()
 
     # ------------------------------------------------------------ owners
+
+    cdef list _exit_in(self, _Owner owner, double now):
+        """The body of exit_owner (critical section held, time settled, ``owner``
+        current): release its ACTIVE PASIDs in ascending order; returns them.
+        The buffer is made before anything changes (MemoryError)."""
+        cdef int64_t k = owner.active, i
+        cdef int32_t* pasids
+        cdef int32_t p
+        if k == 0:
+            return []
+        pasids = <int32_t*>malloc(k * sizeof(int32_t))
+        if pasids == NULL:
+            raise MemoryError()
+        p = owner.first
+        for i in range(k):
+            pasids[i] = p
+            p = self._owned_next[p]
+        qsort(pasids, k, sizeof(int32_t), _compare_int32)
+        for i in range(k):
+            self._release(pasids[i], now)
+        released = [pasids[i] for i in range(k)]
+        free(pasids)
+        return released
 
     def exit_owner(self, owner):
         """Release every ACTIVE PASID of ``owner`` at once, whatever its refcount; never waits.
@@ -1092,44 +1498,77 @@ cdef class PasidAllocator:
         """
         if owner is None:
             raise ValueError("set_quota(None, ...): owner-less PASIDs have no quota")
-        cdef int64_t quota = 0
-        if n is not None:
-            quota = as_int64(n, "quota")
-            if quota < 0:
-                raise ValueError(f"quota must be >= 0, got {quota}")
+        cdef int64_t quota = _args.as_quota(n)      # -1: no quota
+        cdef _Owner record
+        cdef bint stale = True
         hash(owner)
-        with cython.critical_section(self):
-            if n is None:
-                self._quota.pop(owner, None)
-            else:
-                self._quota[owner] = quota
+        self._enter_registry()
+        try:
+            while stale:
+                found = self._owners.get(owner)
+                record = None if found is None or (<_Owner>found).gone else <_Owner>found
+                if record is None and quota >= 0:
+                    record = _Owner(owner)
+                    self._owners[owner] = record
+                if quota >= 0:
+                    self._quota[owner] = quota
+                else:
+                    self._quota.pop(owner, None)
+                with cython.critical_section(self):
+                    stale = record is not None and record.gone
+                    if record is not None and not stale:
+                        record.quota = quota
+                        if quota < 0 and record.use == 0:
+                            record.gone = 1
+                            record.next_gone = self._gone
+                            self._gone = record
+                stale = stale and record is not None
+        finally:
+            self._leave_registry()
+        if self._gone is not None:
+            self._drop_gone_owners()
 
     # ------------------------------------------------------------ time
 
     @property
     def now(self):
-        """The current time: the logical clock, or the callable clock's reading (a float)."""
-        return self._read_clock()
+        """The current time: the logical clock, or the callable clock's reading (a float;
+        a clock that goes back is held at its highest reading)."""
+        cdef double reading = self._reading()
+        with cython.critical_section(self):
+            return self._time(reading)
 
     def advance(self, to=None, *, by=None):
         """Move the logical clock forward and reclaim; returns how many became FREE.
 
-        Exactly one of ``to`` and ``by``; backwards, or with a callable clock:
-        ValueError. O(k log N) for k expired.
+        ``to``: the new time; ``by``: how far to move. With neither, reclaim at
+        the current time, on both clock kinds (a simulator's "settle now").
+        Both, backwards, either with a callable clock, or a time beyond the
+        finite range: ValueError. O(k log N) for k expired.
 
         >>> a = PasidAllocator(bits=8, grace=3); a.free(a.alloc()); a.advance(to=3)
         1
         """
-        cdef double target
+        cdef double target, reading, step = 0.0
+        if to is not None and by is not None:
+            raise ValueError("advance() takes one of to= and by=, not both")
+        if to is None and by is None:
+            reading = self._reading()
+            with cython.critical_section(self):
+                return self._reclaim(self._time(reading))
         if self._clock is not None:
-            raise ValueError("advance() needs the logical clock; this allocator has a callable clock")
-        if (to is None) == (by is None):
-            raise ValueError("advance() takes exactly one of to= and by=")
+            raise ValueError("advance(to=, by=) needs the logical clock; this allocator has a "
+                             "callable clock (advance() with no argument settles it)")
+        if to is not None:
+            target = as_time(to, "to")
+        else:
+            step = as_time(by, "by")
         with cython.critical_section(self):
-            if to is not None:
-                target = as_time(to, "to")
-            else:
-                target = self._now + as_time(by, "by")
+            if to is None:
+                target = self._now + step
+                if step < 0:
+                    raise ValueError(f"the clock cannot go back from {self._now} to {target}")
+            check_time(target, "the clock")
             if target < self._now:
                 raise ValueError(f"the clock cannot go back from {self._now} to {target}")
             self._now = target
@@ -1141,8 +1580,9 @@ cdef class PasidAllocator:
         >>> PasidAllocator(bits=8).next_release_time() is None
         True
         """
+        cdef double reading = self._reading()
         with cython.critical_section(self):
-            self._sync()
+            self._settle_time(self._time(reading))
             return self._queue_time[0] if self._queue_len else None
 
     # ------------------------------------------------------------ queries
@@ -1154,9 +1594,9 @@ cdef class PasidAllocator:
         'RESERVED'
         """
         cdef int64_t p = self._check_id(pasid)
+        cdef double reading = self._reading()
         with cython.critical_section(self):
-            if self._queue_len:
-                self._sync()
+            self._settle_time(self._time(reading))
             return _STATES[(self._meta[p] & STATE_MASK)]
 
     def states(self, ids):
@@ -1165,12 +1605,14 @@ cdef class PasidAllocator:
         >>> PasidAllocator(bits=8).states([0, 1])
         array([1, 0], dtype=uint8)
         """
-        cdef const uint32_t[::1] pasids = self._id_array(ids)
+        array = self._id_array(ids)               # a private copy, checked
+        cdef const uint32_t[::1] pasids = array
         cdef Py_ssize_t i, n = pasids.shape[0]
         out = np.empty(n, dtype=np.uint8)
         cdef uint8_t[::1] view = out
+        cdef double reading = self._reading()
         with cython.critical_section(self):
-            self._sync()
+            self._settle_time(self._time(reading))
             for i in range(n):
                 view[i] = (self._meta[pasids[i]] & STATE_MASK)
         return out
@@ -1182,9 +1624,12 @@ cdef class PasidAllocator:
         'vm1'
         """
         cdef int64_t p = self._check_id(pasid)
+        cdef double reading = self._reading()
         with cython.critical_section(self):
-            self._sync()
-            return self._owner.get(p) if (self._meta[p] & FLAG_MASK) & HAS_OWNER else None
+            self._settle_time(self._time(reading))
+            if self._meta[p] & HAS_OWNER:
+                return (<_Owner>self._owner_of[p]).key
+            return None
 
     def data(self, pasid):
         """The data given at allocation, kept until FREE (None if none). O(1).
@@ -1193,9 +1638,10 @@ cdef class PasidAllocator:
         'ctx'
         """
         cdef int64_t p = self._check_id(pasid)
+        cdef double reading = self._reading()
         with cython.critical_section(self):
-            self._sync()
-            return self._data.get(p) if (self._meta[p] & FLAG_MASK) & HAS_DATA else None
+            self._settle_time(self._time(reading))
+            return self._data[p] if self._meta[p] & HAS_DATA else None
 
     def refcount(self, pasid):
         """References held on ``pasid`` (0 unless ACTIVE). O(1).
@@ -1204,10 +1650,10 @@ cdef class PasidAllocator:
         1
         """
         cdef int64_t p = self._check_id(pasid)
+        cdef double reading = self._reading()
         with cython.critical_section(self):
-            self._sync()
-            state = self._meta[p] & STATE_MASK
-            if state != ACTIVE:
+            self._settle_time(self._time(reading))
+            if (self._meta[p] & STATE_MASK) != ACTIVE:
                 return 0
             return self._refcount[p] if self._meta[p] & MULTI else 1
 
@@ -1227,11 +1673,17 @@ cdef class PasidAllocator:
         []
         """
         cdef int64_t p = self._check_id(pasid)
+        cdef double reading = self._reading()
+        cdef int32_t record
+        cdef list found = []
         with cython.critical_section(self):
-            self._sync()
-            if (self._meta[p] & FLAG_MASK) & HAS_BINDINGS:
-                return list(self._bindings[p])
-            return []
+            self._settle_time(self._time(reading))
+            if self._meta[p] & HAS_BINDINGS:
+                record = self._bind_first[p]
+                while record >= 0:
+                    found.append((<_Device>self._device_list[self._binds[record].device]).key)
+                    record = self._binds[record].next
+        return found
 
     def binding(self, pasid, device):
         """The data given to :meth:`bind` for this (PASID, device) pair; StateError if not bound.
@@ -1240,25 +1692,41 @@ cdef class PasidAllocator:
         True
         """
         cdef int64_t p = self._check_id(pasid)
+        cdef _Device info = self._device_record(device, False)
+        cdef double reading = self._reading()
+        cdef int32_t record = -1
         with cython.critical_section(self):
-            self._sync()
-            if not ((self._meta[p] & FLAG_MASK) & HAS_BINDINGS) or device not in self._bindings[p]:
+            self._settle_time(self._time(reading))
+            if info is not None and not info.gone:
+                record = self._bind_find(p, info.handle)
+            if record < 0:
                 raise StateError(f"PASID {p} is not bound to device {device!r}")
-            return (<_Binding>self._bindings[p][device]).data
+            return self._bind_data[record]
 
     def pending(self, device):
         """The DRAINING PASIDs still bound to ``device``, ascending; unknown device: StateError.
+
+        O(bindings of the device).
 
         >>> a = PasidAllocator(bits=8); p = a.alloc(); a.bind(p, "gpu"); a.free(p)
         >>> a.pending("gpu")
         [1]
         """
+        cdef _Device info = self._device_record(device, False)
+        cdef double reading = self._reading()
+        cdef int32_t record
+        cdef list found = []
         with cython.critical_section(self):
-            if device not in self._devices:
+            if info is None or info.gone:
                 raise StateError(f"unknown device {device!r}")
-            self._sync()
-            return sorted([p for p in (<_Device>self._devices[device]).bound
-                           if (self._meta[p] & STATE_MASK) == DRAINING])
+            self._settle_time(self._time(reading))
+            record = info.first
+            while record >= 0:
+                if (self._meta[self._binds[record].pasid] & STATE_MASK) == DRAINING:
+                    found.append(self._binds[record].pasid)
+                record = self._binds[record].dnext
+        found.sort()
+        return found
 
     def stats(self):
         """Counts per state and the counters since construction, as a dict. O(1).
@@ -1266,8 +1734,9 @@ cdef class PasidAllocator:
         >>> s = PasidAllocator(bits=8).stats(); s["free"], s["reserved"]
         (255, 1)
         """
+        cdef double reading = self._reading()
         with cython.critical_section(self):
-            self._sync()
+            self._settle_time(self._time(reading))
             return {
                 "free": self._counts[FREE],
                 "reserved": self._counts[RESERVED],
@@ -1297,29 +1766,42 @@ cdef class PasidAllocator:
         return self._grace
 
     def __len__(self):
-        return self._counts[ACTIVE]
+        cdef double reading = self._reading()
+        with cython.critical_section(self):
+            self._settle_time(self._time(reading))
+            return self._counts[ACTIVE]
 
     def __iter__(self):
         """The ACTIVE PASIDs, ascending (a list taken at the call). O(N): a pass over the table."""
         cdef list found = []
         cdef int64_t p
+        cdef double reading = self._reading()
         with cython.critical_section(self):
+            self._settle_time(self._time(reading))
             for p in range(self._size):
                 if (self._meta[p] & STATE_MASK) == ACTIVE:
                     found.append(p)
         return iter(found)
 
     def __contains__(self, pasid):
+        """True only for an ACTIVE PASID; never raises (a clock that raises: the last time)."""
         cdef int64_t p
+        cdef double reading
         try:
             p = as_int64(pasid, "PASID")
         except TypeError:
             return False
         if p < 0 or p >= self._size:
             return False
+        try:
+            reading = self._reading()
+        except Exception:
+            reading = self._now
         with cython.critical_section(self):
-            if self._queue_len:
-                self._sync()
+            try:
+                self._settle_time(self._time(reading))
+            except MemoryError:
+                pass
             return (self._meta[p] & STATE_MASK) == ACTIVE
 
     def __repr__(self):
@@ -1329,21 +1811,20 @@ cdef class PasidAllocator:
     # ------------------------------------------------------------ the C-level API
     #
     # For simulators written in Cython: ``from pasid._core cimport PasidAllocator``.
-    # C integers and doubles in and out; each call takes the object's critical
-    # section, checks its arguments and keeps the counters exactly like the
-    # Python method of the same name. Misuse raises the Python method's
-    # exception (``except -1``); an allocation that finds nothing FREE returns
-    # -1 instead of raising. Devices are named by the handle add_device returns.
-
-    cdef int _check_c_id(self, int64_t p) except -1:
-        if p < 0 or p >= self._size:
-            raise InvalidPasid(f"PASID {p} out of range 0..{self._size - 1}")
-        return 0
+    # C integers and doubles in and out; each call runs the phases of the Python
+    # method of the same name (its checks, counters and atomicity). Misuse
+    # raises that method's exception (``except -1``); an allocation that finds
+    # nothing FREE (or an owner at its quota) returns -1. Devices are named by
+    # the handle add_device returns.
 
     cdef _Device _device_at(self, int device):
-        if device < 0 or device >= len(self._device_list) or self._device_list[device] is None:
+        """The current record of the device with that handle; StateError if none."""
+        cdef object info = None
+        if 0 <= device < len(self._device_list):
+            info = self._device_list[device]
+        if info is None:
             raise StateError(f"no device has handle {device}")
-        return <_Device>self._device_list[device]
+        return <_Device>info
 
     cdef int64_t c_alloc(self, object owner, int64_t lo, int64_t hi) except -2:
         """Allocate by the strategy in ``lo..hi``: the PASID, or -1 when nothing
@@ -1351,19 +1832,15 @@ cdef class PasidAllocator:
         InvalidPasid for a range outside the space or empty."""
         if lo < 0 or hi >= self._size or lo > hi:
             raise InvalidPasid(f"range {lo}..{hi} is empty or outside 0..{self._size - 1}")
-        with cython.critical_section(self):
-            if self._queue_len:
-                self._sync()
-            if self._over_quota(owner, 1):
-                return -1
-            return self._alloc_in(owner, None, lo, hi)
+        return self._alloc_checked(owner, None, lo, hi, False, NULL)
 
     cdef int c_get(self, int64_t p) except -1:
         """One more reference to ACTIVE ``p`` (StateError otherwise); returns 0."""
+        cdef double reading
         self._check_c_id(p)
+        reading = self._reading()
         with cython.critical_section(self):
-            if self._queue_len:
-                self._sync()
+            self._settle_time(self._time(reading))
             if (self._meta[p] & STATE_MASK) != ACTIVE:
                 raise StateError(f"get of PASID {p}, which is {_STATE_NAMES[(self._meta[p] & STATE_MASK)]}")
             self._ref_inc(p)
@@ -1373,39 +1850,54 @@ cdef class PasidAllocator:
         """Drop one reference (the last releases); returns ``p``'s state after:
         ACTIVE while references remain, else DRAINING, QUARANTINED or FREE."""
         self._check_c_id(p)
-        return self._put_id(p)
+        return self._put_id(p, -1)
 
     cdef int c_bind(self, int64_t p, int device) except -1:
         """Bind ACTIVE ``p`` to the device with that handle (counted per pair); returns 0."""
+        cdef double reading
         self._check_c_id(p)
+        reading = self._reading()
         with cython.critical_section(self):
-            if self._queue_len:
-                self._sync()
-            info = self._device_at(device)
-            self._bind(p, info.key, info, None)
+            self._settle_time(self._time(reading))
+            self._bind_in(p, self._device_at(device), None)
         return 0
 
     cdef int c_unbind(self, int64_t p, int device) except -1:
         """The device with that handle has drained ``p``; returns ``p``'s state after."""
+        cdef double reading, now
+        cdef int state
         self._check_c_id(p)
+        reading = self._reading()
         with cython.critical_section(self):
-            if self._queue_len:
-                self._sync()
-            return self._unbind(p, self._device_at(device).key)
+            now = self._time(reading)
+            self._settle_time(now)
+            state = self._unbind_in(p, self._device_at(device), now)
+        if self._gone is not None:
+            self._drop_gone_owners()
+        return state
 
     cdef list c_exit_owner(self, object owner):
         """Release every ACTIVE PASID of ``owner``; returns them ascending (a list)."""
+        cdef _Owner record
+        cdef double reading, now
+        cdef list released = None, teardown = None
         if owner is None:
             raise ValueError("exit_owner(None): owner-less PASIDs have no owner to exit")
-        cdef list teardown = []
-        cdef list released
-        cdef double now
-        with cython.critical_section(self):
-            self._sync()
-            released = sorted(self._owned.get(owner, ()))
-            now = self._read_clock()
-            for p in released:
-                self._release(p, now, teardown)
+        while released is None:
+            record = self._owner_lookup(owner)
+            reading = self._reading()
+            with cython.critical_section(self):
+                now = self._time(reading)
+                self._settle_time(now)
+                if record is None or record.gone:
+                    # it holds nothing (or was dropped meanwhile: look again)
+                    released = [] if record is None else None
+                else:
+                    released = self._exit_in(record, now)
+                    for p in released:
+                        teardown = self._teardown_of(p, teardown)
+        if self._gone is not None:
+            self._drop_gone_owners()
         if teardown:
             run_teardown(teardown)
         return released
@@ -1413,9 +1905,9 @@ cdef class PasidAllocator:
     cdef int64_t c_advance(self, double to) except -1:
         """Move the logical clock to ``to`` and reclaim; returns how many became FREE."""
         if self._clock is not None:
-            raise ValueError("advance() needs the logical clock; this allocator has a callable clock")
-        if not isfinite(to):
-            raise ValueError(f"to must be finite, got {to}")
+            raise ValueError("advance(to=, by=) needs the logical clock; this allocator has a "
+                             "callable clock")
+        check_time(to, "to")
         with cython.critical_section(self):
             if to < self._now:
                 raise ValueError(f"the clock cannot go back from {self._now} to {to}")
@@ -1423,15 +1915,18 @@ cdef class PasidAllocator:
             return self._reclaim(to)
 
     cdef double c_now(self) except? -1.0:
-        """The current time (the callable clock's reading, if it has one)."""
-        return self._read_clock()
+        """The current time (a callable clock's reading, held at its highest)."""
+        cdef double reading = self._reading()
+        with cython.critical_section(self):
+            return self._time(reading)
 
     cdef int c_state(self, int64_t p) except -1:
         """``p``'s state, 0..4 (the values of :class:`~pasid.State`)."""
+        cdef double reading
         self._check_c_id(p)
+        reading = self._reading()
         with cython.critical_section(self):
-            if self._queue_len:
-                self._sync()
+            self._settle_time(self._time(reading))
             return self._meta[p] & STATE_MASK
 
     cdef int64_t c_generation(self, int64_t p) except -1:
@@ -1441,68 +1936,82 @@ cdef class PasidAllocator:
 
     cdef int64_t c_count(self, int state) except -1:
         """How many PASIDs are in ``state`` (0..4) now."""
+        cdef double reading
         if state < 0 or state > 4:
             raise ValueError(f"state must be 0..4, got {state}")
+        reading = self._reading()
         with cython.critical_section(self):
-            if self._queue_len:
-                self._sync()
+            self._settle_time(self._time(reading))
             return self._counts[state]
 
     # ------------------------------------------------------------ snapshots
 
-    def _export(self):
-        """The whole state as the dict of ``pasid._snapshot.FIELDS`` (shared with the pure backend)."""
+    cdef dict _freeze(self, double now):
+        """The whole state as the dict of ``pasid._snapshot.FIELDS`` (shared with the pure
+        backend), taken in the critical section: C arrays copied, side tables read."""
         cdef int64_t size = self._size
-        cdef int64_t p
-        cdef list fifo
-        self._sync()
+        cdef int64_t p, i
+        cdef int32_t record
+        cdef _Device info
         meta = np.asarray(<uint8_t[:size]>self._meta).copy()
         state = meta & STATE_MASK
         ids = np.flatnonzero(state)
         multi = np.flatnonzero(meta & MULTI)
-        refcount = np.asarray(<uint32_t[:size]>self._refcount)
+        refcount = np.asarray(<uint32_t[:size]>self._refcount)[multi]
         generation = np.asarray(<uint32_t[:size]>self._generation)
         generated = np.flatnonzero(generation)
         held = np.flatnonzero(meta & HAS_HOLD)
-        hold = np.asarray(<double[:size]>self._hold)
-        if self._fifo_prev != NULL:
-            fifo = []
-            p = self._fifo_head
-            while p >= 0:
-                fifo.append(p)
-                p = self._fifo_next[p]
+        hold = np.asarray(<double[:size]>self._hold)[held]
+        owners = [(p, (<_Owner>self._owner_of[p]).key)
+                  for p in np.flatnonzero(meta & HAS_OWNER).tolist()]
+        data = [(p, self._data[p]) for p in np.flatnonzero(meta & HAS_DATA).tolist()]
+        bindings = []
+        for p in np.flatnonzero(meta & HAS_BINDINGS).tolist():
+            pairs = []
+            record = self._bind_first[p]
+            while record >= 0:
+                info = <_Device>self._device_list[self._binds[record].device]
+                pairs.append((info.key, self._binds[record].count, self._bind_data[record]))
+                record = self._binds[record].next
+            bindings.append((p, pairs))
         return {
             "bits": self._bits,
             "strategy": self.strategy,
             "grace": self._grace,
-            "now": self._read_clock(),
+            "now": now,
             "rng": self._rng,
             "cursor": self._cursor,
             "counters": [self._allocations, self._releases, self._reclaimed,
                          self._failures, self._high_water],
             "states": _snapshot.arrays(ids, state[ids], "u1"),
-            "refcounts": _snapshot.arrays(multi, refcount[multi], "<u4"),
+            "refcounts": _snapshot.arrays(multi, refcount, "<u4"),
             "generations": _snapshot.arrays(generated, generation[generated], "<u4"),
-            "holds": _snapshot.arrays(held, hold[held], "<f8"),
-            "owners": sorted(self._owner.items()),
-            "data": sorted(self._data.items()),
-            "bindings": [
-                (p, [(device, (<_Binding>entry).count, (<_Binding>entry).data)
-                     for device, entry in bindings.items()])
-                for p, bindings in sorted(self._bindings.items())
-            ],
-            "devices": [(device, (<_Device>info).bits, (<_Device>info).drain)
-                        for device, info in self._devices.items()],
+            "holds": _snapshot.arrays(held, hold, "<f8"),
+            "owners": owners,
+            "data": data,
+            "bindings": bindings,
+            "devices": [(info.key, info.bits, info.drain)
+                        for info in self._device_list if info is not None],
             "quotas": list(self._quota.items()),
-            "fifo": (np.asarray(fifo, dtype="<u4").tobytes()
-                     if self._fifo_prev != NULL else None),
+            "fifo": (np.asarray(fifo_order(&self._fifo), dtype="<u4").tobytes()
+                     if self._fifo.prev != NULL else None),
         }
+
+    def _export(self):
+        """The whole state as the dict of ``pasid._snapshot.FIELDS``, at one reading of the clock."""
+        cdef double reading = self._reading()
+        with cython.critical_section(self):
+            now = self._time(reading)
+            self._settle_time(now)
+            return self._freeze(now)
 
     cdef int _load(self, dict snap) except -1:
         """Fill a new, empty allocator from a checked snapshot (``pasid._snapshot.check``)."""
         cdef int64_t p, i
         cdef const int64_t[:] ids
         cdef const uint8_t[:] states
+        cdef _Owner record
+        cdef _Device info
         self._cursor = snap["cursor"]
         (self._allocations, self._releases, self._reclaimed, self._failures,
          self._high_water) = snap["counters"]
@@ -1523,44 +2032,53 @@ cdef class PasidAllocator:
             self._hold[p] = release_at
             if self._meta[p] & STATE_MASK == QUARANTINED:
                 self._queue_push(release_at, p)
+        for owner, quota in snap["quotas"]:
+            record = _Owner(owner)
+            record.quota = quota
+            self._owners[owner] = record
+            self._quota[owner] = quota
         for p, owner in snap["owners"]:
-            self._tag_owner(p, owner)
-            if self._meta[p] & STATE_MASK != ACTIVE:
-                owned = self._owned[owner]
-                owned.discard(p)
-                if not owned:
-                    del self._owned[owner]
+            found = self._owners.get(owner)
+            if found is None:
+                found = self._owners[owner] = _Owner(owner)
+            record = <_Owner>found
+            if self._meta[p] & STATE_MASK == ACTIVE:
+                self._owner_tag(p, record)
+            else:
+                self._meta[p] |= HAS_OWNER
+                self._owner_of[p] = <void*>record
+                record.use += 1
+        if snap["data"]:
+            self._data = [None] * self._size
         for p, value in snap["data"]:
             self._meta[p] |= HAS_DATA
             self._data[p] = value
         for device, bits, drain in snap["devices"]:
-            self._new_device(device, bits, float(drain), None)
+            info = _Device(device, len(self._device_list), bits, float(drain), None)
+            self._device_list.append(info)
+            self._devices[device] = info
         for p, pairs in snap["bindings"]:
-            self._meta[p] |= HAS_BINDINGS
-            self._bindings[p] = {device: _Binding(count, value, self._devices[device])
-                                 for device, count, value in pairs}
-            for device, _, _ in pairs:
-                (<_Device>self._devices[device]).bound.add(p)
-        self._quota = dict(snap["quotas"])
-        if self._fifo_prev != NULL:
-            self._fifo_head = self._fifo_tail = -1
+            for device, count, value in pairs:
+                self._bind_link(p, <_Device>self._devices[device], value, count)
+        if self._fifo.prev != NULL:
+            while self._fifo.head >= 0:
+                fifo_remove(&self._fifo, self._fifo.head)
             for p in snap["fifo"].tolist():
-                self._fifo_push(p)
+                fifo_push(&self._fifo, p)
         return 0
 
     def to_bytes(self):
         """The whole allocator as snapshot bytes: versioned, checksummed, the same on both backends.
 
         Everything travels but callbacks and a callable clock (its reading
-        does). Owners, data and devices must be plain data, else TypeError
-        naming the value. O(N).
+        does, read once). Owners, data and devices must be plain data, else
+        TypeError naming the value. O(N).
 
         >>> a = PasidAllocator(bits=8); p = a.alloc("vm")
         >>> b = PasidAllocator.from_bytes(a.to_bytes()); b.owner(p), b.to_bytes() == a.to_bytes()
         ('vm', True)
         """
-        with cython.critical_section(self):
-            return _snapshot.dumps(self._export())
+        return _snapshot.dumps(self._export())
 
     @classmethod
     def from_bytes(cls, data, *, clock=None):
@@ -1576,17 +2094,21 @@ cdef class PasidAllocator:
         return _restore(cls, _snapshot.check(state), None)
 
     def __reduce__(self):
-        with cython.critical_section(self):
-            return (type(self)._from_state, (self._export(),))
+        return (type(self)._from_state, (self._export(),))
 
     # ------------------------------------------------------------ invariants
 
     def _check(self):
         """Verify every invariant; raise AssertionError on the first that fails."""
-        cdef int64_t p
+        cdef int64_t p, i
+        cdef int32_t record, at
+        cdef _Owner owner
+        cdef _Device info
         with cython.critical_section(self):
             _check_node(self.space.root, self.space.height)
             counts = [0] * 5
+            use = {}
+            active = {}
             for p in range(self._size):
                 s = (self._meta[p] & STATE_MASK)
                 counts[s] += 1
@@ -1594,18 +2116,47 @@ cdef class PasidAllocator:
                     raise AssertionError(f"PASID {p}: space and state {s} disagree")
                 if self._meta[p] & MULTI and (s != ACTIVE or self._refcount[p] < 2):
                     raise AssertionError(f"PASID {p}: refcount {self._refcount[p]} in state {s}")
-                if bool((self._meta[p] & FLAG_MASK) & HAS_OWNER) != (p in self._owner):
-                    raise AssertionError(f"PASID {p}: owner flag disagrees")
-                if bool((self._meta[p] & FLAG_MASK) & HAS_DATA) != (p in self._data):
-                    raise AssertionError(f"PASID {p}: data flag disagrees")
-                if bool((self._meta[p] & FLAG_MASK) & HAS_BINDINGS) != (p in self._bindings):
-                    raise AssertionError(f"PASID {p}: bindings flag disagrees")
-                if s == DRAINING and p not in self._bindings:
-                    raise AssertionError(f"PASID {p} DRAINING with no device bound")
                 if s in (FREE, RESERVED) and (self._meta[p] & FLAG_MASK):
                     raise AssertionError(f"PASID {p}: tags kept in state {s}")
+                if s == DRAINING and not (self._meta[p] & HAS_BINDINGS):
+                    raise AssertionError(f"PASID {p} DRAINING with no device bound")
+                if bool(self._meta[p] & HAS_DATA) != (self._data is not None
+                                                      and self._data[p] is not None):
+                    raise AssertionError(f"PASID {p}: data flag disagrees")
+                if self._meta[p] & HAS_OWNER:
+                    owner = <_Owner>self._owner_of[p]
+                    if owner.gone or self._owners.get(owner.key) is not owner:
+                        raise AssertionError(f"PASID {p}: its owner's record is not current")
+                    use[id(owner)] = use.get(id(owner), 0) + 1
+                    if s == ACTIVE:
+                        active.setdefault(id(owner), set()).add(p)
+                elif self._owner_of[p] != NULL:
+                    raise AssertionError(f"PASID {p}: an owner without the flag")
             if counts != [self._counts[i] for i in range(5)]:
                 raise AssertionError(f"counts disagree: {counts}")
+            for found in self._owners.values():
+                owner = <_Owner>found
+                if owner.gone:
+                    continue
+                if owner.use != use.get(id(owner), 0) or owner.quota != self._quota.get(owner.key, -1):
+                    raise AssertionError(f"owner {owner.key!r}: use or quota disagrees")
+                if owner.use == 0 and owner.quota < 0:
+                    raise AssertionError(f"owner {owner.key!r}: an idle record kept")
+                listed = set()
+                at = owner.first
+                while at >= 0:
+                    if at in listed or (self._meta[at] & STATE_MASK) != ACTIVE:
+                        raise AssertionError(f"owner {owner.key!r}: a bad ACTIVE list")
+                    listed.add(at)
+                    if self._owned_next[at] >= 0 and self._owned_prev[self._owned_next[at]] != at:
+                        raise AssertionError(f"owner {owner.key!r}: back links disagree")
+                    at = self._owned_next[at]
+                if listed != active.get(id(owner), set()) or owner.active != len(listed):
+                    raise AssertionError(f"owner {owner.key!r}: ACTIVE list disagrees")
+            for key in self._quota:
+                found = self._owners.get(key)
+                if found is None or (<_Owner>found).gone:
+                    raise AssertionError(f"owner {key!r}: a quota without a current record")
             queued = sorted(self._queue_pasid[i] for i in range(self._queue_len))
             if queued != [p for p in range(self._size) if (self._meta[p] & STATE_MASK) == QUARANTINED]:
                 raise AssertionError("every QUARANTINED PASID needs exactly one queue entry")
@@ -1616,34 +2167,59 @@ cdef class PasidAllocator:
                 if i and (self._queue_time[(i - 1) // 2], self._queue_pasid[(i - 1) // 2]) > (
                         self._queue_time[i], self._queue_pasid[i]):
                     raise AssertionError("release queue is not a heap")
-            for p, bindings in self._bindings.items():
-                if not bindings or (self._meta[p] & STATE_MASK) not in (ACTIVE, DRAINING):
-                    raise AssertionError(f"PASID {p}: bindings in state {(self._meta[p] & STATE_MASK)}")
-                for device, entry in bindings.items():
-                    if ((<_Binding>entry).count <= 0
-                            or (<_Binding>entry).device is not self._devices.get(device)
-                            or p not in (<_Binding>entry).device.bound):
-                        raise AssertionError(f"PASID {p}: bad binding to {device!r}")
-            for device, info in self._devices.items():
-                for p in (<_Device>info).bound:
-                    if device not in self._bindings.get(p, ()):
-                        raise AssertionError(f"device {device!r}: stale PASID {p}")
-            use = {}
-            owned = {}
-            for p, owner in self._owner.items():
-                use[owner] = use.get(owner, 0) + 1
-                if (self._meta[p] & STATE_MASK) == ACTIVE:
-                    owned.setdefault(owner, set()).add(p)
-            if use != self._use or owned != self._owned:
-                raise AssertionError("owner tables disagree with the PASIDs")
-            if self._fifo_prev != NULL:
-                order = []
-                p = self._fifo_head
-                while p >= 0:
-                    order.append(p)
-                    p = self._fifo_next[p]
-                if sorted(order) != [p for p in range(self._size) if (self._meta[p] & STATE_MASK) == FREE]:
-                    raise AssertionError("fifo queue != FREE set")
+            # bindings: per PASID in bind order, per device both ways, each record once
+            seen = set()
+            for p in range(self._size):
+                if not (self._meta[p] & HAS_BINDINGS):
+                    continue
+                if (self._meta[p] & STATE_MASK) not in (ACTIVE, DRAINING):
+                    raise AssertionError(f"PASID {p}: bindings in state {self._meta[p] & STATE_MASK}")
+                record = self._bind_first[p]
+                handles = set()
+                if record < 0:
+                    raise AssertionError(f"PASID {p}: the bindings flag without bindings")
+                while record >= 0:
+                    if record in seen or self._binds[record].pasid != p or self._binds[record].count == 0:
+                        raise AssertionError(f"PASID {p}: a bad binding record {record}")
+                    if self._binds[record].device in handles:
+                        raise AssertionError(f"PASID {p}: a device bound twice")
+                    handles.add(self._binds[record].device)
+                    info = self._device_list[self._binds[record].device]
+                    if info is None or info.gone or p >> info.bits:
+                        raise AssertionError(f"PASID {p}: bound to a removed or narrower device")
+                    seen.add(record)
+                    record = self._binds[record].next
+            bound = 0
+            for handle, found in enumerate(self._device_list):
+                if found is None:
+                    continue
+                info = <_Device>found
+                if info.gone or info.handle != handle or self._devices.get(info.key) is not info:
+                    raise AssertionError(f"device {info.key!r}: its table entries disagree")
+                record, i, at = info.first, 0, -1
+                while record >= 0:
+                    if record not in seen or self._binds[record].device != handle \
+                            or self._binds[record].dprev != at:
+                        raise AssertionError(f"device {info.key!r}: a bad binding list")
+                    i += 1
+                    at = record
+                    record = self._binds[record].dnext
+                if i != info.nbound:
+                    raise AssertionError(f"device {info.key!r}: {info.nbound} bindings counted, {i} listed")
+                bound += i
+            if bound != len(seen):
+                raise AssertionError("binding records on no device")
+            for found in self._devices.values():
+                if self._device_list[(<_Device>found).handle] is not found:
+                    raise AssertionError(f"device {(<_Device>found).key!r} not in the handle table")
+            for record in range(self._binds_used):
+                if record not in seen and self._bind_data[record] is not None:
+                    raise AssertionError(f"free binding record {record} keeps data")
+            if self._fifo.prev != NULL:
+                problem = fifo_check(&self._fifo, {p for p in range(self._size)
+                                                   if (self._meta[p] & STATE_MASK) == FREE})
+                if problem is not None:
+                    raise AssertionError(problem)
 
 
 def _restore(cls, dict snap, clock):
@@ -1656,26 +2232,5 @@ def _restore(cls, dict snap, clock):
     return a
 
 
-def _range_text(allocator, min, max):
-    lo = 0 if min is None else min
-    hi = (1 << allocator.bits) - 1 if max is None else max
-    return f"{lo}..{hi}"
-
-
-def _parse_reserved(reserved, int64_t size):
-    """The ``reserved`` argument as a list of inclusive (lo, hi) pairs, checked."""
-    ranges = []
-    for item in reserved:
-        if isinstance(item, tuple):
-            if len(item) != 2:
-                raise ValueError(f"a reserved range is a (lo, hi) pair, got {item!r}")
-            lo, hi = as_int64(item[0], "PASID"), as_int64(item[1], "PASID")
-        else:
-            lo = hi = as_int64(item, "PASID")
-        for p in (lo, hi):
-            if not 0 <= p < size:
-                raise InvalidPasid(f"reserved PASID {p} out of range 0..{size - 1}")
-        if lo > hi:
-            raise InvalidPasid(f"empty reserved range {lo}..{hi}")
-        ranges.append((lo, hi))
-    return ranges
+cdef void _release_lock(object lock) noexcept:
+    lock.release()

@@ -1,5 +1,6 @@
 # Argument conversion of the compiled core: IDs as int64, times as finite doubles.
-# The twin of pasid/pure/_args.py; included by pasid/_core.pyx.
+# The common cases of pasid/_args.py (the rules both backends share) checked inline;
+# everything else goes through pasid/_args.py. Included by pasid/_core.pyx.
 
 cdef extern from *:
     """
@@ -33,15 +34,11 @@ cdef inline int64_t as_int64(object value, str what) except? -1:
 
 
 cdef int64_t as_int64_slow(object value, str what) except? -1:
+    """Everything but a compact int: the shared rule (pasid._args.as_int), then saturated."""
     cdef int overflow = 0
     cdef long long result
     if type(value) is not int:
-        if isinstance(value, bool):
-            raise TypeError(f"{what} must be an integer, not bool")
-        try:
-            value = operator.index(value)
-        except TypeError:
-            raise TypeError(f"{what} must be an integer, not {type(value).__name__}") from None
+        value = _args.as_int(value, what)
     result = PyLong_AsLongLongAndOverflow(value, &overflow)
     if overflow > 0:
         return INT64_MAX
@@ -50,17 +47,28 @@ cdef int64_t as_int64_slow(object value, str what) except? -1:
     return result
 
 
+# Times stay within +-MAX_TIME (pasid._args.MAX_TIME), so that a time plus a
+# grace or a drain is still finite: release times never overflow to infinity.
+cdef double MAX_TIME = _args.MAX_TIME
+
+
 cdef double as_time(object value, str what) except? -1.0:
-    """A time or duration as a double: ints, floats and numpy numbers; not bool, finite."""
+    """A time or duration as a double (pasid._args.as_time): a float or an int
+    inline, anything else through the shared rule."""
     cdef double result
+    cdef long long whole
     if type(value) is float:
         result = <double>value
-    elif type(value) is int:
-        result = float(value)
-    elif isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{what} must be a number, not {type(value).__name__}")
+    elif type(value) is int and compact_long(value, &whole):
+        result = <double>whole
     else:
-        result = float(value)
-    if not isfinite(result):
-        raise ValueError(f"{what} must be finite, got {result}")
+        return _args.as_time(value, what)
+    check_time(result, what)
     return result
+
+
+cdef int check_time(double value, str what) except -1:
+    """ValueError (pasid._args.check_time's) unless finite and within +-1e300."""
+    if not (-MAX_TIME <= value <= MAX_TIME):
+        _args.check_time(value, what)
+    return 0

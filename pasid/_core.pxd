@@ -29,14 +29,51 @@ ctypedef struct Space:
 cimport cython
 
 
+# ---- internal layout (not a promise)
+
+ctypedef struct BindRec:     # one (PASID, device) binding
+    int32_t pasid
+    int32_t device           # the device's handle
+    uint32_t count           # binds not yet unbound
+    int32_t next             # the PASID's next binding (bind order); the free list's next
+    int32_t dprev            # the device's bindings: a doubly linked list
+    int32_t dnext
+
+ctypedef struct Fifo:        # the fifo strategy's queue (_fifo.pxi)
+    int32_t* prev
+    int32_t* next
+    int32_t head
+    int32_t tail
+    int64_t capacity
+    int64_t* seq
+    int64_t* mins[8]
+    int64_t width[9]
+    int levels
+    int64_t next_back
+    int64_t next_front
+
+
+@cython.final
+cdef class _Owner:
+    cdef object key              # the owner object the user named
+    cdef int64_t use             # its PASIDs ACTIVE, DRAINING or QUARANTINED
+    cdef int64_t quota           # -1: none
+    cdef int64_t active          # its ACTIVE PASIDs, linked from ``first``
+    cdef int32_t first
+    cdef int gone                # dropped (or about to be) from the owner table
+    cdef _Owner next_gone        # the list of records to drop after the operation
+
+
 @cython.final
 cdef class _Device:
+    cdef object key              # the device object the user named
+    cdef int handle              # its index in PasidAllocator._device_list
     cdef int bits
     cdef double drain
     cdef object on_teardown
-    cdef set bound
-    cdef object key
-    cdef int handle
+    cdef int gone                # removed
+    cdef int32_t first           # its bindings: the head of a list through BindRec.dnext
+    cdef int64_t nbound
 
 
 @cython.final
@@ -69,7 +106,7 @@ cdef class PasidAllocator:
     cdef int _strategy
     cdef double _grace
     cdef object _clock
-    cdef double _now
+    cdef double _now             # the logical clock; with a callable clock, its highest reading
     cdef uint64_t _rng
     cdef int64_t _cursor
     # the ID space and the per-PASID tables (C arrays owned by the instance)
@@ -77,24 +114,31 @@ cdef class PasidAllocator:
     cdef uint8_t* _meta          # state | MULTI | flags, one byte per PASID
     cdef uint32_t* _refcount     # meaningful while MULTI: refcount >= 2
     cdef uint32_t* _generation
-    cdef double* _hold
-    cdef int32_t* _fifo_prev
-    cdef int32_t* _fifo_next
-    cdef int32_t _fifo_head
-    cdef int32_t _fifo_tail
+    cdef double* _hold           # meaningful while HAS_HOLD: release_at so far
+    cdef void** _owner_of        # meaningful while HAS_OWNER: the _Owner (borrowed)
+    cdef int32_t* _owned_prev    # an owner's ACTIVE PASIDs: a doubly linked list
+    cdef int32_t* _owned_next
+    cdef int32_t* _bind_first    # meaningful while HAS_BINDINGS: the first BindRec
+    cdef Fifo _fifo              # only with the fifo strategy
     # the release queue: a binary heap of (release_at, PASID)
     cdef double* _queue_time
     cdef int32_t* _queue_pasid
     cdef int64_t _queue_len
+    # bindings: a pool of records
+    cdef BindRec* _binds
+    cdef int64_t _binds_cap
+    cdef int64_t _binds_used
+    cdef int32_t _binds_free
     # side tables (Python objects, consulted only when a flag says so)
-    cdef dict _owner
-    cdef dict _data
-    cdef dict _bindings
-    cdef dict _devices
+    cdef list _data              # PASID -> data (None until the first data given)
+    cdef list _bind_data         # binding record -> the driver's data for the pair
+    cdef dict _owners            # owner object -> _Owner
+    cdef dict _quota             # owner object -> quota, in the order quotas were set
+    cdef dict _devices           # device object -> _Device
     cdef list _device_list       # handle -> _Device (None once removed)
-    cdef dict _owned
-    cdef dict _use
-    cdef dict _quota
+    cdef _Owner _gone            # owner records to drop from _owners after the operation
+    cdef object _registry        # a lock: owner and device tables change under it
+    cdef long _registry_thread   # the thread holding it, or 0
     # counters
     cdef int64_t _counts[5]
     cdef int64_t _allocations
@@ -103,39 +147,52 @@ cdef class PasidAllocator:
     cdef int64_t _failures
     cdef int64_t _high_water
 
+    # helpers (see _allocator.pxi)
     cdef int64_t _check_id(self, object value) except -1
-    cdef double _read_clock(self) except? -1.0
-    cdef int _sync(self) except -1
+    cdef int _check_c_id(self, int64_t p) except -1
+    cdef double _reading(self) except? -1.0
+    cdef double _time(self, double reading) noexcept
+    cdef int _settle_time(self, double now) except -1
+    cdef int _enter_registry(self) except -1
+    cdef void _leave_registry(self) noexcept
+    cdef _Owner _owner_record(self, object owner)
+    cdef _Owner _owner_lookup(self, object owner)
+    cdef int _drop_gone_owners(self) except -1
+    cdef int _forget_if_idle(self, _Owner record) except -1
+    cdef _Device _device_record(self, object device, bint declare)
     cdef int _take_state(self, int64_t p, int state) except -1
+    cdef void _left_free(self, int64_t p, int state) noexcept
     cdef void _freed_plain(self, int64_t p) noexcept
-    cdef void _ref_inc(self, int64_t p) noexcept
+    cdef int _ref_inc(self, int64_t p) except -1
     cdef void _ref_dec(self, int64_t p) noexcept
-    cdef int _make_free(self, int64_t p) except -1
+    cdef void _owner_tag(self, int64_t p, _Owner owner) noexcept
+    cdef void _owner_untag(self, int64_t p) noexcept
+    cdef void _owned_unlink(self, int64_t p) noexcept
+    cdef void _make_free(self, int64_t p) noexcept
     cdef int64_t _reclaim(self, double now) except -1
-    cdef int _settle(self, int64_t p, double now) except -1
-    cdef int _put(self, object pasid) except -1
-    cdef int _release(self, int64_t p, double now, list teardown) except -1
-    cdef void _fifo_push(self, int64_t p) noexcept
-    cdef void _fifo_remove(self, int64_t p) noexcept
+    cdef void _settle(self, int64_t p, double now) noexcept
+    cdef void _release(self, int64_t p, double now) noexcept
+    cdef list _teardown_of(self, int64_t p, list teardown)
     cdef void _queue_push(self, double release_at, int64_t p) noexcept
     cdef int64_t _queue_pop(self) noexcept
-    cdef int64_t _choose(self, int64_t lo, int64_t hi) noexcept
-    cdef int _check_quota(self, object owner, int64_t n) except -1
-    cdef int _over_quota(self, object owner, int64_t n) except -1
-    cdef void _left_free(self, int64_t p, int state) noexcept
-    cdef int _activate(self, int64_t p, object owner, object data) except -1
-    cdef int _activated(self, int64_t p, object owner, object data) except -1
-    cdef int _tag_owner(self, int64_t p, object owner) except -1
-    cdef int64_t _alloc(self, object owner, object data, object min, object max) except -2
-    cdef int64_t _alloc_in(self, object owner, object data, int64_t lo, int64_t hi) except -2
-    cdef int _put_id(self, int64_t p) except -1
-    cdef int _bind(self, int64_t p, object device, _Device info, object data) except -1
-    cdef int _unbind(self, int64_t p, object device) except -1
-    cdef _Device _new_device(self, object device, int bits, double drain, object on_teardown)
-    cdef _Device _device_at(self, int device)
-    cdef int _check_c_id(self, int64_t p) except -1
+    cdef int64_t _choose(self, int64_t lo, int64_t hi) except -2
+    cdef bint _over_quota(self, _Owner owner, int64_t n) noexcept
+    cdef int64_t _alloc_in(self, _Owner owner, object data, int64_t lo, int64_t hi) except -2
+    cdef int64_t _alloc_checked(self, object owner, object data, int64_t lo, int64_t hi,
+                                bint quota_raises, uint32_t* generation) except -2
     cdef int64_t _fill(self, uint32_t* out, int64_t n) noexcept
+    cdef int64_t _choose_full(self) noexcept
     cdef void _unfill(self, uint32_t* out, int64_t done) noexcept
-    cdef object _id_array(self, object ids)
+    cdef int _put_id(self, int64_t p, int64_t generation) except -1
+    cdef int _binds_reserve(self) except -1
+    cdef int32_t _bind_find(self, int64_t p, int handle) noexcept
+    cdef void _bind_unlink(self, int32_t rec) noexcept
+    cdef int _bind_in(self, int64_t p, _Device info, object data) except -1
+    cdef int32_t _bind_link(self, int64_t p, _Device info, object data, uint32_t count) except -1
+    cdef _Device _device_at(self, int device)
+    cdef int _unbind_in(self, int64_t p, _Device info, double now) except -1
+    cdef list _exit_in(self, _Owner owner, double now)
     cdef tuple _range(self, lo, hi)
+    cdef object _id_array(self, object ids)
+    cdef dict _freeze(self, double now)
     cdef int _load(self, dict snap) except -1

@@ -17,11 +17,12 @@ __all__ = ["HandleAllocator", "PasidHandle"]
 
 class HandleAllocator(Protocol):
     """What a :class:`PasidHandle` needs of its allocator: either backend's
-    ``PasidAllocator``, or any object with these four methods."""
+    ``PasidAllocator``, or any object with these four methods. ``_put_if`` and
+    ``_get_if`` check the PASID's life and act on it in one atomic step."""
 
-    def get(self, pasid: int, /) -> None: ...
+    def _put_if(self, pasid: int, generation: int, /) -> bool: ...
 
-    def put(self, pasid: int, /) -> None: ...
+    def _get_if(self, pasid: int, generation: int, /) -> bool: ...
 
     def state(self, pasid: int, /) -> int: ...
 
@@ -84,10 +85,9 @@ class PasidHandle:
         """Drop this handle's reference (a ``put``); a no-op on a closed or stale handle. O(log64 N)."""
         if self._closed:
             return
-        valid = self.valid
         self._closed = True
-        if valid:
-            self._allocator.put(self._pasid)
+        # one atomic step: put only if the PASID is still in this handle's life
+        self._allocator._put_if(self._pasid, self._generation)
 
     def dup(self) -> PasidHandle:
         """A new handle holding one more reference (a ``get``).
@@ -95,12 +95,11 @@ class PasidHandle:
         Raises :class:`~pasid.StateError` if this handle is closed, revoked or
         its PASID has been reused.
         """
-        if not self.valid:
+        if self._closed or not self._allocator._get_if(self._pasid, self._generation):
             raise StateError(
                 f"dup of a stale handle for PASID {self._pasid} "
                 f"(generation {self._generation})"
             )
-        self._allocator.get(self._pasid)
         return PasidHandle(self._allocator, self._pasid, self._generation)
 
     def __enter__(self) -> PasidHandle:

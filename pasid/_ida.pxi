@@ -199,6 +199,10 @@ cdef class IDA:
     def __repr__(self):
         return f"<pasid.IDA allocated={self.count}>"
 
+    def __reduce__(self):
+        """Pickle, copy and deepcopy: the allocated IDs, ascending (a new, independent IDA)."""
+        return (_ida_from_ids, (type(self), np.asarray(list(self), dtype=np.int64)))
+
     def _memory(self):
         """Bytes held by the bitmap tree (nodes of 64 words plus summaries)."""
         return self.space.nodes * sizeof(Node)
@@ -211,3 +215,12 @@ cdef class IDA:
                 raise AssertionError(f"count {self.count} != {used} taken bits")
             if nodes != self.space.nodes:
                 raise AssertionError(f"nodes {self.space.nodes} != {nodes} in the tree")
+
+
+def _ida_from_ids(cls, ids):
+    """An IDA of class ``cls`` with exactly ``ids`` allocated (what __reduce__ saves)."""
+    ida = cls()
+    for p in np.asarray(ids, dtype=np.int64).tolist():
+        if ida.alloc_range(p, p) != p:   # pragma: no cover - alloc_range raises instead
+            raise ValueError(f"ID {p} twice")
+    return ida

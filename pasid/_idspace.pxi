@@ -42,10 +42,21 @@ cdef inline int slot_shift(int height) noexcept nogil:
     return 6 + 6 * height
 
 
+# Fault injection for the tests (pasid._core._fail_node_allocations): when
+# >= 0, the number of node allocations left to succeed before they fail.
+cdef int64_t nodes_until_failure = -1
+
+
 cdef Node* node_new(int height) noexcept nogil:
     """A node with every ID free, or NULL when out of memory."""
-    cdef Node* node = <Node*>malloc(sizeof(Node))
+    cdef Node* node
     cdef int i
+    global nodes_until_failure
+    if nodes_until_failure >= 0:
+        if nodes_until_failure == 0:
+            return NULL
+        nodes_until_failure -= 1
+    node = <Node*>malloc(sizeof(Node))
     if node == NULL:
         return NULL
     node.free_mask = ALL
@@ -500,3 +511,10 @@ cdef tuple _check_node(Node* node, int height):
     if <int64_t>node.nfree != span - used:
         raise AssertionError(f"nfree {node.nfree} != {span - used} at height {height}")
     return used, nodes
+
+
+def _fail_node_allocations(n):
+    """For the tests: after ``n`` more node allocations succeed, every one fails
+    (as when out of memory) until ``_fail_node_allocations(None)``."""
+    global nodes_until_failure
+    nodes_until_failure = -1 if n is None else n

@@ -39,7 +39,7 @@ except ImportError as _exc:  # pragma: no cover - exercised by a test with simpy
     raise ImportError("pasid.simpy needs simpy: pip install 'pasid[simpy]'") from _exc
 
 from pasid._errors import InvalidPasid, PasidExhausted, QuotaExceeded
-from pasid.pure._args import as_int, as_time
+from pasid._args import as_int, as_time
 
 if TYPE_CHECKING:
     from typing_extensions import TypeAlias

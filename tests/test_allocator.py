@@ -310,7 +310,7 @@ def test_bad_bounds_are_invalid(backend, bounds):
 
 
 def test_alloc_exact(backend):
-    a = backend.PasidAllocator(bits=5, reserved=(0, 9))
+    a = backend.PasidAllocator(bits=5, reserved=[0, 9])
     assert a.alloc_exact(7, "o", data="d") == 7
     assert (a.owner(7), a.data(7), a.refcount(7), a.generation(7)) == ("o", "d", 1, 1)
     before = observable(a)

@@ -90,3 +90,13 @@ def test_fifo_strategy_takes_the_oldest_free_id_of_the_range(backend, bits):
             model.remove(got)
             allocated.append(got)
     a._check()
+
+
+def test_free_many_releases_in_the_order_successive_frees_would(backend):
+    """SPEC §3.2: free_many is successive free calls; with fifo the order shows."""
+    a = backend.PasidAllocator(bits=3, strategy="fifo", reserved=())
+    a.alloc_many(8)
+    a.get(1)
+    a.free_many([1, 2, 1])       # 2 is released by the second call, 1 by the third
+    assert [a.alloc(), a.alloc()] == [2, 1]
+    a._check()

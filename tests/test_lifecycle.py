@@ -149,10 +149,28 @@ def test_advance_errors(backend):
     a = backend.PasidAllocator(bits=4, grace=1)
     a.advance(to=5)
     before = observable(a)
-    for kwargs in ({}, {"to": 6, "by": 1}, {"to": 4}, {"by": -1}):
+    for kwargs in ({"to": 6, "by": 1}, {"to": 4}, {"by": -1}):
         with pytest.raises(ValueError):
             a.advance(**kwargs)
     assert a.now == 5 and observable(a) == before
+
+
+def test_advance_with_no_argument_settles_now(backend):
+    """SPEC §3.2: advance() reclaims at the current time, on both clock kinds."""
+    t = [0.0]
+    for clock in (None, lambda: t[0]):
+        a = backend.PasidAllocator(bits=4, grace=2, clock=clock)
+        a.free(a.alloc())
+        assert a.advance() == 0 and a.stats()["quarantined"] == 1
+        if clock is None:
+            a.advance(to=2)
+        else:
+            t[0] = 2.0
+            with pytest.raises(ValueError, match="callable clock"):
+                a.advance(to=3)
+            assert a.advance() == 1       # settled now (any call would also reclaim lazily)
+        assert a.stats()["reclaimed"] == 1 and a.next_release_time() is None
+        a._check()
 
 
 def test_callable_clock_reclaims_lazily(backend):

@@ -1,16 +1,31 @@
 """The pure-Python PasidAllocator: the same behaviour, errors and snapshots as the compiled core.
 
-The inner split mirrors ``pasid/_core.pyx``: the ID space (``idspace.IdSpace``
-and the strategies) decides *which* FREE ID an allocation gets; the lifecycle
-tables (state, refcount, generation per PASID; owners, data, bindings and the
-release queue in side tables) decide *when* an ID is FREE again.
+The twin of ``pasid/_allocator.pxi``, in the same order and with the same
+names, so a reader moves between them. The ID space (``idspace.IdSpace``) and
+the strategies decide *which* FREE ID an allocation gets; the lifecycle tables
+(state, refcount, generation and release time per PASID; owner and device
+records; bindings per PASID by device handle; the release queue) decide
+*when* an ID is FREE again.
+
+Every operation runs in the core's three phases, so no user code (a callable
+clock, an owner's or a device's ``__hash__``/``__eq__``, a callback) runs
+between a check and the mutation it guards:
+
+1. prepare, without the lock: convert the arguments (``pasid._args``, the
+   rules both backends share), read a callable clock once, look up the
+   owner's and the device's records. The owner and device tables change only
+   under the registry lock, which refuses a change re-entered from the same
+   thread.
+2. act, under the lock (a plain lock: nothing in this phase can call back):
+   check that the records are still current, check the state, change it.
+   The tables touched here are keyed by PASIDs and device handles.
+3. report: build the result and the teardown callbacks, drop the owner
+   records the operation left idle, run the callbacks.
 """
 
 from __future__ import annotations
 
 import heapq
-import math
-import os
 import threading
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, SupportsIndex
@@ -18,13 +33,12 @@ from typing import TYPE_CHECKING, Any, SupportsIndex
 import numpy as np
 import numpy.typing as npt
 
+from pasid import _args, _snapshot
+from pasid._callbacks import Teardown, run_teardown
 from pasid._errors import InvalidPasid, PasidExhausted, QuotaExceeded, StateError
 from pasid._handle import PasidHandle
-from pasid import _snapshot
-from pasid._callbacks import Teardown, run_teardown
 from pasid._rng import SplitMix64
 from pasid._state import State
-from pasid.pure._args import as_int, as_time
 from pasid.pure.fifo import FifoQueue
 from pasid.pure.idspace import IdSpace
 
@@ -34,22 +48,37 @@ if TYPE_CHECKING:
 __all__ = ["PasidAllocator"]
 
 FREE, RESERVED, ACTIVE, DRAINING, QUARANTINED = range(5)
-_STATE_NAMES = ("FREE", "RESERVED", "ACTIVE", "DRAINING", "QUARANTINED")
-STRATEGIES = ("lowest", "cyclic", "fifo", "random")
-_NO_HOLD = -math.inf
+STRATEGIES = _args.STRATEGIES
+_STATE_NAMES = _args.STATE_NAMES
+COUNT_MAX = _args.COUNT_MAX
+
+
+class _Owner:
+    """An owner's record: its use (what its quota counts), quota and ACTIVE PASIDs."""
+
+    __slots__ = ("key", "use", "quota", "active", "gone")
+
+    def __init__(self, key: Hashable) -> None:
+        self.key = key
+        self.use = 0                 # PASIDs ACTIVE, DRAINING or QUARANTINED
+        self.quota = -1              # -1: none
+        self.active: set[int] = set()
+        self.gone = False            # dropped (or about to be) from the owner table
 
 
 class _Device:
-    """A declared device: its settings and its handle (index in ``_device_list``)."""
+    """A declared device: its settings, handle and the PASIDs bound to it."""
 
-    __slots__ = ("bits", "drain", "on_teardown", "handle")
+    __slots__ = ("key", "handle", "bits", "drain", "on_teardown", "gone", "bound")
 
-    def __init__(self, bits: int, drain: float, on_teardown: Callable[[int], object] | None,
-                 handle: int) -> None:
-        self.bits = bits
-        self.drain = drain
-        self.on_teardown = on_teardown
+    def __init__(self, key: Hashable, handle: int) -> None:
+        self.key = key
         self.handle = handle
+        self.bits = 20
+        self.drain = 0.0
+        self.on_teardown: Callable[[int], object] | None = None
+        self.gone = False
+        self.bound: set[int] = set()
 
 
 class PasidAllocator:
@@ -71,59 +100,50 @@ class PasidAllocator:
     """
 
     def __init__(self, bits: SupportsIndex = 20, *,
-                 reserved: Iterable[SupportsIndex | tuple[SupportsIndex, SupportsIndex]] = (0,),
+                 reserved: Iterable[SupportsIndex | tuple[SupportsIndex, SupportsIndex]
+                                    | range] = (0,),
                  strategy: str = "lowest", grace: float = 0,
                  clock: Callable[[], float] | None = None,
                  seed: SupportsIndex | None = None) -> None:
-        bits = as_int(bits, "bits")
-        if not 1 <= bits <= 20:
-            raise ValueError(f"bits must be in 1..20, got {bits}")
-        if strategy not in STRATEGIES:
-            raise ValueError(
-                f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}"
-            )
-        grace = as_time(grace, "grace")
-        if grace < 0:
-            raise ValueError(f"grace must be >= 0, got {grace}")
-        if clock is not None and not callable(clock):
-            raise TypeError("clock must be None or a zero-argument callable")
-        if seed is None:
-            seed = int.from_bytes(os.urandom(8), "little")
-        else:
-            seed = as_int(seed, "seed")
-        size = 1 << bits
-        ranges = self._parse_reserved(reserved, size)
+        # the argument rules of both backends: pasid/_args.py
+        nbits = _args.as_bits(bits)
+        strategy_index = _args.as_strategy(strategy)
+        grace_time = _args.as_grace(grace)
+        _args.check_callable(clock, "clock", "a zero-argument callable")
+        seed_bits = _args.as_seed(seed)
+        size = 1 << nbits
+        ranges = _args.parse_reserved(reserved, size)
 
-        self._lock = threading.RLock()
-        self._bits = bits
+        self._bits = nbits
         self._size = size
-        self._strategy = strategy
-        self._grace = grace
+        self._strategy = STRATEGIES[strategy_index]
+        self._grace = grace_time
         self._clock = clock
-        self._now = 0.0
-        self._rng = SplitMix64(seed)
+        self._now = 0.0              # the logical clock; with a callable one, its highest reading
+        self._rng = SplitMix64(seed_bits)
         self._cursor = 0
-        # ID space and per-PASID tables
+        # the ID space and the per-PASID tables
         self._space = IdSpace(size)
         self._state = bytearray(size)
         self._refcount = [0] * size
         self._generation = [0] * size
-        self._owner: dict[int, Hashable] = {}
+        self._hold: dict[int, float] = {}            # PASID -> release_at so far
+        self._owner_of: dict[int, _Owner] = {}
         self._data: dict[int, Any] = {}
-        # PASID -> release_at so far (unbind holds, release + grace)
-        self._hold: dict[int, float] = {}
-        # PASID -> {device: [count, data]} in bind order
-        self._bindings: dict[int, dict[Hashable, list[Any]]] = {}
-        # heap of (release_at, PASID), one entry per QUARANTINED
+        # PASID -> {device handle: [count, data]} in bind order
+        self._bindings: dict[int, dict[int, list[Any]]] = {}
+        self._fifo = FifoQueue(size, range(size)) if self._strategy == "fifo" else None
+        # the release queue: a heap of (release_at, PASID), one entry per QUARANTINED
         self._queue: list[tuple[float, int]] = []
-        self._fifo = FifoQueue(size, range(size)) if strategy == "fifo" else None
-        # devices and owners
+        # owners and devices
+        self._owners: dict[Hashable, _Owner] = {}
+        self._quota: dict[Hashable, int] = {}          # in the order quotas were set
         self._devices: dict[Hashable, _Device] = {}
-        self._device_list: list[Hashable | None] = []   # handle -> device (None once removed)
-        self._bound: dict[Hashable, set[int]] = {}      # device -> set of PASIDs bound to it
-        self._owned: dict[Hashable, set[int]] = {}      # owner -> set of ACTIVE PASIDs
-        self._use: dict[Hashable, int] = {}             # owner -> ACTIVE + DRAINING + QUARANTINED
-        self._quota: dict[Hashable, int] = {}
+        self._device_list: list[_Device | None] = []   # handle -> device (None once removed)
+        self._gone: list[_Owner] = []                  # records to drop after the operation
+        self._lock = threading.Lock()
+        self._registry = threading.Lock()
+        self._registry_thread = 0
         # counters
         self._counts = [size, 0, 0, 0, 0]
         self._allocations = 0
@@ -135,55 +155,133 @@ class PasidAllocator:
         for lo, hi in ranges:
             for p in range(lo, hi + 1):
                 if self._state[p] == FREE:
-                    self._take(p, RESERVED)
+                    self._take_state(p, RESERVED)
 
-    @staticmethod
-    def _parse_reserved(reserved: Iterable[SupportsIndex | tuple[SupportsIndex, SupportsIndex]],
-                        size: int) -> list[tuple[int, int]]:
-        ranges = []
-        for item in reserved:
-            if isinstance(item, tuple):
-                if len(item) != 2:
-                    raise ValueError(f"a reserved range is a (lo, hi) pair, got {item!r}")
-                lo, hi = as_int(item[0], "PASID"), as_int(item[1], "PASID")
-            else:
-                lo = hi = as_int(item, "PASID")
-            for p in (lo, hi):
-                if not 0 <= p < size:
-                    raise InvalidPasid(f"reserved PASID {p} out of range 0..{size - 1}")
-            if lo > hi:
-                raise InvalidPasid(f"empty reserved range {lo}..{hi}")
-            ranges.append((lo, hi))
-        return ranges
+    # ------------------------------------------------------------ phase 1: prepare
 
-    # ------------------------------------------------------------------ helpers
-
-    def _pasid(self, value: Any) -> int:
-        p = as_int(value, "PASID")
+    def _check_id(self, value: Any) -> int:
+        p = _args.as_int(value, "PASID")
         if not 0 <= p < self._size:
-            raise InvalidPasid(f"PASID {p} out of range 0..{self._size - 1}")
+            raise InvalidPasid(f"PASID {value} out of range 0..{self._size - 1}")
         return p
 
     def _bounds(self, min: SupportsIndex | None, max: SupportsIndex | None) -> tuple[int, int]:
-        lo = 0 if min is None else self._pasid(min)
-        hi = self._size - 1 if max is None else self._pasid(max)
+        lo = 0 if min is None else self._check_id(min)
+        hi = self._size - 1 if max is None else self._check_id(max)
         if lo > hi:
             raise InvalidPasid(f"empty range {lo}..{hi}")
         return lo, hi
 
-    def _read_clock(self) -> float:
+    def _reading(self) -> float:
+        """A callable clock's reading (read once per operation, before anything is
+        checked), or the logical clock's value."""
         if self._clock is None:
             return self._now
-        return as_time(self._clock(), "clock()")
+        return _args.as_time(self._clock(), "clock()")
 
-    def _sync(self) -> None:
-        """Reclaim what has expired by now (only a callable clock moves by itself)."""
-        if self._clock is not None and self._queue:
-            now = self._read_clock()
-            if self._queue[0][0] <= now:
-                self._reclaim(now)
+    def _enter_registry(self) -> None:
+        """Take the registry lock; refuse a change re-entered from the thread holding it."""
+        me = threading.get_ident()
+        if self._registry_thread == me:
+            raise RuntimeError(
+                "re-entrant call: an owner's or a device's __hash__/__eq__ called back into "
+                "the allocator to change its owners or devices while they were changing")
+        self._registry.acquire()
+        self._registry_thread = me
 
-    def _take(self, p: int, state: int) -> None:
+    def _leave_registry(self) -> None:
+        self._registry_thread = 0
+        self._registry.release()
+
+    def _owner_lookup(self, owner: Hashable) -> _Owner | None:
+        """The current record of ``owner``, or None: it holds no PASID and has no quota."""
+        found = self._owners.get(owner)
+        if found is None or found.gone:
+            return None
+        return found
+
+    def _owner_record(self, owner: Hashable) -> _Owner:
+        """The current record of ``owner``, made if it has none."""
+        record = self._owner_lookup(owner)
+        if record is not None:
+            return record
+        self._enter_registry()
+        try:
+            found = self._owners.get(owner)
+            if found is None or found.gone:
+                record = _Owner(owner)
+                self._owners[owner] = record
+            else:
+                record = found
+        finally:
+            self._leave_registry()
+        return record
+
+    def _drop_gone_owners(self) -> None:
+        """Phase 3: drop from the owner table the records operations left idle.
+
+        Skipped while this thread is changing the table further up the stack: a
+        later operation drops them.
+        """
+        if not self._gone or self._registry_thread == threading.get_ident():
+            return
+        self._enter_registry()
+        try:
+            while True:
+                with self._lock:
+                    if not self._gone:
+                        break
+                    record = self._gone.pop()
+                if self._owners.get(record.key) is record:
+                    del self._owners[record.key]
+        finally:
+            self._leave_registry()
+
+    def _forget_if_idle(self, record: _Owner) -> None:
+        """A record made for an operation that failed: gone if it holds nothing and has no quota."""
+        with self._lock:
+            if record.use == 0 and record.quota < 0 and not record.gone:
+                record.gone = True
+                self._gone.append(record)
+
+    def _device_record(self, device: Hashable, declare: bool) -> _Device | None:
+        """The current record of ``device``; None if it is not declared and ``declare``
+        is false, else declared with the defaults."""
+        found = self._devices.get(device)
+        if found is not None and not found.gone:
+            return found
+        if not declare:
+            return None
+        self._enter_registry()
+        try:
+            found = self._devices.get(device)
+            if found is not None and not found.gone:
+                return found
+            info = _Device(device, len(self._device_list))
+            self._device_list.append(info)
+            try:
+                self._devices[device] = info
+            except BaseException:
+                self._device_list.pop()
+                raise
+        finally:
+            self._leave_registry()
+        return info
+
+    # ------------------------------------------------------------ phase 2: act
+
+    def _time(self, reading: float) -> float:
+        """The operation's time. A callable clock's reading never moves the allocator back."""
+        if self._clock is not None and reading > self._now:
+            self._now = reading
+        return self._now
+
+    def _settle_time(self, now: float) -> None:
+        """Reclaim what has expired by ``now``: every operation sees the allocator as of now."""
+        if self._queue and self._queue[0][0] <= now:
+            self._reclaim(now)
+
+    def _take_state(self, p: int, state: int) -> None:
         """A FREE PASID leaves the FREE set."""
         self._space.take(p)
         if self._fifo is not None:
@@ -192,6 +290,26 @@ class PasidAllocator:
         counts[FREE] -= 1
         counts[state] += 1
         self._state[p] = state
+
+    def _ref_inc(self, p: int) -> None:
+        """One more reference to an ACTIVE PASID; OverflowError at the limit, nothing changed."""
+        if self._refcount[p] == COUNT_MAX:
+            raise OverflowError(f"PASID {p} holds {COUNT_MAX} references, the limit")
+        self._refcount[p] += 1
+
+    def _owner_tag(self, p: int, owner: _Owner) -> None:
+        self._owner_of[p] = owner
+        owner.use += 1
+        owner.active.add(p)
+
+    def _owner_untag(self, p: int) -> None:
+        """A PASID of an owner became FREE; an owner left with nothing and no quota is
+        marked gone, to be dropped from the table in phase 3."""
+        owner = self._owner_of.pop(p)
+        owner.use -= 1
+        if owner.use == 0 and owner.quota < 0 and not owner.gone:
+            owner.gone = True
+            self._gone.append(owner)
 
     def _make_free(self, p: int) -> None:
         """A PASID whose release is complete becomes FREE; its tags go."""
@@ -203,17 +321,13 @@ class PasidAllocator:
         if self._fifo is not None:
             self._fifo.push(p)
         self._refcount[p] = 0
-        self._data.pop(p, None)
         self._hold.pop(p, None)
-        owner = self._owner.pop(p, None)
-        if owner is not None:
-            use = self._use[owner] - 1
-            if use:
-                self._use[owner] = use
-            else:
-                del self._use[owner]
+        if p in self._owner_of:
+            self._owner_untag(p)
+        self._data.pop(p, None)
 
     def _reclaim(self, now: float) -> int:
+        """Every QUARANTINED PASID whose release_at <= now becomes FREE, ascending."""
         queue = self._queue
         expired = []
         while queue and queue[0][0] <= now:
@@ -225,7 +339,7 @@ class PasidAllocator:
         return len(expired)
 
     def _settle(self, p: int, now: float) -> None:
-        """A released PASID with no device bound: QUARANTINED until its release_at, or FREE."""
+        """A released PASID with no device bound: QUARANTINED until release_at, or FREE."""
         release_at = self._hold[p]
         if release_at <= now:
             self._make_free(p)
@@ -237,32 +351,36 @@ class PasidAllocator:
             self._state[p] = QUARANTINED
             heapq.heappush(self._queue, (release_at, p))
 
-    def _release(self, p: int, now: float, teardown: Teardown) -> None:
+    def _release(self, p: int, now: float) -> None:
         """An ACTIVE PASID is released: DRAINING, QUARANTINED or FREE."""
         self._releases += 1
         self._refcount[p] = 0
-        owner = self._owner.get(p)
+        owner = self._owner_of.get(p)
         if owner is not None:
-            owned = self._owned[owner]
-            owned.discard(p)
-            if not owned:
-                del self._owned[owner]
-        self._hold[p] = max(self._hold.get(p, _NO_HOLD), now + self._grace)
-        bindings = self._bindings.get(p)
-        if bindings:
+            owner.active.discard(p)
+        release_at = now + self._grace
+        if self._hold.get(p, release_at) > release_at:
+            release_at = self._hold[p]
+        self._hold[p] = release_at
+        if p in self._bindings:
             counts = self._counts
             counts[ACTIVE] -= 1
             counts[DRAINING] += 1
             self._state[p] = DRAINING
-            for device in bindings:
-                callback = self._devices[device].on_teardown
-                if callback is not None:
-                    teardown.append((callback, p))
         else:
             self._settle(p, now)
 
+    def _teardown_of(self, p: int, teardown: Teardown) -> Teardown:
+        """Phase 3: the ``(on_teardown, p)`` of the devices bound to a PASID just
+        released, in bind order, appended to ``teardown``."""
+        for handle in self._bindings.get(p, ()):
+            info = self._device_list[handle]
+            if info is not None and info.on_teardown is not None:
+                teardown.append((info.on_teardown, p))
+        return teardown
+
     def _choose(self, lo: int, hi: int) -> int:
-        """The FREE ID the strategy gives in [lo, hi], or -1. Moves nothing."""
+        """The FREE ID the strategy gives in [lo, hi], or -1. Moves nothing but the generator."""
         strategy = self._strategy
         space = self._space
         if strategy == "lowest":
@@ -282,147 +400,291 @@ class PasidAllocator:
             return -1
         return space.select(space.rank(lo) + self._rng.below(count))
 
-    def _check_quota(self, owner: Hashable | None, n: int) -> None:
-        if owner is None:
-            return
-        quota = self._quota.get(owner)
-        if quota is not None and self._use.get(owner, 0) + n > quota:
-            self._failures += 1
-            raise QuotaExceeded(
-                f"owner {owner!r} is at its quota of {quota} PASIDs"
-            )
+    @staticmethod
+    def _over_quota(owner: _Owner | None, n: int) -> bool:
+        """True if ``n`` more would pass the owner's quota."""
+        return owner is not None and owner.quota >= 0 and owner.use + n > owner.quota
 
-    def _activate(self, p: int, owner: Hashable | None, data: object) -> None:
-        self._take(p, ACTIVE)
-        self._refcount[p] = 1
-        self._generation[p] += 1
-        if owner is not None:
-            self._owner[p] = owner
-            self._use[owner] = self._use.get(owner, 0) + 1
-            owned = self._owned.get(owner)
-            if owned is None:
-                self._owned[owner] = {p}
-            else:
-                owned.add(p)
-        if data is not None:
-            self._data[p] = data
-        self._allocations += 1
-        if self._counts[ACTIVE] > self._high_water:
-            self._high_water = self._counts[ACTIVE]
-
-    def _alloc(self, owner: Hashable | None, data: object, min: SupportsIndex | None,
-               max: SupportsIndex | None) -> int:
-        lo, hi = self._bounds(min, max)
-        self._sync()
-        self._check_quota(owner, 1)
+    def _alloc_in(self, owner: _Owner | None, data: object, lo: int, hi: int) -> int:
+        """An allocation in a checked range, the owner's record current, quota passed,
+        time settled: the PASID, or -1 (failures += 1) when nothing there is FREE."""
+        rng = self._rng.state
         p = self._choose(lo, hi)
         if p < 0:
             self._failures += 1
-            raise PasidExhausted(f"no FREE PASID in {lo}..{hi}")
+            return -1
+        if self._generation[p] == COUNT_MAX:
+            self._rng.state = rng
+            raise OverflowError(f"PASID {p} has been allocated {COUNT_MAX} times, the limit")
+        self._take_state(p, ACTIVE)
+        self._refcount[p] = 1
+        if data is not None:
+            self._data[p] = data
+        self._generation[p] += 1
+        if owner is not None:
+            self._owner_tag(p, owner)
+        self._allocations += 1
+        if self._counts[ACTIVE] > self._high_water:
+            self._high_water = self._counts[ACTIVE]
         if self._strategy == "cyclic":
             self._cursor = p + 1
-        self._activate(p, owner, data)
         return p
+
+    def _alloc_checked(self, owner: Hashable | None, data: object, lo: int, hi: int,
+                       quota_raises: bool) -> tuple[int, int]:
+        """The three phases of an allocation in ``lo..hi`` (checked): (the PASID, its
+        generation), or -1 when nothing is FREE there (or the owner is at its quota
+        and not ``quota_raises``); QuotaExceeded when it is and ``quota_raises``."""
+        record: _Owner | None = None
+        p, generation, over, stale = -1, 0, False, True
+        while stale:
+            reading = self._reading()
+            if owner is not None:
+                record = self._owner_record(owner)
+            with self._lock:
+                stale = record is not None and record.gone
+                if not stale:
+                    self._settle_time(self._time(reading))
+                    over = self._over_quota(record, 1)
+                    if over:
+                        self._failures += 1
+                    else:
+                        p = self._alloc_in(record, data, lo, hi)
+                        if p >= 0:
+                            generation = self._generation[p]
+        if record is not None and record.use == 0:
+            self._forget_if_idle(record)
+        if self._gone:
+            self._drop_gone_owners()
+        if over and quota_raises:
+            assert record is not None
+            raise QuotaExceeded(f"owner {owner!r} is at its quota of {record.quota} PASIDs")
+        return p, generation
 
     # ------------------------------------------------------------ allocation
 
     def alloc(self, owner: Hashable | None = None, *, data: object = None,
               min: SupportsIndex | None = None, max: SupportsIndex | None = None) -> int:
-        """Allocate a PASID by the strategy; refcount 1, ACTIVE. O(log64 N)."""
-        with self._lock:
-            return self._alloc(owner, data, min, max)
+        """Allocate a PASID by the strategy: ACTIVE, refcount 1, generation + 1. O(log64 N)."""
+        lo, hi = self._bounds(min, max)
+        p, _ = self._alloc_checked(owner, data, lo, hi, True)
+        if p < 0:
+            raise PasidExhausted(f"no FREE PASID in {lo}..{hi}")
+        return p
 
     def try_alloc(self, owner: Hashable | None = None, *, data: object = None,
                   min: SupportsIndex | None = None,
                   max: SupportsIndex | None = None) -> int | None:
         """Like :meth:`alloc`, but ``None`` where alloc raises PasidExhausted (quota included)."""
-        with self._lock:
-            try:
-                return self._alloc(owner, data, min, max)
-            except PasidExhausted:
-                return None
+        lo, hi = self._bounds(min, max)
+        p, _ = self._alloc_checked(owner, data, lo, hi, False)
+        return p if p >= 0 else None
 
     def alloc_exact(self, pasid: SupportsIndex, owner: Hashable | None = None, *,
                     data: object = None) -> int:
         """Allocate exactly ``pasid``; StateError unless FREE. The cursor does not move. O(log64 N)."""
-        with self._lock:
-            p = self._pasid(pasid)
-            self._sync()
-            if self._state[p] != FREE:
-                raise StateError(f"PASID {p} is {_STATE_NAMES[self._state[p]]}, not FREE")
-            self._check_quota(owner, 1)
-            self._activate(p, owner, data)
-            return p
+        p = self._check_id(pasid)
+        record: _Owner | None = None
+        over, stale, state = False, True, FREE
+        while stale:
+            reading = self._reading()
+            if owner is not None:
+                record = self._owner_record(owner)
+            with self._lock:
+                stale = record is not None and record.gone
+                if not stale:
+                    self._settle_time(self._time(reading))
+                    state = self._state[p]
+                    if state == FREE and self._generation[p] == COUNT_MAX:
+                        raise OverflowError(
+                            f"PASID {p} has been allocated {COUNT_MAX} times, the limit")
+                    if state == FREE:
+                        over = self._over_quota(record, 1)
+                        if over:
+                            self._failures += 1
+                        else:
+                            self._take_state(p, ACTIVE)
+                            self._refcount[p] = 1
+                            if data is not None:
+                                self._data[p] = data
+                            self._generation[p] += 1
+                            if record is not None:
+                                self._owner_tag(p, record)
+                            self._allocations += 1
+                            if self._counts[ACTIVE] > self._high_water:
+                                self._high_water = self._counts[ACTIVE]
+        if record is not None and record.use == 0:
+            self._forget_if_idle(record)
+        if self._gone:
+            self._drop_gone_owners()
+        if state != FREE:
+            raise StateError(f"PASID {p} is {_STATE_NAMES[state]}, not FREE")
+        if over:
+            assert record is not None
+            raise QuotaExceeded(f"owner {owner!r} is at its quota of {record.quota} PASIDs")
+        return p
 
     def open(self, owner: Hashable | None = None, *, data: object = None,
              min: SupportsIndex | None = None, max: SupportsIndex | None = None) -> PasidHandle:
         """Allocate like :meth:`alloc` and wrap the reference in a :class:`PasidHandle`."""
-        with self._lock:
-            p = self._alloc(owner, data, min, max)
-            return PasidHandle(self, p, self._generation[p])
+        lo, hi = self._bounds(min, max)
+        p, generation = self._alloc_checked(owner, data, lo, hi, True)
+        if p < 0:
+            raise PasidExhausted(f"no FREE PASID in {lo}..{hi}")
+        return PasidHandle(self, p, generation)
 
     def alloc_many(self, n: SupportsIndex, owner: Hashable | None = None, *,
                    data: object = None) -> npt.NDArray[np.uint32]:
         """``n`` PASIDs, the same as ``n`` calls of :meth:`alloc`, as a uint32 array; all or nothing."""
-        n = as_int(n, "n")
-        if n < 0:
-            raise ValueError(f"n must be >= 0, got {n}")
-        with self._lock:
-            self._sync()
-            self._check_quota(owner, n)
-            if n > self._counts[FREE]:
-                self._failures += 1
-                raise PasidExhausted(
-                    f"{n} PASIDs asked, {self._counts[FREE]} FREE"
-                )
-            out = np.empty(n, dtype=np.uint32)
-            hi = self._size - 1
-            for i in range(n):
-                p = self._choose(0, hi)
-                if self._strategy == "cyclic":
-                    self._cursor = p + 1
-                self._activate(p, owner, data)
-                out[i] = p
-            return out
+        asked = _args.as_count(n, "n")
+        count = min(asked, self._size + 1)      # more than can be FREE: refused below
+        record: _Owner | None = None
+        over, short, stale, free_ids = False, False, True, 0
+        out = np.empty(count, dtype=np.uint32)
+        while stale:
+            reading = self._reading()
+            if owner is not None:
+                record = self._owner_record(owner)
+            with self._lock:
+                stale = record is not None and record.gone
+                if not stale:
+                    self._settle_time(self._time(reading))
+                    over = self._over_quota(record, count)
+                    short = count > self._counts[FREE]
+                    free_ids = self._counts[FREE]
+                    if over or short:
+                        self._failures += 1
+                    else:
+                        self._fill(out, record, data)
+        if record is not None and record.use == 0:
+            self._forget_if_idle(record)
+        if self._gone:
+            self._drop_gone_owners()
+        if short:
+            raise PasidExhausted(f"{asked} PASIDs asked, {free_ids} FREE")
+        if over:
+            assert record is not None
+            raise QuotaExceeded(f"owner {owner!r} is at its quota of {record.quota} PASIDs")
+        return out
+
+    def _fill(self, out: npt.NDArray[np.uint32], owner: _Owner | None, data: object) -> None:
+        """Allocate ``len(out)`` PASIDs by the strategy into ``out`` (there are that many
+        FREE); all undone and OverflowError if one has been allocated COUNT_MAX times."""
+        rng, cursor = self._rng.state, self._cursor
+        hi = self._size - 1
+        taken: list[int] = []
+        for i in range(len(out)):
+            p = self._choose(0, hi)
+            if self._generation[p] == COUNT_MAX:
+                for q in reversed(taken):
+                    self._undo_alloc(q, owner)
+                self._rng.state, self._cursor = rng, cursor
+                raise OverflowError(f"a PASID has been allocated {COUNT_MAX} times, the limit")
+            self._take_state(p, ACTIVE)
+            self._refcount[p] = 1
+            if data is not None:
+                self._data[p] = data
+            self._generation[p] += 1
+            if owner is not None:
+                self._owner_tag(p, owner)
+            self._allocations += 1
+            if self._strategy == "cyclic":
+                self._cursor = p + 1
+            taken.append(p)
+            out[i] = p
+        if self._counts[ACTIVE] > self._high_water:
+            self._high_water = self._counts[ACTIVE]
+
+    def _undo_alloc(self, p: int, owner: _Owner | None) -> None:
+        """Undo an allocation of :meth:`_fill`: the fifo queue gets ``p`` back at its head."""
+        self._space.release(p)
+        if self._fifo is not None:
+            self._fifo.push_front(p)
+        self._counts[ACTIVE] -= 1
+        self._counts[FREE] += 1
+        self._state[p] = FREE
+        self._refcount[p] = 0
+        self._generation[p] -= 1
+        self._data.pop(p, None)
+        self._allocations -= 1
+        if owner is not None:
+            del self._owner_of[p]
+            owner.use -= 1
+            owner.active.discard(p)
 
     # ------------------------------------------------------------ references
 
     def get(self, pasid: SupportsIndex) -> None:
         """Take one more reference to an ACTIVE PASID. O(1)."""
+        p = self._check_id(pasid)
+        reading = self._reading()
         with self._lock:
-            p = self._pasid(pasid)
-            self._sync()
+            self._settle_time(self._time(reading))
             if self._state[p] != ACTIVE:
                 raise StateError(f"get of PASID {p}, which is {_STATE_NAMES[self._state[p]]}")
-            self._refcount[p] += 1
+            self._ref_inc(p)
+
+    def _put_id(self, p: int, generation: int) -> int:
+        """Drop one reference to ``p``; its state after. ``generation >= 0``: only if
+        ``p`` is ACTIVE in that generation (a handle's close); -2 when not, nothing done."""
+        reading = self._reading()
+        teardown: Teardown = []
+        with self._lock:
+            now = self._time(reading)
+            self._settle_time(now)
+            state = self._state[p]
+            if generation >= 0 and (state != ACTIVE or self._generation[p] != generation):
+                return -2
+            if state != ACTIVE:
+                raise StateError(f"free of PASID {p}, which is {_STATE_NAMES[state]}")
+            if self._refcount[p] > 1:
+                self._refcount[p] -= 1
+            else:
+                self._release(p, now)
+                self._teardown_of(p, teardown)
+            state = self._state[p]
+        if self._gone:
+            self._drop_gone_owners()
+        if teardown:
+            run_teardown(teardown)
+        return state
 
     def put(self, pasid: SupportsIndex) -> None:
         """Drop one reference to an ACTIVE PASID; the last put releases it. O(log64 N)."""
-        teardown: Teardown = []
-        with self._lock:
-            p = self._pasid(pasid)
-            self._sync()
-            if self._state[p] != ACTIVE:
-                raise StateError(f"free of PASID {p}, which is {_STATE_NAMES[self._state[p]]}")
-            refcount = self._refcount[p] - 1
-            if refcount:
-                self._refcount[p] = refcount
-            else:
-                self._release(p, self._read_clock(), teardown)
-        if teardown:
-            run_teardown(teardown)
+        self._put_id(self._check_id(pasid), -1)
 
-    free = put
+    def free(self, pasid: SupportsIndex) -> None:
+        """The same as :meth:`put`. O(log64 N)."""
+        self._put_id(self._check_id(pasid), -1)
+
+    def _put_if(self, pasid: SupportsIndex, generation: SupportsIndex) -> bool:
+        """Put ``pasid`` if it is ACTIVE in ``generation`` (a handle's close); True if it did."""
+        return self._put_id(self._check_id(pasid), _args.as_int(generation, "generation")) != -2
+
+    def _get_if(self, pasid: SupportsIndex, generation: SupportsIndex) -> bool:
+        """Get ``pasid`` if it is ACTIVE in ``generation`` (a handle's dup); True if it did."""
+        p = self._check_id(pasid)
+        expected = _args.as_int(generation, "generation")
+        reading = self._reading()
+        with self._lock:
+            self._settle_time(self._time(reading))
+            if self._state[p] != ACTIVE or self._generation[p] != expected:
+                return False
+            self._ref_inc(p)
+        return True
 
     def free_many(self, ids: Sequence[SupportsIndex] | npt.NDArray[np.integer[Any]]) -> None:
-        """As successive :meth:`free` calls, all or nothing."""
-        pasids = self._id_list(ids)
+        """As successive :meth:`free` calls, all or nothing; PASIDs are released in the
+        order successive calls would release them."""
+        pasids = _args.id_array(ids, self._size).tolist()   # a private copy, checked
+        reading = self._reading()
         teardown: Teardown = []
         with self._lock:
-            self._sync()
-            now = self._read_clock()    # a clock that raises does so before any change
+            now = self._time(reading)
+            self._settle_time(now)
             refcount = self._refcount
             state = self._state
+            last = [False] * len(pasids)            # where successive frees would release
             for i, p in enumerate(pasids):
                 if state[p] != ACTIVE or refcount[p] == 0:
                     for q in pasids[:i]:
@@ -430,168 +692,187 @@ class PasidAllocator:
                     name = "ACTIVE, already freed" if state[p] == ACTIVE else _STATE_NAMES[state[p]]
                     raise StateError(f"free of PASID {p}, which is {name}")
                 refcount[p] -= 1
-            for p in pasids:
-                if refcount[p] == 0 and state[p] == ACTIVE:
-                    self._release(p, now, teardown)
+                last[i] = refcount[p] == 0
+            for i, p in enumerate(pasids):
+                if last[i]:
+                    self._release(p, now)
+            for i, p in enumerate(pasids):
+                if last[i]:
+                    self._teardown_of(p, teardown)
+        if self._gone:
+            self._drop_gone_owners()
         if teardown:
             run_teardown(teardown)
-
-    def _id_list(self, ids: object) -> list[int]:
-        array = np.asarray(ids)
-        if array.dtype == object:
-            # Python ints too large for any integer dtype: checked one by one
-            for value in array.reshape(-1):
-                self._pasid(value)
-            array = array.astype(np.int64)
-        if array.dtype == np.bool_ or (array.size and not np.issubdtype(array.dtype, np.integer)):
-            raise TypeError(f"ids must be integers, not {array.dtype}")
-        array = array.reshape(-1)
-        ids = [int(p) for p in array]
-        for p in ids:
-            if not 0 <= p < self._size:
-                raise InvalidPasid(f"PASID {p} out of range 0..{self._size - 1}")
-        return ids
 
     # ------------------------------------------------------------ reservation
 
     def _range(self, lo: SupportsIndex, hi: SupportsIndex | None) -> tuple[int, int]:
-        lo = self._pasid(lo)
-        hi = lo if hi is None else self._pasid(hi)
-        if lo > hi:
-            raise InvalidPasid(f"empty range {lo}..{hi}")
-        return lo, hi
+        first = self._check_id(lo)
+        last = first if hi is None else self._check_id(hi)
+        if first > last:
+            raise InvalidPasid(f"empty range {first}..{last}")
+        return first, last
 
     def reserve(self, lo: SupportsIndex, hi: SupportsIndex | None = None) -> None:
         """FREE IDs ``lo..hi`` (inclusive) become RESERVED, all or none. O(range x log64 N)."""
+        first, last = self._range(lo, hi)
+        reading = self._reading()
         with self._lock:
-            lo, hi = self._range(lo, hi)
-            self._sync()
+            self._settle_time(self._time(reading))
             state = self._state
-            for p in range(lo, hi + 1):
+            for p in range(first, last + 1):
                 if state[p] != FREE:
                     raise StateError(f"cannot reserve PASID {p}: it is {_STATE_NAMES[state[p]]}")
-            for p in range(lo, hi + 1):
-                self._take(p, RESERVED)
+            for p in range(first, last + 1):
+                self._take_state(p, RESERVED)
 
     def unreserve(self, lo: SupportsIndex, hi: SupportsIndex | None = None) -> None:
         """RESERVED IDs ``lo..hi`` (inclusive) become FREE, all or none. O(range x log64 N)."""
+        first, last = self._range(lo, hi)
+        reading = self._reading()
         with self._lock:
-            lo, hi = self._range(lo, hi)
-            self._sync()
+            self._settle_time(self._time(reading))
             state = self._state
-            for p in range(lo, hi + 1):
+            for p in range(first, last + 1):
                 if state[p] != RESERVED:
                     raise StateError(f"cannot unreserve PASID {p}: it is {_STATE_NAMES[state[p]]}")
-            for p in range(lo, hi + 1):
+            for p in range(first, last + 1):
                 self._make_free(p)
 
-    # ------------------------------------------------------------ devices
+    # ------------------------------------------------------------ devices and bindings
+
+    def _bind_in(self, p: int, info: _Device, data: object) -> None:
+        """The body of bind (lock held, time settled, ``info`` current)."""
+        if self._state[p] != ACTIVE:
+            raise StateError(f"bind of PASID {p}, which is {_STATE_NAMES[self._state[p]]}")
+        if p >> info.bits:
+            raise InvalidPasid(f"PASID {p} is wider than device {info.key!r}'s {info.bits} bits")
+        bindings = self._bindings.get(p)
+        entry = None if bindings is None else bindings.get(info.handle)
+        if entry is not None:
+            if entry[0] == COUNT_MAX:
+                raise OverflowError(f"PASID {p} is bound {COUNT_MAX} times to device "
+                                    f"{info.key!r}, the limit")
+            entry[0] += 1
+            if data is not None:
+                entry[1] = data
+            return
+        if bindings is None:
+            bindings = self._bindings[p] = {}
+        bindings[info.handle] = [1, data]
+        info.bound.add(p)
+
+    def _unbind_in(self, p: int, info: _Device, now: float) -> int:
+        """The body of unbind (lock held, time settled); the state after."""
+        state = self._state[p]
+        bindings = self._bindings.get(p)
+        entry = None if bindings is None else bindings.get(info.handle)
+        if entry is None:
+            raise StateError(f"PASID {p} is not bound to device {info.key!r}")
+        assert bindings is not None
+        if entry[0] > 1:
+            entry[0] -= 1
+            return state
+        hold = now + info.drain
+        if hold > self._hold.get(p, hold - 1):
+            self._hold[p] = hold
+        del bindings[info.handle]
+        info.bound.discard(p)
+        if not bindings:
+            del self._bindings[p]
+            if state == DRAINING:
+                self._settle(p, now)
+        return self._state[p]
 
     def add_device(self, device: Hashable, *, bits: SupportsIndex = 20, drain: float = 0,
                    on_teardown: Callable[[int], object] | None = None) -> int:
-        """Declare ``device`` (or update its settings): PASID width, drain time, teardown callback.
-
-        Returns the device's handle (see :meth:`pasid.PasidAllocator.add_device`).
-        """
-        bits = as_int(bits, "bits")
-        if not 1 <= bits <= 20:
-            raise ValueError(f"device bits must be in 1..20, got {bits}")
-        drain = as_time(drain, "drain")
-        if drain < 0:
-            raise ValueError(f"drain must be >= 0, got {drain}")
-        if on_teardown is not None and not callable(on_teardown):
-            raise TypeError("on_teardown must be None or callable")
-        hash(device)
-        with self._lock:
-            bound = self._bound.get(device)
-            if bound:
-                widest = max(bound)
-                if widest >> bits:
-                    raise InvalidPasid(
-                        f"device {device!r} has PASID {widest} bound, wider than {bits} bits"
-                    )
-            info = self._devices.get(device)
-            if info is None:
-                info = self._new_device(device, bits, drain, on_teardown)
-            else:
-                info.bits, info.drain, info.on_teardown = bits, drain, on_teardown
-            return info.handle
-
-    def _new_device(self, device: Hashable, bits: int, drain: float,
-                    on_teardown: Callable[[int], object] | None) -> _Device:
-        """Declare a device: its entry, its bound set and its handle (never reused)."""
-        info = self._devices[device] = _Device(bits, drain, on_teardown, len(self._device_list))
-        self._device_list.append(device)
-        self._bound[device] = set()
-        return info
+        """Declare ``device`` (or update its settings): PASID width, drain time, teardown
+        callback. Returns its handle (see :meth:`pasid.PasidAllocator.add_device`)."""
+        width = _args.as_bits(bits, "device bits")
+        drain_time = _args.as_drain(drain)
+        _args.check_callable(on_teardown, "on_teardown")
+        while True:
+            info = self._device_record(device, True)
+            assert info is not None
+            with self._lock:
+                if not info.gone:
+                    widest = max(info.bound, default=-1)
+                    if widest >= 0 and widest >> width:
+                        raise InvalidPasid(f"device {device!r} has PASID {widest} bound, "
+                                           f"wider than {width} bits")
+                    info.bits = width
+                    info.drain = drain_time
+                    info.on_teardown = on_teardown
+                    return info.handle
 
     def remove_device(self, device: Hashable) -> None:
         """Hot-unplug: drop all of ``device``'s bindings at once, no drain hold, no callback."""
+        info = self._device_record(device, False)
+        if info is None:
+            raise StateError(f"unknown device {device!r}")
+        reading = self._reading()
         with self._lock:
-            if device not in self._devices:
+            if info.gone:
                 raise StateError(f"unknown device {device!r}")
-            self._sync()
-            now = self._read_clock()
-            for p in sorted(self._bound[device]):
+            now = self._time(reading)
+            self._settle_time(now)
+            drained = []
+            for p in info.bound:
                 bindings = self._bindings[p]
-                del bindings[device]
+                del bindings[info.handle]
                 if not bindings:
                     del self._bindings[p]
                     if self._state[p] == DRAINING:
-                        self._settle(p, now)
-            del self._bound[device]
-            self._device_list[self._devices[device].handle] = None
-            del self._devices[device]
+                        drained.append(p)
+            info.bound.clear()
+            for p in sorted(drained):
+                self._settle(p, now)
+            info.gone = True
+            self._device_list[info.handle] = None
+        self._enter_registry()
+        try:
+            if self._devices.get(device) is info:
+                del self._devices[device]
+        finally:
+            self._leave_registry()
+        if self._gone:
+            self._drop_gone_owners()
 
     def bind(self, pasid: SupportsIndex, device: Hashable, *, data: object = None) -> None:
-        """Bind an ACTIVE PASID to ``device`` (counted per pair). O(1) dict work."""
-        with self._lock:
-            p = self._pasid(pasid)
-            hash(device)
-            self._sync()
-            if self._state[p] != ACTIVE:
-                raise StateError(f"bind of PASID {p}, which is {_STATE_NAMES[self._state[p]]}")
-            info = self._devices.get(device)
-            if info is not None and p >> info.bits:
-                raise InvalidPasid(f"PASID {p} is wider than device {device!r}'s {info.bits} bits")
+        """Bind an ACTIVE PASID to ``device`` (counted per pair). O(devices bound to it)."""
+        p = self._check_id(pasid)
+        stale = True
+        while stale:
+            reading = self._reading()
+            info = self._device_record(device, False)
             if info is None:
-                self._new_device(device, 20, 0.0, None)
-            bindings = self._bindings.get(p)
-            if bindings is None:
-                bindings = self._bindings[p] = {}
-            entry = bindings.get(device)
-            if entry is None:
-                bindings[device] = [1, data]
-                self._bound[device].add(p)
-            else:
-                entry[0] += 1
-                if data is not None:
-                    entry[1] = data
+                # declare it only for a bind that can succeed
+                with self._lock:
+                    self._settle_time(self._time(reading))
+                    if self._state[p] != ACTIVE:
+                        raise StateError(
+                            f"bind of PASID {p}, which is {_STATE_NAMES[self._state[p]]}")
+                info = self._device_record(device, True)
+                assert info is not None
+            with self._lock:
+                stale = info.gone
+                if not stale:
+                    self._settle_time(self._time(reading))
+                    self._bind_in(p, info, data)
 
     def unbind(self, pasid: SupportsIndex, device: Hashable) -> None:
         """``device`` says it has drained ``pasid`` (ACTIVE or DRAINING). O(log64 N)."""
+        p = self._check_id(pasid)
+        info = self._device_record(device, False)
+        reading = self._reading()
         with self._lock:
-            p = self._pasid(pasid)
-            self._sync()
-            state = self._state[p]
-            bindings = self._bindings.get(p)
-            if state not in (ACTIVE, DRAINING) or not bindings or device not in bindings:
+            if info is None or info.gone:
                 raise StateError(f"PASID {p} is not bound to device {device!r}")
-            entry = bindings[device]
-            if entry[0] > 1:
-                entry[0] -= 1
-                return
-            now = self._read_clock()    # a clock that raises does so before any change
-            entry[0] = 0
-            del bindings[device]
-            self._bound[device].discard(p)
-            hold = now + self._devices[device].drain
-            if hold > self._hold.get(p, _NO_HOLD):
-                self._hold[p] = hold
-            if not bindings:
-                del self._bindings[p]
-                if state == DRAINING:
-                    self._settle(p, now)
+            now = self._time(reading)
+            self._settle_time(now)
+            self._unbind_in(p, info, now)
+        if self._gone:
+            self._drop_gone_owners()
 
     # ------------------------------------------------------------ owners
 
@@ -599,13 +880,24 @@ class PasidAllocator:
         """Release every ACTIVE PASID of ``owner`` at once, whatever its refcount; never waits."""
         if owner is None:
             raise ValueError("exit_owner(None): owner-less PASIDs have no owner to exit")
+        released: list[int] | None = None
         teardown: Teardown = []
-        with self._lock:
-            self._sync()
-            released = sorted(self._owned.get(owner, ()))
-            now = self._read_clock()
-            for p in released:
-                self._release(p, now, teardown)
+        while released is None:
+            record = self._owner_lookup(owner)
+            reading = self._reading()
+            with self._lock:
+                now = self._time(reading)
+                self._settle_time(now)
+                if record is None:
+                    released = []
+                elif not record.gone:
+                    released = sorted(record.active)
+                    for p in released:
+                        self._release(p, now)
+                    for p in released:
+                        self._teardown_of(p, teardown)
+        if self._gone:
+            self._drop_gone_owners()
         if teardown:
             run_teardown(teardown)
         return released
@@ -614,35 +906,68 @@ class PasidAllocator:
         """At most ``n`` PASIDs of ``owner`` ACTIVE, DRAINING or QUARANTINED; ``None`` lifts it."""
         if owner is None:
             raise ValueError("set_quota(None, ...): owner-less PASIDs have no quota")
-        if n is not None:
-            n = as_int(n, "quota")
-            if n < 0:
-                raise ValueError(f"quota must be >= 0, got {n}")
-        with self._lock:
-            if n is None:
-                self._quota.pop(owner, None)
-            else:
-                self._quota[owner] = n
+        quota = _args.as_quota(n)      # -1: no quota
+        hash(owner)
+        self._enter_registry()
+        try:
+            stale = True
+            while stale:
+                found = self._owners.get(owner)
+                record = None if found is None or found.gone else found
+                if record is None and quota >= 0:
+                    record = _Owner(owner)
+                    self._owners[owner] = record
+                if quota >= 0:
+                    self._quota[owner] = quota
+                else:
+                    self._quota.pop(owner, None)
+                with self._lock:
+                    stale = record is not None and record.gone
+                    if record is not None and not stale:
+                        record.quota = quota
+                        if quota < 0 and record.use == 0:
+                            record.gone = True
+                            self._gone.append(record)
+        finally:
+            self._leave_registry()
+        if self._gone:
+            self._drop_gone_owners()
 
     # ------------------------------------------------------------ time
 
     @property
     def now(self) -> float:
-        """The current time: the logical clock, or the callable clock's reading."""
+        """The current time: the logical clock, or the callable clock's reading (held at
+        its highest)."""
+        reading = self._reading()
         with self._lock:
-            return self._read_clock()
+            return self._time(reading)
 
     def advance(self, to: float | None = None, *, by: float | None = None) -> int:
-        """Move the logical clock forward and reclaim; returns how many became FREE."""
+        """Move the logical clock forward and reclaim; returns how many became FREE.
+
+        With neither argument, reclaim at the current time on both clock kinds.
+        """
+        if to is not None and by is not None:
+            raise ValueError("advance() takes one of to= and by=, not both")
+        if to is None and by is None:
+            reading = self._reading()
+            with self._lock:
+                return self._reclaim(self._time(reading))
+        if self._clock is not None:
+            raise ValueError("advance(to=, by=) needs the logical clock; this allocator has a "
+                             "callable clock (advance() with no argument settles it)")
+        target = step = 0.0
+        if to is not None:
+            target = _args.as_time(to, "to")
+        else:
+            step = _args.as_time(by, "by")
         with self._lock:
-            if self._clock is not None:
-                raise ValueError("advance() needs the logical clock; this allocator has a callable clock")
-            if (to is None) == (by is None):
-                raise ValueError("advance() takes exactly one of to= and by=")
-            if to is not None:
-                target = as_time(to, "to")
-            else:
-                target = self._now + as_time(by, "by")
+            if to is None:
+                target = self._now + step
+                if step < 0:
+                    raise ValueError(f"the clock cannot go back from {self._now} to {target}")
+            _args.check_time(target, "the clock")
             if target < self._now:
                 raise ValueError(f"the clock cannot go back from {self._now} to {target}")
             self._now = target
@@ -650,84 +975,105 @@ class PasidAllocator:
 
     def next_release_time(self) -> float | None:
         """The earliest release_at of a QUARANTINED PASID, or None. O(1)."""
+        reading = self._reading()
         with self._lock:
-            self._sync()
+            self._settle_time(self._time(reading))
             return self._queue[0][0] if self._queue else None
 
     # ------------------------------------------------------------ queries
 
     def state(self, pasid: SupportsIndex) -> State:
         """The :class:`~pasid.State` of ``pasid``. O(1)."""
+        p = self._check_id(pasid)
+        reading = self._reading()
         with self._lock:
-            p = self._pasid(pasid)
-            self._sync()
+            self._settle_time(self._time(reading))
             return State(self._state[p])
 
     def states(self, ids: Sequence[SupportsIndex] | npt.NDArray[np.integer[Any]]
                ) -> npt.NDArray[np.uint8]:
         """The states of ``ids`` as a uint8 array. O(len(ids))."""
-        pasids = self._id_list(ids)
+        pasids = _args.id_array(ids, self._size).tolist()   # a private copy, checked
+        reading = self._reading()
         with self._lock:
-            self._sync()
+            self._settle_time(self._time(reading))
             state = self._state
             return np.array([state[p] for p in pasids], dtype=np.uint8)
 
     def owner(self, pasid: SupportsIndex) -> Any:
         """The owner tag of ``pasid`` (None when FREE or owner-less). O(1)."""
+        p = self._check_id(pasid)
+        reading = self._reading()
         with self._lock:
-            p = self._pasid(pasid)
-            self._sync()
-            return self._owner.get(p)
+            self._settle_time(self._time(reading))
+            record = self._owner_of.get(p)
+            return None if record is None else record.key
 
     def data(self, pasid: SupportsIndex) -> Any:
         """The data given at allocation (None when FREE). O(1)."""
+        p = self._check_id(pasid)
+        reading = self._reading()
         with self._lock:
-            p = self._pasid(pasid)
-            self._sync()
+            self._settle_time(self._time(reading))
             return self._data.get(p)
 
     def refcount(self, pasid: SupportsIndex) -> int:
         """References held on ``pasid`` (0 unless ACTIVE). O(1)."""
+        p = self._check_id(pasid)
+        reading = self._reading()
         with self._lock:
-            p = self._pasid(pasid)
-            self._sync()
+            self._settle_time(self._time(reading))
             return self._refcount[p]
 
     def generation(self, pasid: SupportsIndex) -> int:
         """How many times ``pasid`` has been allocated. O(1)."""
-        with self._lock:
-            return self._generation[self._pasid(pasid)]
+        return self._generation[self._check_id(pasid)]
 
     def devices(self, pasid: SupportsIndex) -> list[Any]:
         """The devices ``pasid`` is bound to, in bind order."""
+        p = self._check_id(pasid)
+        reading = self._reading()
         with self._lock:
-            p = self._pasid(pasid)
-            self._sync()
-            return list(self._bindings.get(p, ()))
+            self._settle_time(self._time(reading))
+            found = []
+            for handle in self._bindings.get(p, ()):
+                info = self._device_list[handle]
+                assert info is not None
+                found.append(info.key)
+            return found
 
     def binding(self, pasid: SupportsIndex, device: Hashable) -> Any:
         """The data given to :meth:`bind` for this (PASID, device) pair."""
+        p = self._check_id(pasid)
+        info = self._device_record(device, False)
+        reading = self._reading()
         with self._lock:
-            p = self._pasid(pasid)
-            self._sync()
-            bindings = self._bindings.get(p)
-            if not bindings or device not in bindings:
+            self._settle_time(self._time(reading))
+            entry = None
+            if info is not None and not info.gone:
+                entry = self._bindings.get(p, {}).get(info.handle)
+            if entry is None:
                 raise StateError(f"PASID {p} is not bound to device {device!r}")
-            return bindings[device][1]
+            return entry[1]
 
     def pending(self, device: Hashable) -> list[int]:
         """The DRAINING PASIDs still bound to ``device``, ascending."""
+        info = self._device_record(device, False)
+        reading = self._reading()
         with self._lock:
-            if device not in self._devices:
+            if info is None or info.gone:
                 raise StateError(f"unknown device {device!r}")
-            self._sync()
+            self._settle_time(self._time(reading))
             state = self._state
-            return sorted(p for p in self._bound[device] if state[p] == DRAINING)
+            found = [p for p in info.bound if state[p] == DRAINING]
+        found.sort()
+        return found
 
     def stats(self) -> dict[str, int]:
         """Counts per state and the counters since construction, as a dict."""
+        reading = self._reading()
         with self._lock:
-            self._sync()
+            self._settle_time(self._time(reading))
             counts = self._counts
             return {
                 "free": counts[FREE],
@@ -758,10 +1104,15 @@ class PasidAllocator:
         return self._grace
 
     def __len__(self) -> int:
-        return self._counts[ACTIVE]
+        reading = self._reading()
+        with self._lock:
+            self._settle_time(self._time(reading))
+            return self._counts[ACTIVE]
 
     def __iter__(self) -> Iterator[int]:
+        reading = self._reading()
         with self._lock:
+            self._settle_time(self._time(reading))
             state = self._state
             found = []
             p = state.find(ACTIVE)
@@ -771,14 +1122,19 @@ class PasidAllocator:
         return iter(found)
 
     def __contains__(self, pasid: object) -> bool:
+        """True only for an ACTIVE PASID; never raises (a clock that raises: the last time)."""
         try:
-            p = as_int(pasid, "PASID")
+            p = _args.as_int(pasid, "PASID")
         except TypeError:
             return False
         if not 0 <= p < self._size:
             return False
+        try:
+            reading = self._reading()
+        except Exception:
+            reading = self._now
         with self._lock:
-            self._sync()
+            self._settle_time(self._time(reading))
             return self._state[p] == ACTIVE
 
     def __repr__(self) -> str:
@@ -789,9 +1145,9 @@ class PasidAllocator:
 
     # ------------------------------------------------------------ snapshots
 
-    def _export(self) -> dict[str, Any]:
-        """The whole state as the dict of ``pasid._snapshot.FIELDS`` (shared with the compiled core)."""
-        self._sync()
+    def _freeze(self, now: float) -> dict[str, Any]:
+        """The whole state as the dict of ``pasid._snapshot.FIELDS`` (shared with the
+        compiled core), taken under the lock."""
         state = np.frombuffer(bytes(self._state), dtype=np.uint8)
         ids = np.flatnonzero(state)
         refcount = self._refcount
@@ -799,11 +1155,20 @@ class PasidAllocator:
         generation = np.array(self._generation, dtype=np.uint32)
         generated = np.flatnonzero(generation)
         holds = sorted(self._hold.items())
+        device_list = self._device_list
+        bindings = []
+        for p, pairs in sorted(self._bindings.items()):
+            entries = []
+            for handle, (count, data) in pairs.items():
+                info = device_list[handle]
+                assert info is not None
+                entries.append((info.key, count, data))
+            bindings.append((p, entries))
         return {
             "bits": self._bits,
             "strategy": self._strategy,
             "grace": self._grace,
-            "now": self._read_clock(),
+            "now": now,
             "rng": self._rng.state,
             "cursor": self._cursor,
             "counters": [self._allocations, self._releases, self._reclaimed,
@@ -812,17 +1177,23 @@ class PasidAllocator:
             "refcounts": _snapshot.arrays(multi, [refcount[p] for p in multi], "<u4"),
             "generations": _snapshot.arrays(generated, generation[generated], "<u4"),
             "holds": _snapshot.arrays([p for p, _ in holds], [t for _, t in holds], "<f8"),
-            "owners": sorted(self._owner.items()),
+            "owners": [(p, record.key) for p, record in sorted(self._owner_of.items())],
             "data": sorted(self._data.items()),
-            "bindings": [
-                (p, [(device, entry[0], entry[1]) for device, entry in bindings.items()])
-                for p, bindings in sorted(self._bindings.items())
-            ],
-            "devices": [(d, info.bits, info.drain) for d, info in self._devices.items()],
+            "bindings": bindings,
+            "devices": [(info.key, info.bits, info.drain)
+                        for info in device_list if info is not None],
             "quotas": list(self._quota.items()),
             "fifo": (np.fromiter(self._fifo, dtype="<u4", count=len(self._fifo)).tobytes()
                      if self._fifo is not None else None),
         }
+
+    def _export(self) -> dict[str, Any]:
+        """The whole state, at one reading of the clock."""
+        reading = self._reading()
+        with self._lock:
+            now = self._time(reading)
+            self._settle_time(now)
+            return self._freeze(now)
 
     @classmethod
     def _restore(cls, snap: dict[str, Any], clock: Callable[[], float] | None) -> Self:
@@ -836,7 +1207,7 @@ class PasidAllocator:
          a._high_water) = snap["counters"]
         ids, states = snap["states"]
         for p, state in zip(ids.tolist(), states.tolist()):
-            a._take(p, state)
+            a._take_state(p, state)
             if state == ACTIVE:
                 a._refcount[p] = 1
         for p, count in zip(*(x.tolist() for x in snap["refcounts"])):
@@ -844,19 +1215,29 @@ class PasidAllocator:
         for p, generation in zip(*(x.tolist() for x in snap["generations"])):
             a._generation[p] = generation
         a._hold = dict(zip(*(x.tolist() for x in snap["holds"])))
+        for owner, quota in snap["quotas"]:
+            record = a._owners[owner] = _Owner(owner)
+            record.quota = quota
+            a._quota[owner] = quota
         for p, owner in snap["owners"]:
-            a._owner[p] = owner
-            a._use[owner] = a._use.get(owner, 0) + 1
+            found = a._owners.get(owner)
+            record = found if found is not None else a._owners.setdefault(owner, _Owner(owner))
+            a._owner_of[p] = record
+            record.use += 1
             if a._state[p] == ACTIVE:
-                a._owned.setdefault(owner, set()).add(p)
+                record.active.add(p)
         a._data = dict(snap["data"])
         for device, bits, drain in snap["devices"]:
-            a._new_device(device, bits, float(drain), None)
+            info = _Device(device, len(a._device_list))
+            info.bits, info.drain = bits, float(drain)
+            a._device_list.append(info)
+            a._devices[device] = info
         for p, pairs in snap["bindings"]:
-            a._bindings[p] = {device: [count, data] for device, count, data in pairs}
-            for device, _, _ in pairs:
-                a._bound[device].add(p)
-        a._quota = dict(snap["quotas"])
+            a._bindings[p] = {}
+            for device, count, data in pairs:
+                info = a._devices[device]
+                a._bindings[p][info.handle] = [count, data]
+                info.bound.add(p)
         if a._fifo is not None:
             a._fifo = FifoQueue(a._size, snap["fifo"].tolist())
         a._queue = [(a._hold[p], p) for p in ids.tolist() if a._state[p] == QUARANTINED]
@@ -867,11 +1248,10 @@ class PasidAllocator:
         """The whole allocator as snapshot bytes: versioned, checksummed, the same on both backends.
 
         Everything travels but callbacks and a callable clock (its reading
-        does). Owners, data and devices must be plain data, else TypeError
-        naming the value. O(N).
+        does, read once). Owners, data and devices must be plain data, else
+        TypeError naming the value. O(N).
         """
-        with self._lock:
-            return _snapshot.dumps(self._export())
+        return _snapshot.dumps(self._export())
 
     @classmethod
     def from_bytes(cls, data: bytes | bytearray | memoryview, *,
@@ -888,8 +1268,7 @@ class PasidAllocator:
         return cls._restore(_snapshot.check(state), None)
 
     def __reduce__(self) -> tuple[Callable[[dict[str, Any]], Self], tuple[dict[str, Any]]]:
-        with self._lock:
-            return (type(self)._from_state, (self._export(),))
+        return (type(self)._from_state, (self._export(),))
 
     # ------------------------------------------------------------ invariants
 
@@ -905,6 +1284,11 @@ class PasidAllocator:
                     raise AssertionError(f"PASID {p}: space and state {s} disagree")
                 if (self._refcount[p] > 0) != (s == ACTIVE):
                     raise AssertionError(f"PASID {p}: refcount {self._refcount[p]} in state {s}")
+                if s in (FREE, RESERVED) and (p in self._owner_of or p in self._data
+                                              or p in self._hold or p in self._bindings):
+                    raise AssertionError(f"PASID {p}: tags kept in state {s}")
+                if s == DRAINING and p not in self._bindings:
+                    raise AssertionError(f"PASID {p} DRAINING with no device bound")
             if counts != self._counts:
                 raise AssertionError(f"counts {self._counts} != {counts}")
             queued = [p for _, p in self._queue]
@@ -913,28 +1297,46 @@ class PasidAllocator:
             for release_at, p in self._queue:
                 if self._hold.get(p) != release_at:
                     raise AssertionError(f"PASID {p}: queue time {release_at} != {self._hold.get(p)}")
+            use: dict[int, int] = {}
+            active: dict[int, set[int]] = {}
+            for p, record in self._owner_of.items():
+                if record.gone or self._owners.get(record.key) is not record:
+                    raise AssertionError(f"PASID {p}: its owner's record is not current")
+                use[id(record)] = use.get(id(record), 0) + 1
+                if self._state[p] == ACTIVE:
+                    active.setdefault(id(record), set()).add(p)
+            for record in self._owners.values():
+                if record.gone:
+                    continue
+                if record.use != use.get(id(record), 0) or \
+                        record.quota != self._quota.get(record.key, -1):
+                    raise AssertionError(f"owner {record.key!r}: use or quota disagrees")
+                if record.use == 0 and record.quota < 0:
+                    raise AssertionError(f"owner {record.key!r}: an idle record kept")
+                if record.active != active.get(id(record), set()):
+                    raise AssertionError(f"owner {record.key!r}: ACTIVE set disagrees")
+            for key in self._quota:
+                found = self._owners.get(key)
+                if found is None or found.gone:
+                    raise AssertionError(f"owner {key!r}: a quota without a current record")
             for p, bindings in self._bindings.items():
                 if not bindings or self._state[p] not in (ACTIVE, DRAINING):
                     raise AssertionError(f"PASID {p}: bindings in state {self._state[p]}")
-                for device, (count, _) in bindings.items():
-                    if count <= 0 or p not in self._bound[device]:
-                        raise AssertionError(f"PASID {p}: bad binding to {device!r}")
-            for device, bound in self._bound.items():
-                for p in bound:
-                    if device not in self._bindings.get(p, ()):
-                        raise AssertionError(f"device {device!r}: stale PASID {p}")
-            for p in range(self._size):
-                if self._state[p] == DRAINING and p not in self._bindings:
-                    raise AssertionError(f"PASID {p} DRAINING with no device bound")
-            use: dict[Hashable, int] = {}
-            owned: dict[Hashable, set[int]] = {}
-            for p, owner in self._owner.items():
-                if self._state[p] in (FREE, RESERVED):
-                    raise AssertionError(f"PASID {p}: owner kept in state {self._state[p]}")
-                use[owner] = use.get(owner, 0) + 1
-                if self._state[p] == ACTIVE:
-                    owned.setdefault(owner, set()).add(p)
-            if use != self._use or owned != self._owned:
-                raise AssertionError("owner tables disagree with the PASIDs")
+                for handle, (count, _) in bindings.items():
+                    info = self._device_list[handle]
+                    if count <= 0 or info is None or info.gone or p not in info.bound \
+                            or p >> info.bits:
+                        raise AssertionError(f"PASID {p}: a bad binding to device {handle}")
+            for handle, info in enumerate(self._device_list):
+                if info is None:
+                    continue
+                if info.gone or info.handle != handle or self._devices.get(info.key) is not info:
+                    raise AssertionError(f"device {info.key!r}: its table entries disagree")
+                for p in info.bound:
+                    if handle not in self._bindings.get(p, {}):
+                        raise AssertionError(f"device {info.key!r}: stale PASID {p}")
+            for info in self._devices.values():
+                if self._device_list[info.handle] is not info:
+                    raise AssertionError(f"device {info.key!r} not in the handle table")
             if self._fifo is not None:
                 self._fifo._check({p for p in range(self._size) if self._state[p] == FREE})

@@ -18,6 +18,7 @@ The compiled core keeps the same structure (``pasid/_fifo.pxi``).
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 
 __all__ = ["FifoQueue"]
@@ -28,20 +29,22 @@ _EMPTY = 1 << 64          # the "number" of an ID not in the queue: above every 
 class FifoQueue:
     """FREE IDs of ``0 .. capacity-1`` in the order they became FREE."""
 
-    __slots__ = ("capacity", "order", "seq", "mins", "next_seq")
+    __slots__ = ("capacity", "order", "seq", "mins", "next_seq", "next_front")
 
     capacity: int
-    order: dict[int, None]
+    order: OrderedDict[int, None]
     seq: list[int] | None
     mins: list[list[int]]
     next_seq: int
+    next_front: int
 
     def __init__(self, capacity: int, ids: Iterable[int] = ()) -> None:
         self.capacity = capacity
-        self.order = dict.fromkeys(ids)   # the queue: insertion order is FIFO order
+        self.order = OrderedDict.fromkeys(ids)   # the queue: its order is FIFO order
         self.seq = None                   # built by the first ranged query
         self.mins = []                    # with seq: the group minima, level by level
-        self.next_seq = 0
+        self.next_seq = 0                 # the next number for the tail (increasing)
+        self.next_front = -1              # the next number for the head (decreasing)
 
     def __len__(self) -> int:
         return len(self.order)
@@ -60,6 +63,17 @@ class FifoQueue:
                 if level[p] != _EMPTY:
                     break
                 level[p] = s
+
+    def push_front(self, p: int) -> None:
+        """``p`` joins the head (undoing a removal of the head). O(log64 N) with the summaries."""
+        self.order[p] = None
+        self.order.move_to_end(p, last=False)
+        if self.seq is not None:
+            s = self.seq[p] = self.next_front
+            self.next_front -= 1
+            for level in self.mins:
+                p >>= 6
+                level[p] = s        # the smallest number yet, everywhere above
 
     def remove(self, p: int) -> None:
         """``p`` leaves the queue (allocated or reserved). O(1); O(64 log64 N) with the summaries."""
@@ -90,6 +104,7 @@ class FifoQueue:
         for number, p in enumerate(self.order):
             seq[p] = number
         self.next_seq = len(self.order)
+        self.next_front = -1
         self.mins = []
         below = seq
         while len(below) > 1:

@@ -55,7 +55,7 @@ from collections.abc import Iterator
 from typing import Any, SupportsIndex, final
 
 from pasid._errors import InvalidPasid, PasidExhausted, StateError
-from pasid.pure._args import as_int
+from pasid._args import as_int
 
 __all__ = ["IDA", "IDA_MAX", "IDA_BITMAP_BITS"]
 
@@ -631,6 +631,10 @@ class IDA:
                 _bits_of(0, head, ids)
         return iter(ids)
 
+    def __reduce__(self) -> tuple[Any, tuple[type[IDA], list[int]]]:
+        """Pickle, copy and deepcopy: the allocated IDs, ascending (a new, independent IDA)."""
+        return (_ida_from_ids, (type(self), list(self)))
+
     def _collect(self, node: _Node, index: int, out: list[int]) -> None:
         """Append the IDs under ``node`` (spanning leaf indices from ``index``), ascending."""
         shift = node.shift
@@ -729,3 +733,11 @@ class IDA:
                 f"free mark {node.free:#x} should be {marks:#x} (shift {shift}, index {index})"
             )
         return total
+
+
+def _ida_from_ids(cls: type[IDA], ids: list[int]) -> IDA:
+    """An IDA of class ``cls`` with exactly ``ids`` allocated (what __reduce__ saves)."""
+    ida = cls()
+    for p in ids:
+        ida.alloc_range(p, p)
+    return ida

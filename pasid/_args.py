@@ -1,0 +1,217 @@
+"""Argument rules and constants: one home, shared by both backends and the snapshot checker.
+
+What an argument may be and what the error says, written once. The pure
+backend calls these for every argument; the compiled core checks the common
+case inline (an int that fits a machine word, a float, a name it knows) and
+calls these for everything else, so the two backends' messages are the same
+by construction.
+
+>>> as_int(7, "PASID"), as_time(2, "grace")
+(7, 2.0)
+>>> as_int(True, "PASID")
+Traceback (most recent call last):
+    ...
+TypeError: PASID must be an integer, not bool
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import os
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from pasid._errors import InvalidPasid
+
+__all__ = [
+    "COUNT_MAX",
+    "MAX_BITS",
+    "MAX_TIME",
+    "QUOTA_MAX",
+    "STATE_NAMES",
+    "STRATEGIES",
+    "as_bits",
+    "as_count",
+    "as_drain",
+    "as_grace",
+    "as_int",
+    "as_quota",
+    "as_seed",
+    "as_strategy",
+    "as_time",
+    "check_callable",
+    "check_time",
+    "id_array",
+    "parse_reserved",
+]
+
+STRATEGIES = ("lowest", "cyclic", "fifo", "random")
+STATE_NAMES = ("FREE", "RESERVED", "ACTIVE", "DRAINING", "QUARANTINED")
+MAX_BITS = 20
+# Times, graces and drains stay within +-MAX_TIME, so that a time plus a grace
+# or a drain is still finite: a release time never overflows to infinity.
+MAX_TIME = 1e300
+COUNT_MAX = 2**32 - 1        # refcounts and bind counts refuse to pass it
+QUOTA_MAX = 2**63 - 1
+
+
+def as_int(value: Any, what: str) -> int:
+    """``value`` as a Python int: ints and numpy integers; TypeError for bools and the rest."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{what} must be an integer, not bool")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{what} must be an integer, not {type(value).__name__}") from None
+
+
+def check_time(value: float, what: str) -> float:
+    """``value`` if it is finite and within +-1e300, else ValueError."""
+    if not -MAX_TIME <= value <= MAX_TIME:
+        raise ValueError(f"{what} must be finite and within +-1e300, got {value}")
+    return value
+
+
+def as_time(value: Any, what: str) -> float:
+    """``value`` as a float time or duration: ints, floats, numpy numbers (not bools),
+    finite and within +-1e300. TypeError for other types, ValueError for the rest."""
+    if type(value) is not float and (
+            isinstance(value, (bool, np.bool_))
+            or not isinstance(value, (int, float, np.integer, np.floating))):
+        raise TypeError(f"{what} must be a number, not {type(value).__name__}")
+    try:
+        result = float(value)
+    except OverflowError:
+        raise ValueError(f"{what} must be finite and within +-1e300, got {value}") from None
+    return check_time(result, what)
+
+
+def as_bits(value: Any, what: str = "bits") -> int:
+    """A PASID width: an int in 1..20."""
+    bits = as_int(value, what)
+    if not 1 <= bits <= MAX_BITS:
+        raise ValueError(f"{what} must be in 1..{MAX_BITS}, got {bits}")
+    return bits
+
+
+def as_strategy(value: Any) -> int:
+    """The index of a strategy name in STRATEGIES."""
+    if not isinstance(value, str) or value not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {value!r}")
+    return STRATEGIES.index(value)
+
+
+def as_grace(value: Any) -> float:
+    grace = as_time(value, "grace")
+    if grace < 0:
+        raise ValueError(f"grace must be >= 0, got {grace}")
+    return grace
+
+
+def as_drain(value: Any) -> float:
+    drain = as_time(value, "drain")
+    if drain < 0:
+        raise ValueError(f"drain must be >= 0, got {drain}")
+    return drain
+
+
+def as_seed(value: Any) -> int:
+    """The generator's seed as 64 bits; None: from the OS."""
+    if value is None:
+        return int.from_bytes(os.urandom(8), "little")
+    return as_int(value, "seed") & 0xFFFF_FFFF_FFFF_FFFF
+
+
+def as_quota(value: Any) -> int:
+    """A quota: an int in 0..2**63-1; None (no quota) as -1."""
+    if value is None:
+        return -1
+    quota = as_int(value, "quota")
+    if not 0 <= quota <= QUOTA_MAX:
+        raise ValueError(f"quota must be in 0..{QUOTA_MAX}, got {quota}")
+    return quota
+
+
+def as_count(value: Any, what: str) -> int:
+    """A number of things asked for (``n``): an int >= 0."""
+    n = as_int(value, what)
+    if n < 0:
+        raise ValueError(f"{what} must be >= 0, got {n}")
+    return n
+
+
+def check_callable(value: Any, what: str, kind: str = "callable") -> None:
+    """TypeError unless ``value`` is None or callable (``kind`` says which callable)."""
+    if value is not None and not callable(value):
+        raise TypeError(f"{what} must be None or {kind}")
+
+
+def parse_reserved(reserved: Any, size: int) -> list[tuple[int, int]]:
+    """The ``reserved`` argument as inclusive ``(lo, hi)`` pairs, checked.
+
+    Items are IDs, ``range`` objects (step 1) or ``(lo, hi)`` inclusive
+    pairs. A bare tuple of two ints is refused: ``(0, 15)`` could mean two
+    IDs or sixteen.
+
+    >>> parse_reserved([0, (4, 7), range(10, 12)], 16)
+    [(0, 0), (4, 7), (10, 11)]
+    """
+    if (isinstance(reserved, tuple) and len(reserved) == 2
+            and not any(isinstance(item, (tuple, range)) for item in reserved)):
+        raise ValueError(
+            f"reserved={reserved!r} is ambiguous: write reserved=[{reserved[0]!r}, "
+            f"{reserved[1]!r}] for two IDs, or reserved=[({reserved[0]!r}, {reserved[1]!r})] "
+            f"(inclusive) or reserved=[range(...)] for a range")
+    if not isinstance(reserved, Iterable):
+        raise TypeError(f"reserved must be an iterable of IDs, ranges and (lo, hi) pairs, "
+                        f"not {type(reserved).__name__}")
+    ranges = []
+    for item in reserved:
+        if isinstance(item, range):
+            if item.step != 1:
+                raise ValueError(f"a reserved range must have step 1, got {item!r}")
+            if not item:
+                raise InvalidPasid(f"empty reserved range {item!r}")
+            lo, hi = item.start, item.stop - 1
+        elif isinstance(item, tuple):
+            if len(item) != 2:
+                raise ValueError(f"a reserved range is a (lo, hi) pair, got {item!r}")
+            lo, hi = as_int(item[0], "PASID"), as_int(item[1], "PASID")
+        else:
+            lo = hi = as_int(item, "PASID")
+        for p in (lo, hi):
+            if not 0 <= p < size:
+                raise InvalidPasid(f"reserved PASID {p} out of range 0..{size - 1}")
+        if lo > hi:
+            raise InvalidPasid(f"empty reserved range {lo}..{hi}")
+        ranges.append((lo, hi))
+    return ranges
+
+
+def id_array(ids: Any, size: int) -> npt.NDArray[np.uint32]:
+    """``ids`` as a new contiguous uint32 array (a copy its caller cannot change),
+    every one an integer in ``0..size-1``: TypeError (bools included), InvalidPasid."""
+    if isinstance(ids, (list, tuple)):
+        for value in ids:
+            if isinstance(value, (bool, np.bool_)):
+                raise TypeError("ids must be integers, not bool")
+    array = np.asarray(ids)
+    if array.dtype == object:
+        # Python ints too large for any integer dtype: checked one by one
+        for value in array.reshape(-1):
+            p = as_int(value, "PASID")
+            if not 0 <= p < size:
+                raise InvalidPasid(f"PASID {value} out of range 0..{size - 1}")
+        array = array.astype(np.int64)
+    if array.dtype.kind not in "iu" and (array.size or array.dtype.kind in "bm"):
+        # bools and timedelta64 (numpy counts it as an integer) included
+        raise TypeError(f"ids must be integers, not {array.dtype}")
+    array = array.reshape(-1)
+    if array.size and (array.min() < 0 or array.max() >= size):
+        bad = (array < 0) | (array >= size)
+        raise InvalidPasid(f"PASID {int(array[bad.argmax()])} out of range 0..{size - 1}")
+    return np.array(array, dtype=np.uint32, copy=True, order="C")

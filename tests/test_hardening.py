@@ -1,0 +1,427 @@
+"""Hostile input and re-entrant user code: no crash, no double release, nothing lost.
+
+Each test is a promise of SPEC §3 that an adversarial review broke once: user
+code (a clock, an owner's or device's ``__hash__``/``__eq__``) that calls back
+into the allocator in the middle of an operation; a caller's array changed
+while an operation runs; counters at their limits; times at the edge of the
+finite range; inputs the two backends once treated differently.
+"""
+
+import copy
+import pickle
+
+import numpy as np
+import pytest
+
+from pasid import InvalidPasid, PasidExhausted, QuotaExceeded, State, StateError
+
+from backends import NO_EXTENSION
+from observe import observable
+
+COUNT_MAX = 2**32 - 1
+
+
+class Hook:
+    """An owner or device whose ``__hash__`` runs ``action`` once, when armed, at
+    the ``at``-th hash after arming (1: the first)."""
+
+    def __init__(self, name, action=None, at=1):
+        self.name = name
+        self.action = action
+        self.at = at
+        self.armed = False
+        self.hashes = 0
+
+    def arm(self):
+        self.armed = True
+        self.hashes = 0
+
+    def __hash__(self):
+        if self.armed:
+            self.hashes += 1
+            if self.hashes == self.at:
+                self.armed = False
+                self.action()
+        return hash(self.name)
+
+    def __eq__(self, other):
+        return isinstance(other, Hook) and other.name == self.name
+
+    def __repr__(self):
+        return f"Hook({self.name!r})"
+
+
+# ---------------------------------------------------------------- re-entrant clocks
+
+def test_a_clock_that_frees_the_pasid_being_freed(backend):
+    armed = []
+
+    def clock():
+        if armed:
+            armed.pop()
+            a.free(p)          # the same PASID, from inside the outer free's clock read
+        return 0.0
+
+    a = backend.PasidAllocator(bits=4, clock=clock)
+    p = a.alloc()
+    armed.append(True)
+    with pytest.raises(StateError):      # the outer free finds it FREE: no double release
+        a.free(p)
+    assert a.state(p) == State.FREE and a.stats()["releases"] == 1
+    a._check()
+
+
+def test_a_clock_that_allocates_during_an_allocation(backend):
+    armed, inner = [], []
+
+    def clock():
+        if armed:
+            armed.pop()
+            inner.append(a.alloc())
+        return 1.0
+
+    a = backend.PasidAllocator(bits=4, clock=clock)
+    armed.append(True)
+    outer = a.alloc()
+    assert inner and inner[0] != outer
+    assert sorted(a) == sorted([outer, inner[0]])
+    a._check()
+
+
+def test_a_clock_that_exits_the_owner_being_exited(backend):
+    armed = []
+
+    def clock():
+        if armed:
+            armed.pop()
+            assert a.exit_owner("vm") == [1, 2]
+        return 0.0
+
+    a = backend.PasidAllocator(bits=4, clock=clock, grace=5)
+    a.alloc("vm"), a.alloc("vm")
+    armed.append(True)
+    assert a.exit_owner("vm") == []      # the inner exit released them first
+    assert a.stats()["releases"] == 2 and a.stats()["quarantined"] == 2
+    a._check()
+
+
+def test_a_clock_that_unbinds_the_pair_being_unbound(backend):
+    armed = []
+
+    def clock():
+        if armed:
+            armed.pop()
+            a.unbind(p, "gpu")
+        return 0.0
+
+    a = backend.PasidAllocator(bits=4, clock=clock)
+    p = a.alloc()
+    a.bind(p, "gpu")
+    a.free(p)
+    armed.append(True)
+    with pytest.raises(StateError):
+        a.unbind(p, "gpu")
+    assert a.state(p) == State.FREE
+    a._check()
+
+
+def test_a_clock_that_changes_the_ids_of_free_many(backend):
+    ids = np.zeros(2, dtype=np.uint32)
+
+    def clock():
+        ids[:] = 12345                   # out of range, after the call began
+        return 0.0
+
+    a = backend.PasidAllocator(bits=4, clock=clock)
+    ids[:] = [a.alloc(), a.alloc()]
+    kept = ids.tolist()
+    a.free_many(ids)                     # the call works on the IDs it was given
+    assert all(a.state(p) == State.FREE for p in kept)
+    a._check()
+
+
+def test_a_clock_that_raises_leaves_everything_as_it_was(backend):
+    raising = []
+
+    def clock():
+        if raising:
+            raise RuntimeError("clock broke")
+        return 0.0
+
+    a = backend.PasidAllocator(bits=4, clock=clock)
+    p = a.alloc("o")
+    a.bind(p, "gpu")
+    before = observable(a)
+    raising.append(True)
+    for call in (lambda: a.free(p), lambda: a.alloc(), lambda: a.unbind(p, "gpu"),
+                 lambda: a.exit_owner("o"), lambda: a.free_many([p]), lambda: a.get(p)):
+        with pytest.raises(RuntimeError, match="clock broke"):
+            call()
+    assert p in a                        # never raises, even with a broken clock
+    raising.clear()
+    assert observable(a) == before
+    a._check()
+
+
+# ---------------------------------------------------------------- re-entrant hashes
+
+def test_an_owner_whose_hash_frees_a_pasid(backend):
+    a = backend.PasidAllocator(bits=4)
+    victim = a.alloc()
+    owner = Hook("proc", lambda: a.free(victim))
+    owner.arm()
+    p = a.alloc(owner)                   # the hash ran before anything was checked:
+    assert p == victim and a.owner(p) == owner   # the lowest FREE ID is the one it freed
+    a._check()
+
+
+def test_an_owner_whose_hash_exits_that_owner(backend):
+    a = backend.PasidAllocator(bits=4)
+    owner = Hook("proc", lambda: a.exit_owner(Hook("proc")))
+    first = a.alloc(Hook("proc"))
+    owner.arm()
+    second = a.alloc(owner)              # the inner exit dropped the owner's record
+    assert second == first and a.owner(second) == owner and a.generation(first) == 2
+    assert a.exit_owner(Hook("proc")) == [second]
+    a._check()
+
+
+def test_a_device_whose_hash_removes_that_device(backend):
+    a = backend.PasidAllocator(bits=4)
+    p = a.alloc()
+    a.add_device(Hook("gpu"))
+    device = Hook("gpu", lambda: a.remove_device(Hook("gpu")))
+    device.arm()
+    a.bind(p, device)                    # declared again, with the defaults
+    assert a.devices(p) == [Hook("gpu")]
+    a._check()
+
+
+def test_a_hash_that_declares_a_device_while_one_is_declared(backend):
+    a = backend.PasidAllocator(bits=4)
+    p = a.alloc()
+    # hash 1: the look-up (nothing held: a call back is fine); hash 2: the table
+    # changes under the registry lock, and a call back that changes it is refused
+    device = Hook("gpu", lambda: a.add_device("nic"), at=2)
+    device.arm()
+    before = observable(a)
+    with pytest.raises(RuntimeError, match="re-entrant"):
+        a.add_device(device)
+    assert observable(a) == before
+    a._check()
+    a.add_device(device)                 # not armed any more
+    a.bind(p, device)
+    a._check()
+
+
+def test_unhashable_owners_and_devices_change_nothing(backend):
+    a = backend.PasidAllocator(bits=4)
+    p = a.alloc()
+    a.free(p)
+    before = observable(a)
+    for call in (lambda: a.alloc([1]), lambda: a.bind(p, {}), lambda: a.exit_owner([]),
+                 lambda: a.set_quota({}, 1), lambda: a.add_device([])):
+        with pytest.raises(TypeError):
+            call()
+    assert observable(a) == before       # bind of a FREE PASID to an unhashable device: TypeError
+    a._check()
+
+
+# ---------------------------------------------------------------- handles
+
+def test_a_handle_never_touches_the_next_life(backend):
+    a = backend.PasidAllocator(bits=2, reserved=())
+    h = a.open("proc")
+    assert a.exit_owner("proc") == [h.pasid]
+    again = a.alloc_exact(h.pasid)      # the PASID's next life
+    assert not h.valid
+    with pytest.raises(StateError):
+        h.dup()
+    h.close()                            # a no-op: the new life keeps its reference
+    assert a.refcount(again) == 1
+    a._check()
+
+
+# ---------------------------------------------------------------- limits
+
+def limited(backend, field, value):
+    """An allocator whose one ACTIVE PASID (1) has ``field`` at ``value``, via a snapshot."""
+    from pasid import _snapshot
+
+    a = backend.PasidAllocator(bits=4)
+    p = a.alloc()
+    a.get(p)
+    a.bind(p, "gpu")
+    a.bind(p, "gpu")
+    state = a._export()
+    if field == "refcount":
+        state["refcounts"] = _snapshot.arrays([p], [value], "<u4")
+    elif field == "bind":
+        state["bindings"] = [(p, [("gpu", value, None)])]
+    else:
+        state["generations"] = _snapshot.arrays([p], [value], "<u4")
+    return type(a)._from_state(state), p
+
+
+def test_refcounts_and_bind_counts_refuse_to_wrap(backend):
+    a, p = limited(backend, "refcount", COUNT_MAX)
+    before = observable(a)
+    with pytest.raises(OverflowError, match="limit"):
+        a.get(p)
+    with pytest.raises(OverflowError, match="limit"):
+        a._get_if(p, a.generation(p))    # a handle's dup
+    assert observable(a) == before
+    a, p = limited(backend, "bind", COUNT_MAX)
+    before = observable(a)
+    with pytest.raises(OverflowError, match="limit"):
+        a.bind(p, "gpu")
+    assert observable(a) == before
+    a._check()
+
+
+def test_generations_refuse_to_wrap(backend):
+    a, p = limited(backend, "generation", COUNT_MAX)
+    a.free_many([p, p])
+    a.unbind(p, "gpu"), a.unbind(p, "gpu")
+    assert a.state(p) == State.FREE
+    before = observable(a)
+    with pytest.raises(OverflowError, match="limit"):
+        a.alloc_exact(p)
+    with pytest.raises(OverflowError, match="limit"):
+        a.alloc()                        # lowest: PASID 1 again
+    assert observable(a) == before
+    assert a.alloc(min=2) == 2
+    a._check()
+
+
+@pytest.mark.parametrize("call, what", [
+    (lambda a: a.advance(by=1e300), None),
+    (lambda a: a.advance(to=10**400), "to"),
+    (lambda a: a.advance(to=float("inf")), "to"),
+    (lambda a: a.add_device("gpu", drain=1e301), "drain"),
+    (lambda a: a.add_device("gpu", drain=10**400), "drain"),
+])
+def test_times_stay_finite(backend, call, what):
+    a = backend.PasidAllocator(bits=4, grace=1)
+    a.advance(by=1e300)
+    before = observable(a)
+    with pytest.raises(ValueError, match="finite and within"):
+        call(a)
+    assert observable(a) == before
+    with pytest.raises(ValueError, match="grace must be finite"):
+        backend.PasidAllocator(bits=4, grace=1e301)
+
+
+@pytest.mark.parametrize("n", [2**63, 2**64, 2**70, -1])
+def test_huge_and_negative_quotas_are_refused(backend, n):
+    a = backend.PasidAllocator(bits=4)
+    with pytest.raises(ValueError, match="quota must be in 0..9223372036854775807"):
+        a.set_quota("o", n)
+    a.set_quota("o", 2**63 - 1)
+    assert type(a).from_bytes(a.to_bytes()).to_bytes() == a.to_bytes()
+
+
+# ---------------------------------------------------------------- inputs the backends once differed on
+
+@pytest.mark.parametrize("n", [2**20, 2**63, 2**70])
+def test_alloc_many_of_a_huge_n(backend, n):
+    a = backend.PasidAllocator(bits=4)
+    with pytest.raises(PasidExhausted, match=f"^{n} PASIDs asked, 15 FREE$"):
+        a.alloc_many(n)
+    assert a.stats()["failures"] == 1
+
+
+@pytest.mark.parametrize("ids", [[2, True], [np.bool_(True)], np.array([1], dtype="m8[s]"),
+                                 np.array([True]), [1.0]])
+def test_id_arrays_are_integers_only(backend, ids):
+    a = backend.PasidAllocator(bits=4)
+    a.alloc_many(3)
+    before = observable(a)
+    for call in (a.free_many, a.states):
+        with pytest.raises(TypeError):
+            call(ids)
+    assert observable(a) == before
+
+
+@pytest.mark.parametrize("value", ["a", None, 1.5, 10**100, -(10**100), np.bool_(True), True,
+                                   object(), [1]])
+def test_membership_never_raises(backend, value):
+    a = backend.PasidAllocator(bits=4)
+    a.alloc_many(15)
+    assert (value in a) is False
+    ida = backend.IDA()
+    ida.alloc()
+    assert ida.exists(value) is False and (value in ida) is False
+
+
+def test_a_str_subclass_names_a_strategy(backend):
+    class Name(str):
+        pass
+
+    a = backend.PasidAllocator(bits=4, strategy=Name("fifo"))
+    assert a.strategy == "fifo" and a.alloc() == 1
+
+
+def test_alloc_many_of_zero_at_the_quota(backend):
+    a = backend.PasidAllocator(bits=4)
+    a.set_quota("o", 1)
+    a.alloc("o")
+    assert a.alloc_many(0, "o").tolist() == []
+    with pytest.raises(QuotaExceeded):
+        a.alloc_many(1, "o")
+    assert a.stats()["failures"] == 1
+
+
+def test_reserved_ranges_are_unambiguous(backend):
+    with pytest.raises(ValueError, match=r"ambiguous: write reserved=\[0, 15\] for two IDs"):
+        backend.PasidAllocator(bits=4, reserved=(0, 15))
+    a = backend.PasidAllocator(bits=5, reserved=[0, 15, (20, 21), range(24, 27)])
+    reserved = [p for p in range(32) if a.state(p) == State.RESERVED]
+    assert reserved == [0, 15, 20, 21, 24, 25, 26]
+    with pytest.raises(ValueError, match="step 1"):
+        backend.PasidAllocator(bits=4, reserved=[range(0, 8, 2)])
+    with pytest.raises(InvalidPasid):
+        backend.PasidAllocator(bits=4, reserved=[range(10, 20)])
+
+
+# ---------------------------------------------------------------- out of memory
+
+@pytest.mark.skipif(NO_EXTENSION, reason="fault injection is in the compiled core")
+@pytest.mark.parametrize("strategy", ["random", "fifo", "cyclic", "lowest"])
+def test_a_failed_node_allocation_changes_nothing(strategy):
+    import pasid._core as core
+
+    def fresh():
+        a = core.PasidAllocator(20, strategy=strategy, seed=7)
+        a.alloc_exact(300_000)           # the cursor, for cyclic, far from the start
+        return a
+
+    a, twin = fresh(), fresh()
+    before = a.to_bytes()
+    core._fail_node_allocations(0)
+    try:
+        with pytest.raises(MemoryError):
+            a.alloc(min=600_000) if strategy != "lowest" else a.alloc(min=700_000)
+        with pytest.raises(MemoryError):
+            a.alloc_many(5000)
+    finally:
+        core._fail_node_allocations(None)
+    a._check()
+    assert a.to_bytes() == before        # generator, cursor, fifo queue, tree: as they were
+    assert a.alloc(min=600_000) == twin.alloc(min=600_000)
+    assert a.alloc_many(5000).tolist() == twin.alloc_many(5000).tolist()
+
+
+# ---------------------------------------------------------------- IDA
+
+def test_ida_pickles_and_copies(backend):
+    ida = backend.IDA()
+    for _ in range(70):
+        ida.alloc()
+    ida.free(5)
+    ida.alloc_min(2**31 - 3)
+    for other in (pickle.loads(pickle.dumps(ida)), copy.copy(ida), copy.deepcopy(ida)):
+        assert list(other) == list(ida)
+        other.alloc()                    # independent of the original
+        assert 5 not in ida and 5 in other
+        other._check()
