@@ -100,10 +100,15 @@ cdef int _compare_int32(const void* a, const void* b) noexcept nogil:
 
 @cython.final
 cdef class PasidAllocator:
-    """PCIe PASIDs with the lifecycle IOMMU drivers need.
+    """PasidAllocator(bits=20, *, reserved=[0], strategy='lowest', grace=0, clock=None, seed=None)
+--
 
-    ``PasidAllocator(bits=20, *, reserved=(0,), strategy="lowest", grace=0,
-    clock=None, seed=None)``. IDs are ``0 .. 2**bits - 1``; ``reserved`` IDs
+    (The signature shows ``reserved=[0]``: CPython's text signatures cannot hold
+    the true default, the tuple ``(0,)``.)
+
+    PCIe PASIDs with the lifecycle IOMMU drivers need.
+
+    IDs are ``0 .. 2**bits - 1``; ``reserved`` IDs
     or inclusive ``(lo, hi)`` pairs start RESERVED; the strategy (lowest,
     cyclic, fifo, random) picks which FREE ID an allocation gets; ``grace`` is
     the minimum time from release to reuse, on a logical clock (moved by
@@ -128,18 +133,19 @@ cdef class PasidAllocator:
     (1, 'FREE')
     """
 
-    def __cinit__(self, bits=20, *, reserved=(0,), strategy="lowest", grace=0,
-                  clock=None, seed=None):
-        # the argument rules of both backends: pasid/_args.py
-        cdef int64_t nbits = _args.as_bits(bits)
-        cdef int strategy_index = _args.as_strategy(strategy)
-        cdef double grace_time = _args.as_grace(grace)
+    def __cinit__(self, *args, **kwargs):
+        # the argument rules of both backends: pasid/_args.py (errors name the class)
+        arguments = _args.bind_arguments("PasidAllocator", _args.ALLOCATOR_SIGNATURE, args, kwargs)
+        cdef int64_t nbits = _args.as_bits(arguments["bits"])
+        cdef int strategy_index = _args.as_strategy(arguments["strategy"])
+        cdef double grace_time = _args.as_grace(arguments["grace"])
         cdef uint64_t seed_bits
         cdef int64_t size, p, lo, hi
+        clock = arguments["clock"]
         _args.check_callable(clock, "clock", "a zero-argument callable")
-        seed_bits = _args.as_seed(seed)
+        seed_bits = _args.as_seed(arguments["seed"])
         size = (<int64_t>1) << nbits
-        ranges = _args.parse_reserved(reserved, size)
+        ranges = _args.parse_reserved(arguments["reserved"], size)
 
         self._bits = <int>nbits
         self._size = size
@@ -665,6 +671,14 @@ cdef class PasidAllocator:
             raise QuotaExceeded(f"owner {owner!r} is at its quota of {record.quota} PASIDs")
         return p
 
+    cdef str _exhausted(self, str asked):
+        """The message of a refused allocation: with how many PASIDs are only waiting
+        (DRAINING, QUARANTINED) and the next release time (pasid._args)."""
+        with cython.critical_section(self):
+            draining, quarantined = self._counts[DRAINING], self._counts[QUARANTINED]
+            next_release = self._queue_time[0] if self._queue_len else None
+        return _args.exhausted_message(asked, draining, quarantined, next_release)
+
     cdef int _forget_if_idle(self, _Owner record) except -1:
         """A record made for an operation that failed: gone if it holds nothing and has no quota."""
         with cython.critical_section(self):
@@ -696,7 +710,7 @@ cdef class PasidAllocator:
             raise InvalidPasid(f"empty range {lo}..{hi}")
         p = self._alloc_checked(owner, data, lo, hi, True, NULL)
         if p < 0:
-            raise PasidExhausted(f"no FREE PASID in {lo}..{hi}")
+            raise PasidExhausted(self._exhausted(f"no FREE PASID in {lo}..{hi}"))
         return p
 
     def try_alloc(self, owner=None, *, data=None, min=None, max=None):
@@ -782,7 +796,7 @@ cdef class PasidAllocator:
             raise InvalidPasid(f"empty range {lo}..{hi}")
         p = self._alloc_checked(owner, data, lo, hi, True, &generation)
         if p < 0:
-            raise PasidExhausted(f"no FREE PASID in {lo}..{hi}")
+            raise PasidExhausted(self._exhausted(f"no FREE PASID in {lo}..{hi}"))
         return PasidHandle(self, p, generation)
 
     def alloc_many(self, n, owner=None, *, data=None):
@@ -843,7 +857,7 @@ cdef class PasidAllocator:
         if self._gone is not None:
             self._drop_gone_owners()
         if short:
-            raise PasidExhausted(f"{asked} PASIDs asked, {free_ids} FREE")
+            raise PasidExhausted(self._exhausted(f"{asked} PASIDs asked, {free_ids} FREE"))
         if over:
             raise QuotaExceeded(f"owner {owner!r} is at its quota of {record.quota} PASIDs")
         return out
@@ -1303,12 +1317,15 @@ cdef class PasidAllocator:
             self._settle(p, now)
         return self._meta[p] & STATE_MASK
 
-    def add_device(self, device, *, bits=20, drain=0, on_teardown=None):
+    def add_device(self, device, *, bits=_args.UNSET, drain=_args.UNSET,
+                   on_teardown=_args.UNSET):
         """Declare ``device`` or update its settings; returns its handle. O(devices bound).
 
-        ``bits``: the device's PASID width (1..20); ``drain``: its quarantine
-        time after it unbinds; ``on_teardown(pasid)``: called when a PASID
-        bound to it is released. Narrowing below a bound PASID: InvalidPasid.
+        ``bits``: the device's PASID width (1..20, default 20); ``drain``: its
+        quarantine time after it unbinds (default 0); ``on_teardown(pasid)``:
+        called when a PASID bound to it is released (default none; None
+        removes one). A setting left out keeps its value on a declared device.
+        Narrowing below a bound PASID: InvalidPasid, nothing changed.
         The handle is a small int naming the device in the C-level API
         (``c_bind``/``c_unbind``), stable until :meth:`remove_device`, never
         reused by this allocator (a snapshot's devices get 0, 1, ... in
@@ -1317,12 +1334,14 @@ cdef class PasidAllocator:
         >>> a = PasidAllocator(bits=8); a.add_device("gpu", drain=5), a.pending("gpu")
         (0, [])
         """
-        cdef int64_t width = _args.as_bits(bits, "device bits")
-        cdef double drain_time = _args.as_drain(drain)
+        cdef int64_t width = -1 if bits is _args.UNSET else _args.as_bits(bits, "device bits")
+        cdef double drain_time = -1.0 if drain is _args.UNSET else _args.as_drain(drain)
+        cdef bint callback_given = on_teardown is not _args.UNSET
         cdef _Device info
         cdef int32_t record
         cdef int64_t widest
-        _args.check_callable(on_teardown, "on_teardown")
+        if callback_given:
+            _args.check_callable(on_teardown, "on_teardown")
         while True:
             info = self._device_record(device, True)
             with cython.critical_section(self):
@@ -1333,12 +1352,15 @@ cdef class PasidAllocator:
                         if self._binds[record].pasid > widest:
                             widest = self._binds[record].pasid
                         record = self._binds[record].dnext
-                    if widest >= 0 and widest >> width:
+                    if width >= 0 and widest >= 0 and widest >> width:
                         raise InvalidPasid(f"device {device!r} has PASID {widest} bound, "
                                            f"wider than {width} bits")
-                    info.bits = <int>width
-                    info.drain = drain_time
-                    info.on_teardown = on_teardown
+                    if width >= 0:
+                        info.bits = <int>width
+                    if drain_time >= 0:
+                        info.drain = drain_time
+                    if callback_given:
+                        info.on_teardown = on_teardown
                     return info.handle
 
     def remove_device(self, device):

@@ -16,6 +16,7 @@ TypeError: PASID must be an integer, not bool
 
 from __future__ import annotations
 
+import inspect
 import math
 import operator
 import os
@@ -44,6 +45,10 @@ __all__ = [
     "as_strategy",
     "as_time",
     "check_callable",
+    "bind_arguments",
+    "exhausted_message",
+    "UNSET",
+    "Unset",
     "check_time",
     "id_array",
     "parse_reserved",
@@ -57,6 +62,19 @@ MAX_BITS = 20
 MAX_TIME = 1e300
 COUNT_MAX = 2**32 - 1        # refcounts and bind counts refuse to pass it
 QUOTA_MAX = 2**63 - 1
+
+
+class Unset:
+    """The type of ``UNSET``, the default of a setting not given (``add_device``):
+    keep it as it is."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "unset"
+
+
+UNSET = Unset()
 
 
 def as_int(value: Any, what: str) -> int:
@@ -215,3 +233,57 @@ def id_array(ids: Any, size: int) -> npt.NDArray[np.uint32]:
         bad = (array < 0) | (array >= size)
         raise InvalidPasid(f"PASID {int(array[bad.argmax()])} out of range 0..{size - 1}")
     return np.array(array, dtype=np.uint32, copy=True, order="C")
+
+
+def exhausted_message(asked: str, draining: int, quarantined: int,
+                      next_release: float | None) -> str:
+    """The message of an allocation refused for want of FREE PASIDs: what was asked,
+    and, when some are only waiting to be reusable, how many and until when.
+
+    >>> exhausted_message("no FREE PASID in 1..15", 3, 2, 12.5)
+    'no FREE PASID in 1..15 (3 DRAINING and 2 QUARANTINED, not reusable yet; the next at 12.5)'
+    """
+    if not draining and not quarantined:
+        return asked
+    waiting = f"{draining} DRAINING and {quarantined} QUARANTINED, not reusable yet"
+    if next_release is not None:
+        waiting += f"; the next at {next_release}"
+    else:
+        waiting += "; they wait for their devices to unbind"
+    return f"{asked} ({waiting})"
+
+
+def _allocator(bits: Any = 20, *, reserved: Any = (0,), strategy: Any = "lowest",
+               grace: Any = 0, clock: Any = None, seed: Any = None) -> None:
+    """PasidAllocator's constructor signature, for the compiled class (whose
+    ``__cinit__`` takes ``*args, **kwargs``) to bind its arguments to."""
+
+
+ALLOCATOR_SIGNATURE = inspect.signature(_allocator)
+NO_ARGUMENTS = inspect.Signature()
+
+
+def bind_arguments(name: str, signature: inspect.Signature, args: tuple[Any, ...],
+                   kwargs: dict[str, Any]) -> dict[str, Any]:
+    """A constructor's arguments bound to ``signature`` (defaults applied), with the
+    errors Python gives a function of that name (``PasidAllocator() got ...``).
+
+    >>> def f(bits=20, *, seed=None): ...
+    >>> bind_arguments("A", inspect.signature(f), (8,), {})
+    {'bits': 8, 'seed': None}
+    >>> bind_arguments("A", inspect.signature(f), (), {"sed": 1})
+    Traceback (most recent call last):
+        ...
+    TypeError: A() got an unexpected keyword argument 'sed'
+    """
+    try:
+        bound = signature.bind(*args, **kwargs)
+    except TypeError as exc:
+        message = str(exc)
+        if message.startswith("got ") or message.startswith("too many"):
+            message = f"{name}() {message}"
+        else:
+            message = f"{name}(): {message}"
+        raise TypeError(message) from None
+    bound.apply_defaults()
+    return dict(bound.arguments)

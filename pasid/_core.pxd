@@ -159,6 +159,7 @@ cdef class PasidAllocator:
     cdef _Owner _owner_lookup(self, object owner)
     cdef int _drop_gone_owners(self) except -1
     cdef int _forget_if_idle(self, _Owner record) except -1
+    cdef str _exhausted(self, str asked)
     cdef _Device _device_record(self, object device, bint declare)
     cdef int _take_state(self, int64_t p, int state) except -1
     cdef void _left_free(self, int64_t p, int state) noexcept

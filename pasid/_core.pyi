@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 from typing_extensions import Self, TypeAlias
 
+from pasid._args import Unset
 from pasid._handle import PasidHandle
 from pasid._state import State
 
@@ -64,7 +65,7 @@ class PasidAllocator:
         cls,
         bits: SupportsIndex = 20,
         *,
-        reserved: _Reserved = (0,),
+        reserved: _Reserved = ...,           # (0,): PASID 0 (RID_PASID) reserved
         strategy: str = "lowest",
         grace: float = 0,
         clock: _Clock | None = None,
@@ -122,9 +123,9 @@ class PasidAllocator:
         self,
         device: Hashable,
         *,
-        bits: SupportsIndex = 20,
-        drain: float = 0,
-        on_teardown: Callable[[int], object] | None = None,
+        bits: SupportsIndex | Unset = ...,    # left out: kept (20 for a new device)
+        drain: float | Unset = ...,           # left out: kept (0 for a new device)
+        on_teardown: Callable[[int], object] | None | Unset = ...,   # left out: kept; None removes
     ) -> int: ...
     def remove_device(self, device: Hashable) -> None: ...
     def bind(self, pasid: SupportsIndex, device: Hashable, *, data: object = None) -> None: ...

@@ -6,7 +6,10 @@ cdef int64_t IDA_MAX = 2147483647
 
 @cython.final
 cdef class IDA:
-    """A Linux-IDA-compatible ID allocator over 0 .. 2**31 - 1.
+    """IDA()
+--
+
+    A Linux-IDA-compatible ID allocator over 0 .. 2**31 - 1.
 
     The lowest free ID in a range, as the kernel's ``ida_alloc_range``; memory
     grows with what is allocated, not with the range. Thread-safe: every
@@ -22,7 +25,9 @@ cdef class IDA:
     ([0, 1, 10], 3, True)
     """
 
-    def __cinit__(self):
+    def __cinit__(self, *args, **kwargs):
+        if args or kwargs:
+            _args.bind_arguments("IDA", _args.NO_ARGUMENTS, args, kwargs)
         if space_init(&self.space, IDA_MAX + 1) < 0:
             raise MemoryError()
         self.count = 0

@@ -896,3 +896,18 @@ def test_missing_extension_via_sys_modules_none():
     out = run_python(code).splitlines()
     assert out[0].split() == ["python", "1"]
     assert "pasid._core" in out[1]
+
+
+def test_classes_have_signatures_and_their_errors_name_the_class(backend):
+    """inspect.signature works on the classes; a bad argument names the class."""
+    import inspect
+
+    parameters = inspect.signature(backend.PasidAllocator).parameters
+    assert list(parameters) == ["bits", "reserved", "strategy", "grace", "clock", "seed"]
+    assert parameters["bits"].default == 20 and parameters["strategy"].default == "lowest"
+    assert list(inspect.signature(backend.IDA).parameters) == []
+    with pytest.raises(TypeError,
+                       match=r"^PasidAllocator(\.__init__)?\(\) got an unexpected keyword argument 'foo'$"):
+        backend.PasidAllocator(foo=1)
+    with pytest.raises(TypeError, match=r"^IDA(\.__init__)?\(\) "):
+        backend.IDA(1)

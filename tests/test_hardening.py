@@ -425,3 +425,42 @@ def test_ida_pickles_and_copies(backend):
         other.alloc()                    # independent of the original
         assert 5 not in ida and 5 in other
         other._check()
+
+
+# ---------------------------------------------------------------- what users asked for
+
+def test_add_device_keeps_the_settings_it_is_not_given(backend):
+    calls = []
+    a = backend.PasidAllocator(bits=4)
+    a.add_device("gpu", bits=8, drain=3, on_teardown=calls.append)
+    a.add_device("gpu", drain=5)                     # bits and the callback stay
+    p = a.alloc()
+    a.bind(p, "gpu")
+    a.free(p)
+    assert calls == [p]
+    a.unbind(p, "gpu")
+    assert a.next_release_time() == 5.0              # the new drain
+    a.add_device("gpu", on_teardown=None)            # None removes the callback
+    q = a.alloc()
+    a.bind(q, "gpu")
+    a.free(q)
+    assert calls == [p]
+    a._check()
+
+
+def test_exhaustion_says_what_is_only_waiting(backend):
+    a = backend.PasidAllocator(bits=2, grace=4)      # PASIDs 1..3
+    p = a.alloc()
+    a.bind(p, "gpu")
+    a.free(p)                                        # DRAINING
+    a.free(a.alloc())                                # QUARANTINED until 4
+    a.alloc()
+    with pytest.raises(PasidExhausted, match=r"^no FREE PASID in 0..3 \(1 DRAINING and 1 "
+                                             r"QUARANTINED, not reusable yet; the next at 4.0\)$"):
+        a.alloc()
+    with pytest.raises(PasidExhausted, match=r"^2 PASIDs asked, 0 FREE \(1 DRAINING"):
+        a.alloc_many(2)
+    b = backend.PasidAllocator(bits=1)
+    b.alloc()
+    with pytest.raises(PasidExhausted, match=r"^no FREE PASID in 0..1$"):
+        b.alloc()

@@ -237,6 +237,14 @@ class PasidAllocator:
         finally:
             self._leave_registry()
 
+    def _exhausted(self, asked: str) -> str:
+        """The message of a refused allocation: with how many PASIDs are only waiting
+        (DRAINING, QUARANTINED) and the next release time (pasid._args)."""
+        with self._lock:
+            draining, quarantined = self._counts[DRAINING], self._counts[QUARANTINED]
+            next_release = self._queue[0][0] if self._queue else None
+        return _args.exhausted_message(asked, draining, quarantined, next_release)
+
     def _forget_if_idle(self, record: _Owner) -> None:
         """A record made for an operation that failed: gone if it holds nothing and has no quota."""
         with self._lock:
@@ -469,7 +477,7 @@ class PasidAllocator:
         lo, hi = self._bounds(min, max)
         p, _ = self._alloc_checked(owner, data, lo, hi, True)
         if p < 0:
-            raise PasidExhausted(f"no FREE PASID in {lo}..{hi}")
+            raise PasidExhausted(self._exhausted(f"no FREE PASID in {lo}..{hi}"))
         return p
 
     def try_alloc(self, owner: Hashable | None = None, *, data: object = None,
@@ -530,7 +538,7 @@ class PasidAllocator:
         lo, hi = self._bounds(min, max)
         p, generation = self._alloc_checked(owner, data, lo, hi, True)
         if p < 0:
-            raise PasidExhausted(f"no FREE PASID in {lo}..{hi}")
+            raise PasidExhausted(self._exhausted(f"no FREE PASID in {lo}..{hi}"))
         return PasidHandle(self, p, generation)
 
     def alloc_many(self, n: SupportsIndex, owner: Hashable | None = None, *,
@@ -561,7 +569,7 @@ class PasidAllocator:
         if self._gone:
             self._drop_gone_owners()
         if short:
-            raise PasidExhausted(f"{asked} PASIDs asked, {free_ids} FREE")
+            raise PasidExhausted(self._exhausted(f"{asked} PASIDs asked, {free_ids} FREE"))
         if over:
             assert record is not None
             raise QuotaExceeded(f"owner {owner!r} is at its quota of {record.quota} PASIDs")
@@ -784,25 +792,35 @@ class PasidAllocator:
                 self._settle(p, now)
         return self._state[p]
 
-    def add_device(self, device: Hashable, *, bits: SupportsIndex = 20, drain: float = 0,
-                   on_teardown: Callable[[int], object] | None = None) -> int:
-        """Declare ``device`` (or update its settings): PASID width, drain time, teardown
-        callback. Returns its handle (see :meth:`pasid.PasidAllocator.add_device`)."""
-        width = _args.as_bits(bits, "device bits")
-        drain_time = _args.as_drain(drain)
-        _args.check_callable(on_teardown, "on_teardown")
+    def add_device(self, device: Hashable, *, bits: SupportsIndex | _args.Unset = _args.UNSET,
+                   drain: float | _args.Unset = _args.UNSET,
+                   on_teardown: Callable[[int], object] | None | _args.Unset = _args.UNSET
+                   ) -> int:
+        """Declare ``device`` (or update the settings given, keeping the others): PASID
+        width, drain time, teardown callback. Returns its handle (see
+        :meth:`pasid.PasidAllocator.add_device`)."""
+        width = -1 if isinstance(bits, _args.Unset) else _args.as_bits(bits, "device bits")
+        drain_time = -1.0 if isinstance(drain, _args.Unset) else _args.as_drain(drain)
+        callback: Callable[[int], object] | None = None
+        callback_given = not isinstance(on_teardown, _args.Unset)
+        if not isinstance(on_teardown, _args.Unset):
+            _args.check_callable(on_teardown, "on_teardown")
+            callback = on_teardown
         while True:
             info = self._device_record(device, True)
             assert info is not None
             with self._lock:
                 if not info.gone:
                     widest = max(info.bound, default=-1)
-                    if widest >= 0 and widest >> width:
+                    if width >= 0 and widest >= 0 and widest >> width:
                         raise InvalidPasid(f"device {device!r} has PASID {widest} bound, "
                                            f"wider than {width} bits")
-                    info.bits = width
-                    info.drain = drain_time
-                    info.on_teardown = on_teardown
+                    if width >= 0:
+                        info.bits = width
+                    if drain_time >= 0:
+                        info.drain = drain_time
+                    if callback_given:
+                        info.on_teardown = callback
                     return info.handle
 
     def remove_device(self, device: Hashable) -> None:
