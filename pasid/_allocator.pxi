@@ -40,8 +40,11 @@ cdef enum:
     DRAINING = 3
     QUARANTINED = 4
 
-# One byte of _meta per PASID: what free and alloc touch at a random PASID, so
-# the table stays small enough (1 MiB for 20 bits) to live in cache.
+# What free and alloc touch at a random PASID is its two-byte Slot: the byte of
+# state and flags (Slot.meta) and the low byte of its generation (the high bits
+# in _generation_high, touched once in 256 allocations). One cache line in a
+# 2 MiB table for 20 bits: with the generation in a 4 MiB array of its own, the
+# second miss cost as much as the whole IDA operation.
 cdef enum:
     STATE_MASK = 7           # bits 0-2: the State
     RELEASING = 5            # a transient state inside free_many: refcount reached 0
@@ -57,6 +60,9 @@ cdef enum:
     CYCLIC = 1
     FIFO = 2
     RANDOM = 3
+
+if sizeof(Slot) != 2:   # _freeze reads the slots as pairs of bytes
+    raise ImportError(f"pasid._core: a Slot is {sizeof(Slot)} bytes, not 2")
 
 cdef uint32_t COUNT_MAX = _args.COUNT_MAX   # refcounts and bind counts refuse to wrap
 
@@ -158,9 +164,9 @@ cdef class PasidAllocator:
         if space_init(&self.space, size) < 0:
             raise MemoryError()
         # calloc: pages of tables that are never touched are never made
-        self._meta = <uint8_t*>calloc(size, sizeof(uint8_t))
+        self._slots = <Slot*>calloc(size, sizeof(Slot))
+        self._generation_high = <uint32_t*>calloc(size, sizeof(uint32_t))
         self._refcount = <uint32_t*>calloc(size, sizeof(uint32_t))
-        self._generation = <uint32_t*>calloc(size, sizeof(uint32_t))
         self._hold = <double*>calloc(size, sizeof(double))
         self._owner_of = <void**>calloc(size, sizeof(void*))
         self._owned_prev = <int32_t*>calloc(size, sizeof(int32_t))
@@ -168,7 +174,7 @@ cdef class PasidAllocator:
         self._bind_first = <int32_t*>calloc(size, sizeof(int32_t))
         self._queue_time = <double*>calloc(size, sizeof(double))
         self._queue_pasid = <int32_t*>calloc(size, sizeof(int32_t))
-        if (self._meta == NULL or self._refcount == NULL or self._generation == NULL
+        if (self._slots == NULL or self._generation_high == NULL or self._refcount == NULL
                 or self._hold == NULL or self._owner_of == NULL or self._owned_prev == NULL
                 or self._owned_next == NULL or self._bind_first == NULL
                 or self._queue_time == NULL or self._queue_pasid == NULL):
@@ -200,14 +206,14 @@ cdef class PasidAllocator:
                 fifo_push(&self._fifo, p)
         for lo, hi in ranges:
             for p in range(lo, hi + 1):
-                if (self._meta[p] & STATE_MASK) == FREE:
+                if (self._slots[p].meta & STATE_MASK) == FREE:
                     self._take_state(p, RESERVED)
 
     def __dealloc__(self):
         space_destroy(&self.space)
-        free(self._meta)
+        free(self._slots)
+        free(self._generation_high)
         free(self._refcount)
-        free(self._generation)
         free(self._hold)
         free(self._owner_of)
         free(self._owned_prev)
@@ -351,20 +357,47 @@ cdef class PasidAllocator:
         self._left_free(p, state)
         return 0
 
+    cdef inline uint32_t _generation_of(self, int64_t p) noexcept:
+        """How many times ``p`` has been allocated (the slot's low byte, the high bits)."""
+        return (self._generation_high[p] << 8) | self._slots[p].generation_low
+
+    cdef inline bint _generation_full(self, int64_t p) noexcept:
+        """True when ``p`` has been allocated COUNT_MAX times (the high bits are read
+        only when the low byte is 255: once in 256 allocations)."""
+        return self._slots[p].generation_low == 255 and self._generation_of(p) == COUNT_MAX
+
+    cdef inline void _generation_inc(self, int64_t p) noexcept:
+        if self._slots[p].generation_low == 255:
+            self._slots[p].generation_low = 0
+            self._generation_high[p] += 1
+        else:
+            self._slots[p].generation_low += 1
+
+    cdef inline void _generation_dec(self, int64_t p) noexcept:
+        if self._slots[p].generation_low == 0:
+            self._slots[p].generation_low = 255
+            self._generation_high[p] -= 1
+        else:
+            self._slots[p].generation_low -= 1
+
+    cdef inline void _generation_set(self, int64_t p, uint32_t generation) noexcept:
+        self._slots[p].generation_low = generation & 255
+        self._generation_high[p] = generation >> 8
+
     cdef inline void _left_free(self, int64_t p, int state) noexcept:
         """The tables follow a PASID just taken from the space: FREE -> ``state``."""
         if self._fifo.prev != NULL:
             fifo_remove(&self._fifo, p)
         self._counts[FREE] -= 1
         self._counts[state] += 1
-        self._meta[p] = state                  # a FREE PASID has no flags
+        self._slots[p].meta = state                  # a FREE PASID has no flags
 
     cdef inline void _freed_plain(self, int64_t p) noexcept:
         """The tables of a plain release: an ACTIVE PASID holding one reference, no
         flags and no hold becomes FREE at once. The caller releases its bit."""
         self._releases += 1
         self._reclaimed += 1
-        self._meta[p] = FREE
+        self._slots[p].meta = FREE
         self._counts[ACTIVE] -= 1
         self._counts[FREE] += 1
         if self._fifo.prev != NULL:
@@ -372,12 +405,12 @@ cdef class PasidAllocator:
 
     cdef int _ref_inc(self, int64_t p) except -1:
         """One more reference to an ACTIVE PASID; OverflowError at the limit, nothing changed."""
-        if self._meta[p] & MULTI:
+        if self._slots[p].meta & MULTI:
             if self._refcount[p] == COUNT_MAX:
                 raise OverflowError(f"PASID {p} holds {COUNT_MAX} references, the limit")
             self._refcount[p] += 1
         else:
-            self._meta[p] |= MULTI
+            self._slots[p].meta |= MULTI
             self._refcount[p] = 2
         return 0
 
@@ -385,11 +418,11 @@ cdef class PasidAllocator:
         """One reference less to an ACTIVE PASID holding two or more."""
         self._refcount[p] -= 1
         if self._refcount[p] == 1:
-            self._meta[p] &= ~MULTI
+            self._slots[p].meta &= ~MULTI
 
     cdef void _owner_tag(self, int64_t p, _Owner owner) noexcept:
         """A new ACTIVE PASID of ``owner`` (a current record): its use and ACTIVE list."""
-        self._meta[p] |= HAS_OWNER
+        self._slots[p].meta |= HAS_OWNER
         self._owner_of[p] = <void*>owner
         owner.use += 1
         owner.active += 1
@@ -428,10 +461,10 @@ cdef class PasidAllocator:
         Deleting its data drops the allocator's reference to it: a finalizer of
         that object must not call back into the allocator (documented).
         """
-        cdef uint8_t flags = self._meta[p] & FLAG_MASK
-        self._counts[self._meta[p] & STATE_MASK] -= 1
+        cdef uint8_t flags = self._slots[p].meta & FLAG_MASK
+        self._counts[self._slots[p].meta & STATE_MASK] -= 1
         self._counts[FREE] += 1
-        self._meta[p] = FREE                  # no refcount, no flags
+        self._slots[p].meta = FREE                  # no refcount, no flags
         space_release(&self.space, p)
         if self._fifo.prev != NULL:
             fifo_push(&self._fifo, p)
@@ -476,37 +509,37 @@ cdef class PasidAllocator:
             self._make_free(p)
             self._reclaimed += 1
         else:
-            self._counts[(self._meta[p] & STATE_MASK)] -= 1
+            self._counts[(self._slots[p].meta & STATE_MASK)] -= 1
             self._counts[QUARANTINED] += 1
-            self._meta[p] = (self._meta[p] & ~STATE_MASK) | QUARANTINED
+            self._slots[p].meta = (self._slots[p].meta & ~STATE_MASK) | QUARANTINED
             self._queue_push(release_at, p)
 
     cdef void _release(self, int64_t p, double now) noexcept:
         """An ACTIVE PASID is released: DRAINING, QUARANTINED or FREE."""
-        cdef uint8_t flags = (self._meta[p] & FLAG_MASK)
+        cdef uint8_t flags = (self._slots[p].meta & FLAG_MASK)
         cdef double release_at = now + self._grace
         self._releases += 1
-        self._meta[p] &= ~MULTI
+        self._slots[p].meta &= ~MULTI
         if flags & HAS_OWNER:
             self._owned_unlink(p)
         if flags & HAS_HOLD and self._hold[p] > release_at:
             release_at = self._hold[p]
         if flags & HAS_BINDINGS:
             self._hold[p] = release_at
-            self._meta[p] |= HAS_HOLD
+            self._slots[p].meta |= HAS_HOLD
             self._counts[ACTIVE] -= 1
             self._counts[DRAINING] += 1
-            self._meta[p] = (self._meta[p] & ~STATE_MASK) | DRAINING
+            self._slots[p].meta = (self._slots[p].meta & ~STATE_MASK) | DRAINING
         elif release_at <= now:
             # no hold at all: FREE at once, the release time need not be kept
             self._make_free(p)
             self._reclaimed += 1
         else:
             self._hold[p] = release_at
-            self._meta[p] |= HAS_HOLD
+            self._slots[p].meta |= HAS_HOLD
             self._counts[ACTIVE] -= 1
             self._counts[QUARANTINED] += 1
-            self._meta[p] = (self._meta[p] & ~STATE_MASK) | QUARANTINED
+            self._slots[p].meta = (self._slots[p].meta & ~STATE_MASK) | QUARANTINED
             self._queue_push(release_at, p)
 
     cdef list _teardown_of(self, int64_t p, list teardown):
@@ -514,7 +547,7 @@ cdef class PasidAllocator:
         released, in bind order, appended to ``teardown`` (made when first needed)."""
         cdef int32_t record
         cdef _Device info
-        if not (self._meta[p] & HAS_BINDINGS):
+        if not (self._slots[p].meta & HAS_BINDINGS):
             return teardown
         record = self._bind_first[p]
         while record >= 0:
@@ -618,15 +651,15 @@ cdef class PasidAllocator:
             if space_take(&self.space, p) < 0:
                 self._rng = rng
                 raise MemoryError()
-        if self._generation[p] == COUNT_MAX:
+        if self._generation_full(p):
             space_release(&self.space, p)
             self._rng = rng
             raise OverflowError(f"PASID {p} has been allocated {COUNT_MAX} times, the limit")
         self._left_free(p, ACTIVE)             # refcount 1: no MULTI
         if data is not None:
             self._data[p] = data               # the table exists (phase 1 made it)
-            self._meta[p] |= HAS_DATA
-        self._generation[p] += 1
+            self._slots[p].meta |= HAS_DATA
+        self._generation_inc(p)
         if owner is not None:
             self._owner_tag(p, owner)
         self._allocations += 1
@@ -662,7 +695,7 @@ cdef class PasidAllocator:
                     else:
                         p = self._alloc_in(record, data, lo, hi)
                         if generation != NULL and p >= 0:
-                            generation[0] = self._generation[p]
+                            generation[0] = self._generation_of(p)
         if record is not None and record.use == 0:
             self._forget_if_idle(record)
         if self._gone is not None:
@@ -751,8 +784,8 @@ cdef class PasidAllocator:
                 stale = record is not None and record.gone
                 if not stale:
                     self._settle_time(self._time(reading))
-                    state = self._meta[p] & STATE_MASK
-                    if state == FREE and self._generation[p] == COUNT_MAX:
+                    state = self._slots[p].meta & STATE_MASK
+                    if state == FREE and self._generation_full(p):
                         raise OverflowError(
                             f"PASID {p} has been allocated {COUNT_MAX} times, the limit")
                     if state == FREE:
@@ -763,8 +796,8 @@ cdef class PasidAllocator:
                             self._take_state(p, ACTIVE)
                             if data is not None:
                                 self._data[p] = data
-                                self._meta[p] |= HAS_DATA
-                            self._generation[p] += 1
+                                self._slots[p].meta |= HAS_DATA
+                            self._generation_inc(p)
                             if record is not None:
                                 self._owner_tag(p, record)
                             self._allocations += 1
@@ -851,7 +884,7 @@ cdef class PasidAllocator:
                                 self._owner_tag(ids[i], record)
                             if data is not None:
                                 self._data[ids[i]] = data
-                                self._meta[ids[i]] |= HAS_DATA
+                                self._slots[ids[i]].meta |= HAS_DATA
         if record is not None and record.use == 0:
             self._forget_if_idle(record)
         if self._gone is not None:
@@ -884,7 +917,7 @@ cdef class PasidAllocator:
                 i = 0
                 while word and done < n:
                     p = base + ctz64(word)
-                    if self._generation[p] == COUNT_MAX:
+                    if self._generation_full(p):
                         space_take_bits(&self.space, leaf, path, base, bits, i)
                         self._counts[FREE] -= i
                         self._counts[ACTIVE] += i
@@ -893,8 +926,8 @@ cdef class PasidAllocator:
                     bits |= word & (0 - word)
                     word &= word - 1
                     out[done] = <uint32_t>p
-                    self._meta[p] = ACTIVE        # was FREE: no flags; refcount 1
-                    self._generation[p] += 1
+                    self._slots[p].meta = ACTIVE        # was FREE: no flags; refcount 1
+                    self._generation_inc(p)
                     done += 1
                     i += 1
                 space_take_bits(&self.space, leaf, path, base, bits, i)
@@ -902,7 +935,7 @@ cdef class PasidAllocator:
                 self._counts[ACTIVE] += i
             else:
                 p = self._choose_full()
-                if self._generation[p] == COUNT_MAX:
+                if self._generation_full(p):
                     self._unfill(out, done)
                     return -2
                 if space_take(&self.space, p) < 0:
@@ -910,8 +943,8 @@ cdef class PasidAllocator:
                     return -1
                 if self._fifo.prev != NULL:
                     fifo_remove(&self._fifo, p)
-                self._meta[p] = ACTIVE
-                self._generation[p] += 1
+                self._slots[p].meta = ACTIVE
+                self._generation_inc(p)
                 self._counts[FREE] -= 1
                 self._counts[ACTIVE] += 1
                 if self._strategy == CYCLIC:
@@ -947,8 +980,8 @@ cdef class PasidAllocator:
             space_release(&self.space, p)
             if self._fifo.prev != NULL:
                 fifo_push_front(&self._fifo, p)
-            self._meta[p] = FREE
-            self._generation[p] -= 1
+            self._slots[p].meta = FREE
+            self._generation_dec(p)
             self._counts[FREE] += 1
             self._counts[ACTIVE] -= 1
 
@@ -966,8 +999,8 @@ cdef class PasidAllocator:
         cdef double reading = self._reading()
         with cython.critical_section(self):
             self._settle_time(self._time(reading))
-            if (self._meta[p] & STATE_MASK) != ACTIVE:
-                raise StateError(f"get of PASID {p}, which is {_STATE_NAMES[(self._meta[p] & STATE_MASK)]}")
+            if (self._slots[p].meta & STATE_MASK) != ACTIVE:
+                raise StateError(f"get of PASID {p}, which is {_STATE_NAMES[(self._slots[p].meta & STATE_MASK)]}")
             self._ref_inc(p)
 
     cdef int _put_id(self, int64_t p, int64_t generation) except -1:
@@ -983,21 +1016,21 @@ cdef class PasidAllocator:
         with cython.critical_section(self):
             now = self._time(reading)
             self._settle_time(now)
-            state = self._meta[p] & STATE_MASK
-            if generation >= 0 and (state != ACTIVE or self._generation[p] != generation):
+            state = self._slots[p].meta & STATE_MASK
+            if generation >= 0 and (state != ACTIVE or self._generation_of(p) != generation):
                 return -2
             if state != ACTIVE:
                 raise StateError(f"free of PASID {p}, which is {_STATE_NAMES[state]}")
-            if self._meta[p] == ACTIVE and self._grace <= 0:
+            if self._slots[p].meta == ACTIVE and self._grace <= 0:
                 # no extra reference, no side table, no hold: FREE at once
                 self._freed_plain(p)
                 space_release(&self.space, p)
-            elif self._meta[p] & MULTI:
+            elif self._slots[p].meta & MULTI:
                 self._ref_dec(p)
             else:
                 self._release(p, now)
                 teardown = self._teardown_of(p, None)
-            state = self._meta[p] & STATE_MASK
+            state = self._slots[p].meta & STATE_MASK
         if self._gone is not None:
             self._drop_gone_owners()
         if teardown:
@@ -1035,7 +1068,7 @@ cdef class PasidAllocator:
         cdef double reading = self._reading()
         with cython.critical_section(self):
             self._settle_time(self._time(reading))
-            if (self._meta[p] & STATE_MASK) != ACTIVE or self._generation[p] != expected:
+            if (self._slots[p].meta & STATE_MASK) != ACTIVE or self._generation_of(p) != expected:
                 return False
             self._ref_inc(p)
         return True
@@ -1060,9 +1093,9 @@ cdef class PasidAllocator:
         cdef double now
         cdef double reading = self._reading()
         cdef list teardown = None
-        # a local copy of the table pointer: writes through a uint8_t* may alias
-        # any field of self, so the compiler would reload self._meta every time
-        cdef uint8_t* meta = self._meta
+        # a local copy of the table pointer: writes through it may alias any
+        # field of self, so the compiler would reload self._slots every time
+        cdef Slot* slots = self._slots
         cdef bint no_grace = self._grace <= 0
         with cython.critical_section(self):
             now = self._time(reading)
@@ -1070,36 +1103,36 @@ cdef class PasidAllocator:
             # pass 1: drop the references; the last one marks RELEASING (undone on error)
             for i in range(n):
                 p = pasids[i]
-                if (meta[p] & STATE_MASK) != ACTIVE:
-                    name = ("ACTIVE, already freed" if (meta[p] & STATE_MASK) == RELEASING
-                            else _STATE_NAMES[meta[p] & STATE_MASK])
+                if (slots[p].meta & STATE_MASK) != ACTIVE:
+                    name = ("ACTIVE, already freed" if (slots[p].meta & STATE_MASK) == RELEASING
+                            else _STATE_NAMES[slots[p].meta & STATE_MASK])
                     for j in range(i - 1, -1, -1):
                         if last[j]:
-                            meta[pasids[j]] ^= RELEASING ^ ACTIVE
-                        elif meta[pasids[j]] & MULTI:
+                            slots[pasids[j]].meta ^= RELEASING ^ ACTIVE
+                        elif slots[pasids[j]].meta & MULTI:
                             self._refcount[pasids[j]] += 1
                         else:
-                            meta[pasids[j]] |= MULTI
+                            slots[pasids[j]].meta |= MULTI
                             self._refcount[pasids[j]] = 2
                     raise StateError(f"free of PASID {p}, which is {name}")
-                if meta[p] & MULTI:
+                if slots[p].meta & MULTI:
                     self._ref_dec(p)
                 else:
-                    meta[p] ^= ACTIVE ^ RELEASING
+                    slots[p].meta ^= ACTIVE ^ RELEASING
                     last[i] = 1
             # pass 2: release, in the order successive frees would
             for i in range(n):
                 if not last[i]:
                     continue
                 p = pasids[i]
-                meta[p] ^= RELEASING ^ ACTIVE
-                if meta[p] != ACTIVE or not no_grace:
+                slots[p].meta ^= RELEASING ^ ACTIVE
+                if slots[p].meta != ACTIVE or not no_grace:
                     self._release(p, now)
                     continue
                 # the plain case, batched: FREE at once (as _freed_plain, with
                 # the counters kept in a local), its bit gathered with its
                 # word's neighbours for one summary update
-                meta[p] = FREE
+                slots[p].meta = FREE
                 plain += 1
                 if self._fifo.prev != NULL:
                     fifo_push(&self._fifo, p)
@@ -1154,16 +1187,16 @@ cdef class PasidAllocator:
         with cython.critical_section(self):
             self._settle_time(self._time(reading))
             for p in range(first, last + 1):
-                if (self._meta[p] & STATE_MASK) != FREE:
+                if (self._slots[p].meta & STATE_MASK) != FREE:
                     raise StateError(
-                        f"cannot reserve PASID {p}: it is {_STATE_NAMES[(self._meta[p] & STATE_MASK)]}")
+                        f"cannot reserve PASID {p}: it is {_STATE_NAMES[(self._slots[p].meta & STATE_MASK)]}")
             for p in range(first, last + 1):
                 if space_take(&self.space, p) < 0:
                     for q in range(p - 1, first - 1, -1):
                         space_release(&self.space, q)
                         if self._fifo.prev != NULL:
                             fifo_push_front(&self._fifo, q)
-                        self._meta[q] = FREE
+                        self._slots[q].meta = FREE
                         self._counts[RESERVED] -= 1
                         self._counts[FREE] += 1
                     raise MemoryError()
@@ -1181,9 +1214,9 @@ cdef class PasidAllocator:
         with cython.critical_section(self):
             self._settle_time(self._time(reading))
             for p in range(first, last + 1):
-                if (self._meta[p] & STATE_MASK) != RESERVED:
+                if (self._slots[p].meta & STATE_MASK) != RESERVED:
                     raise StateError(
-                        f"cannot unreserve PASID {p}: it is {_STATE_NAMES[(self._meta[p] & STATE_MASK)]}")
+                        f"cannot unreserve PASID {p}: it is {_STATE_NAMES[(self._slots[p].meta & STATE_MASK)]}")
             for p in range(first, last + 1):
                 self._make_free(p)
 
@@ -1209,7 +1242,7 @@ cdef class PasidAllocator:
     cdef int32_t _bind_find(self, int64_t p, int handle) noexcept:
         """The record binding ``p`` to the device with that handle, or -1."""
         cdef int32_t record
-        if not (self._meta[p] & HAS_BINDINGS):
+        if not (self._slots[p].meta & HAS_BINDINGS):
             return -1
         record = self._bind_first[p]
         while record >= 0 and self._binds[record].device != handle:
@@ -1230,7 +1263,7 @@ cdef class PasidAllocator:
         else:
             self._bind_first[p] = rec.next
             if rec.next < 0:
-                self._meta[p] &= ~HAS_BINDINGS
+                self._slots[p].meta &= ~HAS_BINDINGS
         if rec.dprev >= 0:
             self._binds[rec.dprev].dnext = rec.dnext
         else:
@@ -1247,8 +1280,8 @@ cdef class PasidAllocator:
         """The body of bind (critical section held, time settled, ``info`` current)."""
         cdef int32_t record, tail
         cdef BindRec* rec
-        if (self._meta[p] & STATE_MASK) != ACTIVE:
-            raise StateError(f"bind of PASID {p}, which is {_STATE_NAMES[(self._meta[p] & STATE_MASK)]}")
+        if (self._slots[p].meta & STATE_MASK) != ACTIVE:
+            raise StateError(f"bind of PASID {p}, which is {_STATE_NAMES[(self._slots[p].meta & STATE_MASK)]}")
         if p >> info.bits:
             raise InvalidPasid(f"PASID {p} is wider than device {info.key!r}'s {info.bits} bits")
         record = self._bind_find(p, info.handle)
@@ -1282,14 +1315,14 @@ cdef class PasidAllocator:
         rec.next = -1
         if data is not None:
             self._bind_data[record] = data
-        if self._meta[p] & HAS_BINDINGS:       # bind order: append
+        if self._slots[p].meta & HAS_BINDINGS:       # bind order: append
             tail = self._bind_first[p]
             while self._binds[tail].next >= 0:
                 tail = self._binds[tail].next
             self._binds[tail].next = record
         else:
             self._bind_first[p] = record
-            self._meta[p] |= HAS_BINDINGS
+            self._slots[p].meta |= HAS_BINDINGS
         rec.dprev = -1
         rec.dnext = info.first
         if info.first >= 0:
@@ -1300,7 +1333,7 @@ cdef class PasidAllocator:
 
     cdef int _unbind_in(self, int64_t p, _Device info, double now) except -1:
         """The body of unbind (critical section held, time settled); the state after."""
-        cdef int state = self._meta[p] & STATE_MASK
+        cdef int state = self._slots[p].meta & STATE_MASK
         cdef int32_t record = self._bind_find(p, info.handle)
         cdef double hold
         if record < 0:
@@ -1309,13 +1342,13 @@ cdef class PasidAllocator:
             self._binds[record].count -= 1
             return state
         hold = now + info.drain
-        if not (self._meta[p] & HAS_HOLD) or hold > self._hold[p]:
+        if not (self._slots[p].meta & HAS_HOLD) or hold > self._hold[p]:
             self._hold[p] = hold
-            self._meta[p] |= HAS_HOLD
+            self._slots[p].meta |= HAS_HOLD
         self._bind_unlink(record)
-        if not (self._meta[p] & HAS_BINDINGS) and state == DRAINING:
+        if not (self._slots[p].meta & HAS_BINDINGS) and state == DRAINING:
             self._settle(p, now)
-        return self._meta[p] & STATE_MASK
+        return self._slots[p].meta & STATE_MASK
 
     def add_device(self, device, *, bits=_args.UNSET, drain=_args.UNSET,
                    on_teardown=_args.UNSET):
@@ -1394,7 +1427,7 @@ cdef class PasidAllocator:
                 record = info.first
                 p = self._binds[record].pasid
                 self._bind_unlink(record)
-                if not (self._meta[p] & HAS_BINDINGS) and (self._meta[p] & STATE_MASK) == DRAINING:
+                if not (self._slots[p].meta & HAS_BINDINGS) and (self._slots[p].meta & STATE_MASK) == DRAINING:
                     drained[k] = <int32_t>p
                     k += 1
             if k:
@@ -1436,9 +1469,9 @@ cdef class PasidAllocator:
                 # declare it only for a bind that can succeed
                 with cython.critical_section(self):
                     self._settle_time(self._time(reading))
-                    if (self._meta[p] & STATE_MASK) != ACTIVE:
+                    if (self._slots[p].meta & STATE_MASK) != ACTIVE:
                         raise StateError(f"bind of PASID {p}, which is "
-                                         f"{_STATE_NAMES[(self._meta[p] & STATE_MASK)]}")
+                                         f"{_STATE_NAMES[(self._slots[p].meta & STATE_MASK)]}")
                 info = self._device_record(device, True)
             with cython.critical_section(self):
                 stale = info.gone
@@ -1619,7 +1652,7 @@ cdef class PasidAllocator:
         cdef double reading = self._reading()
         with cython.critical_section(self):
             self._settle_time(self._time(reading))
-            return _STATES[(self._meta[p] & STATE_MASK)]
+            return _STATES[(self._slots[p].meta & STATE_MASK)]
 
     def states(self, ids):
         """The states of ``ids`` as a uint8 array. O(len(ids)).
@@ -1636,7 +1669,7 @@ cdef class PasidAllocator:
         with cython.critical_section(self):
             self._settle_time(self._time(reading))
             for i in range(n):
-                view[i] = (self._meta[pasids[i]] & STATE_MASK)
+                view[i] = (self._slots[pasids[i]].meta & STATE_MASK)
         return out
 
     def owner(self, pasid):
@@ -1649,7 +1682,7 @@ cdef class PasidAllocator:
         cdef double reading = self._reading()
         with cython.critical_section(self):
             self._settle_time(self._time(reading))
-            if self._meta[p] & HAS_OWNER:
+            if self._slots[p].meta & HAS_OWNER:
                 return (<_Owner>self._owner_of[p]).key
             return None
 
@@ -1663,7 +1696,7 @@ cdef class PasidAllocator:
         cdef double reading = self._reading()
         with cython.critical_section(self):
             self._settle_time(self._time(reading))
-            return self._data[p] if self._meta[p] & HAS_DATA else None
+            return self._data[p] if self._slots[p].meta & HAS_DATA else None
 
     def refcount(self, pasid):
         """References held on ``pasid`` (0 unless ACTIVE). O(1).
@@ -1675,9 +1708,9 @@ cdef class PasidAllocator:
         cdef double reading = self._reading()
         with cython.critical_section(self):
             self._settle_time(self._time(reading))
-            if (self._meta[p] & STATE_MASK) != ACTIVE:
+            if (self._slots[p].meta & STATE_MASK) != ACTIVE:
                 return 0
-            return self._refcount[p] if self._meta[p] & MULTI else 1
+            return self._refcount[p] if self._slots[p].meta & MULTI else 1
 
     def generation(self, pasid):
         """How many times ``pasid`` has been allocated. O(1).
@@ -1686,7 +1719,7 @@ cdef class PasidAllocator:
         1
         """
         cdef int64_t p = self._check_id(pasid)
-        return self._generation[p]
+        return self._generation_of(p)
 
     def devices(self, pasid):
         """The devices ``pasid`` is bound to, in bind order. O(devices).
@@ -1700,7 +1733,7 @@ cdef class PasidAllocator:
         cdef list found = []
         with cython.critical_section(self):
             self._settle_time(self._time(reading))
-            if self._meta[p] & HAS_BINDINGS:
+            if self._slots[p].meta & HAS_BINDINGS:
                 record = self._bind_first[p]
                 while record >= 0:
                     found.append((<_Device>self._device_list[self._binds[record].device]).key)
@@ -1744,7 +1777,7 @@ cdef class PasidAllocator:
             self._settle_time(self._time(reading))
             record = info.first
             while record >= 0:
-                if (self._meta[self._binds[record].pasid] & STATE_MASK) == DRAINING:
+                if (self._slots[self._binds[record].pasid].meta & STATE_MASK) == DRAINING:
                     found.append(self._binds[record].pasid)
                 record = self._binds[record].dnext
         found.sort()
@@ -1801,7 +1834,7 @@ cdef class PasidAllocator:
         with cython.critical_section(self):
             self._settle_time(self._time(reading))
             for p in range(self._size):
-                if (self._meta[p] & STATE_MASK) == ACTIVE:
+                if (self._slots[p].meta & STATE_MASK) == ACTIVE:
                     found.append(p)
         return iter(found)
 
@@ -1824,7 +1857,7 @@ cdef class PasidAllocator:
                 self._settle_time(self._time(reading))
             except MemoryError:
                 pass
-            return (self._meta[p] & STATE_MASK) == ACTIVE
+            return (self._slots[p].meta & STATE_MASK) == ACTIVE
 
     def __repr__(self):
         return (f"<pasid.PasidAllocator bits={self._bits} strategy={self.strategy!r} "
@@ -1863,8 +1896,8 @@ cdef class PasidAllocator:
         reading = self._reading()
         with cython.critical_section(self):
             self._settle_time(self._time(reading))
-            if (self._meta[p] & STATE_MASK) != ACTIVE:
-                raise StateError(f"get of PASID {p}, which is {_STATE_NAMES[(self._meta[p] & STATE_MASK)]}")
+            if (self._slots[p].meta & STATE_MASK) != ACTIVE:
+                raise StateError(f"get of PASID {p}, which is {_STATE_NAMES[(self._slots[p].meta & STATE_MASK)]}")
             self._ref_inc(p)
         return 0
 
@@ -1949,12 +1982,12 @@ cdef class PasidAllocator:
         reading = self._reading()
         with cython.critical_section(self):
             self._settle_time(self._time(reading))
-            return self._meta[p] & STATE_MASK
+            return self._slots[p].meta & STATE_MASK
 
     cdef int64_t c_generation(self, int64_t p) except -1:
         """How many times ``p`` has been allocated."""
         self._check_c_id(p)
-        return self._generation[p]
+        return self._generation_of(p)
 
     cdef int64_t c_count(self, int state) except -1:
         """How many PASIDs are in ``state`` (0..4) now."""
@@ -1975,12 +2008,14 @@ cdef class PasidAllocator:
         cdef int64_t p, i
         cdef int32_t record
         cdef _Device info
-        meta = np.asarray(<uint8_t[:size]>self._meta).copy()
+        raw = np.asarray(<uint8_t[:size * sizeof(Slot)]><uint8_t*>self._slots).reshape(size, 2)
+        meta = raw[:, 0].copy()
         state = meta & STATE_MASK
         ids = np.flatnonzero(state)
         multi = np.flatnonzero(meta & MULTI)
         refcount = np.asarray(<uint32_t[:size]>self._refcount)[multi]
-        generation = np.asarray(<uint32_t[:size]>self._generation)
+        generation = ((np.asarray(<uint32_t[:size]>self._generation_high).astype(np.uint64) << 8)
+                      | raw[:, 1]).astype(np.uint32)
         generated = np.flatnonzero(generation)
         held = np.flatnonzero(meta & HAS_HOLD)
         hold = np.asarray(<double[:size]>self._hold)[held]
@@ -2043,16 +2078,16 @@ cdef class PasidAllocator:
             self._take_state(p, states[i])
         ref_ids, refcounts = snap["refcounts"]
         for p, count in zip(ref_ids.tolist(), refcounts.tolist()):
-            self._meta[p] |= MULTI
+            self._slots[p].meta |= MULTI
             self._refcount[p] = count
         gen_ids, generations = snap["generations"]
         for p, generation in zip(gen_ids.tolist(), generations.tolist()):
-            self._generation[p] = generation
+            self._generation_set(p, generation)
         hold_ids, holds = snap["holds"]
         for p, release_at in zip(hold_ids.tolist(), holds.tolist()):
-            self._meta[p] |= HAS_HOLD
+            self._slots[p].meta |= HAS_HOLD
             self._hold[p] = release_at
-            if self._meta[p] & STATE_MASK == QUARANTINED:
+            if self._slots[p].meta & STATE_MASK == QUARANTINED:
                 self._queue_push(release_at, p)
         for owner, quota in snap["quotas"]:
             record = _Owner(owner)
@@ -2064,16 +2099,16 @@ cdef class PasidAllocator:
             if found is None:
                 found = self._owners[owner] = _Owner(owner)
             record = <_Owner>found
-            if self._meta[p] & STATE_MASK == ACTIVE:
+            if self._slots[p].meta & STATE_MASK == ACTIVE:
                 self._owner_tag(p, record)
             else:
-                self._meta[p] |= HAS_OWNER
+                self._slots[p].meta |= HAS_OWNER
                 self._owner_of[p] = <void*>record
                 record.use += 1
         if snap["data"]:
             self._data = [None] * self._size
         for p, value in snap["data"]:
-            self._meta[p] |= HAS_DATA
+            self._slots[p].meta |= HAS_DATA
             self._data[p] = value
         for device, bits, drain in snap["devices"]:
             info = _Device(device, len(self._device_list), bits, float(drain), None)
@@ -2132,20 +2167,20 @@ cdef class PasidAllocator:
             use = {}
             active = {}
             for p in range(self._size):
-                s = (self._meta[p] & STATE_MASK)
+                s = (self._slots[p].meta & STATE_MASK)
                 counts[s] += 1
                 if space_is_free(&self.space, p) != (s == FREE):
                     raise AssertionError(f"PASID {p}: space and state {s} disagree")
-                if self._meta[p] & MULTI and (s != ACTIVE or self._refcount[p] < 2):
+                if self._slots[p].meta & MULTI and (s != ACTIVE or self._refcount[p] < 2):
                     raise AssertionError(f"PASID {p}: refcount {self._refcount[p]} in state {s}")
-                if s in (FREE, RESERVED) and (self._meta[p] & FLAG_MASK):
+                if s in (FREE, RESERVED) and (self._slots[p].meta & FLAG_MASK):
                     raise AssertionError(f"PASID {p}: tags kept in state {s}")
-                if s == DRAINING and not (self._meta[p] & HAS_BINDINGS):
+                if s == DRAINING and not (self._slots[p].meta & HAS_BINDINGS):
                     raise AssertionError(f"PASID {p} DRAINING with no device bound")
-                if bool(self._meta[p] & HAS_DATA) != (self._data is not None
+                if bool(self._slots[p].meta & HAS_DATA) != (self._data is not None
                                                       and self._data[p] is not None):
                     raise AssertionError(f"PASID {p}: data flag disagrees")
-                if self._meta[p] & HAS_OWNER:
+                if self._slots[p].meta & HAS_OWNER:
                     owner = <_Owner>self._owner_of[p]
                     if owner.gone or self._owners.get(owner.key) is not owner:
                         raise AssertionError(f"PASID {p}: its owner's record is not current")
@@ -2167,7 +2202,7 @@ cdef class PasidAllocator:
                 listed = set()
                 at = owner.first
                 while at >= 0:
-                    if at in listed or (self._meta[at] & STATE_MASK) != ACTIVE:
+                    if at in listed or (self._slots[at].meta & STATE_MASK) != ACTIVE:
                         raise AssertionError(f"owner {owner.key!r}: a bad ACTIVE list")
                     listed.add(at)
                     if self._owned_next[at] >= 0 and self._owned_prev[self._owned_next[at]] != at:
@@ -2180,10 +2215,10 @@ cdef class PasidAllocator:
                 if found is None or (<_Owner>found).gone:
                     raise AssertionError(f"owner {key!r}: a quota without a current record")
             queued = sorted(self._queue_pasid[i] for i in range(self._queue_len))
-            if queued != [p for p in range(self._size) if (self._meta[p] & STATE_MASK) == QUARANTINED]:
+            if queued != [p for p in range(self._size) if (self._slots[p].meta & STATE_MASK) == QUARANTINED]:
                 raise AssertionError("every QUARANTINED PASID needs exactly one queue entry")
             for i in range(self._queue_len):
-                if (not ((self._meta[self._queue_pasid[i]] & FLAG_MASK) & HAS_HOLD)
+                if (not ((self._slots[self._queue_pasid[i]].meta & FLAG_MASK) & HAS_HOLD)
                         or self._queue_time[i] != self._hold[self._queue_pasid[i]]):
                     raise AssertionError("queue time disagrees with release_at")
                 if i and (self._queue_time[(i - 1) // 2], self._queue_pasid[(i - 1) // 2]) > (
@@ -2192,10 +2227,10 @@ cdef class PasidAllocator:
             # bindings: per PASID in bind order, per device both ways, each record once
             seen = set()
             for p in range(self._size):
-                if not (self._meta[p] & HAS_BINDINGS):
+                if not (self._slots[p].meta & HAS_BINDINGS):
                     continue
-                if (self._meta[p] & STATE_MASK) not in (ACTIVE, DRAINING):
-                    raise AssertionError(f"PASID {p}: bindings in state {self._meta[p] & STATE_MASK}")
+                if (self._slots[p].meta & STATE_MASK) not in (ACTIVE, DRAINING):
+                    raise AssertionError(f"PASID {p}: bindings in state {self._slots[p].meta & STATE_MASK}")
                 record = self._bind_first[p]
                 handles = set()
                 if record < 0:
@@ -2239,7 +2274,7 @@ cdef class PasidAllocator:
                     raise AssertionError(f"free binding record {record} keeps data")
             if self._fifo.prev != NULL:
                 problem = fifo_check(&self._fifo, {p for p in range(self._size)
-                                                   if (self._meta[p] & STATE_MASK) == FREE})
+                                                   if (self._slots[p].meta & STATE_MASK) == FREE})
                 if problem is not None:
                     raise AssertionError(problem)
 

@@ -31,6 +31,10 @@ cimport cython
 
 # ---- internal layout (not a promise)
 
+ctypedef struct Slot:        # what every call touches at a PASID: two bytes, one cache line
+    uint8_t meta             # state | MULTI | flags (_allocator.pxi)
+    uint8_t generation_low   # times allocated, mod 256 (the rest in _generation_high)
+
 ctypedef struct BindRec:     # one (PASID, device) binding
     int32_t pasid
     int32_t device           # the device's handle
@@ -111,9 +115,9 @@ cdef class PasidAllocator:
     cdef int64_t _cursor
     # the ID space and the per-PASID tables (C arrays owned by the instance)
     cdef Space space
-    cdef uint8_t* _meta          # state | MULTI | flags, one byte per PASID
+    cdef Slot* _slots            # per PASID: state | MULTI | flags, and the generation's low byte
+    cdef uint32_t* _generation_high   # per PASID: the generation >> 8
     cdef uint32_t* _refcount     # meaningful while MULTI: refcount >= 2
-    cdef uint32_t* _generation
     cdef double* _hold           # meaningful while HAS_HOLD: release_at so far
     cdef void** _owner_of        # meaningful while HAS_OWNER: the _Owner (borrowed)
     cdef int32_t* _owned_prev    # an owner's ACTIVE PASIDs: a doubly linked list
@@ -162,6 +166,11 @@ cdef class PasidAllocator:
     cdef str _exhausted(self, str asked)
     cdef _Device _device_record(self, object device, bint declare)
     cdef int _take_state(self, int64_t p, int state) except -1
+    cdef uint32_t _generation_of(self, int64_t p) noexcept
+    cdef bint _generation_full(self, int64_t p) noexcept
+    cdef void _generation_inc(self, int64_t p) noexcept
+    cdef void _generation_dec(self, int64_t p) noexcept
+    cdef void _generation_set(self, int64_t p, uint32_t generation) noexcept
     cdef void _left_free(self, int64_t p, int state) noexcept
     cdef void _freed_plain(self, int64_t p) noexcept
     cdef int _ref_inc(self, int64_t p) except -1
