@@ -226,7 +226,7 @@ cdef class PasidAllocator:
 
     # ------------------------------------------------------------ phase 1: prepare
 
-    cdef int64_t _check_id(self, object value) except -1:
+    cdef inline int64_t _check_id(self, object value) except -1:
         cdef int64_t p = as_int64(value, "PASID")
         if p < 0 or p >= self._size:
             raise InvalidPasid(f"PASID {value} out of range 0..{self._size - 1}")
@@ -237,7 +237,7 @@ cdef class PasidAllocator:
             raise InvalidPasid(f"PASID {p} out of range 0..{self._size - 1}")
         return 0
 
-    cdef double _reading(self) except? -1.0:
+    cdef inline double _reading(self) except? -1.0:
         """A callable clock's reading (read once per operation, before anything is
         checked), or the logical clock's value."""
         if self._clock is None:
@@ -344,7 +344,7 @@ cdef class PasidAllocator:
             self._now = reading
         return self._now
 
-    cdef int _settle_time(self, double now) except -1:
+    cdef inline int _settle_time(self, double now) except -1:
         """Reclaim what has expired by ``now``: every operation sees the allocator as of now."""
         if self._queue_len and self._queue_time[0] <= now:
             self._reclaim(now)
@@ -736,9 +736,19 @@ cdef class PasidAllocator:
         >>> a.alloc(), a.alloc(min=8), a.alloc(owner="proc", data={"asid": 7})
         (1, 8, 2)
         """
-        cdef int64_t lo = 0 if min is None else self._check_id(min)
-        cdef int64_t hi = self._size - 1 if max is None else self._check_id(max)
-        cdef int64_t p
+        cdef int64_t lo, hi, p
+        if (owner is None and data is None and min is None and max is None
+                and self._clock is None):
+            # the common call: no user code can run, so the phases are one step
+            with cython.critical_section(self):
+                if self._queue_len and self._queue_time[0] <= self._now:
+                    self._reclaim(self._now)
+                p = self._alloc_in(None, None, 0, self._size - 1)
+            if p < 0:
+                raise PasidExhausted(self._exhausted(f"no FREE PASID in 0..{self._size - 1}"))
+            return p
+        lo = 0 if min is None else self._check_id(min)
+        hi = self._size - 1 if max is None else self._check_id(max)
         if lo > hi:
             raise InvalidPasid(f"empty range {lo}..{hi}")
         p = self._alloc_checked(owner, data, lo, hi, True, NULL)
