@@ -64,7 +64,9 @@ cdef enum:
 if sizeof(Slot) != 2:   # _freeze reads the slots as pairs of bytes
     raise ImportError(f"pasid._core: a Slot is {sizeof(Slot)} bytes, not 2")
 
-cdef uint32_t COUNT_MAX = _args.COUNT_MAX   # refcounts and bind counts refuse to wrap
+cdef uint32_t COUNT_MAX = _args.COUNT_MAX
+cdef enum:
+    RECENT_DEVICES = 8        # device objects remembered by identity (_device_record)   # refcounts and bind counts refuse to wrap
 
 STRATEGIES = _args.STRATEGIES
 _STATE_NAMES = _args.STATE_NAMES
@@ -192,6 +194,8 @@ cdef class PasidAllocator:
         self._quota = {}
         self._devices = {}
         self._device_list = []
+        self._recent_devices = [None] * (2 * RECENT_DEVICES)
+        self._recent_next = 0
         self._gone = None
         self._registry = _thread.allocate_lock()
         self._registry_thread = 0
@@ -239,9 +243,12 @@ cdef class PasidAllocator:
 
     cdef inline double _reading(self) except? -1.0:
         """A callable clock's reading (read once per operation, before anything is
-        checked), or the logical clock's value."""
+        checked), or the logical clock's value (inline: no call)."""
         if self._clock is None:
             return self._now
+        return self._read_clock()
+
+    cdef double _read_clock(self) except? -1.0:
         return as_time(self._clock(), "clock()")
 
     cdef int _enter_registry(self) except -1:
@@ -314,8 +321,16 @@ cdef class PasidAllocator:
         """The current record of ``device`` (phase 1); None if it is not declared and
         ``declare`` is false, else declared with the defaults."""
         cdef _Device info
+        cdef Py_ssize_t i
+        # the devices named lately, by identity: no __hash__/__eq__, no dict look-up
+        for i in range(0, 2 * RECENT_DEVICES, 2):
+            if self._recent_devices[i] is device:
+                info = <_Device>self._recent_devices[i + 1]
+                if not info.gone:
+                    return info
         found = self._devices.get(device)
         if found is not None and not (<_Device>found).gone:
+            self._remember_device(device, <_Device>found)
             return <_Device>found
         if not declare:
             return None
@@ -334,6 +349,15 @@ cdef class PasidAllocator:
         finally:
             self._leave_registry()
         return info
+
+    cdef void _remember_device(self, object device, _Device info) noexcept:
+        """Keep ``device`` (the object named) and its record among the recent ones.
+        The entries are a cache: a record gone is skipped, and removing a device
+        forgets its entries."""
+        cdef Py_ssize_t i = 2 * self._recent_next
+        self._recent_devices[i] = device
+        self._recent_devices[i + 1] = info
+        self._recent_next = (self._recent_next + 1) % RECENT_DEVICES
 
     # ------------------------------------------------------------ phase 2: act (C only)
 
@@ -1447,6 +1471,9 @@ cdef class PasidAllocator:
             free(drained)
             info.gone = 1
             self._device_list[info.handle] = None
+            for i in range(1, 2 * RECENT_DEVICES, 2):
+                if self._recent_devices[i] is info:
+                    self._recent_devices[i - 1] = self._recent_devices[i] = None
         self._enter_registry()
         try:
             if self._devices.get(device) is info:

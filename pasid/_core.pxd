@@ -140,6 +140,8 @@ cdef class PasidAllocator:
     cdef dict _quota             # owner object -> quota, in the order quotas were set
     cdef dict _devices           # device object -> _Device
     cdef list _device_list       # handle -> _Device (None once removed)
+    cdef list _recent_devices    # (device object, _Device) pairs lately named, by identity
+    cdef int _recent_next
     cdef _Owner _gone            # owner records to drop from _owners after the operation
     cdef object _registry        # a lock: owner and device tables change under it
     cdef long _registry_thread   # the thread holding it, or 0
@@ -155,6 +157,7 @@ cdef class PasidAllocator:
     cdef int64_t _check_id(self, object value) except -1
     cdef int _check_c_id(self, int64_t p) except -1
     cdef double _reading(self) except? -1.0
+    cdef double _read_clock(self) except? -1.0
     cdef double _time(self, double reading) noexcept
     cdef int _settle_time(self, double now) except -1
     cdef int _enter_registry(self) except -1
@@ -165,6 +168,7 @@ cdef class PasidAllocator:
     cdef int _forget_if_idle(self, _Owner record) except -1
     cdef str _exhausted(self, str asked)
     cdef _Device _device_record(self, object device, bint declare)
+    cdef void _remember_device(self, object device, _Device info) noexcept
     cdef int _take_state(self, int64_t p, int state) except -1
     cdef uint32_t _generation_of(self, int64_t p) noexcept
     cdef bint _generation_full(self, int64_t p) noexcept
