@@ -116,7 +116,9 @@ class ReplayState:
         self.block_live = np.zeros((size >> 6) + 1, dtype=np.int32)
         self.distances = np.empty(nhandles)
         end = trace.duration
-        self.sample_at = np.linspace(0.0, end, samples) if samples and len(trace) else np.empty(0)
+        self.sample_at: npt.NDArray[np.float64] = (
+            np.linspace(0.0, end, samples, dtype=np.float64) if samples and len(trace)
+            else np.empty(0, dtype=np.float64))
         self.sample_active = np.zeros(len(self.sample_at), dtype=np.int64)
         self.sample_held = np.zeros(len(self.sample_at), dtype=np.int64)
         self.counters = np.zeros(len(COUNTERS), dtype=np.int64)
