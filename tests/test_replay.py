@@ -84,6 +84,7 @@ def test_engines_agree_on_every_strategy():
             assert other.distances.tolist() == first.distances.tolist()
             assert other.sample_active.tolist() == first.sample_active.tolist()
             assert other.sample_held.tolist() == first.sample_held.tolist()
+            assert other.sample_blocks.tolist() == first.sample_blocks.tolist()
 
 
 def test_simulate_rows_have_every_metric():

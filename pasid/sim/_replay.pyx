@@ -56,6 +56,7 @@ def run(PasidAllocator a, trace, st, Py_ssize_t start, Py_ssize_t stop):
     cdef const double[::1] sample_at = st.sample_at
     cdef int64_t[::1] sample_active = st.sample_active
     cdef int64_t[::1] sample_held = st.sample_held
+    cdef int64_t[::1] sample_blocks = st.sample_blocks
     cdef int64_t[::1] counters = st.counters
     cdef Py_ssize_t nsamples = sample_at.shape[0]
 
@@ -146,6 +147,7 @@ def run(PasidAllocator a, trace, st, Py_ssize_t start, Py_ssize_t stop):
             while k < nsamples and t >= sample_at[k]:
                 sample_active[k] = active
                 sample_held[k] = held
+                sample_blocks[k] = blocks_live
                 k += 1
     finally:
         counters[0] = done

@@ -128,7 +128,7 @@ def run(a: _Allocator, trace: Trace, st: ReplayState, start: int, stop: int) -> 
         if held > peak_held:
             peak_held = held
         while k < nsamples and t >= sample_at[k]:
-            samples.append((active, held))
+            samples.append((active, held, blocks_live))
             k += 1
 
     st.pasid[:] = pasid
@@ -141,5 +141,6 @@ def run(a: _Allocator, trace: Trace, st: ReplayState, start: int, stop: int) -> 
     if samples:
         st.sample_active[first:k] = [s[0] for s in samples]
         st.sample_held[first:k] = [s[1] for s in samples]
+        st.sample_blocks[first:k] = [s[2] for s in samples]
     st.counters[:] = (done, allocations, failures, skipped, stale, peak_active, peak_held,
                       blocks_live, blocks_peak, highest, ndistances, k, active, held)

@@ -1,4 +1,4 @@
-"""Plots of a simulation: occupancy, quarantine backlog and reuse distances per strategy.
+"""Plots of a simulation: occupancy, backlog, table blocks and reuse distances per strategy.
 
 Needs matplotlib (the ``plot`` extra: ``pip install 'pasid[plot]'``); it is
 imported only when a plot is drawn, with the non-interactive Agg backend.
@@ -31,32 +31,50 @@ def _pyplot() -> ModuleType:
     return plt
 
 
+# one style per strategy, so lines that coincide (occupancy and backlog follow the
+# trace's timing, not the strategy, when no allocation fails) stay visible
+_STYLES = {"lowest": ("-", 2.4), "cyclic": ("--", 1.8), "fifo": ("-.", 1.5), "random": (":", 1.5)}
+
+
 def plot_runs(runs: Iterable[Run], path: str | os.PathLike[str] | IO[bytes], *,
               title: str = "pasid simulate") -> None:
-    """Draw three panels, one line per strategy, and save them to ``path`` (PNG). O(samples).
+    """Draw four panels, one line per strategy, and save them to ``path`` (PNG). O(samples).
 
-    Occupancy (ACTIVE PASIDs) and quarantine backlog (DRAINING + QUARANTINED)
-    over time, sampled; and the reuse-distance distribution as an empirical
-    CDF on a log axis (distances of 0 are drawn at the axis' left edge).
+    Occupancy (ACTIVE PASIDs), quarantine backlog (DRAINING + QUARANTINED)
+    and PASID-table blocks in use (64-PASID blocks holding an ACTIVE or
+    DRAINING PASID) over time, sampled; and the reuse-distance distribution as
+    an empirical CDF on a log axis (distances of 0 drawn at its left edge).
+    Occupancy and backlog depend on the trace's timing, not on the strategy,
+    unless allocations fail: their lines then coincide (the styles differ).
     """
     plt = _pyplot()
-    fig, (occupancy, backlog, reuse) = plt.subplots(1, 3, figsize=(15, 4.2))
+    from matplotlib.ticker import EngFormatter
+
+    fig, grid = plt.subplots(2, 2, figsize=(13, 8.5))
+    (occupancy, backlog), (blocks, reuse) = grid
     for run in runs:
-        occupancy.plot(run.sample_time, run.sample_active, label=run.strategy, linewidth=1.2)
-        backlog.plot(run.sample_time, run.sample_held, label=run.strategy, linewidth=1.2)
+        style, width = _STYLES.get(run.strategy, ("-", 1.2))
+        line = dict(label=run.strategy, linestyle=style, linewidth=width)
+        occupancy.plot(run.sample_time, run.sample_active, **line)
+        backlog.plot(run.sample_time, run.sample_held, **line)
+        blocks.plot(run.sample_time, run.sample_blocks, **line)
         distances = np.sort(run.distances)
         if len(distances):
             positive = distances[distances > 0]
             floor = positive[0] / 2 if len(positive) else 1.0
             shown = np.maximum(distances, floor)
             fraction = np.arange(1, len(shown) + 1) / len(shown)
-            reuse.step(shown, fraction, where="post", label=run.strategy, linewidth=1.2)
+            reuse.step(shown, fraction, where="post", **line)
     occupancy.set(title="occupancy", xlabel="time", ylabel="ACTIVE PASIDs")
     backlog.set(title="quarantine backlog", xlabel="time",
                 ylabel="DRAINING + QUARANTINED PASIDs")
+    blocks.set(title="PASID-table blocks in use", xlabel="time",
+               ylabel="64-PASID blocks with an ACTIVE or DRAINING PASID")
     reuse.set(title="reuse distance", xlabel="release -> next allocation (time)",
               ylabel="fraction of reuses <= x", xscale="log")
-    for axes in (occupancy, backlog, reuse):
+    for axes in (occupancy, backlog, blocks):
+        axes.xaxis.set_major_formatter(EngFormatter())
+    for axes in (occupancy, backlog, blocks, reuse):
         axes.grid(alpha=0.3)
         if axes.get_legend_handles_labels()[0]:
             axes.legend(fontsize="small")

@@ -95,7 +95,7 @@ class ReplayState:
     PASID it may take). Per PASID: ``last_release`` (the time it last left
     ACTIVE, -1 before). Per 64-PASID block: ``block_live`` (ACTIVE or
     DRAINING PASIDs in it). ``distances``: reuse distances so far.
-    ``sample_at``: the times at which ``sample_active``/``sample_held`` are
+    ``sample_at``: the times at which ``sample_active``/``sample_held``/``sample_blocks`` are
     taken (after the first operation at or after each). ``counters``: the
     ``COUNTERS`` slots. ``owners``, ``device_keys``, ``device_handle``: the
     trace's owners and devices as the allocator knows them.
@@ -121,6 +121,7 @@ class ReplayState:
             else np.empty(0, dtype=np.float64))
         self.sample_active = np.zeros(len(self.sample_at), dtype=np.int64)
         self.sample_held = np.zeros(len(self.sample_at), dtype=np.int64)
+        self.sample_blocks = np.zeros(len(self.sample_at), dtype=np.int64)
         self.counters = np.zeros(len(COUNTERS), dtype=np.int64)
         self.counters[COUNTERS.index("highest")] = -1
 
@@ -149,6 +150,7 @@ class Run:
     sample_time: npt.NDArray[np.float64]
     sample_active: npt.NDArray[np.int64]
     sample_held: npt.NDArray[np.int64]
+    sample_blocks: npt.NDArray[np.int64]
 
     @property
     def ops_per_s(self) -> float | None:
@@ -266,6 +268,7 @@ def replay(trace: Trace, strategy: str = "lowest", *, grace: float | None = None
         sample_time=st.sample_at[:st.counter("samples")].copy(),
         sample_active=st.sample_active[:st.counter("samples")].copy(),
         sample_held=st.sample_held[:st.counter("samples")].copy(),
+        sample_blocks=st.sample_blocks[:st.counter("samples")].copy(),
     )
 
 
