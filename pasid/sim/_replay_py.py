@@ -46,7 +46,7 @@ def run(a: _Allocator, trace: Trace, st: ReplayState, start: int, stop: int) -> 
     sample_at = st.sample_at.tolist()
     nsamples = len(sample_at)
     distances: list[float] = []
-    samples: list[tuple[int, int]] = []
+    samples: list[tuple[int, int, int]] = []    # (active, held, blocks in use)
     (done, allocations, failures, skipped, stale, peak_active, peak_held, blocks_live,
      blocks_peak, highest, ndistances, k, active, held) = st.counters.tolist()
     try_alloc, get, put, state = a.try_alloc, a.get, a.put, a.state
