@@ -30,6 +30,7 @@ from pasid._errors import InvalidPasid
 
 __all__ = [
     "COUNT_MAX",
+    "COUNTER_MAX",
     "MAX_BITS",
     "MAX_TIME",
     "QUOTA_MAX",
@@ -62,6 +63,10 @@ MAX_BITS = 20
 MAX_TIME = 1e300
 COUNT_MAX = 2**32 - 1        # refcounts and bind counts refuse to pass it
 QUOTA_MAX = 2**63 - 1
+# The stats counters are 64-bit in the core. A snapshot holds them up to 2**62, so
+# that an allocator loaded from one counts on for a century of nanosecond
+# operations before any counter could pass 2**63 - 1.
+COUNTER_MAX = 2**62
 
 
 class Unset:

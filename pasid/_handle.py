@@ -85,9 +85,15 @@ class PasidHandle:
         """Drop this handle's reference (a ``put``); a no-op on a closed or stale handle. O(log64 N)."""
         if self._closed:
             return
+        # closed first, so that two closes never put twice; a put that raised (the
+        # clock did) changed nothing, and the handle stays open for another close
         self._closed = True
-        # one atomic step: put only if the PASID is still in this handle's life
-        self._allocator._put_if(self._pasid, self._generation)
+        try:
+            # one atomic step: put only if the PASID is still in this handle's life
+            self._allocator._put_if(self._pasid, self._generation)
+        except BaseException:
+            self._closed = False
+            raise
 
     def dup(self) -> PasidHandle:
         """A new handle holding one more reference (a ``get``).

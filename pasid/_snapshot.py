@@ -27,7 +27,6 @@ Identical state gives identical bytes on both backends.
 
 from __future__ import annotations
 
-import math
 import struct
 import zlib
 from typing import Any, NoReturn, TypeVar
@@ -35,6 +34,7 @@ from typing import Any, NoReturn, TypeVar
 import numpy as np
 import numpy.typing as npt
 
+from pasid import _args
 from pasid._errors import SnapshotError
 
 __all__ = ["MAGIC", "VERSION", "dumps", "loads", "encode", "decode", "check", "fields"]
@@ -264,8 +264,9 @@ def _int(value: Any, lo: int, hi: int, what: str) -> int:
 
 
 def _number(value: Any, what: str, minimum: float | None = None) -> float:
-    if type(value) not in (int, float) or not math.isfinite(value):
-        _fail(f"{what} {value!r} is not a finite number")
+    # compared before any conversion: an int of any size, a float of any value
+    if type(value) not in (int, float) or not -_args.MAX_TIME <= value <= _args.MAX_TIME:
+        _fail(f"{what} {value!r} is not a finite number within +-1e300")
     if minimum is not None and value < minimum:
         _fail(f"{what} {value!r} is below {minimum}")
     return float(value)
@@ -339,7 +340,7 @@ def check(state: Any) -> dict[str, Any]:
     counters = state["counters"]
     if type(counters) not in (list, tuple) or len(counters) != 5:
         _fail("counters are not five integers")
-    counters = [_int(c, 0, 1 << 63, "counter") for c in counters]
+    counters = [_int(c, 0, _args.COUNTER_MAX, "counter") for c in counters]
 
     ids, states = _array(state["states"], size, np.uint8, "states")
     if states.size and (states.min() < RESERVED or states.max() > QUARANTINED):
@@ -359,7 +360,8 @@ def check(state: Any) -> dict[str, Any]:
         _fail("an allocated PASID with generation 0")
 
     hold_ids, holds = _array(state["holds"], size, "<f8", "holds")
-    if hold_ids.size and (np.any(state_of[hold_ids] < ACTIVE) or not np.all(np.isfinite(holds))):
+    if hold_ids.size and (np.any(state_of[hold_ids] < ACTIVE)
+                          or not np.all(np.abs(holds) <= 2 * _args.MAX_TIME)):
         _fail("a release time on a PASID that was not allocated, or not finite")
     waiting = ids[states >= DRAINING]
     if waiting.size and not np.all(np.isin(waiting, hold_ids)):

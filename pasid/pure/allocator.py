@@ -53,6 +53,18 @@ _STATE_NAMES = _args.STATE_NAMES
 COUNT_MAX = _args.COUNT_MAX
 
 
+class _Later(Exception):
+    """An error found under the lock whose message names a user object: the
+    object's ``repr`` (user code, which may call back) runs once the lock is free."""
+
+    def __init__(self, error: type[Exception], template: str, named: object) -> None:
+        super().__init__(template)
+        self.error, self.template, self.named = error, template, named
+
+    def build(self) -> Exception:
+        return self.error(self.template.format(repr(self.named)))
+
+
 class _Owner:
     """An owner's record: its use (what its quota counts), quota and ACTIVE PASIDs."""
 
@@ -137,10 +149,13 @@ class PasidAllocator:
         self._queue: list[tuple[float, int]] = []
         # owners and devices
         self._owners: dict[Hashable, _Owner] = {}
-        self._quota: dict[Hashable, int] = {}          # in the order quotas were set
+        # owner record -> quota, in the order quotas were set (keyed by record, by
+        # identity: changing it runs no user code)
+        self._quota: dict[_Owner, int] = {}
         self._devices: dict[Hashable, _Device] = {}
         self._device_list: list[_Device | None] = []   # handle -> device (None once removed)
         self._gone: list[_Owner] = []                  # records to drop after the operation
+        self._graveyard: list[object] = []             # user objects to drop after it
         self._lock = threading.Lock()
         self._registry = threading.Lock()
         self._registry_thread = 0
@@ -225,6 +240,8 @@ class PasidAllocator:
         """
         if not self._gone or self._registry_thread == threading.get_ident():
             return
+        # only the owners' __hash__/__eq__ run here, after the change: whatever they
+        # raise is swallowed, as the operation has taken effect
         self._enter_registry()
         try:
             while True:
@@ -232,10 +249,27 @@ class PasidAllocator:
                     if not self._gone:
                         break
                     record = self._gone.pop()
-                if self._owners.get(record.key) is record:
-                    del self._owners[record.key]
+                try:
+                    if self._owners.get(record.key) is record:
+                        del self._owners[record.key]
+                except Exception:
+                    # the owner's __hash__/__eq__ raised (or called back and was
+                    # refused) after the operation took effect: the record stays
+                    # in the table, marked gone, which every look-up treats as absent
+                    pass
         finally:
             self._leave_registry()
+
+    def _after(self) -> None:
+        """Phase 3 of a change: drop the user objects it let go (data, a binding's data)
+        and the owner records it left idle. Finalizers and __hash__/__eq__ run here,
+        with the lock free; what the change did stands whatever they raise."""
+        if self._graveyard:
+            with self._lock:
+                dropped, self._graveyard = self._graveyard, []
+            del dropped
+        if self._gone:
+            self._drop_gone_owners()
 
     def _exhausted(self, asked: str) -> str:
         """The message of a refused allocation: with how many PASIDs are only waiting
@@ -332,7 +366,9 @@ class PasidAllocator:
         self._hold.pop(p, None)
         if p in self._owner_of:
             self._owner_untag(p)
-        self._data.pop(p, None)
+        data = self._data.pop(p, None)
+        if data is not None:
+            self._graveyard.append(data)       # dropped in phase 3: its finalizer may call back
 
     def _reclaim(self, now: float) -> int:
         """Every QUARANTINED PASID whose release_at <= now becomes FREE, ascending."""
@@ -450,9 +486,10 @@ class PasidAllocator:
             if owner is not None:
                 record = self._owner_record(owner)
             with self._lock:
+                # settle first: a reclaim here may leave the owner's record idle (gone)
+                self._settle_time(self._time(reading))
                 stale = record is not None and record.gone
                 if not stale:
-                    self._settle_time(self._time(reading))
                     over = self._over_quota(record, 1)
                     if over:
                         self._failures += 1
@@ -462,8 +499,8 @@ class PasidAllocator:
                             generation = self._generation[p]
         if record is not None and record.use == 0:
             self._forget_if_idle(record)
-        if self._gone:
-            self._drop_gone_owners()
+        if self._gone or self._graveyard:
+            self._after()
         if over and quota_raises:
             assert record is not None
             raise QuotaExceeded(f"owner {owner!r} is at its quota of {record.quota} PASIDs")
@@ -499,9 +536,10 @@ class PasidAllocator:
             if owner is not None:
                 record = self._owner_record(owner)
             with self._lock:
+                # settle first: a reclaim here may leave the owner's record idle (gone)
+                self._settle_time(self._time(reading))
                 stale = record is not None and record.gone
                 if not stale:
-                    self._settle_time(self._time(reading))
                     state = self._state[p]
                     if state == FREE and self._generation[p] == COUNT_MAX:
                         raise OverflowError(
@@ -523,8 +561,8 @@ class PasidAllocator:
                                 self._high_water = self._counts[ACTIVE]
         if record is not None and record.use == 0:
             self._forget_if_idle(record)
-        if self._gone:
-            self._drop_gone_owners()
+        if self._gone or self._graveyard:
+            self._after()
         if state != FREE:
             raise StateError(f"PASID {p} is {_STATE_NAMES[state]}, not FREE")
         if over:
@@ -554,9 +592,10 @@ class PasidAllocator:
             if owner is not None:
                 record = self._owner_record(owner)
             with self._lock:
+                # settle first: a reclaim here may leave the owner's record idle (gone)
+                self._settle_time(self._time(reading))
                 stale = record is not None and record.gone
                 if not stale:
-                    self._settle_time(self._time(reading))
                     over = self._over_quota(record, count)
                     short = count > self._counts[FREE]
                     free_ids = self._counts[FREE]
@@ -566,8 +605,8 @@ class PasidAllocator:
                         self._fill(out, record, data)
         if record is not None and record.use == 0:
             self._forget_if_idle(record)
-        if self._gone:
-            self._drop_gone_owners()
+        if self._gone or self._graveyard:
+            self._after()
         if short:
             raise PasidExhausted(self._exhausted(f"{asked} PASIDs asked, {free_ids} FREE"))
         if over:
@@ -651,8 +690,8 @@ class PasidAllocator:
                 self._release(p, now)
                 self._teardown_of(p, teardown)
             state = self._state[p]
-        if self._gone:
-            self._drop_gone_owners()
+        if self._gone or self._graveyard:
+            self._after()
         if teardown:
             run_teardown(teardown)
         return state
@@ -707,8 +746,8 @@ class PasidAllocator:
             for i, p in enumerate(pasids):
                 if last[i]:
                     self._teardown_of(p, teardown)
-        if self._gone:
-            self._drop_gone_owners()
+        if self._gone or self._graveyard:
+            self._after()
         if teardown:
             run_teardown(teardown)
 
@@ -754,15 +793,17 @@ class PasidAllocator:
         if self._state[p] != ACTIVE:
             raise StateError(f"bind of PASID {p}, which is {_STATE_NAMES[self._state[p]]}")
         if p >> info.bits:
-            raise InvalidPasid(f"PASID {p} is wider than device {info.key!r}'s {info.bits} bits")
+            raise _Later(InvalidPasid, f"PASID {p} is wider than device {{}}'s {info.bits} bits",
+                         info.key)
         bindings = self._bindings.get(p)
         entry = None if bindings is None else bindings.get(info.handle)
         if entry is not None:
             if entry[0] == COUNT_MAX:
-                raise OverflowError(f"PASID {p} is bound {COUNT_MAX} times to device "
-                                    f"{info.key!r}, the limit")
+                raise _Later(OverflowError, f"PASID {p} is bound {COUNT_MAX} times to device "
+                             "{}, the limit", info.key)
             entry[0] += 1
             if data is not None:
+                self._graveyard.append(entry[1])
                 entry[1] = data
             return
         if bindings is None:
@@ -776,15 +817,18 @@ class PasidAllocator:
         bindings = self._bindings.get(p)
         entry = None if bindings is None else bindings.get(info.handle)
         if entry is None:
-            raise StateError(f"PASID {p} is not bound to device {info.key!r}")
+            raise _Later(StateError, f"PASID {p} is not bound to device {{}}", info.key)
         assert bindings is not None
         if entry[0] > 1:
             entry[0] -= 1
             return state
         hold = now + info.drain
-        if hold > self._hold.get(p, hold - 1):
+        held = self._hold.get(p)
+        if held is None or hold > held:
             self._hold[p] = hold
         del bindings[info.handle]
+        if entry[1] is not None:
+            self._graveyard.append(entry[1])
         info.bound.discard(p)
         if not bindings:
             del self._bindings[p]
@@ -812,49 +856,64 @@ class PasidAllocator:
             with self._lock:
                 if not info.gone:
                     widest = max(info.bound, default=-1)
-                    if width >= 0 and widest >= 0 and widest >> width:
-                        raise InvalidPasid(f"device {device!r} has PASID {widest} bound, "
-                                           f"wider than {width} bits")
-                    if width >= 0:
-                        info.bits = width
-                    if drain_time >= 0:
-                        info.drain = drain_time
-                    if callback_given:
-                        info.on_teardown = callback
-                    return info.handle
+                    wider = width >= 0 and widest >= 0 and widest >> width
+                    if not wider:
+                        if width >= 0:
+                            info.bits = width
+                        if drain_time >= 0:
+                            info.drain = drain_time
+                        if callback_given:
+                            # the old callback is dropped once the lock is free
+                            callback, info.on_teardown = info.on_teardown, callback
+                        return info.handle
+            if not info.gone:
+                raise InvalidPasid(f"device {device!r} has PASID {widest} bound, "
+                                   f"wider than {width} bits")
 
     def remove_device(self, device: Hashable) -> None:
         """Hot-unplug: drop all of ``device``'s bindings at once, no drain hold, no callback."""
+        if self._registry_thread == threading.get_ident():
+            # called from a __hash__/__eq__ while this thread changes the tables: its
+            # own table update could not run after the change, so refuse it before
+            self._enter_registry()
         info = self._device_record(device, False)
         if info is None:
             raise StateError(f"unknown device {device!r}")
         reading = self._reading()
         with self._lock:
-            if info.gone:
-                raise StateError(f"unknown device {device!r}")
-            now = self._time(reading)
-            self._settle_time(now)
-            drained = []
-            for p in info.bound:
-                bindings = self._bindings[p]
-                del bindings[info.handle]
-                if not bindings:
-                    del self._bindings[p]
-                    if self._state[p] == DRAINING:
-                        drained.append(p)
-            info.bound.clear()
-            for p in sorted(drained):
-                self._settle(p, now)
-            info.gone = True
-            self._device_list[info.handle] = None
+            gone = info.gone
+            if not gone:
+                now = self._time(reading)
+                self._settle_time(now)
+                drained = []
+                for p in info.bound:
+                    bindings = self._bindings[p]
+                    entry = bindings.pop(info.handle)
+                    if entry[1] is not None:
+                        self._graveyard.append(entry[1])
+                    if not bindings:
+                        del self._bindings[p]
+                        if self._state[p] == DRAINING:
+                            drained.append(p)
+                info.bound.clear()
+                for p in sorted(drained):
+                    self._settle(p, now)
+                info.gone = True
+                self._device_list[info.handle] = None
+        if gone:
+            raise StateError(f"unknown device {device!r}")
+        # phase 3: the device's __hash__/__eq__ may raise here, after the change; then
+        # its record stays in the table, marked gone (look-ups treat it as absent)
         self._enter_registry()
         try:
             if self._devices.get(device) is info:
                 del self._devices[device]
+        except Exception:
+            pass
         finally:
             self._leave_registry()
-        if self._gone:
-            self._drop_gone_owners()
+        if self._gone or self._graveyard:
+            self._after()
 
     def bind(self, pasid: SupportsIndex, device: Hashable, *, data: object = None) -> None:
         """Bind an ACTIVE PASID to ``device`` (counted per pair). O(devices bound to it)."""
@@ -872,25 +931,31 @@ class PasidAllocator:
                             f"bind of PASID {p}, which is {_STATE_NAMES[self._state[p]]}")
                 info = self._device_record(device, True)
                 assert info is not None
-            with self._lock:
-                stale = info.gone
-                if not stale:
-                    self._settle_time(self._time(reading))
-                    self._bind_in(p, info, data)
+            try:
+                with self._lock:
+                    stale = info.gone
+                    if not stale:
+                        self._settle_time(self._time(reading))
+                        self._bind_in(p, info, data)
+            except _Later as late:
+                raise late.build() from None
 
     def unbind(self, pasid: SupportsIndex, device: Hashable) -> None:
         """``device`` says it has drained ``pasid`` (ACTIVE or DRAINING). O(log64 N)."""
         p = self._check_id(pasid)
         info = self._device_record(device, False)
         reading = self._reading()
-        with self._lock:
-            if info is None or info.gone:
-                raise StateError(f"PASID {p} is not bound to device {device!r}")
-            now = self._time(reading)
-            self._settle_time(now)
-            self._unbind_in(p, info, now)
-        if self._gone:
-            self._drop_gone_owners()
+        try:
+            with self._lock:
+                if info is None or info.gone:
+                    raise _Later(StateError, f"PASID {p} is not bound to device {{}}", device)
+                now = self._time(reading)
+                self._settle_time(now)
+                self._unbind_in(p, info, now)
+        except _Later as late:
+            raise late.build() from None
+        if self._gone or self._graveyard:
+            self._after()
 
     # ------------------------------------------------------------ owners
 
@@ -914,8 +979,8 @@ class PasidAllocator:
                         self._release(p, now)
                     for p in released:
                         self._teardown_of(p, teardown)
-        if self._gone:
-            self._drop_gone_owners()
+        if self._gone or self._graveyard:
+            self._after()
         if teardown:
             run_teardown(teardown)
         return released
@@ -935,21 +1000,21 @@ class PasidAllocator:
                 if record is None and quota >= 0:
                     record = _Owner(owner)
                     self._owners[owner] = record
-                if quota >= 0:
-                    self._quota[owner] = quota
-                else:
-                    self._quota.pop(owner, None)
                 with self._lock:
                     stale = record is not None and record.gone
                     if record is not None and not stale:
                         record.quota = quota
+                        if quota >= 0:
+                            self._quota[record] = quota
+                        else:
+                            self._quota.pop(record, None)
                         if quota < 0 and record.use == 0:
                             record.gone = True
                             self._gone.append(record)
         finally:
             self._leave_registry()
-        if self._gone:
-            self._drop_gone_owners()
+        if self._gone or self._graveyard:
+            self._after()
 
     # ------------------------------------------------------------ time
 
@@ -1070,20 +1135,23 @@ class PasidAllocator:
             entry = None
             if info is not None and not info.gone:
                 entry = self._bindings.get(p, {}).get(info.handle)
-            if entry is None:
-                raise StateError(f"PASID {p} is not bound to device {device!r}")
-            return entry[1]
+            if entry is not None:
+                return entry[1]
+        raise StateError(f"PASID {p} is not bound to device {device!r}")
 
     def pending(self, device: Hashable) -> list[int]:
         """The DRAINING PASIDs still bound to ``device``, ascending."""
         info = self._device_record(device, False)
         reading = self._reading()
         with self._lock:
-            if info is None or info.gone:
-                raise StateError(f"unknown device {device!r}")
-            self._settle_time(self._time(reading))
-            state = self._state
-            found = [p for p in info.bound if state[p] == DRAINING]
+            known = info is not None and not info.gone
+            if known:
+                assert info is not None
+                self._settle_time(self._time(reading))
+                state = self._state
+                found = [p for p in info.bound if state[p] == DRAINING]
+        if not known:
+            raise StateError(f"unknown device {device!r}")
         found.sort()
         return found
 
@@ -1200,7 +1268,7 @@ class PasidAllocator:
             "bindings": bindings,
             "devices": [(info.key, info.bits, info.drain)
                         for info in device_list if info is not None],
-            "quotas": list(self._quota.items()),
+            "quotas": [(record.key, quota) for record, quota in self._quota.items()],
             "fifo": (np.fromiter(self._fifo, dtype="<u4", count=len(self._fifo)).tobytes()
                      if self._fifo is not None else None),
         }
@@ -1236,7 +1304,7 @@ class PasidAllocator:
         for owner, quota in snap["quotas"]:
             record = a._owners[owner] = _Owner(owner)
             record.quota = quota
-            a._quota[owner] = quota
+            a._quota[record] = quota
         for p, owner in snap["owners"]:
             found = a._owners.get(owner)
             record = found if found is not None else a._owners.setdefault(owner, _Owner(owner))
@@ -1315,10 +1383,17 @@ class PasidAllocator:
             for release_at, p in self._queue:
                 if self._hold.get(p) != release_at:
                     raise AssertionError(f"PASID {p}: queue time {release_at} != {self._hold.get(p)}")
+            # the tables are read by identity: the check runs no __hash__/__eq__
+            current = set()
+            for key, record in self._owners.items():
+                if not record.gone:
+                    if record.key is not key:
+                        raise AssertionError(f"owner {key!r}: filed under another key")
+                    current.add(id(record))
             use: dict[int, int] = {}
             active: dict[int, set[int]] = {}
             for p, record in self._owner_of.items():
-                if record.gone or self._owners.get(record.key) is not record:
+                if record.gone or id(record) not in current:
                     raise AssertionError(f"PASID {p}: its owner's record is not current")
                 use[id(record)] = use.get(id(record), 0) + 1
                 if self._state[p] == ACTIVE:
@@ -1327,16 +1402,15 @@ class PasidAllocator:
                 if record.gone:
                     continue
                 if record.use != use.get(id(record), 0) or \
-                        record.quota != self._quota.get(record.key, -1):
+                        record.quota != self._quota.get(record, -1):
                     raise AssertionError(f"owner {record.key!r}: use or quota disagrees")
                 if record.use == 0 and record.quota < 0:
                     raise AssertionError(f"owner {record.key!r}: an idle record kept")
                 if record.active != active.get(id(record), set()):
                     raise AssertionError(f"owner {record.key!r}: ACTIVE set disagrees")
-            for key in self._quota:
-                found = self._owners.get(key)
-                if found is None or found.gone:
-                    raise AssertionError(f"owner {key!r}: a quota without a current record")
+            for record in self._quota:
+                if record.gone or id(record) not in current:
+                    raise AssertionError(f"owner {record.key!r}: a quota without a current record")
             for p, bindings in self._bindings.items():
                 if not bindings or self._state[p] not in (ACTIVE, DRAINING):
                     raise AssertionError(f"PASID {p}: bindings in state {self._state[p]}")
@@ -1345,15 +1419,21 @@ class PasidAllocator:
                     if count <= 0 or info is None or info.gone or p not in info.bound \
                             or p >> info.bits:
                         raise AssertionError(f"PASID {p}: a bad binding to device {handle}")
+            declared = {id(info) for key, info in self._devices.items()
+                        if not info.gone and info.key is key}
+            if len(declared) != sum(not info.gone for info in self._devices.values()):
+                raise AssertionError("a device filed under another key")
             for handle, info in enumerate(self._device_list):
                 if info is None:
                     continue
-                if info.gone or info.handle != handle or self._devices.get(info.key) is not info:
+                if info.gone or info.handle != handle or id(info) not in declared:
                     raise AssertionError(f"device {info.key!r}: its table entries disagree")
                 for p in info.bound:
                     if handle not in self._bindings.get(p, {}):
                         raise AssertionError(f"device {info.key!r}: stale PASID {p}")
             for info in self._devices.values():
+                if info.gone:          # left by a __hash__/__eq__ that raised in remove_device
+                    continue
                 if self._device_list[info.handle] is not info:
                     raise AssertionError(f"device {info.key!r} not in the handle table")
             if self._fifo is not None:
