@@ -19,6 +19,16 @@
 # 3. report: build the result and the teardown callbacks from the new state,
 #    drop the owner records the operation left idle, run the callbacks.
 #
+# On the GIL build the critical section is only the GIL, and the GIL passes to
+# another thread wherever Python code runs: so phase 2 runs none. The user
+# objects a change lets go (a PASID's data, a binding's data) are kept in a
+# graveyard until phase 3, since dropping them may run a finalizer; where
+# phase 2 builds Python objects (teardown lists, exit_owner's result, lists
+# read by queries, a snapshot's tables) the garbage collector is paused, since
+# a collection runs finalizers and gc callbacks. Phase 3 hashes owners and
+# devices only to tidy the tables: what it raises is swallowed (the change
+# stands), and a record left behind is marked gone, which look-ups skip.
+#
 # Layout. Per PASID, C arrays: one byte of state and flags (what every call
 # touches), the refcount beyond 1, the generation, the release time so far, the
 # owner's record, the links of the owner's ACTIVE list, the first binding.
@@ -29,9 +39,30 @@
 # have some. Devices: a record per device, named in C by its handle.
 
 from cpython.pythread cimport PyThread_get_thread_ident
+from cpython.list cimport PyList_GET_SIZE
 from libc.stdlib cimport qsort, realloc
+from libc.string cimport memcpy
 
 import _thread
+
+cdef extern from "Python.h":
+    # no exception: these cannot fail
+    int PyGC_Enable() noexcept
+    int PyGC_Disable() noexcept
+    int _list_append "PyList_Append" (object lst, object item) noexcept
+    void PyErr_Clear() noexcept
+
+
+cdef inline int _gc_pause() noexcept:
+    """Pause the garbage collector for a phase 2 that makes Python objects: a
+    collection would run finalizers and gc callbacks (Python code) mid-change.
+    Returns whether it was enabled, for :func:`_gc_resume`."""
+    return PyGC_Disable()
+
+
+cdef inline void _gc_resume(int was_enabled) noexcept:
+    if was_enabled:
+        PyGC_Enable()
 
 cdef enum:
     FREE = 0
@@ -61,7 +92,7 @@ cdef enum:
     FIFO = 2
     RANDOM = 3
 
-if sizeof(Slot) != 2:   # _freeze reads the slots as pairs of bytes
+if sizeof(Slot) != 2:   # _export reads the slots as pairs of bytes
     raise ImportError(f"pasid._core: a Slot is {sizeof(Slot)} bytes, not 2")
 
 cdef uint32_t COUNT_MAX = _args.COUNT_MAX
@@ -197,6 +228,7 @@ cdef class PasidAllocator:
         self._recent_devices = [None] * (2 * RECENT_DEVICES)
         self._recent_next = 0
         self._gone = None
+        self._graveyard = []
         self._registry = _thread.allocate_lock()
         self._registry_thread = 0
         self._counts[0] = size
@@ -301,6 +333,8 @@ cdef class PasidAllocator:
         cdef _Owner record
         if self._gone is None or self._registry_thread == PyThread_get_thread_ident():
             return 0
+        # only the owners' __hash__/__eq__ run here, after the change: what they
+        # raise is swallowed; the record stays, marked gone (look-ups skip it)
         self._enter_registry()
         try:
             while True:
@@ -311,10 +345,31 @@ cdef class PasidAllocator:
                         record.next_gone = None
                 if record is None:
                     break
-                if self._owners.get(record.key) is record:
-                    del self._owners[record.key]
+                try:
+                    if self._owners.get(record.key) is record:
+                        del self._owners[record.key]
+                except Exception:
+                    pass
         finally:
             self._leave_registry()
+        return 0
+
+    cdef inline void _bury(self, object value) noexcept:
+        """Keep a user object the change lets go until phase 3 (its finalizer may
+        run Python code). Out of memory, it is dropped here after all."""
+        if _list_append(self._graveyard, value) < 0:
+            PyErr_Clear()
+
+    cdef int _after(self) except -1:
+        """Phase 3 of a change: drop the user objects it let go (finalizers run
+        here) and the owner records it left idle."""
+        cdef list dropped
+        if PyList_GET_SIZE(self._graveyard):
+            dropped = self._graveyard
+            self._graveyard = []
+            dropped = None
+        if self._gone is not None:
+            self._drop_gone_owners()
         return 0
 
     cdef _Device _device_record(self, object device, bint declare):
@@ -495,6 +550,7 @@ cdef class PasidAllocator:
         if flags & HAS_OWNER:
             self._owner_untag(p)
         if flags & HAS_DATA:
+            self._bury(self._data[p])
             self._data[p] = None
 
     cdef int64_t _reclaim(self, double now) except -1:
@@ -571,16 +627,21 @@ cdef class PasidAllocator:
         released, in bind order, appended to ``teardown`` (made when first needed)."""
         cdef int32_t record
         cdef _Device info
+        cdef int was_enabled
         if not (self._slots[p].meta & HAS_BINDINGS):
             return teardown
-        record = self._bind_first[p]
-        while record >= 0:
-            info = <_Device>self._device_list[self._binds[record].device]
-            if info.on_teardown is not None:
-                if teardown is None:
-                    teardown = []
-                teardown.append((info.on_teardown, p))
-            record = self._binds[record].next
+        was_enabled = _gc_pause()
+        try:
+            record = self._bind_first[p]
+            while record >= 0:
+                info = <_Device>self._device_list[self._binds[record].device]
+                if info.on_teardown is not None:
+                    if teardown is None:
+                        teardown = []
+                    teardown.append((info.on_teardown, p))
+                record = self._binds[record].next
+        finally:
+            _gc_resume(was_enabled)
         return teardown
 
     cdef void _queue_push(self, double release_at, int64_t p) noexcept:
@@ -710,9 +771,10 @@ cdef class PasidAllocator:
             if owner is not None:
                 record = self._owner_record(owner)
             with cython.critical_section(self):
+                # settle first: a reclaim here may leave the owner's record idle (gone)
+                self._settle_time(self._time(reading))
                 stale = record is not None and record.gone
                 if not stale:
-                    self._settle_time(self._time(reading))
                     over = self._over_quota(record, 1)
                     if over:
                         self._failures += 1
@@ -722,8 +784,8 @@ cdef class PasidAllocator:
                             generation[0] = self._generation_of(p)
         if record is not None and record.use == 0:
             self._forget_if_idle(record)
-        if self._gone is not None:
-            self._drop_gone_owners()
+        if self._gone is not None or PyList_GET_SIZE(self._graveyard):
+            self._after()
         if over and quota_raises:
             raise QuotaExceeded(f"owner {owner!r} is at its quota of {record.quota} PASIDs")
         return p
@@ -768,6 +830,8 @@ cdef class PasidAllocator:
                 if self._queue_len and self._queue_time[0] <= self._now:
                     self._reclaim(self._now)
                 p = self._alloc_in(None, None, 0, self._size - 1)
+            if self._gone is not None or PyList_GET_SIZE(self._graveyard):
+                self._after()
             if p < 0:
                 raise PasidExhausted(self._exhausted(f"no FREE PASID in 0..{self._size - 1}"))
             return p
@@ -815,9 +879,10 @@ cdef class PasidAllocator:
             if owner is not None:
                 record = self._owner_record(owner)
             with cython.critical_section(self):
+                # settle first: a reclaim here may leave the owner's record idle (gone)
+                self._settle_time(self._time(reading))
                 stale = record is not None and record.gone
                 if not stale:
-                    self._settle_time(self._time(reading))
                     state = self._slots[p].meta & STATE_MASK
                     if state == FREE and self._generation_full(p):
                         raise OverflowError(
@@ -839,8 +904,8 @@ cdef class PasidAllocator:
                                 self._high_water = self._counts[ACTIVE]
         if record is not None and record.use == 0:
             self._forget_if_idle(record)
-        if self._gone is not None:
-            self._drop_gone_owners()
+        if self._gone is not None or PyList_GET_SIZE(self._graveyard):
+            self._after()
         if state != FREE:
             raise StateError(f"PASID {p} is {_STATE_NAMES[state]}, not FREE")
         if over:
@@ -893,9 +958,10 @@ cdef class PasidAllocator:
             if owner is not None:
                 record = self._owner_record(owner)
             with cython.critical_section(self):
+                # settle first: a reclaim here may leave the owner's record idle (gone)
+                self._settle_time(self._time(reading))
                 stale = record is not None and record.gone
                 if not stale:
-                    self._settle_time(self._time(reading))
                     over = self._over_quota(record, count)
                     short = count > self._counts[FREE]
                     free_ids = self._counts[FREE]
@@ -921,8 +987,8 @@ cdef class PasidAllocator:
                                 self._slots[ids[i]].meta |= HAS_DATA
         if record is not None and record.use == 0:
             self._forget_if_idle(record)
-        if self._gone is not None:
-            self._drop_gone_owners()
+        if self._gone is not None or PyList_GET_SIZE(self._graveyard):
+            self._after()
         if short:
             raise PasidExhausted(self._exhausted(f"{asked} PASIDs asked, {free_ids} FREE"))
         if over:
@@ -1065,8 +1131,8 @@ cdef class PasidAllocator:
                 self._release(p, now)
                 teardown = self._teardown_of(p, None)
             state = self._slots[p].meta & STATE_MASK
-        if self._gone is not None:
-            self._drop_gone_owners()
+        if self._gone is not None or PyList_GET_SIZE(self._graveyard):
+            self._after()
         if teardown:
             run_teardown(teardown)
         return state
@@ -1188,8 +1254,8 @@ cdef class PasidAllocator:
                 for i in range(n):
                     if last[i]:
                         teardown = self._teardown_of(pasids[i], teardown)
-        if self._gone is not None:
-            self._drop_gone_owners()
+        if self._gone is not None or PyList_GET_SIZE(self._graveyard):
+            self._after()
         if teardown:
             run_teardown(teardown)
 
@@ -1260,6 +1326,7 @@ cdef class PasidAllocator:
         """Room for one more binding record, made before anything changes (MemoryError)."""
         cdef int64_t capacity
         cdef BindRec* grown
+        cdef int was_enabled
         if self._binds_free >= 0 or self._binds_used < self._binds_cap:
             return 0
         capacity = 64 if self._binds_cap == 0 else 2 * self._binds_cap
@@ -1269,7 +1336,11 @@ cdef class PasidAllocator:
         if grown == NULL:
             raise MemoryError()
         self._binds = grown
-        self._bind_data.extend([None] * (capacity - self._binds_cap))
+        was_enabled = _gc_pause()          # a new list: no collection in phase 2
+        try:
+            self._bind_data.extend([None] * (capacity - self._binds_cap))
+        finally:
+            _gc_resume(was_enabled)
         self._binds_cap = capacity
         return 0
 
@@ -1308,6 +1379,7 @@ cdef class PasidAllocator:
         rec.next = self._binds_free
         self._binds_free = record
         if self._bind_data[record] is not None:
+            self._bury(self._bind_data[record])
             self._bind_data[record] = None
 
     cdef int _bind_in(self, int64_t p, _Device info, object data) except -1:
@@ -1325,6 +1397,8 @@ cdef class PasidAllocator:
                                     f"{info.key!r}, the limit")
             self._binds[record].count += 1
             if data is not None:
+                if self._bind_data[record] is not None:
+                    self._bury(self._bind_data[record])
                 self._bind_data[record] = data
             return 0
         self._bind_link(p, info, data, 1)
@@ -1445,6 +1519,10 @@ cdef class PasidAllocator:
         cdef int32_t* drained = NULL
         cdef int64_t k = 0, i, p
         cdef int32_t record
+        if self._registry_thread == PyThread_get_thread_ident():
+            # called from a __hash__/__eq__ while this thread changes the tables: its
+            # own table update (phase 3) could not run, so it is refused before
+            self._enter_registry()
         if info is None:
             raise StateError(f"unknown device {device!r}")
         reading = self._reading()
@@ -1474,14 +1552,18 @@ cdef class PasidAllocator:
             for i in range(1, 2 * RECENT_DEVICES, 2):
                 if self._recent_devices[i] is info:
                     self._recent_devices[i - 1] = self._recent_devices[i] = None
+        # phase 3: the device's __hash__/__eq__ may raise here, after the change; then
+        # its record stays in the table, marked gone (look-ups skip it)
         self._enter_registry()
         try:
             if self._devices.get(device) is info:
                 del self._devices[device]
+        except Exception:
+            pass
         finally:
             self._leave_registry()
-        if self._gone is not None:
-            self._drop_gone_owners()
+        if self._gone is not None or PyList_GET_SIZE(self._graveyard):
+            self._after()
 
     def bind(self, pasid, device, *, data=None):
         """Bind an ACTIVE PASID to ``device``, counted per pair. O(devices bound to the PASID).
@@ -1537,8 +1619,8 @@ cdef class PasidAllocator:
             now = self._time(reading)
             self._settle_time(now)
             self._unbind_in(p, info, now)
-        if self._gone is not None:
-            self._drop_gone_owners()
+        if self._gone is not None or PyList_GET_SIZE(self._graveyard):
+            self._after()
 
     # ------------------------------------------------------------ owners
 
@@ -1602,14 +1684,15 @@ cdef class PasidAllocator:
                 if record is None and quota >= 0:
                     record = _Owner(owner)
                     self._owners[owner] = record
-                if quota >= 0:
-                    self._quota[owner] = quota
-                else:
-                    self._quota.pop(owner, None)
                 with cython.critical_section(self):
                     stale = record is not None and record.gone
                     if record is not None and not stale:
                         record.quota = quota
+                        # keyed by record (identity): no user code runs
+                        if quota >= 0:
+                            self._quota[record] = quota
+                        else:
+                            self._quota.pop(record, None)
                         if quota < 0 and record.use == 0:
                             record.gone = 1
                             record.next_gone = self._gone
@@ -1617,8 +1700,8 @@ cdef class PasidAllocator:
                 stale = stale and record is not None
         finally:
             self._leave_registry()
-        if self._gone is not None:
-            self._drop_gone_owners()
+        if self._gone is not None or PyList_GET_SIZE(self._graveyard):
+            self._after()
 
     # ------------------------------------------------------------ time
 
@@ -1768,13 +1851,18 @@ cdef class PasidAllocator:
         cdef double reading = self._reading()
         cdef int32_t record
         cdef list found = []
+        cdef int was_enabled
         with cython.critical_section(self):
             self._settle_time(self._time(reading))
             if self._slots[p].meta & HAS_BINDINGS:
-                record = self._bind_first[p]
-                while record >= 0:
-                    found.append((<_Device>self._device_list[self._binds[record].device]).key)
-                    record = self._binds[record].next
+                was_enabled = _gc_pause()
+                try:
+                    record = self._bind_first[p]
+                    while record >= 0:
+                        found.append((<_Device>self._device_list[self._binds[record].device]).key)
+                        record = self._binds[record].next
+                finally:
+                    _gc_resume(was_enabled)
         return found
 
     def binding(self, pasid, device):
@@ -1808,15 +1896,20 @@ cdef class PasidAllocator:
         cdef double reading = self._reading()
         cdef int32_t record
         cdef list found = []
+        cdef int was_enabled
         with cython.critical_section(self):
             if info is None or info.gone:
                 raise StateError(f"unknown device {device!r}")
             self._settle_time(self._time(reading))
-            record = info.first
-            while record >= 0:
-                if (self._slots[self._binds[record].pasid].meta & STATE_MASK) == DRAINING:
-                    found.append(self._binds[record].pasid)
-                record = self._binds[record].dnext
+            was_enabled = _gc_pause()
+            try:
+                record = info.first
+                while record >= 0:
+                    if (self._slots[self._binds[record].pasid].meta & STATE_MASK) == DRAINING:
+                        found.append(self._binds[record].pasid)
+                    record = self._binds[record].dnext
+            finally:
+                _gc_resume(was_enabled)
         found.sort()
         return found
 
@@ -1827,20 +1920,19 @@ cdef class PasidAllocator:
         (255, 1)
         """
         cdef double reading = self._reading()
+        cdef int64_t c[10]
         with cython.critical_section(self):
+            # read into C, then build the dict: no allocation in the section
             self._settle_time(self._time(reading))
-            return {
-                "free": self._counts[FREE],
-                "reserved": self._counts[RESERVED],
-                "active": self._counts[ACTIVE],
-                "draining": self._counts[DRAINING],
-                "quarantined": self._counts[QUARANTINED],
-                "allocations": self._allocations,
-                "releases": self._releases,
-                "reclaimed": self._reclaimed,
-                "failures": self._failures,
-                "high_water": self._high_water,
-            }
+            c[0], c[1], c[2] = self._counts[FREE], self._counts[RESERVED], self._counts[ACTIVE]
+            c[3], c[4] = self._counts[DRAINING], self._counts[QUARANTINED]
+            c[5], c[6], c[7] = self._allocations, self._releases, self._reclaimed
+            c[8], c[9] = self._failures, self._high_water
+        return {
+            "free": c[0], "reserved": c[1], "active": c[2], "draining": c[3],
+            "quarantined": c[4], "allocations": c[5], "releases": c[6], "reclaimed": c[7],
+            "failures": c[8], "high_water": c[9],
+        }
 
     @property
     def bits(self):
@@ -1964,8 +2056,8 @@ cdef class PasidAllocator:
             now = self._time(reading)
             self._settle_time(now)
             state = self._unbind_in(p, self._device_at(device), now)
-        if self._gone is not None:
-            self._drop_gone_owners()
+        if self._gone is not None or PyList_GET_SIZE(self._graveyard):
+            self._after()
         return state
 
     cdef list c_exit_owner(self, object owner):
@@ -1973,23 +2065,28 @@ cdef class PasidAllocator:
         cdef _Owner record
         cdef double reading, now
         cdef list released = None, teardown = None
+        cdef int was_enabled
         if owner is None:
             raise ValueError("exit_owner(None): owner-less PASIDs have no owner to exit")
         while released is None:
             record = self._owner_lookup(owner)
             reading = self._reading()
             with cython.critical_section(self):
-                now = self._time(reading)
-                self._settle_time(now)
-                if record is None or record.gone:
-                    # it holds nothing (or was dropped meanwhile: look again)
-                    released = [] if record is None else None
-                else:
-                    released = self._exit_in(record, now)
-                    for p in released:
-                        teardown = self._teardown_of(p, teardown)
-        if self._gone is not None:
-            self._drop_gone_owners()
+                was_enabled = _gc_pause()
+                try:
+                    now = self._time(reading)
+                    self._settle_time(now)
+                    if record is None or record.gone:
+                        # it holds nothing (or was dropped meanwhile: look again)
+                        released = [] if record is None else None
+                    else:
+                        released = self._exit_in(record, now)
+                        for p in released:
+                            teardown = self._teardown_of(p, teardown)
+                finally:
+                    _gc_resume(was_enabled)
+        if self._gone is not None or PyList_GET_SIZE(self._graveyard):
+            self._after()
         if teardown:
             run_teardown(teardown)
         return released
@@ -2038,66 +2135,108 @@ cdef class PasidAllocator:
 
     # ------------------------------------------------------------ snapshots
 
-    cdef dict _freeze(self, double now):
+    def _export(self):
         """The whole state as the dict of ``pasid._snapshot.FIELDS`` (shared with the pure
-        backend), taken in the critical section: C arrays copied, side tables read."""
+        backend), at one reading of the clock.
+
+        The buffers are made first (that may run Python code); then one pass,
+        with the garbage collector paused, settles the time and copies every
+        table: C arrays into the buffers, the objects (owners, data, bindings,
+        devices, quotas) into new lists. No Python code runs in the pass, so no
+        other thread changes the state halfway through it. The arrays are
+        trimmed and encoded after.
+        """
         cdef int64_t size = self._size
-        cdef int64_t p, i
-        cdef int32_t record
+        cdef int64_t p, n_fifo = 0
+        cdef int32_t record, q
+        cdef uint8_t meta
         cdef _Device info
-        raw = np.asarray(<uint8_t[:size * sizeof(Slot)]><uint8_t*>self._slots).reshape(size, 2)
-        meta = raw[:, 0].copy()
-        state = meta & STATE_MASK
+        cdef double reading, now
+        cdef int was_enabled
+        cdef list owners = [], data = [], bindings = [], devices = [], quotas = []
+        cdef list pairs
+        slots = np.empty(2 * size, dtype=np.uint8)
+        high = np.empty(size, dtype=np.uint32)
+        refcount = np.empty(size, dtype=np.uint32)
+        hold = np.empty(size, dtype=np.float64)
+        fifo = np.empty(size if self._fifo.prev != NULL else 0, dtype="<u4")
+        cdef uint8_t[::1] slots_out = slots
+        cdef uint32_t[::1] high_out = high
+        cdef uint32_t[::1] refcount_out = refcount
+        cdef double[::1] hold_out = hold
+        cdef uint32_t[::1] fifo_out = fifo
+        reading = self._reading()
+        with cython.critical_section(self):
+            was_enabled = _gc_pause()
+            try:
+                now = self._time(reading)
+                self._settle_time(now)
+                memcpy(&slots_out[0], self._slots, size * sizeof(Slot))
+                memcpy(&high_out[0], self._generation_high, size * sizeof(uint32_t))
+                memcpy(&refcount_out[0], self._refcount, size * sizeof(uint32_t))
+                memcpy(&hold_out[0], self._hold, size * sizeof(double))
+                for p in range(size):
+                    meta = self._slots[p].meta
+                    if not (meta & (HAS_OWNER | HAS_DATA | HAS_BINDINGS)):
+                        continue
+                    if meta & HAS_OWNER:
+                        owners.append((p, (<_Owner>self._owner_of[p]).key))
+                    if meta & HAS_DATA:
+                        data.append((p, self._data[p]))
+                    if meta & HAS_BINDINGS:
+                        pairs = []
+                        record = self._bind_first[p]
+                        while record >= 0:
+                            info = <_Device>self._device_list[self._binds[record].device]
+                            pairs.append((info.key, self._binds[record].count,
+                                          self._bind_data[record]))
+                            record = self._binds[record].next
+                        bindings.append((p, pairs))
+                for found in self._device_list:
+                    if found is not None:
+                        info = <_Device>found
+                        devices.append((info.key, info.bits, info.drain))
+                for found, quota in self._quota.items():
+                    quotas.append(((<_Owner>found).key, quota))
+                if self._fifo.prev != NULL:
+                    q = self._fifo.head
+                    while q >= 0:
+                        fifo_out[n_fifo] = <uint32_t>q
+                        n_fifo += 1
+                        q = self._fifo.next[q]
+                scalars = (self._rng, self._cursor,
+                           [self._allocations, self._releases, self._reclaimed,
+                            self._failures, self._high_water])
+            finally:
+                _gc_resume(was_enabled)
+        # from here on, copies only
+        raw = slots.reshape(size, 2)
+        meta_bytes = raw[:, 0]
+        state = meta_bytes & STATE_MASK
         ids = np.flatnonzero(state)
-        multi = np.flatnonzero(meta & MULTI)
-        refcount = np.asarray(<uint32_t[:size]>self._refcount)[multi]
-        generation = ((np.asarray(<uint32_t[:size]>self._generation_high).astype(np.uint64) << 8)
-                      | raw[:, 1]).astype(np.uint32)
+        multi = np.flatnonzero(meta_bytes & MULTI)
+        generation = ((high.astype(np.uint64) << 8) | raw[:, 1]).astype(np.uint32)
         generated = np.flatnonzero(generation)
-        held = np.flatnonzero(meta & HAS_HOLD)
-        hold = np.asarray(<double[:size]>self._hold)[held]
-        owners = [(p, (<_Owner>self._owner_of[p]).key)
-                  for p in np.flatnonzero(meta & HAS_OWNER).tolist()]
-        data = [(p, self._data[p]) for p in np.flatnonzero(meta & HAS_DATA).tolist()]
-        bindings = []
-        for p in np.flatnonzero(meta & HAS_BINDINGS).tolist():
-            pairs = []
-            record = self._bind_first[p]
-            while record >= 0:
-                info = <_Device>self._device_list[self._binds[record].device]
-                pairs.append((info.key, self._binds[record].count, self._bind_data[record]))
-                record = self._binds[record].next
-            bindings.append((p, pairs))
+        held = np.flatnonzero(meta_bytes & HAS_HOLD)
         return {
             "bits": self._bits,
-            "strategy": self.strategy,
+            "strategy": STRATEGIES[self._strategy],
             "grace": self._grace,
             "now": now,
-            "rng": self._rng,
-            "cursor": self._cursor,
-            "counters": [self._allocations, self._releases, self._reclaimed,
-                         self._failures, self._high_water],
+            "rng": scalars[0],
+            "cursor": scalars[1],
+            "counters": scalars[2],
             "states": _snapshot.arrays(ids, state[ids], "u1"),
-            "refcounts": _snapshot.arrays(multi, refcount, "<u4"),
+            "refcounts": _snapshot.arrays(multi, refcount[multi], "<u4"),
             "generations": _snapshot.arrays(generated, generation[generated], "<u4"),
-            "holds": _snapshot.arrays(held, hold, "<f8"),
+            "holds": _snapshot.arrays(held, hold[held], "<f8"),
             "owners": owners,
             "data": data,
             "bindings": bindings,
-            "devices": [(info.key, info.bits, info.drain)
-                        for info in self._device_list if info is not None],
-            "quotas": list(self._quota.items()),
-            "fifo": (np.asarray(fifo_order(&self._fifo), dtype="<u4").tobytes()
-                     if self._fifo.prev != NULL else None),
+            "devices": devices,
+            "quotas": quotas,
+            "fifo": fifo[:n_fifo].tobytes() if self._fifo.prev != NULL else None,
         }
-
-    def _export(self):
-        """The whole state as the dict of ``pasid._snapshot.FIELDS``, at one reading of the clock."""
-        cdef double reading = self._reading()
-        with cython.critical_section(self):
-            now = self._time(reading)
-            self._settle_time(now)
-            return self._freeze(now)
 
     cdef int _load(self, dict snap) except -1:
         """Fill a new, empty allocator from a checked snapshot (``pasid._snapshot.check``)."""
@@ -2130,7 +2269,7 @@ cdef class PasidAllocator:
             record = _Owner(owner)
             record.quota = quota
             self._owners[owner] = record
-            self._quota[owner] = quota
+            self._quota[record] = quota
         for p, owner in snap["owners"]:
             found = self._owners.get(owner)
             if found is None:
@@ -2200,6 +2339,11 @@ cdef class PasidAllocator:
         cdef _Device info
         with cython.critical_section(self):
             _check_node(self.space.root, self.space.height)
+            # the tables are read by identity: the check runs no __hash__/__eq__
+            # (a dict keeps the key object it was first given: keys are not compared)
+            current = {id(found) for found in self._owners.values() if not (<_Owner>found).gone}
+            declared = {id(found) for found in self._devices.values()
+                        if not (<_Device>found).gone}
             counts = [0] * 5
             use = {}
             active = {}
@@ -2219,7 +2363,7 @@ cdef class PasidAllocator:
                     raise AssertionError(f"PASID {p}: data flag disagrees")
                 if self._slots[p].meta & HAS_OWNER:
                     owner = <_Owner>self._owner_of[p]
-                    if owner.gone or self._owners.get(owner.key) is not owner:
+                    if owner.gone or id(owner) not in current:
                         raise AssertionError(f"PASID {p}: its owner's record is not current")
                     use[id(owner)] = use.get(id(owner), 0) + 1
                     if s == ACTIVE:
@@ -2232,7 +2376,7 @@ cdef class PasidAllocator:
                 owner = <_Owner>found
                 if owner.gone:
                     continue
-                if owner.use != use.get(id(owner), 0) or owner.quota != self._quota.get(owner.key, -1):
+                if owner.use != use.get(id(owner), 0) or owner.quota != self._quota.get(owner, -1):
                     raise AssertionError(f"owner {owner.key!r}: use or quota disagrees")
                 if owner.use == 0 and owner.quota < 0:
                     raise AssertionError(f"owner {owner.key!r}: an idle record kept")
@@ -2247,10 +2391,10 @@ cdef class PasidAllocator:
                     at = self._owned_next[at]
                 if listed != active.get(id(owner), set()) or owner.active != len(listed):
                     raise AssertionError(f"owner {owner.key!r}: ACTIVE list disagrees")
-            for key in self._quota:
-                found = self._owners.get(key)
-                if found is None or (<_Owner>found).gone:
-                    raise AssertionError(f"owner {key!r}: a quota without a current record")
+            for found in self._quota:
+                if (<_Owner>found).gone or id(found) not in current:
+                    raise AssertionError(f"owner {(<_Owner>found).key!r}: a quota without "
+                                         "a current record")
             queued = sorted(self._queue_pasid[i] for i in range(self._queue_len))
             if queued != [p for p in range(self._size) if (self._slots[p].meta & STATE_MASK) == QUARANTINED]:
                 raise AssertionError("every QUARANTINED PASID needs exactly one queue entry")
@@ -2288,7 +2432,7 @@ cdef class PasidAllocator:
                 if found is None:
                     continue
                 info = <_Device>found
-                if info.gone or info.handle != handle or self._devices.get(info.key) is not info:
+                if info.gone or info.handle != handle or id(info) not in declared:
                     raise AssertionError(f"device {info.key!r}: its table entries disagree")
                 record, i, at = info.first, 0, -1
                 while record >= 0:
@@ -2304,6 +2448,8 @@ cdef class PasidAllocator:
             if bound != len(seen):
                 raise AssertionError("binding records on no device")
             for found in self._devices.values():
+                if (<_Device>found).gone:   # left by a __hash__/__eq__ that raised in remove_device
+                    continue
                 if self._device_list[(<_Device>found).handle] is not found:
                     raise AssertionError(f"device {(<_Device>found).key!r} not in the handle table")
             for record in range(self._binds_used):

@@ -137,12 +137,13 @@ cdef class PasidAllocator:
     cdef list _data              # PASID -> data (None until the first data given)
     cdef list _bind_data         # binding record -> the driver's data for the pair
     cdef dict _owners            # owner object -> _Owner
-    cdef dict _quota             # owner object -> quota, in the order quotas were set
+    cdef dict _quota             # owner record -> quota, in the order quotas were set
     cdef dict _devices           # device object -> _Device
     cdef list _device_list       # handle -> _Device (None once removed)
     cdef list _recent_devices    # (device object, _Device) pairs lately named, by identity
     cdef int _recent_next
     cdef _Owner _gone            # owner records to drop from _owners after the operation
+    cdef list _graveyard         # user objects let go by a change, dropped in its phase 3
     cdef object _registry        # a lock: owner and device tables change under it
     cdef long _registry_thread   # the thread holding it, or 0
     # counters
@@ -165,6 +166,8 @@ cdef class PasidAllocator:
     cdef _Owner _owner_record(self, object owner)
     cdef _Owner _owner_lookup(self, object owner)
     cdef int _drop_gone_owners(self) except -1
+    cdef void _bury(self, object value) noexcept
+    cdef int _after(self) except -1
     cdef int _forget_if_idle(self, _Owner record) except -1
     cdef str _exhausted(self, str asked)
     cdef _Device _device_record(self, object device, bint declare)
@@ -208,5 +211,4 @@ cdef class PasidAllocator:
     cdef list _exit_in(self, _Owner owner, double now)
     cdef tuple _range(self, lo, hi)
     cdef object _id_array(self, object ids)
-    cdef dict _freeze(self, double now)
     cdef int _load(self, dict snap) except -1
