@@ -464,3 +464,355 @@ def test_exhaustion_says_what_is_only_waiting(backend):
     b.alloc()
     with pytest.raises(PasidExhausted, match=r"^no FREE PASID in 0..1$"):
         b.alloc()
+
+
+# ---------------------------------------------------------------- found by the fuzzers (fuzz/)
+#
+# Each test below is the smallest reproduction of a failure that fuzz/fuzz_ops.py,
+# fuzz/fuzz_snapshot.py or fuzz/stress.py found. fuzz/fuzzlib.py's KNOWN names them: the
+# fuzzers steer around a known failure until it is fixed (then its entry goes).
+
+
+class Boom(Exception):
+    """Raised on purpose by user code."""
+
+
+def boom():
+    raise Boom("user code raised")
+
+
+def reencoded(a, **changes):
+    """``a``'s snapshot with some fields replaced: encoded and checksummed again."""
+    import struct
+    import zlib
+
+    from pasid import _snapshot
+
+    blob = a.to_bytes()
+    values = _snapshot.decode(blob[len(_snapshot.MAGIC) + 1:-4])
+    for field, value in changes.items():
+        values[_snapshot.FIELDS.index(field)] = value
+    body = bytearray(_snapshot.MAGIC)
+    body.append(_snapshot.VERSION)
+    body += _snapshot.encode(values)
+    body += struct.pack("<I", zlib.crc32(body))
+    return bytes(body)
+
+
+@pytest.mark.parametrize("allocate", [
+    lambda a: a.alloc("vm"),
+    lambda a: a.try_alloc("vm"),
+    lambda a: a.alloc_exact(2, "vm"),
+    lambda a: a.open("vm").pasid,
+    lambda a: int(a.alloc_many(1, "vm")[0]),
+], ids=["alloc", "try_alloc", "alloc_exact", "open", "alloc_many"])
+def test_a_reclaim_inside_an_allocation_keeps_the_owner(backend, allocate):
+    # The owner's only PASID is QUARANTINED; the allocation for the same owner
+    # reclaims it first (lazily, at the clock's new reading), which left the
+    # owner's record idle: it was dropped while the new PASID was tagged with
+    # it. exit_owner then missed the PASID; in the core the PASID kept a
+    # pointer to a freed record (to_bytes crashed on it later).
+    t = [0.0]
+    a = backend.PasidAllocator(bits=2, grace=1, clock=lambda: t[0])
+    p = a.alloc("vm")
+    a.free(p)                            # QUARANTINED until 1.0, still counted for "vm"
+    t[0] = 1.0
+    q = allocate(a)                      # reclaims p, then allocates for "vm"
+    # exit_owner first: it finds the owner by name, never through q's record (which,
+    # in the core, _check() or owner(q) would read after it was freed)
+    assert a.exit_owner("vm") == [q]
+    a._check()
+    assert a.owner(q) == "vm"
+
+
+@pytest.mark.parametrize("action", [boom, "re-enter"], ids=["raises", "re-enters"])
+@pytest.mark.parametrize("call, at", [
+    (lambda a, owner, p: a.free(p), 1),
+    (lambda a, owner, p: a.exit_owner(owner), 2),
+], ids=["free", "exit_owner"])
+def test_a_hash_raising_after_the_change_changes_nothing(backend, call, at, action):
+    # The owner's record goes idle with its last PASID; phase 3 drops it from
+    # the owner table, which hashes the owner. A hash that raised there (or
+    # called back and was refused as a re-entry) made free/exit_owner raise
+    # after the PASID was released: an error that changed the allocator.
+    a = backend.PasidAllocator(bits=4)
+    if action == "re-enter":
+        action = lambda: a.set_quota("other", 1)     # needs the owner table: refused
+    owner = Hook("vm", action, at=at)
+    p = a.alloc(owner)
+    before = observable(a)
+    owner.arm()
+    try:
+        call(a, owner, p)
+    except (Boom, RuntimeError):
+        assert observable(a) == before   # an error: nothing changed
+    else:
+        assert a.state(p) == State.FREE
+    a._check()
+
+
+@pytest.mark.parametrize("at", [1, 2, 3])
+def test_a_device_hash_raising_in_remove_device_changes_nothing(backend, at):
+    # remove_device dropped the bindings and marked the device removed, then
+    # updated the device table under the registry lock, hashing the device:
+    # a hash that raised there left a removed record in the table (_check()
+    # failed) and the call raised after it had taken effect.
+    a = backend.PasidAllocator(bits=4)
+    device = Hook("gpu", boom, at=at)
+    a.add_device(device)
+    p = a.alloc()
+    a.bind(p, device)
+    before = observable(a)
+    device.arm()
+    try:
+        a.remove_device(device)
+    except Boom:
+        assert observable(a) == before
+    else:
+        assert a.devices(p) == []
+    a._check()
+
+
+def test_remove_device_refused_as_a_re_entry_changes_nothing(backend):
+    # A new owner's hash runs while the owner table changes under the registry
+    # lock; from there remove_device removed the device, then asked for the
+    # registry lock to update the device table, was refused (RuntimeError,
+    # "re-entrant") and raised, with the device half removed.
+    a = backend.PasidAllocator(bits=4)
+    p = a.alloc()
+    a.bind(p, "gpu")
+    owner = Hook("vm", lambda: a.remove_device("gpu"), at=2)
+    before = observable(a)
+    owner.arm()
+    try:
+        a.alloc(owner)
+    except RuntimeError as exc:
+        assert "re-entrant" in str(exc)
+        assert observable(a) == before and a.devices(p) == ["gpu"]
+    a._check()
+
+
+@pytest.mark.parametrize("at", [1, 2, 3, 4])
+def test_a_hash_raising_in_set_quota_changes_nothing(backend, at):
+    # set_quota of a new owner adds its record to the owner table, then the
+    # quota to the quota table (the 4th hash of the owner): a hash raising
+    # there left an idle record without a quota (_check() failed).
+    a = backend.PasidAllocator(bits=4)
+    owner = Hook("vm", boom, at=at)
+    owner.arm()
+    try:
+        a.set_quota(owner, 0)
+        quota_set = True
+    except Boom:
+        quota_set = False
+    a._check()
+    owner.armed = False
+    if quota_set:
+        with pytest.raises(QuotaExceeded):
+            a.alloc(owner)
+    else:
+        a.alloc(owner)                   # no quota came into force
+    a._check()
+
+
+def test_a_drain_hold_at_nanosecond_times(backend):
+    # With times past 2**53 (a clock in nanoseconds since the epoch), the pure
+    # backend compared the new hold with "hold - 1", which equals the hold:
+    # an unbind's drain hold was dropped and the PASID was FREE at once on
+    # release; the core kept it QUARANTINED until now + drain.
+    a = backend.PasidAllocator(bits=2)
+    a.add_device("gpu", drain=1000)
+    a.advance(to=1.7e18)
+    p = a.alloc()
+    a.bind(p, "gpu")
+    a.unbind(p, "gpu")                   # the drain hold runs from now
+    a.free(p)
+    assert a.state(p) == State.QUARANTINED
+    assert a.next_release_time() == 1.7e18 + 1000
+
+
+@pytest.mark.parametrize("field, value", [
+    ("grace", 1e301), ("grace", 10**400), ("now", 1e301), ("now", -1e301),
+    ("now", 10**400), ("devices", [("gpu", 20, 1e301)]), ("devices", [("gpu", 20, 10**400)]),
+], ids=["grace", "grace-int", "now", "now-negative", "now-int", "drain", "drain-int"])
+def test_snapshot_times_out_of_range(backend, field, value):
+    # Times are finite and within +-1e300 (README); a snapshot holding one
+    # beyond raised ValueError or OverflowError from from_bytes, or loaded an
+    # allocator whose clock could not move (advance refused any time).
+    from pasid import SnapshotError
+
+    a = backend.PasidAllocator(bits=4)
+    blob = reencoded(a, **{field: value})
+    with pytest.raises(SnapshotError):
+        backend.PasidAllocator.from_bytes(blob)
+
+
+@pytest.mark.parametrize("value", [2**63 - 1, 2**63])
+def test_snapshot_counters_out_of_range(backend, value):
+    # from_bytes accepted counters up to 2**63: the core raised OverflowError
+    # at 2**63 (its counters are int64), and at 2**63 - 1 the next count
+    # wrapped to -2**63; the pure backend counted on past 2**63. Either way the
+    # allocator's own snapshot no longer loaded.
+    from pasid import SnapshotError
+
+    a = backend.PasidAllocator(bits=1)
+    a.alloc()
+    blob = reencoded(a, counters=[1, 0, 0, value, 1])
+    try:
+        b = backend.PasidAllocator.from_bytes(blob)
+    except SnapshotError:
+        return
+    assert b.try_alloc() is None         # a refusal: failures + 1
+    assert b.stats()["failures"] >= value
+    assert backend.PasidAllocator.from_bytes(b.to_bytes()).to_bytes() == b.to_bytes()
+
+
+def test_another_thread_in_the_middle_of_exit_owner(backend):
+    # The core's critical section is the GIL on the normal build, and making a
+    # PASID FREE drops its data inside it: a finalizer that blocks (closing a
+    # file, taking a lock, or the interpreter's switch interval) let another
+    # thread run in the middle of exit_owner. That thread freed and allocated
+    # again a PASID exit_owner had not reached yet, and exit_owner then
+    # released the other thread's new PASID.
+    import threading
+
+    a = backend.PasidAllocator(bits=3)
+    inside, resume = threading.Event(), threading.Event()
+
+    class Context:
+        def __del__(self):
+            inside.set()
+            resume.wait(timeout=0.5)     # blocks: another thread may run
+
+    p1 = a.alloc("vm", data=Context())   # released first: its data is dropped
+    p2 = a.alloc("vm")
+    seen = {}
+
+    def other():
+        inside.wait(timeout=5)
+        try:
+            a.free(p2)
+            seen["again"] = a.alloc_exact(p2)
+        except StateError:
+            seen["refused"] = True       # exit_owner released p2 first: a serial order
+        resume.set()
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    released = a.exit_owner("vm")
+    thread.join()
+    a._check()
+    if "again" in seen:                  # the other thread went first: p2 is its PASID
+        assert released == [p1]
+        assert a.state(p2) == State.ACTIVE and a.refcount(p2) == 1
+    else:
+        assert released == [p1, p2] and a.state(p2) == State.FREE
+
+
+def test_to_bytes_with_another_thread_in_the_middle(backend):
+    # A garbage collection inside to_bytes runs Python code (gc callbacks,
+    # finalizers; numpy's Python-level functions in the core's _freeze do as
+    # much): on the GIL build another thread ran there and freed owned PASIDs
+    # between the core's copy of the state flags and its read of the owners:
+    # a NULL pointer, a segfault. Run in a subprocess; every collection point
+    # of the first few is tried.
+    import os
+    import subprocess
+    import sys
+
+    import pasid
+
+    code = f"""
+import gc, threading
+import {backend.__name__} as backend
+for n in range(1, 9):
+    a = backend.PasidAllocator(bits=6)
+    held = [a.alloc(("vm", i), data=i) for i in range(40)]
+    main = threading.get_ident()
+    inside, resume = threading.Event(), threading.Event()
+    count = [0]
+    def callback(phase, info):
+        if phase == "start" and threading.get_ident() == main and count[0] < n:
+            count[0] += 1
+            if count[0] == n:
+                inside.set()
+                resume.wait(timeout=0.25)   # the pure backend's lock keeps the other thread out
+    def other():
+        if inside.wait(timeout=2):
+            for p in held:
+                a.free(p)
+        resume.set()
+    thread = threading.Thread(target=other)
+    thread.start()
+    gc.callbacks.append(callback)
+    threshold = gc.get_threshold()
+    gc.set_threshold(1)
+    try:
+        blob = a.to_bytes()
+    finally:
+        gc.set_threshold(*threshold)
+        gc.callbacks.remove(callback)
+        inside.set()
+        resume.set()
+    thread.join()
+    b = type(a).from_bytes(blob)
+    b._check()
+"""
+    env = dict(os.environ)
+    root = os.path.dirname(os.path.dirname(pasid.__file__))
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_a_device_repr_that_calls_back_from_an_error_message(backend):
+    # The pure backend built bind's "wider than the device" message (the
+    # device's repr) while holding its lock: a repr that called back into the
+    # allocator deadlocked (the core raised InvalidPasid). Run in a thread so a
+    # deadlock fails the test instead of hanging the suite.
+    import threading
+
+    a = backend.PasidAllocator(bits=4)
+
+    class Device:
+        def __repr__(self):
+            return f"Device(pending={a.pending(self)})"
+
+    device = Device()
+    a.add_device(device, bits=1)
+    p = a.alloc(min=2)
+    raised = []
+
+    def bind():
+        try:
+            a.bind(p, device)
+        except InvalidPasid as exc:
+            raised.append(exc)
+
+    thread = threading.Thread(target=bind, daemon=True)
+    thread.start()
+    thread.join(timeout=2)
+    assert not thread.is_alive(), "bind deadlocked in the device's repr"
+    assert raised and "Device(pending=[])" in str(raised[0])
+
+
+def test_a_handle_close_that_raised_can_be_retried(backend):
+    # close() marked the handle closed before its put; when the put raised (the
+    # clock raised), the reference stayed and a second close() was a no-op: the
+    # PASID leaked until its owner exited.
+    broken = []
+
+    def clock():
+        if broken:
+            raise RuntimeError("clock broke")
+        return 0.0
+
+    a = backend.PasidAllocator(bits=4, clock=clock)
+    h = a.open()
+    broken.append(True)
+    with pytest.raises(RuntimeError, match="clock broke"):
+        h.close()
+    broken.clear()
+    h.close()
+    assert h.closed and h.pasid not in a
