@@ -868,6 +868,19 @@ cdef class PasidAllocator:
         (42, 'ACTIVE')
         """
         cdef int64_t p = self._check_id(pasid)
+        cdef int64_t quota = -1
+        cdef int state = self._alloc_exact_in(p, owner, data, &quota)
+        if state != FREE:
+            raise StateError(f"PASID {p} is {_STATE_NAMES[state]}, not FREE")
+        if quota >= 0:
+            raise QuotaExceeded(f"owner {owner!r} is at its quota of {quota} PASIDs")
+        return p
+
+    cdef int _alloc_exact_in(self, int64_t p, object owner, object data,
+                             int64_t* refused_quota) except -1:
+        """The three phases of alloc_exact (``p`` checked): the state ``p`` was found
+        in. FREE: allocated, unless the owner is at its quota, which then goes to
+        ``refused_quota`` (left as is otherwise)."""
         cdef _Owner record = None
         cdef double reading
         cdef bint over = False, stale = True
@@ -906,11 +919,9 @@ cdef class PasidAllocator:
             self._forget_if_idle(record)
         if self._gone is not None or PyList_GET_SIZE(self._graveyard):
             self._after()
-        if state != FREE:
-            raise StateError(f"PASID {p} is {_STATE_NAMES[state]}, not FREE")
         if over:
-            raise QuotaExceeded(f"owner {owner!r} is at its quota of {record.quota} PASIDs")
-        return p
+            refused_quota[0] = record.quota
+        return state
 
     def open(self, owner=None, *, data=None, min=None, max=None):
         """Allocate like :meth:`alloc` and wrap the reference in a :class:`~pasid.PasidHandle`.
@@ -943,14 +954,27 @@ cdef class PasidAllocator:
         """
         cdef object asked = _args.as_count(n, "n")
         cdef int64_t count = min(asked, self._size + 1)   # more than can be FREE: refused below
-        cdef int64_t i, free_ids = 0
+        cdef int64_t quota = -1, free_ids = 0
+        out = np.empty(count, dtype=np.uint32)
+        cdef uint32_t[::1] ids = out
+        if self._alloc_many_in(&ids[0] if count else NULL, count, owner, data,
+                               &quota, &free_ids) < 0:
+            if quota >= 0:
+                raise QuotaExceeded(f"owner {owner!r} is at its quota of {quota} PASIDs")
+            raise PasidExhausted(self._exhausted(f"{asked} PASIDs asked, {free_ids} FREE"))
+        return out
+
+    cdef int64_t _alloc_many_in(self, uint32_t* ids, int64_t count, object owner, object data,
+                                int64_t* refused_quota, int64_t* free_ids) except -2:
+        """The three phases of alloc_many into ``ids`` (room for ``count``): ``count``,
+        or -1 (a counted failure) when fewer are FREE (how many: ``free_ids``) or
+        the owner is at its quota (``refused_quota``); all or nothing."""
+        cdef int64_t i
         cdef _Owner record = None
         cdef double reading
         cdef bint over = False, short = False, stale = True
         cdef uint64_t rng
         cdef int64_t cursor, filled
-        out = np.empty(count, dtype=np.uint32)
-        cdef uint32_t[::1] ids = out
         if data is not None and self._data is None:
             self._data = [None] * self._size
         while stale:
@@ -964,12 +988,12 @@ cdef class PasidAllocator:
                 if not stale:
                     over = self._over_quota(record, count)
                     short = count > self._counts[FREE]
-                    free_ids = self._counts[FREE]
+                    free_ids[0] = self._counts[FREE]
                     if over or short:
                         self._failures += 1
                     else:
                         rng, cursor = self._rng, self._cursor
-                        filled = self._fill(&ids[0] if count else NULL, count)
+                        filled = self._fill(ids, count)
                         if filled < 0:
                             self._rng, self._cursor = rng, cursor
                             if filled == -2:
@@ -990,10 +1014,11 @@ cdef class PasidAllocator:
         if self._gone is not None or PyList_GET_SIZE(self._graveyard):
             self._after()
         if short:
-            raise PasidExhausted(self._exhausted(f"{asked} PASIDs asked, {free_ids} FREE"))
+            return -1
         if over:
-            raise QuotaExceeded(f"owner {owner!r} is at its quota of {record.quota} PASIDs")
-        return out
+            refused_quota[0] = record.quota
+            return -1
+        return count
 
     cdef int64_t _fill(self, uint32_t* out, int64_t n) noexcept:
         """Take ``n`` FREE PASIDs by the strategy into ``out`` (n <= FREE); undone and -1
@@ -1184,9 +1209,15 @@ cdef class PasidAllocator:
         """
         array = self._id_array(ids)               # a private copy, checked
         cdef const uint32_t[::1] pasids = array
-        cdef Py_ssize_t i, j, n = pasids.shape[0]
+        cdef Py_ssize_t n = pasids.shape[0]
         released = np.zeros(n, dtype=np.uint8)   # 1 where successive frees would release
         cdef uint8_t[::1] last = released
+        self._free_many_in(&pasids[0] if n else NULL, n, &last[0] if n else NULL)
+
+    cdef int _free_many_in(self, const uint32_t* pasids, Py_ssize_t n, uint8_t* last) except -1:
+        """The phases of free_many over ``pasids`` (checked, not changed by anyone
+        meanwhile); ``last``: ``n`` zeroed bytes of scratch."""
+        cdef Py_ssize_t i, j
         cdef int64_t p, word_base = -1, plain = 0
         cdef uint64_t bits = 0
         cdef int nbits = 0
@@ -1258,6 +1289,7 @@ cdef class PasidAllocator:
             self._after()
         if teardown:
             run_teardown(teardown)
+        return 0
 
     cdef object _id_array(self, object ids):
         """``ids`` as a new contiguous uint32 array, checked (pasid._args.id_array): a
@@ -2018,6 +2050,44 @@ cdef class PasidAllocator:
             raise InvalidPasid(f"range {lo}..{hi} is empty or outside 0..{self._size - 1}")
         return self._alloc_checked(owner, None, lo, hi, False, NULL)
 
+    cdef int64_t c_alloc_exact(self, int64_t p, object owner) except -2:
+        """Allocate exactly ``p``: ``p``, or -1 when it is not FREE or ``owner`` is at
+        its quota (the quota refusal counted, as alloc_exact counts it).
+        InvalidPasid outside the space."""
+        cdef int64_t quota = -1
+        self._check_c_id(p)
+        if self._alloc_exact_in(p, owner, None, &quota) != FREE or quota >= 0:
+            return -1
+        return p
+
+    cdef int64_t c_alloc_many(self, uint32_t* out, int64_t n, object owner) except -2:
+        """``n`` PASIDs by the strategy into ``out`` (room for ``n``), as alloc_many:
+        ``n``, or -1 (a counted failure, nothing taken) when fewer than ``n`` are
+        FREE or ``owner`` is at its quota. ``n < 0``: ValueError."""
+        cdef int64_t quota = -1, free_ids = 0
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        return self._alloc_many_in(out, n, owner, None, &quota, &free_ids)
+
+    cdef int c_free_many(self, const uint32_t* ids, int64_t n) except -1:
+        """As free_many over ``ids[0:n]``: all or nothing, StateError on a double free,
+        InvalidPasid for an ID outside the space (nothing changed); returns 0."""
+        cdef int64_t i
+        cdef uint8_t* last
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        for i in range(n):
+            if ids[i] >= self._size:
+                raise InvalidPasid(f"PASID {ids[i]} out of range 0..{self._size - 1}")
+        last = <uint8_t*>calloc(n + 1, 1)
+        if last == NULL:
+            raise MemoryError()
+        try:
+            self._free_many_in(ids, n, last)
+        finally:
+            free(last)
+        return 0
+
     cdef int c_get(self, int64_t p) except -1:
         """One more reference to ACTIVE ``p`` (StateError otherwise); returns 0."""
         cdef double reading
@@ -2122,6 +2192,13 @@ cdef class PasidAllocator:
         """How many times ``p`` has been allocated."""
         self._check_c_id(p)
         return self._generation_of(p)
+
+    cdef double c_next_release_time(self) except? -1.0:
+        """The earliest ``release_at`` waiting, or NaN when nothing is QUARANTINED."""
+        cdef double reading = self._reading()
+        with cython.critical_section(self):
+            self._settle_time(self._time(reading))
+            return self._queue_time[0] if self._queue_len else NAN
 
     cdef int64_t c_count(self, int state) except -1:
         """How many PASIDs are in ``state`` (0..4) now."""

@@ -4,9 +4,12 @@
 # The public C-level API is the ``c_*`` methods of PasidAllocator (first below):
 # C integers and doubles in and out, each in the object's critical section,
 # with the checks and counters of the Python method of the same name. Misuse
-# raises that method's exception (``except -1``); ``c_alloc`` returns -1 when
-# nothing in range is FREE or the owner is at its quota. Devices are named by
-# the small int that ``add_device`` returns.
+# raises that method's exception (``except -1``/``-2``). The allocations return a
+# status like the VT-d virtual command's: the PASID (or ``n``), or -1 when no PASID
+# is available (nothing in range FREE, ``p`` taken, the owner at its quota);
+# ``c_next_release_time`` returns NaN for none. Devices are named by the small
+# int that ``add_device`` returns. IDA has ``c_alloc``/``c_free``/``c_exists``.
+# examples/cython_sim/README.md tabulates them all.
 #
 # Everything else declared here (structs, attributes, ``_`` methods) is the
 # internal layout: Cython needs it to lay out the classes, but it is not a
@@ -85,6 +88,9 @@ cdef class IDA:
     cdef Space space
     cdef int64_t count
 
+    cdef int64_t c_alloc(self, int64_t lo, int64_t hi) except -2
+    cdef int c_free(self, int64_t id) except -1
+    cdef bint c_exists(self, int64_t id) noexcept
     cdef int64_t _alloc(self, int64_t lo, int64_t hi) except -1
 
 
@@ -92,6 +98,9 @@ cdef class IDA:
 cdef class PasidAllocator:
     # ---- the public C-level API
     cdef int64_t c_alloc(self, object owner, int64_t lo, int64_t hi) except -2
+    cdef int64_t c_alloc_exact(self, int64_t p, object owner) except -2
+    cdef int64_t c_alloc_many(self, uint32_t* out, int64_t n, object owner) except -2
+    cdef int c_free_many(self, const uint32_t* ids, int64_t n) except -1
     cdef int c_get(self, int64_t p) except -1
     cdef int c_put(self, int64_t p) except -1
     cdef int c_bind(self, int64_t p, int device) except -1
@@ -99,6 +108,7 @@ cdef class PasidAllocator:
     cdef list c_exit_owner(self, object owner)
     cdef int64_t c_advance(self, double to) except -1
     cdef double c_now(self) except? -1.0
+    cdef double c_next_release_time(self) except? -1.0
     cdef int c_state(self, int64_t p) except -1
     cdef int64_t c_generation(self, int64_t p) except -1
     cdef int64_t c_count(self, int state) except -1
@@ -197,6 +207,11 @@ cdef class PasidAllocator:
     cdef int64_t _alloc_in(self, _Owner owner, object data, int64_t lo, int64_t hi) except -2
     cdef int64_t _alloc_checked(self, object owner, object data, int64_t lo, int64_t hi,
                                 bint quota_raises, uint32_t* generation) except -2
+    cdef int _alloc_exact_in(self, int64_t p, object owner, object data,
+                             int64_t* refused_quota) except -1
+    cdef int64_t _alloc_many_in(self, uint32_t* ids, int64_t count, object owner, object data,
+                                int64_t* refused_quota, int64_t* free_ids) except -2
+    cdef int _free_many_in(self, const uint32_t* pasids, Py_ssize_t n, uint8_t* last) except -1
     cdef int64_t _fill(self, uint32_t* out, int64_t n) noexcept
     cdef int64_t _choose_full(self) noexcept
     cdef void _unfill(self, uint32_t* out, int64_t done) noexcept

@@ -35,25 +35,60 @@ cdef class IDA:
     def __dealloc__(self):
         space_destroy(&self.space)
 
-    cdef int64_t _alloc(self, int64_t lo, int64_t hi) except -1:
+    # ---- the C-level API (pasid/_core.pxd): C integers in and out, atomic like the methods
+
+    cdef int64_t c_alloc(self, int64_t lo, int64_t hi) except -2:
+        """The lowest free ID in ``lo..hi`` (``hi`` capped at 2**31 - 1), taken; -1 when
+        there is none (``lo > hi`` included). InvalidPasid for a negative bound."""
         cdef int64_t p
         if lo < 0 or hi < 0:
             raise InvalidPasid(f"negative ID bound {min(lo, hi)}")
         if hi > IDA_MAX:
             hi = IDA_MAX
         if lo > hi:
-            raise PasidExhausted(f"no space: min {lo} > max {hi}")
+            return -1
         with cython.critical_section(self):
             p = space_take_lowest(&self.space, hi) if lo == 0 else -1
             if p == -2:
-                raise PasidExhausted(f"no free ID in {lo}..{hi}")
+                return -1
             if p == -1:
                 p = space_find_free(&self.space, lo)
                 if p > hi:
-                    raise PasidExhausted(f"no free ID in {lo}..{hi}")
+                    return -1
                 if space_take(&self.space, p) < 0:
                     raise MemoryError()
             self.count += 1
+        return p
+
+    cdef int c_free(self, int64_t id) except -1:
+        """Free an allocated ID; returns 0. StateError if it is not allocated,
+        InvalidPasid outside 0..2**31 - 1 (nothing changes)."""
+        cdef Node* path[MAX_HEIGHT + 1]
+        cdef Node* leaf
+        if id < 0 or id > IDA_MAX:
+            raise InvalidPasid(f"id {id} out of range 0..{IDA_MAX}")
+        with cython.critical_section(self):
+            leaf = space_taken_leaf(&self.space, id, path)
+            if leaf == NULL:
+                raise StateError(f"ida_free called for id={id} which is not allocated")
+            space_release_path(&self.space, leaf, path, id, (<uint64_t>1) << (id & 63), 1)
+            self.count -= 1
+        return 0
+
+    cdef bint c_exists(self, int64_t id) noexcept:
+        """True if ``id`` is allocated (any int64; never fails)."""
+        if id < 0 or id > IDA_MAX:
+            return False
+        with cython.critical_section(self):
+            return not space_is_free(&self.space, id)
+
+    cdef int64_t _alloc(self, int64_t lo, int64_t hi) except -1:
+        """c_alloc, with the Python methods' errors."""
+        cdef int64_t p = self.c_alloc(lo, hi)
+        if p < 0:
+            if lo > min(hi, IDA_MAX):
+                raise PasidExhausted(f"no space: min {lo} > max {hi if hi <= IDA_MAX else IDA_MAX}")
+            raise PasidExhausted(f"no free ID in {lo}..{min(hi, IDA_MAX)}")
         return p
 
     def alloc(self):
@@ -109,16 +144,9 @@ cdef class IDA:
         pasid._errors.StateError: ida_free called for id=0 which is not allocated
         """
         cdef int64_t p = as_int64(id, "id")
-        cdef Node* path[MAX_HEIGHT + 1]
-        cdef Node* leaf
         if p < 0 or p > IDA_MAX:
             raise InvalidPasid(f"id {id} out of range 0..{IDA_MAX}")
-        with cython.critical_section(self):
-            leaf = space_taken_leaf(&self.space, p, path)
-            if leaf == NULL:
-                raise StateError(f"ida_free called for id={p} which is not allocated")
-            space_release_path(&self.space, leaf, path, p, (<uint64_t>1) << (p & 63), 1)
-            self.count -= 1
+        self.c_free(p)
 
     def find_first(self):
         """The lowest allocated ID, or None. O(log64 N).

@@ -192,6 +192,73 @@ def test_misuse_raises_the_python_methods_errors(churn):
 
 
 @needs_core
+def test_batch_entry_points_are_the_python_calls(churn):
+    from pasid._core import PasidAllocator
+
+    by_c = PasidAllocator(8, strategy="random", seed=3)
+    by_python = PasidAllocator(8, strategy="random", seed=3)
+    out = np.empty(40, dtype=np.uint32)
+    assert churn.batch(by_c, out) == 40                 # taken, then freed, in C
+    expected = by_python.alloc_many(40)
+    by_python.free_many(expected)
+    assert np.array_equal(out, expected)
+    assert by_c.to_bytes() == by_python.to_bytes()
+    # all or nothing: too many asked is -1, a counted failure, nothing taken
+    assert churn.batch(by_c, np.empty(300, dtype=np.uint32)) == -1
+    assert by_c.stats()["failures"] == 1 and len(by_c) == 0
+    # at the owner's quota: -1, nothing taken
+    by_c.set_quota("vm", 2)
+    assert churn.batch(by_c, np.empty(3, dtype=np.uint32), "vm") == -1
+    kept = np.empty(2, dtype=np.uint32)
+    assert churn.batch(by_c, kept, "vm") == 2
+    assert sorted(by_c.exit_owner("vm")) == sorted(kept.tolist())
+
+
+@needs_core
+def test_c_free_many_is_all_or_nothing(churn):
+    from pasid._core import PasidAllocator
+
+    a = PasidAllocator(8)
+    ids = a.alloc_many(4)
+    before = a.to_bytes()
+    with pytest.raises(StateError, match="already freed"):
+        churn.free_many(a, np.array([ids[0], ids[1], ids[0]], dtype=np.uint32))
+    with pytest.raises(InvalidPasid, match="out of range"):
+        churn.free_many(a, np.array([ids[0], 256], dtype=np.uint32))
+    assert a.to_bytes() == before
+    assert churn.free_many(a, ids.copy()) == 0 and len(a) == 0
+    assert churn.free_many(a, np.empty(0, dtype=np.uint32)) == 0
+
+
+@needs_core
+def test_exact_and_next_release_time(churn):
+    from pasid._core import PasidAllocator
+
+    a = PasidAllocator(8, grace=2)
+    assert churn.next_release(a) is None
+    assert churn.exact(a, 42) == 42 and a.state(42) is State.ACTIVE
+    assert churn.exact(a, 42) == -1                     # not FREE: no exception
+    assert a.stats()["failures"] == 0                   # as alloc_exact: not a refusal
+    a.free(42)
+    assert churn.next_release(a) == 2.0 == a.next_release_time()
+    a.set_quota("vm", 0)
+    assert churn.exact(a, 43, "vm") == -1 and a.stats()["failures"] == 1
+    with pytest.raises(InvalidPasid):
+        churn.exact(a, 256)
+    assert churn.exact(a, 44, "other") == 44 and a.owner(44) == "other"
+
+
+@needs_core
+def test_ida_entry_points(churn):
+    from pasid._core import IDA
+
+    ida = IDA()
+    kept = ida.alloc_range(0, 9)
+    assert churn.ida_churn(ida, 100) == (1, False, -1)
+    assert list(ida) == [kept] and len(ida) == 1
+
+
+@needs_core
 def test_run_script(build_dir):
     out = run_script(CYTHON_SIM / "run.py", "--build-dir", build_dir, "--pairs", 500,
                      "--cycles", 100, "--repeat", 1)

@@ -12,13 +12,17 @@ ordinary PASID: ``stats()``, ``state()``, snapshots see it like any other.
 * :func:`lifecycle`: the W6 lifecycle, ``c_alloc``, ``c_bind`` x2, ``c_put``,
   ``c_unbind`` x2, ``c_advance(now + 1)``, on an allocator with a logical
   clock (grace 1 and two devices of drain 0.5 in the benchmark).
+* :func:`batch`, :func:`exact`, :func:`next_release`, :func:`ida_churn`: the
+  batch entry points, ``c_alloc_exact``, ``c_next_release_time`` and the
+  ``IDA``'s ``c_alloc``/``c_free``/``c_exists``.
 
 Build: ``python build.py`` (see README.md in this folder).
 """
 
-from libc.stdint cimport int64_t
+from libc.math cimport isnan
+from libc.stdint cimport int64_t, uint32_t
 
-from pasid._core cimport PasidAllocator
+from pasid._core cimport IDA, PasidAllocator
 
 from pasid import PasidExhausted
 
@@ -80,3 +84,43 @@ def lifecycle(PasidAllocator allocator, int device0, int device1, Py_ssize_t cyc
 def counts(PasidAllocator allocator):
     """``c_count`` of each state, FREE..QUARANTINED: a 5-tuple (the stats() counts)."""
     return tuple(allocator.c_count(state) for state in range(5))
+
+
+def batch(PasidAllocator allocator, uint32_t[::1] out, object owner=None):
+    """``c_alloc_many`` into ``out`` (all of it), then ``c_free_many`` of the same IDs
+    if ``owner`` is None. Returns what ``c_alloc_many`` returned: ``len(out)``, or
+    -1 when fewer were FREE or the owner was at its quota."""
+    cdef int64_t n = out.shape[0]
+    cdef int64_t got = allocator.c_alloc_many(&out[0] if n else NULL, n, owner)
+    if got >= 0 and owner is None:
+        allocator.c_free_many(&out[0] if n else NULL, n)
+    return got
+
+
+def free_many(PasidAllocator allocator, uint32_t[::1] ids):
+    """``c_free_many`` of ``ids``: as ``free_many``, all or nothing."""
+    cdef int64_t n = ids.shape[0]
+    return allocator.c_free_many(&ids[0] if n else NULL, n)
+
+
+def exact(PasidAllocator allocator, int64_t p, object owner=None):
+    """``c_alloc_exact(p, owner)``: ``p``, or -1 when ``p`` is not FREE or the owner is
+    at its quota."""
+    return allocator.c_alloc_exact(p, owner)
+
+
+def next_release(PasidAllocator allocator):
+    """``c_next_release_time()``, with NaN (nothing QUARANTINED) as None."""
+    cdef double t = allocator.c_next_release_time()
+    return None if isnan(t) else t
+
+
+def ida_churn(IDA ida, Py_ssize_t n):
+    """``n`` x (``c_alloc(0, 2**31 - 1)``, ``c_free`` of it), then one ``c_alloc`` in
+    an empty range: returns (the last ID, whether it still exists, that -1)."""
+    cdef Py_ssize_t i
+    cdef int64_t p = -1
+    for i in range(n):
+        p = ida.c_alloc(0, 2147483647)
+        ida.c_free(p)
+    return p, ida.c_exists(p), ida.c_alloc(5, 4)

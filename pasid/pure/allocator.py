@@ -1384,12 +1384,8 @@ class PasidAllocator:
                 if self._hold.get(p) != release_at:
                     raise AssertionError(f"PASID {p}: queue time {release_at} != {self._hold.get(p)}")
             # the tables are read by identity: the check runs no __hash__/__eq__
-            current = set()
-            for key, record in self._owners.items():
-                if not record.gone:
-                    if record.key is not key:
-                        raise AssertionError(f"owner {key!r}: filed under another key")
-                    current.add(id(record))
+            # (a dict keeps the key object it was first given: keys are not compared)
+            current = {id(record) for record in self._owners.values() if not record.gone}
             use: dict[int, int] = {}
             active: dict[int, set[int]] = {}
             for p, record in self._owner_of.items():
@@ -1419,10 +1415,7 @@ class PasidAllocator:
                     if count <= 0 or info is None or info.gone or p not in info.bound \
                             or p >> info.bits:
                         raise AssertionError(f"PASID {p}: a bad binding to device {handle}")
-            declared = {id(info) for key, info in self._devices.items()
-                        if not info.gone and info.key is key}
-            if len(declared) != sum(not info.gone for info in self._devices.values()):
-                raise AssertionError("a device filed under another key")
+            declared = {id(info) for info in self._devices.values() if not info.gone}
             for handle, info in enumerate(self._device_list):
                 if info is None:
                     continue
