@@ -30,7 +30,11 @@ def run_pytest(path):
     cmd = [sys.executable, "-m", "pytest", "benchmarks", f"--benchmark-json={path}", "-q",
            "-p", "no:cacheprovider"]
     print("running:", " ".join(cmd), file=sys.stderr, flush=True)
-    proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.DEVNULL)
+    # numpy's OpenBLAS starts worker threads that spin for a while after numpy
+    # loads: on 2 cores they take CPU from every row alike. Nothing here uses BLAS.
+    env = dict(os.environ)
+    env.setdefault("OPENBLAS_NUM_THREADS", "1")
+    proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, env=env)
     if proc.returncode:
         sys.exit(f"pytest failed with status {proc.returncode}")
 

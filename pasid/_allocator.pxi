@@ -229,6 +229,7 @@ cdef class PasidAllocator:
         self._recent_next = 0
         self._gone = None
         self._graveyard = []
+        self._callbacks = 0
         self._registry = _thread.allocate_lock()
         self._registry_thread = 0
         self._counts[0] = size
@@ -372,17 +373,25 @@ cdef class PasidAllocator:
             self._drop_gone_owners()
         return 0
 
-    cdef _Device _device_record(self, object device, bint declare):
-        """The current record of ``device`` (phase 1); None if it is not declared and
-        ``declare`` is false, else declared with the defaults."""
+    cdef inline _Device _recent_device(self, object device):
+        """The current record of ``device`` if it is among the devices named lately
+        (by identity: no __hash__/__eq__, no dict look-up), else None. Inline: the
+        common case of bind and unbind costs no call."""
         cdef _Device info
         cdef Py_ssize_t i
-        # the devices named lately, by identity: no __hash__/__eq__, no dict look-up
         for i in range(0, 2 * RECENT_DEVICES, 2):
             if self._recent_devices[i] is device:
                 info = <_Device>self._recent_devices[i + 1]
                 if not info.gone:
                     return info
+        return None
+
+    cdef _Device _device_record(self, object device, bint declare):
+        """The current record of ``device`` (phase 1); None if it is not declared and
+        ``declare`` is false, else declared with the defaults."""
+        cdef _Device info = self._recent_device(device)
+        if info is not None:
+            return info
         found = self._devices.get(device)
         if found is not None and not (<_Device>found).gone:
             self._remember_device(device, <_Device>found)
@@ -628,11 +637,18 @@ cdef class PasidAllocator:
         cdef int32_t record
         cdef _Device info
         cdef int was_enabled
-        if not (self._slots[p].meta & HAS_BINDINGS):
+        if not (self._slots[p].meta & HAS_BINDINGS) or self._callbacks == 0:
+            return teardown
+        # the common case first: no bound device has a callback, nothing to build
+        record = self._bind_first[p]
+        while record >= 0:
+            if (<_Device>self._device_list[self._binds[record].device]).on_teardown is not None:
+                break
+            record = self._binds[record].next
+        if record < 0:
             return teardown
         was_enabled = _gc_pause()
         try:
-            record = self._bind_first[p]
             while record >= 0:
                 info = <_Device>self._device_list[self._binds[record].device]
                 if info.on_teardown is not None:
@@ -1533,6 +1549,8 @@ cdef class PasidAllocator:
                     if drain_time >= 0:
                         info.drain = drain_time
                     if callback_given:
+                        self._callbacks += ((on_teardown is not None)
+                                            - (info.on_teardown is not None))
                         info.on_teardown = on_teardown
                     return info.handle
 
@@ -1580,6 +1598,8 @@ cdef class PasidAllocator:
                 self._settle(drained[i], now)
             free(drained)
             info.gone = 1
+            if info.on_teardown is not None:
+                self._callbacks -= 1
             self._device_list[info.handle] = None
             for i in range(1, 2 * RECENT_DEVICES, 2):
                 if self._recent_devices[i] is info:
@@ -1615,7 +1635,9 @@ cdef class PasidAllocator:
         cdef bint stale = True
         while stale:
             reading = self._reading()
-            info = self._device_record(device, False)
+            info = self._recent_device(device)
+            if info is None:
+                info = self._device_record(device, False)
             if info is None:
                 # declare it only for a bind that can succeed
                 with cython.critical_section(self):
@@ -1642,8 +1664,11 @@ cdef class PasidAllocator:
         'FREE'
         """
         cdef int64_t p = self._check_id(pasid)
-        cdef _Device info = self._device_record(device, False)
-        cdef double reading = self._reading()
+        cdef _Device info = self._recent_device(device)
+        cdef double reading
+        if info is None:
+            info = self._device_record(device, False)
+        reading = self._reading()
         cdef double now
         with cython.critical_section(self):
             if info is None or info.gone:
@@ -1757,12 +1782,16 @@ cdef class PasidAllocator:
         1
         """
         cdef double target, reading, step = 0.0
+        cdef int64_t reclaimed
         if to is not None and by is not None:
             raise ValueError("advance() takes one of to= and by=, not both")
         if to is None and by is None:
             reading = self._reading()
             with cython.critical_section(self):
-                return self._reclaim(self._time(reading))
+                reclaimed = self._reclaim(self._time(reading))
+            if self._gone is not None or PyList_GET_SIZE(self._graveyard):
+                self._after()
+            return reclaimed
         if self._clock is not None:
             raise ValueError("advance(to=, by=) needs the logical clock; this allocator has a "
                              "callable clock (advance() with no argument settles it)")
@@ -1779,7 +1808,10 @@ cdef class PasidAllocator:
             if target < self._now:
                 raise ValueError(f"the clock cannot go back from {self._now} to {target}")
             self._now = target
-            return self._reclaim(target)
+            reclaimed = self._reclaim(target)
+        if self._gone is not None or PyList_GET_SIZE(self._graveyard):
+            self._after()
+        return reclaimed
 
     def next_release_time(self):
         """The earliest ``release_at`` waiting, or None. O(1).
@@ -2163,6 +2195,7 @@ cdef class PasidAllocator:
 
     cdef int64_t c_advance(self, double to) except -1:
         """Move the logical clock to ``to`` and reclaim; returns how many became FREE."""
+        cdef int64_t reclaimed
         if self._clock is not None:
             raise ValueError("advance(to=, by=) needs the logical clock; this allocator has a "
                              "callable clock")
@@ -2171,7 +2204,10 @@ cdef class PasidAllocator:
             if to < self._now:
                 raise ValueError(f"the clock cannot go back from {self._now} to {to}")
             self._now = to
-            return self._reclaim(to)
+            reclaimed = self._reclaim(to)
+        if self._gone is not None or PyList_GET_SIZE(self._graveyard):
+            self._after()
+        return reclaimed
 
     cdef double c_now(self) except? -1.0:
         """The current time (a callable clock's reading, held at its highest)."""
@@ -2524,6 +2560,9 @@ cdef class PasidAllocator:
                 bound += i
             if bound != len(seen):
                 raise AssertionError("binding records on no device")
+            if self._callbacks != sum(1 for found in self._device_list if found is not None
+                                      and (<_Device>found).on_teardown is not None):
+                raise AssertionError("the count of devices with a callback disagrees")
             for found in self._devices.values():
                 if (<_Device>found).gone:   # left by a __hash__/__eq__ that raised in remove_device
                     continue

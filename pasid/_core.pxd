@@ -150,6 +150,7 @@ cdef class PasidAllocator:
     cdef dict _quota             # owner record -> quota, in the order quotas were set
     cdef dict _devices           # device object -> _Device
     cdef list _device_list       # handle -> _Device (None once removed)
+    cdef int64_t _callbacks       # devices declared with an on_teardown callback
     cdef list _recent_devices    # (device object, _Device) pairs lately named, by identity
     cdef int _recent_next
     cdef _Owner _gone            # owner records to drop from _owners after the operation
@@ -180,6 +181,7 @@ cdef class PasidAllocator:
     cdef int _after(self) except -1
     cdef int _forget_if_idle(self, _Owner record) except -1
     cdef str _exhausted(self, str asked)
+    cdef _Device _recent_device(self, object device)
     cdef _Device _device_record(self, object device, bint declare)
     cdef void _remember_device(self, object device, _Device info) noexcept
     cdef int _take_state(self, int64_t p, int state) except -1

@@ -816,3 +816,42 @@ def test_a_handle_close_that_raised_can_be_retried(backend):
     broken.clear()
     h.close()
     assert h.closed and h.pasid not in a
+
+
+@pytest.mark.parametrize("release", ["free", "advance", "exit_owner", "unbind"])
+def test_data_is_dropped_after_the_change_and_its_finalizer_may_call_back(backend, release):
+    # A PASID's data (and a binding's) is dropped once the change is complete, in
+    # the same call, so its finalizer sees a consistent allocator and may call
+    # back into it (the pure backend used to drop it under its lock: a deadlock).
+    import threading
+
+    a = backend.PasidAllocator(bits=4, grace=1 if release == "advance" else 0)
+    seen = []
+
+    class Context:
+        def __del__(self):
+            seen.append((a.state(p), len(a), a.stats()["active"]))
+
+    def run():
+        if release == "free":
+            a.free(p)
+        elif release == "advance":
+            a.free(p)
+            assert not seen               # QUARANTINED: the data is kept
+            a.advance(by=1)
+        elif release == "exit_owner":
+            a.exit_owner("vm")
+        else:
+            a.free(p)                     # DRAINING: the binding's data is kept
+            assert not seen
+            a.unbind(p, "gpu")
+
+    p = a.alloc("vm", data=Context())
+    if release == "unbind":
+        a.bind(p, "gpu", data=Context())
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout=5)
+    assert not thread.is_alive(), "a finalizer that called back deadlocked"
+    assert seen and all(entry == (State.FREE, 0, 0) for entry in seen)
+    a._check()

@@ -1036,7 +1036,10 @@ class PasidAllocator:
         if to is None and by is None:
             reading = self._reading()
             with self._lock:
-                return self._reclaim(self._time(reading))
+                reclaimed = self._reclaim(self._time(reading))
+            if self._gone or self._graveyard:
+                self._after()
+            return reclaimed
         if self._clock is not None:
             raise ValueError("advance(to=, by=) needs the logical clock; this allocator has a "
                              "callable clock (advance() with no argument settles it)")
@@ -1054,7 +1057,10 @@ class PasidAllocator:
             if target < self._now:
                 raise ValueError(f"the clock cannot go back from {self._now} to {target}")
             self._now = target
-            return self._reclaim(target)
+            reclaimed = self._reclaim(target)
+        if self._gone or self._graveyard:
+            self._after()
+        return reclaimed
 
     def next_release_time(self) -> float | None:
         """The earliest release_at of a QUARANTINED PASID, or None. O(1)."""
