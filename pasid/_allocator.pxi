@@ -1019,10 +1019,11 @@ cdef class PasidAllocator:
                         self._allocations += count
                         if self._counts[ACTIVE] > self._high_water:
                             self._high_water = self._counts[ACTIVE]
-                        for i in range(count):
-                            if record is not None:
+                        if record is not None:
+                            for i in range(count):
                                 self._owner_tag(ids[i], record)
-                            if data is not None:
+                        if data is not None:
+                            for i in range(count):
                                 self._data[ids[i]] = data
                                 self._slots[ids[i]].meta |= HAS_DATA
         if record is not None and record.use == 0:
@@ -1044,6 +1045,9 @@ cdef class PasidAllocator:
         cdef int64_t done = 0, p, base
         cdef uint64_t word, bits
         cdef int i
+        cdef uint8_t carry
+        # a local copy of the table pointer (writes through it may alias self's fields)
+        cdef Slot* slots = self._slots
         while done < n:
             if self._strategy == LOWEST:
                 p = space_find_free(&self.space, 0)
@@ -1054,6 +1058,22 @@ cdef class PasidAllocator:
                 # peel every free bit of this word before consulting the summaries again
                 base = p & ~63
                 word = leaf.slot[(p >> 6) & 63]
+                if word == ALL and n - done >= 64:
+                    # a whole FREE word: 64 IDs in a row, in loops the compiler can
+                    # vectorise, unless a generation's low byte is about to carry
+                    carry = 0
+                    for i in range(64):
+                        carry |= slots[base + i].generation_low == 255
+                    if not carry:
+                        for i in range(64):
+                            out[done + i] = <uint32_t>(base + i)
+                            slots[base + i].meta = ACTIVE     # was FREE: no flags
+                            slots[base + i].generation_low += 1
+                        space_take_bits(&self.space, leaf, path, base, word, 64)
+                        self._counts[FREE] -= 64
+                        self._counts[ACTIVE] += 64
+                        done += 64
+                        continue
                 bits = 0
                 i = 0
                 while word and done < n:
@@ -1067,7 +1087,7 @@ cdef class PasidAllocator:
                     bits |= word & (0 - word)
                     word &= word - 1
                     out[done] = <uint32_t>p
-                    self._slots[p].meta = ACTIVE        # was FREE: no flags; refcount 1
+                    slots[p].meta = ACTIVE              # was FREE: no flags; refcount 1
                     self._generation_inc(p)
                     done += 1
                     i += 1
@@ -1244,6 +1264,7 @@ cdef class PasidAllocator:
         # field of self, so the compiler would reload self._slots every time
         cdef Slot* slots = self._slots
         cdef bint no_grace = self._grace <= 0
+        cdef bint fifo = self._fifo.prev != NULL
         with cython.critical_section(self):
             now = self._time(reading)
             self._settle_time(now)
@@ -1272,16 +1293,16 @@ cdef class PasidAllocator:
                 if not last[i]:
                     continue
                 p = pasids[i]
-                slots[p].meta ^= RELEASING ^ ACTIVE
-                if slots[p].meta != ACTIVE or not no_grace:
+                if slots[p].meta != RELEASING or not no_grace:
+                    slots[p].meta ^= RELEASING ^ ACTIVE
                     self._release(p, now)
                     continue
-                # the plain case, batched: FREE at once (as _freed_plain, with
-                # the counters kept in a local), its bit gathered with its
-                # word's neighbours for one summary update
+                # the plain case (no flags, no grace), batched: FREE at once (as
+                # _freed_plain, with the counters kept in a local), its bit
+                # gathered with its word's neighbours for one summary update
                 slots[p].meta = FREE
                 plain += 1
-                if self._fifo.prev != NULL:
+                if fifo:
                     fifo_push(&self._fifo, p)
                 if (p & ~63) != word_base:
                     if bits:
@@ -1309,7 +1330,13 @@ cdef class PasidAllocator:
 
     cdef object _id_array(self, object ids):
         """``ids`` as a new contiguous uint32 array, checked (pasid._args.id_array): a
-        private copy, so a caller's array changed meanwhile cannot reach the tables."""
+        private copy, so a caller's array changed meanwhile cannot reach the tables.
+        A uint32 array (what alloc_many returns) needs only a copy and its maximum;
+        anything else, or an ID out of range, takes the shared rule."""
+        if type(ids) is np.ndarray and (<object>ids).dtype == np.uint32 and (<object>ids).ndim == 1:
+            copy = (<object>ids).copy()         # contiguous, ours
+            if copy.shape[0] == 0 or copy.max() < self._size:
+                return copy
         return _args.id_array(ids, self._size)
 
     # ------------------------------------------------------------ reservation
