@@ -257,7 +257,8 @@ def limited(backend, field, value):
     if field == "refcount":
         state["refcounts"] = _snapshot.arrays([p], [value], "<u4")
     elif field == "bind":
-        state["bindings"] = [(p, [("gpu", value, None)])]
+        bound, devices, _ = state["bindings"]      # one row: (p, "gpu")
+        state["bindings"] = (bound, devices, _snapshot.column([value]))
     else:
         state["generations"] = _snapshot.arrays([p], [value], "<u4")
     return type(a)._from_state(state), p
