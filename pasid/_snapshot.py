@@ -579,7 +579,7 @@ def _check(state: Any) -> dict[str, Any]:
         _hashable(owner, "quota owner")
         if owner is None or owner in seen:
             _fail(f"quota for {owner!r} repeated or owner-less")
-        _int(n, 0, 1 << 63, "quota")
+        _int(n, 0, _args.QUOTA_MAX, "quota")
         seen.add(owner)
 
     fifo = state["fifo"]
@@ -731,7 +731,7 @@ def _check_v1(state: dict[str, Any]) -> dict[str, Any]:
         _hashable(owner, "quota owner")
         if owner is None or owner in seen:
             _fail(f"quota for {owner!r} repeated or owner-less")
-        _int(n, 0, 1 << 63, "quota")
+        _int(n, 0, _args.QUOTA_MAX, "quota")
         seen.add(owner)
 
     fifo = state["fifo"]
