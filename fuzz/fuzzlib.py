@@ -85,8 +85,10 @@ def known_load_error(exc):
 
 def extreme_snapshot(blob):
     """Does a loadable snapshot hold a time or counter the known bugs trip on?"""
+    names = _snapshot.FIELDS if blob[len(_snapshot.MAGIC)] == _snapshot.VERSION \
+        else _snapshot.FIELDS_V1
     try:
-        values = dict(zip(_snapshot.FIELDS, _snapshot.decode(blob[len(_snapshot.MAGIC) + 1:-4])))
+        values = dict(zip(names, _snapshot.decode(blob[len(_snapshot.MAGIC) + 1:-4])))
     except SnapshotError:
         return False
     times = [values["now"], values["grace"]] + [d[2] for d in values["devices"]]
@@ -1195,7 +1197,7 @@ def mutate_snapshot(src, blob):
     payload = blob[len(_snapshot.MAGIC) + 1:-4]
     values = _snapshot.decode(payload)
     if how == 3:
-        return frame(payload, version=src.pick([0, 2, 255]))
+        return frame(payload, version=src.pick([0, 1, _snapshot.VERSION + 1, 255]))
     for _ in range(src.int(1, 3)):
         i = src.int(0, len(values) - 1)
         values[i] = mutate_value(src, values[i])

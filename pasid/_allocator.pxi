@@ -40,7 +40,7 @@
 
 from cpython.pythread cimport PyThread_get_thread_ident
 from cpython.list cimport PyList_GET_SIZE
-from libc.stdlib cimport qsort, realloc
+from libc.stdlib cimport free, malloc, qsort, realloc
 from libc.string cimport memcpy
 
 import _thread
@@ -116,6 +116,7 @@ cdef class _Owner:
         self.active = 0
         self.first = -1
         self.gone = 0
+        self.mark = 0
 
 
 @cython.final
@@ -2291,30 +2292,41 @@ cdef class PasidAllocator:
 
         The buffers are made first (that may run Python code); then one pass,
         with the garbage collector paused, settles the time and copies every
-        table: C arrays into the buffers, the objects (owners, data, bindings,
-        devices, quotas) into new lists. No Python code runs in the pass, so no
-        other thread changes the state halfway through it. The arrays are
-        trimmed and encoded after.
+        table: C arrays into the buffers, the objects (owner keys, data, binding
+        data, devices, quotas) into new lists. An owner's key is listed once:
+        its record's ``mark`` holds its index while the pass runs and is reset
+        before the pass ends. No Python code runs in the pass, so no other
+        thread changes the state halfway through it. The columns are cut and
+        encoded after.
         """
         cdef int64_t size = self._size
-        cdef int64_t p, n_fifo = 0
+        cdef int64_t p, n_fifo = 0, n_keys = 0, n_data = 0, n_bound = 0, n_bind_data = 0
+        cdef int64_t room = 0
         cdef int32_t record, q
         cdef uint8_t meta
+        cdef _Owner owner
         cdef _Device info
         cdef double reading, now
         cdef int was_enabled
-        cdef list owners = [], data = [], bindings = [], devices = [], quotas = []
-        cdef list pairs
+        cdef bint short_of_memory = False
+        cdef uint32_t* columns = NULL    # the bindings: PASID, handle, count, data row (room each)
+        cdef list owner_keys = [], marked = [], data = [], bind_data = []
+        cdef list devices = [], handles = [], quotas = []
         slots = np.empty(2 * size, dtype=np.uint8)
-        high = np.empty(size, dtype=np.uint32)
+        generation = np.empty(size, dtype=np.uint32)
         refcount = np.empty(size, dtype=np.uint32)
         hold = np.empty(size, dtype=np.float64)
-        fifo = np.empty(size if self._fifo.prev != NULL else 0, dtype="<u4")
+        owner_code = np.zeros(size, dtype=np.uint32)
+        data_ids = np.empty(size, dtype=np.uint32)
+        fifo = np.empty(size if self._fifo.prev != NULL else 0, dtype=np.uint32)
         cdef uint8_t[::1] slots_out = slots
-        cdef uint32_t[::1] high_out = high
+        cdef uint32_t[::1] generation_out = generation
         cdef uint32_t[::1] refcount_out = refcount
         cdef double[::1] hold_out = hold
+        cdef uint32_t[::1] owner_code_out = owner_code
+        cdef uint32_t[::1] data_ids_out = data_ids
         cdef uint32_t[::1] fifo_out = fifo
+        cdef uint32_t[:, ::1] bindings_out
         reading = self._reading()
         with cython.critical_section(self):
             was_enabled = _gc_pause()
@@ -2322,30 +2334,47 @@ cdef class PasidAllocator:
                 now = self._time(reading)
                 self._settle_time(now)
                 memcpy(&slots_out[0], self._slots, size * sizeof(Slot))
-                memcpy(&high_out[0], self._generation_high, size * sizeof(uint32_t))
                 memcpy(&refcount_out[0], self._refcount, size * sizeof(uint32_t))
                 memcpy(&hold_out[0], self._hold, size * sizeof(double))
+                for p in range(size):
+                    generation_out[p] = (self._generation_high[p] << 8) | self._slots[p].generation_low
+                room = self._binds_used
+                if room:
+                    columns = <uint32_t*>malloc(4 * room * sizeof(uint32_t))
+                    short_of_memory = columns == NULL
                 for p in range(size):
                     meta = self._slots[p].meta
                     if not (meta & (HAS_OWNER | HAS_DATA | HAS_BINDINGS)):
                         continue
                     if meta & HAS_OWNER:
-                        owners.append((p, (<_Owner>self._owner_of[p]).key))
+                        owner = <_Owner>self._owner_of[p]
+                        if owner.mark == 0:
+                            marked.append(owner)
+                            owner_keys.append(owner.key)
+                            n_keys += 1
+                            owner.mark = n_keys
+                        owner_code_out[p] = <uint32_t>owner.mark
                     if meta & HAS_DATA:
-                        data.append((p, self._data[p]))
-                    if meta & HAS_BINDINGS:
-                        pairs = []
+                        data_ids_out[n_data] = <uint32_t>p
+                        n_data += 1
+                        data.append(self._data[p])
+                    if meta & HAS_BINDINGS and columns != NULL:
                         record = self._bind_first[p]
                         while record >= 0:
-                            info = <_Device>self._device_list[self._binds[record].device]
-                            pairs.append((info.key, self._binds[record].count,
-                                          self._bind_data[record]))
+                            columns[n_bound] = <uint32_t>p
+                            columns[room + n_bound] = <uint32_t>self._binds[record].device
+                            columns[2 * room + n_bound] = self._binds[record].count
+                            if self._bind_data[record] is not None:
+                                columns[3 * room + n_bind_data] = <uint32_t>n_bound
+                                n_bind_data += 1
+                                bind_data.append(self._bind_data[record])
+                            n_bound += 1
                             record = self._binds[record].next
-                        bindings.append((p, pairs))
                 for found in self._device_list:
                     if found is not None:
                         info = <_Device>found
                         devices.append((info.key, info.bits, info.drain))
+                        handles.append(info.handle)
                 for found, quota in self._quota.items():
                     quotas.append(((<_Owner>found).key, quota))
                 if self._fifo.prev != NULL:
@@ -2358,16 +2387,29 @@ cdef class PasidAllocator:
                            [self._allocations, self._releases, self._reclaimed,
                             self._failures, self._high_water])
             finally:
+                for found in marked:
+                    (<_Owner>found).mark = 0
                 _gc_resume(was_enabled)
         # from here on, copies only
+        try:
+            if short_of_memory:
+                raise MemoryError()
+            bindings = np.empty((4, n_bound), dtype=np.uint32)
+            if n_bound:
+                bindings_out = bindings
+                for q in range(4):
+                    memcpy(&bindings_out[q, 0], columns + q * room, n_bound * sizeof(uint32_t))
+        finally:
+            free(columns)
         raw = slots.reshape(size, 2)
         meta_bytes = raw[:, 0]
         state = meta_bytes & STATE_MASK
         ids = np.flatnonzero(state)
         multi = np.flatnonzero(meta_bytes & MULTI)
-        generation = ((high.astype(np.uint64) << 8) | raw[:, 1]).astype(np.uint32)
         generated = np.flatnonzero(generation)
         held = np.flatnonzero(meta_bytes & HAS_HOLD)
+        index_of = np.zeros(max(handles) + 1 if handles else 1, dtype=np.uint32)
+        index_of[handles] = np.arange(len(handles), dtype=np.uint32)
         return {
             "bits": self._bits,
             "strategy": STRATEGIES[self._strategy],
@@ -2380,74 +2422,147 @@ cdef class PasidAllocator:
             "refcounts": _snapshot.arrays(multi, refcount[multi], "<u4"),
             "generations": _snapshot.arrays(generated, generation[generated], "<u4"),
             "holds": _snapshot.arrays(held, hold[held], "<f8"),
-            "owners": owners,
-            "data": data,
-            "bindings": bindings,
+            "owner_keys": owner_keys,
+            "owners": _snapshot.column(owner_code[ids]),
+            "data": (_snapshot.id_column(data_ids[:n_data]), data),
             "devices": devices,
+            "bindings": (_snapshot.id_column(bindings[0]),
+                         _snapshot.column(index_of[bindings[1]]),
+                         _snapshot.column(bindings[2])),
+            "binding_data": (_snapshot.id_column(bindings[3, :n_bind_data]), bind_data),
             "quotas": quotas,
-            "fifo": fifo[:n_fifo].tobytes() if self._fifo.prev != NULL else None,
+            "fifo": _snapshot.column(fifo[:n_fifo]) if self._fifo.prev != NULL else None,
         }
 
     cdef int _load(self, dict snap) except -1:
-        """Fill a new, empty allocator from a checked snapshot (``pasid._snapshot.check``)."""
-        cdef int64_t p, i
+        """Fill a new, empty allocator from a checked snapshot (``pasid._snapshot.check``).
+
+        C loops over the columns: the space takes a word of IDs at a time, the
+        owners' ACTIVE lists are linked in C arrays and written to the records
+        once; a Python step per owner key, data item, device, binding and quota.
+        No one else sees the allocator yet, so the order is free.
+        """
+        cdef Node* path[MAX_HEIGHT + 1]
+        cdef Node* leaf
+        cdef uint64_t bits
+        cdef int64_t p, i, n, k, word, taken, n_keys
+        cdef const int64_t[:] rows          # the states' IDs: the owners column follows them
         cdef const int64_t[:] ids
+        cdef const int64_t[:] values
+        cdef const int64_t[:] devices
         cdef const uint8_t[:] states
+        cdef const double[:] times
+        cdef int64_t[::1] use
+        cdef int64_t[::1] active
+        cdef int32_t[::1] first
+        cdef void** record_of = NULL
         cdef _Owner record
-        cdef _Device info
+        cdef list records = [], infos = [], objects, bound_data
         self._cursor = snap["cursor"]
         (self._allocations, self._releases, self._reclaimed, self._failures,
          self._high_water) = snap["counters"]
-        ids, states = snap["states"]
+        rows, states = snap["states"]
+        n = rows.shape[0]
+        i = 0
+        while i < n:                        # a word of the space at a time
+            p = rows[i]
+            word = p >> 6
+            bits = 0
+            taken = 0
+            while i < n and (rows[i] >> 6) == word:
+                bits |= (<uint64_t>1) << (rows[i] & 63)
+                taken += 1
+                i += 1
+            leaf = space_leaf(&self.space, p, path)
+            if leaf == NULL:
+                raise MemoryError()
+            space_take_bits(&self.space, leaf, path, p, bits, <int>taken)
+        for i in range(n):
+            self._left_free(rows[i], states[i])
+        ids, values = snap["refcounts"]
         for i in range(ids.shape[0]):
             p = ids[i]
-            self._take_state(p, states[i])
-        ref_ids, refcounts = snap["refcounts"]
-        for p, count in zip(ref_ids.tolist(), refcounts.tolist()):
             self._slots[p].meta |= MULTI
-            self._refcount[p] = count
-        gen_ids, generations = snap["generations"]
-        for p, generation in zip(gen_ids.tolist(), generations.tolist()):
-            self._generation_set(p, generation)
-        hold_ids, holds = snap["holds"]
-        for p, release_at in zip(hold_ids.tolist(), holds.tolist()):
+            self._refcount[p] = <uint32_t>values[i]
+        ids, values = snap["generations"]
+        for i in range(ids.shape[0]):
+            self._generation_set(ids[i], <uint32_t>values[i])
+        ids, times = snap["holds"]
+        for i in range(ids.shape[0]):
+            p = ids[i]
             self._slots[p].meta |= HAS_HOLD
-            self._hold[p] = release_at
+            self._hold[p] = times[i]
             if self._slots[p].meta & STATE_MASK == QUARANTINED:
-                self._queue_push(release_at, p)
+                self._queue_push(times[i], p)
         for owner, quota in snap["quotas"]:
             record = _Owner(owner)
             record.quota = quota
             self._owners[owner] = record
             self._quota[record] = quota
-        for p, owner in snap["owners"]:
+        for owner in snap["owner_keys"]:
             found = self._owners.get(owner)
             if found is None:
                 found = self._owners[owner] = _Owner(owner)
-            record = <_Owner>found
-            if self._slots[p].meta & STATE_MASK == ACTIVE:
-                self._owner_tag(p, record)
-            else:
+            records.append(found)
+        n_keys = len(records)
+        use = np.zeros(n_keys, dtype=np.int64)
+        active = np.zeros(n_keys, dtype=np.int64)
+        first = np.full(n_keys, -1, dtype=np.int32)
+        record_of = <void**>malloc((n_keys + 1) * sizeof(void*))
+        if record_of == NULL:
+            raise MemoryError()
+        try:
+            for k in range(n_keys):
+                record_of[k] = <void*>records[k]
+            values = snap["owners"]
+            for i in range(n):
+                if values[i] == 0:
+                    continue
+                k = values[i] - 1
+                p = rows[i]
                 self._slots[p].meta |= HAS_OWNER
-                self._owner_of[p] = <void*>record
-                record.use += 1
-        if snap["data"]:
+                self._owner_of[p] = record_of[k]
+                use[k] += 1
+                if self._slots[p].meta & STATE_MASK == ACTIVE:   # as _owner_tag links it
+                    active[k] += 1
+                    self._owned_prev[p] = -1
+                    self._owned_next[p] = first[k]
+                    if first[k] >= 0:
+                        self._owned_prev[first[k]] = <int32_t>p
+                    first[k] = <int32_t>p
+        finally:
+            free(record_of)
+        for k in range(n_keys):
+            record = <_Owner>records[k]
+            record.use = use[k]
+            record.active = active[k]
+            record.first = first[k]
+        ids, objects = snap["data"]
+        if ids.shape[0]:
             self._data = [None] * self._size
-        for p, value in snap["data"]:
+        for i in range(ids.shape[0]):
+            p = ids[i]
             self._slots[p].meta |= HAS_DATA
-            self._data[p] = value
-        for device, bits, drain in snap["devices"]:
-            info = _Device(device, len(self._device_list), bits, float(drain), None)
+            self._data[p] = objects[i]
+        for device, width, drain in snap["devices"]:
+            info = _Device(device, len(self._device_list), width, float(drain), None)
             self._device_list.append(info)
             self._devices[device] = info
-        for p, pairs in snap["bindings"]:
-            for device, count, value in pairs:
-                self._bind_link(p, <_Device>self._devices[device], value, count)
+            infos.append(info)
+        ids, devices, values = snap["bindings"]
+        bound_data = [None] * ids.shape[0]
+        rows, objects = snap["binding_data"]
+        for i in range(rows.shape[0]):
+            bound_data[rows[i]] = objects[i]
+        for i in range(ids.shape[0]):
+            self._bind_link(ids[i], <_Device>infos[devices[i]], bound_data[i],
+                            <uint32_t>values[i])
         if self._fifo.prev != NULL:
             while self._fifo.head >= 0:
                 fifo_remove(&self._fifo, self._fifo.head)
-            for p in snap["fifo"].tolist():
-                fifo_push(&self._fifo, p)
+            ids = snap["fifo"]
+            for i in range(ids.shape[0]):
+                fifo_push(&self._fifo, ids[i])
         return 0
 
     def to_bytes(self):

@@ -69,6 +69,8 @@ cdef class _Owner:
     cdef int32_t first
     cdef int gone                # dropped (or about to be) from the owner table
     cdef _Owner next_gone        # the list of records to drop after the operation
+    cdef int64_t mark            # inside _export's pass: 1 + its index in the snapshot's
+                                 # owner keys once met; 0 otherwise
 
 
 @cython.final

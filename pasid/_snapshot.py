@@ -16,13 +16,22 @@ executed on load; there is no pickle inside):
     s str (length, UTF-8), b bytes (length, raw), l list, t tuple (count, items),
     d dict (count, key and value pairs in insertion order)
 
-Arrays of IDs, states, counts and times travel as ``bytes`` of little-endian
-``uint32``/``uint8``/``float64``, so a 20-bit allocator encodes quickly.
-Identical state gives identical bytes on both backends.
+Version 2 is columnar: what there is one of per PASID travels as columns, byte
+strings that numpy reads and writes whole, and the tagged encoding carries
+only the scalars, the small tables (devices, quotas) and the user's objects
+(each owner once, the data). A column of unsigned integers is one byte naming
+its width (1, 2 or 4: the narrowest that holds its largest value), then the
+values, little-endian; a column of IDs (ascending) holds the gaps between
+them, so a run of neighbours costs a byte each; release times are raw
+little-endian ``float64``. A PASID's owner is an index into the table of owner
+keys, one per row of the states column. Version 1 (a list of pairs per PASID)
+still loads. Identical state gives identical bytes on both backends.
 
 >>> blob = encode({"a": [1, -2, 2.5, None, (True, b"x")]})
 >>> decode(blob)
 {'a': [1, -2, 2.5, None, (True, b'x')]}
+>>> column([1, 300]), id_column([5, 6, 9])
+(b'\\x02\\x01\\x00,\\x01', b'\\x01\\x05\\x01\\x03')
 """
 
 from __future__ import annotations
@@ -37,27 +46,45 @@ import numpy.typing as npt
 from pasid import _args
 from pasid._errors import SnapshotError
 
-__all__ = ["MAGIC", "VERSION", "dumps", "loads", "encode", "decode", "check", "fields"]
+__all__ = ["MAGIC", "VERSION", "dumps", "loads", "encode", "decode", "check", "fields",
+           "column", "id_column", "arrays"]
 
 MAGIC = b"PASIDSNP"
-VERSION = 1
+VERSION = 2
 MAX_DEPTH = 64
 STRATEGIES = ("lowest", "cyclic", "fifo", "random")
 FREE, RESERVED, ACTIVE, DRAINING, QUARANTINED = range(5)
 
-# The keys of an exported allocator, in the order they are encoded.
+# The keys of an exported allocator, in the order they are encoded. "column":
+# unsigned integers (see column()); "ids": an ID column, ascending (id_column()).
 FIELDS = (
-    "bits",         # int, 1..20
-    "strategy",     # str
-    "grace",        # float
-    "now",          # float: the clock, read at export
-    "rng",          # int: SplitMix64 state
-    "cursor",       # int: the cyclic cursor
-    "counters",     # [allocations, releases, reclaimed, failures, high_water]
-    "states",       # (ids <u4, states u1): every PASID that is not FREE, ascending
-    "refcounts",    # (ids <u4, counts <u4): ACTIVE PASIDs holding 2 or more references
-    "generations",  # (ids <u4, generations <u4): every PASID allocated at least once
-    "holds",        # (ids <u4, release_at <f8): PASIDs with a release time so far
+    "bits",          # int, 1..20
+    "strategy",      # str
+    "grace",         # float
+    "now",           # float: the clock, read at export
+    "rng",           # int: SplitMix64 state
+    "cursor",        # int: the cyclic cursor
+    "counters",      # [allocations, releases, reclaimed, failures, high_water]
+    "states",        # (ids, states column): every PASID that is not FREE
+    "refcounts",     # (ids, counts column): ACTIVE PASIDs holding 2 or more references
+    "generations",   # (ids, generations column): every PASID allocated at least once
+    "holds",         # (ids, release_at <f8): PASIDs with a release time so far
+    "owner_keys",    # [owner, ...]: each owner of a PASID once, in the order of its lowest PASID
+    "owners",        # column, a row per row of "states": 0 (no owner) or 1 + index in owner_keys
+    "data",          # (ids, [data, ...]): PASIDs with data
+    "devices",       # [(device, bits, drain), ...] in declaration order
+    "bindings",      # (PASIDs, device indexes, counts): columns, a row per binding, the
+                     # PASIDs ascending (an ID column that may repeat), each one's in bind order
+    "binding_data",  # (rows, [data, ...]): the rows of "bindings" that have data (an ID column)
+    "quotas",        # [(owner, n), ...] in the order they were set
+    "fifo",          # column: the queue in order (fifo strategy), else None
+)
+
+# Version 1: the same container, per-PASID tables as lists of pairs.
+FIELDS_V1 = (
+    "bits", "strategy", "grace", "now", "rng", "cursor", "counters",
+    "states",       # (ids <u4, states u1) as raw bytes, and so on for the next three
+    "refcounts", "generations", "holds",
     "owners",       # [(pasid, owner), ...] ascending
     "data",         # [(pasid, data), ...] ascending
     "bindings",     # [(pasid, [(device, count, data), ...] in bind order), ...] ascending
@@ -65,6 +92,9 @@ FIELDS = (
     "quotas",       # [(owner, n), ...] in the order they were set
     "fifo",         # ids <u4 in queue order (fifo strategy), else None
 )
+
+_WIDTHS: dict[int, np.dtype[Any]] = {1: np.dtype("<u1"), 2: np.dtype("<u2"),
+                                    4: np.dtype("<u4")}
 
 
 _T = TypeVar("_T")
@@ -88,35 +118,60 @@ def _varint(n: int, out: bytearray) -> None:
             return
 
 
+_DOUBLE = struct.Struct("<d")
+# the tag and a length below 128 (one LEB128 byte), ready made: most values are small
+_INT_PREFIX = [b"i" + bytes((n,)) for n in range(128)]
+_STR_PREFIX = [b"s" + bytes((n,)) for n in range(128)]
+_BYTES_PREFIX = [b"b" + bytes((n,)) for n in range(128)]
+_TUPLE_PREFIX = [b"t" + bytes((n,)) for n in range(128)]
+_LIST_PREFIX = [b"l" + bytes((n,)) for n in range(128)]
+
+
 def _encode(value: Any, out: bytearray, depth: int) -> None:
-    if depth > MAX_DEPTH:
-        raise TypeError("snapshot data nested too deeply")
+    # the most frequent types first; a container checks the depth of its items
     kind = type(value)
-    if value is None:
+    if kind is int:
+        n = value << 1 if value >= 0 else ((-value) << 1) - 1
+        if n < 0x80:
+            out += _INT_PREFIX[n]
+        else:
+            out += b"i"
+            _varint(n, out)
+    elif kind is str:
+        raw = value.encode("utf-8", "surrogatepass")
+        if len(raw) < 0x80:
+            out += _STR_PREFIX[len(raw)]
+        else:
+            out += b"s"
+            _varint(len(raw), out)
+        out += raw
+    elif kind is tuple or kind is list:
+        if value and depth >= MAX_DEPTH:
+            raise TypeError("snapshot data nested too deeply")
+        if len(value) < 0x80:
+            out += (_TUPLE_PREFIX if kind is tuple else _LIST_PREFIX)[len(value)]
+        else:
+            out += b"t" if kind is tuple else b"l"
+            _varint(len(value), out)
+        for item in value:
+            _encode(item, out, depth + 1)
+    elif value is None:
         out += b"N"
     elif kind is bool:
         out += b"T" if value else b"F"
-    elif kind is int:
-        out += b"i"
-        _varint(value << 1 if value >= 0 else ((-value) << 1) - 1, out)
     elif kind is float:
         out += b"f"
-        out += struct.pack("<d", value)
-    elif kind is str:
-        raw = value.encode("utf-8", "surrogatepass")
-        out += b"s"
-        _varint(len(raw), out)
-        out += raw
+        out += _DOUBLE.pack(value)
     elif kind is bytes:
-        out += b"b"
-        _varint(len(value), out)
+        if len(value) < 0x80:
+            out += _BYTES_PREFIX[len(value)]
+        else:
+            out += b"b"
+            _varint(len(value), out)
         out += value
-    elif kind is list or kind is tuple:
-        out += b"l" if kind is list else b"t"
-        _varint(len(value), out)
-        for item in value:
-            _encode(item, out, depth + 1)
     elif kind is dict:
+        if value and depth >= MAX_DEPTH:
+            raise TypeError("snapshot data nested too deeply")
         out += b"d"
         _varint(len(value), out)
         for key, item in value.items():
@@ -136,89 +191,132 @@ def encode(value: object) -> bytes:
     return bytes(out)
 
 
-class _Reader:
-    __slots__ = ("data", "pos")
+def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
+    """The LEB128 integer at ``pos`` and the position after it (IndexError: truncated)."""
+    result = 0
+    shift = 0
+    while True:
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, pos
+        shift += 7
+        if shift > 7 * 1024:
+            raise SnapshotError("snapshot has an oversized integer")
 
-    def __init__(self, data: memoryview, pos: int = 0) -> None:
-        self.data = data
-        self.pos = pos
 
-    def take(self, n: int) -> memoryview:
-        end = self.pos + n
-        if n < 0 or end > len(self.data):
+def _value(buf: bytes, pos: int, depth: int) -> tuple[Any, int]:
+    """The value at ``pos`` and the position after it. Reading past the end raises
+    IndexError (:func:`decode` reports it as truncation)."""
+    tag = buf[pos]
+    pos += 1
+    if tag == 0x69:                          # i
+        n = buf[pos]
+        if n < 0x80:
+            pos += 1
+        else:
+            n, pos = _read_varint(buf, pos)
+        return (-((n + 1) >> 1) if n & 1 else n >> 1), pos
+    if tag == 0x73 or tag == 0x62:           # s, b
+        n = buf[pos]
+        if n < 0x80:
+            pos += 1
+        else:
+            n, pos = _read_varint(buf, pos)
+        end = pos + n
+        if end > len(buf):
             raise SnapshotError("snapshot truncated")
-        chunk = self.data[self.pos:end]
-        self.pos = end
-        return chunk
-
-    def varint(self) -> int:
-        shift = 0
-        result = 0
-        data = self.data
-        while True:
-            if self.pos >= len(data):
-                raise SnapshotError("snapshot truncated")
-            byte = data[self.pos]
-            self.pos += 1
-            result |= (byte & 0x7F) << shift
-            if not byte & 0x80:
-                return result
-            shift += 7
-            if shift > 7 * 1024:
-                raise SnapshotError("snapshot has an oversized integer")
-
-    def value(self, depth: int = 0) -> Any:
-        if depth > MAX_DEPTH:
+        if tag == 0x62:
+            return buf[pos:end], end
+        try:
+            return buf[pos:end].decode("utf-8", "surrogatepass"), end
+        except UnicodeDecodeError:
+            raise SnapshotError("snapshot holds malformed text") from None
+    if tag == 0x74 or tag == 0x6C:           # t, l
+        count = buf[pos]
+        if count < 0x80:
+            pos += 1
+        else:
+            count, pos = _read_varint(buf, pos)
+        if count > len(buf) - pos:
+            raise SnapshotError("snapshot truncated")
+        if count and depth >= MAX_DEPTH:
             raise SnapshotError("snapshot data nested too deeply")
-        # a memoryview equals the bytes of the same content; the wider type
-        # keeps mypy's strict equality from taking the two as disjoint
-        tag: bytes | memoryview = self.take(1)
-        if tag == b"N":
-            return None
-        if tag == b"T":
-            return True
-        if tag == b"F":
-            return False
-        if tag == b"i":
-            n = self.varint()
-            return n >> 1 if not n & 1 else -((n + 1) >> 1)
-        if tag == b"f":
-            return struct.unpack("<d", self.take(8))[0]
-        if tag == b"s":
+        items: list[Any] = []
+        append = items.append
+        for _ in range(count):
+            item, pos = _value(buf, pos, depth + 1)
+            append(item)
+        return (tuple(items) if tag == 0x74 else items), pos
+    if tag == 0x4E:                          # N
+        return None, pos
+    if tag == 0x54:                          # T
+        return True, pos
+    if tag == 0x46:                          # F
+        return False, pos
+    if tag == 0x66:                          # f
+        if pos + 8 > len(buf):
+            raise SnapshotError("snapshot truncated")
+        return _DOUBLE.unpack_from(buf, pos)[0], pos + 8
+    if tag == 0x64:                          # d
+        count, pos = _read_varint(buf, pos)
+        if count > len(buf) - pos:
+            raise SnapshotError("snapshot truncated")
+        if count and depth >= MAX_DEPTH:
+            raise SnapshotError("snapshot data nested too deeply")
+        result = {}
+        for _ in range(count):
+            key, pos = _value(buf, pos, depth + 1)
+            item, pos = _value(buf, pos, depth + 1)
             try:
-                return bytes(self.take(self.varint())).decode("utf-8", "surrogatepass")
-            except UnicodeDecodeError:
-                raise SnapshotError("snapshot holds malformed text") from None
-        if tag == b"b":
-            return bytes(self.take(self.varint()))
-        if tag in (b"l", b"t"):
-            count = self.varint()
-            if count > len(self.data) - self.pos:
-                raise SnapshotError("snapshot truncated")
-            items = [self.value(depth + 1) for _ in range(count)]
-            return items if tag == b"l" else tuple(items)
-        if tag == b"d":
-            count = self.varint()
-            if count > len(self.data) - self.pos:
-                raise SnapshotError("snapshot truncated")
-            result = {}
-            for _ in range(count):
-                key = self.value(depth + 1)
-                try:
-                    result[key] = self.value(depth + 1)
-                except TypeError:
-                    raise SnapshotError("snapshot has an unhashable dict key") from None
-            return result
-        raise SnapshotError(f"snapshot has an unknown tag {bytes(tag)!r}")
+                result[key] = item
+            except TypeError:
+                raise SnapshotError("snapshot has an unhashable dict key") from None
+        return result, pos
+    raise SnapshotError(f"snapshot has an unknown tag {bytes((tag,))!r}")
 
 
 def decode(data: bytes | bytearray | memoryview) -> Any:
     """The value encoded in ``data`` (the whole of it); SnapshotError when malformed."""
-    reader = _Reader(memoryview(data))
-    value = reader.value()
-    if reader.pos != len(data):
+    buf = bytes(data)
+    try:
+        value, pos = _value(buf, 0, 0)
+    except IndexError:
+        raise SnapshotError("snapshot truncated") from None
+    if pos != len(buf):
         raise SnapshotError("snapshot has trailing bytes")
     return value
+
+
+# ---------------------------------------------------------------- columns
+
+def column(values: npt.ArrayLike) -> bytes:
+    """Unsigned integers (below 2**32) as a column: a byte naming the width, the values."""
+    array = np.asarray(values)
+    top = int(array.max()) if array.size else 0
+    if array.size and int(array.min()) < 0 or top >> 32:
+        raise ValueError("a column holds unsigned 32-bit integers")
+    width = 1 if top < 1 << 8 else 2 if top < 1 << 16 else 4
+    return bytes((width,)) + array.astype(_WIDTHS[width], copy=False).tobytes()
+
+
+def id_column(ids: npt.ArrayLike) -> bytes:
+    """Ascending IDs (repeats allowed) as a column of the gaps between them (the first: from 0)."""
+    array = np.asarray(ids, dtype=np.int64)
+    gaps = np.diff(array, prepend=0) if array.size else array
+    if gaps.size and int(gaps.min()) < 0:
+        raise ValueError("an ID column holds ascending IDs")
+    return column(gaps)
+
+
+def arrays(ids: npt.ArrayLike, values: npt.ArrayLike, dtype: npt.DTypeLike
+           ) -> tuple[bytes, bytes]:
+    """An (ids, values) pair as a snapshot holds it: an ID column and, for ``dtype``
+    ``"<f8"``, raw little-endian float64, else a column of unsigned integers."""
+    if np.dtype(dtype).kind == "f":
+        return id_column(ids), np.asarray(values, dtype="<f8").tobytes()
+    return id_column(ids), column(values)
 
 
 # ---------------------------------------------------------------- the container
@@ -233,22 +331,25 @@ def dumps(state: dict[str, Any]) -> bytes:
 
 
 def loads(data: bytes | bytearray | memoryview) -> dict[str, Any]:
-    """The state dict in snapshot bytes, checked whole (see :func:`check`); SnapshotError otherwise."""
+    """The state dict in snapshot bytes (version 2 or 1), checked whole (see :func:`check`);
+    SnapshotError otherwise."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"a snapshot is bytes, not {type(data).__name__}")
-    data = bytes(data)
-    if len(data) < len(MAGIC) + 1 + 4 or not data.startswith(MAGIC):
+    view = memoryview(data).cast("B") if isinstance(data, memoryview) else memoryview(data)
+    if len(view) < len(MAGIC) + 1 + 4 or view[:len(MAGIC)] != MAGIC:
         raise SnapshotError("not a pasid snapshot")
-    version = data[len(MAGIC)]
-    if version != VERSION:
-        raise SnapshotError(f"snapshot format version {version} is not supported (this is {VERSION})")
-    (crc,) = struct.unpack("<I", data[-4:])
-    if zlib.crc32(data[:-4]) != crc:
+    version = view[len(MAGIC)]
+    if version not in (1, VERSION):
+        raise SnapshotError(f"snapshot format version {version} is not supported "
+                            f"(this reads {VERSION} and 1)")
+    (crc,) = struct.unpack("<I", view[-4:])
+    if zlib.crc32(view[:-4]) != crc:
         raise SnapshotError("snapshot checksum mismatch: corrupt or truncated")
-    values = decode(data[len(MAGIC) + 1:-4])
-    if type(values) is not list or len(values) != len(FIELDS):
+    values = decode(view[len(MAGIC) + 1:-4])
+    names = FIELDS if version == VERSION else FIELDS_V1
+    if type(values) is not list or len(values) != len(names):
         raise SnapshotError("snapshot does not hold an allocator")
-    return check(dict(zip(FIELDS, values)))
+    return check(dict(zip(names, values)))
 
 
 # ---------------------------------------------------------------- checking
@@ -280,22 +381,62 @@ def _hashable(value: _T, what: str) -> _T:
     return value
 
 
-def _array(pair: Any, size: int, dtype: npt.DTypeLike, what: str
-           ) -> tuple[npt.NDArray[np.int64], npt.NDArray[Any]]:
-    """(ids, values) from a pair of byte strings: ids ascending, below ``size``."""
-    if type(pair) not in (list, tuple) or len(pair) != 2:
-        _fail(f"{what} is not a pair of arrays")
-    raw_ids, raw_values = pair
-    if type(raw_ids) is not bytes or type(raw_values) is not bytes:
-        _fail(f"{what} arrays are not bytes")
-    width = np.dtype(dtype).itemsize
-    if len(raw_ids) % 4 or len(raw_values) % width or len(raw_ids) // 4 != len(raw_values) // width:
-        _fail(f"{what} arrays have mismatched lengths")
-    ids = np.frombuffer(raw_ids, dtype="<u4").astype(np.int64)
-    values = np.frombuffer(raw_values, dtype=dtype)
-    if ids.size and (ids[-1] >= size or (ids.size > 1 and np.any(np.diff(ids) <= 0))):
+def _column(raw: Any, what: str) -> npt.NDArray[Any]:
+    """A column of unsigned integers: a read-only view of its width."""
+    if type(raw) is not bytes or not raw or raw[0] not in _WIDTHS or (len(raw) - 1) % raw[0]:
+        _fail(f"{what} is not a column of unsigned integers")
+    return np.frombuffer(raw, dtype=_WIDTHS[raw[0]], offset=1)
+
+
+def _ints(raw: Any, what: str) -> npt.NDArray[np.int64]:
+    """A column of unsigned integers, as int64."""
+    return _column(raw, what).astype(np.int64)
+
+
+def _ids(raw: Any, size: int, what: str, repeats: bool = False) -> npt.NDArray[np.int64]:
+    """An ID column: IDs ascending (``repeats``: or equal), below ``size``; int64."""
+    gaps = _column(raw, what)
+    if not repeats and gaps.size > 1 and not np.all(gaps[1:]):
         _fail(f"{what} IDs are not ascending within the space")
+    ids = np.cumsum(gaps, dtype=np.int64)
+    if ids.size and ids[-1] >= size:
+        _fail(f"{what} IDs are not ascending within the space")
+    return ids
+
+
+def _sequence(value: Any, length: int, what: str) -> list[Any] | tuple[Any, ...]:
+    if type(value) not in (list, tuple) or len(value) != length:
+        _fail(f"{what} is not {length} columns")
+    result: list[Any] | tuple[Any, ...] = value
+    return result
+
+
+def _array(pair: Any, size: int, what: str, floats: bool = False
+           ) -> tuple[npt.NDArray[np.int64], npt.NDArray[Any]]:
+    """(ids, values) from an ID column and a column of values (``floats``: raw <f8)."""
+    raw_ids, raw_values = _sequence(pair, 2, what)
+    ids = _ids(raw_ids, size, what)
+    if floats:
+        if type(raw_values) is not bytes or len(raw_values) % 8:
+            _fail(f"{what} values are not float64")
+        values: npt.NDArray[Any] = np.frombuffer(raw_values, dtype="<f8").astype(np.float64)
+    else:
+        values = _ints(raw_values, what)
+    if values.size != ids.size:
+        _fail(f"{what} columns have mismatched lengths")
     return ids, values
+
+
+def _objects(pair: Any, size: int, what: str, repeats: bool = False
+             ) -> tuple[npt.NDArray[np.int64], list[Any]]:
+    """(ids, [object, ...]): an ID column and a list as long, no None in it."""
+    raw_ids, values = _sequence(pair, 2, what)
+    ids = _ids(raw_ids, size, what, repeats)
+    if type(values) not in (list, tuple) or len(values) != ids.size:
+        _fail(f"{what} is not a list as long as its IDs")
+    if any(value is None for value in values):
+        _fail(f"{what} holds None")
+    return ids, list(values)
 
 
 def _pairs(items: Any, what: str) -> Any:
@@ -307,25 +448,30 @@ def _pairs(items: Any, what: str) -> Any:
     return items
 
 
-def _tags(items: Any, what: str, state_of: npt.NDArray[np.uint8]) -> Any:
-    """(PASID, value) pairs: PASIDs ascending, allocated (ACTIVE, DRAINING or QUARANTINED), values not None."""
-    _pairs(items, what)
-    last = -1
-    for p, value in items:
-        _int(p, last + 1, state_of.size - 1, f"{what}'s PASID")
-        if state_of[p] < ACTIVE or value is None:
-            _fail(f"{what} for PASID {p} in state {state_of[p]}")
-        last = p
-    return items
+def _mask(size: int, ids: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
+    mask = np.zeros(size, dtype=bool)
+    mask[ids] = True
+    return mask
 
 
 def check(state: Any) -> dict[str, Any]:
     """Check every field of a state dict and how they fit together; return it normalised.
 
-    The normalised dict has numpy arrays in place of byte strings and a
-    ``state_of`` array (the state of every PASID). Anything that does not fit
-    raises SnapshotError.
+    ``state`` has the keys of :data:`FIELDS` (or of :data:`FIELDS_V1`: a version
+    1 state, from old bytes or an old pickle, checked as version 1 did and
+    converted). The normalised dict has int64 numpy arrays in place of columns
+    (float64 for release times, uint8 for states), the owners as the codes of
+    the states' rows (0: none, else 1 + index in owner_keys) and a ``state_of``
+    array (the state of every PASID). Anything
+    that does not fit raises SnapshotError. O(N) in numpy, and a Python step per
+    owner key, data item, device and quota.
     """
+    if type(state) is dict and tuple(state) == FIELDS_V1:
+        return _check(_upgrade(_check_v1(state)))
+    return _check(state)
+
+
+def _check(state: Any) -> dict[str, Any]:
     if type(state) is not dict or tuple(state) != FIELDS:
         _fail("the fields are not those of an allocator")
     bits = _int(state["bits"], 1, 20, "bits")
@@ -342,24 +488,190 @@ def check(state: Any) -> dict[str, Any]:
         _fail("counters are not five integers")
     counters = [_int(c, 0, _args.COUNTER_MAX, "counter") for c in counters]
 
-    ids, states = _array(state["states"], size, np.uint8, "states")
+    raw_ids, raw_states = _sequence(state["states"], 2, "states")
+    ids = _ids(raw_ids, size, "states")
+    states = _column(raw_states, "states")
+    if states.size != ids.size:
+        _fail("states columns have mismatched lengths")
+    if states.size and (states.min() < RESERVED or states.max() > QUARANTINED):
+        _fail("a state out of range")
+    states = states.astype(np.uint8)
+    state_of = np.zeros(size, dtype=np.uint8)
+    state_of[ids] = states
+    allocated = state_of >= ACTIVE
+
+    ref_ids, refcounts = _array(state["refcounts"], size, "refcounts")
+    if ref_ids.size and (np.any(state_of[ref_ids] != ACTIVE) or refcounts.min() < 2):
+        _fail("a refcount above 1 on a PASID that is not ACTIVE, or below 2")
+
+    gen_ids, generations = _array(state["generations"], size, "generations")
+    if gen_ids.size and generations.min() < 1:
+        _fail("a generation of 0 listed")
+    if np.any(allocated > _mask(size, gen_ids)):
+        _fail("an allocated PASID with generation 0")
+
+    hold_ids, holds = _array(state["holds"], size, "holds", floats=True)
+    if hold_ids.size and (not np.all(allocated[hold_ids])
+                          or not np.all(np.abs(holds) <= 2 * _args.MAX_TIME)):
+        _fail("a release time on a PASID that was not allocated, or not finite")
+    if np.any((state_of >= DRAINING) > _mask(size, hold_ids)):
+        _fail("a released PASID without a release time")
+
+    keys = state["owner_keys"]
+    if type(keys) not in (list, tuple):
+        _fail("the owner keys are not a list")
+    for key in keys:
+        if key is None:
+            _fail("an owner key None")
+        _hashable(key, "owner")
+    if len(set(keys)) != len(keys):
+        _fail("an owner key repeated")
+    codes = _column(state["owners"], "owners")
+    if codes.size != ids.size:
+        _fail("the owners column is not as long as the states column")
+    if codes.size and (codes.max() > len(keys) or np.any((codes > 0) > (states >= ACTIVE))):
+        _fail("an owner out of the key table, or on a PASID that is not allocated")
+    if np.any(np.bincount(codes, minlength=len(keys) + 1)[1:] == 0):
+        _fail("an owner key no PASID has")
+
+    data = _objects(state["data"], size, "data")
+    if data[0].size and not np.all(allocated[data[0]]):
+        _fail("data on a PASID that is not allocated")
+
+    devices = state["devices"]
+    if type(devices) not in (list, tuple):
+        _fail("devices is not a list")
+    device_bits = {}
+    for entry in devices:
+        if type(entry) not in (list, tuple) or len(entry) != 3:
+            _fail(f"device entry {entry!r} is not (device, bits, drain)")
+        device, width, drain = entry
+        _hashable(device, "device")
+        if device in device_bits:
+            _fail(f"device {device!r} declared twice")
+        device_bits[device] = _int(width, 1, 20, "device bits")
+        _number(drain, "drain", 0)
+
+    raw_bound, raw_devices, raw_counts = _sequence(state["bindings"], 3, "bindings")
+    bound = _ids(raw_bound, size, "bindings", repeats=True)
+    bound_to = _ints(raw_devices, "bound devices")
+    counts = _ints(raw_counts, "bind counts")
+    if not bound.size == bound_to.size == counts.size:
+        _fail("bindings columns have mismatched lengths")
+    if bound.size:
+        widths = np.array([width for _, width, _ in devices], dtype=np.int64)
+        if bound_to.max() >= len(devices) or counts.min() < 1:
+            _fail("a binding to an undeclared device, or a bind count of 0")
+        if np.any((state_of[bound] != ACTIVE) & (state_of[bound] != DRAINING)):
+            _fail("bindings for a PASID that is neither ACTIVE nor DRAINING")
+        if np.any(bound >> widths[bound_to]):
+            _fail("a PASID bound to a narrower device")
+        pairs = bound * len(devices) + bound_to
+        if np.unique(pairs).size != pairs.size:
+            _fail("a PASID bound twice to one device")
+    if np.any((state_of == DRAINING) > _mask(size, bound)):
+        _fail("a DRAINING PASID with no device bound")
+    binding_data = _objects(state["binding_data"], bound.size, "binding data")
+
+    quotas = _pairs(state["quotas"], "quotas")
+    seen = set()
+    for owner, n in quotas:
+        _hashable(owner, "quota owner")
+        if owner is None or owner in seen:
+            _fail(f"quota for {owner!r} repeated or owner-less")
+        _int(n, 0, _args.QUOTA_MAX, "quota")
+        seen.add(owner)
+
+    fifo = state["fifo"]
+    if strategy == "fifo":
+        fifo = _ints(fifo, "the fifo queue")
+        free = state_of == FREE
+        if fifo.size and (fifo.max() >= size or not np.all(free[fifo])):
+            _fail("the fifo queue holds a PASID that is not FREE")
+        if fifo.size != np.count_nonzero(free) or np.count_nonzero(_mask(size, fifo)) != fifo.size:
+            _fail("the fifo queue is not the FREE set")
+    elif fifo is not None:
+        _fail("a fifo queue for another strategy")
+
+    return {
+        "bits": bits, "strategy": strategy, "grace": grace, "now": now, "rng": rng,
+        "cursor": cursor, "counters": counters,
+        "states": (ids, states), "state_of": state_of,
+        "refcounts": (ref_ids, refcounts), "generations": (gen_ids, generations),
+        "holds": (hold_ids, holds), "owner_keys": list(keys), "owners": codes.astype(np.int64),
+        "data": data, "devices": devices, "bindings": (bound, bound_to, counts),
+        "binding_data": binding_data, "quotas": quotas, "fifo": fifo,
+    }
+
+
+# ---------------------------------------------------------------- version 1
+
+def _array_v1(pair: Any, size: int, dtype: npt.DTypeLike, what: str
+              ) -> tuple[npt.NDArray[np.int64], npt.NDArray[Any]]:
+    """(ids, values) from a pair of byte strings: ids ascending, below ``size``."""
+    if type(pair) not in (list, tuple) or len(pair) != 2:
+        _fail(f"{what} is not a pair of arrays")
+    raw_ids, raw_values = pair
+    if type(raw_ids) is not bytes or type(raw_values) is not bytes:
+        _fail(f"{what} arrays are not bytes")
+    width = np.dtype(dtype).itemsize
+    if len(raw_ids) % 4 or len(raw_values) % width or len(raw_ids) // 4 != len(raw_values) // width:
+        _fail(f"{what} arrays have mismatched lengths")
+    ids = np.frombuffer(raw_ids, dtype="<u4").astype(np.int64)
+    values = np.frombuffer(raw_values, dtype=dtype)
+    if ids.size and (ids[-1] >= size or (ids.size > 1 and np.any(np.diff(ids) <= 0))):
+        _fail(f"{what} IDs are not ascending within the space")
+    return ids, values
+
+
+def _tags(items: Any, what: str, state_of: npt.NDArray[np.uint8]) -> Any:
+    """(PASID, value) pairs: PASIDs ascending, allocated (ACTIVE, DRAINING or QUARANTINED), values not None."""
+    _pairs(items, what)
+    last = -1
+    for p, value in items:
+        _int(p, last + 1, state_of.size - 1, f"{what}'s PASID")
+        if state_of[p] < ACTIVE or value is None:
+            _fail(f"{what} for PASID {p} in state {state_of[p]}")
+        last = p
+    return items
+
+
+def _check_v1(state: dict[str, Any]) -> dict[str, Any]:
+    """Check a version 1 state dict (see :data:`FIELDS_V1`) as version 1 did; normalised."""
+    if type(state) is not dict or tuple(state) != FIELDS_V1:
+        _fail("the fields are not those of an allocator")
+    bits = _int(state["bits"], 1, 20, "bits")
+    size = 1 << bits
+    strategy = state["strategy"]
+    if strategy not in STRATEGIES:
+        _fail(f"unknown strategy {strategy!r}")
+    grace = _number(state["grace"], "grace", 0)
+    now = _number(state["now"], "now")
+    rng = _int(state["rng"], 0, (1 << 64) - 1, "generator state")
+    cursor = _int(state["cursor"], 0, size, "cursor")
+    counters = state["counters"]
+    if type(counters) not in (list, tuple) or len(counters) != 5:
+        _fail("counters are not five integers")
+    counters = [_int(c, 0, _args.COUNTER_MAX, "counter") for c in counters]
+
+    ids, states = _array_v1(state["states"], size, np.uint8, "states")
     if states.size and (states.min() < RESERVED or states.max() > QUARANTINED):
         _fail("a state out of range")
     state_of = np.zeros(size, dtype=np.uint8)
     state_of[ids] = states
 
-    ref_ids, refcounts = _array(state["refcounts"], size, "<u4", "refcounts")
+    ref_ids, refcounts = _array_v1(state["refcounts"], size, "<u4", "refcounts")
     if ref_ids.size and (np.any(state_of[ref_ids] != ACTIVE) or refcounts.min() < 2):
         _fail("a refcount above 1 on a PASID that is not ACTIVE, or below 2")
 
-    gen_ids, generations = _array(state["generations"], size, "<u4", "generations")
+    gen_ids, generations = _array_v1(state["generations"], size, "<u4", "generations")
     if gen_ids.size and generations.min() < 1:
         _fail("a generation of 0 listed")
     live = ids[states >= ACTIVE]
     if live.size and not np.all(np.isin(live, gen_ids)):
         _fail("an allocated PASID with generation 0")
 
-    hold_ids, holds = _array(state["holds"], size, "<f8", "holds")
+    hold_ids, holds = _array_v1(state["holds"], size, "<f8", "holds")
     if hold_ids.size and (np.any(state_of[hold_ids] < ACTIVE)
                           or not np.all(np.abs(holds) <= 2 * _args.MAX_TIME)):
         _fail("a release time on a PASID that was not allocated, or not finite")
@@ -419,7 +731,7 @@ def check(state: Any) -> dict[str, Any]:
         _hashable(owner, "quota owner")
         if owner is None or owner in seen:
             _fail(f"quota for {owner!r} repeated or owner-less")
-        _int(n, 0, 1 << 63, "quota")
+        _int(n, 0, _args.QUOTA_MAX, "quota")
         seen.add(owner)
 
     fifo = state["fifo"]
@@ -443,10 +755,41 @@ def check(state: Any) -> dict[str, Any]:
     }
 
 
-def arrays(ids: npt.ArrayLike, values: npt.ArrayLike, dtype: npt.DTypeLike
-           ) -> tuple[bytes, bytes]:
-    """A (ids, values) pair of arrays as the byte strings a snapshot holds."""
-    return (
-        np.asarray(ids, dtype="<u4").tobytes(),
-        np.asarray(values, dtype=dtype).tobytes(),
-    )
+def _upgrade(old: dict[str, Any]) -> dict[str, Any]:
+    """A checked version 1 state (:func:`_check_v1`) as an unchecked version 2 one."""
+    ids, states = old["states"]
+    keys: dict[Any, int] = {}
+    code_of = np.zeros(1 << old["bits"], dtype=np.int64)
+    for p, owner in old["owners"]:
+        code_of[p] = keys.setdefault(owner, len(keys) + 1)
+    index_of = {entry[0]: i for i, entry in enumerate(old["devices"])}
+    bound: list[int] = []
+    bound_to: list[int] = []
+    counts: list[int] = []
+    rows: list[int] = []
+    values: list[Any] = []
+    for p, pairs in old["bindings"]:
+        for device, count, value in pairs:
+            if value is not None:
+                rows.append(len(bound))
+                values.append(value)
+            bound.append(p)
+            bound_to.append(index_of[device])
+            counts.append(count)
+    holds = old["holds"]
+    return {
+        "bits": old["bits"], "strategy": old["strategy"], "grace": old["grace"],
+        "now": old["now"], "rng": old["rng"], "cursor": old["cursor"],
+        "counters": old["counters"],
+        "states": arrays(ids, states, "u1"),
+        "refcounts": arrays(old["refcounts"][0], old["refcounts"][1], "<u4"),
+        "generations": arrays(old["generations"][0], old["generations"][1], "<u4"),
+        "holds": arrays(holds[0], holds[1], "<f8"),
+        "owner_keys": list(keys), "owners": column(code_of[ids]),
+        "data": (id_column([p for p, _ in old["data"]]), [value for _, value in old["data"]]),
+        "devices": old["devices"],
+        "bindings": (id_column(bound), column(bound_to), column(counts)),
+        "binding_data": (id_column(rows), values),
+        "quotas": old["quotas"],
+        "fifo": column(old["fifo"]) if old["fifo"] is not None else None,
+    }

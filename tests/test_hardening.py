@@ -257,7 +257,8 @@ def limited(backend, field, value):
     if field == "refcount":
         state["refcounts"] = _snapshot.arrays([p], [value], "<u4")
     elif field == "bind":
-        state["bindings"] = [(p, [("gpu", value, None)])]
+        bound, devices, _ = state["bindings"]      # one row: (p, "gpu")
+        state["bindings"] = (bound, devices, _snapshot.column([value]))
     else:
         state["generations"] = _snapshot.arrays([p], [value], "<u4")
     return type(a)._from_state(state), p
@@ -665,6 +666,24 @@ def test_snapshot_counters_out_of_range(backend, value):
     assert b.try_alloc() is None         # a refusal: failures + 1
     assert b.stats()["failures"] >= value
     assert backend.PasidAllocator.from_bytes(b.to_bytes()).to_bytes() == b.to_bytes()
+
+
+@pytest.mark.parametrize("value", [2**63 - 1, 2**63])
+def test_snapshot_quotas_out_of_range(backend, value):
+    # from_bytes accepted a quota of 2**63 (the check's bound was inclusive): the
+    # core raised OverflowError filling its int64 quota (fuzz/fuzz_snapshot.py).
+    from pasid import SnapshotError
+
+    a = backend.PasidAllocator(bits=2)
+    a.alloc("o")
+    blob = reencoded(a, quotas=[("o", value)])
+    if value > 2**63 - 1:
+        with pytest.raises(SnapshotError, match="quota"):
+            backend.PasidAllocator.from_bytes(blob)
+    else:
+        b = backend.PasidAllocator.from_bytes(blob)
+        b._check()
+        assert b.to_bytes() == blob
 
 
 def test_another_thread_in_the_middle_of_exit_owner(backend):

@@ -7,6 +7,7 @@ loads the other's, and that bad bytes raise SnapshotError and nothing else.
 
 import copy
 import pickle
+import base64
 import random
 import struct
 import zlib
@@ -165,8 +166,11 @@ def test_corruption_always_raises_snapshot_error(backend):
         inserted = blob[:at] + bytes([rnd.randrange(256)]) + blob[at:]
         with pytest.raises(SnapshotError):
             load(inserted)
-    with pytest.raises(SnapshotError, match="version"):
-        load(resealed(_snapshot.MAGIC + b"\x02" + blob[len(_snapshot.MAGIC) + 1:-4]))
+    for version in (0, _snapshot.VERSION + 1, 255):
+        with pytest.raises(SnapshotError, match=f"version {version} "):
+            load(resealed(_snapshot.MAGIC + bytes([version]) + blob[len(_snapshot.MAGIC) + 1:-4]))
+    with pytest.raises(SnapshotError):   # a version 2 payload read as version 1
+        load(resealed(_snapshot.MAGIC + b"\x01" + blob[len(_snapshot.MAGIC) + 1:-4]))
     with pytest.raises(SnapshotError):
         load(b"")
     with pytest.raises(TypeError):
@@ -192,11 +196,18 @@ def test_resealed_garbage_raises_snapshot_error(backend):
     assert refused > 250
 
 
-def inconsistent(backend, **changes):
-    """Snapshot bytes of busy() with some fields replaced, resealed."""
+def inconsistent(backend, change):
+    """Snapshot bytes of busy() with some fields replaced (``change``: a dict, or a
+    function of the exported state giving one), resealed."""
     state = busy(backend)._export()
-    state.update(changes)
+    state.update(change(state) if callable(change) else change)
     return _snapshot.dumps(state)
+
+
+def owner_on_a_reserved_pasid(state):
+    codes = bytearray(state["owners"])
+    codes[1] = 1                         # the first row: PASID 0, RESERVED
+    return {"owners": bytes(codes)}
 
 
 @pytest.mark.parametrize("change, message", [
@@ -204,20 +215,79 @@ def inconsistent(backend, **changes):
     ({"strategy": "best"}, "strategy"),
     ({"grace": float("nan")}, "grace"),
     ({"cursor": -1}, "cursor"),
-    ({"states": _snapshot.arrays([3, 2], [2, 2], "u1")}, "ascending"),
+    # IDs travel as the gaps between them: a repeat is the way to write them out of order
+    ({"states": _snapshot.arrays([3, 3], [2, 2], "u1")}, "ascending"),
     ({"states": _snapshot.arrays([999], [2], "u1")}, "ascending"),
     ({"states": _snapshot.arrays([3], [7], "u1")}, "state out of range"),
     ({"refcounts": _snapshot.arrays([250], [2], "<u4")}, "refcount"),
-    ({"owners": [(250, "x")]}, "owner"),
-    ({"owners": [(1, ["unhashable"])]}, "hashable"),
-    ({"bindings": [(1, [("ghost", 1, None)])]}, "undeclared"),
+    (owner_on_a_reserved_pasid, "owner"),
+    (lambda state: {"owner_keys": [["unhashable"]] + state["owner_keys"][1:]}, "hashable"),
+    (lambda state: {"owner_keys": state["owner_keys"][:1] * 2 + state["owner_keys"][2:]},
+     "repeated"),
+    ({"owners": b"\x01"}, "as long"),
+    ({"data": (_snapshot.id_column([1]), [None])}, "None"),
+    ({"bindings": (_snapshot.id_column([1]), _snapshot.column([7]), _snapshot.column([1]))},
+     "undeclared"),
+    ({"bindings": (_snapshot.id_column([1, 1]), _snapshot.column([0, 0]),
+                   _snapshot.column([1, 1]))}, "twice"),
+    ({"binding_data": (_snapshot.id_column([99]), ["x"])}, "ascending"),
     ({"devices": [("gpu", 20, 0.0), ("gpu", 20, 0.0)]}, "twice"),
     ({"quotas": [(None, 3)]}, "quota"),
-    ({"fifo": b"\x00\x00\x00\x00"}, "fifo"),
+    ({"fifo": b"\x04\x00\x00\x00\x00"}, "fifo"),
+    ({"owners": b"\x03\x00"}, "column"),
 ])
 def test_inconsistent_snapshots_are_refused(backend, change, message):
     with pytest.raises(SnapshotError, match=message):
-        backend.PasidAllocator.from_bytes(inconsistent(backend, **change))
+        backend.PasidAllocator.from_bytes(inconsistent(backend, change))
+
+
+# busy(backend, strategy).to_bytes() for the four strategies, as version 1 (pasid
+# 0.2.0.dev0 before the columnar format) wrote them: each a 2-byte length and the
+# bytes, all zlib-compressed
+V1_BUSY = """
+eNrt1nd4E2UcwPHce0kLtdQWKpQhgosoDpCh7ClYlRgNKDKUJk3hNE1K78oeRVAZgjgRRaVSBWSKylBBRUCEssFB
+GQ6gKlNBqzLk+8I1l/KUh8LDn708n9wvd5f3vbzv795fPMLdxpPc3uNyK4EELV6PCoT6+3UjzXZmS2xtBv+00jpr
+toBDS9Lsmo1XoiG8PeQZBQIq7HAgCtEoh/KIwRWIxWp8gzVYizysw3pswEZsgreKIoRqF+amhDc6tssOvXbZJZ/q
+XewtnP3GxaCX2MjWvUlF41N8b28diDGEJnTRL519lG7PyAz5iMqFo1jd4U0xfH0I46ww3gorWmGiFVa2wiQzDCiy
+q1RFV33GgICqibSim3AFhDzFu6qrvTOyNOF19M3yZ/kN1RC6GtR8zKBwyTukkaJrXNb1znBTkd+INY/abLJ9+Rs1
+9kRRhj+YEjQ0odlckxLiGnvOTSrfQF9A85WYVNXKkqosqS6UVHXXFxQUOoonlT1NSwuVrVNlKXVJKeXNja7ABXG4
+EvFIQEVUkgOFq1AZVSDHsSqqoTpq4GrUxDWohdq4FtfhetyAG1EHTtyEm1EXt+BW3IbbUQ/1cQcaoCEaoTHuxF1o
+gqZohuZogZZoBTmvbdAW7dAed6MDOuIeJONe3If70QkuPAA3HsRD8KAzuuBhPIKueBTd0B3ykeqJx/A4eiFFJhx8
+SIUfciZ6ow80PIEn5cQgHUGEkIG+yIQuExlZ6If+GICBGITBGIKhGIbhyMYIPIWRGIWn8QyexWiMwViMw3MYjwl4
+HhPxAl7ES3gZr+BVTMJrmIzX8Qam4E28hbcxFTl4B9OQi3fxHqZjBmbifczCbMzBXMzDfHyABfgQH+FjLMQiLMYS
+fIJP8RmWYhk+xxf4EsvxFVZgJVbha2zGFmzFNnyL7/A9fsB25GMHdmIXduNH/ISf8Qv2YC/2oQC/4jf8jv04gIM4
+hMM4gj/wJ47iGP7C3yiU6zX+xX84jhM4iVP4X/Z3PD/Pf+6/icyUYGoovYSlP2/FocJls7dP3qaUXAMc5pPtNrMx
+ZGZUtjnDOeZolXbtzzdH5EwNkCVALVYBhJA1IL9YDSjtLYSbvqQa4DZbzLlwDYixFmynWQ6mKuEqsFmxTu+KiI9F
+xNkifPl8YR2eoFrxajWyFjjPXwucpagF2eKy/7/I7VF9z2kBAx/U
+"""
+
+
+def version_1_snapshots():
+    raw = zlib.decompress(base64.b64decode(V1_BUSY))
+    blobs = []
+    while raw:
+        n = int.from_bytes(raw[:2], "little")
+        blobs.append(raw[2:2 + n])
+        raw = raw[2 + n:]
+    return dict(zip(["lowest", "cyclic", "fifo", "random"], blobs))
+
+
+@pytest.mark.parametrize("strategy", ["lowest", "cyclic", "fifo", "random"])
+def test_version_1_snapshots_still_load(backend, strategy):
+    old = version_1_snapshots()[strategy]
+    assert old[len(_snapshot.MAGIC)] == 1
+    now = busy(backend, strategy).to_bytes()
+    assert now[len(_snapshot.MAGIC)] == _snapshot.VERSION == 2
+    b = backend.PasidAllocator.from_bytes(old)
+    b._check()
+    assert b.to_bytes() == now
+    # an old pickle holds a version 1 state dict: it loads the same way
+    state = dict(zip(_snapshot.FIELDS_V1, _snapshot.decode(old[len(_snapshot.MAGIC) + 1:-4])))
+    assert backend.PasidAllocator._from_state(state).to_bytes() == now
+    # and is checked as version 1 was
+    state["owners"] = [(250, "x")]
+    with pytest.raises(SnapshotError, match="owner"):
+        backend.PasidAllocator._from_state(state)
 
 
 def test_full_20_bit_space_round_trips(backend):

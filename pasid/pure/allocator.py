@@ -1239,7 +1239,7 @@ class PasidAllocator:
 
     def _freeze(self, now: float) -> dict[str, Any]:
         """The whole state as the dict of ``pasid._snapshot.FIELDS`` (shared with the
-        compiled core), taken under the lock."""
+        compiled core), taken under the lock: columns for what there is per PASID."""
         state = np.frombuffer(bytes(self._state), dtype=np.uint8)
         ids = np.flatnonzero(state)
         refcount = self._refcount
@@ -1247,15 +1247,42 @@ class PasidAllocator:
         generation = np.array(self._generation, dtype=np.uint32)
         generated = np.flatnonzero(generation)
         holds = sorted(self._hold.items())
+        # each owner once, in the order of its lowest PASID; per PASID 1 + its index
+        owner_of = self._owner_of
+        owned = sorted(owner_of)
+        code_of: dict[int, int] = {}
+        keys: list[Hashable] = []
+        codes: list[int] = []
+        for p in owned:
+            record = owner_of[p]
+            code = code_of.get(id(record))
+            if code is None:
+                keys.append(record.key)
+                code = code_of[id(record)] = len(keys)
+            codes.append(code)
+        code_at = np.zeros(self._size, dtype=np.uint32)
+        code_at[owned] = codes
+        data = sorted(self._data.items())
         device_list = self._device_list
-        bindings = []
+        index_of: dict[int, int] = {}
+        devices: list[tuple[Hashable, int, float]] = []
+        for info in device_list:
+            if info is not None:
+                index_of[info.handle] = len(devices)
+                devices.append((info.key, info.bits, info.drain))
+        bound: list[int] = []
+        bound_to: list[int] = []
+        counts: list[int] = []
+        rows: list[int] = []
+        values: list[Any] = []
         for p, pairs in sorted(self._bindings.items()):
-            entries = []
-            for handle, (count, data) in pairs.items():
-                info = device_list[handle]
-                assert info is not None
-                entries.append((info.key, count, data))
-            bindings.append((p, entries))
+            for handle, (count, value) in pairs.items():
+                if value is not None:
+                    rows.append(len(bound))
+                    values.append(value)
+                bound.append(p)
+                bound_to.append(index_of[handle])
+                counts.append(count)
         return {
             "bits": self._bits,
             "strategy": self._strategy,
@@ -1269,13 +1296,16 @@ class PasidAllocator:
             "refcounts": _snapshot.arrays(multi, [refcount[p] for p in multi], "<u4"),
             "generations": _snapshot.arrays(generated, generation[generated], "<u4"),
             "holds": _snapshot.arrays([p for p, _ in holds], [t for _, t in holds], "<f8"),
-            "owners": [(p, record.key) for p, record in sorted(self._owner_of.items())],
-            "data": sorted(self._data.items()),
-            "bindings": bindings,
-            "devices": [(info.key, info.bits, info.drain)
-                        for info in device_list if info is not None],
+            "owner_keys": keys,
+            "owners": _snapshot.column(code_at[ids]),
+            "data": (_snapshot.id_column([p for p, _ in data]), [value for _, value in data]),
+            "devices": devices,
+            "bindings": (_snapshot.id_column(bound), _snapshot.column(bound_to),
+                         _snapshot.column(counts)),
+            "binding_data": (_snapshot.id_column(rows), values),
             "quotas": [(record.key, quota) for record, quota in self._quota.items()],
-            "fifo": (np.fromiter(self._fifo, dtype="<u4", count=len(self._fifo)).tobytes()
+            "fifo": (_snapshot.column(np.fromiter(self._fifo, dtype=np.uint32,
+                                                  count=len(self._fifo)))
                      if self._fifo is not None else None),
         }
 
@@ -1311,25 +1341,35 @@ class PasidAllocator:
             record = a._owners[owner] = _Owner(owner)
             record.quota = quota
             a._quota[record] = quota
-        for p, owner in snap["owners"]:
+        records = []
+        for owner in snap["owner_keys"]:
             found = a._owners.get(owner)
-            record = found if found is not None else a._owners.setdefault(owner, _Owner(owner))
-            a._owner_of[p] = record
-            record.use += 1
-            if a._state[p] == ACTIVE:
-                record.active.add(p)
-        a._data = dict(snap["data"])
+            records.append(found if found is not None
+                           else a._owners.setdefault(owner, _Owner(owner)))
+        state_of = a._state
+        for p, code in zip(ids.tolist(), snap["owners"].tolist()):
+            if code:
+                record = records[code - 1]
+                a._owner_of[p] = record
+                record.use += 1
+                if state_of[p] == ACTIVE:
+                    record.active.add(p)
+        data_ids, values = snap["data"]
+        a._data = dict(zip(data_ids.tolist(), values))
         for device, bits, drain in snap["devices"]:
             info = _Device(device, len(a._device_list))
             info.bits, info.drain = bits, float(drain)
             a._device_list.append(info)
             a._devices[device] = info
-        for p, pairs in snap["bindings"]:
-            a._bindings[p] = {}
-            for device, count, data in pairs:
-                info = a._devices[device]
-                a._bindings[p][info.handle] = [count, data]
-                info.bound.add(p)
+        bound, bound_to, counts = (column.tolist() for column in snap["bindings"])
+        rows, values = snap["binding_data"]
+        bind_data = dict(zip(rows.tolist(), values))
+        device_list = a._device_list
+        for row, p in enumerate(bound):
+            info = device_list[bound_to[row]]
+            assert info is not None
+            a._bindings.setdefault(p, {})[info.handle] = [counts[row], bind_data.get(row)]
+            info.bound.add(p)
         if a._fifo is not None:
             a._fifo = FifoQueue(a._size, snap["fifo"].tolist())
         a._queue = [(a._hold[p], p) for p in ids.tolist() if a._state[p] == QUARANTINED]
