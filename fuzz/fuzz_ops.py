@@ -22,49 +22,26 @@ runs straight into them.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)                         # fuzzlib
+sys.path.insert(0, HERE)                         # fuzzlib, driver
+
+import driver  # noqa: E402
 
 
 def parse(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=float, default=60.0, help="time budget (default 60)")
-    parser.add_argument("--engine", choices=["auto", "atheris", "random"], default="auto")
-    parser.add_argument("--mode", choices=["both", "reentrant", "differential"], default="both")
-    parser.add_argument("--backend", choices=["both", "cython", "python"], default="both",
-                        help="re-entrant runs: which backend (both: alternate)")
-    parser.add_argument("--ops", type=int, default=60, help="operations per input")
-    parser.add_argument("--seed", type=int, default=0, help="random engine: the first seed")
-    parser.add_argument("--replay", type=int, help="random engine: run this one seed, traced")
-    parser.add_argument("--no-avoid", action="store_true",
-                        help="do not steer around the failures in fuzzlib.KNOWN")
-    parser.add_argument("--keep-going", action="store_true",
-                        help="random engine: report every distinct failure, exit 1 at the end")
-    return parser.parse_known_args(argv)
-
+    p = driver.parser(__doc__.split("\n")[0], ops=60, ops_help="operations per input",
+                      backend_help="re-entrant runs: which backend (both: alternate)")
+    p.add_argument("--mode", choices=["both", "reentrant", "differential"], default="both")
+    p.add_argument("--replay", type=int, help="random engine: run this one seed, traced")
+    return p.parse_known_args(argv)
 
 def main(argv=None):
     args, rest = parse(sys.argv[1:] if argv is None else argv)
-    engine = args.engine
-    if engine == "auto":
-        try:
-            import atheris  # noqa: F401
-            engine = "atheris"
-        except ImportError:
-            engine = "random"
-    if args.replay is not None:
-        os.environ["FUZZ_TRACE"] = "1"
-        engine = "random"
-    if engine == "atheris":
-        import atheris
-        with atheris.instrument_imports(include=["pasid"]):
-            import pasid._snapshot  # noqa: F401
-            import pasid.pure  # noqa: F401
+    engine = driver.engine(args, trace_replay=True)
     import fuzzlib
 
     mods = fuzzlib.backends("both")
@@ -92,6 +69,8 @@ def main(argv=None):
               flush=True)
 
     if engine == "atheris":
+        import atheris                       # instrumented pasid already (driver.engine)
+
         def test_one_input(data):
             now = time.monotonic()
             if now - started >= args.seconds:

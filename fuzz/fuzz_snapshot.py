@@ -22,47 +22,25 @@ exits 1. Failures already reported are steered around (``fuzzlib.KNOWN``);
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)                         # fuzzlib
+sys.path.insert(0, HERE)                         # fuzzlib, driver
+
+import driver  # noqa: E402
 
 
 def parse(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=float, default=60.0, help="time budget (default 60)")
-    parser.add_argument("--engine", choices=["auto", "atheris", "random"], default="auto")
-    parser.add_argument("--backend", choices=["both", "cython", "python"], default="both")
-    parser.add_argument("--ops", type=int, default=12, help="operations after a load")
-    parser.add_argument("--seed", type=int, default=0, help="random engine: the first seed")
-    parser.add_argument("--replay", type=int, help="random engine: run this one seed")
-    parser.add_argument("--no-avoid", action="store_true",
-                        help="do not steer around the failures in fuzzlib.KNOWN")
-    parser.add_argument("--keep-going", action="store_true",
-                        help="random engine: report every distinct failure, exit 1 at the end")
-    return parser.parse_known_args(argv)
-
+    p = driver.parser(__doc__.split("\n")[0], ops=12, ops_help="operations after a load")
+    p.add_argument("--replay", type=int, help="random engine: run this one seed")
+    return p.parse_known_args(argv)
 
 def main(argv=None):
     args, rest = parse(sys.argv[1:] if argv is None else argv)
-    engine = args.engine
-    if engine == "auto":
-        try:
-            import atheris  # noqa: F401
-            engine = "atheris"
-        except ImportError:
-            engine = "random"
-    if args.replay is not None:
-        engine = "random"
-    if engine == "atheris":
-        import atheris
-        with atheris.instrument_imports(include=["pasid"]):
-            import pasid._snapshot  # noqa: F401
-            import pasid.pure  # noqa: F401
+    engine = driver.engine(args, trace_replay=False)
     import fuzzlib
     from pasid import _snapshot
 
@@ -79,6 +57,8 @@ def main(argv=None):
               f"{stats.line()}", flush=True)
 
     if engine == "atheris":
+        import atheris                       # instrumented pasid already (driver.engine)
+
         def test_one_input(data):
             now = time.monotonic()
             if now - started >= args.seconds:

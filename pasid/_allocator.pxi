@@ -285,15 +285,20 @@ cdef class PasidAllocator:
     cdef double _read_clock(self) except? -1.0:
         return as_time(self._clock(), "clock()")
 
-    cdef int _enter_registry(self) except -1:
-        """Take the registry lock; refuse a change re-entered from the thread holding it."""
-        cdef long me = PyThread_get_thread_ident()
-        if self._registry_thread == me:
+    cdef int _refuse_reentry(self) except -1:
+        """RuntimeError if this thread holds the registry lock: a __hash__/__eq__
+        called back to change the owner or device tables while they change."""
+        if self._registry_thread == PyThread_get_thread_ident():
             raise RuntimeError(
                 "re-entrant call: an owner's or a device's __hash__/__eq__ called back into "
                 "the allocator to change its owners or devices while they were changing")
+        return 0
+
+    cdef int _enter_registry(self) except -1:
+        """Take the registry lock; refuse a change re-entered from the thread holding it."""
+        self._refuse_reentry()
         self._registry.acquire()
-        self._registry_thread = me
+        self._registry_thread = PyThread_get_thread_ident()
         return 0
 
     cdef void _leave_registry(self) noexcept:
@@ -362,9 +367,16 @@ cdef class PasidAllocator:
         if _list_append(self._graveyard, value) < 0:
             PyErr_Clear()
 
-    cdef int _after(self) except -1:
+    cdef inline int _after(self) except -1:
         """Phase 3 of a change: drop the user objects it let go (finalizers run
-        here) and the owner records it left idle."""
+        here) and the owner records it left idle. Inline: most changes leave
+        nothing, and then this is two tests."""
+        if self._gone is not None or PyList_GET_SIZE(self._graveyard):
+            self._tidy()
+        return 0
+
+    cdef int _tidy(self) except -1:
+        """The body of :meth:`_after`, when there is something to drop."""
         cdef list dropped
         if PyList_GET_SIZE(self._graveyard):
             dropped = self._graveyard
@@ -801,8 +813,7 @@ cdef class PasidAllocator:
                             generation[0] = self._generation_of(p)
         if record is not None and record.use == 0:
             self._forget_if_idle(record)
-        if self._gone is not None or PyList_GET_SIZE(self._graveyard):
-            self._after()
+        self._after()
         if over and quota_raises:
             raise QuotaExceeded(f"owner {owner!r} is at its quota of {record.quota} PASIDs")
         return p
@@ -847,8 +858,7 @@ cdef class PasidAllocator:
                 if self._queue_len and self._queue_time[0] <= self._now:
                     self._reclaim(self._now)
                 p = self._alloc_in(None, None, 0, self._size - 1)
-            if self._gone is not None or PyList_GET_SIZE(self._graveyard):
-                self._after()
+            self._after()
             if p < 0:
                 raise PasidExhausted(self._exhausted(f"no FREE PASID in 0..{self._size - 1}"))
             return p
@@ -934,8 +944,7 @@ cdef class PasidAllocator:
                                 self._high_water = self._counts[ACTIVE]
         if record is not None and record.use == 0:
             self._forget_if_idle(record)
-        if self._gone is not None or PyList_GET_SIZE(self._graveyard):
-            self._after()
+        self._after()
         if over:
             refused_quota[0] = record.quota
         return state
@@ -1029,8 +1038,7 @@ cdef class PasidAllocator:
                                 self._slots[ids[i]].meta |= HAS_DATA
         if record is not None and record.use == 0:
             self._forget_if_idle(record)
-        if self._gone is not None or PyList_GET_SIZE(self._graveyard):
-            self._after()
+        self._after()
         if short:
             return -1
         if over:
@@ -1193,8 +1201,7 @@ cdef class PasidAllocator:
                 self._release(p, now)
                 teardown = self._teardown_of(p, None)
             state = self._slots[p].meta & STATE_MASK
-        if self._gone is not None or PyList_GET_SIZE(self._graveyard):
-            self._after()
+        self._after()
         if teardown:
             run_teardown(teardown)
         return state
@@ -1323,8 +1330,7 @@ cdef class PasidAllocator:
                 for i in range(n):
                     if last[i]:
                         teardown = self._teardown_of(pasids[i], teardown)
-        if self._gone is not None or PyList_GET_SIZE(self._graveyard):
-            self._after()
+        self._after()
         if teardown:
             run_teardown(teardown)
         return 0
@@ -1597,10 +1603,9 @@ cdef class PasidAllocator:
         cdef int32_t* drained = NULL
         cdef int64_t k = 0, i, p
         cdef int32_t record
-        if self._registry_thread == PyThread_get_thread_ident():
-            # called from a __hash__/__eq__ while this thread changes the tables: its
-            # own table update (phase 3) could not run, so it is refused before
-            self._enter_registry()
+        # called from a __hash__/__eq__ while this thread changes the tables, its own
+        # table update (phase 3) could not run: refused before anything changes
+        self._refuse_reentry()
         if info is None:
             raise StateError(f"unknown device {device!r}")
         reading = self._reading()
@@ -1642,8 +1647,7 @@ cdef class PasidAllocator:
             pass
         finally:
             self._leave_registry()
-        if self._gone is not None or PyList_GET_SIZE(self._graveyard):
-            self._after()
+        self._after()
 
     def bind(self, pasid, device, *, data=None):
         """Bind an ACTIVE PASID to ``device``, counted per pair. O(devices bound to the PASID).
@@ -1704,8 +1708,7 @@ cdef class PasidAllocator:
             now = self._time(reading)
             self._settle_time(now)
             self._unbind_in(p, info, now)
-        if self._gone is not None or PyList_GET_SIZE(self._graveyard):
-            self._after()
+        self._after()
 
     # ------------------------------------------------------------ owners
 
@@ -1785,8 +1788,7 @@ cdef class PasidAllocator:
                 stale = stale and record is not None
         finally:
             self._leave_registry()
-        if self._gone is not None or PyList_GET_SIZE(self._graveyard):
-            self._after()
+        self._after()
 
     # ------------------------------------------------------------ time
 
@@ -1817,8 +1819,7 @@ cdef class PasidAllocator:
             reading = self._reading()
             with cython.critical_section(self):
                 reclaimed = self._reclaim(self._time(reading))
-            if self._gone is not None or PyList_GET_SIZE(self._graveyard):
-                self._after()
+            self._after()
             return reclaimed
         if self._clock is not None:
             raise ValueError("advance(to=, by=) needs the logical clock; this allocator has a "
@@ -1837,8 +1838,7 @@ cdef class PasidAllocator:
                 raise ValueError(f"the clock cannot go back from {self._now} to {target}")
             self._now = target
             reclaimed = self._reclaim(target)
-        if self._gone is not None or PyList_GET_SIZE(self._graveyard):
-            self._after()
+        self._after()
         return reclaimed
 
     def next_release_time(self):
@@ -2115,8 +2115,7 @@ cdef class PasidAllocator:
                 if self._queue_len and self._queue_time[0] <= self._now:
                     self._reclaim(self._now)
                 p = self._alloc_in(None, None, lo, hi)
-            if self._gone is not None or PyList_GET_SIZE(self._graveyard):
-                self._after()
+            self._after()
             return p
         return self._alloc_checked(owner, None, lo, hi, False, NULL)
 
@@ -2196,8 +2195,7 @@ cdef class PasidAllocator:
             now = self._time(reading)
             self._settle_time(now)
             state = self._unbind_in(p, self._device_at(device), now)
-        if self._gone is not None or PyList_GET_SIZE(self._graveyard):
-            self._after()
+        self._after()
         return state
 
     cdef list c_exit_owner(self, object owner):
@@ -2225,8 +2223,7 @@ cdef class PasidAllocator:
                             teardown = self._teardown_of(p, teardown)
                 finally:
                     _gc_resume(was_enabled)
-        if self._gone is not None or PyList_GET_SIZE(self._graveyard):
-            self._after()
+        self._after()
         if teardown:
             run_teardown(teardown)
         return released
@@ -2243,8 +2240,7 @@ cdef class PasidAllocator:
                 raise ValueError(f"the clock cannot go back from {self._now} to {to}")
             self._now = to
             reclaimed = self._reclaim(to)
-        if self._gone is not None or PyList_GET_SIZE(self._graveyard):
-            self._after()
+        self._after()
         return reclaimed
 
     cdef double c_now(self) except? -1.0:

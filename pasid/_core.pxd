@@ -174,6 +174,7 @@ cdef class PasidAllocator:
     cdef double _read_clock(self) except? -1.0
     cdef double _time(self, double reading) noexcept
     cdef int _settle_time(self, double now) except -1
+    cdef int _refuse_reentry(self) except -1
     cdef int _enter_registry(self) except -1
     cdef void _leave_registry(self) noexcept
     cdef _Owner _owner_record(self, object owner)
@@ -181,6 +182,7 @@ cdef class PasidAllocator:
     cdef int _drop_gone_owners(self) except -1
     cdef void _bury(self, object value) noexcept
     cdef int _after(self) except -1
+    cdef int _tidy(self) except -1
     cdef int _forget_if_idle(self, _Owner record) except -1
     cdef str _exhausted(self, str asked)
     cdef _Device _recent_device(self, object device)

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Iterable
 from typing import Any, NoReturn, TypeVar
 
 import numpy as np
@@ -47,7 +48,7 @@ from pasid import _args
 from pasid._errors import SnapshotError
 
 __all__ = ["MAGIC", "VERSION", "dumps", "loads", "encode", "decode", "check", "fields",
-           "column", "id_column", "arrays"]
+           "column", "id_column", "arrays", "binding_columns"]
 
 MAGIC = b"PASIDSNP"
 VERSION = 2
@@ -310,6 +311,26 @@ def id_column(ids: npt.ArrayLike) -> bytes:
     return column(gaps)
 
 
+def binding_columns(entries: Iterable[tuple[int, int, int, Any]]
+                    ) -> tuple[tuple[bytes, bytes, bytes], tuple[bytes, list[Any]]]:
+    """The ``bindings`` and ``binding_data`` fields from (PASID, device index, count,
+    data) entries in snapshot order (PASIDs ascending, each in bind order): three
+    columns, and the rows that carry data with their values."""
+    bound: list[int] = []
+    bound_to: list[int] = []
+    counts: list[int] = []
+    rows: list[int] = []
+    values: list[Any] = []
+    for p, device, count, value in entries:
+        if value is not None:
+            rows.append(len(bound))
+            values.append(value)
+        bound.append(p)
+        bound_to.append(device)
+        counts.append(count)
+    return (id_column(bound), column(bound_to), column(counts)), (id_column(rows), values)
+
+
 def arrays(ids: npt.ArrayLike, values: npt.ArrayLike, dtype: npt.DTypeLike
            ) -> tuple[bytes, bytes]:
     """An (ids, values) pair as a snapshot holds it: an ID column and, for ``dtype``
@@ -471,22 +492,30 @@ def check(state: Any) -> dict[str, Any]:
     return _check(state)
 
 
-def _check(state: Any) -> dict[str, Any]:
-    if type(state) is not dict or tuple(state) != FIELDS:
+def _scalars(state: Any, fields: tuple[str, ...]) -> tuple[int, str, float, float, int, int,
+                                                           list[int]]:
+    """The fields both versions share, checked: (bits, strategy, grace, now, rng,
+    cursor, counters); SnapshotError unless ``state`` is a dict of ``fields``."""
+    if type(state) is not dict or tuple(state) != fields:
         _fail("the fields are not those of an allocator")
     bits = _int(state["bits"], 1, 20, "bits")
-    size = 1 << bits
     strategy = state["strategy"]
     if strategy not in STRATEGIES:
         _fail(f"unknown strategy {strategy!r}")
     grace = _number(state["grace"], "grace", 0)
     now = _number(state["now"], "now")
     rng = _int(state["rng"], 0, (1 << 64) - 1, "generator state")
-    cursor = _int(state["cursor"], 0, size, "cursor")
+    cursor = _int(state["cursor"], 0, 1 << bits, "cursor")
     counters = state["counters"]
     if type(counters) not in (list, tuple) or len(counters) != 5:
         _fail("counters are not five integers")
-    counters = [_int(c, 0, _args.COUNTER_MAX, "counter") for c in counters]
+    return (bits, strategy, grace, now, rng, cursor,
+            [_int(c, 0, _args.COUNTER_MAX, "counter") for c in counters])
+
+
+def _check(state: Any) -> dict[str, Any]:
+    bits, strategy, grace, now, rng, cursor, counters = _scalars(state, FIELDS)
+    size = 1 << bits
 
     raw_ids, raw_states = _sequence(state["states"], 2, "states")
     ids = _ids(raw_ids, size, "states")
@@ -638,21 +667,8 @@ def _tags(items: Any, what: str, state_of: npt.NDArray[np.uint8]) -> Any:
 
 def _check_v1(state: dict[str, Any]) -> dict[str, Any]:
     """Check a version 1 state dict (see :data:`FIELDS_V1`) as version 1 did; normalised."""
-    if type(state) is not dict or tuple(state) != FIELDS_V1:
-        _fail("the fields are not those of an allocator")
-    bits = _int(state["bits"], 1, 20, "bits")
+    bits, strategy, grace, now, rng, cursor, counters = _scalars(state, FIELDS_V1)
     size = 1 << bits
-    strategy = state["strategy"]
-    if strategy not in STRATEGIES:
-        _fail(f"unknown strategy {strategy!r}")
-    grace = _number(state["grace"], "grace", 0)
-    now = _number(state["now"], "now")
-    rng = _int(state["rng"], 0, (1 << 64) - 1, "generator state")
-    cursor = _int(state["cursor"], 0, size, "cursor")
-    counters = state["counters"]
-    if type(counters) not in (list, tuple) or len(counters) != 5:
-        _fail("counters are not five integers")
-    counters = [_int(c, 0, _args.COUNTER_MAX, "counter") for c in counters]
 
     ids, states = _array_v1(state["states"], size, np.uint8, "states")
     if states.size and (states.min() < RESERVED or states.max() > QUARANTINED):
@@ -763,19 +779,9 @@ def _upgrade(old: dict[str, Any]) -> dict[str, Any]:
     for p, owner in old["owners"]:
         code_of[p] = keys.setdefault(owner, len(keys) + 1)
     index_of = {entry[0]: i for i, entry in enumerate(old["devices"])}
-    bound: list[int] = []
-    bound_to: list[int] = []
-    counts: list[int] = []
-    rows: list[int] = []
-    values: list[Any] = []
-    for p, pairs in old["bindings"]:
-        for device, count, value in pairs:
-            if value is not None:
-                rows.append(len(bound))
-                values.append(value)
-            bound.append(p)
-            bound_to.append(index_of[device])
-            counts.append(count)
+    bindings, binding_data = binding_columns(
+        (p, index_of[device], count, value)
+        for p, pairs in old["bindings"] for device, count, value in pairs)
     holds = old["holds"]
     return {
         "bits": old["bits"], "strategy": old["strategy"], "grace": old["grace"],
@@ -788,8 +794,8 @@ def _upgrade(old: dict[str, Any]) -> dict[str, Any]:
         "owner_keys": list(keys), "owners": column(code_of[ids]),
         "data": (id_column([p for p, _ in old["data"]]), [value for _, value in old["data"]]),
         "devices": old["devices"],
-        "bindings": (id_column(bound), column(bound_to), column(counts)),
-        "binding_data": (id_column(rows), values),
+        "bindings": bindings,
+        "binding_data": binding_data,
         "quotas": old["quotas"],
         "fifo": column(old["fifo"]) if old["fifo"] is not None else None,
     }

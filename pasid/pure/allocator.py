@@ -194,15 +194,19 @@ class PasidAllocator:
             return self._now
         return _args.as_time(self._clock(), "clock()")
 
-    def _enter_registry(self) -> None:
-        """Take the registry lock; refuse a change re-entered from the thread holding it."""
-        me = threading.get_ident()
-        if self._registry_thread == me:
+    def _refuse_reentry(self) -> None:
+        """RuntimeError if this thread holds the registry lock: a __hash__/__eq__
+        called back to change the owner or device tables while they change."""
+        if self._registry_thread == threading.get_ident():
             raise RuntimeError(
                 "re-entrant call: an owner's or a device's __hash__/__eq__ called back into "
                 "the allocator to change its owners or devices while they were changing")
+
+    def _enter_registry(self) -> None:
+        """Take the registry lock; refuse a change re-entered from the thread holding it."""
+        self._refuse_reentry()
         self._registry.acquire()
-        self._registry_thread = me
+        self._registry_thread = threading.get_ident()
 
     def _leave_registry(self) -> None:
         self._registry_thread = 0
@@ -872,10 +876,9 @@ class PasidAllocator:
 
     def remove_device(self, device: Hashable) -> None:
         """Hot-unplug: drop all of ``device``'s bindings at once, no drain hold, no callback."""
-        if self._registry_thread == threading.get_ident():
-            # called from a __hash__/__eq__ while this thread changes the tables: its
-            # own table update could not run after the change, so refuse it before
-            self._enter_registry()
+        # called from a __hash__/__eq__ while this thread changes the tables, its own
+        # table update could not run after the change: refused before anything changes
+        self._refuse_reentry()
         info = self._device_record(device, False)
         if info is None:
             raise StateError(f"unknown device {device!r}")
@@ -1270,19 +1273,10 @@ class PasidAllocator:
             if info is not None:
                 index_of[info.handle] = len(devices)
                 devices.append((info.key, info.bits, info.drain))
-        bound: list[int] = []
-        bound_to: list[int] = []
-        counts: list[int] = []
-        rows: list[int] = []
-        values: list[Any] = []
-        for p, pairs in sorted(self._bindings.items()):
-            for handle, (count, value) in pairs.items():
-                if value is not None:
-                    rows.append(len(bound))
-                    values.append(value)
-                bound.append(p)
-                bound_to.append(index_of[handle])
-                counts.append(count)
+        bindings, binding_data = _snapshot.binding_columns(
+            (p, index_of[handle], count, value)
+            for p, pairs in sorted(self._bindings.items())
+            for handle, (count, value) in pairs.items())
         return {
             "bits": self._bits,
             "strategy": self._strategy,
@@ -1300,9 +1294,8 @@ class PasidAllocator:
             "owners": _snapshot.column(code_at[ids]),
             "data": (_snapshot.id_column([p for p, _ in data]), [value for _, value in data]),
             "devices": devices,
-            "bindings": (_snapshot.id_column(bound), _snapshot.column(bound_to),
-                         _snapshot.column(counts)),
-            "binding_data": (_snapshot.id_column(rows), values),
+            "bindings": bindings,
+            "binding_data": binding_data,
             "quotas": [(record.key, quota) for record, quota in self._quota.items()],
             "fifo": (_snapshot.column(np.fromiter(self._fifo, dtype=np.uint32,
                                                   count=len(self._fifo)))
