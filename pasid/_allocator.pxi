@@ -29,6 +29,20 @@
 # devices only to tidy the tables: what it raises is swallowed (the change
 # stands), and a record left behind is marked gone, which look-ups skip.
 #
+# Threads. The C loops of a batch (alloc_many's fill, free_many's two passes
+# when no Python object is involved) run without the GIL on the GIL build, so
+# that threads working on other allocators, or any other Python code, run
+# meanwhile. The batch first marks the allocator busy (``_batch``) and takes its
+# gate, a lock, both under the GIL; every critical section begins with
+# ``_wait_batch``: a thread that finds the allocator busy lets the GIL go and
+# waits on the gate; while one waits, batches keep the GIL (so a thread running
+# batch after batch cannot shut it out). So the usual call pays one test of a
+# flag it reads under the GIL, and a batch's thread never waits for anything.
+# Below RELEASE_MIN IDs a batch keeps the GIL: letting it go and taking it back
+# costs more than the loop. Per-ID calls (the Python methods and the c_* entry
+# points alike) keep it for the same reason. The free-threaded build has no
+# GIL to let go: its critical section is the object's own lock already.
+#
 # Layout. Per PASID, C arrays: one byte of state and flags (what every call
 # touches), the refcount beyond 1, the generation, the release time so far, the
 # owner's record, the links of the owner's ACTIVE list, the first binding.
@@ -38,12 +52,24 @@
 # bind order and per device; the driver's data in a dict only for pairs that
 # have some. Devices: a record per device, named in C by its handle.
 
-from cpython.pythread cimport PyThread_get_thread_ident
+from cpython.pythread cimport (NOWAIT_LOCK, WAIT_LOCK, PyThread_acquire_lock,
+                               PyThread_allocate_lock, PyThread_free_lock,
+                               PyThread_get_thread_ident, PyThread_release_lock)
 from cpython.list cimport PyList_GET_SIZE
 from libc.stdlib cimport free, malloc, qsort, realloc
 from libc.string cimport memcpy
 
 import _thread
+
+cdef extern from *:
+    """
+    #ifdef Py_GIL_DISABLED
+    #define PASID_GIL_BUILD 0
+    #else
+    #define PASID_GIL_BUILD 1
+    #endif
+    """
+    const bint GIL_BUILD "PASID_GIL_BUILD"
 
 cdef extern from "Python.h":
     # no exception: these cannot fail
@@ -95,9 +121,10 @@ cdef enum:
 if sizeof(Slot) != 2:   # _export reads the slots as pairs of bytes
     raise ImportError(f"pasid._core: a Slot is {sizeof(Slot)} bytes, not 2")
 
-cdef uint32_t COUNT_MAX = _args.COUNT_MAX
+cdef uint32_t COUNT_MAX = _args.COUNT_MAX   # refcounts and bind counts refuse to wrap
 cdef enum:
-    RECENT_DEVICES = 8        # device objects remembered by identity (_device_record)   # refcounts and bind counts refuse to wrap
+    RECENT_DEVICES = 8        # device objects remembered by identity (_device_record)
+    RELEASE_MIN = 1024        # a batch of fewer IDs keeps the GIL ("Threads" above)
 
 STRATEGIES = _args.STRATEGIES
 _STATE_NAMES = _args.STATE_NAMES
@@ -233,6 +260,10 @@ cdef class PasidAllocator:
         self._callbacks = 0
         self._registry = _thread.allocate_lock()
         self._registry_thread = 0
+        self._batch = self._waiting = 0
+        self._gate = PyThread_allocate_lock()
+        if self._gate == NULL:
+            raise MemoryError()
         self._counts[0] = size
         for p in range(1, 5):
             self._counts[p] = 0
@@ -248,6 +279,8 @@ cdef class PasidAllocator:
                     self._take_state(p, RESERVED)
 
     def __dealloc__(self):
+        if self._gate != NULL:
+            PyThread_free_lock(self._gate)
         space_destroy(&self.space)
         free(self._slots)
         free(self._generation_high)
@@ -346,6 +379,7 @@ cdef class PasidAllocator:
         try:
             while True:
                 with cython.critical_section(self):
+                    self._wait_batch()
                     record = self._gone
                     if record is not None:
                         self._gone = record.next_gone
@@ -366,6 +400,42 @@ cdef class PasidAllocator:
         run Python code). Out of memory, it is dropped here after all."""
         if _list_append(self._graveyard, value) < 0:
             PyErr_Clear()
+
+    cdef inline void _wait_batch(self) noexcept:
+        """The first step of every critical section: wait while another thread runs a
+        batch without the GIL (only a thread holding the GIL sets the flag, so a
+        thread that finds it clear may go on until it lets the GIL go)."""
+        if self._batch:
+            self._wait_gate()
+
+    cdef void _wait_gate(self) noexcept:
+        """Let the GIL go until the batch running without it is done. Counted in
+        ``_waiting``: while a thread waits, batches keep the GIL, so a thread that
+        runs batch after batch cannot shut the others out."""
+        self._waiting += 1
+        while self._batch:
+            with nogil:
+                PyThread_acquire_lock(self._gate, WAIT_LOCK)
+                PyThread_release_lock(self._gate)
+        self._waiting -= 1
+
+    cdef bint _batch_begin(self, int64_t n) noexcept:
+        """In phase 2 of a batch of ``n`` IDs, just before its C loop: whether to run
+        the loop without the GIL (then the allocator is busy until :meth:`_batch_end`).
+        No: on the free-threaded build, below RELEASE_MIN IDs, and while another
+        thread waits to get in (it gets the GIL at the next switch instead)."""
+        if not GIL_BUILD or n < RELEASE_MIN or self._waiting:
+            return False
+        # free: only a batch holds the gate, and none runs (this thread waited)
+        if not PyThread_acquire_lock(self._gate, NOWAIT_LOCK):
+            return False
+        self._batch = 1
+        return True
+
+    cdef void _batch_end(self) noexcept:
+        """The GIL is back: the allocator is no longer busy."""
+        self._batch = 0
+        PyThread_release_lock(self._gate)
 
     cdef inline int _after(self) except -1:
         """Phase 3 of a change: drop the user objects it let go (finalizers run
@@ -458,23 +528,23 @@ cdef class PasidAllocator:
         self._left_free(p, state)
         return 0
 
-    cdef inline uint32_t _generation_of(self, int64_t p) noexcept:
+    cdef inline uint32_t _generation_of(self, int64_t p) noexcept nogil:
         """How many times ``p`` has been allocated (the slot's low byte, the high bits)."""
         return (self._generation_high[p] << 8) | self._slots[p].generation_low
 
-    cdef inline bint _generation_full(self, int64_t p) noexcept:
+    cdef inline bint _generation_full(self, int64_t p) noexcept nogil:
         """True when ``p`` has been allocated COUNT_MAX times (the high bits are read
         only when the low byte is 255: once in 256 allocations)."""
         return self._slots[p].generation_low == 255 and self._generation_of(p) == COUNT_MAX
 
-    cdef inline void _generation_inc(self, int64_t p) noexcept:
+    cdef inline void _generation_inc(self, int64_t p) noexcept nogil:
         if self._slots[p].generation_low == 255:
             self._slots[p].generation_low = 0
             self._generation_high[p] += 1
         else:
             self._slots[p].generation_low += 1
 
-    cdef inline void _generation_dec(self, int64_t p) noexcept:
+    cdef inline void _generation_dec(self, int64_t p) noexcept nogil:
         if self._slots[p].generation_low == 0:
             self._slots[p].generation_low = 255
             self._generation_high[p] -= 1
@@ -515,7 +585,7 @@ cdef class PasidAllocator:
             self._refcount[p] = 2
         return 0
 
-    cdef inline void _ref_dec(self, int64_t p) noexcept:
+    cdef inline void _ref_dec(self, int64_t p) noexcept nogil:
         """One reference less to an ACTIVE PASID holding two or more."""
         self._refcount[p] -= 1
         if self._refcount[p] == 1:
@@ -800,6 +870,7 @@ cdef class PasidAllocator:
             if owner is not None:
                 record = self._owner_record(owner)
             with cython.critical_section(self):
+                self._wait_batch()
                 # settle first: a reclaim here may leave the owner's record idle (gone)
                 self._settle_time(self._time(reading))
                 stale = record is not None and record.gone
@@ -822,6 +893,7 @@ cdef class PasidAllocator:
         """The message of a refused allocation: with how many PASIDs are only waiting
         (DRAINING, QUARANTINED) and the next release time (pasid._args)."""
         with cython.critical_section(self):
+            self._wait_batch()
             draining, quarantined = self._counts[DRAINING], self._counts[QUARANTINED]
             next_release = self._queue_time[0] if self._queue_len else None
         return _args.exhausted_message(asked, draining, quarantined, next_release)
@@ -829,6 +901,7 @@ cdef class PasidAllocator:
     cdef int _forget_if_idle(self, _Owner record) except -1:
         """A record made for an operation that failed: gone if it holds nothing and has no quota."""
         with cython.critical_section(self):
+            self._wait_batch()
             if record.use == 0 and record.quota < 0 and not record.gone:
                 record.gone = 1
                 record.next_gone = self._gone
@@ -855,6 +928,7 @@ cdef class PasidAllocator:
                 and self._clock is None):
             # the common call: no user code can run, so the phases are one step
             with cython.critical_section(self):
+                self._wait_batch()
                 if self._queue_len and self._queue_time[0] <= self._now:
                     self._reclaim(self._now)
                 p = self._alloc_in(None, None, 0, self._size - 1)
@@ -919,6 +993,7 @@ cdef class PasidAllocator:
             if owner is not None:
                 record = self._owner_record(owner)
             with cython.critical_section(self):
+                self._wait_batch()
                 # settle first: a reclaim here may leave the owner's record idle (gone)
                 self._settle_time(self._time(reading))
                 stale = record is not None and record.gone
@@ -1008,6 +1083,7 @@ cdef class PasidAllocator:
             if owner is not None:
                 record = self._owner_record(owner)
             with cython.critical_section(self):
+                self._wait_batch()
                 # settle first: a reclaim here may leave the owner's record idle (gone)
                 self._settle_time(self._time(reading))
                 stale = record is not None and record.gone
@@ -1019,7 +1095,12 @@ cdef class PasidAllocator:
                         self._failures += 1
                     else:
                         rng, cursor = self._rng, self._cursor
-                        filled = self._fill(ids, count)
+                        if self._batch_begin(count):
+                            with nogil:
+                                filled = self._fill(ids, count)
+                            self._batch_end()
+                        else:
+                            filled = self._fill(ids, count)
                         if filled < 0:
                             self._rng, self._cursor = rng, cursor
                             if filled == -2:
@@ -1046,7 +1127,7 @@ cdef class PasidAllocator:
             return -1
         return count
 
-    cdef int64_t _fill(self, uint32_t* out, int64_t n) noexcept:
+    cdef int64_t _fill(self, uint32_t* out, int64_t n) noexcept nogil:
         """Take ``n`` FREE PASIDs by the strategy into ``out`` (n <= FREE); undone and -1
         when out of memory, -2 when one has been allocated COUNT_MAX times."""
         cdef Node* path[MAX_HEIGHT + 1]
@@ -1123,7 +1204,7 @@ cdef class PasidAllocator:
                 done += 1
         return 0
 
-    cdef int64_t _choose_full(self) noexcept:
+    cdef int64_t _choose_full(self) noexcept nogil:
         """The FREE ID the strategy gives in the whole space (there is one)."""
         cdef int64_t p
         if self._strategy == FIFO:
@@ -1138,7 +1219,7 @@ cdef class PasidAllocator:
                 &self._rng, <uint64_t>space_rank(&self.space, self._size)))
         return space_find_free(&self.space, 0)
 
-    cdef void _unfill(self, uint32_t* out, int64_t done) noexcept:
+    cdef void _unfill(self, uint32_t* out, int64_t done) noexcept nogil:
         """Undo the first ``done`` PASIDs of a failed :meth:`_fill`.
 
         The fifo queue gets them back at its head in their old order (a full-space
@@ -1168,6 +1249,7 @@ cdef class PasidAllocator:
         cdef int64_t p = self._check_id(pasid)
         cdef double reading = self._reading()
         with cython.critical_section(self):
+            self._wait_batch()
             self._settle_time(self._time(reading))
             if (self._slots[p].meta & STATE_MASK) != ACTIVE:
                 raise StateError(f"get of PASID {p}, which is {_STATE_NAMES[(self._slots[p].meta & STATE_MASK)]}")
@@ -1184,6 +1266,7 @@ cdef class PasidAllocator:
         cdef list teardown = None
         cdef int state
         with cython.critical_section(self):
+            self._wait_batch()
             now = self._time(reading)
             self._settle_time(now)
             state = self._slots[p].meta & STATE_MASK
@@ -1236,6 +1319,7 @@ cdef class PasidAllocator:
         cdef int64_t expected = as_int64(generation, "generation")
         cdef double reading = self._reading()
         with cython.critical_section(self):
+            self._wait_batch()
             self._settle_time(self._time(reading))
             if (self._slots[p].meta & STATE_MASK) != ACTIVE or self._generation_of(p) != expected:
                 return False
@@ -1260,73 +1344,41 @@ cdef class PasidAllocator:
 
     cdef int _free_many_in(self, const uint32_t* pasids, Py_ssize_t n, uint8_t* last) except -1:
         """The phases of free_many over ``pasids`` (checked, not changed by anyone
-        meanwhile); ``last``: ``n`` zeroed bytes of scratch."""
-        cdef Py_ssize_t i, j
-        cdef int64_t p, word_base = -1, plain = 0
-        cdef uint64_t bits = 0
-        cdef int nbits = 0
+        meanwhile); ``last``: ``n`` zeroed bytes of scratch. Both passes run without
+        the GIL (``_batch_begin``) when every PASID released becomes FREE at once with
+        nothing attached; else the first does, and the second keeps it."""
+        cdef Py_ssize_t i, bad, odd = 0
+        cdef int64_t p
+        cdef uint8_t seen = 0
         cdef double now
         cdef double reading = self._reading()
         cdef list teardown = None
-        # a local copy of the table pointer: writes through it may alias any
-        # field of self, so the compiler would reload self._slots every time
-        cdef Slot* slots = self._slots
-        cdef bint no_grace = self._grace <= 0
-        cdef bint fifo = self._fifo.prev != NULL
         with cython.critical_section(self):
+            self._wait_batch()
             now = self._time(reading)
             self._settle_time(now)
-            # pass 1: drop the references; the last one marks RELEASING (undone on error)
-            for i in range(n):
-                p = pasids[i]
-                if (slots[p].meta & STATE_MASK) != ACTIVE:
-                    name = ("ACTIVE, already freed" if (slots[p].meta & STATE_MASK) == RELEASING
-                            else _STATE_NAMES[slots[p].meta & STATE_MASK])
-                    for j in range(i - 1, -1, -1):
-                        if last[j]:
-                            slots[pasids[j]].meta ^= RELEASING ^ ACTIVE
-                        elif slots[pasids[j]].meta & MULTI:
-                            self._refcount[pasids[j]] += 1
-                        else:
-                            slots[pasids[j]].meta |= MULTI
-                            self._refcount[pasids[j]] = 2
-                    raise StateError(f"free of PASID {p}, which is {name}")
-                if slots[p].meta & MULTI:
-                    self._ref_dec(p)
-                else:
-                    slots[p].meta ^= ACTIVE ^ RELEASING
-                    last[i] = 1
-            # pass 2: release, in the order successive frees would
-            for i in range(n):
-                if not last[i]:
-                    continue
-                p = pasids[i]
-                if slots[p].meta != RELEASING or not no_grace:
-                    slots[p].meta ^= RELEASING ^ ACTIVE
+            if self._batch_begin(n):
+                with nogil:
+                    bad = self._free_refs(pasids, n, last, &odd, &seen)
+                    if bad < 0 and odd == 0:
+                        self._free_plain(pasids, 0, n, last)
+                self._batch_end()
+            else:
+                bad = self._free_refs(pasids, n, last, &odd, &seen)
+                if bad < 0 and odd == 0:
+                    self._free_plain(pasids, 0, n, last)
+            if bad >= 0:
+                name = ("ACTIVE, already freed" if seen == RELEASING else _STATE_NAMES[seen])
+                raise StateError(f"free of PASID {pasids[bad]}, which is {name}")
+            if odd:
+                # pass 2 with the GIL, in the order successive frees would release:
+                # runs of plain releases, each other one through _release
+                i = self._free_plain(pasids, 0, n, last)
+                while i < n:
+                    p = pasids[i]
+                    self._slots[p].meta ^= RELEASING ^ ACTIVE
                     self._release(p, now)
-                    continue
-                # the plain case (no flags, no grace), batched: FREE at once (as
-                # _freed_plain, with the counters kept in a local), its bit
-                # gathered with its word's neighbours for one summary update
-                slots[p].meta = FREE
-                plain += 1
-                if fifo:
-                    fifo_push(&self._fifo, p)
-                if (p & ~63) != word_base:
-                    if bits:
-                        space_release_bits(&self.space, word_base, bits, nbits)
-                    word_base = p & ~63
-                    bits = 0
-                    nbits = 0
-                bits |= (<uint64_t>1) << (p & 63)
-                nbits += 1
-            if bits:
-                space_release_bits(&self.space, word_base, bits, nbits)
-            self._releases += plain
-            self._reclaimed += plain
-            self._counts[ACTIVE] -= plain
-            self._counts[FREE] += plain
-            if plain < n:
+                    i = self._free_plain(pasids, i + 1, n, last)
                 for i in range(n):
                     if last[i]:
                         teardown = self._teardown_of(pasids[i], teardown)
@@ -1334,6 +1386,89 @@ cdef class PasidAllocator:
         if teardown:
             run_teardown(teardown)
         return 0
+
+    cdef Py_ssize_t _free_refs(self, const uint32_t* pasids, Py_ssize_t n, uint8_t* last,
+                               Py_ssize_t* odd, uint8_t* seen) noexcept nogil:
+        """Pass 1 of free_many: drop the references; the last one marks the PASID
+        RELEASING and sets ``last[i]``. -1, with ``odd`` the number released that
+        are not plain (flags or a grace period: :meth:`_free_plain` stops at them);
+        or, all undone, the index of the first ID that is not ACTIVE (its state
+        in ``seen``: RELEASING for one this call already released)."""
+        cdef Py_ssize_t i, j, others = 0
+        cdef int64_t p
+        # a local copy of the table pointer: writes through it may alias any
+        # field of self, so the compiler would reload self._slots every time
+        cdef Slot* slots = self._slots
+        cdef bint grace = self._grace > 0
+        for i in range(n):
+            p = pasids[i]
+            if (slots[p].meta & STATE_MASK) != ACTIVE:
+                seen[0] = slots[p].meta & STATE_MASK
+                for j in range(i - 1, -1, -1):
+                    if last[j]:
+                        slots[pasids[j]].meta ^= RELEASING ^ ACTIVE
+                        last[j] = 0
+                    elif slots[pasids[j]].meta & MULTI:
+                        self._refcount[pasids[j]] += 1
+                    else:
+                        slots[pasids[j]].meta |= MULTI
+                        self._refcount[pasids[j]] = 2
+                odd[0] = 0
+                return i
+            if slots[p].meta & MULTI:
+                self._ref_dec(p)
+            else:
+                slots[p].meta ^= ACTIVE ^ RELEASING
+                last[i] = 1
+                others += slots[p].meta != RELEASING
+        odd[0] = n if grace else others
+        return -1
+
+    cdef Py_ssize_t _free_plain(self, const uint32_t* pasids, Py_ssize_t start, Py_ssize_t n,
+                                const uint8_t* last) noexcept nogil:
+        """Pass 2 of free_many from ``start``: the PASIDs released (``last``) that are
+        plain (RELEASING with no flags, no grace period) become FREE, in order (as
+        :meth:`_freed_plain`, the counters kept in locals, each word's bits given
+        back in one summary update). Stops at the first released one that is not
+        plain and returns its index; ``n`` when none is left."""
+        cdef Py_ssize_t i
+        cdef int64_t p, word_base = -1, plain = 0
+        cdef uint64_t bits = 0
+        cdef int nbits = 0
+        cdef Slot* slots = self._slots          # a local copy, as in _free_refs
+        cdef bint fifo = self._fifo.prev != NULL
+        if self._grace > 0:                     # none is plain: stop at the first released
+            for i in range(start, n):
+                if last[i]:
+                    return i
+            return n
+        for i in range(start, n):
+            if not last[i]:
+                continue
+            p = pasids[i]
+            if slots[p].meta != RELEASING:
+                break
+            slots[p].meta = FREE
+            plain += 1
+            if fifo:
+                fifo_push(&self._fifo, p)
+            if (p & ~63) != word_base:
+                if bits:
+                    space_release_bits(&self.space, word_base, bits, nbits)
+                word_base = p & ~63
+                bits = 0
+                nbits = 0
+            bits |= (<uint64_t>1) << (p & 63)
+            nbits += 1
+        else:
+            i = n
+        if bits:
+            space_release_bits(&self.space, word_base, bits, nbits)
+        self._releases += plain
+        self._reclaimed += plain
+        self._counts[ACTIVE] -= plain
+        self._counts[FREE] += plain
+        return i
 
     cdef object _id_array(self, object ids):
         """``ids`` as a new contiguous uint32 array, checked (pasid._args.id_array): a
@@ -1367,6 +1502,7 @@ cdef class PasidAllocator:
         first, last = self._range(lo, hi)
         cdef double reading = self._reading()
         with cython.critical_section(self):
+            self._wait_batch()
             self._settle_time(self._time(reading))
             for p in range(first, last + 1):
                 if (self._slots[p].meta & STATE_MASK) != FREE:
@@ -1394,6 +1530,7 @@ cdef class PasidAllocator:
         first, last = self._range(lo, hi)
         cdef double reading = self._reading()
         with cython.critical_section(self):
+            self._wait_batch()
             self._settle_time(self._time(reading))
             for p in range(first, last + 1):
                 if (self._slots[p].meta & STATE_MASK) != RESERVED:
@@ -1568,6 +1705,7 @@ cdef class PasidAllocator:
         while True:
             info = self._device_record(device, True)
             with cython.critical_section(self):
+                self._wait_batch()
                 if not info.gone:
                     widest = -1
                     record = info.first
@@ -1610,6 +1748,7 @@ cdef class PasidAllocator:
             raise StateError(f"unknown device {device!r}")
         reading = self._reading()
         with cython.critical_section(self):
+            self._wait_batch()
             if info.gone:
                 raise StateError(f"unknown device {device!r}")
             now = self._time(reading)
@@ -1673,12 +1812,14 @@ cdef class PasidAllocator:
             if info is None:
                 # declare it only for a bind that can succeed
                 with cython.critical_section(self):
+                    self._wait_batch()
                     self._settle_time(self._time(reading))
                     if (self._slots[p].meta & STATE_MASK) != ACTIVE:
                         raise StateError(f"bind of PASID {p}, which is "
                                          f"{_STATE_NAMES[(self._slots[p].meta & STATE_MASK)]}")
                 info = self._device_record(device, True)
             with cython.critical_section(self):
+                self._wait_batch()
                 stale = info.gone
                 if not stale:
                     self._settle_time(self._time(reading))
@@ -1703,6 +1844,7 @@ cdef class PasidAllocator:
         reading = self._reading()
         cdef double now
         with cython.critical_section(self):
+            self._wait_batch()
             if info is None or info.gone:
                 raise StateError(f"PASID {p} is not bound to device {device!r}")
             now = self._time(reading)
@@ -1773,6 +1915,7 @@ cdef class PasidAllocator:
                     record = _Owner(owner)
                     self._owners[owner] = record
                 with cython.critical_section(self):
+                    self._wait_batch()
                     stale = record is not None and record.gone
                     if record is not None and not stale:
                         record.quota = quota
@@ -1798,6 +1941,7 @@ cdef class PasidAllocator:
         a clock that goes back is held at its highest reading)."""
         cdef double reading = self._reading()
         with cython.critical_section(self):
+            self._wait_batch()
             return self._time(reading)
 
     def advance(self, to=None, *, by=None):
@@ -1818,6 +1962,7 @@ cdef class PasidAllocator:
         if to is None and by is None:
             reading = self._reading()
             with cython.critical_section(self):
+                self._wait_batch()
                 reclaimed = self._reclaim(self._time(reading))
             self._after()
             return reclaimed
@@ -1829,6 +1974,7 @@ cdef class PasidAllocator:
         else:
             step = as_time(by, "by")
         with cython.critical_section(self):
+            self._wait_batch()
             if to is None:
                 target = self._now + step
                 if step < 0:
@@ -1849,6 +1995,7 @@ cdef class PasidAllocator:
         """
         cdef double reading = self._reading()
         with cython.critical_section(self):
+            self._wait_batch()
             self._settle_time(self._time(reading))
             return self._queue_time[0] if self._queue_len else None
 
@@ -1863,6 +2010,7 @@ cdef class PasidAllocator:
         cdef int64_t p = self._check_id(pasid)
         cdef double reading = self._reading()
         with cython.critical_section(self):
+            self._wait_batch()
             self._settle_time(self._time(reading))
             return _STATES[(self._slots[p].meta & STATE_MASK)]
 
@@ -1879,6 +2027,7 @@ cdef class PasidAllocator:
         cdef uint8_t[::1] view = out
         cdef double reading = self._reading()
         with cython.critical_section(self):
+            self._wait_batch()
             self._settle_time(self._time(reading))
             for i in range(n):
                 view[i] = (self._slots[pasids[i]].meta & STATE_MASK)
@@ -1893,6 +2042,7 @@ cdef class PasidAllocator:
         cdef int64_t p = self._check_id(pasid)
         cdef double reading = self._reading()
         with cython.critical_section(self):
+            self._wait_batch()
             self._settle_time(self._time(reading))
             if self._slots[p].meta & HAS_OWNER:
                 return (<_Owner>self._owner_of[p]).key
@@ -1907,6 +2057,7 @@ cdef class PasidAllocator:
         cdef int64_t p = self._check_id(pasid)
         cdef double reading = self._reading()
         with cython.critical_section(self):
+            self._wait_batch()
             self._settle_time(self._time(reading))
             return self._data[p] if self._slots[p].meta & HAS_DATA else None
 
@@ -1919,6 +2070,7 @@ cdef class PasidAllocator:
         cdef int64_t p = self._check_id(pasid)
         cdef double reading = self._reading()
         with cython.critical_section(self):
+            self._wait_batch()
             self._settle_time(self._time(reading))
             if (self._slots[p].meta & STATE_MASK) != ACTIVE:
                 return 0
@@ -1945,6 +2097,7 @@ cdef class PasidAllocator:
         cdef list found = []
         cdef int was_enabled
         with cython.critical_section(self):
+            self._wait_batch()
             self._settle_time(self._time(reading))
             if self._slots[p].meta & HAS_BINDINGS:
                 was_enabled = _gc_pause()
@@ -1968,6 +2121,7 @@ cdef class PasidAllocator:
         cdef double reading = self._reading()
         cdef int32_t record = -1
         with cython.critical_section(self):
+            self._wait_batch()
             self._settle_time(self._time(reading))
             if info is not None and not info.gone:
                 record = self._bind_find(p, info.handle)
@@ -1990,6 +2144,7 @@ cdef class PasidAllocator:
         cdef list found = []
         cdef int was_enabled
         with cython.critical_section(self):
+            self._wait_batch()
             if info is None or info.gone:
                 raise StateError(f"unknown device {device!r}")
             self._settle_time(self._time(reading))
@@ -2014,6 +2169,7 @@ cdef class PasidAllocator:
         cdef double reading = self._reading()
         cdef int64_t c[10]
         with cython.critical_section(self):
+            self._wait_batch()
             # read into C, then build the dict: no allocation in the section
             self._settle_time(self._time(reading))
             c[0], c[1], c[2] = self._counts[FREE], self._counts[RESERVED], self._counts[ACTIVE]
@@ -2044,6 +2200,7 @@ cdef class PasidAllocator:
     def __len__(self):
         cdef double reading = self._reading()
         with cython.critical_section(self):
+            self._wait_batch()
             self._settle_time(self._time(reading))
             return self._counts[ACTIVE]
 
@@ -2053,6 +2210,7 @@ cdef class PasidAllocator:
         cdef int64_t p
         cdef double reading = self._reading()
         with cython.critical_section(self):
+            self._wait_batch()
             self._settle_time(self._time(reading))
             for p in range(self._size):
                 if (self._slots[p].meta & STATE_MASK) == ACTIVE:
@@ -2074,6 +2232,7 @@ cdef class PasidAllocator:
         except Exception:
             reading = self._now
         with cython.critical_section(self):
+            self._wait_batch()
             try:
                 self._settle_time(self._time(reading))
             except MemoryError:
@@ -2112,6 +2271,7 @@ cdef class PasidAllocator:
         if owner is None and self._clock is None:
             # no user code can run (as alloc()'s common call): the phases are one step
             with cython.critical_section(self):
+                self._wait_batch()
                 if self._queue_len and self._queue_time[0] <= self._now:
                     self._reclaim(self._now)
                 p = self._alloc_in(None, None, lo, hi)
@@ -2163,6 +2323,7 @@ cdef class PasidAllocator:
         self._check_c_id(p)
         reading = self._reading()
         with cython.critical_section(self):
+            self._wait_batch()
             self._settle_time(self._time(reading))
             if (self._slots[p].meta & STATE_MASK) != ACTIVE:
                 raise StateError(f"get of PASID {p}, which is {_STATE_NAMES[(self._slots[p].meta & STATE_MASK)]}")
@@ -2181,6 +2342,7 @@ cdef class PasidAllocator:
         self._check_c_id(p)
         reading = self._reading()
         with cython.critical_section(self):
+            self._wait_batch()
             self._settle_time(self._time(reading))
             self._bind_in(p, self._device_at(device), None)
         return 0
@@ -2192,6 +2354,7 @@ cdef class PasidAllocator:
         self._check_c_id(p)
         reading = self._reading()
         with cython.critical_section(self):
+            self._wait_batch()
             now = self._time(reading)
             self._settle_time(now)
             state = self._unbind_in(p, self._device_at(device), now)
@@ -2210,6 +2373,7 @@ cdef class PasidAllocator:
             record = self._owner_lookup(owner)
             reading = self._reading()
             with cython.critical_section(self):
+                self._wait_batch()
                 was_enabled = _gc_pause()
                 try:
                     now = self._time(reading)
@@ -2236,6 +2400,7 @@ cdef class PasidAllocator:
                              "callable clock")
         check_time(to, "to")
         with cython.critical_section(self):
+            self._wait_batch()
             if to < self._now:
                 raise ValueError(f"the clock cannot go back from {self._now} to {to}")
             self._now = to
@@ -2247,6 +2412,7 @@ cdef class PasidAllocator:
         """The current time (a callable clock's reading, held at its highest)."""
         cdef double reading = self._reading()
         with cython.critical_section(self):
+            self._wait_batch()
             return self._time(reading)
 
     cdef int c_state(self, int64_t p) except -1:
@@ -2255,6 +2421,7 @@ cdef class PasidAllocator:
         self._check_c_id(p)
         reading = self._reading()
         with cython.critical_section(self):
+            self._wait_batch()
             self._settle_time(self._time(reading))
             return self._slots[p].meta & STATE_MASK
 
@@ -2267,6 +2434,7 @@ cdef class PasidAllocator:
         """The earliest ``release_at`` waiting, or NaN when nothing is QUARANTINED."""
         cdef double reading = self._reading()
         with cython.critical_section(self):
+            self._wait_batch()
             self._settle_time(self._time(reading))
             return self._queue_time[0] if self._queue_len else NAN
 
@@ -2277,6 +2445,7 @@ cdef class PasidAllocator:
             raise ValueError(f"state must be 0..4, got {state}")
         reading = self._reading()
         with cython.critical_section(self):
+            self._wait_batch()
             self._settle_time(self._time(reading))
             return self._counts[state]
 
@@ -2325,6 +2494,7 @@ cdef class PasidAllocator:
         cdef uint32_t[:, ::1] bindings_out
         reading = self._reading()
         with cython.critical_section(self):
+            self._wait_batch()
             was_enabled = _gc_pause()
             try:
                 now = self._time(reading)
@@ -2599,6 +2769,7 @@ cdef class PasidAllocator:
         cdef _Owner owner
         cdef _Device info
         with cython.critical_section(self):
+            self._wait_batch()
             _check_node(self.space.root, self.space.height)
             # the tables are read by identity: the check runs no __hash__/__eq__
             # (a dict keeps the key object it was first given: keys are not compared)

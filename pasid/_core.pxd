@@ -15,6 +15,7 @@
 # internal layout: Cython needs it to lay out the classes, but it is not a
 # promise and changes between versions.
 
+from cpython.pythread cimport PyThread_type_lock
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 
 ctypedef struct Node:
@@ -159,6 +160,9 @@ cdef class PasidAllocator:
     cdef list _graveyard         # user objects let go by a change, dropped in its phase 3
     cdef object _registry        # a lock: owner and device tables change under it
     cdef long _registry_thread   # the thread holding it, or 0
+    cdef int _batch              # a batch runs without the GIL; its thread holds _gate
+    cdef PyThread_type_lock _gate     # held by the thread of a batch running without the GIL
+    cdef int _waiting            # threads waiting for such a batch to end
     # counters
     cdef int64_t _counts[5]
     cdef int64_t _allocations
@@ -189,15 +193,15 @@ cdef class PasidAllocator:
     cdef _Device _device_record(self, object device, bint declare)
     cdef void _remember_device(self, object device, _Device info) noexcept
     cdef int _take_state(self, int64_t p, int state) except -1
-    cdef uint32_t _generation_of(self, int64_t p) noexcept
-    cdef bint _generation_full(self, int64_t p) noexcept
-    cdef void _generation_inc(self, int64_t p) noexcept
-    cdef void _generation_dec(self, int64_t p) noexcept
+    cdef uint32_t _generation_of(self, int64_t p) noexcept nogil
+    cdef bint _generation_full(self, int64_t p) noexcept nogil
+    cdef void _generation_inc(self, int64_t p) noexcept nogil
+    cdef void _generation_dec(self, int64_t p) noexcept nogil
     cdef void _generation_set(self, int64_t p, uint32_t generation) noexcept
     cdef void _left_free(self, int64_t p, int state) noexcept
     cdef void _freed_plain(self, int64_t p) noexcept
     cdef int _ref_inc(self, int64_t p) except -1
-    cdef void _ref_dec(self, int64_t p) noexcept
+    cdef void _ref_dec(self, int64_t p) noexcept nogil
     cdef void _owner_tag(self, int64_t p, _Owner owner) noexcept
     cdef void _owner_untag(self, int64_t p) noexcept
     cdef void _owned_unlink(self, int64_t p) noexcept
@@ -218,9 +222,17 @@ cdef class PasidAllocator:
     cdef int64_t _alloc_many_in(self, uint32_t* ids, int64_t count, object owner, object data,
                                 int64_t* refused_quota, int64_t* free_ids) except -2
     cdef int _free_many_in(self, const uint32_t* pasids, Py_ssize_t n, uint8_t* last) except -1
-    cdef int64_t _fill(self, uint32_t* out, int64_t n) noexcept
-    cdef int64_t _choose_full(self) noexcept
-    cdef void _unfill(self, uint32_t* out, int64_t done) noexcept
+    cdef Py_ssize_t _free_refs(self, const uint32_t* pasids, Py_ssize_t n, uint8_t* last,
+                               Py_ssize_t* odd, uint8_t* seen) noexcept nogil
+    cdef Py_ssize_t _free_plain(self, const uint32_t* pasids, Py_ssize_t start, Py_ssize_t n,
+                                const uint8_t* last) noexcept nogil
+    cdef void _wait_batch(self) noexcept
+    cdef void _wait_gate(self) noexcept
+    cdef bint _batch_begin(self, int64_t n) noexcept
+    cdef void _batch_end(self) noexcept
+    cdef int64_t _fill(self, uint32_t* out, int64_t n) noexcept nogil
+    cdef int64_t _choose_full(self) noexcept nogil
+    cdef void _unfill(self, uint32_t* out, int64_t done) noexcept nogil
     cdef int _put_id(self, int64_t p, int64_t generation) except -1
     cdef int _binds_reserve(self) except -1
     cdef int32_t _bind_find(self, int64_t p, int handle) noexcept

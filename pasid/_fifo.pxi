@@ -34,7 +34,7 @@ cdef int64_t FIFO_EMPTY = INT64_MAX
 #     int64_t next_front       the next number for the head (decreasing, below 0)
 
 
-cdef int fifo_init(Fifo* f, int64_t capacity) noexcept:
+cdef int fifo_init(Fifo* f, int64_t capacity) noexcept nogil:
     """An empty queue of IDs 0..capacity-1 (no summaries yet); -2 when out of memory."""
     cdef int k
     f.capacity = capacity
@@ -51,14 +51,14 @@ cdef int fifo_init(Fifo* f, int64_t capacity) noexcept:
     return 0
 
 
-cdef void fifo_destroy(Fifo* f) noexcept:
+cdef void fifo_destroy(Fifo* f) noexcept nogil:
     free(f.prev)
     free(f.next)
     f.prev = f.next = NULL
     fifo_drop_index(f)
 
 
-cdef void fifo_drop_index(Fifo* f) noexcept:
+cdef void fifo_drop_index(Fifo* f) noexcept nogil:
     """Forget the numbers and summaries (a load rebuilds them on demand)."""
     cdef int k
     free(f.seq)
@@ -69,7 +69,7 @@ cdef void fifo_drop_index(Fifo* f) noexcept:
     f.levels = 0
 
 
-cdef inline int64_t _fifo_min64(const int64_t* values, int64_t start, int64_t stop) noexcept:
+cdef inline int64_t _fifo_min64(const int64_t* values, int64_t start, int64_t stop) noexcept nogil:
     cdef int64_t best = FIFO_EMPTY, i
     for i in range(start, stop):
         if values[i] < best:
@@ -77,11 +77,11 @@ cdef inline int64_t _fifo_min64(const int64_t* values, int64_t start, int64_t st
     return best
 
 
-cdef inline int64_t* _fifo_level(Fifo* f, int k) noexcept:
+cdef inline int64_t* _fifo_level(Fifo* f, int k) noexcept nogil:
     return f.seq if k == 0 else f.mins[k - 1]
 
 
-cdef int fifo_build(Fifo* f) noexcept:
+cdef int fifo_build(Fifo* f) noexcept nogil:
     """Number the queued IDs in queue order and compute every summary; -2 when out of memory."""
     cdef int64_t i, g, n = f.capacity, number = 0
     cdef int k = 0
@@ -115,7 +115,7 @@ cdef int fifo_build(Fifo* f) noexcept:
     return 0
 
 
-cdef void fifo_push(Fifo* f, int64_t p) noexcept:
+cdef void fifo_push(Fifo* f, int64_t p) noexcept nogil:
     """``p`` joins the tail. O(1); with the summaries, O(log64 N) at most."""
     cdef int64_t number, index = p
     cdef int k
@@ -137,7 +137,7 @@ cdef void fifo_push(Fifo* f, int64_t p) noexcept:
             f.mins[k][index] = number
 
 
-cdef void fifo_push_front(Fifo* f, int64_t p) noexcept:
+cdef void fifo_push_front(Fifo* f, int64_t p) noexcept nogil:
     """``p`` joins the head (undoing a removal of the head). O(log64 N) with the summaries."""
     cdef int64_t number, index = p
     cdef int k
@@ -157,7 +157,7 @@ cdef void fifo_push_front(Fifo* f, int64_t p) noexcept:
             f.mins[k][index] = number     # the smallest number yet, everywhere above
 
 
-cdef void fifo_remove(Fifo* f, int64_t p) noexcept:
+cdef void fifo_remove(Fifo* f, int64_t p) noexcept nogil:
     """``p`` leaves the queue. O(1); with the summaries, O(64 log64 N) at most."""
     cdef int32_t before = f.prev[p], after = f.next[p]
     cdef int64_t number, index = p
@@ -181,7 +181,7 @@ cdef void fifo_remove(Fifo* f, int64_t p) noexcept:
                                            min((index + 1) << 6, f.width[k]))
 
 
-cdef int64_t fifo_first(Fifo* f, int64_t lo, int64_t hi) noexcept:
+cdef int64_t fifo_first(Fifo* f, int64_t lo, int64_t hi) noexcept nogil:
     """The first queued ID in [lo, hi]: the ID, -1 if none, -2 when out of memory
     building the numbers (nothing changed). O(1) for the whole range, else O(64 log64 N)."""
     cdef int64_t best = FIFO_EMPTY, index = -1, i, start, stop

@@ -230,6 +230,66 @@ def test_c_free_many_is_all_or_nothing(churn):
     assert churn.free_many(a, np.empty(0, dtype=np.uint32)) == 0
 
 
+def _gil_build():
+    is_gil_enabled = getattr(sys, "_is_gil_enabled", None)
+    return is_gil_enabled is None or is_gil_enabled()
+
+
+@needs_core
+@pytest.mark.skipif(not _gil_build(), reason="the free-threaded build has no GIL to let go")
+@pytest.mark.parametrize("call", ["alloc_many", "c_alloc_many", "c_free_many"])
+def test_a_batch_lets_the_gil_go(churn, call):
+    # Another thread counts in a pure-Python loop. While the main thread is inside
+    # one batch call, the counter moves only if the call lets the GIL go: with a
+    # switch interval of 50 ms nothing forces the main thread to give it up within
+    # the few milliseconds from reading the counter before the call to reading it
+    # after. The calls measured run no numpy code (which may let the GIL go by
+    # itself): alloc_many from Python (its output array is made before), and the C
+    # entry points through the example. Getting the GIL back takes up to 50 ms: the
+    # counting thread gives it up only when asked.
+    import threading
+
+    from pasid._core import PasidAllocator
+
+    n = N - 1
+    a = PasidAllocator(BITS, reserved=[0])
+    ids = np.arange(1, N, dtype=np.uint32)
+    out = np.empty(n, dtype=np.uint32)
+    counter = [0]
+    stop = threading.Event()
+    interval = sys.getswitchinterval()
+
+    def count():
+        while not stop.is_set():
+            counter[0] += 1
+
+    seen = []
+    sys.setswitchinterval(0.05)
+    thread = threading.Thread(target=count)
+    thread.start()
+    try:
+        for _ in range(5):
+            if call == "c_free_many":
+                a.alloc_many(n)
+            before = counter[0]
+            if call == "alloc_many":
+                a.alloc_many(n)
+            elif call == "c_alloc_many":
+                churn.batch(a, out, "owner")      # an owner: no free_many in C after
+            else:
+                churn.free_many(a, ids)
+            seen.append(counter[0] - before)
+            if call != "c_free_many":
+                a.free_many(ids)
+    finally:
+        stop.set()
+        thread.join(10)
+        sys.setswitchinterval(interval)
+    assert max(seen) > 0, seen
+    assert len(a) == 0
+    a._check()
+
+
 @needs_core
 def test_exact_and_next_release_time(churn):
     from pasid._core import PasidAllocator

@@ -59,3 +59,80 @@ def test_the_switch_interval_is_restored(backend):
     before = sys.getswitchinterval()
     threadstress.ThreadStress(backend, threads=4, ops=20, seed=3).run()
     assert sys.getswitchinterval() == before
+
+
+# ---- batches that run without the GIL (the compiled core on the GIL build)
+#
+# The core runs a batch's C loops (alloc_many's fill, free_many's passes) without the
+# GIL from RELEASE_MIN = 1024 IDs on (pasid/_allocator.pxi, "Threads"); every other
+# call first waits for such a batch to end. The test below uses batches well above
+# that size on a 16-bit allocator; tests/test_examples.py shows that the GIL is let go.
+
+BATCH = 20_000
+
+
+@pytest.mark.parametrize("kind", ["plain", "grace", "owner"])
+def test_other_calls_see_a_batch_whole(backend, kind):
+    # One thread allocates and frees BATCH PASIDs at a time; two others allocate,
+    # check and free one PASID at a time and read the counters meanwhile. Each
+    # reading must show a batch either wholly taken or wholly given back: ACTIVE is
+    # (0 or BATCH) plus what the single-PASID threads hold. "plain" frees by the
+    # path that runs both passes without the GIL; "grace" and "owner" release
+    # through the one that keeps it for the second pass.
+    import threading
+
+    a = backend.PasidAllocator(16, reserved=[0], grace=1.0 if kind == "grace" else 0.0)
+    owner = "batch-owner" if kind == "owner" else None
+    rounds, singles = 60, 2
+    done = threading.Event()
+    problems = []
+    readings = [0]
+
+    def batches():
+        try:
+            for _ in range(rounds):
+                ids = a.alloc_many(BATCH, owner)
+                a.free_many(ids)
+                if kind == "grace":
+                    a.advance(by=1.0)
+        except Exception as exc:  # reported below
+            problems.append(f"batch thread: {exc!r}")
+        finally:
+            done.set()
+
+    def single():
+        try:
+            while not done.is_set():
+                p = a.try_alloc()
+                if p is None:        # all QUARANTINED until the batch thread advances
+                    continue
+                if a.state(p).name != "ACTIVE":
+                    problems.append(f"PASID {p} just allocated is {a.state(p).name}")
+                s = a.stats()
+                batch_part = s["active"] - (s["active"] % BATCH if s["active"] >= BATCH
+                                            else s["active"])
+                if s["active"] % BATCH > singles or batch_part not in (0, BATCH):
+                    problems.append(f"ACTIVE {s['active']}: a batch seen half done")
+                if sum(s[k] for k in ("free", "reserved", "active", "draining",
+                                      "quarantined")) != 1 << 16:
+                    problems.append(f"the counts do not add up: {s}")
+                readings[0] += 1
+                a.free(p)
+        except Exception as exc:
+            problems.append(f"single thread: {exc!r}")
+
+    threads = [threading.Thread(target=batches)]
+    threads += [threading.Thread(target=single) for _ in range(singles)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads)
+    assert problems == []
+    assert readings[0] > 0
+    if kind == "grace":
+        a.advance(by=1.0)        # the single threads' last frees
+    a._check()
+    s = a.stats()
+    assert (s["active"], s["free"]) == (0, (1 << 16) - 1)
+    assert s["allocations"] == rounds * BATCH + readings[0]
