@@ -1132,58 +1132,70 @@ cdef class PasidAllocator:
         when out of memory, -2 when one has been allocated COUNT_MAX times."""
         cdef Node* path[MAX_HEIGHT + 1]
         cdef Node* leaf
-        cdef int64_t done = 0, p, base
+        cdef int64_t done = 0, p, base, leaf_base, taken
         cdef uint64_t word, bits
-        cdef int i
+        cdef int i, w, got, status
         cdef uint8_t carry
         # a local copy of the table pointer (writes through it may alias self's fields)
         cdef Slot* slots = self._slots
         while done < n:
             if self._strategy == LOWEST:
+                # the lowest FREE ID's leaf (4096 IDs): every free ID in it is taken
+                # in order, word by word, before the nodes above are updated once
                 p = space_find_free(&self.space, 0)
                 leaf = space_leaf(&self.space, p, path)
                 if leaf == NULL:
                     self._unfill(out, done)
                     return -1
-                # peel every free bit of this word before consulting the summaries again
-                base = p & ~63
-                word = leaf.slot[(p >> 6) & 63]
-                if word == ALL and n - done >= 64:
-                    # a whole FREE word: 64 IDs in a row, in loops the compiler can
-                    # vectorise, unless a generation's low byte is about to carry
-                    carry = 0
-                    for i in range(64):
-                        carry |= slots[base + i].generation_low == 255
-                    if not carry:
+                leaf_base = p & ~4095
+                taken = 0
+                status = 0
+                while leaf.free_mask and done < n and not status:
+                    w = ctz64(leaf.free_mask)
+                    base = leaf_base + (w << 6)
+                    word = leaf.slot[w]
+                    if word == ALL and n - done >= 64:
+                        # a whole FREE word: 64 IDs in a row, in loops the compiler
+                        # can vectorise, unless a generation's low byte would carry
+                        carry = 0
                         for i in range(64):
-                            out[done + i] = <uint32_t>(base + i)
-                            slots[base + i].meta = ACTIVE     # was FREE: no flags
-                            slots[base + i].generation_low += 1
-                        space_take_bits(&self.space, leaf, path, base, word, 64)
-                        self._counts[FREE] -= 64
-                        self._counts[ACTIVE] += 64
-                        done += 64
-                        continue
-                bits = 0
-                i = 0
-                while word and done < n:
-                    p = base + ctz64(word)
-                    if self._generation_full(p):
-                        space_take_bits(&self.space, leaf, path, base, bits, i)
-                        self._counts[FREE] -= i
-                        self._counts[ACTIVE] += i
-                        self._unfill(out, done)
-                        return -2
-                    bits |= word & (0 - word)
-                    word &= word - 1
-                    out[done] = <uint32_t>p
-                    slots[p].meta = ACTIVE              # was FREE: no flags; refcount 1
-                    self._generation_inc(p)
-                    done += 1
-                    i += 1
-                space_take_bits(&self.space, leaf, path, base, bits, i)
-                self._counts[FREE] -= i
-                self._counts[ACTIVE] += i
+                            carry |= slots[base + i].generation_low == 255
+                        if not carry:
+                            for i in range(64):
+                                out[done + i] = <uint32_t>(base + i)
+                                slots[base + i].meta = ACTIVE     # was FREE: no flags
+                                slots[base + i].generation_low += 1
+                            leaf_take_bits(leaf, w, ALL, 64)
+                            taken += 64
+                            done += 64
+                            continue
+                    # peel the word's free bits
+                    bits = 0
+                    got = 0
+                    while word and done < n:
+                        p = base + ctz64(word)
+                        if slots[p].generation_low == 255:
+                            if self._generation_full(p):
+                                status = -2
+                                break
+                            slots[p].generation_low = 0
+                            self._generation_high[p] += 1
+                        else:
+                            slots[p].generation_low += 1
+                        bits |= word & (0 - word)
+                        word &= word - 1
+                        out[done] = <uint32_t>p
+                        slots[p].meta = ACTIVE                # was FREE: no flags; refcount 1
+                        done += 1
+                        got += 1
+                    leaf_take_bits(leaf, w, bits, got)
+                    taken += got
+                space_path_take(&self.space, leaf, path, leaf_base, taken)
+                self._counts[FREE] -= taken
+                self._counts[ACTIVE] += taken
+                if status:
+                    self._unfill(out, done)
+                    return status
             else:
                 p = self._choose_full()
                 if self._generation_full(p):

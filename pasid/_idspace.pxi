@@ -277,18 +277,23 @@ cdef inline Node* space_find_leaf(Space* space, int64_t pasid, Node** path) noex
     return node
 
 
-cdef inline void space_take_bits(Space* space, Node* leaf, Node** path,
-                                 int64_t pasid, uint64_t bits, int n) noexcept nogil:
-    """Take the ``n`` free ``bits`` of the word holding ``pasid``; summaries change on transitions."""
-    cdef int w = (pasid >> 6) & 63
-    cdef int height, i
-    cdef Node* child = leaf
-    cdef Node* parent
+cdef inline void leaf_take_bits(Node* leaf, int w, uint64_t bits, int n) noexcept nogil:
+    """Take the ``n`` free ``bits`` of the leaf's word ``w``; the leaf's summaries
+    change on transitions. The nodes above follow by :func:`space_path_take`."""
     leaf.slot[w] &= ~bits
     leaf.nfree -= n
     leaf.used_mask |= (<uint64_t>1) << w
     if leaf.slot[w] == 0:
         leaf.free_mask &= ~((<uint64_t>1) << w)
+
+
+cdef inline void space_path_take(Space* space, Node* leaf, Node** path,
+                                 int64_t pasid, int64_t n) noexcept nogil:
+    """The nodes above ``leaf`` (reached by ``path``, holding ``pasid``) follow ``n``
+    IDs taken from it: counts, and the summaries on transitions."""
+    cdef int height, i
+    cdef Node* child = leaf
+    cdef Node* parent
     for height in range(1, space.height + 1):
         parent = path[height]
         i = (pasid >> slot_shift(height)) & 63
@@ -297,6 +302,13 @@ cdef inline void space_take_bits(Space* space, Node* leaf, Node** path,
         if child.free_mask == 0:
             parent.free_mask &= ~((<uint64_t>1) << i)
         child = parent
+
+
+cdef inline void space_take_bits(Space* space, Node* leaf, Node** path,
+                                 int64_t pasid, uint64_t bits, int n) noexcept nogil:
+    """Take the ``n`` free ``bits`` of the word holding ``pasid``; summaries change on transitions."""
+    leaf_take_bits(leaf, (pasid >> 6) & 63, bits, n)
+    space_path_take(space, leaf, path, pasid, n)
 
 
 cdef inline int64_t space_take_lowest(Space* space, int64_t hi) noexcept nogil:
