@@ -1267,16 +1267,38 @@ cdef class PasidAllocator:
                 raise StateError(f"get of PASID {p}, which is {_STATE_NAMES[(self._slots[p].meta & STATE_MASK)]}")
             self._ref_inc(p)
 
+    cdef inline bint _put_plain(self, int64_t p) noexcept:
+        """The last reference to a PASID with no side table and no hold, no grace
+        period: FREE at once (True). Anything else is left alone (False)."""
+        if self._slots[p].meta != ACTIVE or self._grace > 0:
+            return False
+        self._freed_plain(p)
+        space_release(&self.space, p)
+        return True
+
     cdef int _put_id(self, int64_t p, int64_t generation) except -1:
         """Drop one reference to PASID ``p`` (in range); returns its state after.
 
         ``generation >= 0``: only if ``p`` is ACTIVE in that generation (a
         handle's close); -2 when it is not, nothing done.
         """
-        cdef double reading = self._reading()
+        cdef double reading
         cdef double now
-        cdef list teardown = None
+        cdef list teardown
         cdef int state
+        cdef bint plain = False
+        if generation < 0 and self._clock is None:
+            # the common call (as alloc()'s): no user code can run, so the phases are one
+            # step; anything but a plain release takes the general way below
+            with cython.critical_section(self):
+                self._wait_batch()
+                self._settle_time(self._now)
+                plain = self._put_plain(p)
+            if plain:
+                self._after()
+                return FREE
+        reading = self._reading()
+        teardown = None
         with cython.critical_section(self):
             self._wait_batch()
             now = self._time(reading)
@@ -1286,10 +1308,8 @@ cdef class PasidAllocator:
                 return -2
             if state != ACTIVE:
                 raise StateError(f"free of PASID {p}, which is {_STATE_NAMES[state]}")
-            if self._slots[p].meta == ACTIVE and self._grace <= 0:
-                # no extra reference, no side table, no hold: FREE at once
-                self._freed_plain(p)
-                space_release(&self.space, p)
+            if self._put_plain(p):
+                pass                            # FREE at once
             elif self._slots[p].meta & MULTI:
                 self._ref_dec(p)
             else:

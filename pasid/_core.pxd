@@ -172,36 +172,36 @@ cdef class PasidAllocator:
     cdef int64_t _high_water
 
     # helpers (see _allocator.pxi)
-    cdef int64_t _check_id(self, object value) except -1
+    cdef inline int64_t _check_id(self, object value) except -1
     cdef int _check_c_id(self, int64_t p) except -1
-    cdef double _reading(self) except? -1.0
+    cdef inline double _reading(self) except? -1.0
     cdef double _read_clock(self) except? -1.0
-    cdef double _time(self, double reading) noexcept
-    cdef int _settle_time(self, double now) except -1
+    cdef inline double _time(self, double reading) noexcept
+    cdef inline int _settle_time(self, double now) except -1
     cdef int _refuse_reentry(self) except -1
     cdef int _enter_registry(self) except -1
     cdef void _leave_registry(self) noexcept
     cdef _Owner _owner_record(self, object owner)
     cdef _Owner _owner_lookup(self, object owner)
     cdef int _drop_gone_owners(self) except -1
-    cdef void _bury(self, object value) noexcept
-    cdef int _after(self) except -1
+    cdef inline void _bury(self, object value) noexcept
+    cdef inline int _after(self) except -1
     cdef int _tidy(self) except -1
     cdef int _forget_if_idle(self, _Owner record) except -1
     cdef str _exhausted(self, str asked)
-    cdef _Device _recent_device(self, object device)
+    cdef inline _Device _recent_device(self, object device)
     cdef _Device _device_record(self, object device, bint declare)
     cdef void _remember_device(self, object device, _Device info) noexcept
     cdef int _take_state(self, int64_t p, int state) except -1
-    cdef uint32_t _generation_of(self, int64_t p) noexcept nogil
-    cdef bint _generation_full(self, int64_t p) noexcept nogil
-    cdef void _generation_inc(self, int64_t p) noexcept nogil
-    cdef void _generation_dec(self, int64_t p) noexcept nogil
-    cdef void _generation_set(self, int64_t p, uint32_t generation) noexcept
-    cdef void _left_free(self, int64_t p, int state) noexcept
-    cdef void _freed_plain(self, int64_t p) noexcept
+    cdef inline uint32_t _generation_of(self, int64_t p) noexcept nogil
+    cdef inline bint _generation_full(self, int64_t p) noexcept nogil
+    cdef inline void _generation_inc(self, int64_t p) noexcept nogil
+    cdef inline void _generation_dec(self, int64_t p) noexcept nogil
+    cdef inline void _generation_set(self, int64_t p, uint32_t generation) noexcept
+    cdef inline void _left_free(self, int64_t p, int state) noexcept
+    cdef inline void _freed_plain(self, int64_t p) noexcept
     cdef int _ref_inc(self, int64_t p) except -1
-    cdef void _ref_dec(self, int64_t p) noexcept nogil
+    cdef inline void _ref_dec(self, int64_t p) noexcept nogil
     cdef void _owner_tag(self, int64_t p, _Owner owner) noexcept
     cdef void _owner_untag(self, int64_t p) noexcept
     cdef void _owned_unlink(self, int64_t p) noexcept
@@ -213,7 +213,7 @@ cdef class PasidAllocator:
     cdef void _queue_push(self, double release_at, int64_t p) noexcept
     cdef int64_t _queue_pop(self) noexcept
     cdef int64_t _choose(self, int64_t lo, int64_t hi) except -2
-    cdef bint _over_quota(self, _Owner owner, int64_t n) noexcept
+    cdef inline bint _over_quota(self, _Owner owner, int64_t n) noexcept
     cdef int64_t _alloc_in(self, _Owner owner, object data, int64_t lo, int64_t hi) except -2
     cdef int64_t _alloc_checked(self, object owner, object data, int64_t lo, int64_t hi,
                                 bint quota_raises, uint32_t* generation) except -2
@@ -226,13 +226,14 @@ cdef class PasidAllocator:
                                Py_ssize_t* odd, uint8_t* seen) noexcept nogil
     cdef Py_ssize_t _free_plain(self, const uint32_t* pasids, Py_ssize_t start, Py_ssize_t n,
                                 const uint8_t* last) noexcept nogil
-    cdef void _wait_batch(self) noexcept
+    cdef inline void _wait_batch(self) noexcept
     cdef void _wait_gate(self) noexcept
     cdef bint _batch_begin(self, int64_t n) noexcept
     cdef void _batch_end(self) noexcept
     cdef int64_t _fill(self, uint32_t* out, int64_t n) noexcept nogil
     cdef int64_t _choose_full(self) noexcept nogil
     cdef void _unfill(self, uint32_t* out, int64_t done) noexcept nogil
+    cdef inline bint _put_plain(self, int64_t p) noexcept
     cdef int _put_id(self, int64_t p, int64_t generation) except -1
     cdef int _binds_reserve(self) except -1
     cdef int32_t _bind_find(self, int64_t p, int handle) noexcept

@@ -372,14 +372,15 @@ cdef Node* space_taken_leaf(Space* space, int64_t pasid, Node** path) noexcept n
     return node
 
 
-cdef void space_release_bits(Space* space, int64_t pasid, uint64_t bits, int n) noexcept nogil:
+cdef inline void space_release_bits(Space* space, int64_t pasid, uint64_t bits,
+                                    int n) noexcept nogil:
     """Free the ``n`` taken ``bits`` of the word holding ``pasid``."""
     cdef Node* path[MAX_HEIGHT + 1]
     space_release_path(space, space_find_leaf(space, pasid, path), path, pasid, bits, n)
 
 
-cdef void space_release_path(Space* space, Node* leaf, Node** path,
-                             int64_t pasid, uint64_t bits, int n) noexcept nogil:
+cdef inline void space_release_path(Space* space, Node* leaf, Node** path,
+                                    int64_t pasid, uint64_t bits, int n) noexcept nogil:
     """Free the ``n`` taken ``bits`` of ``leaf`` (reached by ``path``); all-free nodes are freed.
 
     The caller passes ``n`` (it knows it; a portable build has no popcount instruction).
