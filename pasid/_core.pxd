@@ -222,6 +222,9 @@ cdef class PasidAllocator:
     cdef int64_t _alloc_many_in(self, uint32_t* ids, int64_t count, object owner, object data,
                                 int64_t* refused_quota, int64_t* free_ids) except -2
     cdef int _free_many_in(self, const uint32_t* pasids, Py_ssize_t n, uint8_t* last) except -1
+    cdef Py_ssize_t _free_passes(self, const uint32_t* pasids, Py_ssize_t n, uint8_t* last,
+                                 Py_ssize_t* odd, uint8_t* seen) noexcept nogil
+    cdef Py_ssize_t _free_plain_batch(self, const uint32_t* pasids, Py_ssize_t n) noexcept nogil
     cdef Py_ssize_t _free_refs(self, const uint32_t* pasids, Py_ssize_t n, uint8_t* last,
                                Py_ssize_t* odd, uint8_t* seen) noexcept nogil
     cdef Py_ssize_t _free_plain(self, const uint32_t* pasids, Py_ssize_t start, Py_ssize_t n,

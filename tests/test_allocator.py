@@ -519,6 +519,33 @@ def test_free_many(backend):
     a._check()
 
 
+@pytest.mark.parametrize("strategy", ["lowest", "fifo"])
+@pytest.mark.parametrize("grace", [0, 5])
+def test_free_many_of_a_long_batch_is_all_or_nothing(backend, strategy, grace):
+    # thousands of PASIDs over many words, in a scattered order: the core frees a
+    # batch of plain PASIDs in one pass and undoes it at the first one that is not
+    # plain; a late failure must leave everything as it was, and a batch with a
+    # PASID held twice in the middle goes the general way and still frees it right
+    a = backend.PasidAllocator(bits=14, strategy=strategy, grace=grace)
+    ids = a.alloc_many(5000)
+    rng = np.random.default_rng(4)
+    order = ids[rng.permutation(len(ids))]
+    before = observable(a)
+    for bad in ([order[17]], [0], [6000]):       # a duplicate, RESERVED, FREE
+        with pytest.raises(StateError):
+            a.free_many(np.concatenate([order[:4000], np.array(bad, dtype=np.uint32)]))
+        assert observable(a) == before
+    a.get(int(order[2500]))
+    a.free_many(order[:4000])
+    assert a.state(int(order[2500])) is State.ACTIVE       # one reference left
+    freed = np.delete(order[:4000], 2500)
+    expected = State.QUARANTINED if grace else State.FREE
+    assert set(a.states(freed).tolist()) == {int(expected)}
+    a.free_many(np.concatenate([order[4000:], order[2500:2501]]))
+    assert a.stats()["active"] == 0 and a.stats()["releases"] == 5000
+    a._check()
+
+
 def test_free_many_double_free_in_the_middle_changes_nothing(backend):
     a = backend.PasidAllocator(bits=5)
     ids = a.alloc_many(6).tolist()
