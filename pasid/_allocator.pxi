@@ -122,6 +122,50 @@ if sizeof(Slot) != 2:   # _export reads the slots as pairs of bytes
     raise ImportError(f"pasid._core: a Slot is {sizeof(Slot)} bytes, not 2")
 
 cdef uint32_t COUNT_MAX = _args.COUNT_MAX   # refcounts and bind counts refuse to wrap
+
+
+cdef uint64_t _slots_as_word(uint8_t meta, uint8_t generation_low) noexcept:
+    """Four Slots of these bytes, read as one 64-bit word (whatever the byte order)."""
+    cdef Slot four[4]
+    cdef uint64_t word
+    cdef int i
+    for i in range(4):
+        four[i].meta = meta
+        four[i].generation_low = generation_low
+    memcpy(&word, four, 8)
+    return word
+
+# alloc_many writes the Slots of a whole FREE word of 64 PASIDs 4 at a time (the
+# Slots of 4 PASIDs are a 64-bit word), and one Slot as a 16-bit word (_fill)
+cdef uint64_t _GENERATION_BYTES = _slots_as_word(0, 0xFF)
+cdef uint64_t _META_BYTES = _slots_as_word(0xFF, 0)
+cdef uint64_t _FREE_TO_ACTIVE = _slots_as_word(ACTIVE, 1)   # FREE (0, no flags) -> ACTIVE, + 1
+cdef uint64_t _BYTE_ONES = _slots_as_word(1, 1)
+cdef uint64_t _BYTE_HIGH_BITS = _slots_as_word(0x80, 0x80)
+cdef uint16_t _SLOT_GENERATION = <uint16_t>_GENERATION_BYTES       # one Slot's share
+cdef uint16_t _SLOT_FREE_TO_ACTIVE = <uint16_t>_FREE_TO_ACTIVE
+cdef uint16_t _SLOT_ACTIVE = <uint16_t>_slots_as_word(ACTIVE, 0)
+
+
+cdef inline bint _take_free_slots(Slot* slots) noexcept nogil:
+    """The 64 Slots from ``slots``, all FREE (so with no flags): ACTIVE with their
+    generation + 1, 8 bytes at a time (no byte carries into the next). False,
+    nothing changed, when a generation's low byte is 255 (its high bits must
+    change too)."""
+    cdef uint64_t y, carry = 0
+    cdef uint64_t words[16]
+    cdef int i
+    memcpy(words, slots, 128)
+    for i in range(16):
+        # a zero byte in y: a generation byte of 0xFF (the meta bytes are set)
+        y = (~words[i] & _GENERATION_BYTES) | _META_BYTES
+        carry |= (y - _BYTE_ONES) & ~y & _BYTE_HIGH_BITS
+    if carry:
+        return False
+    for i in range(16):
+        words[i] += _FREE_TO_ACTIVE
+    memcpy(slots, words, 128)
+    return True
 cdef enum:
     RECENT_DEVICES = 8        # device objects remembered by identity (_device_record)
     RELEASE_MIN = 1024        # a batch of fewer IDs keeps the GIL ("Threads" above)
@@ -1135,7 +1179,7 @@ cdef class PasidAllocator:
         cdef int64_t done = 0, p, base, leaf_base, taken
         cdef uint64_t word, bits
         cdef int i, w, got, status
-        cdef uint8_t carry
+        cdef uint16_t slot
         # a local copy of the table pointer (writes through it may alias self's fields)
         cdef Slot* slots = self._slots
         while done < n:
@@ -1154,41 +1198,37 @@ cdef class PasidAllocator:
                     w = ctz64(leaf.free_mask)
                     base = leaf_base + (w << 6)
                     word = leaf.slot[w]
-                    if word == ALL and n - done >= 64:
-                        # a whole FREE word: 64 IDs in a row, in loops the compiler
-                        # can vectorise, unless a generation's low byte would carry
-                        carry = 0
+                    if word == ALL and n - done >= 64 and _take_free_slots(&slots[base]):
+                        # a whole FREE word: 64 IDs in a row, their Slots 4 at a time
+                        # (no generation's low byte about to carry)
                         for i in range(64):
-                            carry |= slots[base + i].generation_low == 255
-                        if not carry:
-                            for i in range(64):
-                                out[done + i] = <uint32_t>(base + i)
-                                slots[base + i].meta = ACTIVE     # was FREE: no flags
-                                slots[base + i].generation_low += 1
-                            leaf_take_bits(leaf, w, ALL, 64)
-                            taken += 64
-                            done += 64
-                            continue
-                    # peel the word's free bits
-                    bits = 0
-                    got = 0
+                            out[done + i] = <uint32_t>(base + i)
+                        leaf_take_bits(leaf, w, ALL, 64)
+                        taken += 64
+                        done += 64
+                        continue
+                    # peel the word's free bits; those taken are the bits cleared
+                    bits = word
+                    got = <int>done
                     while word and done < n:
                         p = base + ctz64(word)
-                        if slots[p].generation_low == 255:
+                        # the Slot as one 16-bit word: FREE (no flags) -> ACTIVE
+                        # (refcount 1), the generation's low byte + 1 (mod 256)
+                        memcpy(&slot, &slots[p], 2)
+                        if (slot & _SLOT_GENERATION) == _SLOT_GENERATION:
                             if self._generation_full(p):
                                 status = -2
                                 break
-                            slots[p].generation_low = 0
                             self._generation_high[p] += 1
+                            slot = _SLOT_ACTIVE                 # the low byte wraps to 0
                         else:
-                            slots[p].generation_low += 1
-                        bits |= word & (0 - word)
-                        word &= word - 1
+                            slot += _SLOT_FREE_TO_ACTIVE
+                        memcpy(&slots[p], &slot, 2)
                         out[done] = <uint32_t>p
-                        slots[p].meta = ACTIVE                # was FREE: no flags; refcount 1
                         done += 1
-                        got += 1
-                    leaf_take_bits(leaf, w, bits, got)
+                        word &= word - 1
+                    got = <int>done - got
+                    leaf_take_bits(leaf, w, bits ^ word, got)
                     taken += got
                 space_path_take(&self.space, leaf, path, leaf_base, taken)
                 self._counts[FREE] -= taken

@@ -19,7 +19,8 @@ per-object lock on the free-threaded one.
 cimport cython
 from cpython.long cimport PyLong_AsLongLongAndOverflow
 from libc.math cimport NAN, isfinite
-from libc.stdint cimport INT64_MAX, INT64_MIN, int32_t, int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdint cimport (INT64_MAX, INT64_MIN, int32_t, int64_t, uint8_t, uint16_t, uint32_t,
+                          uint64_t)
 from libc.stdlib cimport calloc, free, malloc
 
 import operator

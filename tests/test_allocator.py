@@ -940,6 +940,43 @@ def test_classes_have_signatures_and_their_errors_name_the_class(backend):
         backend.IDA(1)
 
 
+@pytest.mark.parametrize("layout", ["whole words", "scattered"])
+def test_alloc_many_carries_a_generation_past_a_byte(backend, layout):
+    # the core takes a whole FREE word of the ID space 4 Slots at a time and the
+    # FREE IDs of a word partly taken a Slot at a time, each way with its own test
+    # for a generation whose low byte is 255
+    a = backend.PasidAllocator(bits=8, reserved=())
+    p = 70
+    if layout == "scattered":
+        a.free_many(a.alloc_many(256)[1::2])      # the odd PASIDs FREE, generation 1
+        p = 71
+    while a.generation(p) < 255:
+        a.free(a.alloc_exact(p))
+    before = [a.generation(q) for q in range(256)]
+    free = [q for q in range(256) if a.state(q) is State.FREE]
+    assert a.alloc_many(len(free)).tolist() == free
+    assert [a.generation(q) for q in range(256)] == [
+        g + 1 if q in free else g for q, g in enumerate(before)]
+    assert a.generation(p) == 256
+    a._check()
+
+
+@pytest.mark.parametrize("n", [3, 200])
+def test_alloc_many_refuses_a_generation_at_the_limit(backend, n):
+    from pasid import _snapshot
+
+    a = backend.PasidAllocator(bits=8, reserved=())
+    state = a._export()
+    state["generations"] = _snapshot.arrays([1], [2**32 - 1], "<u4")
+    a = type(a)._from_state(state)
+    before = observable(a)
+    with pytest.raises(OverflowError, match="limit"):
+        a.alloc_many(n)                           # 0, 1, ...: 1 is at the limit
+    assert observable(a) == before
+    assert a.alloc_many(1).tolist() == [0]
+    a._check()
+
+
 def test_generations_count_past_a_byte(backend):
     """The compiled core keeps a generation's low byte beside the state: carries must work."""
     a = backend.PasidAllocator(bits=2)
