@@ -38,8 +38,11 @@
 # waits on the gate; while one waits, batches keep the GIL (so a thread running
 # batch after batch cannot shut it out). So the usual call pays one test of a
 # flag it reads under the GIL, and a batch's thread never waits for anything.
-# Below RELEASE_MIN IDs a batch keeps the GIL: letting it go and taking it back
-# costs more than the loop. Per-ID calls (the Python methods and the c_* entry
+# Below RELEASE_MIN IDs (65,536) a batch keeps the GIL: taking it back from a
+# thread running Python code takes up to a switch interval (5 ms), and two
+# threads handing it back and forth lose more than the loop (two threads each
+# running batches of 10,000 IDs went slower than one; of 100,000, 1.2-1.6x;
+# of 1,000,000, 1.7x). Per-ID calls (the Python methods and the c_* entry
 # points alike) keep it for the same reason. The free-threaded build has no
 # GIL to let go: its critical section is the object's own lock already.
 #
@@ -168,7 +171,7 @@ cdef inline bint _take_free_slots(Slot* slots) noexcept nogil:
     return True
 cdef enum:
     RECENT_DEVICES = 8        # device objects remembered by identity (_device_record)
-    RELEASE_MIN = 1024        # a batch of fewer IDs keeps the GIL ("Threads" above)
+    RELEASE_MIN = 65536       # a batch of fewer IDs keeps the GIL ("Threads" above)
 
 STRATEGIES = _args.STRATEGIES
 _STATE_NAMES = _args.STATE_NAMES
@@ -305,6 +308,8 @@ cdef class PasidAllocator:
         self._registry = _thread.allocate_lock()
         self._registry_thread = 0
         self._batch = self._waiting = 0
+        self._runs = NULL
+        self._runs_cap = 0
         self._gate = PyThread_allocate_lock()
         if self._gate == NULL:
             raise MemoryError()
@@ -325,6 +330,7 @@ cdef class PasidAllocator:
     def __dealloc__(self):
         if self._gate != NULL:
             PyThread_free_lock(self._gate)
+        free(self._runs)
         space_destroy(&self.space)
         free(self._slots)
         free(self._generation_high)
@@ -1471,55 +1477,77 @@ cdef class PasidAllocator:
         return i
 
     cdef Py_ssize_t _free_plain_batch(self, const uint32_t* pasids, Py_ssize_t n) noexcept nogil:
-        """free_many in one pass when every PASID is ACTIVE with one reference and
-        nothing attached (meta exactly ACTIVE), with no grace period and not by fifo:
-        each becomes FREE as it is checked; the bits go back to the space only after
-        the last check, a word at a time, from runs gathered on the way. ``n`` when
-        done; else nothing is changed (the first PASID that is not such, a duplicate
-        included, undoes the pass) and the index where it stopped."""
-        cdef Py_ssize_t i, j, k, nruns = 0
-        cdef int64_t p, word_base = -1
+        """free_many in one pass over the Slots when every PASID is ACTIVE with one
+        reference and nothing attached (meta exactly ACTIVE), with no grace period
+        and not by fifo: each becomes FREE as it is checked, its bit gathered into
+        a run of its word; the runs go back to the space only after the last
+        check. ``n`` when done; else nothing is changed (the first PASID that is
+        not such, a duplicate included, undoes the pass) and the index where it
+        stopped. The runs are kept in ``_runs`` (made at the first use, one per
+        word of the space at most); past that, the IDs from the first run not kept
+        go back in a second pass over the IDs alone."""
+        cdef Py_ssize_t i, j, run_start = 0, rest = n
+        cdef int64_t p, word_base = -1, nruns = 0
         cdef uint64_t bits = 0
         cdef int nbits = 0
         cdef Slot* slots = self._slots          # a local copy, as in _free_refs
-        cdef int64_t* run_word
-        cdef uint64_t* run_bits
-        if self._grace > 0 or self._fifo.prev != NULL or n == 0:
+        cdef uint64_t* runs
+        if self._grace > 0 or self._fifo.prev != NULL:
             return 0
-        # the runs: each word's index << 7 | its count, and its bits
-        run_word = <int64_t*>malloc(n * sizeof(int64_t))
-        run_bits = <uint64_t*>malloc(n * sizeof(uint64_t))
-        if run_word == NULL or run_bits == NULL:
-            free(run_word)
-            free(run_bits)
-            return 0                            # the general way needs no such memory
+        if self._runs == NULL:
+            self._runs_cap = (self._size >> 6) + 1
+            self._runs = <uint64_t*>malloc(2 * self._runs_cap * sizeof(uint64_t))
+            if self._runs == NULL:
+                self._runs_cap = 0
+        runs = self._runs
         for i in range(n):
             p = pasids[i]
             if slots[p].meta != ACTIVE:
                 for j in range(i - 1, -1, -1):
                     slots[pasids[j]].meta = ACTIVE
-                free(run_word)
-                free(run_bits)
                 return i
             slots[p].meta = FREE
+            if rest < n:
+                continue                        # the second pass gives these back
             if (p & ~63) != word_base:
                 if bits:
-                    run_word[nruns] = ((word_base >> 6) << 7) | nbits
-                    run_bits[nruns] = bits
+                    if nruns == self._runs_cap:
+                        rest = run_start
+                        continue
+                    runs[2 * nruns] = <uint64_t>(((word_base >> 6) << 7) | nbits)
+                    runs[2 * nruns + 1] = bits
                     nruns += 1
+                word_base = p & ~63
+                run_start = i
+                bits = 0
+                nbits = 0
+            bits |= (<uint64_t>1) << (p & 63)
+            nbits += 1
+        if rest == n and bits:
+            if nruns == self._runs_cap:
+                rest = run_start
+            else:
+                runs[2 * nruns] = <uint64_t>(((word_base >> 6) << 7) | nbits)
+                runs[2 * nruns + 1] = bits
+                nruns += 1
+        for j in range(nruns):
+            space_release_bits(&self.space, <int64_t>(runs[2 * j] >> 7) << 6, runs[2 * j + 1],
+                               <int>(runs[2 * j] & 127))
+        word_base = -1
+        bits = 0
+        nbits = 0
+        for i in range(rest, n):
+            p = pasids[i]
+            if (p & ~63) != word_base:
+                if bits:
+                    space_release_bits(&self.space, word_base, bits, nbits)
                 word_base = p & ~63
                 bits = 0
                 nbits = 0
             bits |= (<uint64_t>1) << (p & 63)
             nbits += 1
-        run_word[nruns] = ((word_base >> 6) << 7) | nbits
-        run_bits[nruns] = bits
-        nruns += 1
-        for k in range(nruns):
-            space_release_bits(&self.space, (run_word[k] >> 7) << 6, run_bits[k],
-                               <int>(run_word[k] & 127))
-        free(run_word)
-        free(run_bits)
+        if bits:
+            space_release_bits(&self.space, word_base, bits, nbits)
         self._releases += n
         self._reclaimed += n
         self._counts[ACTIVE] -= n

@@ -163,6 +163,8 @@ cdef class PasidAllocator:
     cdef int _batch              # a batch runs without the GIL; its thread holds _gate
     cdef PyThread_type_lock _gate     # held by the thread of a batch running without the GIL
     cdef int _waiting            # threads waiting for such a batch to end
+    cdef uint64_t* _runs         # free_many's scratch: (word, bits) runs (_free_plain_batch)
+    cdef int64_t _runs_cap
     # counters
     cdef int64_t _counts[5]
     cdef int64_t _allocations
