@@ -1487,9 +1487,8 @@ cdef class PasidAllocator:
         word of the space at most); past that, the IDs from the first run not kept
         go back in a second pass over the IDs alone."""
         cdef Py_ssize_t i, j, run_start = 0, rest = n
-        cdef int64_t p, word_base = -1, nruns = 0
-        cdef uint64_t bits = 0
-        cdef int nbits = 0
+        cdef int64_t p, nruns = 0
+        cdef Gather g
         cdef Slot* slots = self._slots          # a local copy, as in _free_refs
         cdef uint64_t* runs
         if self._grace > 0 or self._fifo.prev != NULL:
@@ -1500,6 +1499,7 @@ cdef class PasidAllocator:
             if self._runs == NULL:
                 self._runs_cap = 0
         runs = self._runs
+        gather_start(&g)
         for i in range(n):
             p = pasids[i]
             if slots[p].meta != ACTIVE:
@@ -1509,45 +1509,30 @@ cdef class PasidAllocator:
             slots[p].meta = FREE
             if rest < n:
                 continue                        # the second pass gives these back
-            if (p & ~63) != word_base:
-                if bits:
-                    if nruns == self._runs_cap:
-                        rest = run_start
-                        continue
-                    runs[2 * nruns] = <uint64_t>(((word_base >> 6) << 7) | nbits)
-                    runs[2 * nruns + 1] = bits
-                    nruns += 1
-                word_base = p & ~63
+            if gather_full(&g, p):
+                if nruns == self._runs_cap:
+                    rest = run_start
+                    continue
+                runs[2 * nruns] = <uint64_t>(((g.base >> 6) << 7) | g.n)
+                runs[2 * nruns + 1] = g.bits
+                nruns += 1
+            if (p & ~63) != g.base:
                 run_start = i
-                bits = 0
-                nbits = 0
-            bits |= (<uint64_t>1) << (p & 63)
-            nbits += 1
-        if rest == n and bits:
+            gather_add(&g, p)
+        if rest == n and g.bits:
             if nruns == self._runs_cap:
                 rest = run_start
             else:
-                runs[2 * nruns] = <uint64_t>(((word_base >> 6) << 7) | nbits)
-                runs[2 * nruns + 1] = bits
+                runs[2 * nruns] = <uint64_t>(((g.base >> 6) << 7) | g.n)
+                runs[2 * nruns + 1] = g.bits
                 nruns += 1
         for j in range(nruns):
             space_release_bits(&self.space, <int64_t>(runs[2 * j] >> 7) << 6, runs[2 * j + 1],
                                <int>(runs[2 * j] & 127))
-        word_base = -1
-        bits = 0
-        nbits = 0
+        gather_start(&g)
         for i in range(rest, n):
-            p = pasids[i]
-            if (p & ~63) != word_base:
-                if bits:
-                    space_release_bits(&self.space, word_base, bits, nbits)
-                word_base = p & ~63
-                bits = 0
-                nbits = 0
-            bits |= (<uint64_t>1) << (p & 63)
-            nbits += 1
-        if bits:
-            space_release_bits(&self.space, word_base, bits, nbits)
+            space_release_gathered(&self.space, &g, pasids[i])
+        space_release_rest(&self.space, &g)
         self._releases += n
         self._reclaimed += n
         self._counts[ACTIVE] -= n
@@ -1599,9 +1584,8 @@ cdef class PasidAllocator:
         back in one summary update). Stops at the first released one that is not
         plain and returns its index; ``n`` when none is left."""
         cdef Py_ssize_t i
-        cdef int64_t p, word_base = -1, plain = 0
-        cdef uint64_t bits = 0
-        cdef int nbits = 0
+        cdef int64_t p, plain = 0
+        cdef Gather g
         cdef Slot* slots = self._slots          # a local copy, as in _free_refs
         cdef bint fifo = self._fifo.prev != NULL
         if self._grace > 0:                     # none is plain: stop at the first released
@@ -1609,6 +1593,7 @@ cdef class PasidAllocator:
                 if last[i]:
                     return i
             return n
+        gather_start(&g)
         for i in range(start, n):
             if not last[i]:
                 continue
@@ -1619,18 +1604,10 @@ cdef class PasidAllocator:
             plain += 1
             if fifo:
                 fifo_push(&self._fifo, p)
-            if (p & ~63) != word_base:
-                if bits:
-                    space_release_bits(&self.space, word_base, bits, nbits)
-                word_base = p & ~63
-                bits = 0
-                nbits = 0
-            bits |= (<uint64_t>1) << (p & 63)
-            nbits += 1
+            space_release_gathered(&self.space, &g, p)
         else:
             i = n
-        if bits:
-            space_release_bits(&self.space, word_base, bits, nbits)
+        space_release_rest(&self.space, &g)
         self._releases += plain
         self._reclaimed += plain
         self._counts[ACTIVE] -= plain

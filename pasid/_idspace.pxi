@@ -407,6 +407,49 @@ cdef inline void space_release_path(Space* space, Node* leaf, Node** path,
         child = parent
 
 
+ctypedef struct Gather:       # IDs going back to the space, gathered by 64-ID word
+    int64_t base             # the word's first ID; -1 before the first
+    uint64_t bits
+    int n
+
+
+cdef inline void gather_start(Gather* g) noexcept nogil:
+    g.base = -1
+    g.bits = 0
+    g.n = 0
+
+
+cdef inline bint gather_full(Gather* g, int64_t pasid) noexcept nogil:
+    """Whether ``pasid`` lies outside the word being gathered, which has bits: the
+    caller takes that word (``g``'s fields) before :func:`gather_add` moves on."""
+    return (pasid & ~63) != g.base and g.bits != 0
+
+
+cdef inline void gather_add(Gather* g, int64_t pasid) noexcept nogil:
+    """Gather ``pasid``, starting its word afresh if it is another."""
+    if (pasid & ~63) != g.base:
+        g.base = pasid & ~63
+        g.bits = 0
+        g.n = 0
+    g.bits |= (<uint64_t>1) << (pasid & 63)
+    g.n += 1
+
+
+cdef inline void space_release_gathered(Space* space, Gather* g, int64_t pasid) noexcept nogil:
+    """Free the taken ``pasid``, a word's IDs at once: a word's bits go back when an
+    ID of another word comes, and at :func:`space_release_rest`."""
+    if gather_full(g, pasid):
+        space_release_bits(space, g.base, g.bits, g.n)
+    gather_add(g, pasid)
+
+
+cdef inline void space_release_rest(Space* space, Gather* g) noexcept nogil:
+    """Free what :func:`space_release_gathered` still holds."""
+    if g.bits:
+        space_release_bits(space, g.base, g.bits, g.n)
+    gather_start(g)
+
+
 cdef inline void space_release(Space* space, int64_t pasid) noexcept nogil:
     space_release_bits(space, pasid, (<uint64_t>1) << (pasid & 63), 1)
 
