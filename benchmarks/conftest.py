@@ -66,3 +66,19 @@ def session():
 @pytest.fixture
 def disabled(request):
     return bool(request.config.getoption("benchmark_disable", False))
+
+
+@pytest.fixture(scope="session")
+def write_table(request):
+    """``write_table(lines)``: print lines past pytest's capture, after a blank line (the
+    tables some benchmark files print when their module ends)."""
+    def write(lines):
+        capture = request.config.pluginmanager.getplugin("capturemanager")
+        reporter = request.config.pluginmanager.getplugin("terminalreporter")
+        if reporter is None:
+            return
+        with capture.global_and_fixture_disabled():
+            reporter.write_line("")
+            for line in lines:
+                reporter.write_line(line)
+    return write

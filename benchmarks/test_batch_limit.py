@@ -68,12 +68,12 @@ def baseline(session, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def results(request):
+def results(write_table):
     """``results[(state, row, phase)][rep]`` = ns per ID; a table at the end."""
     samples = {}
     yield samples
     if samples:
-        lines = ["", "Batch calls against a minimal Cython bitmap, median ns per ID:"]
+        lines = ["Batch calls against a minimal Cython bitmap, median ns per ID:"]
         for state, group in GROUPS.items():
             for phase in ("alloc", "free"):
                 ours = samples.get((state, "cy-PA", phase), {})
@@ -86,12 +86,7 @@ def results(request):
                     f"  {group:12s} {phase:5s}  bitmap {statistics.median(floor.values()):6.2f}"
                     f"  pasid {statistics.median(ours.values()):6.2f}  {ratio:5.2f}x  "
                     f"{'PASS' if ratio <= TARGET else 'FAIL'} target <= {TARGET}x")
-        capture = request.config.pluginmanager.getplugin("capturemanager")
-        reporter = request.config.pluginmanager.getplugin("terminalreporter")
-        if reporter is not None:
-            with capture.global_and_fixture_disabled():
-                for line in lines:
-                    reporter.write_line(line)
+        write_table(lines)
 
 
 def half_free_ids():

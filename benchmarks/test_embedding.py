@@ -69,19 +69,12 @@ def churn(session, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def results(request):
+def results(write_table):
     """``results[(workload, row)][rep]`` = ns per op; printed as a table at the end."""
     samples = {}
     yield samples
     if samples:
-        lines = summary(samples)
-        capture = request.config.pluginmanager.getplugin("capturemanager")
-        reporter = request.config.pluginmanager.getplugin("terminalreporter")
-        if reporter is not None:
-            with capture.global_and_fixture_disabled():
-                reporter.write_line("")
-                for line in lines:
-                    reporter.write_line(line)
+        write_table(summary(samples))
 
 
 def summary(samples):

@@ -84,19 +84,13 @@ def states():
 
 
 @pytest.fixture(scope="module")
-def results(request):
+def results(write_table):
     """``results[(kind, row)][rep]`` = ms; printed as a table at the end."""
     samples = {}
     sizes = {}
     yield samples, sizes
     if samples:
-        reporter = request.config.pluginmanager.getplugin("terminalreporter")
-        capture = request.config.pluginmanager.getplugin("capturemanager")
-        if reporter is not None:
-            with capture.global_and_fixture_disabled():
-                reporter.write_line("")
-                for line in summary(samples, sizes):
-                    reporter.write_line(line)
+        write_table(summary(samples, sizes))
 
 
 def summary(samples, sizes):

@@ -60,7 +60,7 @@ def two_threads(allocators, cycles, times):
 
 
 @pytest.fixture(scope="module")
-def results(request):
+def results(write_table):
     """``results[row][rep]`` = median seconds per round; a table at the end."""
     samples = {}
     yield samples
@@ -68,17 +68,11 @@ def results(request):
     scaling = [one[r] / two[r] for r in one if r in two and two[r] > 0]
     if not scaling:
         return
-    lines = ["", f"Batch calls on two allocators ({CYCLES} x alloc_many/free_many of "
+    write_table([f"Batch calls on two allocators ({CYCLES} x alloc_many/free_many of "
              f"{IDS:,} IDs each), median ms per round:",
              f"  1 thread {statistics.median(one.values()) * 1e3:7.2f}   "
              f"2 threads {statistics.median(two.values()) * 1e3:7.2f}   "
-             f"scaling {statistics.median(scaling):4.2f}x"]
-    capture = request.config.pluginmanager.getplugin("capturemanager")
-    reporter = request.config.pluginmanager.getplugin("terminalreporter")
-    if reporter is not None:
-        with capture.global_and_fixture_disabled():
-            for line in lines:
-                reporter.write_line(line)
+             f"scaling {statistics.median(scaling):4.2f}x"])
 
 
 @pytest.mark.variants(*ROWS)
