@@ -353,10 +353,14 @@ cdef class PasidAllocator:
             raise InvalidPasid(f"PASID {value} out of range 0..{self._size - 1}")
         return p
 
-    cdef int _check_c_id(self, int64_t p) except -1:
+    cdef inline int _check_c_id(self, int64_t p) except -1:
+        """InvalidPasid unless ``p`` is in the space (inline: one test; the raise is a call)."""
         if p < 0 or p >= self._size:
-            raise InvalidPasid(f"PASID {p} out of range 0..{self._size - 1}")
+            return self._out_of_range(p)
         return 0
+
+    cdef int _out_of_range(self, int64_t p) except -1:
+        raise InvalidPasid(f"PASID {p} out of range 0..{self._size - 1}")
 
     cdef inline double _reading(self) except? -1.0:
         """A callable clock's reading (read once per operation, before anything is
@@ -885,6 +889,26 @@ cdef class PasidAllocator:
             if space_take(&self.space, p) < 0:
                 self._rng = rng
                 raise MemoryError()
+        return self._activate(p, owner, data, rng)
+
+    cdef inline int64_t _alloc_plain(self, int64_t lo, int64_t hi) except -2:
+        """``_alloc_in(None, None, lo, hi)``, its common case inline: by "lowest" from
+        0, when the descent that finds the ID can take it (no new node needed)."""
+        cdef int64_t p
+        if self._strategy == LOWEST and lo == 0:
+            p = space_take_lowest(&self.space, hi)
+            if p >= 0:
+                return self._activate(p, None, None, self._rng)
+            if p == -2:
+                self._failures += 1
+                return -1
+        return self._alloc_in(None, None, lo, hi)
+
+    cdef inline int64_t _activate(self, int64_t p, _Owner owner, object data,
+                                  uint64_t rng) except -2:
+        """The tables follow ``p``, just taken from the space for an allocation:
+        ACTIVE with one reference, generation + 1, counted; ``p``. At the generation
+        limit: OverflowError, ``p`` back in the space and the generator at ``rng``."""
         if self._generation_full(p):
             space_release(&self.space, p)
             self._rng = rng
@@ -981,7 +1005,7 @@ cdef class PasidAllocator:
                 self._wait_batch()
                 if self._queue_len and self._queue_time[0] <= self._now:
                     self._reclaim(self._now)
-                p = self._alloc_in(None, None, 0, self._size - 1)
+                p = self._alloc_plain(0, self._size - 1)
             self._after()
             if p < 0:
                 raise PasidExhausted(self._exhausted(f"no FREE PASID in 0..{self._size - 1}"))
@@ -1322,20 +1346,12 @@ cdef class PasidAllocator:
         space_release(&self.space, p)
         return True
 
-    cdef int _put_id(self, int64_t p, int64_t generation) except -1:
-        """Drop one reference to PASID ``p`` (in range); returns its state after.
-
-        ``generation >= 0``: only if ``p`` is ACTIVE in that generation (a
-        handle's close); -2 when it is not, nothing done.
-        """
-        cdef double reading
-        cdef double now
-        cdef list teardown
-        cdef int state
+    cdef inline int _put(self, int64_t p) except -1:
+        """Drop one reference to PASID ``p`` (in range); returns its state after. The
+        common call inline: with no callable clock no user code can run, so a plain
+        release (:meth:`_put_plain`) is one step; anything else goes to :meth:`_put_id`."""
         cdef bint plain = False
-        if generation < 0 and self._clock is None:
-            # the common call (as alloc()'s): no user code can run, so the phases are one
-            # step; anything but a plain release takes the general way below
+        if self._clock is None:
             with cython.critical_section(self):
                 self._wait_batch()
                 self._settle_time(self._now)
@@ -1343,8 +1359,18 @@ cdef class PasidAllocator:
             if plain:
                 self._after()
                 return FREE
-        reading = self._reading()
-        teardown = None
+        return self._put_id(p, -1)
+
+    cdef int _put_id(self, int64_t p, int64_t generation) except -1:
+        """Drop one reference to PASID ``p`` (in range); returns its state after.
+
+        ``generation >= 0``: only if ``p`` is ACTIVE in that generation (a
+        handle's close); -2 when it is not, nothing done.
+        """
+        cdef double reading = self._reading()
+        cdef double now
+        cdef list teardown = None
+        cdef int state
         with cython.critical_section(self):
             self._wait_batch()
             now = self._time(reading)
@@ -1377,7 +1403,7 @@ cdef class PasidAllocator:
         >>> a = PasidAllocator(bits=8); p = a.alloc(); a.put(p); a.state(p).name
         'FREE'
         """
-        self._put_id(self._check_id(pasid), -1)
+        self._put(self._check_id(pasid))
 
     def free(self, pasid):
         """The same as :meth:`put`: drop one reference; the last releases. O(log64 N).
@@ -1385,7 +1411,7 @@ cdef class PasidAllocator:
         >>> a = PasidAllocator(bits=8); a.free(a.alloc()); len(a)
         0
         """
-        self._put_id(self._check_id(pasid), -1)
+        self._put(self._check_id(pasid))
 
     def _put_if(self, pasid, generation):
         """Put ``pasid`` if it is ACTIVE in ``generation`` (a handle's close); True if it did."""
@@ -2418,7 +2444,7 @@ cdef class PasidAllocator:
                 self._wait_batch()
                 if self._queue_len and self._queue_time[0] <= self._now:
                     self._reclaim(self._now)
-                p = self._alloc_in(None, None, lo, hi)
+                p = self._alloc_plain(lo, hi)
             self._after()
             return p
         return self._alloc_checked(owner, None, lo, hi, False, NULL)
@@ -2478,7 +2504,7 @@ cdef class PasidAllocator:
         """Drop one reference (the last releases); returns ``p``'s state after:
         ACTIVE while references remain, else DRAINING, QUARANTINED or FREE."""
         self._check_c_id(p)
-        return self._put_id(p, -1)
+        return self._put(p)
 
     cdef int c_bind(self, int64_t p, int device) except -1:
         """Bind ACTIVE ``p`` to the device with that handle (counted per pair); returns 0."""

@@ -175,7 +175,8 @@ cdef class PasidAllocator:
 
     # helpers (see _allocator.pxi)
     cdef inline int64_t _check_id(self, object value) except -1
-    cdef int _check_c_id(self, int64_t p) except -1
+    cdef inline int _check_c_id(self, int64_t p) except -1
+    cdef int _out_of_range(self, int64_t p) except -1
     cdef inline double _reading(self) except? -1.0
     cdef double _read_clock(self) except? -1.0
     cdef inline double _time(self, double reading) noexcept
@@ -217,6 +218,9 @@ cdef class PasidAllocator:
     cdef int64_t _choose(self, int64_t lo, int64_t hi) except -2
     cdef inline bint _over_quota(self, _Owner owner, int64_t n) noexcept
     cdef int64_t _alloc_in(self, _Owner owner, object data, int64_t lo, int64_t hi) except -2
+    cdef inline int64_t _alloc_plain(self, int64_t lo, int64_t hi) except -2
+    cdef inline int64_t _activate(self, int64_t p, _Owner owner, object data,
+                                  uint64_t rng) except -2
     cdef int64_t _alloc_checked(self, object owner, object data, int64_t lo, int64_t hi,
                                 bint quota_raises, uint32_t* generation) except -2
     cdef int _alloc_exact_in(self, int64_t p, object owner, object data,
@@ -239,6 +243,7 @@ cdef class PasidAllocator:
     cdef int64_t _choose_full(self) noexcept nogil
     cdef void _unfill(self, uint32_t* out, int64_t done) noexcept nogil
     cdef inline bint _put_plain(self, int64_t p) noexcept
+    cdef inline int _put(self, int64_t p) except -1
     cdef int _put_id(self, int64_t p, int64_t generation) except -1
     cdef int _binds_reserve(self) except -1
     cdef int32_t _bind_find(self, int64_t p, int handle) noexcept
