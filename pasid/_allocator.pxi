@@ -2941,6 +2941,7 @@ cdef class PasidAllocator:
         with cython.critical_section(self):
             self._wait_batch()
             _check_node(self.space.root, self.space.height)
+            _check_hint(&self.space)
             # the tables are read by identity: the check runs no __hash__/__eq__
             # (a dict keeps the key object it was first given: keys are not compared)
             current = {id(found) for found in self._owners.values() if not (<_Owner>found).gone}

@@ -29,6 +29,9 @@ ctypedef struct Space:
     int height               # the root covers 2**(12 + 6*height) IDs
     int64_t capacity         # IDs 0 .. capacity-1 are addressable
     int64_t nodes            # nodes allocated (memory accounting)
+    Node* low_leaf           # a hint (_idspace.pxi): a leaf with every ID below it taken, or NULL
+    int64_t low_base         # that leaf's first ID
+    Node* low_path[5]        # its ancestors by height (1 .. height; MAX_HEIGHT + 1 entries)
 
 cimport cython
 

@@ -244,6 +244,7 @@ cdef class IDA:
         """Verify every summary, count and node against the bitmap words below."""
         with cython.critical_section(self):
             used, nodes = _check_node(self.space.root, self.space.height)
+            _check_hint(&self.space)
             if used != self.count:
                 raise AssertionError(f"count {self.count} != {used} taken bits")
             if nodes != self.space.nodes:

@@ -16,6 +16,13 @@
 # every search by their own ``hi`` (the space may report free IDs past its
 # capacity).
 #
+# The lowest free ID is what most allocations want, so the space keeps a hint:
+# ``low_leaf``, a leaf with every ID below it taken (``low_base``, its first ID),
+# and the nodes above it (``low_path``). While that leaf has a free ID, the
+# lowest free ID is its first free bit: two loads instead of a descent from the
+# root. Taking never breaks the hint; releasing an ID below it, freeing its leaf
+# and a new root clear it (NULL), and the next descent to a leaf sets it again.
+#
 # Every function here is C only: ``noexcept nogil`` kernels return -1 for
 # "none" and let the caller raise; the two that allocate return -1 on
 # MemoryError with nothing changed (a new all-free node is the same as NULL).
@@ -82,6 +89,8 @@ cdef int space_init(Space* space, int64_t capacity) noexcept nogil:
     space.height = 0
     space.capacity = capacity
     space.nodes = 1
+    space.low_leaf = NULL
+    space.low_base = 0
     space.root = node_new(0)
     return -1 if space.root == NULL else 0
 
@@ -110,12 +119,14 @@ cdef int space_grow(Space* space) noexcept nogil:
     space.root = root
     space.height += 1
     space.nodes += 1
+    space.low_leaf = NULL               # its path has a new top
     return 0
 
 
 cdef void space_destroy(Space* space) noexcept nogil:
     node_destroy(space.root, space.height)
     space.root = NULL
+    space.low_leaf = NULL
 
 
 cdef int space_clear(Space* space) noexcept nogil:
@@ -127,6 +138,7 @@ cdef int space_clear(Space* space) noexcept nogil:
     space.root = root
     space.height = 0
     space.nodes = 1
+    space.low_leaf = NULL
     return 0
 
 
@@ -312,37 +324,56 @@ cdef inline void space_take_bits(Space* space, Node* leaf, Node** path,
 
 
 cdef inline int64_t space_take_lowest(Space* space, int64_t hi) noexcept nogil:
-    """Take the lowest free ID if it is <= hi, in one descent, and return it.
+    """Take the lowest free ID if it is <= hi and return it.
 
     -2: the lowest free ID is above ``hi`` (nothing taken); -1: taking it
     needs a new node, nothing taken.
 
-    The fast path of every lowest-free allocation: the descent that finds the
-    ID also records the path that taking it updates. When the lowest free ID
-    lies under a missing node (or beyond the root) the caller takes the
-    general way (``space_find_free`` + ``space_take``).
+    The fast path of every lowest-free allocation: while the hint's leaf has
+    a free ID, that is the one; else a descent from the root finds it, records
+    the path that taking it updates and makes its leaf the hint. When the
+    lowest free ID lies under a missing node (or beyond the root) the caller
+    takes the general way (``space_find_free`` + ``space_take``).
     """
-    cdef Node* path[MAX_HEIGHT + 1]
+    cdef Node* node = space.low_leaf
+    cdef int height
+    cdef int64_t base
+    cdef int i
+    if node == NULL or node.free_mask == 0:
+        node = space_lowest_leaf(space)
+        if node == NULL:
+            if space.root.free_mask == 0:
+                return -2 if space_span(space) > hi else -1
+            return -2 if space_find_free(space, 0) > hi else -1
+    i = ctz64(node.free_mask)
+    base = space.low_base + (i << 6) + ctz64(node.slot[i])
+    if base > hi:
+        return -2
+    space_take_bits(space, node, space.low_path, base, (<uint64_t>1) << (base & 63), 1)
+    return base
+
+
+cdef Node* space_lowest_leaf(Space* space) noexcept nogil:
+    """The leaf of the lowest free ID, made the hint; NULL (the hint cleared) when
+    no ID is free under the root or the lowest lies under a missing node."""
     cdef Node* node = space.root
     cdef int height = space.height
     cdef int64_t base = 0
     cdef int i
+    space.low_leaf = NULL
     if node.free_mask == 0:
-        return -2 if space_span(space) > hi else -1
+        return NULL
     while height > 0:
-        path[height] = node
+        space.low_path[height] = node
         i = ctz64(node.free_mask)
         base += (<int64_t>i) << slot_shift(height)
         node = <Node*>node.slot[i]
         if node == NULL:
-            return -2 if base > hi else -1
+            return NULL
         height -= 1
-    i = ctz64(node.free_mask)
-    base += (i << 6) + ctz64(node.slot[i])
-    if base > hi:
-        return -2
-    space_take_bits(space, node, path, base, (<uint64_t>1) << (base & 63), 1)
-    return base
+    space.low_leaf = node
+    space.low_base = base
+    return node
 
 
 cdef inline int space_take(Space* space, int64_t pasid) noexcept nogil:
@@ -389,6 +420,10 @@ cdef inline void space_release_path(Space* space, Node* leaf, Node** path,
     cdef int height, i
     cdef Node* child = leaf
     cdef Node* parent
+    if pasid < space.low_base or leaf == space.low_leaf:
+        # below the hint, or in its leaf (which may end all free, and be freed)
+        if pasid < space.low_base or leaf.nfree + n == (<uint64_t>1) << LEAF_SHIFT:
+            space.low_leaf = NULL
     leaf.slot[w] |= bits
     leaf.nfree += n
     leaf.free_mask |= (<uint64_t>1) << w
@@ -567,6 +602,28 @@ cdef tuple _check_node(Node* node, int height):
     if <int64_t>node.nfree != span - used:
         raise AssertionError(f"nfree {node.nfree} != {span - used} at height {height}")
     return used, nodes
+
+
+cdef int _check_hint(Space* space) except -1:
+    """Raise AssertionError unless the lowest-free hint (when set) is the leaf at
+    ``low_base`` with its path, and every ID below ``low_base`` is taken."""
+    cdef Node* node = space.root
+    cdef int height = space.height
+    cdef int64_t base = space.low_base
+    if space.low_leaf == NULL:
+        return 0
+    if base < 0 or base & ((1 << LEAF_SHIFT) - 1) or base >= space_span(space):
+        raise AssertionError(f"the hint's base {base} is not a leaf's first ID")
+    while height > 0:
+        if space.low_path[height] != node:
+            raise AssertionError(f"the hint's path differs at height {height}")
+        node = <Node*>node.slot[(base >> slot_shift(height)) & 63]
+        height -= 1
+    if node != space.low_leaf:
+        raise AssertionError(f"the hint's leaf is not the leaf of ID {base}")
+    if space_find_free(space, 0) < base:
+        raise AssertionError(f"ID {space_find_free(space, 0)} is free, below the hint's {base}")
+    return 0
 
 
 def _fail_node_allocations(n):
