@@ -1210,6 +1210,8 @@ cdef class PasidAllocator:
         cdef uint64_t word, bits
         cdef int i, w, got, status
         cdef uint16_t slot
+        cdef uint32_t* o
+        cdef Slot* sp
         # a local copy of the table pointer (writes through it may alias self's fields)
         cdef Slot* slots = self._slots
         while done < n:
@@ -1240,6 +1242,22 @@ cdef class PasidAllocator:
                     # peel the word's free bits; those taken are the bits cleared
                     bits = word
                     got = <int>done
+                    if n - done >= 64:
+                        # room for all of them: no count to test per ID (the loop
+                        # below finishes the word from a generation about to carry)
+                        sp = slots + base
+                        o = out + done
+                        while word:
+                            i = ctz64(word)
+                            memcpy(&slot, &sp[i], 2)
+                            if (slot & _SLOT_GENERATION) == _SLOT_GENERATION:
+                                break
+                            slot += _SLOT_FREE_TO_ACTIVE
+                            memcpy(&sp[i], &slot, 2)
+                            o[0] = <uint32_t>(base + i)
+                            o += 1
+                            word &= word - 1
+                        done = o - out
                     while word and done < n:
                         p = base + ctz64(word)
                         # the Slot as one 16-bit word: FREE (no flags) -> ACTIVE
