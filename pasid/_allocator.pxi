@@ -2988,7 +2988,7 @@ cdef class PasidAllocator:
                         raise AssertionError(f"PASID {p}: its owner's record is not current")
                     use[id(owner)] = use.get(id(owner), 0) + 1
                     if s == ACTIVE:
-                        active.setdefault(id(owner), set()).add(p)
+                        (<set>active.setdefault(id(owner), set())).add(p)
                 elif self._owner_of[p] != NULL:
                     raise AssertionError(f"PASID {p}: an owner without the flag")
             if counts != [self._counts[i] for i in range(5)]:
