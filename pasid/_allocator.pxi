@@ -360,6 +360,7 @@ cdef class PasidAllocator:
         return 0
 
     cdef int _out_of_range(self, int64_t p) except -1:
+        """Raise InvalidPasid for ``p`` (kept out of line: the raise is cold)."""
         raise InvalidPasid(f"PASID {p} out of range 0..{self._size - 1}")
 
     cdef inline double _reading(self) except? -1.0:
@@ -870,39 +871,35 @@ cdef class PasidAllocator:
         """True if ``n`` more would pass the owner's quota."""
         return owner is not None and owner.quota >= 0 and owner.use + n > owner.quota
 
-    cdef int64_t _alloc_in(self, _Owner owner, object data, int64_t lo, int64_t hi) except -2:
+    cdef inline int64_t _alloc_in(self, _Owner owner, object data, int64_t lo,
+                                  int64_t hi) except -2:
         """An allocation in a checked range, the owner's record current, quota passed,
-        time settled: the PASID, or -1 (failures += 1) when nothing there is FREE."""
-        cdef int64_t p = -1
-        cdef uint64_t rng = self._rng
-        if self._strategy == LOWEST and lo == 0:
-            # the common case: find and take the lowest FREE ID in one descent
-            p = space_take_lowest(&self.space, hi)
-            if p == -2:
-                self._failures += 1
-                return -1
-        if p < 0:
-            p = self._choose(lo, hi)
-            if p < 0:
-                self._failures += 1
-                return -1
-            if space_take(&self.space, p) < 0:
-                self._rng = rng
-                raise MemoryError()
-        return self._activate(p, owner, data, rng)
-
-    cdef inline int64_t _alloc_plain(self, int64_t lo, int64_t hi) except -2:
-        """``_alloc_in(None, None, lo, hi)``, its common case inline: by "lowest" from
-        0, when the descent that finds the ID can take it (no new node needed)."""
+        time settled: the PASID, or -1 (failures += 1) when nothing there is FREE.
+        Inline for its common case: by "lowest" from 0, the descent that finds the
+        ID takes it; anything else is :meth:`_alloc_chosen`."""
         cdef int64_t p
         if self._strategy == LOWEST and lo == 0:
             p = space_take_lowest(&self.space, hi)
             if p >= 0:
-                return self._activate(p, None, None, self._rng)
+                return self._activate(p, owner, data, self._rng)
             if p == -2:
                 self._failures += 1
                 return -1
-        return self._alloc_in(None, None, lo, hi)
+        return self._alloc_chosen(owner, data, lo, hi)
+
+    cdef int64_t _alloc_chosen(self, _Owner owner, object data, int64_t lo,
+                               int64_t hi) except -2:
+        """:meth:`_alloc_in` by :meth:`_choose`, then ``space_take`` (which may need
+        a new node)."""
+        cdef uint64_t rng = self._rng
+        cdef int64_t p = self._choose(lo, hi)
+        if p < 0:
+            self._failures += 1
+            return -1
+        if space_take(&self.space, p) < 0:
+            self._rng = rng
+            raise MemoryError()
+        return self._activate(p, owner, data, rng)
 
     cdef inline int64_t _activate(self, int64_t p, _Owner owner, object data,
                                   uint64_t rng) except -2:
@@ -1005,7 +1002,7 @@ cdef class PasidAllocator:
                 self._wait_batch()
                 if self._queue_len and self._queue_time[0] <= self._now:
                     self._reclaim(self._now)
-                p = self._alloc_plain(0, self._size - 1)
+                p = self._alloc_in(None, None, 0, self._size - 1)
             self._after()
             if p < 0:
                 raise PasidExhausted(self._exhausted(f"no FREE PASID in 0..{self._size - 1}"))
@@ -2462,7 +2459,7 @@ cdef class PasidAllocator:
                 self._wait_batch()
                 if self._queue_len and self._queue_time[0] <= self._now:
                     self._reclaim(self._now)
-                p = self._alloc_plain(lo, hi)
+                p = self._alloc_in(None, None, lo, hi)
             self._after()
             return p
         return self._alloc_checked(owner, None, lo, hi, False, NULL)

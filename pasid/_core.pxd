@@ -220,8 +220,10 @@ cdef class PasidAllocator:
     cdef int64_t _queue_pop(self) noexcept
     cdef int64_t _choose(self, int64_t lo, int64_t hi) except -2
     cdef inline bint _over_quota(self, _Owner owner, int64_t n) noexcept
-    cdef int64_t _alloc_in(self, _Owner owner, object data, int64_t lo, int64_t hi) except -2
-    cdef inline int64_t _alloc_plain(self, int64_t lo, int64_t hi) except -2
+    cdef inline int64_t _alloc_in(self, _Owner owner, object data, int64_t lo,
+                                  int64_t hi) except -2
+    cdef int64_t _alloc_chosen(self, _Owner owner, object data, int64_t lo,
+                               int64_t hi) except -2
     cdef inline int64_t _activate(self, int64_t p, _Owner owner, object data,
                                   uint64_t rng) except -2
     cdef int64_t _alloc_checked(self, object owner, object data, int64_t lo, int64_t hi,

@@ -336,14 +336,11 @@ cdef inline int64_t space_take_lowest(Space* space, int64_t hi) noexcept nogil:
     takes the general way (``space_find_free`` + ``space_take``).
     """
     cdef Node* node = space.low_leaf
-    cdef int height
     cdef int64_t base
     cdef int i
     if node == NULL or node.free_mask == 0:
         node = space_lowest_leaf(space)
         if node == NULL:
-            if space.root.free_mask == 0:
-                return -2 if space_span(space) > hi else -1
             return -2 if space_find_free(space, 0) > hi else -1
     i = ctz64(node.free_mask)
     base = space.low_base + (i << 6) + ctz64(node.slot[i])
@@ -420,10 +417,9 @@ cdef inline void space_release_path(Space* space, Node* leaf, Node** path,
     cdef int height, i
     cdef Node* child = leaf
     cdef Node* parent
-    if pasid < space.low_base or leaf == space.low_leaf:
-        # below the hint, or in its leaf (which may end all free, and be freed)
-        if pasid < space.low_base or leaf.nfree + n == (<uint64_t>1) << LEAF_SHIFT:
-            space.low_leaf = NULL
+    if pasid < space.low_base or (leaf == space.low_leaf
+                                  and leaf.nfree + n == (<uint64_t>1) << LEAF_SHIFT):
+        space.low_leaf = NULL       # an ID below the hint, or its leaf all free (and freed)
     leaf.slot[w] |= bits
     leaf.nfree += n
     leaf.free_mask |= (<uint64_t>1) << w
