@@ -190,6 +190,7 @@ cdef class _Owner:
         self.active = 0
         self.first = -1
         self.gone = 0
+        self.pins = 0
         self.mark = 0
 
 
@@ -326,6 +327,7 @@ cdef class PasidAllocator:
             for p in range(lo, hi + 1):
                 if (self._slots[p].meta & STATE_MASK) == FREE:
                     self._take_state(p, RESERVED)
+        _fork.register(self)
 
     def __dealloc__(self):
         if self._gate != NULL:
@@ -402,22 +404,46 @@ cdef class PasidAllocator:
         return <_Owner>found
 
     cdef _Owner _owner_record(self, object owner):
-        """The current record of ``owner``, made if it has none (phase 1). A record
-        left idle by a failed operation is dropped in that operation's phase 3."""
+        """The current record of ``owner``, made if it has none, pinned (phase 1).
+
+        A pinned record is never marked gone, so it stays current through the
+        operation's phase 2, and a record made for it is not "idle" to
+        :meth:`_check` while the operation is in flight. Every caller unpins it
+        in its phase 3 (:meth:`_unpin`, in a ``finally``)."""
         cdef _Owner record = self._owner_lookup(owner)
-        if record is not None:
+        if record is not None and self._pin(record):
             return record
         self._enter_registry()
         try:
             found = self._owners.get(owner)
-            if found is None or (<_Owner>found).gone:
-                record = _Owner(owner)
-                self._owners[owner] = record
-            else:
-                record = <_Owner>found
+            if found is not None and self._pin(<_Owner>found):
+                return <_Owner>found
+            record = _Owner(owner)
+            record.pins = 1                  # no other thread sees it before the insert
+            self._owners[owner] = record
         finally:
             self._leave_registry()
         return record
+
+    cdef bint _pin(self, _Owner record) noexcept:
+        """Pin ``record`` unless it is gone; True if pinned."""
+        with cython.critical_section(self):
+            if record.gone:
+                return False
+            record.pins += 1
+            return True
+
+    cdef int _unpin(self, _Owner record) except -1:
+        """Phase 3: the operation lets go of the record it pinned. Left with nothing,
+        no quota and no other pin, the record is marked gone (dropped by
+        :meth:`_after`). No batch loop touches owner records: no wait for one."""
+        with cython.critical_section(self):
+            record.pins -= 1
+            if record.pins == 0 and record.use == 0 and record.quota < 0 and not record.gone:
+                record.gone = 1
+                record.next_gone = self._gone
+                self._gone = record
+        return 0
 
     cdef int _drop_gone_owners(self) except -1:
         """Phase 3: drop from the owner table the records operations left idle.
@@ -491,6 +517,39 @@ cdef class PasidAllocator:
         """The GIL is back: the allocator is no longer busy."""
         self._batch = 0
         PyThread_release_lock(self._gate)
+
+    # fork() (pasid/_fork.py): a batch running without the GIL in another thread is
+    # the one change that can be under way while the forking thread holds the
+    # GIL; the gate is held across the fork, so the child gets the tables whole.
+
+    def _fork_prepare(self):
+        """Before a fork: wait for a batch running without the GIL, keep new ones out."""
+        self._waiting += 1                  # from now on batches keep the GIL
+        with nogil:
+            PyThread_acquire_lock(self._gate, WAIT_LOCK)
+
+    def _fork_parent(self):
+        """After a fork, in the parent: batches may let the GIL go again."""
+        self._waiting -= 1
+        PyThread_release_lock(self._gate)
+
+    def _fork_child(self):
+        """After a fork, in the child: the only thread left is this one. No other
+        thread waits for a batch; a registry lock another thread held is
+        replaced, and a device it was declaring (in the handle table, not yet in
+        the device table) is dropped."""
+        self._waiting = 0
+        PyThread_release_lock(self._gate)
+        # (a thread may have taken the lock and not yet the GIL back: it is not
+        # 'locked()' yet, and still it is held; only this thread's own hold is known)
+        if self._registry_thread != PyThread_get_thread_ident():
+            self._registry = _thread.allocate_lock()
+            self._registry_thread = 0
+            declared = {id(found) for found in self._devices.values()}
+            for handle, found in enumerate(self._device_list):
+                if found is not None and id(found) not in declared:
+                    (<_Device>found).gone = 1      # being declared: no binding yet
+                    self._device_list[handle] = None
 
     cdef inline int _after(self) except -1:
         """Phase 3 of a change: drop the user objects it let go (finalizers run
@@ -671,12 +730,12 @@ cdef class PasidAllocator:
         owner.active -= 1
 
     cdef void _owner_untag(self, int64_t p) noexcept:
-        """A PASID of an owner became FREE; an owner left with nothing and no quota is
-        marked gone, to be dropped from the table in phase 3."""
+        """A PASID of an owner became FREE; an owner left with nothing, no quota and no
+        pin is marked gone, to be dropped from the table in phase 3."""
         cdef _Owner owner = <_Owner>self._owner_of[p]
         self._owner_of[p] = NULL
         owner.use -= 1
-        if owner.use == 0 and owner.quota < 0 and not owner.gone:
+        if owner.use == 0 and owner.quota < 0 and owner.pins == 0 and not owner.gone:
             owner.gone = 1
             owner.next_gone = self._gone
             self._gone = owner
@@ -933,28 +992,26 @@ cdef class PasidAllocator:
         cdef _Owner record = None
         cdef double reading
         cdef int64_t p = -1
-        cdef bint over = False, stale = True
+        cdef bint over = False
         if data is not None and self._data is None:
             self._data = [None] * self._size
-        while stale:
-            reading = self._reading()
-            if owner is not None:
-                record = self._owner_record(owner)
+        reading = self._reading()
+        if owner is not None:
+            record = self._owner_record(owner)         # pinned: current until unpinned
+        try:
             with cython.critical_section(self):
                 self._wait_batch()
-                # settle first: a reclaim here may leave the owner's record idle (gone)
                 self._settle_time(self._time(reading))
-                stale = record is not None and record.gone
-                if not stale:
-                    over = self._over_quota(record, 1)
-                    if over:
-                        self._failures += 1
-                    else:
-                        p = self._alloc_in(record, data, lo, hi)
-                        if generation != NULL and p >= 0:
-                            generation[0] = self._generation_of(p)
-        if record is not None and record.use == 0:
-            self._forget_if_idle(record)
+                over = self._over_quota(record, 1)
+                if over:
+                    self._failures += 1
+                else:
+                    p = self._alloc_in(record, data, lo, hi)
+                    if generation != NULL and p >= 0:
+                        generation[0] = self._generation_of(p)
+        finally:
+            if record is not None:
+                self._unpin(record)
         self._after()
         if over and quota_raises:
             raise QuotaExceeded(f"owner {owner!r} is at its quota of {record.quota} PASIDs")
@@ -968,16 +1025,6 @@ cdef class PasidAllocator:
             draining, quarantined = self._counts[DRAINING], self._counts[QUARANTINED]
             next_release = self._queue_time[0] if self._queue_len else None
         return _args.exhausted_message(asked, draining, quarantined, next_release)
-
-    cdef int _forget_if_idle(self, _Owner record) except -1:
-        """A record made for an operation that failed: gone if it holds nothing and has no quota."""
-        with cython.critical_section(self):
-            self._wait_batch()
-            if record.use == 0 and record.quota < 0 and not record.gone:
-                record.gone = 1
-                record.next_gone = self._gone
-                self._gone = record
-        return 0
 
     # ------------------------------------------------------------ allocation
 
@@ -1055,41 +1102,39 @@ cdef class PasidAllocator:
         ``refused_quota`` (left as is otherwise)."""
         cdef _Owner record = None
         cdef double reading
-        cdef bint over = False, stale = True
+        cdef bint over = False
         cdef int state = FREE
         if data is not None and self._data is None:
             self._data = [None] * self._size
-        while stale:
-            reading = self._reading()
-            if owner is not None:
-                record = self._owner_record(owner)
+        reading = self._reading()
+        if owner is not None:
+            record = self._owner_record(owner)         # pinned: current until unpinned
+        try:
             with cython.critical_section(self):
                 self._wait_batch()
-                # settle first: a reclaim here may leave the owner's record idle (gone)
                 self._settle_time(self._time(reading))
-                stale = record is not None and record.gone
-                if not stale:
-                    state = self._slots[p].meta & STATE_MASK
-                    if state == FREE and self._generation_full(p):
-                        raise OverflowError(
-                            f"PASID {p} has been allocated {COUNT_MAX} times, the limit")
-                    if state == FREE:
-                        over = self._over_quota(record, 1)
-                        if over:
-                            self._failures += 1
-                        else:
-                            self._take_state(p, ACTIVE)
-                            if data is not None:
-                                self._data[p] = data
-                                self._slots[p].meta |= HAS_DATA
-                            self._generation_inc(p)
-                            if record is not None:
-                                self._owner_tag(p, record)
-                            self._allocations += 1
-                            if self._counts[ACTIVE] > self._high_water:
-                                self._high_water = self._counts[ACTIVE]
-        if record is not None and record.use == 0:
-            self._forget_if_idle(record)
+                state = self._slots[p].meta & STATE_MASK
+                if state == FREE and self._generation_full(p):
+                    raise OverflowError(
+                        f"PASID {p} has been allocated {COUNT_MAX} times, the limit")
+                if state == FREE:
+                    over = self._over_quota(record, 1)
+                    if over:
+                        self._failures += 1
+                    else:
+                        self._take_state(p, ACTIVE)
+                        if data is not None:
+                            self._data[p] = data
+                            self._slots[p].meta |= HAS_DATA
+                        self._generation_inc(p)
+                        if record is not None:
+                            self._owner_tag(p, record)
+                        self._allocations += 1
+                        if self._counts[ACTIVE] > self._high_water:
+                            self._high_water = self._counts[ACTIVE]
+        finally:
+            if record is not None:
+                self._unpin(record)
         self._after()
         if over:
             refused_quota[0] = record.quota
@@ -1144,52 +1189,50 @@ cdef class PasidAllocator:
         cdef int64_t i
         cdef _Owner record = None
         cdef double reading
-        cdef bint over = False, short = False, stale = True
+        cdef bint over = False, short = False
         cdef uint64_t rng
         cdef int64_t cursor, filled
         if data is not None and self._data is None:
             self._data = [None] * self._size
-        while stale:
-            reading = self._reading()
-            if owner is not None:
-                record = self._owner_record(owner)
+        reading = self._reading()
+        if owner is not None:
+            record = self._owner_record(owner)         # pinned: current until unpinned
+        try:
             with cython.critical_section(self):
                 self._wait_batch()
-                # settle first: a reclaim here may leave the owner's record idle (gone)
                 self._settle_time(self._time(reading))
-                stale = record is not None and record.gone
-                if not stale:
-                    over = self._over_quota(record, count)
-                    short = count > self._counts[FREE]
-                    free_ids[0] = self._counts[FREE]
-                    if over or short:
-                        self._failures += 1
-                    else:
-                        rng, cursor = self._rng, self._cursor
-                        if self._batch_begin(count):
-                            with nogil:
-                                filled = self._fill(ids, count)
-                            self._batch_end()
-                        else:
+                over = self._over_quota(record, count)
+                short = count > self._counts[FREE]
+                free_ids[0] = self._counts[FREE]
+                if over or short:
+                    self._failures += 1
+                else:
+                    rng, cursor = self._rng, self._cursor
+                    if self._batch_begin(count):
+                        with nogil:
                             filled = self._fill(ids, count)
-                        if filled < 0:
-                            self._rng, self._cursor = rng, cursor
-                            if filled == -2:
-                                raise OverflowError(
-                                    f"a PASID has been allocated {COUNT_MAX} times, the limit")
-                            raise MemoryError()
-                        self._allocations += count
-                        if self._counts[ACTIVE] > self._high_water:
-                            self._high_water = self._counts[ACTIVE]
-                        if record is not None:
-                            for i in range(count):
-                                self._owner_tag(ids[i], record)
-                        if data is not None:
-                            for i in range(count):
-                                self._data[ids[i]] = data
-                                self._slots[ids[i]].meta |= HAS_DATA
-        if record is not None and record.use == 0:
-            self._forget_if_idle(record)
+                        self._batch_end()
+                    else:
+                        filled = self._fill(ids, count)
+                    if filled < 0:
+                        self._rng, self._cursor = rng, cursor
+                        if filled == -2:
+                            raise OverflowError(
+                                f"a PASID has been allocated {COUNT_MAX} times, the limit")
+                        raise MemoryError()
+                    self._allocations += count
+                    if self._counts[ACTIVE] > self._high_water:
+                        self._high_water = self._counts[ACTIVE]
+                    if record is not None:
+                        for i in range(count):
+                            self._owner_tag(ids[i], record)
+                    if data is not None:
+                        for i in range(count):
+                            self._data[ids[i]] = data
+                            self._slots[ids[i]].meta |= HAS_DATA
+        finally:
+            if record is not None:
+                self._unpin(record)
         self._after()
         if short:
             return -1
@@ -2089,33 +2132,24 @@ cdef class PasidAllocator:
             raise ValueError("set_quota(None, ...): owner-less PASIDs have no quota")
         cdef int64_t quota = _args.as_quota(n)      # -1: no quota
         cdef _Owner record
-        cdef bint stale = True
-        hash(owner)
-        self._enter_registry()
+        if quota >= 0:
+            record = self._owner_record(owner)         # pinned: current until unpinned
+        else:
+            # lifting a quota makes no record: an owner without one has no quota
+            record = self._owner_lookup(owner)
+            if record is None or not self._pin(record):
+                return
         try:
-            while stale:
-                found = self._owners.get(owner)
-                record = None if found is None or (<_Owner>found).gone else <_Owner>found
-                if record is None and quota >= 0:
-                    record = _Owner(owner)
-                    self._owners[owner] = record
-                with cython.critical_section(self):
-                    self._wait_batch()
-                    stale = record is not None and record.gone
-                    if record is not None and not stale:
-                        record.quota = quota
-                        # keyed by record (identity): no user code runs
-                        if quota >= 0:
-                            self._quota[record] = quota
-                        else:
-                            self._quota.pop(record, None)
-                        if quota < 0 and record.use == 0:
-                            record.gone = 1
-                            record.next_gone = self._gone
-                            self._gone = record
-                stale = stale and record is not None
+            with cython.critical_section(self):
+                self._wait_batch()
+                record.quota = quota
+                # keyed by record (identity): no user code runs
+                if quota >= 0:
+                    self._quota[record] = quota
+                else:
+                    self._quota.pop(record, None)
         finally:
-            self._leave_registry()
+            self._unpin(record)                        # idle with no quota: marked gone
         self._after()
 
     # ------------------------------------------------------------ time
@@ -2268,7 +2302,9 @@ cdef class PasidAllocator:
         1
         """
         cdef int64_t p = self._check_id(pasid)
-        return self._generation_of(p)
+        with cython.critical_section(self):
+            self._wait_batch()               # a running batch is seen whole or not at all
+            return self._generation_of(p)
 
     def devices(self, pasid):
         """The devices ``pasid`` is bound to, in bind order. O(devices).
@@ -2425,8 +2461,12 @@ cdef class PasidAllocator:
             return (self._slots[p].meta & STATE_MASK) == ACTIVE
 
     def __repr__(self):
+        cdef int64_t active, free_ids
+        with cython.critical_section(self):
+            self._wait_batch()
+            active, free_ids = self._counts[ACTIVE], self._counts[FREE]
         return (f"<pasid.PasidAllocator bits={self._bits} strategy={self.strategy!r} "
-                f"active={self._counts[ACTIVE]} free={self._counts[FREE]}>")
+                f"active={active} free={free_ids}>")
 
     # ------------------------------------------------------------ the C-level API
     #
@@ -2477,29 +2517,54 @@ cdef class PasidAllocator:
     cdef int64_t c_alloc_many(self, uint32_t* out, int64_t n, object owner) except -2:
         """``n`` PASIDs by the strategy into ``out`` (room for ``n``), as alloc_many:
         ``n``, or -1 (a counted failure, nothing taken) when fewer than ``n`` are
-        FREE or ``owner`` is at its quota. ``n < 0``: ValueError."""
-        cdef int64_t quota = -1, free_ids = 0
+        FREE or ``owner`` is at its quota. ``n < 0``: ValueError.
+
+        A batch that may run without the GIL (RELEASE_MIN IDs or more) fills
+        memory the allocator owns and copies it to ``out`` once the change is
+        complete: the caller's buffer is only written, so a thread writing into
+        it meanwhile cannot steer what the allocator reads back."""
+        cdef int64_t quota = -1, free_ids = 0, got
+        cdef uint32_t* own
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
-        return self._alloc_many_in(out, n, owner, None, &quota, &free_ids)
+        if n < RELEASE_MIN:
+            return self._alloc_many_in(out, n, owner, None, &quota, &free_ids)
+        own = <uint32_t*>malloc(n * sizeof(uint32_t))
+        if own == NULL:
+            raise MemoryError()
+        try:
+            got = self._alloc_many_in(own, n, owner, None, &quota, &free_ids)
+            if got > 0:
+                memcpy(out, own, got * sizeof(uint32_t))
+        finally:
+            free(own)
+        return got
 
     cdef int c_free_many(self, const uint32_t* ids, int64_t n) except -1:
         """As free_many over ``ids[0:n]``: all or nothing, StateError on a double free,
-        InvalidPasid for an ID outside the space (nothing changed); returns 0."""
+        InvalidPasid for an ID outside the space (nothing changed); returns 0.
+
+        The IDs are copied into memory the allocator owns and the copy is
+        checked and freed: the caller's buffer is read once, so a thread writing
+        into it meanwhile (while the batch runs without the GIL, say) changes
+        nothing here."""
         cdef int64_t i
-        cdef uint8_t* last
+        cdef uint32_t* copy
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
-        for i in range(n):
-            if ids[i] >= self._size:
-                raise InvalidPasid(f"PASID {ids[i]} out of range 0..{self._size - 1}")
-        last = <uint8_t*>calloc(n + 1, 1)
-        if last == NULL:
+        # the copy, then n + 1 zeroed bytes of scratch for _free_many_in
+        copy = <uint32_t*>calloc(n * sizeof(uint32_t) + n + 1, 1)
+        if copy == NULL:
             raise MemoryError()
         try:
-            self._free_many_in(ids, n, last)
+            if n:
+                memcpy(copy, ids, n * sizeof(uint32_t))
+            for i in range(n):
+                if copy[i] >= self._size:
+                    raise InvalidPasid(f"PASID {copy[i]} out of range 0..{self._size - 1}")
+            self._free_many_in(copy, n, <uint8_t*>(copy + n))
         finally:
-            free(last)
+            free(copy)
         return 0
 
     cdef int c_get(self, int64_t p) except -1:
@@ -2613,7 +2678,9 @@ cdef class PasidAllocator:
     cdef int64_t c_generation(self, int64_t p) except -1:
         """How many times ``p`` has been allocated."""
         self._check_c_id(p)
-        return self._generation_of(p)
+        with cython.critical_section(self):
+            self._wait_batch()
+            return self._generation_of(p)
 
     cdef double c_next_release_time(self) except? -1.0:
         """The earliest ``release_at`` waiting, or NaN when nothing is QUARANTINED."""
@@ -2996,7 +3063,10 @@ cdef class PasidAllocator:
                     continue
                 if owner.use != use.get(id(owner), 0) or owner.quota != self._quota.get(owner, -1):
                     raise AssertionError(f"owner {owner.key!r}: use or quota disagrees")
-                if owner.use == 0 and owner.quota < 0:
+                if owner.pins < 0:
+                    raise AssertionError(f"owner {owner.key!r}: unpinned more than pinned")
+                if owner.use == 0 and owner.quota < 0 and owner.pins == 0:
+                    # (a pinned one is held by an operation in flight, made in its phase 1)
                     raise AssertionError(f"owner {owner.key!r}: an idle record kept")
                 listed = set()
                 at = owner.first

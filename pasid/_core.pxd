@@ -72,6 +72,8 @@ cdef class _Owner:
     cdef int64_t active          # its ACTIVE PASIDs, linked from ``first``
     cdef int32_t first
     cdef int gone                # dropped (or about to be) from the owner table
+    cdef int64_t pins            # operations between their phase 1 and phase 3 holding it:
+                                 # never marked gone while pinned
     cdef _Owner next_gone        # the list of records to drop after the operation
     cdef int64_t mark            # inside _export's pass: 1 + its index in the snapshot's
                                  # owner keys once met; 0 otherwise
@@ -175,6 +177,7 @@ cdef class PasidAllocator:
     cdef int64_t _reclaimed
     cdef int64_t _failures
     cdef int64_t _high_water
+    cdef object __weakref__      # pasid/_fork.py keeps the live allocators in a WeakSet
 
     # helpers (see _allocator.pxi)
     cdef inline int64_t _check_id(self, object value) except -1
@@ -193,7 +196,8 @@ cdef class PasidAllocator:
     cdef inline void _bury(self, object value) noexcept
     cdef inline int _after(self) except -1
     cdef int _tidy(self) except -1
-    cdef int _forget_if_idle(self, _Owner record) except -1
+    cdef bint _pin(self, _Owner record) noexcept
+    cdef int _unpin(self, _Owner record) except -1
     cdef str _exhausted(self, str asked)
     cdef inline _Device _recent_device(self, object device)
     cdef _Device _device_record(self, object device, bint declare)

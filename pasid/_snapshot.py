@@ -460,13 +460,27 @@ def _objects(pair: Any, size: int, what: str, repeats: bool = False
     return ids, list(values)
 
 
-def _pairs(items: Any, what: str) -> Any:
+def _listed(items: Any, what: str) -> list[Any]:
+    """A list or tuple, copied: the checks (and the user code they run: an owner's
+    ``__hash__``) read the copy, so what is checked is what is loaded."""
     if type(items) not in (list, tuple):
         _fail(f"{what} is not a list")
-    for item in items:
-        if type(item) not in (list, tuple) or len(item) != 2:
-            _fail(f"{what} entry {item!r} is not a pair")
-    return items
+    return list(items)
+
+
+def _entries(items: Any, width: int, what: str, entry: str, shape: str
+             ) -> list[tuple[Any, ...]]:
+    """A list of ``width``-item lists or tuples, each copied to a tuple (:func:`_listed`)."""
+    entries = []
+    for item in _listed(items, what):
+        if type(item) not in (list, tuple) or len(item) != width:
+            _fail(f"{entry} {item!r} is not {shape}")
+        entries.append(tuple(item))
+    return entries
+
+
+def _pairs(items: Any, what: str) -> list[tuple[Any, ...]]:
+    return _entries(items, 2, what, f"{what} entry", "a pair")
 
 
 def _mask(size: int, ids: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
@@ -546,9 +560,7 @@ def _check(state: Any) -> dict[str, Any]:
     if np.any((state_of >= DRAINING) > _mask(size, hold_ids)):
         _fail("a released PASID without a release time")
 
-    keys = state["owner_keys"]
-    if type(keys) not in (list, tuple):
-        _fail("the owner keys are not a list")
+    keys = _listed(state["owner_keys"], "the owner keys")
     for key in keys:
         if key is None:
             _fail("an owner key None")
@@ -567,13 +579,9 @@ def _check(state: Any) -> dict[str, Any]:
     if data[0].size and not np.all(allocated[data[0]]):
         _fail("data on a PASID that is not allocated")
 
-    devices = state["devices"]
-    if type(devices) not in (list, tuple):
-        _fail("devices is not a list")
+    devices = _entries(state["devices"], 3, "devices", "device entry", "(device, bits, drain)")
     device_bits = {}
     for entry in devices:
-        if type(entry) not in (list, tuple) or len(entry) != 3:
-            _fail(f"device entry {entry!r} is not (device, bits, drain)")
         device, width, drain = entry
         _hashable(device, "device")
         if device in device_bits:
@@ -627,7 +635,7 @@ def _check(state: Any) -> dict[str, Any]:
         "cursor": cursor, "counters": counters,
         "states": (ids, states), "state_of": state_of,
         "refcounts": (ref_ids, refcounts), "generations": (gen_ids, generations),
-        "holds": (hold_ids, holds), "owner_keys": list(keys), "owners": codes.astype(np.int64),
+        "holds": (hold_ids, holds), "owner_keys": keys, "owners": codes.astype(np.int64),
         "data": data, "devices": devices, "bindings": (bound, bound_to, counts),
         "binding_data": binding_data, "quotas": quotas, "fifo": fifo,
     }
@@ -700,13 +708,9 @@ def _check_v1(state: dict[str, Any]) -> dict[str, Any]:
         _hashable(owner, "owner")
     data = _tags(state["data"], "data", state_of)
 
-    devices = state["devices"]
-    if type(devices) not in (list, tuple):
-        _fail("devices is not a list")
+    devices = _entries(state["devices"], 3, "devices", "device entry", "(device, bits, drain)")
     device_bits = {}
     for entry in devices:
-        if type(entry) not in (list, tuple) or len(entry) != 3:
-            _fail(f"device entry {entry!r} is not (device, bits, drain)")
         device, width, drain = entry
         _hashable(device, "device")
         if device in device_bits:

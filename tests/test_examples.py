@@ -292,6 +292,116 @@ def test_a_batch_lets_the_gil_go(churn, call):
     a._check()
 
 
+CALLER_BUFFER_CHANGED = """
+    import sys, threading, time
+    import numpy as np
+    sys.path.insert(0, sys.argv[1])
+    import build
+    from pasid import InvalidPasid
+    from pasid._core import PasidAllocator
+
+    churn, call, seconds = build.load(sys.argv[2]), sys.argv[3], float(sys.argv[4])
+    N = 70_000                       # above the size from which a batch lets the GIL go
+    a = PasidAllocator(18, reserved=())
+    buffer = np.arange(N, dtype=np.uint32)    # lowest first: the IDs alloc_many gives
+    stop = threading.Event()
+
+    def pause():                     # a call: the thread may lose the GIL here
+        pass
+
+    def writer():                    # writes 2**32 - 1 into the buffer and back, all along
+        while not stop.is_set():
+            buffer[-1] = 0xFFFFFFFF
+            pause()
+            buffer[-1] = N - 1
+            pause()
+
+    sys.setswitchinterval(1e-6)
+    thread = threading.Thread(target=writer)
+    thread.start()
+    done = refused = 0
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            if call == "c_free_many":
+                a.alloc_many(N)
+                try:
+                    churn.free_many(a, buffer)
+                    done += 1
+                except InvalidPasid:     # the copy held 2**32 - 1: nothing freed
+                    refused += 1
+                    a.free_many(np.arange(N, dtype=np.uint32))
+            else:
+                assert churn.batch(a, buffer, "vm") == N    # an owner: kept, not freed
+                assert a.exit_owner("vm") == list(range(N))
+                done += 1
+            assert len(a) == 0
+    finally:
+        stop.set()
+        thread.join()
+    a._check()
+    print(f"done={done} refused={refused}")
+"""
+
+
+@needs_core
+@pytest.mark.parametrize("call", ["c_free_many", "c_alloc_many"])
+def test_the_c_batches_work_from_the_allocators_memory(build_dir, call):
+    # Another thread writes 2**32 - 1 into the caller's buffer while the batch runs
+    # without the GIL: c_free_many copies the IDs first and checks the copy (refused
+    # or freed, never an unchecked ID in the tables); c_alloc_many fills the
+    # allocator's own memory, tags the owner from it, and copies to the buffer last.
+    import os
+    import textwrap
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(CALLER_BUFFER_CHANGED), str(CYTHON_SIM),
+         str(build_dir), call, "2"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    found = dict(item.split("=") for item in proc.stdout.split())
+    assert int(found["done"]) > 0, found
+    if call == "c_free_many":
+        assert int(found["refused"]) > 0, found
+
+
+@needs_core
+def test_c_generation_waits_for_a_running_batch(churn):
+    # One thread allocates and frees N PASIDs at a time, lowest first; the main thread
+    # reads c_generation of the first, then of the last: a later reading of the last
+    # below an earlier one of the first is half a batch seen.
+    import threading
+    import time
+
+    from pasid._core import PasidAllocator
+
+    n = 70_000
+    a = PasidAllocator(18, reserved=())
+    stop = threading.Event()
+    rounds = [0]
+
+    def batches():
+        while not stop.is_set():
+            a.free_many(a.alloc_many(n))
+            rounds[0] += 1
+
+    thread = threading.Thread(target=batches)
+    thread.start()
+    half = readings = 0
+    deadline = time.monotonic() + 1.5
+    try:
+        while time.monotonic() < deadline or rounds[0] < 10:
+            first = churn.generation(a, 0)
+            half += churn.generation(a, n - 1) < first
+            readings += 1
+    finally:
+        stop.set()
+        thread.join(60)
+    assert half == 0 and readings > 0 and rounds[0] >= 10
+    assert churn.generation(a, 0) == churn.generation(a, n - 1) == rounds[0]
+
+
 @needs_core
 def test_exact_and_next_release_time(churn):
     from pasid._core import PasidAllocator

@@ -12,9 +12,10 @@ ordinary PASID: ``stats()``, ``state()``, snapshots see it like any other.
 * :func:`lifecycle`: the W6 lifecycle, ``c_alloc``, ``c_bind`` x2, ``c_put``,
   ``c_unbind`` x2, ``c_advance(now + 1)``, on an allocator with a logical
   clock (grace 1 and two devices of drain 0.5 in the benchmark).
-* :func:`batch`, :func:`exact`, :func:`next_release`, :func:`ida_churn`: the
-  batch entry points, ``c_alloc_exact``, ``c_next_release_time`` and the
-  ``IDA``'s ``c_alloc``/``c_free``/``c_exists``.
+* :func:`batch`, :func:`exact`, :func:`generation`, :func:`next_release`,
+  :func:`ida_churn`: the batch entry points, ``c_alloc_exact``,
+  ``c_generation``, ``c_next_release_time`` and the ``IDA``'s
+  ``c_alloc``/``c_free``/``c_exists``.
 
 Build: ``python build.py`` (see README.md in this folder).
 """
@@ -107,6 +108,11 @@ def exact(PasidAllocator allocator, int64_t p, object owner=None):
     """``c_alloc_exact(p, owner)``: ``p``, or -1 when ``p`` is not FREE or the owner is
     at its quota."""
     return allocator.c_alloc_exact(p, owner)
+
+
+def generation(PasidAllocator allocator, int64_t p):
+    """``c_generation(p)``: how many times ``p`` has been allocated."""
+    return allocator.c_generation(p)
 
 
 def next_release(PasidAllocator allocator):

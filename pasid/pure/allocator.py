@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, SupportsIndex
 import numpy as np
 import numpy.typing as npt
 
-from pasid import _args, _snapshot
+from pasid import _args, _fork, _snapshot
 from pasid._callbacks import Teardown, run_teardown
 from pasid._errors import InvalidPasid, PasidExhausted, QuotaExceeded, StateError
 from pasid._handle import PasidHandle
@@ -68,7 +68,7 @@ class _Later(Exception):
 class _Owner:
     """An owner's record: its use (what its quota counts), quota and ACTIVE PASIDs."""
 
-    __slots__ = ("key", "use", "quota", "active", "gone")
+    __slots__ = ("key", "use", "quota", "active", "gone", "pins")
 
     def __init__(self, key: Hashable) -> None:
         self.key = key
@@ -76,6 +76,8 @@ class _Owner:
         self.quota = -1              # -1: none
         self.active: set[int] = set()
         self.gone = False            # dropped (or about to be) from the owner table
+        self.pins = 0                # operations between their phase 1 and phase 3 holding
+                                     # it: never marked gone while pinned
 
 
 class _Device:
@@ -171,6 +173,7 @@ class PasidAllocator:
             for p in range(lo, hi + 1):
                 if self._state[p] == FREE:
                     self._take_state(p, RESERVED)
+        _fork.register(self)
 
     # ------------------------------------------------------------ phase 1: prepare
 
@@ -220,21 +223,44 @@ class PasidAllocator:
         return found
 
     def _owner_record(self, owner: Hashable) -> _Owner:
-        """The current record of ``owner``, made if it has none."""
+        """The current record of ``owner``, made if it has none, pinned (phase 1).
+
+        A pinned record is never marked gone, so it stays current through the
+        operation's phase 2, and a record made for it is not "idle" to
+        :meth:`_check` while the operation is in flight. Every caller unpins it
+        in its phase 3 (:meth:`_unpin`, in a ``finally``)."""
         record = self._owner_lookup(owner)
-        if record is not None:
+        if record is not None and self._pin(record):
             return record
         self._enter_registry()
         try:
             found = self._owners.get(owner)
-            if found is None or found.gone:
-                record = _Owner(owner)
-                self._owners[owner] = record
-            else:
-                record = found
+            if found is not None and self._pin(found):
+                return found
+            record = _Owner(owner)
+            record.pins = 1                  # no other thread sees it before the insert
+            self._owners[owner] = record
         finally:
             self._leave_registry()
         return record
+
+    def _pin(self, record: _Owner) -> bool:
+        """Pin ``record`` unless it is gone; True if pinned."""
+        with self._lock:
+            if record.gone:
+                return False
+            record.pins += 1
+            return True
+
+    def _unpin(self, record: _Owner) -> None:
+        """Phase 3: the operation lets go of the record it pinned. Left with nothing,
+        no quota and no other pin, the record is marked gone (dropped by
+        :meth:`_after`)."""
+        with self._lock:
+            record.pins -= 1
+            if record.pins == 0 and record.use == 0 and record.quota < 0 and not record.gone:
+                record.gone = True
+                self._gone.append(record)
 
     def _drop_gone_owners(self) -> None:
         """Phase 3: drop from the owner table the records operations left idle.
@@ -275,6 +301,33 @@ class PasidAllocator:
         if self._gone:
             self._drop_gone_owners()
 
+    # fork() (pasid/_fork.py): the lock is held across the fork, so the child gets the
+    # tables whole; phase 2 runs no user code, so waiting for it never waits on the program
+
+    def _fork_prepare(self) -> None:
+        """Before a fork: wait for the change in progress, keep new ones out."""
+        self._lock.acquire()
+
+    def _fork_parent(self) -> None:
+        """After a fork, in the parent."""
+        self._lock.release()
+
+    def _fork_child(self) -> None:
+        """After a fork, in the child: the only thread left is this one. A registry
+        lock another thread held is replaced, and a device it was declaring (in
+        the handle table, not yet in the device table) is dropped."""
+        self._lock.release()
+        # (a thread may have taken the lock and not yet the GIL back: it is not
+        # 'locked()' yet, and still it is held; only this thread's own hold is known)
+        if self._registry_thread != threading.get_ident():
+            self._registry = threading.Lock()
+            self._registry_thread = 0
+            declared = {id(info) for info in self._devices.values()}
+            for handle, info in enumerate(self._device_list):
+                if info is not None and id(info) not in declared:
+                    info.gone = True
+                    self._device_list[handle] = None
+
     def _exhausted(self, asked: str) -> str:
         """The message of a refused allocation: with how many PASIDs are only waiting
         (DRAINING, QUARANTINED) and the next release time (pasid._args)."""
@@ -282,13 +335,6 @@ class PasidAllocator:
             draining, quarantined = self._counts[DRAINING], self._counts[QUARANTINED]
             next_release = self._queue[0][0] if self._queue else None
         return _args.exhausted_message(asked, draining, quarantined, next_release)
-
-    def _forget_if_idle(self, record: _Owner) -> None:
-        """A record made for an operation that failed: gone if it holds nothing and has no quota."""
-        with self._lock:
-            if record.use == 0 and record.quota < 0 and not record.gone:
-                record.gone = True
-                self._gone.append(record)
 
     def _device_record(self, device: Hashable, declare: bool) -> _Device | None:
         """The current record of ``device``; None if it is not declared and ``declare``
@@ -349,11 +395,11 @@ class PasidAllocator:
         owner.active.add(p)
 
     def _owner_untag(self, p: int) -> None:
-        """A PASID of an owner became FREE; an owner left with nothing and no quota is
-        marked gone, to be dropped from the table in phase 3."""
+        """A PASID of an owner became FREE; an owner left with nothing, no quota and no
+        pin is marked gone, to be dropped from the table in phase 3."""
         owner = self._owner_of.pop(p)
         owner.use -= 1
-        if owner.use == 0 and owner.quota < 0 and not owner.gone:
+        if owner.use == 0 and owner.quota < 0 and owner.pins == 0 and not owner.gone:
             owner.gone = True
             self._gone.append(owner)
 
@@ -484,25 +530,23 @@ class PasidAllocator:
         generation), or -1 when nothing is FREE there (or the owner is at its quota
         and not ``quota_raises``); QuotaExceeded when it is and ``quota_raises``."""
         record: _Owner | None = None
-        p, generation, over, stale = -1, 0, False, True
-        while stale:
-            reading = self._reading()
-            if owner is not None:
-                record = self._owner_record(owner)
+        p, generation, over = -1, 0, False
+        reading = self._reading()
+        if owner is not None:
+            record = self._owner_record(owner)         # pinned: current until unpinned
+        try:
             with self._lock:
-                # settle first: a reclaim here may leave the owner's record idle (gone)
                 self._settle_time(self._time(reading))
-                stale = record is not None and record.gone
-                if not stale:
-                    over = self._over_quota(record, 1)
-                    if over:
-                        self._failures += 1
-                    else:
-                        p = self._alloc_in(record, data, lo, hi)
-                        if p >= 0:
-                            generation = self._generation[p]
-        if record is not None and record.use == 0:
-            self._forget_if_idle(record)
+                over = self._over_quota(record, 1)
+                if over:
+                    self._failures += 1
+                else:
+                    p = self._alloc_in(record, data, lo, hi)
+                    if p >= 0:
+                        generation = self._generation[p]
+        finally:
+            if record is not None:
+                self._unpin(record)
         if self._gone or self._graveyard:
             self._after()
         if over and quota_raises:
@@ -534,37 +578,35 @@ class PasidAllocator:
         """Allocate exactly ``pasid``; StateError unless FREE. The cursor does not move. O(log64 N)."""
         p = self._check_id(pasid)
         record: _Owner | None = None
-        over, stale, state = False, True, FREE
-        while stale:
-            reading = self._reading()
-            if owner is not None:
-                record = self._owner_record(owner)
+        over, state = False, FREE
+        reading = self._reading()
+        if owner is not None:
+            record = self._owner_record(owner)         # pinned: current until unpinned
+        try:
             with self._lock:
-                # settle first: a reclaim here may leave the owner's record idle (gone)
                 self._settle_time(self._time(reading))
-                stale = record is not None and record.gone
-                if not stale:
-                    state = self._state[p]
-                    if state == FREE and self._generation[p] == COUNT_MAX:
-                        raise OverflowError(
-                            f"PASID {p} has been allocated {COUNT_MAX} times, the limit")
-                    if state == FREE:
-                        over = self._over_quota(record, 1)
-                        if over:
-                            self._failures += 1
-                        else:
-                            self._take_state(p, ACTIVE)
-                            self._refcount[p] = 1
-                            if data is not None:
-                                self._data[p] = data
-                            self._generation[p] += 1
-                            if record is not None:
-                                self._owner_tag(p, record)
-                            self._allocations += 1
-                            if self._counts[ACTIVE] > self._high_water:
-                                self._high_water = self._counts[ACTIVE]
-        if record is not None and record.use == 0:
-            self._forget_if_idle(record)
+                state = self._state[p]
+                if state == FREE and self._generation[p] == COUNT_MAX:
+                    raise OverflowError(
+                        f"PASID {p} has been allocated {COUNT_MAX} times, the limit")
+                if state == FREE:
+                    over = self._over_quota(record, 1)
+                    if over:
+                        self._failures += 1
+                    else:
+                        self._take_state(p, ACTIVE)
+                        self._refcount[p] = 1
+                        if data is not None:
+                            self._data[p] = data
+                        self._generation[p] += 1
+                        if record is not None:
+                            self._owner_tag(p, record)
+                        self._allocations += 1
+                        if self._counts[ACTIVE] > self._high_water:
+                            self._high_water = self._counts[ACTIVE]
+        finally:
+            if record is not None:
+                self._unpin(record)
         if self._gone or self._graveyard:
             self._after()
         if state != FREE:
@@ -589,26 +631,24 @@ class PasidAllocator:
         asked = _args.as_count(n, "n")
         count = min(asked, self._size + 1)      # more than can be FREE: refused below
         record: _Owner | None = None
-        over, short, stale, free_ids = False, False, True, 0
+        over, short, free_ids = False, False, 0
         out = np.empty(count, dtype=np.uint32)
-        while stale:
-            reading = self._reading()
-            if owner is not None:
-                record = self._owner_record(owner)
+        reading = self._reading()
+        if owner is not None:
+            record = self._owner_record(owner)         # pinned: current until unpinned
+        try:
             with self._lock:
-                # settle first: a reclaim here may leave the owner's record idle (gone)
                 self._settle_time(self._time(reading))
-                stale = record is not None and record.gone
-                if not stale:
-                    over = self._over_quota(record, count)
-                    short = count > self._counts[FREE]
-                    free_ids = self._counts[FREE]
-                    if over or short:
-                        self._failures += 1
-                    else:
-                        self._fill(out, record, data)
-        if record is not None and record.use == 0:
-            self._forget_if_idle(record)
+                over = self._over_quota(record, count)
+                short = count > self._counts[FREE]
+                free_ids = self._counts[FREE]
+                if over or short:
+                    self._failures += 1
+                else:
+                    self._fill(out, record, data)
+        finally:
+            if record is not None:
+                self._unpin(record)
         if self._gone or self._graveyard:
             self._after()
         if short:
@@ -993,29 +1033,23 @@ class PasidAllocator:
         if owner is None:
             raise ValueError("set_quota(None, ...): owner-less PASIDs have no quota")
         quota = _args.as_quota(n)      # -1: no quota
-        hash(owner)
-        self._enter_registry()
+        if quota >= 0:
+            record = self._owner_record(owner)         # pinned: current until unpinned
+        else:
+            # lifting a quota makes no record: an owner without one has no quota
+            found = self._owner_lookup(owner)
+            if found is None or not self._pin(found):
+                return
+            record = found
         try:
-            stale = True
-            while stale:
-                found = self._owners.get(owner)
-                record = None if found is None or found.gone else found
-                if record is None and quota >= 0:
-                    record = _Owner(owner)
-                    self._owners[owner] = record
-                with self._lock:
-                    stale = record is not None and record.gone
-                    if record is not None and not stale:
-                        record.quota = quota
-                        if quota >= 0:
-                            self._quota[record] = quota
-                        else:
-                            self._quota.pop(record, None)
-                        if quota < 0 and record.use == 0:
-                            record.gone = True
-                            self._gone.append(record)
+            with self._lock:
+                record.quota = quota
+                if quota >= 0:
+                    self._quota[record] = quota
+                else:
+                    self._quota.pop(record, None)
         finally:
-            self._leave_registry()
+            self._unpin(record)                        # idle with no quota: marked gone
         if self._gone or self._graveyard:
             self._after()
 
@@ -1119,7 +1153,9 @@ class PasidAllocator:
 
     def generation(self, pasid: SupportsIndex) -> int:
         """How many times ``pasid`` has been allocated. O(1)."""
-        return self._generation[self._check_id(pasid)]
+        p = self._check_id(pasid)
+        with self._lock:                     # a batch under way is seen whole or not at all
+            return self._generation[p]
 
     def devices(self, pasid: SupportsIndex) -> list[Any]:
         """The devices ``pasid`` is bound to, in bind order."""
@@ -1233,10 +1269,10 @@ class PasidAllocator:
             return self._state[p] == ACTIVE
 
     def __repr__(self) -> str:
-        return (
-            f"<pasid.pure.PasidAllocator bits={self._bits} strategy={self._strategy!r} "
-            f"active={self._counts[ACTIVE]} free={self._counts[FREE]}>"
-        )
+        with self._lock:
+            active, free = self._counts[ACTIVE], self._counts[FREE]
+        return (f"<pasid.pure.PasidAllocator bits={self._bits} strategy={self._strategy!r} "
+                f"active={active} free={free}>")
 
     # ------------------------------------------------------------ snapshots
 
@@ -1439,7 +1475,10 @@ class PasidAllocator:
                 if record.use != use.get(id(record), 0) or \
                         record.quota != self._quota.get(record, -1):
                     raise AssertionError(f"owner {record.key!r}: use or quota disagrees")
-                if record.use == 0 and record.quota < 0:
+                if record.pins < 0:
+                    raise AssertionError(f"owner {record.key!r}: unpinned more than pinned")
+                if record.use == 0 and record.quota < 0 and record.pins == 0:
+                    # (a pinned one is held by an operation in flight, made in its phase 1)
                     raise AssertionError(f"owner {record.key!r}: an idle record kept")
                 if record.active != active.get(id(record), set()):
                     raise AssertionError(f"owner {record.key!r}: ACTIVE set disagrees")

@@ -54,6 +54,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any, SupportsIndex, final
 
+from pasid import _fork
 from pasid._errors import InvalidPasid, PasidExhausted, StateError
 from pasid._args import as_int
 
@@ -151,7 +152,7 @@ class IDA:
     True
     """
 
-    __slots__ = ("_head", "_count", "_lock")
+    __slots__ = ("_head", "_count", "_lock", "__weakref__")
 
     _head: _Node | int | None
 
@@ -159,6 +160,19 @@ class IDA:
         self._head = None  # None (empty), an int (leaf 0, height 0), or a _Node
         self._count = 0
         self._lock = threading.Lock()
+        _fork.register(self)
+
+    # fork() (pasid/_fork.py): the lock is held across the fork, so the child gets the
+    # tree whole (no user code runs under it: waiting for it never waits on the program)
+
+    def _fork_prepare(self) -> None:
+        self._lock.acquire()
+
+    def _fork_parent(self) -> None:
+        self._lock.release()
+
+    def _fork_child(self) -> None:
+        self._lock.release()
 
     # -- tree walks (the caller holds the lock) -------------------------------
 

@@ -39,7 +39,12 @@ if (ALLOC, GET, PUT, BIND, UNBIND, ACCESS, EXIT, ADVANCE) != (
 
 
 def run(PasidAllocator a, trace, st, Py_ssize_t start, Py_ssize_t stop):
-    """Replay operations ``start..stop-1`` of ``trace`` on ``a``, updating ``st``."""
+    """Replay operations ``start..stop-1`` of ``trace`` on ``a``, updating ``st``.
+
+    The columns are the caller's: each value is read once into a local and the
+    local is checked before it indexes a table (handle, owner, device, the
+    operation code), so a trace changed after it was checked gives a
+    TraceError, never a read or write outside the tables."""
     cdef const double[::1] times = trace.time
     cdef const uint8_t[::1] ops = trace.op
     cdef const int32_t[::1] handles = trace.handle
@@ -59,6 +64,8 @@ def run(PasidAllocator a, trace, st, Py_ssize_t start, Py_ssize_t stop):
     cdef int64_t[::1] sample_blocks = st.sample_blocks
     cdef int64_t[::1] counters = st.counters
     cdef Py_ssize_t nsamples = sample_at.shape[0]
+    cdef Py_ssize_t nhandles = pasid.shape[0], nowners = len(owners)
+    cdef Py_ssize_t ndevices = device_handle.shape[0], room = distances.shape[0]
 
     cdef int64_t done = counters[0], allocations = counters[1], failures = counters[2]
     cdef int64_t skipped = counters[3], stale = counters[4], peak_active = counters[5]
@@ -82,8 +89,15 @@ def run(PasidAllocator a, trace, st, Py_ssize_t start, Py_ssize_t stop):
                 now = t
             op = ops[i]
             h = handles[i]
+            o = owner_ids[i]
+            d = device_ids[i]
+            if (op > ADVANCE or (op != ADVANCE and op != EXIT and not 0 <= h < nhandles)
+                    or (op == EXIT and o < 0) or o >= nowners
+                    or ((op == BIND or op == UNBIND) and not 0 <= d < ndevices)):
+                raise _trace.TraceError(
+                    f"operation {i} (op {op}, handle {h}, owner {o}, device {d}) is outside "
+                    f"the trace's tables: was the trace changed after it was checked?")
             if op == ALLOC:
-                o = owner_ids[i]
                 p = a.c_alloc(owners[o] if o >= 0 else None, 0, limit[h])
                 if p < 0:
                     pasid[h] = -1
@@ -93,6 +107,10 @@ def run(PasidAllocator a, trace, st, Py_ssize_t start, Py_ssize_t stop):
                     generation[h] = a.c_generation(p)
                     allocations += 1
                     if last_release[p] >= 0:
+                        if ndistances == room:      # a handle allocated twice
+                            raise _trace.TraceError(
+                                f"operation {i} allocates handle {h} again: was the trace "
+                                f"changed after it was checked?")
                         distances[ndistances] = t - last_release[p]
                         ndistances += 1
                     if p > highest:
@@ -103,7 +121,7 @@ def run(PasidAllocator a, trace, st, Py_ssize_t start, Py_ssize_t stop):
                             blocks_peak = blocks_live
                     block_live[p >> 6] += 1
             elif op == EXIT:
-                released = a.c_exit_owner(owners[owner_ids[i]])
+                released = a.c_exit_owner(owners[o])
                 for j in range(len(released)):
                     p = <int64_t>released[j]
                     last_release[p] = t
@@ -126,10 +144,10 @@ def run(PasidAllocator a, trace, st, Py_ssize_t start, Py_ssize_t stop):
                 elif op == GET:
                     a.c_get(p)
                 elif op == BIND:
-                    a.c_bind(p, device_handle[device_ids[i]])
+                    a.c_bind(p, device_handle[d])
                 elif op == UNBIND:
                     before = a.c_state(p)
-                    after = a.c_unbind(p, device_handle[device_ids[i]])
+                    after = a.c_unbind(p, device_handle[d])
                     if before == DRAINING and after != DRAINING:
                         block_live[p >> 6] -= 1
                         if block_live[p >> 6] == 0:

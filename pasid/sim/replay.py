@@ -102,7 +102,7 @@ class ReplayState:
     """
 
     def __init__(self, trace: Trace, allocator: _Allocator, samples: int) -> None:
-        size = 1 << trace.bits
+        size = 1 << allocator.bits          # the tables cover every PASID the allocator has
         nhandles = len(trace.handles)
         self.owners = list(trace.owners)
         self.device_keys = [d.name for d in trace.devices]
