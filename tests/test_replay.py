@@ -5,10 +5,14 @@ import io
 import numpy as np
 import pytest
 
+import pasid
+from pasid.cli import main
 from pasid.sim.replay import replay, reuse_summary, simulate
 from pasid.sim.trace import TraceBuilder, TraceError, read_trace
 
 from sim_support import ENGINES, HAND_TRACE
+
+MAGIC = "pasid-trace 1"
 
 
 def hand_trace():
@@ -108,15 +112,99 @@ def test_simulate_rows_have_every_metric():
     ("pasid-trace 1\n0 alloc h0\n0 alloc h0\n", 3, "allocated twice"),
     ("pasid-trace 1\n0 alloc h0\nbits 8\n", 3, "header"),
     ("pasid-trace 1\ndevice nic bits=4\n0 alloc h0\n0 bind h0 nic\n", 4, "bits"),
-    ("pasid-trace 1\n-1 alloc h0\n", 2, "finite and >= 0"),
-    ("pasid-trace 1\nnan alloc h0\n", 2, "finite and >= 0"),
+    ("pasid-trace 1\n-1 alloc h0\n", 2, "time must be >= 0"),
     ("pasid-trace 1\n0 alloc h0 p1\n1 exit p1\n2 put h0\n", 4, "released"),
+    # the allocator's limits: times, graces and drains within +-1e300
+    ("pasid-trace 1\n0 alloc h0\n1e301 put h0\n", 3, r"time must be finite and within \+-1e300"),
+    ("pasid-trace 1\n1e308 alloc h0\n", 2, r"time must be finite and within \+-1e300"),
+    ("pasid-trace 1\n-1e301 alloc h0\n", 2, r"time must be finite and within \+-1e300"),
+    ("pasid-trace 1\ngrace 1e301\n", 2, r"grace must be finite and within \+-1e300"),
+    ("pasid-trace 1\ngrace -0.5\n", 2, "grace must be >= 0"),
+    ("pasid-trace 1\ndevice gpu drain=1e301\n", 2, r"drain must be finite and within \+-1e300"),
+    ("pasid-trace 1\nbits 21\n", 2, r"bits must be in 1\.\.20, got 21"),
+    ("pasid-trace 1\ndevice gpu bits=0\n", 2, r"device bits must be in 1\.\.20, got 0"),
+    ("pasid-trace 1\nnan alloc h0\n", 2, r"time must be finite and within \+-1e300, got nan"),
 ])
 def test_bad_lines_are_named(text, line, message):
     with pytest.raises(TraceError, match=message) as caught:
         read_trace(io.StringIO(text), name="t")
     assert caught.value.line == line
     assert str(caught.value).startswith(f"t:{line}: ")
+
+
+@pytest.mark.parametrize("engine, allocator", ENGINES)
+def test_times_graces_and_drains_at_the_limit_replay(engine, allocator):
+    # 1e300 is within the allocator's limit, and a release at 1e300 plus a grace or a
+    # drain of 1e300 each is still finite
+    trace = read_trace([MAGIC, "grace 1e300", "device gpu drain=1e300", "0 alloc h0",
+                        "0 bind h0 gpu", "1e300 put h0", "1e300 unbind h0 gpu",
+                        "1e300 alloc h1", "1e300 advance"])
+    run = replay(trace, "lowest", engine=engine, allocator=allocator)
+    assert (run.ops, run.allocations, run.highest) == (6, 2, 2)
+
+
+def beyond_the_limit(b):
+    b.put(1e301, b.alloc(0.0))
+
+
+def before_zero(b):
+    b.alloc(-1e301)
+
+
+def late_drain(b):
+    b.device("gpu", drain=1e301)
+
+
+def wide_device(b):
+    b.device("gpu", bits=21)
+
+
+@pytest.mark.parametrize("settings, build, message", [
+    ({}, beyond_the_limit, r"^built trace:2: time must be finite and within \+-1e300"),
+    ({}, before_zero, r"^built trace:1: time must be finite and within \+-1e300"),
+    ({"grace": 1e301}, lambda b: None, r"^grace must be finite and within \+-1e300"),
+    ({}, late_drain, r"^device 'gpu': drain must be finite and within \+-1e300"),
+    ({}, wide_device, r"^device 'gpu': bits must be in 1\.\.20, got 21"),
+    ({"bits": 0}, lambda b: None, r"^bits must be in 1\.\.20, got 0"),
+])
+def test_builder_applies_the_allocators_limits(settings, build, message):
+    b = TraceBuilder(**settings)
+    build(b)
+    with pytest.raises(TraceError, match=message):
+        b.build()
+
+
+# Traces whose first operations are good and whose bad line comes later: the
+# whole trace is checked before the replay makes an allocator.
+@pytest.mark.parametrize("text, line, message", [
+    ("0 alloc h0 p1\n0 bind h0 gpu\n1e301 put h0\n", 4, "time must be finite"),
+    ("0 alloc h0 p1\n1e308 advance\n", 3, "time must be finite"),
+    ("0 alloc h0 p1\n1 put h0\n-1e301 advance\n", 4, "time must be finite"),
+    ("grace 1e301\n0 alloc h0 p1\n", 2, "grace must be finite"),
+    ("device gpu drain=1e301\n0 alloc h0 p1\n0 bind h0 gpu\n", 2, "drain must be finite"),
+])
+def test_a_bad_trace_line_stops_pasid_replay_before_any_operation(
+        text, line, message, tmp_path, monkeypatch, capsys):
+    made = spy_on_allocators(monkeypatch)
+    path = tmp_path / "bad.trace"
+    path.write_text(f"{MAGIC}\n{text}", encoding="utf-8")
+    assert main(["replay", str(path), "--strategy", "lowest"], io.StringIO()) == 2
+    assert made == []
+    error = capsys.readouterr().err.splitlines()
+    assert len(error) == 1 and error[0].startswith(f"pasid: error: {path}:{line}: {message}")
+
+
+def spy_on_allocators(monkeypatch):
+    """Record every allocator a replay makes (the default class, ``pasid.PasidAllocator``)."""
+    made = []
+    real = pasid.PasidAllocator
+
+    def allocator(*args, **kwargs):
+        made.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pasid, "PasidAllocator", allocator)
+    return made
 
 
 def test_text_round_trip():

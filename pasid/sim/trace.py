@@ -23,15 +23,20 @@ fields are separated by blanks)::
 
 ``alloc``'s OWNER is ``-`` (or absent) for a PASID without a process; FITS
 names a device the PASID must fit (the allocation asks for
-``max = 2**bits - 1`` of that device). Times are finite, at least 0, and
-never decrease. Handle, owner and device names are tokens without blanks;
+``max = 2**bits - 1`` of that device). Times are at least 0 and never
+decrease. Handle, owner and device names are tokens without blanks;
 a handle is allocated once. Devices bound but not declared get the defaults
 (20 bits, drain 0).
 
-Every line is checked before anything runs: a syntax error, an unknown device
-or handle, a time going backwards, or an operation the trace's own history
-forbids (a ``put`` of a released handle, an ``unbind`` of a pair not bound, a
-``bind`` of a device narrower than the allocation was limited to) raises
+Numbers follow the allocator's own rules (``pasid._args``): times, the
+grace and drains at least 0 and at most 1e300 (so that a time plus a grace or
+a drain is still finite); widths in 1..20.
+
+Every line is checked before anything runs: a syntax error, a number out of
+range, an unknown device or handle, a time going backwards, or an operation
+the trace's own history forbids (a ``put`` of a released handle, an
+``unbind`` of a pair not bound, a ``bind`` of a device narrower than the
+allocation was limited to) raises
 :class:`TraceError` naming the line. What depends on the strategy (an
 allocation that finds nothing FREE) is not an error: the operations on that
 handle are skipped and counted.
@@ -46,16 +51,17 @@ index into ``devices``, or -1).
 from __future__ import annotations
 
 import io
-import math
 import os
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from operator import itemgetter
-from typing import IO, Any, NoReturn
+from typing import IO, Any, NoReturn, TypeVar
 
 import numpy as np
 import numpy.typing as npt
+
+from pasid._args import as_bits, as_drain, as_grace, as_time
 
 __all__ = [
     "Device",
@@ -81,6 +87,8 @@ _OP_CODES = {name: code for code, name in enumerate(OP_NAMES)}
 MAGIC = "pasid-trace"
 VERSION = 1
 _NAME = re.compile(r"[^\s#]+")      # a handle, owner or device name: a token, no blank, no '#'
+
+T = TypeVar("T")
 
 
 class TraceError(ValueError):
@@ -476,13 +484,11 @@ def _parse(lines: Iterable[str], source: str) -> Trace:
             if word == "bits":
                 if len(text) != 2:
                     fail("expected 'bits N'")
-                bits = _int(text[1], "bits", fail)
-                if not 1 <= bits <= 20:
-                    fail(f"bits must be in 1..20, got {bits}")
+                bits = _keep(fail, as_bits, _int(text[1], "bits", fail), "bits")
             elif word == "grace":
                 if len(text) != 2:
                     fail("expected 'grace TIME'")
-                grace = _time(text[1], "grace", fail)
+                grace = _keep(fail, as_grace, _float(text[1], "grace", fail))
             else:
                 if len(text) < 2:
                     fail("expected 'device NAME [bits=N] [drain=TIME]'")
@@ -494,17 +500,18 @@ def _parse(lines: Iterable[str], source: str) -> Trace:
                     key, sep, value = item.partition("=")
                     if not sep or key not in settings:
                         fail(f"unknown device setting {item!r} (bits=N, drain=TIME)")
-                    settings[key] = (_int(value, "device bits", fail) if key == "bits"
-                                     else _time(value, "drain", fail))
-                if not 1 <= settings["bits"] <= 20:
-                    fail(f"device bits must be in 1..20, got {settings['bits']}")
+                    if key == "bits":
+                        width = _int(value, "device bits", fail)
+                        settings[key] = _keep(fail, as_bits, width, "device bits")
+                    else:
+                        settings[key] = _keep(fail, as_drain, _float(value, "drain", fail))
                 devices[name] = len(device_list)
                 device_list.append(Device(name, settings["bits"], settings["drain"]))
             continue
         header_open = False
         if len(text) < 2:
             fail("expected 'TIME OP ...'")
-        t = _time(text[0], "time", fail)
+        t = _keep(fail, _time, _float(text[0], "time", fail))
         op = _OP_CODES.get(text[1])
         if op is None:
             fail(f"unknown operation {text[1]!r} (one of {', '.join(OP_NAMES)})")
@@ -563,14 +570,27 @@ def _int(text: str, what: str, fail: Callable[[str], NoReturn]) -> int:
         fail(f"{what} must be an integer, got {text!r}")
 
 
-def _time(text: str, what: str, fail: Callable[[str], NoReturn]) -> float:
+def _float(text: str, what: str, fail: Callable[[str], NoReturn]) -> float:
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
         fail(f"{what} must be a number, got {text!r}")
-    if not math.isfinite(value) or value < 0:
-        fail(f"{what} must be finite and >= 0, got {text}")
-    return value
+
+
+def _keep(fail: Callable[[str], NoReturn], rule: Callable[..., T], *args: Any) -> T:
+    """``rule(*args)``, a rule of the allocator's; its ValueError reported by ``fail``."""
+    try:
+        return rule(*args)
+    except ValueError as error:
+        fail(str(error))
+
+
+def _time(value: float) -> float:
+    """An operation's time: the allocator's rule for times, and at least 0. ValueError."""
+    time = as_time(value, "time")
+    if time < 0:
+        raise ValueError(f"time must be >= 0, got {time}")
+    return time
 
 
 # ---------------------------------------------------------------- checking
@@ -578,7 +598,9 @@ def _time(text: str, what: str, fail: Callable[[str], NoReturn]) -> float:
 def check(trace: Trace) -> Trace:
     """Check a trace's own history (independent of the strategy); TraceError on the first bad op.
 
-    Times never decrease; every handle is allocated once before it is used;
+    Times, the grace and the devices' drains and widths follow the
+    allocator's rules (see the module); times never decrease; every handle is
+    allocated once before it is used;
     ``get``/``put`` only while the handle holds references; ``bind`` only
     then, to a device at least as wide as the allocation was limited to;
     ``unbind`` only of a bound pair (before or after the release); ``exit``
@@ -599,21 +621,29 @@ def check(trace: Trace) -> Trace:
 
     times = trace.time
     if n:
-        if not np.all(np.isfinite(times)) or times.min() < 0:
-            i = int(np.flatnonzero(~np.isfinite(times) | (times < 0))[0])
-            fail(i, f"time must be finite and >= 0, got {times[i]}")
+        # the times' rule keeps an interval: the least and the greatest time (or the
+        # first nan, which argmin and argmax both give) decide for all
+        for i in (int(times.argmin()), int(times.argmax())):
+            try:
+                _time(float(times[i]))
+            except ValueError as error:
+                fail(i, str(error))
         back = np.flatnonzero(np.diff(times) < 0)
         if len(back):
             i = int(back[0]) + 1
             fail(i, f"time goes backwards: {_number(times[i])} after {_number(times[i - 1])}")
-    if trace.grace < 0 or not math.isfinite(trace.grace):
-        raise TraceError(f"grace must be finite and >= 0, got {trace.grace}")
-    if not 1 <= trace.bits <= 20:
-        raise TraceError(f"bits must be in 1..20, got {trace.bits}")
+    try:
+        as_grace(trace.grace)
+        as_bits(trace.bits, "bits")
+    except ValueError as error:
+        raise TraceError(str(error)) from None
     widths = [d.bits for d in trace.devices]
     for d in trace.devices:
-        if not 1 <= d.bits <= 20 or not (math.isfinite(d.drain) and d.drain >= 0):
-            raise TraceError(f"device {d.name!r}: bits must be in 1..20 and drain finite >= 0")
+        try:
+            as_bits(d.bits, "bits")
+            as_drain(d.drain)
+        except ValueError as error:
+            raise TraceError(f"device {d.name!r}: {error}") from None
     ndev, nowners, nhandles = len(trace.devices), len(trace.owners), len(trace.handles)
     allocated = bytearray(nhandles)
     refs = [0] * nhandles
