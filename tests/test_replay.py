@@ -123,13 +123,31 @@ def test_simulate_rows_have_every_metric():
     ("pasid-trace 1\ndevice gpu drain=1e301\n", 2, r"drain must be finite and within \+-1e300"),
     ("pasid-trace 1\nbits 21\n", 2, r"bits must be in 1\.\.20, got 21"),
     ("pasid-trace 1\ndevice gpu bits=0\n", 2, r"device bits must be in 1\.\.20, got 0"),
-    ("pasid-trace 1\nnan alloc h0\n", 2, r"time must be finite and within \+-1e300, got nan"),
+    # numbers are ASCII decimal: not everything float() and int() take
+    ("pasid-trace 1\nnan alloc h0\n", 2, "time must be a decimal number, got 'nan'"),
+    ("pasid-trace 1\ninf alloc h0\n", 2, "time must be a decimal number, got 'inf'"),
+    ("pasid-trace 1\n0x1p3 alloc h0\n", 2, "time must be a decimal number"),
+    ("pasid-trace 1\n1_0 alloc h0\n", 2, "time must be a decimal number, got '1_0'"),
+    ("pasid-trace 1\n\u0661 alloc h0\n", 2, "time must be a decimal number"),
+    ("pasid-trace 1\ngrace 1_0\n", 2, "grace must be a decimal number"),
+    ("pasid-trace 1\nbits 1_6\n", 2, "bits must be an integer, got '1_6'"),
+    ("pasid-trace 1\ndevice gpu bits=\u0668\n", 2, "device bits must be an integer"),
+    pytest.param("pasid-trace 1\nbits " + "1" * 5000 + "\n", 2, "bits must be an integer",
+                 id="bits-of-5000-digits"),     # past int()'s limit
 ])
 def test_bad_lines_are_named(text, line, message):
     with pytest.raises(TraceError, match=message) as caught:
         read_trace(io.StringIO(text), name="t")
     assert caught.value.line == line
     assert str(caught.value).startswith(f"t:{line}: ")
+
+
+@pytest.mark.parametrize("text, value", [
+    ("0", 0.0), ("-0", 0.0), ("+1", 1.0), ("1.", 1.0), (".5", 0.5), ("2.5e-3", 0.0025),
+    ("1E+2", 100.0), ("1e300", 1e300), ("1e+300", 1e300),
+])
+def test_decimal_times_read(text, value):
+    assert read_trace([MAGIC, f"{text} alloc h0"]).time.tolist() == [value]
 
 
 @pytest.mark.parametrize("engine, allocator", ENGINES)

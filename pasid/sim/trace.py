@@ -28,9 +28,14 @@ decrease. Handle, owner and device names are tokens without blanks;
 a handle is allocated once. Devices bound but not declared get the defaults
 (20 bits, drain 0).
 
-Numbers follow the allocator's own rules (``pasid._args``): times, the
-grace and drains at least 0 and at most 1e300 (so that a time plus a grace or
-a drain is still finite); widths in 1..20.
+Numbers are ASCII decimal: a sign (optional), digits, a fraction and an
+exponent (optional): ``5``, ``+5``, ``0.25``, ``.5``, ``2.``, ``2.5e-3``,
+``1e+300``; ``-0`` is 0. Widths are integers (a sign, digits). Not numbers
+here, though Python's ``float()`` or ``int()`` takes them: ``inf``,
+``nan``, underscores (``1_000``), digits of other scripts; nor are hex
+floats (``0x1p3``). The values follow the allocator's own rules
+(``pasid._args``): times, the grace and drains at least 0 and at most 1e300
+(so that a time plus a grace or a drain is still finite); widths in 1..20.
 
 Every line is checked before anything runs: a syntax error, a number out of
 range, an unknown device or handle, a time going backwards, or an operation
@@ -87,6 +92,8 @@ _OP_CODES = {name: code for code, name in enumerate(OP_NAMES)}
 MAGIC = "pasid-trace"
 VERSION = 1
 _NAME = re.compile(r"[^\s#]+")      # a handle, owner or device name: a token, no blank, no '#'
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_INTEGER = re.compile(r"[+-]?[0-9]+")
 
 T = TypeVar("T")
 
@@ -484,11 +491,11 @@ def _parse(lines: Iterable[str], source: str) -> Trace:
             if word == "bits":
                 if len(text) != 2:
                     fail("expected 'bits N'")
-                bits = _keep(fail, as_bits, _int(text[1], "bits", fail), "bits")
+                bits = _keep(fail, as_bits, _integer(text[1], "bits", fail), "bits")
             elif word == "grace":
                 if len(text) != 2:
                     fail("expected 'grace TIME'")
-                grace = _keep(fail, as_grace, _float(text[1], "grace", fail))
+                grace = _keep(fail, as_grace, _decimal(text[1], "grace", fail))
             else:
                 if len(text) < 2:
                     fail("expected 'device NAME [bits=N] [drain=TIME]'")
@@ -501,17 +508,17 @@ def _parse(lines: Iterable[str], source: str) -> Trace:
                     if not sep or key not in settings:
                         fail(f"unknown device setting {item!r} (bits=N, drain=TIME)")
                     if key == "bits":
-                        width = _int(value, "device bits", fail)
+                        width = _integer(value, "device bits", fail)
                         settings[key] = _keep(fail, as_bits, width, "device bits")
                     else:
-                        settings[key] = _keep(fail, as_drain, _float(value, "drain", fail))
+                        settings[key] = _keep(fail, as_drain, _decimal(value, "drain", fail))
                 devices[name] = len(device_list)
                 device_list.append(Device(name, settings["bits"], settings["drain"]))
             continue
         header_open = False
         if len(text) < 2:
             fail("expected 'TIME OP ...'")
-        t = _keep(fail, _time, _float(text[0], "time", fail))
+        t = _keep(fail, _time, _decimal(text[0], "time", fail))
         op = _OP_CODES.get(text[1])
         if op is None:
             fail(f"unknown operation {text[1]!r} (one of {', '.join(OP_NAMES)})")
@@ -563,18 +570,21 @@ def _parse(lines: Iterable[str], source: str) -> Trace:
     return trace
 
 
-def _int(text: str, what: str, fail: Callable[[str], NoReturn]) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        fail(f"{what} must be an integer, got {text!r}")
+def _integer(text: str, what: str, fail: Callable[[str], NoReturn]) -> int:
+    """``text`` as an int if it is an integer of the format (ASCII digits, a sign)."""
+    if _INTEGER.fullmatch(text):
+        try:
+            return int(text)
+        except ValueError:          # past Python's limit on the digits of an int
+            pass
+    fail(f"{what} must be an integer, got {text!r}")
 
 
-def _float(text: str, what: str, fail: Callable[[str], NoReturn]) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        fail(f"{what} must be a number, got {text!r}")
+def _decimal(text: str, what: str, fail: Callable[[str], NoReturn]) -> float:
+    """``text`` as a float if it is a decimal number of the format (see the module)."""
+    if not _DECIMAL.fullmatch(text):
+        fail(f"{what} must be a decimal number, got {text!r}")
+    return float(text)
 
 
 def _keep(fail: Callable[[str], NoReturn], rule: Callable[..., T], *args: Any) -> T:
