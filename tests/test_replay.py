@@ -134,6 +134,10 @@ def test_simulate_rows_have_every_metric():
     ("pasid-trace 1\ndevice gpu bits=\u0668\n", 2, "device bits must be an integer"),
     pytest.param("pasid-trace 1\nbits " + "1" * 5000 + "\n", 2, "bits must be an integer",
                  id="bits-of-5000-digits"),     # past int()'s limit
+    # a header line is given once, and so is a device's setting
+    ("pasid-trace 1\nbits 8\nbits 9\n", 3, "bits declared twice"),
+    ("pasid-trace 1\ndevice gpu bits=8 bits=9\n", 2, "device 'gpu': bits given twice"),
+    ("pasid-trace 1\ngrace 1\ndevice gpu\ngrace 1\n", 4, "grace declared twice"),
 ])
 def test_bad_lines_are_named(text, line, message):
     with pytest.raises(TraceError, match=message) as caught:
@@ -200,6 +204,8 @@ def test_builder_applies_the_allocators_limits(settings, build, message):
     ("0 alloc h0 p1\n1 put h0\n-1e301 advance\n", 4, "time must be finite"),
     ("grace 1e301\n0 alloc h0 p1\n", 2, "grace must be finite"),
     ("device gpu drain=1e301\n0 alloc h0 p1\n0 bind h0 gpu\n", 2, "drain must be finite"),
+    ("grace 1\nbits 8\ngrace 2\n0 alloc h0 p1\n", 4, "grace declared twice"),
+    ("bits 8\nbits 8\n0 alloc h0 p1\n", 3, "bits declared twice"),
 ])
 def test_a_bad_trace_line_stops_pasid_replay_before_any_operation(
         text, line, message, tmp_path, monkeypatch, capsys):

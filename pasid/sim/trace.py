@@ -9,8 +9,8 @@ The text format, version 1 (``#`` starts a comment; blank lines are ignored;
 fields are separated by blanks)::
 
     pasid-trace 1                     first line: the format and its version
-    bits 20                           header (optional): the PASID width, 1..20
-    grace 0.5                         header (optional): release-to-reuse time
+    bits 20                           header (optional, once): the PASID width, 1..20
+    grace 0.5                         header (optional, once): release-to-reuse time
     device gpu0 bits=20 drain=2       header: a device, its PASID width and drain time
     0.0   alloc  h0 proc1             TIME alloc HANDLE [OWNER|-] [FITS]
     0.1   bind   h0 gpu0              TIME bind HANDLE DEVICE
@@ -38,10 +38,10 @@ floats (``0x1p3``). The values follow the allocator's own rules
 (so that a time plus a grace or a drain is still finite); widths in 1..20.
 
 Every line is checked before anything runs: a syntax error, a number out of
-range, an unknown device or handle, a time going backwards, or an operation
-the trace's own history forbids (a ``put`` of a released handle, an
-``unbind`` of a pair not bound, a ``bind`` of a device narrower than the
-allocation was limited to) raises
+range, a header line or device setting given twice, an unknown device or
+handle, a time going backwards, or an operation the trace's own history
+forbids (a ``put`` of a released handle, an ``unbind`` of a pair not bound, a
+``bind`` of a device narrower than the allocation was limited to) raises
 :class:`TraceError` naming the line. What depends on the strategy (an
 allocation that finds nothing FREE) is not an error: the operations on that
 handle are skipped and counted.
@@ -455,6 +455,7 @@ def _parse(lines: Iterable[str], source: str) -> Trace:
     numbers: list[int] = []
     seen_magic = False
     header_open = True
+    given: set[str] = set()             # the header lines seen of those given once
 
     def fail(message: str) -> NoReturn:
         raise TraceError(message, number, source)
@@ -488,32 +489,38 @@ def _parse(lines: Iterable[str], source: str) -> Trace:
         if word in ("bits", "grace", "device"):
             if not header_open:
                 fail(f"'{word}' belongs in the header, before the first operation")
+            if word in given:
+                fail(f"{word} declared twice")
             if word == "bits":
                 if len(text) != 2:
                     fail("expected 'bits N'")
                 bits = _keep(fail, as_bits, _integer(text[1], "bits", fail), "bits")
+                given.add(word)
             elif word == "grace":
                 if len(text) != 2:
                     fail("expected 'grace TIME'")
                 grace = _keep(fail, as_grace, _decimal(text[1], "grace", fail))
+                given.add(word)
             else:
                 if len(text) < 2:
                     fail("expected 'device NAME [bits=N] [drain=TIME]'")
                 name = text[1]
                 if name in devices:
                     fail(f"device {name!r} declared twice")
-                settings: dict[str, Any] = {"bits": 20, "drain": 0.0}
+                settings: dict[str, Any] = {}
                 for item in text[2:]:
                     key, sep, value = item.partition("=")
-                    if not sep or key not in settings:
+                    if not sep or key not in ("bits", "drain"):
                         fail(f"unknown device setting {item!r} (bits=N, drain=TIME)")
+                    if key in settings:
+                        fail(f"device {name!r}: {key} given twice")
                     if key == "bits":
                         width = _integer(value, "device bits", fail)
                         settings[key] = _keep(fail, as_bits, width, "device bits")
                     else:
                         settings[key] = _keep(fail, as_drain, _decimal(value, "drain", fail))
                 devices[name] = len(device_list)
-                device_list.append(Device(name, settings["bits"], settings["drain"]))
+                device_list.append(Device(name, **settings))
             continue
         header_open = False
         if len(text) < 2:
