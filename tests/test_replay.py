@@ -1,6 +1,7 @@
 """Trace replay: metrics on a hand-built trace, the two loops against each other, bad traces."""
 
 import io
+import json
 
 import numpy as np
 import pytest
@@ -138,6 +139,10 @@ def test_simulate_rows_have_every_metric():
     ("pasid-trace 1\nbits 8\nbits 9\n", 3, "bits declared twice"),
     ("pasid-trace 1\ndevice gpu bits=8 bits=9\n", 2, "device 'gpu': bits given twice"),
     ("pasid-trace 1\ngrace 1\ndevice gpu\ngrace 1\n", 4, "grace declared twice"),
+    # a byte-order mark anywhere but at the start is text like any other
+    ("pasid-trace 1\n\ufeff0 alloc h0\n", 2, "time must be a decimal number"),
+    ("# a comment first\n\ufeffpasid-trace 1\n", 2, "not a trace"),
+    ("pasid-trace\ufeff 1\n", 1, "not a trace"),
 ])
 def test_bad_lines_are_named(text, line, message):
     with pytest.raises(TraceError, match=message) as caught:
@@ -163,6 +168,22 @@ def test_times_graces_and_drains_at_the_limit_replay(engine, allocator):
                         "1e300 alloc h1", "1e300 advance"])
     run = replay(trace, "lowest", engine=engine, allocator=allocator)
     assert (run.ops, run.allocations, run.highest) == (6, 2, 2)
+
+
+BOM_TRACE = "\ufeffpasid-trace 1\n0 alloc h0\n1 put h0\n"
+
+
+@pytest.mark.parametrize("form", ["path", "stream", "lines"])
+def test_a_byte_order_mark_at_the_start_is_skipped(form, tmp_path):
+    path = tmp_path / "bom.trace"
+    path.write_text(BOM_TRACE, encoding="utf-8")
+    source = {"path": path, "stream": io.StringIO(BOM_TRACE),
+              "lines": BOM_TRACE.splitlines()}[form]
+    assert read_trace(source).to_text() == read_trace(io.StringIO(BOM_TRACE[1:])).to_text()
+
+
+def test_a_byte_order_mark_before_a_comment_is_skipped():
+    assert len(read_trace(["\ufeff# recorded by hand", MAGIC, "0 alloc h0"])) == 1
 
 
 def beyond_the_limit(b):
@@ -216,6 +237,15 @@ def test_a_bad_trace_line_stops_pasid_replay_before_any_operation(
     assert made == []
     error = capsys.readouterr().err.splitlines()
     assert len(error) == 1 and error[0].startswith(f"pasid: error: {path}:{line}: {message}")
+
+
+def test_a_trace_with_a_byte_order_mark_replays_from_pasid_replay(tmp_path, monkeypatch):
+    made = spy_on_allocators(monkeypatch)
+    path = tmp_path / "bom.trace"
+    path.write_text(BOM_TRACE, encoding="utf-8")
+    out = io.StringIO()
+    assert main(["replay", str(path), "--strategy", "lowest", "--json"], out) == 0
+    assert len(made) == 2 and json.loads(out.getvalue())["ops"] == 2
 
 
 def spy_on_allocators(monkeypatch):

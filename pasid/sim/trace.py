@@ -37,6 +37,9 @@ floats (``0x1p3``). The values follow the allocator's own rules
 (``pasid._args``): times, the grace and drains at least 0 and at most 1e300
 (so that a time plus a grace or a drain is still finite); widths in 1..20.
 
+A trace is UTF-8 text. A byte-order mark at its very start is skipped;
+anywhere else it is a character like any other.
+
 Every line is checked before anything runs: a syntax error, a number out of
 range, a header line or device setting given twice, an unknown device or
 handle, a time going backwards, or an operation the trace's own history
@@ -94,6 +97,7 @@ VERSION = 1
 _NAME = re.compile(r"[^\s#]+")      # a handle, owner or device name: a token, no blank, no '#'
 _DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _INTEGER = re.compile(r"[+-]?[0-9]+")
+_BOM = "\ufeff"        # a UTF-8 byte-order mark, as text: skipped at the start of a trace
 
 T = TypeVar("T")
 
@@ -475,6 +479,8 @@ def _parse(lines: Iterable[str], source: str) -> Trace:
 
     number = 0
     for number, raw in enumerate(lines, 1):
+        if number == 1 and raw.startswith(_BOM):
+            raw = raw[1:]
         text = raw.split("#", 1)[0].split()
         if not text:
             continue
