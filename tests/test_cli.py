@@ -120,6 +120,16 @@ def test_a_bad_trace_line_is_named(tmp_path):
     one_error_line(pasid("replay", str(path)), f"{path}:4: put of handle 'h0'")
 
 
+def test_a_trace_time_beyond_the_allocators_limit_is_named(tmp_path):
+    # before the check knew the limit, the replay ran two operations and then stopped
+    # on the allocator's error, with no line
+    path = tmp_path / "far.trace"
+    path.write_text("pasid-trace 1\n0 alloc h0\n0 get h0\n1e301 put h0\n")
+    run = pasid("replay", str(path))
+    one_error_line(run, f"{path}:4: time must be finite and within +-1e300")
+    assert run.stdout == ""
+
+
 def test_simulate_records_a_trace_that_replays_to_the_same_rows(tmp_path):
     trace = tmp_path / "default.trace"
     simulated = pasid("simulate", *SMALL, "--seed", "3", "--json", "--record", str(trace),

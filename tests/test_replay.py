@@ -1,14 +1,19 @@
 """Trace replay: metrics on a hand-built trace, the two loops against each other, bad traces."""
 
 import io
+import json
 
 import numpy as np
 import pytest
 
+import pasid
+from pasid.cli import main
 from pasid.sim.replay import replay, reuse_summary, simulate
 from pasid.sim.trace import TraceBuilder, TraceError, read_trace
 
 from sim_support import ENGINES, HAND_TRACE
+
+MAGIC = "pasid-trace 1"
 
 
 def hand_trace():
@@ -108,15 +113,152 @@ def test_simulate_rows_have_every_metric():
     ("pasid-trace 1\n0 alloc h0\n0 alloc h0\n", 3, "allocated twice"),
     ("pasid-trace 1\n0 alloc h0\nbits 8\n", 3, "header"),
     ("pasid-trace 1\ndevice nic bits=4\n0 alloc h0\n0 bind h0 nic\n", 4, "bits"),
-    ("pasid-trace 1\n-1 alloc h0\n", 2, "finite and >= 0"),
-    ("pasid-trace 1\nnan alloc h0\n", 2, "finite and >= 0"),
+    ("pasid-trace 1\n-1 alloc h0\n", 2, "time must be >= 0"),
     ("pasid-trace 1\n0 alloc h0 p1\n1 exit p1\n2 put h0\n", 4, "released"),
+    # the allocator's limits: times, graces and drains within +-1e300
+    ("pasid-trace 1\n0 alloc h0\n1e301 put h0\n", 3, r"time must be finite and within \+-1e300"),
+    ("pasid-trace 1\n1e308 alloc h0\n", 2, r"time must be finite and within \+-1e300"),
+    ("pasid-trace 1\n-1e301 alloc h0\n", 2, r"time must be finite and within \+-1e300"),
+    ("pasid-trace 1\ngrace 1e301\n", 2, r"grace must be finite and within \+-1e300"),
+    ("pasid-trace 1\ngrace -0.5\n", 2, "grace must be >= 0"),
+    ("pasid-trace 1\ndevice gpu drain=1e301\n", 2, r"drain must be finite and within \+-1e300"),
+    ("pasid-trace 1\nbits 21\n", 2, r"bits must be in 1\.\.20, got 21"),
+    ("pasid-trace 1\ndevice gpu bits=0\n", 2, r"device bits must be in 1\.\.20, got 0"),
+    # numbers are ASCII decimal: not everything float() and int() take
+    ("pasid-trace 1\nnan alloc h0\n", 2, "time must be a decimal number, got 'nan'"),
+    ("pasid-trace 1\ninf alloc h0\n", 2, "time must be a decimal number, got 'inf'"),
+    ("pasid-trace 1\n0x1p3 alloc h0\n", 2, "time must be a decimal number"),
+    ("pasid-trace 1\n1_0 alloc h0\n", 2, "time must be a decimal number, got '1_0'"),
+    ("pasid-trace 1\n\u0661 alloc h0\n", 2, "time must be a decimal number"),
+    ("pasid-trace 1\ngrace 1_0\n", 2, "grace must be a decimal number"),
+    ("pasid-trace 1\nbits 1_6\n", 2, "bits must be an integer, got '1_6'"),
+    ("pasid-trace 1\ndevice gpu bits=\u0668\n", 2, "device bits must be an integer"),
+    pytest.param("pasid-trace 1\nbits " + "1" * 5000 + "\n", 2, "bits must be an integer",
+                 id="bits-of-5000-digits"),     # past int()'s limit
+    # a header line is given once, and so is a device's setting
+    ("pasid-trace 1\nbits 8\nbits 9\n", 3, "bits declared twice"),
+    ("pasid-trace 1\ndevice gpu bits=8 bits=9\n", 2, "device 'gpu': bits given twice"),
+    ("pasid-trace 1\ngrace 1\ndevice gpu\ngrace 1\n", 4, "grace declared twice"),
+    # a byte-order mark anywhere but at the start is text like any other
+    ("pasid-trace 1\n\ufeff0 alloc h0\n", 2, "time must be a decimal number"),
+    ("# a comment first\n\ufeffpasid-trace 1\n", 2, "not a trace"),
+    ("pasid-trace\ufeff 1\n", 1, "not a trace"),
 ])
 def test_bad_lines_are_named(text, line, message):
     with pytest.raises(TraceError, match=message) as caught:
         read_trace(io.StringIO(text), name="t")
     assert caught.value.line == line
     assert str(caught.value).startswith(f"t:{line}: ")
+
+
+@pytest.mark.parametrize("text, value", [
+    ("0", 0.0), ("-0", 0.0), ("+1", 1.0), ("1.", 1.0), (".5", 0.5), ("2.5e-3", 0.0025),
+    ("1E+2", 100.0), ("1e300", 1e300), ("1e+300", 1e300),
+])
+def test_decimal_times_read(text, value):
+    assert read_trace([MAGIC, f"{text} alloc h0"]).time.tolist() == [value]
+
+
+@pytest.mark.parametrize("engine, allocator", ENGINES)
+def test_times_graces_and_drains_at_the_limit_replay(engine, allocator):
+    # 1e300 is within the allocator's limit, and a release at 1e300 plus a grace or a
+    # drain of 1e300 each is still finite
+    trace = read_trace([MAGIC, "grace 1e300", "device gpu drain=1e300", "0 alloc h0",
+                        "0 bind h0 gpu", "1e300 put h0", "1e300 unbind h0 gpu",
+                        "1e300 alloc h1", "1e300 advance"])
+    run = replay(trace, "lowest", engine=engine, allocator=allocator)
+    assert (run.ops, run.allocations, run.highest) == (6, 2, 2)
+
+
+BOM_TRACE = "\ufeffpasid-trace 1\n0 alloc h0\n1 put h0\n"
+
+
+@pytest.mark.parametrize("form", ["path", "stream", "lines"])
+def test_a_byte_order_mark_at_the_start_is_skipped(form, tmp_path):
+    path = tmp_path / "bom.trace"
+    path.write_text(BOM_TRACE, encoding="utf-8")
+    source = {"path": path, "stream": io.StringIO(BOM_TRACE),
+              "lines": BOM_TRACE.splitlines()}[form]
+    assert read_trace(source).to_text() == read_trace(io.StringIO(BOM_TRACE[1:])).to_text()
+
+
+def test_a_byte_order_mark_before_a_comment_is_skipped():
+    assert len(read_trace(["\ufeff# recorded by hand", MAGIC, "0 alloc h0"])) == 1
+
+
+def beyond_the_limit(b):
+    b.put(1e301, b.alloc(0.0))
+
+
+def before_zero(b):
+    b.alloc(-1e301)
+
+
+def late_drain(b):
+    b.device("gpu", drain=1e301)
+
+
+def wide_device(b):
+    b.device("gpu", bits=21)
+
+
+@pytest.mark.parametrize("settings, build, message", [
+    ({}, beyond_the_limit, r"^built trace:2: time must be finite and within \+-1e300"),
+    ({}, before_zero, r"^built trace:1: time must be finite and within \+-1e300"),
+    ({"grace": 1e301}, lambda b: None, r"^grace must be finite and within \+-1e300"),
+    ({}, late_drain, r"^device 'gpu': drain must be finite and within \+-1e300"),
+    ({}, wide_device, r"^device 'gpu': bits must be in 1\.\.20, got 21"),
+    ({"bits": 0}, lambda b: None, r"^bits must be in 1\.\.20, got 0"),
+])
+def test_builder_applies_the_allocators_limits(settings, build, message):
+    b = TraceBuilder(**settings)
+    build(b)
+    with pytest.raises(TraceError, match=message):
+        b.build()
+
+
+# Traces whose first operations are good and whose bad line comes later: the
+# whole trace is checked before the replay makes an allocator.
+@pytest.mark.parametrize("text, line, message", [
+    ("0 alloc h0 p1\n0 bind h0 gpu\n1e301 put h0\n", 4, "time must be finite"),
+    ("0 alloc h0 p1\n1e308 advance\n", 3, "time must be finite"),
+    ("0 alloc h0 p1\n1 put h0\n-1e301 advance\n", 4, "time must be finite"),
+    ("grace 1e301\n0 alloc h0 p1\n", 2, "grace must be finite"),
+    ("device gpu drain=1e301\n0 alloc h0 p1\n0 bind h0 gpu\n", 2, "drain must be finite"),
+    ("grace 1\nbits 8\ngrace 2\n0 alloc h0 p1\n", 4, "grace declared twice"),
+    ("bits 8\nbits 8\n0 alloc h0 p1\n", 3, "bits declared twice"),
+])
+def test_a_bad_trace_line_stops_pasid_replay_before_any_operation(
+        text, line, message, tmp_path, monkeypatch, capsys):
+    made = spy_on_allocators(monkeypatch)
+    path = tmp_path / "bad.trace"
+    path.write_text(f"{MAGIC}\n{text}", encoding="utf-8")
+    assert main(["replay", str(path), "--strategy", "lowest"], io.StringIO()) == 2
+    assert made == []
+    error = capsys.readouterr().err.splitlines()
+    assert len(error) == 1 and error[0].startswith(f"pasid: error: {path}:{line}: {message}")
+
+
+def test_a_trace_with_a_byte_order_mark_replays_from_pasid_replay(tmp_path, monkeypatch):
+    made = spy_on_allocators(monkeypatch)
+    path = tmp_path / "bom.trace"
+    path.write_text(BOM_TRACE, encoding="utf-8")
+    out = io.StringIO()
+    assert main(["replay", str(path), "--strategy", "lowest", "--json"], out) == 0
+    assert len(made) == 2 and json.loads(out.getvalue())["ops"] == 2
+
+
+def spy_on_allocators(monkeypatch):
+    """Record every allocator a replay makes (the default class, ``pasid.PasidAllocator``)."""
+    made = []
+    real = pasid.PasidAllocator
+
+    def allocator(*args, **kwargs):
+        made.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pasid, "PasidAllocator", allocator)
+    return made
 
 
 def test_text_round_trip():

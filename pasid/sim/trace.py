@@ -9,8 +9,8 @@ The text format, version 1 (``#`` starts a comment; blank lines are ignored;
 fields are separated by blanks)::
 
     pasid-trace 1                     first line: the format and its version
-    bits 20                           header (optional): the PASID width, 1..20
-    grace 0.5                         header (optional): release-to-reuse time
+    bits 20                           header (optional, once): the PASID width, 1..20
+    grace 0.5                         header (optional, once): release-to-reuse time
     device gpu0 bits=20 drain=2       header: a device, its PASID width and drain time
     0.0   alloc  h0 proc1             TIME alloc HANDLE [OWNER|-] [FITS]
     0.1   bind   h0 gpu0              TIME bind HANDLE DEVICE
@@ -23,13 +23,26 @@ fields are separated by blanks)::
 
 ``alloc``'s OWNER is ``-`` (or absent) for a PASID without a process; FITS
 names a device the PASID must fit (the allocation asks for
-``max = 2**bits - 1`` of that device). Times are finite, at least 0, and
-never decrease. Handle, owner and device names are tokens without blanks;
+``max = 2**bits - 1`` of that device). Times are at least 0 and never
+decrease. Handle, owner and device names are tokens without blanks;
 a handle is allocated once. Devices bound but not declared get the defaults
 (20 bits, drain 0).
 
-Every line is checked before anything runs: a syntax error, an unknown device
-or handle, a time going backwards, or an operation the trace's own history
+Numbers are ASCII decimal: a sign (optional), digits, a fraction and an
+exponent (optional): ``5``, ``+5``, ``0.25``, ``.5``, ``2.``, ``2.5e-3``,
+``1e+300``; ``-0`` is 0. Widths are integers (a sign, digits). Not numbers
+here, though Python's ``float()`` or ``int()`` takes them: ``inf``,
+``nan``, underscores (``1_000``), digits of other scripts; nor are hex
+floats (``0x1p3``). The values follow the allocator's own rules
+(``pasid._args``): times, the grace and drains at least 0 and at most 1e300
+(so that a time plus a grace or a drain is still finite); widths in 1..20.
+
+A trace is UTF-8 text. A byte-order mark at its very start is skipped;
+anywhere else it is a character like any other.
+
+Every line is checked before anything runs: a syntax error, a number out of
+range, a header line or device setting given twice, an unknown device or
+handle, a time going backwards, or an operation the trace's own history
 forbids (a ``put`` of a released handle, an ``unbind`` of a pair not bound, a
 ``bind`` of a device narrower than the allocation was limited to) raises
 :class:`TraceError` naming the line. What depends on the strategy (an
@@ -46,16 +59,17 @@ index into ``devices``, or -1).
 from __future__ import annotations
 
 import io
-import math
 import os
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from operator import itemgetter
-from typing import IO, Any, NoReturn
+from typing import IO, Any, NoReturn, TypeVar
 
 import numpy as np
 import numpy.typing as npt
+
+from pasid._args import as_bits, as_drain, as_grace, as_time
 
 __all__ = [
     "Device",
@@ -81,6 +95,11 @@ _OP_CODES = {name: code for code, name in enumerate(OP_NAMES)}
 MAGIC = "pasid-trace"
 VERSION = 1
 _NAME = re.compile(r"[^\s#]+")      # a handle, owner or device name: a token, no blank, no '#'
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+_BOM = "\ufeff"        # a UTF-8 byte-order mark, as text: skipped at the start of a trace
+
+T = TypeVar("T")
 
 
 class TraceError(ValueError):
@@ -440,6 +459,7 @@ def _parse(lines: Iterable[str], source: str) -> Trace:
     numbers: list[int] = []
     seen_magic = False
     header_open = True
+    given: set[str] = set()             # the header lines seen of those given once
 
     def fail(message: str) -> NoReturn:
         raise TraceError(message, number, source)
@@ -459,6 +479,8 @@ def _parse(lines: Iterable[str], source: str) -> Trace:
 
     number = 0
     for number, raw in enumerate(lines, 1):
+        if number == 1 and raw.startswith(_BOM):
+            raw = raw[1:]
         text = raw.split("#", 1)[0].split()
         if not text:
             continue
@@ -473,38 +495,43 @@ def _parse(lines: Iterable[str], source: str) -> Trace:
         if word in ("bits", "grace", "device"):
             if not header_open:
                 fail(f"'{word}' belongs in the header, before the first operation")
+            if word in given:
+                fail(f"{word} declared twice")
             if word == "bits":
                 if len(text) != 2:
                     fail("expected 'bits N'")
-                bits = _int(text[1], "bits", fail)
-                if not 1 <= bits <= 20:
-                    fail(f"bits must be in 1..20, got {bits}")
+                bits = _keep(fail, as_bits, _integer(text[1], "bits", fail), "bits")
+                given.add(word)
             elif word == "grace":
                 if len(text) != 2:
                     fail("expected 'grace TIME'")
-                grace = _time(text[1], "grace", fail)
+                grace = _keep(fail, as_grace, _decimal(text[1], "grace", fail))
+                given.add(word)
             else:
                 if len(text) < 2:
                     fail("expected 'device NAME [bits=N] [drain=TIME]'")
                 name = text[1]
                 if name in devices:
                     fail(f"device {name!r} declared twice")
-                settings: dict[str, Any] = {"bits": 20, "drain": 0.0}
+                settings: dict[str, Any] = {}
                 for item in text[2:]:
                     key, sep, value = item.partition("=")
-                    if not sep or key not in settings:
+                    if not sep or key not in ("bits", "drain"):
                         fail(f"unknown device setting {item!r} (bits=N, drain=TIME)")
-                    settings[key] = (_int(value, "device bits", fail) if key == "bits"
-                                     else _time(value, "drain", fail))
-                if not 1 <= settings["bits"] <= 20:
-                    fail(f"device bits must be in 1..20, got {settings['bits']}")
+                    if key in settings:
+                        fail(f"device {name!r}: {key} given twice")
+                    if key == "bits":
+                        width = _integer(value, "device bits", fail)
+                        settings[key] = _keep(fail, as_bits, width, "device bits")
+                    else:
+                        settings[key] = _keep(fail, as_drain, _decimal(value, "drain", fail))
                 devices[name] = len(device_list)
-                device_list.append(Device(name, settings["bits"], settings["drain"]))
+                device_list.append(Device(name, **settings))
             continue
         header_open = False
         if len(text) < 2:
             fail("expected 'TIME OP ...'")
-        t = _time(text[0], "time", fail)
+        t = _keep(fail, _time, _decimal(text[0], "time", fail))
         op = _OP_CODES.get(text[1])
         if op is None:
             fail(f"unknown operation {text[1]!r} (one of {', '.join(OP_NAMES)})")
@@ -556,21 +583,37 @@ def _parse(lines: Iterable[str], source: str) -> Trace:
     return trace
 
 
-def _int(text: str, what: str, fail: Callable[[str], NoReturn]) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        fail(f"{what} must be an integer, got {text!r}")
+def _integer(text: str, what: str, fail: Callable[[str], NoReturn]) -> int:
+    """``text`` as an int if it is an integer of the format (ASCII digits, a sign)."""
+    if _INTEGER.fullmatch(text):
+        try:
+            return int(text)
+        except ValueError:          # past Python's limit on the digits of an int
+            pass
+    fail(f"{what} must be an integer, got {text!r}")
 
 
-def _time(text: str, what: str, fail: Callable[[str], NoReturn]) -> float:
+def _decimal(text: str, what: str, fail: Callable[[str], NoReturn]) -> float:
+    """``text`` as a float if it is a decimal number of the format (see the module)."""
+    if not _DECIMAL.fullmatch(text):
+        fail(f"{what} must be a decimal number, got {text!r}")
+    return float(text)
+
+
+def _keep(fail: Callable[[str], NoReturn], rule: Callable[..., T], *args: Any) -> T:
+    """``rule(*args)``, a rule of the allocator's; its ValueError reported by ``fail``."""
     try:
-        value = float(text)
-    except ValueError:
-        fail(f"{what} must be a number, got {text!r}")
-    if not math.isfinite(value) or value < 0:
-        fail(f"{what} must be finite and >= 0, got {text}")
-    return value
+        return rule(*args)
+    except ValueError as error:
+        fail(str(error))
+
+
+def _time(value: float) -> float:
+    """An operation's time: the allocator's rule for times, and at least 0. ValueError."""
+    time = as_time(value, "time")
+    if time < 0:
+        raise ValueError(f"time must be >= 0, got {time}")
+    return time
 
 
 # ---------------------------------------------------------------- checking
@@ -578,7 +621,9 @@ def _time(text: str, what: str, fail: Callable[[str], NoReturn]) -> float:
 def check(trace: Trace) -> Trace:
     """Check a trace's own history (independent of the strategy); TraceError on the first bad op.
 
-    Times never decrease; every handle is allocated once before it is used;
+    Times, the grace and the devices' drains and widths follow the
+    allocator's rules (see the module); times never decrease; every handle is
+    allocated once before it is used;
     ``get``/``put`` only while the handle holds references; ``bind`` only
     then, to a device at least as wide as the allocation was limited to;
     ``unbind`` only of a bound pair (before or after the release); ``exit``
@@ -599,21 +644,29 @@ def check(trace: Trace) -> Trace:
 
     times = trace.time
     if n:
-        if not np.all(np.isfinite(times)) or times.min() < 0:
-            i = int(np.flatnonzero(~np.isfinite(times) | (times < 0))[0])
-            fail(i, f"time must be finite and >= 0, got {times[i]}")
+        # the times' rule keeps an interval: the least and the greatest time (or the
+        # first nan, which argmin and argmax both give) decide for all
+        for i in (int(times.argmin()), int(times.argmax())):
+            try:
+                _time(float(times[i]))
+            except ValueError as error:
+                fail(i, str(error))
         back = np.flatnonzero(np.diff(times) < 0)
         if len(back):
             i = int(back[0]) + 1
             fail(i, f"time goes backwards: {_number(times[i])} after {_number(times[i - 1])}")
-    if trace.grace < 0 or not math.isfinite(trace.grace):
-        raise TraceError(f"grace must be finite and >= 0, got {trace.grace}")
-    if not 1 <= trace.bits <= 20:
-        raise TraceError(f"bits must be in 1..20, got {trace.bits}")
+    try:
+        as_grace(trace.grace)
+        as_bits(trace.bits, "bits")
+    except ValueError as error:
+        raise TraceError(str(error)) from None
     widths = [d.bits for d in trace.devices]
     for d in trace.devices:
-        if not 1 <= d.bits <= 20 or not (math.isfinite(d.drain) and d.drain >= 0):
-            raise TraceError(f"device {d.name!r}: bits must be in 1..20 and drain finite >= 0")
+        try:
+            as_bits(d.bits, "bits")
+            as_drain(d.drain)
+        except ValueError as error:
+            raise TraceError(f"device {d.name!r}: {error}") from None
     ndev, nowners, nhandles = len(trace.devices), len(trace.owners), len(trace.handles)
     allocated = bytearray(nhandles)
     refs = [0] * nhandles
