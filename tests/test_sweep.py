@@ -1,10 +1,10 @@
 """pasid sweep: the rows, the seeds, the executors agreeing, resuming, bad grids, failing tasks,
-one sweep per file.
+one sweep per file, and what kill -9 leaves behind.
 
 The workload is tiny (10 bits, ~650 operations a trace) so the file runs in
-seconds, on the pure backend too (``PASID_NO_EXTENSION=1``). The tests of two
-sweeps at once run ``pasid sweep`` in a session of its own, and kill the whole
-session when they end.
+seconds, on the pure backend too (``PASID_NO_EXTENSION=1``). The tests of a
+sweep being killed or interrupted run ``pasid sweep`` in a session of its own,
+look for what it left in /proc, and kill the whole session when they end.
 """
 
 import fcntl
@@ -332,12 +332,13 @@ def test_a_failing_task_in_the_process_pool_propagates(out):
     assert all(row["params"] == {"bits": 10} for row in read_rows(out))
 
 
-# ---------------------------------------------------------------- one sweep per file
+# ---------------------------------------------------------------- one sweep per file, kill -9
 
 # Two tasks: a short point, then a long one. The pure backend replays even a small trace
 # slowly, so the long task lasts tens of seconds in ~200 MB: long enough to kill a sweep in.
 SLOW_SWEEP = ["--param", "bits=12", "--param", "duration=5000,300000", "--seeds", "1"]
 SHORT_ROWS = 4                  # the short point's rows: one per strategy
+needs_proc = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
 
 def lines_in(path):
@@ -346,6 +347,22 @@ def lines_in(path):
         return path.read_bytes().count(b"\n")
     except FileNotFoundError:
         return 0
+
+
+def alive_in_session(session):
+    """The pids of the processes of ``session`` that have not exited (zombies left out)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as stat:
+                fields = stat.read().rpartition(b")")[2].split()    # state ppid pgrp session ...
+        except OSError:                                             # exited meanwhile
+            continue
+        if int(fields[3]) == session and fields[0] != b"Z":
+            pids.append(int(entry))
+    return pids
 
 
 def wait_for(condition, seconds, what):
@@ -407,3 +424,14 @@ def test_a_second_sweep_on_a_file_in_use_is_refused(out, start_sweep):
     assert first.wait(timeout=10) == 130
     rows = read_rows(out)
     assert len(rows) == len({key(row) for row in rows}) == SHORT_ROWS
+
+
+@needs_proc
+def test_the_workers_end_when_the_sweep_is_killed(out, start_sweep):
+    process = start_sweep(*SLOW_SWEEP, "--out", str(out), "--workers", "2")
+    wait_for(lambda: lines_in(out) >= SHORT_ROWS, 60, "the short point's rows")
+    # the sweep, a worker on the long point, an idle worker, the resource tracker
+    assert len(alive_in_session(process.pid)) == 4
+    process.kill()
+    assert process.wait(timeout=10) == -signal.SIGKILL
+    wait_for(lambda: not alive_in_session(process.pid), 5, "the workers ending with the sweep")

@@ -53,11 +53,16 @@ the process dies), and a second sweep on a file in use raises
 advisory: it keeps sweeps apart, not other programs. Each task's rows go to
 the file in one ``write``, so a file holds only whole tasks, but for a last
 line cut short by a full disk or a crash.
+
+Pool workers die with the sweep if it is killed (SIGKILL from the kernel on
+Linux, ``prctl(PR_SET_PDEATHSIG)``; elsewhere a thread of each worker watching
+its parent).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import ctypes
 import dataclasses
 import fcntl
 import hashlib
@@ -66,6 +71,10 @@ import itertools
 import json
 import multiprocessing
 import os
+import signal
+import sys
+import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -322,12 +331,50 @@ def _run_serial(tasks: list[Task], finished: Finished) -> None:
         finished(task, rows)
 
 
+_PR_SET_PDEATHSIG = 1     # <linux/prctl.h>
+
+
+def _die_with_parent(parent: int) -> None:
+    """Initializer of a pool worker: end when the sweep process ``parent`` does.
+
+    On Linux the kernel sends SIGKILL when the parent ends
+    (``prctl(PR_SET_PDEATHSIG)``; strictly, when the parent's thread that
+    started the worker ends: the sweep's, which outlives the pool). Elsewhere,
+    or if prctl fails, a daemon thread polls ``os.getppid()`` twice a second.
+    A parent that died before this ran is caught by the check at the end.
+    """
+    if not _parent_death_signal(signal.SIGKILL):
+        threading.Thread(target=_watch_parent, args=(parent,), name="pasid-watch-parent",
+                         daemon=True).start()
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _parent_death_signal(signum: int) -> bool:
+    """Ask Linux to send ``signum`` to this process when its parent ends; False if it cannot."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return False
+    return int(prctl(_PR_SET_PDEATHSIG, ctypes.c_ulong(signum), ctypes.c_ulong(0),
+                     ctypes.c_ulong(0), ctypes.c_ulong(0))) == 0
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
+
+
 def _run_pool(tasks: list[Task], finished: Finished, workers: int | None) -> None:
     # spawn, not fork: forking a process that has threads (a Dask client, a GUI)
     # is unsafe and deprecated, and spawn behaves the same on every platform.
     pool = concurrent.futures.ProcessPoolExecutor(
         max_workers=min(workers or os.cpu_count() or 1, len(tasks)),
-        mp_context=multiprocessing.get_context("spawn"))
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_die_with_parent, initargs=(os.getpid(),))
     try:
         futures = {pool.submit(run_task, task): task for task in tasks}
         for future in concurrent.futures.as_completed(futures):
