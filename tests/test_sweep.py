@@ -1,5 +1,5 @@
 """pasid sweep: the rows, the seeds, the executors agreeing, resuming, bad grids, failing tasks,
-one sweep per file, and what kill -9 leaves behind.
+one sweep per file, and what kill -9 and Ctrl-C leave behind.
 
 The workload is tiny (10 bits, ~650 operations a trace) so the file runs in
 seconds, on the pure backend too (``PASID_NO_EXTENSION=1``). The tests of a
@@ -20,7 +20,7 @@ import pytest
 
 import pasid
 from pasid.sim import sweep as sweep_module
-from pasid.sim.replay import simulate
+from pasid.sim.replay import STRATEGIES, simulate
 from pasid.sim.sweep import TIMING_FIELDS, SweepError, spawn_seeds, sweep
 from pasid.sim.workload import preset
 
@@ -332,7 +332,7 @@ def test_a_failing_task_in_the_process_pool_propagates(out):
     assert all(row["params"] == {"bits": 10} for row in read_rows(out))
 
 
-# ---------------------------------------------------------------- one sweep per file, kill -9
+# ---------------------------------------------------------------- one sweep per file, kill -9, ^C
 
 # Two tasks: a short point, then a long one. The pure backend replays even a small trace
 # slowly, so the long task lasts tens of seconds in ~200 MB: long enough to kill a sweep in.
@@ -435,3 +435,20 @@ def test_the_workers_end_when_the_sweep_is_killed(out, start_sweep):
     process.kill()
     assert process.wait(timeout=10) == -signal.SIGKILL
     wait_for(lambda: not alive_in_session(process.pid), 5, "the workers ending with the sweep")
+
+
+@needs_proc
+@pytest.mark.parametrize("to_group", [False, True], ids=["to the sweep", "to its group"])
+def test_ctrl_c_ends_the_workers_keeps_the_rows_and_exits_130(out, start_sweep, to_group):
+    process = start_sweep(*SLOW_SWEEP, "--out", str(out), "--workers", "2")
+    wait_for(lambda: lines_in(out) >= SHORT_ROWS, 60, "the short point's rows")
+    if to_group:
+        os.killpg(process.pid, signal.SIGINT)                   # as a terminal's ^C does
+    else:
+        process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=10) == 130                      # not after the long task
+    assert process.stderr_path.read_text() == "pasid: interrupted\n"
+    wait_for(lambda: not alive_in_session(process.pid), 5, "the workers ending with the sweep")
+    rows = read_rows(out)                                       # every line parses
+    assert sorted(row["strategy"] for row in rows) == sorted(STRATEGIES)
+    assert all(row["params"] == {"bits": 12, "duration": 5000.0} for row in rows)

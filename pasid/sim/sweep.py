@@ -54,9 +54,13 @@ advisory: it keeps sweeps apart, not other programs. Each task's rows go to
 the file in one ``write``, so a file holds only whole tasks, but for a last
 line cut short by a full disk or a crash.
 
-Pool workers die with the sweep if it is killed (SIGKILL from the kernel on
-Linux, ``prctl(PR_SET_PDEATHSIG)``; elsewhere a thread of each worker watching
-its parent).
+Ending early: a failed task, or Ctrl-C (KeyboardInterrupt), cancels the tasks
+not started and kills the local workers at once, without waiting for the
+running tasks; the rows already written stay, and running the sweep again
+resumes it. Pool workers also die with the sweep if it is killed (SIGKILL
+from the kernel on Linux, ``prctl(PR_SET_PDEATHSIG)``; elsewhere a thread of
+each worker watching its parent), and ignore SIGINT: a terminal's Ctrl-C
+reaches the whole process group, and the sweep ends its workers itself.
 """
 
 from __future__ import annotations
@@ -335,7 +339,7 @@ _PR_SET_PDEATHSIG = 1     # <linux/prctl.h>
 
 
 def _die_with_parent(parent: int) -> None:
-    """Initializer of a pool worker: end when the sweep process ``parent`` does.
+    """Initializer of a pool worker: end when the sweep process ``parent`` does; ignore SIGINT.
 
     On Linux the kernel sends SIGKILL when the parent ends
     (``prctl(PR_SET_PDEATHSIG)``; strictly, when the parent's thread that
@@ -343,6 +347,7 @@ def _die_with_parent(parent: int) -> None:
     or if prctl fails, a daemon thread polls ``os.getppid()`` twice a second.
     A parent that died before this ran is caught by the check at the end.
     """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if not _parent_death_signal(signal.SIGKILL):
         threading.Thread(target=_watch_parent, args=(parent,), name="pasid-watch-parent",
                          daemon=True).start()
@@ -368,6 +373,16 @@ def _watch_parent(parent: int) -> None:
     os._exit(1)
 
 
+def _kill_workers(pool: concurrent.futures.ProcessPoolExecutor) -> None:
+    """Kill the pool's workers now: ``shutdown`` alone waits for the running tasks.
+
+    ``_processes`` is private, but there from Python 3.8 to 3.14 (whose
+    ``kill_workers`` does this and shuts the pool down without waiting).
+    """
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        process.kill()
+
+
 def _run_pool(tasks: list[Task], finished: Finished, workers: int | None) -> None:
     # spawn, not fork: forking a process that has threads (a Dask client, a GUI)
     # is unsafe and deprecated, and spawn behaves the same on every platform.
@@ -375,8 +390,9 @@ def _run_pool(tasks: list[Task], finished: Finished, workers: int | None) -> Non
         max_workers=min(workers or os.cpu_count() or 1, len(tasks)),
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_die_with_parent, initargs=(os.getpid(),))
+    futures: dict[concurrent.futures.Future[list[dict[str, Any]]], Task] = {}
     try:
-        futures = {pool.submit(run_task, task): task for task in tasks}
+        futures.update((pool.submit(run_task, task), task) for task in tasks)
         for future in concurrent.futures.as_completed(futures):
             task = futures[future]
             try:
@@ -384,8 +400,14 @@ def _run_pool(tasks: list[Task], finished: Finished, workers: int | None) -> Non
             except Exception as exc:
                 raise _failure(task, exc) from exc
             finished(task, rows)
+    except BaseException:
+        # a failed task or ^C: drop the tasks not started, end the running ones
+        # (their rows would not be written), then let shutdown tidy up
+        for future in futures:
+            future.cancel()
+        _kill_workers(pool)
+        raise
     finally:
-        # on an error (or ^C) the tasks not started are dropped, not run
         pool.shutdown(wait=True, cancel_futures=True)
 
 
@@ -446,10 +468,11 @@ def sweep(workload: str | Workload, grid: Mapping[str, Iterable[object]],
     strategy, a value the Workload refuses, an empty list) raise ValueError or
     TypeError before anything is read or written. ``out`` in use by another
     sweep raises :class:`SweepError` before it is read. A task that fails
-    raises :class:`SweepError` naming its point and seed, after the tasks not
-    yet started are cancelled; the rows written so far stay, so running the
-    same sweep again resumes it. Cost: the tasks' simulations, plus reading
-    ``out`` once, O(its size).
+    raises :class:`SweepError` naming its point and seed, and KeyboardInterrupt
+    passes through, after the tasks not yet started are cancelled and the
+    local workers killed; the rows written so far stay, so running the same
+    sweep again resumes it. Cost: the tasks' simulations, plus reading ``out``
+    once, O(its size).
 
     >>> import os, tempfile
     >>> with tempfile.TemporaryDirectory() as tmp:
