@@ -280,7 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
     sweep = commands.add_parser(
         "sweep", help="strategies x parameters x seeds, as JSON lines",
         description="Run a workload over a grid of parameters and seeds; one JSON line per "
-                    "(point, seed, strategy). Rows already in --out are skipped.")
+                    "(point, seed, strategy). Rows already in --out are skipped, so an "
+                    "interrupted sweep (Ctrl-C keeps the rows written) resumes; a file in "
+                    "use by another sweep is refused.")
     sweep.add_argument("--workload", default="default", help="a preset (default: default)")
     sweep.add_argument("--strategy", action="append", metavar="NAME",
                        help="a strategy, repeatable (default: all four)")

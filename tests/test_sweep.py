@@ -1,19 +1,26 @@
-"""pasid sweep: the rows, the seeds, the executors agreeing, resuming, bad grids, failing tasks.
+"""pasid sweep: the rows, the seeds, the executors agreeing, resuming, bad grids, failing tasks,
+one sweep per file, and what kill -9 and Ctrl-C leave behind.
 
 The workload is tiny (10 bits, ~650 operations a trace) so the file runs in
-seconds, on the pure backend too (``PASID_NO_EXTENSION=1``).
+seconds, on the pure backend too (``PASID_NO_EXTENSION=1``). The tests of a
+sweep being killed or interrupted run ``pasid sweep`` in a session of its own,
+look for what it left in /proc, and kill the whole session when they end.
 """
 
+import fcntl
 import json
 import os
+import signal
+import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 
 import pasid
 from pasid.sim import sweep as sweep_module
-from pasid.sim.replay import simulate
+from pasid.sim.replay import STRATEGIES, simulate
 from pasid.sim.sweep import TIMING_FIELDS, SweepError, spawn_seeds, sweep
 from pasid.sim.workload import preset
 
@@ -229,10 +236,12 @@ def test_a_broken_last_line_is_dropped_and_run_again(out, damage, rerun):
     original = read_rows(out)
     out.write_text(damage(out.read_text(encoding="utf-8")), encoding="utf-8")
     os.chmod(out, 0o640)
+    inode = os.stat(out).st_ino
     assert sweep(TINY, GRID, ["lowest", "fifo"], 1, out=out, workers=1) == rerun
     assert untimed(read_rows(out)) == untimed(original)             # every line parses again
-    assert os.stat(out).st_mode & 0o777 == 0o640                    # the rewrite keeps the mode
-    assert os.listdir(out.parent) == [out.name]                     # no temporary file left
+    assert os.stat(out).st_ino == inode                             # cut in place, not replaced
+    assert os.stat(out).st_mode & 0o777 == 0o640
+    assert os.listdir(out.parent) == [out.name]                     # no temporary file
 
 
 def test_a_broken_line_inside_the_file_is_an_error(out):
@@ -244,6 +253,21 @@ def test_a_broken_line_inside_the_file_is_an_error(out):
     with pytest.raises(ValueError, match=r"rows\.jsonl:2: not a JSON line"):
         sweep(TINY, {}, ["lowest", "fifo"], 2, out=out, workers=1)
     assert out.read_bytes() == before
+
+
+def test_a_key_held_twice_counts_once(out):
+    # two sweeps at once on one file, before the lock, could both write a row
+    assert sweep(TINY, GRID, ["lowest"], 2, out=out, workers=1) == 8
+    lines = out.read_text(encoding="utf-8").splitlines(keepends=True)
+    out.write_text("".join(lines + lines[:3]), encoding="utf-8")
+    before = out.read_bytes()
+    calls = []
+    assert sweep(TINY, GRID, ["lowest", "fifo"], 2, out=out, workers=1,
+                 progress=lambda done, total: calls.append(total)) == 8
+    assert calls == [8] * 8                     # every task lacks fifo alone
+    assert out.read_bytes().startswith(before)  # the rows already there are left as they are
+    added = read_rows(out)[len(lines) + 3:]
+    assert {row["strategy"] for row in added} == {"fifo"} and len({key(r) for r in added}) == 8
 
 
 # ---------------------------------------------------------------- bad input and failures
@@ -306,3 +330,125 @@ def test_a_failing_task_in_the_process_pool_propagates(out):
         sweep(TINY, {"bits": [9, 10]}, ["lowest"], 3, out=out, workers=2,
               allocator=FailsAtNineBits)
     assert all(row["params"] == {"bits": 10} for row in read_rows(out))
+
+
+# ---------------------------------------------------------------- one sweep per file, kill -9, ^C
+
+# Two tasks: a short point, then a long one. The pure backend replays even a small trace
+# slowly, so the long task lasts tens of seconds in ~200 MB: long enough to kill a sweep in.
+SLOW_SWEEP = ["--param", "bits=12", "--param", "duration=5000,300000", "--seeds", "1"]
+SHORT_ROWS = 4                  # the short point's rows: one per strategy
+needs_proc = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+
+
+def lines_in(path):
+    """The complete lines in ``path`` so far (0 before it exists)."""
+    try:
+        return path.read_bytes().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
+def alive_in_session(session):
+    """The pids of the processes of ``session`` that have not exited (zombies left out)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as stat:
+                fields = stat.read().rpartition(b")")[2].split()    # state ppid pgrp session ...
+        except OSError:                                             # exited meanwhile
+            continue
+        if int(fields[3]) == session and fields[0] != b"Z":
+            pids.append(int(entry))
+    return pids
+
+
+def wait_for(condition, seconds, what):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: not within {seconds} s")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def start_sweep(tmp_path):
+    """``start_sweep(*args)``: ``pasid sweep ARGS`` on the pure backend, in a session of its
+    own, its stderr in ``process.stderr_path``. The session's processes are killed at the end."""
+    started = []
+
+    def start(*args):
+        stderr_path = tmp_path / f"stderr-{len(started)}"
+        with open(stderr_path, "wb") as stderr:
+            process = subprocess.Popen([sys.executable, "-m", "pasid", "sweep", *args],
+                                       env={**os.environ, "PASID_NO_EXTENSION": "1"},
+                                       stdout=subprocess.DEVNULL, stderr=stderr,
+                                       start_new_session=True)
+        process.stderr_path = stderr_path
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait()
+
+
+def test_a_file_held_by_another_sweep_is_refused_untouched(out):
+    assert sweep(TINY, {}, ["lowest"], 1, out=out, workers=1) == 1
+    out.write_bytes(out.read_bytes() + b'{"cut sh')             # a tail the repair would cut
+    before = out.read_bytes()
+    with open(out, "rb") as other:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)       # as a sweep running on it does
+        with pytest.raises(SweepError, match=r"rows\.jsonl is in use by another sweep"):
+            sweep(TINY, {}, ["lowest", "fifo"], 1, out=out, workers=1)
+        assert out.read_bytes() == before                       # not repaired, not appended to
+    assert sweep(TINY, {}, ["lowest", "fifo"], 1, out=out, workers=1) == 1
+
+
+def test_a_second_sweep_on_a_file_in_use_is_refused(out, start_sweep):
+    first = start_sweep(*SLOW_SWEEP, "--out", str(out), "--workers", "1")
+    wait_for(lambda: lines_in(out) >= SHORT_ROWS, 60, "the first sweep's short point")
+    second = start_sweep(*SLOW_SWEEP, "--out", str(out), "--workers", "1")
+    assert second.wait(timeout=20) == 2
+    assert second.stderr_path.read_text() == (
+        f"pasid: error: {out} is in use by another sweep (locked); wait for it to end, "
+        "or write to another file\n")
+    assert first.poll() is None                                  # the first runs on, alone
+    first.send_signal(signal.SIGINT)
+    assert first.wait(timeout=10) == 130
+    rows = read_rows(out)
+    assert len(rows) == len({key(row) for row in rows}) == SHORT_ROWS
+
+
+@needs_proc
+def test_the_workers_end_when_the_sweep_is_killed(out, start_sweep):
+    process = start_sweep(*SLOW_SWEEP, "--out", str(out), "--workers", "2")
+    wait_for(lambda: lines_in(out) >= SHORT_ROWS, 60, "the short point's rows")
+    # the sweep, a worker on the long point, an idle worker, the resource tracker
+    assert len(alive_in_session(process.pid)) == 4
+    process.kill()
+    assert process.wait(timeout=10) == -signal.SIGKILL
+    wait_for(lambda: not alive_in_session(process.pid), 5, "the workers ending with the sweep")
+
+
+@needs_proc
+@pytest.mark.parametrize("to_group", [False, True], ids=["to the sweep", "to its group"])
+def test_ctrl_c_ends_the_workers_keeps_the_rows_and_exits_130(out, start_sweep, to_group):
+    process = start_sweep(*SLOW_SWEEP, "--out", str(out), "--workers", "2")
+    wait_for(lambda: lines_in(out) >= SHORT_ROWS, 60, "the short point's rows")
+    if to_group:
+        os.killpg(process.pid, signal.SIGINT)                   # as a terminal's ^C does
+    else:
+        process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=10) == 130                      # not after the long task
+    assert process.stderr_path.read_text() == "pasid: interrupted\n"
+    wait_for(lambda: not alive_in_session(process.pid), 5, "the workers ending with the sweep")
+    rows = read_rows(out)                                       # every line parses
+    assert sorted(row["strategy"] for row in rows) == sorted(STRATEGIES)
+    assert all(row["params"] == {"bits": 12, "duration": 5000.0} for row in rows)

@@ -38,23 +38,47 @@ metric, so the key leaves it out, as it does ``allocator``).
 Resuming: a row's key is (workload, params as canonical JSON, root_seed,
 seed_index, strategy). Before running, the rows already in the output file are
 read; a task whose every requested strategy has a row is skipped, and a task
-with some missing runs only those. A final line that lacks its newline or does
-not parse (a write cut short) is dropped first, by rewriting the file
-atomically; any other line that does not parse is an error. Rows of other
+with some missing runs only those, so a sweep never writes a key the file
+holds. A key held twice (files written by two sweeps at once before the lock
+below) counts once; the sweep leaves such rows as they are, and a reader
+wanting one row per key keeps the first. A final line that lacks its newline
+or does not parse (a write cut short) is dropped first, by truncating the file
+in place; any other line that does not parse is an error. Rows of other
 workloads, params, seeds or strategies are left alone.
+
+One sweep per file: a sweep holds an exclusive ``flock`` on the output file
+itself from before it reads it until it returns (the kernel lets go of it if
+the process dies), and a second sweep on a file in use raises
+:class:`SweepError` at once, reading and writing nothing. The lock is
+advisory: it keeps sweeps apart, not other programs. Each task's rows go to
+the file in one ``write``, so a file holds only whole tasks, but for a last
+line cut short by a full disk or a crash.
+
+Ending early: a failed task, or Ctrl-C (KeyboardInterrupt), cancels the tasks
+not started and kills the local workers at once, without waiting for the
+running tasks; the rows already written stay, and running the sweep again
+resumes it. Pool workers also die with the sweep if it is killed (SIGKILL
+from the kernel on Linux, ``prctl(PR_SET_PDEATHSIG)``; elsewhere a thread of
+each worker watching its parent), and ignore SIGINT: a terminal's Ctrl-C
+reaches the whole process group, and the sweep ends its workers itself.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import ctypes
 import dataclasses
+import fcntl
 import hashlib
+import io
 import itertools
 import json
 import multiprocessing
 import os
-import shutil
-import tempfile
+import signal
+import sys
+import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -75,7 +99,8 @@ DASK_MISSING = "pasid sweep --dask needs the 'dask' extra: pip install 'pasid[da
 
 
 class SweepError(RuntimeError):
-    """A task of a sweep failed: names its point and seed; the worker's exception is the cause."""
+    """A sweep could not finish: a task failed (the message names its point and seed, the
+    worker's exception is the cause), or the output file is in use by another sweep."""
 
 
 class Task(NamedTuple):
@@ -223,18 +248,35 @@ def _parses(line: bytes) -> bool:
     return True
 
 
-def _read_done(path: str | os.PathLike[str]) -> set[tuple[Any, ...]]:
-    """The keys of the rows in ``path`` (none if it does not exist), after repairing its tail.
+def _open_locked(path: str | os.PathLike[str]) -> io.FileIO:
+    """``path`` opened to read and append (created if missing), under an exclusive ``flock``.
 
-    A last line without its newline, or that does not parse, is cut off: the
-    file is rewritten through a temporary file beside it and ``os.replace``.
-    Any other line that does not parse raises ValueError naming it.
+    The lock lasts until the file is closed. Another sweep holding it raises
+    :class:`SweepError` naming the file.
     """
+    handle = io.FileIO(path, "a+")
     try:
-        with open(path, "rb") as handle:
-            content = handle.read()
-    except FileNotFoundError:
-        return set()
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise SweepError(f"{os.fsdecode(path)} is in use by another sweep (locked); "
+                         "wait for it to end, or write to another file") from None
+    except BaseException:
+        handle.close()
+        raise
+    return handle
+
+
+def _read_done(handle: io.FileIO, path: str | os.PathLike[str]) -> set[tuple[Any, ...]]:
+    """The keys of the rows in the locked file ``handle``, after repairing its tail.
+
+    A last line without its newline, or that does not parse, is cut off by
+    truncating the file in place (the same inode: a reader holding it open
+    keeps it). Any other line that does not parse raises ValueError naming it,
+    and leaves the file as it was. O(the file's size).
+    """
+    handle.seek(0)
+    content = handle.readall()
     lines = content.split(b"\n")
     if lines[-1] == b"":                    # ends with a newline (or is empty)
         lines.pop()
@@ -243,7 +285,6 @@ def _read_done(path: str | os.PathLike[str]) -> set[tuple[Any, ...]]:
         cut = True                          # a write cut short
     if cut:
         lines.pop()
-        _rewrite(path, b"".join(line + b"\n" for line in lines))
     done = set()
     for number, line in enumerate(lines, 1):
         if not line.strip():
@@ -256,22 +297,16 @@ def _read_done(path: str | os.PathLike[str]) -> set[tuple[Any, ...]]:
         key = _row_key(row)
         if key is not None:
             done.add(key)
+    if cut:
+        handle.truncate(sum(len(line) + 1 for line in lines))
     return done
 
 
-def _rewrite(path: str | os.PathLike[str], content: bytes) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, temporary = tempfile.mkstemp(dir=directory, prefix=".sweep-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
-        shutil.copymode(path, temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+def _append(handle: io.FileIO, data: bytes) -> None:
+    """Append ``data`` in one ``write`` (more only if the disk takes part of it)."""
+    view = memoryview(data)
+    while view:
+        view = view[handle.write(view):]
 
 
 # ---------------------------------------------------------------- running
@@ -300,14 +335,64 @@ def _run_serial(tasks: list[Task], finished: Finished) -> None:
         finished(task, rows)
 
 
+_PR_SET_PDEATHSIG = 1     # <linux/prctl.h>
+
+
+def _die_with_parent(parent: int) -> None:
+    """Initializer of a pool worker: end when the sweep process ``parent`` does; ignore SIGINT.
+
+    On Linux the kernel sends SIGKILL when the parent ends
+    (``prctl(PR_SET_PDEATHSIG)``; strictly, when the parent's thread that
+    started the worker ends: the sweep's, which outlives the pool). Elsewhere,
+    or if prctl fails, a daemon thread polls ``os.getppid()`` twice a second.
+    A parent that died before this ran is caught by the check at the end.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if not _parent_death_signal(signal.SIGKILL):
+        threading.Thread(target=_watch_parent, args=(parent,), name="pasid-watch-parent",
+                         daemon=True).start()
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _parent_death_signal(signum: int) -> bool:
+    """Ask Linux to send ``signum`` to this process when its parent ends; False if it cannot."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return False
+    return int(prctl(_PR_SET_PDEATHSIG, ctypes.c_ulong(signum), ctypes.c_ulong(0),
+                     ctypes.c_ulong(0), ctypes.c_ulong(0))) == 0
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
+
+
+def _kill_workers(pool: concurrent.futures.ProcessPoolExecutor) -> None:
+    """Kill the pool's workers now: ``shutdown`` alone waits for the running tasks.
+
+    ``_processes`` is private, but there from Python 3.8 to 3.14 (whose
+    ``kill_workers`` does this and shuts the pool down without waiting).
+    """
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        process.kill()
+
+
 def _run_pool(tasks: list[Task], finished: Finished, workers: int | None) -> None:
     # spawn, not fork: forking a process that has threads (a Dask client, a GUI)
     # is unsafe and deprecated, and spawn behaves the same on every platform.
     pool = concurrent.futures.ProcessPoolExecutor(
         max_workers=min(workers or os.cpu_count() or 1, len(tasks)),
-        mp_context=multiprocessing.get_context("spawn"))
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_die_with_parent, initargs=(os.getpid(),))
+    futures: dict[concurrent.futures.Future[list[dict[str, Any]]], Task] = {}
     try:
-        futures = {pool.submit(run_task, task): task for task in tasks}
+        futures.update((pool.submit(run_task, task), task) for task in tasks)
         for future in concurrent.futures.as_completed(futures):
             task = futures[future]
             try:
@@ -315,8 +400,14 @@ def _run_pool(tasks: list[Task], finished: Finished, workers: int | None) -> Non
             except Exception as exc:
                 raise _failure(task, exc) from exc
             finished(task, rows)
+    except BaseException:
+        # a failed task or ^C: drop the tasks not started, end the running ones
+        # (their rows would not be written), then let shutdown tidy up
+        for future in futures:
+            future.cancel()
+        _kill_workers(pool)
+        raise
     finally:
-        # on an error (or ^C) the tasks not started are dropped, not run
         pool.shutdown(wait=True, cancel_futures=True)
 
 
@@ -361,7 +452,8 @@ def sweep(workload: str | Workload, grid: Mapping[str, Iterable[object]],
     (:func:`spawn_seeds`). Each (point, seed) is one task: one trace,
     replayed under every strategy it lacks (see the module docstring for the
     rows and the resume rule). ``out``: the JSON-lines file, created or
-    appended to, one task's rows at a time, flushed.
+    appended to, one task's rows at a time, and locked for the whole call:
+    one sweep per file.
 
     Executors: a local pool of ``workers`` processes (default one per core;
     ``workers=1`` runs in this process; the pool starts its processes with
@@ -374,9 +466,11 @@ def sweep(workload: str | Workload, grid: Mapping[str, Iterable[object]],
 
     Returns the number of rows written. Bad arguments (an unknown field or
     strategy, a value the Workload refuses, an empty list) raise ValueError or
-    TypeError before anything is read or written. A task that fails raises
-    :class:`SweepError` naming its point and seed, after the tasks not yet
-    started are cancelled; the rows written so far stay, so running the same
+    TypeError before anything is read or written. ``out`` in use by another
+    sweep raises :class:`SweepError` before it is read. A task that fails
+    raises :class:`SweepError` naming its point and seed, and KeyboardInterrupt
+    passes through, after the tasks not yet started are cancelled and the
+    local workers killed; the rows written so far stay, so running the same
     sweep again resumes it. Cost: the tasks' simulations, plus reading ``out``
     once, O(its size).
 
@@ -409,25 +503,24 @@ def sweep(workload: str | Workload, grid: Mapping[str, Iterable[object]],
         workers = _count(workers, "workers", 1)
 
     seed_values = spawn_seeds(root_seed, seeds)
-    done = _read_done(out)
-    tasks = []
-    for point in points:
-        params_key = _canonical(point)
-        for index, seed in enumerate(seed_values):
-            missing = tuple(strategy for strategy in chosen
-                            if (name, params_key, root_seed, index, strategy) not in done)
-            if missing:
-                tasks.append(Task(base, point, params_key, index, seed, missing, allocator))
-
     written = finished_tasks = 0
-    with open(out, "a", encoding="utf-8") as handle:
+    with _open_locked(out) as handle:
+        done = _read_done(handle, out)
+        tasks = []
+        for point in points:
+            params_key = _canonical(point)
+            for index, seed in enumerate(seed_values):
+                missing = tuple(strategy for strategy in chosen
+                                if (name, params_key, root_seed, index, strategy) not in done)
+                if missing:
+                    tasks.append(Task(base, point, params_key, index, seed, missing, allocator))
+
         def finished(task: Task, metrics: list[dict[str, Any]]) -> None:
             nonlocal written, finished_tasks
             identity = {"workload": name, "params": json.loads(task.params_key),
                         "root_seed": root_seed, "seed_index": task.seed_index, "seed": task.seed}
-            handle.write("".join(json.dumps({**metric, **identity}, sort_keys=True) + "\n"
-                                 for metric in metrics))
-            handle.flush()
+            _append(handle, "".join(json.dumps({**metric, **identity}, sort_keys=True) + "\n"
+                                    for metric in metrics).encode())
             written += len(metrics)
             finished_tasks += 1
             if progress is not None:
