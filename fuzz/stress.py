@@ -14,7 +14,9 @@ the core while it runs, in rounds until the budget is spent:
 2. re-entrant operation sequences (fuzzlib.OpRunner): hashes, ``__eq__``, the
    clock and ``on_teardown`` calling back into the allocator or raising;
 3. differential sequences, the core beside the pure backend;
-4. mutated snapshots through ``from_bytes`` on both backends.
+4. mutated snapshots through ``from_bytes`` on both backends;
+5. batches without the GIL (fuzz/batchstress.py): a thread changing the
+   caller's array meanwhile, readers during batches, fork() during batches.
 
 Every round checks its invariants (see the modules); the first failure is
 printed with how to replay it and the exit status is 1. A sanitizer report
@@ -43,6 +45,7 @@ def main(argv=None):
                         help="do not steer around the failures in fuzzlib.KNOWN")
     args = parser.parse_args(argv)
 
+    import batchstress
     import fuzzlib
     import threadstress
 
@@ -60,6 +63,7 @@ def main(argv=None):
     deadline = started + args.seconds
     totals = {"thread runs": 0, "threads": 0, "thread operations": 0, "snapshots in threads": 0,
               "user-code callbacks in threads": 0, "quiet points": 0}
+    batch_totals = {}
     ops_stats, snap_stats = fuzzlib.Stats(), fuzzlib.Stats()
     seeds = fuzzlib.seed_snapshots(16)           # the same as fuzz/fuzz_snapshot.py: replayable
     round_no = 0
@@ -101,6 +105,15 @@ def main(argv=None):
                 replay = f"fuzz/fuzz_snapshot.py --replay {s}"
                 fuzzlib.snapshot_case(fuzzlib.RandomSource(s), both, seeds, snap_stats,
                                       avoid=avoid)
+            # 5. batches: one scenario a round, in turn, for a second
+            name = batchstress.SCENARIOS[(round_no - 1) % len(batchstress.SCENARIOS)]
+            s = rnd.getrandbits(32)
+            replay = (f"fuzz/batchstress.py --scenario {name} --backend {args.backend} "
+                      f"--seed {s}")
+            if time.monotonic() < deadline:
+                found = batchstress.run(name, mod, 1.0, s)
+                for key, value in found.items():
+                    batch_totals[key] = batch_totals.get(key, 0) + value
     except fuzzlib.Bug as bug:
         print(f"[stress] FAILURE in round {round_no} (replay: {replay}"
               f"{' --no-avoid' if args.no_avoid else ''}):\n{bug}", flush=True)
@@ -110,6 +123,7 @@ def main(argv=None):
     print("[stress] threads: " + ", ".join(f"{k} {v}" for k, v in totals.items()))
     print(f"[stress] operation sequences: {ops_stats.line()}")
     print(f"[stress] snapshots: {snap_stats.line()}")
+    print("[stress] batches: " + ", ".join(f"{k} {v}" for k, v in batch_totals.items()))
     return 0
 
 
