@@ -50,6 +50,23 @@ ctypedef struct BindRec:     # one (PASID, device) binding
     int32_t dprev            # the device's bindings: a doubly linked list
     int32_t dnext
 
+ctypedef struct Bindings:        # the bindings' pool (_bindings.pxi)
+    BindRec* recs
+    int64_t cap
+    int64_t used
+    int32_t free
+    int32_t* first
+
+ctypedef struct Owned:           # owners' links (_owners.pxi)
+    void** owner_of
+    int32_t* prev
+    int32_t* next
+
+ctypedef struct ReleaseQueue:    # the release queue (_release.pxi)
+    double* time
+    int32_t* pasid
+    int64_t len
+
 ctypedef struct Fifo:        # the fifo strategy's queue (_fifo.pxi)
     int32_t* prev
     int32_t* next
@@ -137,20 +154,10 @@ cdef class PasidAllocator:
     cdef uint32_t* _generation_high   # per PASID: the generation >> 8
     cdef uint32_t* _refcount     # meaningful while MULTI: refcount >= 2
     cdef double* _hold           # meaningful while HAS_HOLD: release_at so far
-    cdef void** _owner_of        # meaningful while HAS_OWNER: the _Owner (borrowed)
-    cdef int32_t* _owned_prev    # an owner's ACTIVE PASIDs: a doubly linked list
-    cdef int32_t* _owned_next
-    cdef int32_t* _bind_first    # meaningful while HAS_BINDINGS: the first BindRec
+    cdef Owned _owned            # per PASID: its owner's record, the owner's ACTIVE list
     cdef Fifo _fifo              # only with the fifo strategy
-    # the release queue: a binary heap of (release_at, PASID)
-    cdef double* _queue_time
-    cdef int32_t* _queue_pasid
-    cdef int64_t _queue_len
-    # bindings: a pool of records
-    cdef BindRec* _binds
-    cdef int64_t _binds_cap
-    cdef int64_t _binds_used
-    cdef int32_t _binds_free
+    cdef ReleaseQueue _queue     # the QUARANTINED PASIDs by release_at (_release.pxi)
+    cdef Bindings _bindings      # the (PASID, device) bindings (_bindings.pxi)
     # side tables (Python objects, consulted only when a flag says so)
     cdef list _data              # PASID -> data (None until the first data given)
     cdef list _bind_data         # binding record -> the driver's data for the pair
@@ -190,18 +197,10 @@ cdef class PasidAllocator:
     cdef int _refuse_reentry(self) except -1
     cdef int _enter_registry(self) except -1
     cdef void _leave_registry(self) noexcept
-    cdef _Owner _owner_record(self, object owner)
-    cdef _Owner _owner_lookup(self, object owner)
-    cdef int _drop_gone_owners(self) except -1
     cdef inline void _bury(self, object value) noexcept
     cdef inline int _after(self) except -1
     cdef int _tidy(self) except -1
-    cdef bint _pin(self, _Owner record) noexcept
-    cdef int _unpin(self, _Owner record) except -1
     cdef str _exhausted(self, str asked)
-    cdef inline _Device _recent_device(self, object device)
-    cdef _Device _device_record(self, object device, bint declare)
-    cdef void _remember_device(self, object device, _Device info) noexcept
     cdef int _take_state(self, int64_t p, int state) except -1
     cdef inline uint32_t _generation_of(self, int64_t p) noexcept nogil
     cdef inline bint _generation_full(self, int64_t p) noexcept nogil
@@ -212,18 +211,7 @@ cdef class PasidAllocator:
     cdef inline void _freed_plain(self, int64_t p) noexcept
     cdef int _ref_inc(self, int64_t p) except -1
     cdef inline void _ref_dec(self, int64_t p) noexcept nogil
-    cdef void _owner_tag(self, int64_t p, _Owner owner) noexcept
-    cdef void _owner_untag(self, int64_t p) noexcept
-    cdef void _owned_unlink(self, int64_t p) noexcept
-    cdef void _make_free(self, int64_t p) noexcept
-    cdef int64_t _reclaim(self, double now) except -1
-    cdef void _settle(self, int64_t p, double now) noexcept
-    cdef void _release(self, int64_t p, double now) noexcept
-    cdef list _teardown_of(self, int64_t p, list teardown)
-    cdef void _queue_push(self, double release_at, int64_t p) noexcept
-    cdef int64_t _queue_pop(self) noexcept
     cdef int64_t _choose(self, int64_t lo, int64_t hi) except -2
-    cdef inline bint _over_quota(self, _Owner owner, int64_t n) noexcept
     cdef inline int64_t _alloc_in(self, _Owner owner, object data, int64_t lo,
                                   int64_t hi) except -2
     cdef int64_t _alloc_chosen(self, _Owner owner, object data, int64_t lo,
@@ -237,31 +225,8 @@ cdef class PasidAllocator:
     cdef int64_t _alloc_many_in(self, uint32_t* ids, int64_t count, object owner, object data,
                                 int64_t* refused_quota, int64_t* free_ids) except -2
     cdef int _free_many_in(self, const uint32_t* pasids, Py_ssize_t n, uint8_t* last) except -1
-    cdef Py_ssize_t _free_passes(self, const uint32_t* pasids, Py_ssize_t n, uint8_t* last,
-                                 Py_ssize_t* odd, uint8_t* seen) noexcept nogil
-    cdef Py_ssize_t _free_plain_batch(self, const uint32_t* pasids, Py_ssize_t n) noexcept nogil
-    cdef Py_ssize_t _free_refs(self, const uint32_t* pasids, Py_ssize_t n, uint8_t* last,
-                               Py_ssize_t* odd, uint8_t* seen) noexcept nogil
-    cdef Py_ssize_t _free_plain(self, const uint32_t* pasids, Py_ssize_t start, Py_ssize_t n,
-                                const uint8_t* last) noexcept nogil
-    cdef inline void _wait_batch(self) noexcept
-    cdef void _wait_gate(self) noexcept
-    cdef bint _batch_begin(self, int64_t n) noexcept
-    cdef void _batch_end(self) noexcept
-    cdef int64_t _fill(self, uint32_t* out, int64_t n) noexcept nogil
-    cdef int64_t _choose_full(self) noexcept nogil
-    cdef void _unfill(self, uint32_t* out, int64_t done) noexcept nogil
     cdef inline bint _put_plain(self, int64_t p) noexcept
     cdef inline int _put(self, int64_t p) except -1
     cdef int _put_id(self, int64_t p, int64_t generation) except -1
-    cdef int _binds_reserve(self) except -1
-    cdef int32_t _bind_find(self, int64_t p, int handle) noexcept
-    cdef void _bind_unlink(self, int32_t rec) noexcept
-    cdef int _bind_in(self, int64_t p, _Device info, object data) except -1
-    cdef int32_t _bind_link(self, int64_t p, _Device info, object data, uint32_t count) except -1
-    cdef _Device _device_at(self, int device)
-    cdef int _unbind_in(self, int64_t p, _Device info, double now) except -1
-    cdef list _exit_in(self, _Owner owner, double now)
     cdef tuple _range(self, lo, hi)
     cdef object _id_array(self, object ids)
-    cdef int _load(self, dict snap) except -1

@@ -43,3 +43,9 @@ include "_idspace.pxi"      # pasid/pure/idspace.py: the ID space and its invari
 include "_ida.pxi"          # pasid/pure/ida.py: IDA
 include "_fifo.pxi"         # pasid/pure/fifo.py: the fifo strategy's queue
 include "_allocator.pxi"    # pasid/pure/allocator.py: PasidAllocator
+include "_batch.pxi"        # pasid/pure/batch.py: batches and their gate
+include "_bindings.pxi"     # pasid/pure/bindings.py: bindings and devices
+include "_owners.pxi"       # pasid/pure/owners.py: owners and quotas
+include "_release.pxi"      # pasid/pure/release.py: the release queue and reclaim
+include "_export.pxi"       # pasid/pure/export.py: its snapshots
+include "_check.pxi"        # pasid/pure/check.py: its invariant check

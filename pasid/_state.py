@@ -16,3 +16,8 @@ class State(enum.IntEnum):
     ACTIVE = 2
     DRAINING = 3
     QUARANTINED = 4
+
+
+# The codes as plain ints, for the tables of both backends (an int compares faster
+# than an IntEnum member); the compiled core's C enum is checked against them at import.
+FREE, RESERVED, ACTIVE, DRAINING, QUARANTINED = (int(state) for state in State)

@@ -25,7 +25,6 @@ between a check and the mutation it guards:
 
 from __future__ import annotations
 
-import heapq
 import threading
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, SupportsIndex
@@ -38,61 +37,25 @@ from pasid._callbacks import Teardown, run_teardown
 from pasid._errors import InvalidPasid, PasidExhausted, QuotaExceeded, StateError
 from pasid._handle import PasidHandle
 from pasid._rng import SplitMix64
-from pasid._state import State
+from pasid._state import ACTIVE, DRAINING, FREE, QUARANTINED, RESERVED, State
+from pasid.pure.batch import batch_fill, batch_unfill
+from pasid.pure.bindings import _Device, _Later, bind_in, device_record, unbind_in
+from pasid.pure.check import check_allocator
+from pasid.pure.export import export_state, freeze, load_state
 from pasid.pure.fifo import FifoQueue
 from pasid.pure.idspace import IdSpace
+from pasid.pure.owners import (_Owner, drop_gone_owners, owner_lookup, owner_pin, owner_record,
+                               owner_tag, owner_unpin, over_quota)
+from pasid.pure.release import ReleaseQueue, make_free, reclaim, release, settle, teardown_of
 
 if TYPE_CHECKING:
     from typing_extensions import Self
 
 __all__ = ["PasidAllocator"]
 
-FREE, RESERVED, ACTIVE, DRAINING, QUARANTINED = range(5)
 STRATEGIES = _args.STRATEGIES
 _STATE_NAMES = _args.STATE_NAMES
 COUNT_MAX = _args.COUNT_MAX
-
-
-class _Later(Exception):
-    """An error found under the lock whose message names a user object: the
-    object's ``repr`` (user code, which may call back) runs once the lock is free."""
-
-    def __init__(self, error: type[Exception], template: str, named: object) -> None:
-        super().__init__(template)
-        self.error, self.template, self.named = error, template, named
-
-    def build(self) -> Exception:
-        return self.error(self.template.format(repr(self.named)))
-
-
-class _Owner:
-    """An owner's record: its use (what its quota counts), quota and ACTIVE PASIDs."""
-
-    __slots__ = ("key", "use", "quota", "active", "gone", "pins")
-
-    def __init__(self, key: Hashable) -> None:
-        self.key = key
-        self.use = 0                 # PASIDs ACTIVE, DRAINING or QUARANTINED
-        self.quota = -1              # -1: none
-        self.active: set[int] = set()
-        self.gone = False            # dropped (or about to be) from the owner table
-        self.pins = 0                # operations between their phase 1 and phase 3 holding
-                                     # it: never marked gone while pinned
-
-
-class _Device:
-    """A declared device: its settings, handle and the PASIDs bound to it."""
-
-    __slots__ = ("key", "handle", "bits", "drain", "on_teardown", "gone", "bound")
-
-    def __init__(self, key: Hashable, handle: int) -> None:
-        self.key = key
-        self.handle = handle
-        self.bits = 20
-        self.drain = 0.0
-        self.on_teardown: Callable[[int], object] | None = None
-        self.gone = False
-        self.bound: set[int] = set()
 
 
 class PasidAllocator:
@@ -148,7 +111,7 @@ class PasidAllocator:
         self._bindings: dict[int, dict[int, list[Any]]] = {}
         self._fifo = FifoQueue(size, range(size)) if self._strategy == "fifo" else None
         # the release queue: a heap of (release_at, PASID), one entry per QUARANTINED
-        self._queue: list[tuple[float, int]] = []
+        self._queue = ReleaseQueue()
         # owners and devices
         self._owners: dict[Hashable, _Owner] = {}
         # owner record -> quota, in the order quotas were set (keyed by record, by
@@ -215,81 +178,6 @@ class PasidAllocator:
         self._registry_thread = 0
         self._registry.release()
 
-    def _owner_lookup(self, owner: Hashable) -> _Owner | None:
-        """The current record of ``owner``, or None: it holds no PASID and has no quota."""
-        found = self._owners.get(owner)
-        if found is None or found.gone:
-            return None
-        return found
-
-    def _owner_record(self, owner: Hashable) -> _Owner:
-        """The current record of ``owner``, made if it has none, pinned (phase 1).
-
-        A pinned record is never marked gone, so it stays current through the
-        operation's phase 2, and a record made for it is not "idle" to
-        :meth:`_check` while the operation is in flight. Every caller unpins it
-        in its phase 3 (:meth:`_unpin`, in a ``finally``)."""
-        record = self._owner_lookup(owner)
-        if record is not None and self._pin(record):
-            return record
-        self._enter_registry()
-        try:
-            found = self._owners.get(owner)
-            if found is not None and self._pin(found):
-                return found
-            record = _Owner(owner)
-            record.pins = 1                  # no other thread sees it before the insert
-            self._owners[owner] = record
-        finally:
-            self._leave_registry()
-        return record
-
-    def _pin(self, record: _Owner) -> bool:
-        """Pin ``record`` unless it is gone; True if pinned."""
-        with self._lock:
-            if record.gone:
-                return False
-            record.pins += 1
-            return True
-
-    def _unpin(self, record: _Owner) -> None:
-        """Phase 3: the operation lets go of the record it pinned. Left with nothing,
-        no quota and no other pin, the record is marked gone (dropped by
-        :meth:`_after`)."""
-        with self._lock:
-            record.pins -= 1
-            if record.pins == 0 and record.use == 0 and record.quota < 0 and not record.gone:
-                record.gone = True
-                self._gone.append(record)
-
-    def _drop_gone_owners(self) -> None:
-        """Phase 3: drop from the owner table the records operations left idle.
-
-        Skipped while this thread is changing the table further up the stack: a
-        later operation drops them.
-        """
-        if not self._gone or self._registry_thread == threading.get_ident():
-            return
-        # only the owners' __hash__/__eq__ run here, after the change: whatever they
-        # raise is swallowed, as the operation has taken effect
-        self._enter_registry()
-        try:
-            while True:
-                with self._lock:
-                    if not self._gone:
-                        break
-                    record = self._gone.pop()
-                try:
-                    if self._owners.get(record.key) is record:
-                        del self._owners[record.key]
-                except Exception:
-                    # the owner's __hash__/__eq__ raised (or called back and was
-                    # refused) after the operation took effect: the record stays
-                    # in the table, marked gone, which every look-up treats as absent
-                    pass
-        finally:
-            self._leave_registry()
-
     def _after(self) -> None:
         """Phase 3 of a change: drop the user objects it let go (data, a binding's data)
         and the owner records it left idle. Finalizers and __hash__/__eq__ run here,
@@ -299,7 +187,7 @@ class PasidAllocator:
                 dropped, self._graveyard = self._graveyard, []
             del dropped
         if self._gone:
-            self._drop_gone_owners()
+            drop_gone_owners(self)
 
     # fork() (pasid/_fork.py): the lock is held across the fork, so the child gets the
     # tables whole; phase 2 runs no user code, so waiting for it never waits on the program
@@ -333,32 +221,8 @@ class PasidAllocator:
         (DRAINING, QUARANTINED) and the next release time (pasid._args)."""
         with self._lock:
             draining, quarantined = self._counts[DRAINING], self._counts[QUARANTINED]
-            next_release = self._queue[0][0] if self._queue else None
+            next_release = self._queue.next()
         return _args.exhausted_message(asked, draining, quarantined, next_release)
-
-    def _device_record(self, device: Hashable, declare: bool) -> _Device | None:
-        """The current record of ``device``; None if it is not declared and ``declare``
-        is false, else declared with the defaults."""
-        found = self._devices.get(device)
-        if found is not None and not found.gone:
-            return found
-        if not declare:
-            return None
-        self._enter_registry()
-        try:
-            found = self._devices.get(device)
-            if found is not None and not found.gone:
-                return found
-            info = _Device(device, len(self._device_list))
-            self._device_list.append(info)
-            try:
-                self._devices[device] = info
-            except BaseException:
-                self._device_list.pop()
-                raise
-        finally:
-            self._leave_registry()
-        return info
 
     # ------------------------------------------------------------ phase 2: act
 
@@ -370,8 +234,8 @@ class PasidAllocator:
 
     def _settle_time(self, now: float) -> None:
         """Reclaim what has expired by ``now``: every operation sees the allocator as of now."""
-        if self._queue and self._queue[0][0] <= now:
-            self._reclaim(now)
+        if self._queue.due(now):
+            reclaim(self, now)
 
     def _take_state(self, p: int, state: int) -> None:
         """A FREE PASID leaves the FREE set."""
@@ -388,90 +252,6 @@ class PasidAllocator:
         if self._refcount[p] == COUNT_MAX:
             raise OverflowError(f"PASID {p} holds {COUNT_MAX} references, the limit")
         self._refcount[p] += 1
-
-    def _owner_tag(self, p: int, owner: _Owner) -> None:
-        self._owner_of[p] = owner
-        owner.use += 1
-        owner.active.add(p)
-
-    def _owner_untag(self, p: int) -> None:
-        """A PASID of an owner became FREE; an owner left with nothing, no quota and no
-        pin is marked gone, to be dropped from the table in phase 3."""
-        owner = self._owner_of.pop(p)
-        owner.use -= 1
-        if owner.use == 0 and owner.quota < 0 and owner.pins == 0 and not owner.gone:
-            owner.gone = True
-            self._gone.append(owner)
-
-    def _make_free(self, p: int) -> None:
-        """A PASID whose release is complete becomes FREE; its tags go."""
-        counts = self._counts
-        counts[self._state[p]] -= 1
-        counts[FREE] += 1
-        self._state[p] = FREE
-        self._space.release(p)
-        if self._fifo is not None:
-            self._fifo.push(p)
-        self._refcount[p] = 0
-        self._hold.pop(p, None)
-        if p in self._owner_of:
-            self._owner_untag(p)
-        data = self._data.pop(p, None)
-        if data is not None:
-            self._graveyard.append(data)       # dropped in phase 3: its finalizer may call back
-
-    def _reclaim(self, now: float) -> int:
-        """Every QUARANTINED PASID whose release_at <= now becomes FREE, ascending."""
-        queue = self._queue
-        expired = []
-        while queue and queue[0][0] <= now:
-            expired.append(heapq.heappop(queue)[1])
-        expired.sort()
-        for p in expired:
-            self._make_free(p)
-        self._reclaimed += len(expired)
-        return len(expired)
-
-    def _settle(self, p: int, now: float) -> None:
-        """A released PASID with no device bound: QUARANTINED until release_at, or FREE."""
-        release_at = self._hold[p]
-        if release_at <= now:
-            self._make_free(p)
-            self._reclaimed += 1
-        else:
-            counts = self._counts
-            counts[self._state[p]] -= 1
-            counts[QUARANTINED] += 1
-            self._state[p] = QUARANTINED
-            heapq.heappush(self._queue, (release_at, p))
-
-    def _release(self, p: int, now: float) -> None:
-        """An ACTIVE PASID is released: DRAINING, QUARANTINED or FREE."""
-        self._releases += 1
-        self._refcount[p] = 0
-        owner = self._owner_of.get(p)
-        if owner is not None:
-            owner.active.discard(p)
-        release_at = now + self._grace
-        if self._hold.get(p, release_at) > release_at:
-            release_at = self._hold[p]
-        self._hold[p] = release_at
-        if p in self._bindings:
-            counts = self._counts
-            counts[ACTIVE] -= 1
-            counts[DRAINING] += 1
-            self._state[p] = DRAINING
-        else:
-            self._settle(p, now)
-
-    def _teardown_of(self, p: int, teardown: Teardown) -> Teardown:
-        """Phase 3: the ``(on_teardown, p)`` of the devices bound to a PASID just
-        released, in bind order, appended to ``teardown``."""
-        for handle in self._bindings.get(p, ()):
-            info = self._device_list[handle]
-            if info is not None and info.on_teardown is not None:
-                teardown.append((info.on_teardown, p))
-        return teardown
 
     def _choose(self, lo: int, hi: int) -> int:
         """The FREE ID the strategy gives in [lo, hi], or -1. Moves nothing but the generator."""
@@ -494,11 +274,6 @@ class PasidAllocator:
             return -1
         return space.select(space.rank(lo) + self._rng.below(count))
 
-    @staticmethod
-    def _over_quota(owner: _Owner | None, n: int) -> bool:
-        """True if ``n`` more would pass the owner's quota."""
-        return owner is not None and owner.quota >= 0 and owner.use + n > owner.quota
-
     def _alloc_in(self, owner: _Owner | None, data: object, lo: int, hi: int) -> int:
         """An allocation in a checked range, the owner's record current, quota passed,
         time settled: the PASID, or -1 (failures += 1) when nothing there is FREE."""
@@ -516,7 +291,7 @@ class PasidAllocator:
             self._data[p] = data
         self._generation[p] += 1
         if owner is not None:
-            self._owner_tag(p, owner)
+            owner_tag(self, p, owner)
         self._allocations += 1
         if self._counts[ACTIVE] > self._high_water:
             self._high_water = self._counts[ACTIVE]
@@ -533,11 +308,11 @@ class PasidAllocator:
         p, generation, over = -1, 0, False
         reading = self._reading()
         if owner is not None:
-            record = self._owner_record(owner)         # pinned: current until unpinned
+            record = owner_record(self, owner)         # pinned: current until unpinned
         try:
             with self._lock:
                 self._settle_time(self._time(reading))
-                over = self._over_quota(record, 1)
+                over = over_quota(record, 1)
                 if over:
                     self._failures += 1
                 else:
@@ -546,7 +321,7 @@ class PasidAllocator:
                         generation = self._generation[p]
         finally:
             if record is not None:
-                self._unpin(record)
+                owner_unpin(self, record)
         if self._gone or self._graveyard:
             self._after()
         if over and quota_raises:
@@ -581,7 +356,7 @@ class PasidAllocator:
         over, state = False, FREE
         reading = self._reading()
         if owner is not None:
-            record = self._owner_record(owner)         # pinned: current until unpinned
+            record = owner_record(self, owner)         # pinned: current until unpinned
         try:
             with self._lock:
                 self._settle_time(self._time(reading))
@@ -590,7 +365,7 @@ class PasidAllocator:
                     raise OverflowError(
                         f"PASID {p} has been allocated {COUNT_MAX} times, the limit")
                 if state == FREE:
-                    over = self._over_quota(record, 1)
+                    over = over_quota(record, 1)
                     if over:
                         self._failures += 1
                     else:
@@ -600,13 +375,13 @@ class PasidAllocator:
                             self._data[p] = data
                         self._generation[p] += 1
                         if record is not None:
-                            self._owner_tag(p, record)
+                            owner_tag(self, p, record)
                         self._allocations += 1
                         if self._counts[ACTIVE] > self._high_water:
                             self._high_water = self._counts[ACTIVE]
         finally:
             if record is not None:
-                self._unpin(record)
+                owner_unpin(self, record)
         if self._gone or self._graveyard:
             self._after()
         if state != FREE:
@@ -635,20 +410,20 @@ class PasidAllocator:
         out = np.empty(count, dtype=np.uint32)
         reading = self._reading()
         if owner is not None:
-            record = self._owner_record(owner)         # pinned: current until unpinned
+            record = owner_record(self, owner)         # pinned: current until unpinned
         try:
             with self._lock:
                 self._settle_time(self._time(reading))
-                over = self._over_quota(record, count)
+                over = over_quota(record, count)
                 short = count > self._counts[FREE]
                 free_ids = self._counts[FREE]
                 if over or short:
                     self._failures += 1
                 else:
-                    self._fill(out, record, data)
+                    batch_fill(self, out, record, data)
         finally:
             if record is not None:
-                self._unpin(record)
+                owner_unpin(self, record)
         if self._gone or self._graveyard:
             self._after()
         if short:
@@ -657,51 +432,6 @@ class PasidAllocator:
             assert record is not None
             raise QuotaExceeded(f"owner {owner!r} is at its quota of {record.quota} PASIDs")
         return out
-
-    def _fill(self, out: npt.NDArray[np.uint32], owner: _Owner | None, data: object) -> None:
-        """Allocate ``len(out)`` PASIDs by the strategy into ``out`` (there are that many
-        FREE); all undone and OverflowError if one has been allocated COUNT_MAX times."""
-        rng, cursor = self._rng.state, self._cursor
-        hi = self._size - 1
-        taken: list[int] = []
-        for i in range(len(out)):
-            p = self._choose(0, hi)
-            if self._generation[p] == COUNT_MAX:
-                for q in reversed(taken):
-                    self._undo_alloc(q, owner)
-                self._rng.state, self._cursor = rng, cursor
-                raise OverflowError(f"a PASID has been allocated {COUNT_MAX} times, the limit")
-            self._take_state(p, ACTIVE)
-            self._refcount[p] = 1
-            if data is not None:
-                self._data[p] = data
-            self._generation[p] += 1
-            if owner is not None:
-                self._owner_tag(p, owner)
-            self._allocations += 1
-            if self._strategy == "cyclic":
-                self._cursor = p + 1
-            taken.append(p)
-            out[i] = p
-        if self._counts[ACTIVE] > self._high_water:
-            self._high_water = self._counts[ACTIVE]
-
-    def _undo_alloc(self, p: int, owner: _Owner | None) -> None:
-        """Undo an allocation of :meth:`_fill`: the fifo queue gets ``p`` back at its head."""
-        self._space.release(p)
-        if self._fifo is not None:
-            self._fifo.push_front(p)
-        self._counts[ACTIVE] -= 1
-        self._counts[FREE] += 1
-        self._state[p] = FREE
-        self._refcount[p] = 0
-        self._generation[p] -= 1
-        self._data.pop(p, None)
-        self._allocations -= 1
-        if owner is not None:
-            del self._owner_of[p]
-            owner.use -= 1
-            owner.active.discard(p)
 
     # ------------------------------------------------------------ references
 
@@ -731,8 +461,8 @@ class PasidAllocator:
             if self._refcount[p] > 1:
                 self._refcount[p] -= 1
             else:
-                self._release(p, now)
-                self._teardown_of(p, teardown)
+                release(self, p, now)
+                teardown_of(self, p, teardown)
             state = self._state[p]
         if self._gone or self._graveyard:
             self._after()
@@ -786,10 +516,10 @@ class PasidAllocator:
                 last[i] = refcount[p] == 0
             for i, p in enumerate(pasids):
                 if last[i]:
-                    self._release(p, now)
+                    release(self, p, now)
             for i, p in enumerate(pasids):
                 if last[i]:
-                    self._teardown_of(p, teardown)
+                    teardown_of(self, p, teardown)
         if self._gone or self._graveyard:
             self._after()
         if teardown:
@@ -828,57 +558,9 @@ class PasidAllocator:
                 if state[p] != RESERVED:
                     raise StateError(f"cannot unreserve PASID {p}: it is {_STATE_NAMES[state[p]]}")
             for p in range(first, last + 1):
-                self._make_free(p)
+                make_free(self, p)
 
     # ------------------------------------------------------------ devices and bindings
-
-    def _bind_in(self, p: int, info: _Device, data: object) -> None:
-        """The body of bind (lock held, time settled, ``info`` current)."""
-        if self._state[p] != ACTIVE:
-            raise StateError(f"bind of PASID {p}, which is {_STATE_NAMES[self._state[p]]}")
-        if p >> info.bits:
-            raise _Later(InvalidPasid, f"PASID {p} is wider than device {{}}'s {info.bits} bits",
-                         info.key)
-        bindings = self._bindings.get(p)
-        entry = None if bindings is None else bindings.get(info.handle)
-        if entry is not None:
-            if entry[0] == COUNT_MAX:
-                raise _Later(OverflowError, f"PASID {p} is bound {COUNT_MAX} times to device "
-                             "{}, the limit", info.key)
-            entry[0] += 1
-            if data is not None:
-                self._graveyard.append(entry[1])
-                entry[1] = data
-            return
-        if bindings is None:
-            bindings = self._bindings[p] = {}
-        bindings[info.handle] = [1, data]
-        info.bound.add(p)
-
-    def _unbind_in(self, p: int, info: _Device, now: float) -> int:
-        """The body of unbind (lock held, time settled); the state after."""
-        state = self._state[p]
-        bindings = self._bindings.get(p)
-        entry = None if bindings is None else bindings.get(info.handle)
-        if entry is None:
-            raise _Later(StateError, f"PASID {p} is not bound to device {{}}", info.key)
-        assert bindings is not None
-        if entry[0] > 1:
-            entry[0] -= 1
-            return state
-        hold = now + info.drain
-        held = self._hold.get(p)
-        if held is None or hold > held:
-            self._hold[p] = hold
-        del bindings[info.handle]
-        if entry[1] is not None:
-            self._graveyard.append(entry[1])
-        info.bound.discard(p)
-        if not bindings:
-            del self._bindings[p]
-            if state == DRAINING:
-                self._settle(p, now)
-        return self._state[p]
 
     def add_device(self, device: Hashable, *, bits: SupportsIndex | _args.Unset = _args.UNSET,
                    drain: float | _args.Unset = _args.UNSET,
@@ -895,7 +577,7 @@ class PasidAllocator:
             _args.check_callable(on_teardown, "on_teardown")
             callback = on_teardown
         while True:
-            info = self._device_record(device, True)
+            info = device_record(self, device, True)
             assert info is not None
             with self._lock:
                 if not info.gone:
@@ -919,7 +601,7 @@ class PasidAllocator:
         # called from a __hash__/__eq__ while this thread changes the tables, its own
         # table update could not run after the change: refused before anything changes
         self._refuse_reentry()
-        info = self._device_record(device, False)
+        info = device_record(self, device, False)
         if info is None:
             raise StateError(f"unknown device {device!r}")
         reading = self._reading()
@@ -940,7 +622,7 @@ class PasidAllocator:
                             drained.append(p)
                 info.bound.clear()
                 for p in sorted(drained):
-                    self._settle(p, now)
+                    settle(self, p, now)
                 info.gone = True
                 self._device_list[info.handle] = None
         if gone:
@@ -964,7 +646,7 @@ class PasidAllocator:
         stale = True
         while stale:
             reading = self._reading()
-            info = self._device_record(device, False)
+            info = device_record(self, device, False)
             if info is None:
                 # declare it only for a bind that can succeed
                 with self._lock:
@@ -972,21 +654,21 @@ class PasidAllocator:
                     if self._state[p] != ACTIVE:
                         raise StateError(
                             f"bind of PASID {p}, which is {_STATE_NAMES[self._state[p]]}")
-                info = self._device_record(device, True)
+                info = device_record(self, device, True)
                 assert info is not None
             try:
                 with self._lock:
                     stale = info.gone
                     if not stale:
                         self._settle_time(self._time(reading))
-                        self._bind_in(p, info, data)
+                        bind_in(self, p, info, data)
             except _Later as late:
                 raise late.build() from None
 
     def unbind(self, pasid: SupportsIndex, device: Hashable) -> None:
         """``device`` says it has drained ``pasid`` (ACTIVE or DRAINING). O(log64 N)."""
         p = self._check_id(pasid)
-        info = self._device_record(device, False)
+        info = device_record(self, device, False)
         reading = self._reading()
         try:
             with self._lock:
@@ -994,7 +676,7 @@ class PasidAllocator:
                     raise _Later(StateError, f"PASID {p} is not bound to device {{}}", device)
                 now = self._time(reading)
                 self._settle_time(now)
-                self._unbind_in(p, info, now)
+                unbind_in(self, p, info, now)
         except _Later as late:
             raise late.build() from None
         if self._gone or self._graveyard:
@@ -1009,7 +691,7 @@ class PasidAllocator:
         released: list[int] | None = None
         teardown: Teardown = []
         while released is None:
-            record = self._owner_lookup(owner)
+            record = owner_lookup(self, owner)
             reading = self._reading()
             with self._lock:
                 now = self._time(reading)
@@ -1019,9 +701,9 @@ class PasidAllocator:
                 elif not record.gone:
                     released = sorted(record.active)
                     for p in released:
-                        self._release(p, now)
+                        release(self, p, now)
                     for p in released:
-                        self._teardown_of(p, teardown)
+                        teardown_of(self, p, teardown)
         if self._gone or self._graveyard:
             self._after()
         if teardown:
@@ -1034,11 +716,11 @@ class PasidAllocator:
             raise ValueError("set_quota(None, ...): owner-less PASIDs have no quota")
         quota = _args.as_quota(n)      # -1: no quota
         if quota >= 0:
-            record = self._owner_record(owner)         # pinned: current until unpinned
+            record = owner_record(self, owner)         # pinned: current until unpinned
         else:
             # lifting a quota makes no record: an owner without one has no quota
-            found = self._owner_lookup(owner)
-            if found is None or not self._pin(found):
+            found = owner_lookup(self, owner)
+            if found is None or not owner_pin(self, found):
                 return
             record = found
         try:
@@ -1049,7 +731,7 @@ class PasidAllocator:
                 else:
                     self._quota.pop(record, None)
         finally:
-            self._unpin(record)                        # idle with no quota: marked gone
+            owner_unpin(self, record)                        # idle with no quota: marked gone
         if self._gone or self._graveyard:
             self._after()
 
@@ -1073,7 +755,7 @@ class PasidAllocator:
         if to is None and by is None:
             reading = self._reading()
             with self._lock:
-                reclaimed = self._reclaim(self._time(reading))
+                reclaimed = reclaim(self, self._time(reading))
             if self._gone or self._graveyard:
                 self._after()
             return reclaimed
@@ -1094,7 +776,7 @@ class PasidAllocator:
             if target < self._now:
                 raise ValueError(f"the clock cannot go back from {self._now} to {target}")
             self._now = target
-            reclaimed = self._reclaim(target)
+            reclaimed = reclaim(self, target)
         if self._gone or self._graveyard:
             self._after()
         return reclaimed
@@ -1104,7 +786,7 @@ class PasidAllocator:
         reading = self._reading()
         with self._lock:
             self._settle_time(self._time(reading))
-            return self._queue[0][0] if self._queue else None
+            return self._queue.next()
 
     # ------------------------------------------------------------ queries
 
@@ -1173,7 +855,7 @@ class PasidAllocator:
     def binding(self, pasid: SupportsIndex, device: Hashable) -> Any:
         """The data given to :meth:`bind` for this (PASID, device) pair."""
         p = self._check_id(pasid)
-        info = self._device_record(device, False)
+        info = device_record(self, device, False)
         reading = self._reading()
         with self._lock:
             self._settle_time(self._time(reading))
@@ -1186,7 +868,7 @@ class PasidAllocator:
 
     def pending(self, device: Hashable) -> list[int]:
         """The DRAINING PASIDs still bound to ``device``, ascending."""
-        info = self._device_record(device, False)
+        info = device_record(self, device, False)
         reading = self._reading()
         with self._lock:
             known = info is not None and not info.gone
@@ -1276,134 +958,19 @@ class PasidAllocator:
 
     # ------------------------------------------------------------ snapshots
 
-    def _freeze(self, now: float) -> dict[str, Any]:
-        """The whole state as the dict of ``pasid._snapshot.FIELDS`` (shared with the
-        compiled core), taken under the lock: columns for what there is per PASID."""
-        state = np.frombuffer(bytes(self._state), dtype=np.uint8)
-        ids = np.flatnonzero(state)
-        refcount = self._refcount
-        multi = [p for p in ids.tolist() if refcount[p] >= 2]
-        generation = np.array(self._generation, dtype=np.uint32)
-        generated = np.flatnonzero(generation)
-        holds = sorted(self._hold.items())
-        # each owner once, in the order of its lowest PASID; per PASID 1 + its index
-        owner_of = self._owner_of
-        owned = sorted(owner_of)
-        code_of: dict[int, int] = {}
-        keys: list[Hashable] = []
-        codes: list[int] = []
-        for p in owned:
-            record = owner_of[p]
-            code = code_of.get(id(record))
-            if code is None:
-                keys.append(record.key)
-                code = code_of[id(record)] = len(keys)
-            codes.append(code)
-        code_at = np.zeros(self._size, dtype=np.uint32)
-        code_at[owned] = codes
-        data = sorted(self._data.items())
-        device_list = self._device_list
-        index_of: dict[int, int] = {}
-        devices: list[tuple[Hashable, int, float]] = []
-        for info in device_list:
-            if info is not None:
-                index_of[info.handle] = len(devices)
-                devices.append((info.key, info.bits, info.drain))
-        bindings, binding_data = _snapshot.binding_columns(
-            (p, index_of[handle], count, value)
-            for p, pairs in sorted(self._bindings.items())
-            for handle, (count, value) in pairs.items())
-        return {
-            "bits": self._bits,
-            "strategy": self._strategy,
-            "grace": self._grace,
-            "now": now,
-            "rng": self._rng.state,
-            "cursor": self._cursor,
-            "counters": [self._allocations, self._releases, self._reclaimed,
-                         self._failures, self._high_water],
-            "states": _snapshot.arrays(ids, state[ids], "u1"),
-            "refcounts": _snapshot.arrays(multi, [refcount[p] for p in multi], "<u4"),
-            "generations": _snapshot.arrays(generated, generation[generated], "<u4"),
-            "holds": _snapshot.arrays([p for p, _ in holds], [t for _, t in holds], "<f8"),
-            "owner_keys": keys,
-            "owners": _snapshot.column(code_at[ids]),
-            "data": (_snapshot.id_column([p for p, _ in data]), [value for _, value in data]),
-            "devices": devices,
-            "bindings": bindings,
-            "binding_data": binding_data,
-            "quotas": [(record.key, quota) for record, quota in self._quota.items()],
-            "fifo": (_snapshot.column(np.fromiter(self._fifo, dtype=np.uint32,
-                                                  count=len(self._fifo)))
-                     if self._fifo is not None else None),
-        }
-
-    def _export(self) -> dict[str, Any]:
-        """The whole state, at one reading of the clock."""
-        reading = self._reading()
-        with self._lock:
-            now = self._time(reading)
-            self._settle_time(now)
-            return self._freeze(now)
-
     @classmethod
     def _restore(cls, snap: dict[str, Any], clock: Callable[[], float] | None) -> Self:
-        """A new allocator holding a checked snapshot (``pasid._snapshot.check``)."""
+        """A new allocator holding a checked snapshot (``pasid/pure/export.py``)."""
         a = cls(snap["bits"], reserved=(), strategy=snap["strategy"], grace=snap["grace"],
                 clock=clock, seed=snap["rng"])
         if clock is None:
             a._now = snap["now"]
-        a._cursor = snap["cursor"]
-        (a._allocations, a._releases, a._reclaimed, a._failures,
-         a._high_water) = snap["counters"]
-        ids, states = snap["states"]
-        for p, state in zip(ids.tolist(), states.tolist()):
-            a._take_state(p, state)
-            if state == ACTIVE:
-                a._refcount[p] = 1
-        for p, count in zip(*(x.tolist() for x in snap["refcounts"])):
-            a._refcount[p] = count
-        for p, generation in zip(*(x.tolist() for x in snap["generations"])):
-            a._generation[p] = generation
-        a._hold = dict(zip(*(x.tolist() for x in snap["holds"])))
-        for owner, quota in snap["quotas"]:
-            record = a._owners[owner] = _Owner(owner)
-            record.quota = quota
-            a._quota[record] = quota
-        records = []
-        for owner in snap["owner_keys"]:
-            found = a._owners.get(owner)
-            records.append(found if found is not None
-                           else a._owners.setdefault(owner, _Owner(owner)))
-        state_of = a._state
-        for p, code in zip(ids.tolist(), snap["owners"].tolist()):
-            if code:
-                record = records[code - 1]
-                a._owner_of[p] = record
-                record.use += 1
-                if state_of[p] == ACTIVE:
-                    record.active.add(p)
-        data_ids, values = snap["data"]
-        a._data = dict(zip(data_ids.tolist(), values))
-        for device, bits, drain in snap["devices"]:
-            info = _Device(device, len(a._device_list))
-            info.bits, info.drain = bits, float(drain)
-            a._device_list.append(info)
-            a._devices[device] = info
-        bound, bound_to, counts = (column.tolist() for column in snap["bindings"])
-        rows, values = snap["binding_data"]
-        bind_data = dict(zip(rows.tolist(), values))
-        device_list = a._device_list
-        for row, p in enumerate(bound):
-            info = device_list[bound_to[row]]
-            assert info is not None
-            a._bindings.setdefault(p, {})[info.handle] = [counts[row], bind_data.get(row)]
-            info.bound.add(p)
-        if a._fifo is not None:
-            a._fifo = FifoQueue(a._size, snap["fifo"].tolist())
-        a._queue = [(a._hold[p], p) for p in ids.tolist() if a._state[p] == QUARANTINED]
-        heapq.heapify(a._queue)
+        load_state(a, snap)
         return a
+
+    def _export(self) -> dict[str, Any]:
+        """The whole state as the dict of ``pasid._snapshot.FIELDS`` (``pasid/pure/export.py``)."""
+        return export_state(self)
 
     def to_bytes(self) -> bytes:
         """The whole allocator as snapshot bytes: versioned, checksummed, the same on both backends.
@@ -1412,7 +979,7 @@ class PasidAllocator:
         does, read once). Owners, data and devices must be plain data, else
         TypeError naming the value. O(N).
         """
-        return _snapshot.dumps(self._export())
+        return _snapshot.dumps(export_state(self))
 
     @classmethod
     def from_bytes(cls, data: bytes | bytearray | memoryview, *,
@@ -1429,83 +996,10 @@ class PasidAllocator:
         return cls._restore(_snapshot.check(state), None)
 
     def __reduce__(self) -> tuple[Callable[[dict[str, Any]], Self], tuple[dict[str, Any]]]:
-        return (type(self)._from_state, (self._export(),))
+        return (type(self)._from_state, (export_state(self),))
 
     # ------------------------------------------------------------ invariants
 
     def _check(self) -> None:
-        """Verify every invariant; raise AssertionError on the first that fails."""
-        with self._lock:
-            self._space._check()
-            counts = [0] * 5
-            for p in range(self._size):
-                s = self._state[p]
-                counts[s] += 1
-                if self._space.is_free(p) != (s == FREE):
-                    raise AssertionError(f"PASID {p}: space and state {s} disagree")
-                if (self._refcount[p] > 0) != (s == ACTIVE):
-                    raise AssertionError(f"PASID {p}: refcount {self._refcount[p]} in state {s}")
-                if s in (FREE, RESERVED) and (p in self._owner_of or p in self._data
-                                              or p in self._hold or p in self._bindings):
-                    raise AssertionError(f"PASID {p}: tags kept in state {s}")
-                if s == DRAINING and p not in self._bindings:
-                    raise AssertionError(f"PASID {p} DRAINING with no device bound")
-            if counts != self._counts:
-                raise AssertionError(f"counts {self._counts} != {counts}")
-            queued = [p for _, p in self._queue]
-            if sorted(queued) != [p for p in range(self._size) if self._state[p] == QUARANTINED]:
-                raise AssertionError("every QUARANTINED PASID needs exactly one queue entry")
-            for release_at, p in self._queue:
-                if self._hold.get(p) != release_at:
-                    raise AssertionError(f"PASID {p}: queue time {release_at} != {self._hold.get(p)}")
-            # the tables are read by identity: the check runs no __hash__/__eq__
-            # (a dict keeps the key object it was first given: keys are not compared)
-            current = {id(record) for record in self._owners.values() if not record.gone}
-            use: dict[int, int] = {}
-            active: dict[int, set[int]] = {}
-            for p, record in self._owner_of.items():
-                if record.gone or id(record) not in current:
-                    raise AssertionError(f"PASID {p}: its owner's record is not current")
-                use[id(record)] = use.get(id(record), 0) + 1
-                if self._state[p] == ACTIVE:
-                    active.setdefault(id(record), set()).add(p)
-            for record in self._owners.values():
-                if record.gone:
-                    continue
-                if record.use != use.get(id(record), 0) or \
-                        record.quota != self._quota.get(record, -1):
-                    raise AssertionError(f"owner {record.key!r}: use or quota disagrees")
-                if record.pins < 0:
-                    raise AssertionError(f"owner {record.key!r}: unpinned more than pinned")
-                if record.use == 0 and record.quota < 0 and record.pins == 0:
-                    # (a pinned one is held by an operation in flight, made in its phase 1)
-                    raise AssertionError(f"owner {record.key!r}: an idle record kept")
-                if record.active != active.get(id(record), set()):
-                    raise AssertionError(f"owner {record.key!r}: ACTIVE set disagrees")
-            for record in self._quota:
-                if record.gone or id(record) not in current:
-                    raise AssertionError(f"owner {record.key!r}: a quota without a current record")
-            for p, bindings in self._bindings.items():
-                if not bindings or self._state[p] not in (ACTIVE, DRAINING):
-                    raise AssertionError(f"PASID {p}: bindings in state {self._state[p]}")
-                for handle, (count, _) in bindings.items():
-                    info = self._device_list[handle]
-                    if count <= 0 or info is None or info.gone or p not in info.bound \
-                            or p >> info.bits:
-                        raise AssertionError(f"PASID {p}: a bad binding to device {handle}")
-            declared = {id(info) for info in self._devices.values() if not info.gone}
-            for handle, info in enumerate(self._device_list):
-                if info is None:
-                    continue
-                if info.gone or info.handle != handle or id(info) not in declared:
-                    raise AssertionError(f"device {info.key!r}: its table entries disagree")
-                for p in info.bound:
-                    if handle not in self._bindings.get(p, {}):
-                        raise AssertionError(f"device {info.key!r}: stale PASID {p}")
-            for info in self._devices.values():
-                if info.gone:          # left by a __hash__/__eq__ that raised in remove_device
-                    continue
-                if self._device_list[info.handle] is not info:
-                    raise AssertionError(f"device {info.key!r} not in the handle table")
-            if self._fifo is not None:
-                self._fifo._check({p for p in range(self._size) if self._state[p] == FREE})
+        """Verify every invariant (``pasid/pure/check.py``); AssertionError on the first that fails."""
+        check_allocator(self)

@@ -1,0 +1,203 @@
+# Owners and quotas of PasidAllocator: a record per owner object (its use, what
+# its quota counts; its quota; its ACTIVE PASIDs, linked through the Owned
+# arrays), found through the owner table (a dict keyed by the owner object:
+# its __hash__/__eq__ run in phase 1 only, the table changing under the
+# registry lock). A record is pinned from an operation's phase 1 to its phase 3
+# and dropped once it holds nothing, has no quota and no pin. The twin of
+# pasid/pure/owners.py.
+#
+# ctypedef struct Owned (in _core.pxd, where PasidAllocator holds one):
+#     void** owner_of    per PASID: its owner's record (borrowed), while HAS_OWNER
+#     int32_t* prev      per PASID: the owner's ACTIVE PASIDs, a doubly linked list
+#     int32_t* next      (the head in the record's ``first``)
+
+
+@cython.final
+cdef class _Owner:
+    """An owner's record: its use (what its quota counts), quota and ACTIVE PASIDs.
+    Attributes are declared in _core.pxd."""
+
+    def __cinit__(self, key):
+        self.key = key
+        self.use = 0
+        self.quota = -1
+        self.active = 0
+        self.first = -1
+        self.gone = 0
+        self.pins = 0
+        self.mark = 0
+
+
+cdef int owned_init(Owned* owned, int64_t capacity) noexcept nogil:
+    """Links for ``capacity`` PASIDs, none owned; -1 out of memory (the caller destroys
+    it either way)."""
+    owned.owner_of = <void**>calloc(capacity, sizeof(void*))
+    owned.prev = <int32_t*>calloc(capacity, sizeof(int32_t))
+    owned.next = <int32_t*>calloc(capacity, sizeof(int32_t))
+    return -1 if owned.owner_of == NULL or owned.prev == NULL or owned.next == NULL else 0
+
+
+cdef void owned_destroy(Owned* owned) noexcept nogil:
+    free(owned.owner_of)
+    free(owned.prev)
+    free(owned.next)
+    owned.owner_of = owned.prev = owned.next = NULL
+
+
+# ---------------------------------------------------------------- the owner table (phase 1, 3)
+
+
+cdef _Owner owner_lookup(PasidAllocator a, object owner):
+    """The current record of ``owner``, or None: it holds no PASID and has no quota.
+    Its __hash__/__eq__ may run (phase 1); TypeError if it is unhashable."""
+    found = a._owners.get(owner)
+    if found is None or (<_Owner>found).gone:
+        return None
+    return <_Owner>found
+
+
+cdef _Owner owner_record(PasidAllocator a, object owner):
+    """The current record of ``owner``, made if it has none, pinned (phase 1).
+
+    A pinned record is never marked gone, so it stays current through the
+    operation's phase 2, and a record made for it is not "idle" to
+    :meth:`_check` while the operation is in flight. Every caller unpins it
+    in its phase 3 (:meth:`_unpin`, in a ``finally``)."""
+    cdef _Owner record = owner_lookup(a, owner)
+    if record is not None and owner_pin(a, record):
+        return record
+    a._enter_registry()
+    try:
+        found = a._owners.get(owner)
+        if found is not None and owner_pin(a, <_Owner>found):
+            return <_Owner>found
+        record = _Owner(owner)
+        record.pins = 1                  # no other thread sees it before the insert
+        a._owners[owner] = record
+    finally:
+        a._leave_registry()
+    return record
+
+
+cdef bint owner_pin(PasidAllocator a, _Owner record) noexcept:
+    """Pin ``record`` unless it is gone; True if pinned."""
+    with cython.critical_section(a):
+        if record.gone:
+            return False
+        record.pins += 1
+        return True
+
+
+cdef int owner_unpin(PasidAllocator a, _Owner record) except -1:
+    """Phase 3: the operation lets go of the record it pinned. Left with nothing,
+    no quota and no other pin, the record is marked gone (dropped by
+    :meth:`_after`). No batch loop touches owner records: no wait for one."""
+    with cython.critical_section(a):
+        record.pins -= 1
+        if record.pins == 0 and record.use == 0 and record.quota < 0 and not record.gone:
+            record.gone = 1
+            record.next_gone = a._gone
+            a._gone = record
+    return 0
+
+
+cdef int drop_gone_owners(PasidAllocator a) except -1:
+    """Phase 3: drop from the owner table the records operations left idle.
+
+    Skipped while this thread is changing the table further up the stack (a
+    __hash__/__eq__ that called back): a later operation drops them.
+    """
+    cdef _Owner record
+    if a._gone is None or a._registry_thread == PyThread_get_thread_ident():
+        return 0
+    # only the owners' __hash__/__eq__ run here, after the change: what they
+    # raise is swallowed; the record stays, marked gone (look-ups skip it)
+    a._enter_registry()
+    try:
+        while True:
+            with cython.critical_section(a):
+                wait_batch(a)
+                record = a._gone
+                if record is not None:
+                    a._gone = record.next_gone
+                    record.next_gone = None
+            if record is None:
+                break
+            try:
+                if a._owners.get(record.key) is record:
+                    del a._owners[record.key]
+            except Exception:
+                pass
+    finally:
+        a._leave_registry()
+    return 0
+
+
+# ---------------------------------------------------------------- a PASID's owner (phase 2)
+
+
+cdef void owner_tag(PasidAllocator a, int64_t p, _Owner owner) noexcept:
+    """A new ACTIVE PASID of ``owner`` (a current record): its use and ACTIVE list."""
+    a._slots[p].meta |= HAS_OWNER
+    a._owned.owner_of[p] = <void*>owner
+    owner.use += 1
+    owner.active += 1
+    a._owned.prev[p] = -1
+    a._owned.next[p] = owner.first
+    if owner.first >= 0:
+        a._owned.prev[owner.first] = <int32_t>p
+    owner.first = <int32_t>p
+
+
+cdef void owned_unlink(PasidAllocator a, int64_t p) noexcept:
+    """A PASID of an owner left ACTIVE: off the owner's ACTIVE list (its use stays)."""
+    cdef _Owner owner = <_Owner>a._owned.owner_of[p]
+    cdef int32_t before = a._owned.prev[p], after = a._owned.next[p]
+    if before >= 0:
+        a._owned.next[before] = after
+    else:
+        owner.first = after
+    if after >= 0:
+        a._owned.prev[after] = before
+    owner.active -= 1
+
+
+cdef void owner_untag(PasidAllocator a, int64_t p) noexcept:
+    """A PASID of an owner became FREE; an owner left with nothing, no quota and no
+    pin is marked gone, to be dropped from the table in phase 3."""
+    cdef _Owner owner = <_Owner>a._owned.owner_of[p]
+    a._owned.owner_of[p] = NULL
+    owner.use -= 1
+    if owner.use == 0 and owner.quota < 0 and owner.pins == 0 and not owner.gone:
+        owner.gone = 1
+        owner.next_gone = a._gone
+        a._gone = owner
+
+
+cdef inline bint over_quota(_Owner owner, int64_t n) noexcept:
+    """True if ``n`` more would pass the owner's quota."""
+    return owner is not None and owner.quota >= 0 and owner.use + n > owner.quota
+
+
+cdef list exit_in(PasidAllocator a, _Owner owner, double now):
+    """The body of exit_owner (critical section held, time settled, ``owner``
+    current): release its ACTIVE PASIDs in ascending order; returns them.
+    The buffer is made before anything changes (MemoryError)."""
+    cdef int64_t k = owner.active, i
+    cdef int32_t* pasids
+    cdef int32_t p
+    if k == 0:
+        return []
+    pasids = <int32_t*>malloc(k * sizeof(int32_t))
+    if pasids == NULL:
+        raise MemoryError()
+    p = owner.first
+    for i in range(k):
+        pasids[i] = p
+        p = a._owned.next[p]
+    qsort(pasids, k, sizeof(int32_t), _compare_int32)
+    for i in range(k):
+        release(a, pasids[i], now)
+    released = [pasids[i] for i in range(k)]
+    free(pasids)
+    return released

@@ -1,0 +1,70 @@
+"""Batches of the pure PasidAllocator: alloc_many's fill and its undoing.
+
+The twin of ``pasid/_batch.pxi`` (whose loops run in C, without the GIL from
+65,536 IDs on; here the lock is held throughout).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+
+from pasid import _args
+from pasid._state import ACTIVE, FREE
+from pasid.pure.owners import _Owner, owner_tag
+
+if TYPE_CHECKING:
+    from pasid.pure.allocator import PasidAllocator
+
+__all__ = ["batch_fill", "batch_unfill"]
+
+COUNT_MAX = _args.COUNT_MAX
+
+
+def batch_fill(a: PasidAllocator, out: npt.NDArray[np.uint32], owner: _Owner | None, data: object) -> None:
+    """Allocate ``len(out)`` PASIDs by the strategy into ``out`` (there are that many
+    FREE); all undone and OverflowError if one has been allocated COUNT_MAX times."""
+    rng, cursor = a._rng.state, a._cursor
+    hi = a._size - 1
+    taken: list[int] = []
+    for i in range(len(out)):
+        p = a._choose(0, hi)
+        if a._generation[p] == COUNT_MAX:
+            for q in reversed(taken):
+                batch_unfill(a, q, owner)
+            a._rng.state, a._cursor = rng, cursor
+            raise OverflowError(f"a PASID has been allocated {COUNT_MAX} times, the limit")
+        a._take_state(p, ACTIVE)
+        a._refcount[p] = 1
+        if data is not None:
+            a._data[p] = data
+        a._generation[p] += 1
+        if owner is not None:
+            owner_tag(a, p, owner)
+        a._allocations += 1
+        if a._strategy == "cyclic":
+            a._cursor = p + 1
+        taken.append(p)
+        out[i] = p
+    if a._counts[ACTIVE] > a._high_water:
+        a._high_water = a._counts[ACTIVE]
+
+
+def batch_unfill(a: PasidAllocator, p: int, owner: _Owner | None) -> None:
+    """Undo an allocation of :meth:`_fill`: the fifo queue gets ``p`` back at its head."""
+    a._space.release(p)
+    if a._fifo is not None:
+        a._fifo.push_front(p)
+    a._counts[ACTIVE] -= 1
+    a._counts[FREE] += 1
+    a._state[p] = FREE
+    a._refcount[p] = 0
+    a._generation[p] -= 1
+    a._data.pop(p, None)
+    a._allocations -= 1
+    if owner is not None:
+        del a._owner_of[p]
+        owner.use -= 1
+        owner.active.discard(p)

@@ -1,0 +1,134 @@
+"""Bindings and devices of the pure PasidAllocator.
+
+A record per declared device (its settings, handle and the PASIDs bound to
+it), found through the device table (a dict keyed by the device object,
+changed under the registry lock); per PASID its bindings by device handle in
+bind order, each with its bind count and the driver's data. The twin of
+``pasid/_bindings.pxi``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from typing import TYPE_CHECKING
+
+from pasid import _args
+from pasid._errors import InvalidPasid, StateError
+from pasid._state import ACTIVE, DRAINING
+from pasid.pure.release import settle
+
+if TYPE_CHECKING:
+    from pasid.pure.allocator import PasidAllocator
+
+__all__ = ["bind_in", "device_record", "unbind_in"]
+
+COUNT_MAX = _args.COUNT_MAX
+_STATE_NAMES = _args.STATE_NAMES
+
+
+class _Later(Exception):
+    """An error found under the lock whose message names a user object: the
+    object's ``repr`` (user code, which may call back) runs once the lock is free."""
+
+    def __init__(self, error: type[Exception], template: str, named: object) -> None:
+        super().__init__(template)
+        self.error, self.template, self.named = error, template, named
+
+    def build(self) -> Exception:
+        return self.error(self.template.format(repr(self.named)))
+
+
+class _Device:
+    """A declared device: its settings, handle and the PASIDs bound to it."""
+
+    __slots__ = ("key", "handle", "bits", "drain", "on_teardown", "gone", "bound")
+
+    def __init__(self, key: Hashable, handle: int) -> None:
+        self.key = key
+        self.handle = handle
+        self.bits = 20
+        self.drain = 0.0
+        self.on_teardown: Callable[[int], object] | None = None
+        self.gone = False
+        self.bound: set[int] = set()
+
+
+# ---------------------------------------------------------------- the device table (phase 1)
+
+
+def device_record(a: PasidAllocator, device: Hashable, declare: bool) -> _Device | None:
+    """The current record of ``device``; None if it is not declared and ``declare``
+    is false, else declared with the defaults."""
+    found = a._devices.get(device)
+    if found is not None and not found.gone:
+        return found
+    if not declare:
+        return None
+    a._enter_registry()
+    try:
+        found = a._devices.get(device)
+        if found is not None and not found.gone:
+            return found
+        info = _Device(device, len(a._device_list))
+        a._device_list.append(info)
+        try:
+            a._devices[device] = info
+        except BaseException:
+            a._device_list.pop()
+            raise
+    finally:
+        a._leave_registry()
+    return info
+
+
+# ---------------------------------------------------------------- bindings (phase 2)
+
+
+def bind_in(a: PasidAllocator, p: int, info: _Device, data: object) -> None:
+    """The body of bind (lock held, time settled, ``info`` current)."""
+    if a._state[p] != ACTIVE:
+        raise StateError(f"bind of PASID {p}, which is {_STATE_NAMES[a._state[p]]}")
+    if p >> info.bits:
+        raise _Later(InvalidPasid, f"PASID {p} is wider than device {{}}'s {info.bits} bits",
+                     info.key)
+    bindings = a._bindings.get(p)
+    entry = None if bindings is None else bindings.get(info.handle)
+    if entry is not None:
+        if entry[0] == COUNT_MAX:
+            raise _Later(OverflowError, f"PASID {p} is bound {COUNT_MAX} times to device "
+                         "{}, the limit", info.key)
+        entry[0] += 1
+        if data is not None:
+            a._graveyard.append(entry[1])
+            entry[1] = data
+        return
+    if bindings is None:
+        bindings = a._bindings[p] = {}
+    bindings[info.handle] = [1, data]
+    info.bound.add(p)
+
+
+def unbind_in(a: PasidAllocator, p: int, info: _Device, now: float) -> int:
+    """The body of unbind (lock held, time settled); the state after."""
+    state = a._state[p]
+    bindings = a._bindings.get(p)
+    entry = None if bindings is None else bindings.get(info.handle)
+    if entry is None:
+        raise _Later(StateError, f"PASID {p} is not bound to device {{}}", info.key)
+    assert bindings is not None
+    if entry[0] > 1:
+        entry[0] -= 1
+        return state
+    hold = now + info.drain
+    held = a._hold.get(p)
+    if held is None or hold > held:
+        a._hold[p] = hold
+    del bindings[info.handle]
+    if entry[1] is not None:
+        a._graveyard.append(entry[1])
+    info.bound.discard(p)
+    if not bindings:
+        del a._bindings[p]
+        if state == DRAINING:
+            settle(a, p, now)
+    return a._state[p]
