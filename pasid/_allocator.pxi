@@ -571,18 +571,6 @@ cdef class PasidAllocator:
     # ------------------------------------------------------------ allocation
 
     def alloc(self, owner=None, *, data=None, min=None, max=None):
-        """Allocate a PASID by the strategy: ACTIVE, refcount 1, generation + 1. O(log64 N).
-
-        ``owner`` is a tag (hashable; None for a PASID without a process);
-        ``data`` is kept with the PASID. ``min``/``max`` bound the choice
-        (inclusive). Raises PasidExhausted when nothing in range is FREE,
-        QuotaExceeded past the owner's quota, InvalidPasid for a bound outside
-        the space or ``min > max``.
-
-        >>> a = PasidAllocator(bits=4)
-        >>> a.alloc(), a.alloc(min=8), a.alloc(owner="proc", data={"asid": 7})
-        (1, 8, 2)
-        """
         cdef int64_t lo, hi, p
         if (owner is None and data is None and min is None and max is None
                 and self._clock is None):
@@ -606,11 +594,6 @@ cdef class PasidAllocator:
         return p
 
     def try_alloc(self, owner=None, *, data=None, min=None, max=None):
-        """Like :meth:`alloc`, but None where alloc raises PasidExhausted (quota included). O(log64 N).
-
-        >>> a = PasidAllocator(bits=1); a.try_alloc(), a.try_alloc()
-        (1, None)
-        """
         cdef int64_t lo = 0 if min is None else self._check_id(min)
         cdef int64_t hi = self._size - 1 if max is None else self._check_id(max)
         cdef int64_t p
@@ -620,14 +603,6 @@ cdef class PasidAllocator:
         return p if p >= 0 else None
 
     def alloc_exact(self, pasid, owner=None, *, data=None):
-        """Allocate exactly ``pasid``. O(log64 N).
-
-        StateError unless it is FREE; the quota applies; the cyclic cursor
-        does not move.
-
-        >>> a = PasidAllocator(bits=8); a.alloc_exact(42), a.state(42).name
-        (42, 'ACTIVE')
-        """
         cdef int64_t p = self._check_id(pasid)
         cdef int64_t quota = -1
         cdef int state = self._alloc_exact_in(p, owner, data, &quota)
@@ -683,13 +658,6 @@ cdef class PasidAllocator:
         return state
 
     def open(self, owner=None, *, data=None, min=None, max=None):
-        """Allocate like :meth:`alloc` and wrap the reference in a :class:`~pasid.PasidHandle`.
-
-        >>> a = PasidAllocator(bits=8)
-        >>> with a.open() as h:
-        ...     h.pasid, h.valid
-        (1, True)
-        """
         cdef int64_t lo = 0 if min is None else self._check_id(min)
         cdef int64_t hi = self._size - 1 if max is None else self._check_id(max)
         cdef int64_t p
@@ -702,15 +670,6 @@ cdef class PasidAllocator:
         return PasidHandle(self, p, generation)
 
     def alloc_many(self, n, owner=None, *, data=None):
-        """``n`` PASIDs as a uint32 array: the same IDs as ``n`` calls of :meth:`alloc`.
-
-        All or nothing: PasidExhausted if fewer than ``n`` are FREE,
-        QuotaExceeded past the quota; ``n < 0``: ValueError. The loop runs in C:
-        O(n + log64 N) for ``lowest``.
-
-        >>> PasidAllocator(bits=8).alloc_many(4)
-        array([1, 2, 3, 4], dtype=uint32)
-        """
         cdef object asked = _args.as_count(n, "n")
         cdef int64_t count = min(asked, self._size + 1)   # more than can be FREE: refused below
         cdef int64_t quota = -1, free_ids = 0
@@ -786,13 +745,6 @@ cdef class PasidAllocator:
     # ------------------------------------------------------------ references
 
     def get(self, pasid):
-        """Take one more reference to an ACTIVE PASID (StateError otherwise). O(1).
-
-        OverflowError, nothing changed, at 2**32 - 1 references.
-
-        >>> a = PasidAllocator(bits=8); p = a.alloc(); a.get(p); a.refcount(p)
-        2
-        """
         cdef int64_t p = self._check_id(pasid)
         cdef double reading = self._reading()
         with cython.critical_section(self):
@@ -859,23 +811,9 @@ cdef class PasidAllocator:
         return state
 
     def put(self, pasid):
-        """Drop one reference to an ACTIVE PASID; the last put releases it. O(log64 N).
-
-        Released, it is DRAINING while a device is bound, else QUARANTINED
-        until ``release_at``, else FREE; bound devices' ``on_teardown`` run
-        after the change. StateError unless ACTIVE (a double free).
-
-        >>> a = PasidAllocator(bits=8); p = a.alloc(); a.put(p); a.state(p).name
-        'FREE'
-        """
         self._put(self._check_id(pasid))
 
     def free(self, pasid):
-        """The same as :meth:`put`: drop one reference; the last releases. O(log64 N).
-
-        >>> a = PasidAllocator(bits=8); a.free(a.alloc()); len(a)
-        0
-        """
         self._put(self._check_id(pasid))
 
     def _put_if(self, pasid, generation):
@@ -896,14 +834,6 @@ cdef class PasidAllocator:
         return True
 
     def free_many(self, ids):
-        """As successive :meth:`free` calls over ``ids``, all or nothing. O(len(ids) log64 N).
-
-        A duplicate is a double free unless the refcount allows it; PASIDs are
-        released in the order successive calls would release them.
-
-        >>> a = PasidAllocator(bits=8); a.free_many(a.alloc_many(3)); len(a)
-        0
-        """
         array = self._id_array(ids)               # a private copy, checked
         cdef const uint32_t[::1] pasids = array
         cdef Py_ssize_t n = pasids.shape[0]
@@ -973,13 +903,6 @@ cdef class PasidAllocator:
         return first, last
 
     def reserve(self, lo, hi=None):
-        """FREE IDs ``lo..hi`` (inclusive) become RESERVED, all or none. O(range log64 N).
-
-        StateError names the first ID that is not FREE; ``lo > hi``: InvalidPasid.
-
-        >>> a = PasidAllocator(bits=8); a.reserve(1, 3); a.alloc()
-        4
-        """
         cdef int64_t first, last, p, q
         first, last = self._range(lo, hi)
         cdef double reading = self._reading()
@@ -1003,11 +926,6 @@ cdef class PasidAllocator:
                 self._left_free(p, RESERVED)
 
     def unreserve(self, lo, hi=None):
-        """RESERVED IDs ``lo..hi`` (inclusive) become FREE, all or none. O(range log64 N).
-
-        >>> a = PasidAllocator(bits=8); a.unreserve(0); a.alloc()
-        0
-        """
         cdef int64_t first, last, p
         first, last = self._range(lo, hi)
         cdef double reading = self._reading()
@@ -1025,21 +943,6 @@ cdef class PasidAllocator:
 
     def add_device(self, device, *, bits=_args.UNSET, drain=_args.UNSET,
                    on_teardown=_args.UNSET):
-        """Declare ``device`` or update its settings; returns its handle. O(devices bound).
-
-        ``bits``: the device's PASID width (1..20, default 20); ``drain``: its
-        quarantine time after it unbinds (default 0); ``on_teardown(pasid)``:
-        called when a PASID bound to it is released (default none; None
-        removes one). A setting left out keeps its value on a declared device.
-        Narrowing below a bound PASID: InvalidPasid, nothing changed.
-        The handle is a small int naming the device in the C-level API
-        (``c_bind``/``c_unbind``), stable until :meth:`remove_device`, never
-        reused by this allocator (a snapshot's devices get 0, 1, ... in
-        declaration order).
-
-        >>> a = PasidAllocator(bits=8); a.add_device("gpu", drain=5), a.pending("gpu")
-        (0, [])
-        """
         cdef int64_t width = -1 if bits is _args.UNSET else _args.as_bits(bits, "device bits")
         cdef double drain_time = -1.0 if drain is _args.UNSET else _args.as_drain(drain)
         cdef bint callback_given = on_teardown is not _args.UNSET
@@ -1073,15 +976,6 @@ cdef class PasidAllocator:
                     return info.handle
 
     def remove_device(self, device):
-        """Hot-unplug: drop all of ``device``'s bindings at once, no drain hold, no callback.
-
-        Unknown device: StateError. O(bindings of the device).
-
-        >>> a = PasidAllocator(bits=8); p = a.alloc(); a.bind(p, "nic"); a.free(p)
-        >>> a.state(p).name; a.remove_device("nic"); a.state(p).name
-        'DRAINING'
-        'FREE'
-        """
         cdef _Device info = device_record(self, device, False)
         cdef double reading, now
         cdef int32_t* drained = NULL
@@ -1135,17 +1029,6 @@ cdef class PasidAllocator:
         self._after()
 
     def bind(self, pasid, device, *, data=None):
-        """Bind an ACTIVE PASID to ``device``, counted per pair. O(devices bound to the PASID).
-
-        ``data`` is the driver's value for this pair (kept from the first bind;
-        a later bind with data replaces it). An undeclared device is declared
-        with the defaults. StateError unless ACTIVE; InvalidPasid if the PASID
-        is wider than the device's bits; OverflowError at 2**32 - 1 binds.
-
-        >>> a = PasidAllocator(bits=8); p = a.alloc(); a.bind(p, "gpu", data="ctx")
-        >>> a.devices(p), a.binding(p, "gpu")
-        (['gpu'], 'ctx')
-        """
         cdef int64_t p = self._check_id(pasid)
         cdef _Device info
         cdef double reading
@@ -1172,16 +1055,6 @@ cdef class PasidAllocator:
                     bind_in(self, p, info, data)
 
     def unbind(self, pasid, device):
-        """``device`` says it has drained ``pasid`` (ACTIVE or DRAINING). O(devices bound to it).
-
-        The unbind that drops the pair's count to zero holds the PASID until
-        now + the device's drain; the last unbind of a DRAINING PASID sends it
-        to QUARANTINED or FREE. StateError if not bound.
-
-        >>> a = PasidAllocator(bits=8); p = a.alloc(); a.bind(p, "gpu"); a.free(p)
-        >>> a.unbind(p, "gpu"); a.state(p).name
-        'FREE'
-        """
         cdef int64_t p = self._check_id(pasid)
         cdef _Device info = recent_device(self, device)
         cdef double reading
@@ -1201,28 +1074,9 @@ cdef class PasidAllocator:
     # ------------------------------------------------------------ owners
 
     def exit_owner(self, owner):
-        """Release every ACTIVE PASID of ``owner`` at once, whatever its refcount; never waits.
-
-        Returns them ascending; their handles become stale; bound devices'
-        ``on_teardown`` run after the change. ``owner=None``: ValueError.
-        O(k log k) for k PASIDs.
-
-        >>> a = PasidAllocator(bits=8); h = a.open("proc"); h2 = h.dup()
-        >>> a.exit_owner("proc"), h.valid
-        ([1], False)
-        """
         return self.c_exit_owner(owner)
 
     def set_quota(self, owner, n):
-        """At most ``n`` PASIDs of ``owner`` ACTIVE, DRAINING or QUARANTINED; None lifts it. O(1).
-
-        A quota below current use refuses new allocations until use drops.
-        ``owner=None`` or ``n < 0``: ValueError.
-
-        >>> a = PasidAllocator(bits=8); a.set_quota("vm", 1); _ = a.alloc("vm")
-        >>> a.try_alloc("vm") is None
-        True
-        """
         if owner is None:
             raise ValueError("set_quota(None, ...): owner-less PASIDs have no quota")
         cdef int64_t quota = _args.as_quota(n)      # -1: no quota
@@ -1251,24 +1105,12 @@ cdef class PasidAllocator:
 
     @property
     def now(self):
-        """The current time: the logical clock, or the callable clock's reading (a float;
-        a clock that goes back is held at its highest reading)."""
         cdef double reading = self._reading()
         with cython.critical_section(self):
             wait_batch(self)
             return self._time(reading)
 
     def advance(self, to=None, *, by=None):
-        """Move the logical clock forward and reclaim; returns how many became FREE.
-
-        ``to``: the new time; ``by``: how far to move. With neither, reclaim at
-        the current time, on both clock kinds (a simulator's "settle now").
-        Both, backwards, either with a callable clock, or a time beyond the
-        finite range: ValueError. O(k log N) for k expired.
-
-        >>> a = PasidAllocator(bits=8, grace=3); a.free(a.alloc()); a.advance(to=3)
-        1
-        """
         cdef double target, reading, step = 0.0
         cdef int64_t reclaimed
         if to is not None and by is not None:
@@ -1302,11 +1144,6 @@ cdef class PasidAllocator:
         return reclaimed
 
     def next_release_time(self):
-        """The earliest ``release_at`` waiting, or None. O(1).
-
-        >>> PasidAllocator(bits=8).next_release_time() is None
-        True
-        """
         cdef double reading = self._reading()
         with cython.critical_section(self):
             wait_batch(self)
@@ -1316,11 +1153,6 @@ cdef class PasidAllocator:
     # ------------------------------------------------------------ queries
 
     def state(self, pasid):
-        """The :class:`~pasid.State` of ``pasid``. O(1).
-
-        >>> PasidAllocator(bits=8).state(0).name
-        'RESERVED'
-        """
         cdef int64_t p = self._check_id(pasid)
         cdef double reading = self._reading()
         with cython.critical_section(self):
@@ -1329,11 +1161,6 @@ cdef class PasidAllocator:
             return _STATES[(self._slots[p].meta & STATE_MASK)]
 
     def states(self, ids):
-        """The states of ``ids`` as a uint8 array. O(len(ids)).
-
-        >>> PasidAllocator(bits=8).states([0, 1])
-        array([1, 0], dtype=uint8)
-        """
         array = self._id_array(ids)               # a private copy, checked
         cdef const uint32_t[::1] pasids = array
         cdef Py_ssize_t i, n = pasids.shape[0]
@@ -1348,11 +1175,6 @@ cdef class PasidAllocator:
         return out
 
     def owner(self, pasid):
-        """The owner tag of ``pasid``, kept until it is FREE (None if owner-less). O(1).
-
-        >>> a = PasidAllocator(bits=8); a.owner(a.alloc("vm1"))
-        'vm1'
-        """
         cdef int64_t p = self._check_id(pasid)
         cdef double reading = self._reading()
         with cython.critical_section(self):
@@ -1363,11 +1185,6 @@ cdef class PasidAllocator:
             return None
 
     def data(self, pasid):
-        """The data given at allocation, kept until FREE (None if none). O(1).
-
-        >>> a = PasidAllocator(bits=8); a.data(a.alloc(data="ctx"))
-        'ctx'
-        """
         cdef int64_t p = self._check_id(pasid)
         cdef double reading = self._reading()
         with cython.critical_section(self):
@@ -1376,11 +1193,6 @@ cdef class PasidAllocator:
             return self._data[p] if self._slots[p].meta & HAS_DATA else None
 
     def refcount(self, pasid):
-        """References held on ``pasid`` (0 unless ACTIVE). O(1).
-
-        >>> a = PasidAllocator(bits=8); a.refcount(a.alloc())
-        1
-        """
         cdef int64_t p = self._check_id(pasid)
         cdef double reading = self._reading()
         with cython.critical_section(self):
@@ -1391,22 +1203,12 @@ cdef class PasidAllocator:
             return self._refcount[p] if self._slots[p].meta & MULTI else 1
 
     def generation(self, pasid):
-        """How many times ``pasid`` has been allocated. O(1).
-
-        >>> a = PasidAllocator(bits=8); a.free(a.alloc()); a.generation(1)
-        1
-        """
         cdef int64_t p = self._check_id(pasid)
         with cython.critical_section(self):
             wait_batch(self)               # a running batch is seen whole or not at all
             return self._generation_of(p)
 
     def devices(self, pasid):
-        """The devices ``pasid`` is bound to, in bind order. O(devices).
-
-        >>> PasidAllocator(bits=8).devices(1)
-        []
-        """
         cdef int64_t p = self._check_id(pasid)
         cdef double reading = self._reading()
         cdef int32_t record
@@ -1427,11 +1229,6 @@ cdef class PasidAllocator:
         return found
 
     def binding(self, pasid, device):
-        """The data given to :meth:`bind` for this (PASID, device) pair; StateError if not bound.
-
-        >>> a = PasidAllocator(bits=8); p = a.alloc(); a.bind(p, 7); a.binding(p, 7) is None
-        True
-        """
         cdef int64_t p = self._check_id(pasid)
         cdef _Device info = device_record(self, device, False)
         cdef double reading = self._reading()
@@ -1446,14 +1243,6 @@ cdef class PasidAllocator:
             return self._bind_data[record]
 
     def pending(self, device):
-        """The DRAINING PASIDs still bound to ``device``, ascending; unknown device: StateError.
-
-        O(bindings of the device).
-
-        >>> a = PasidAllocator(bits=8); p = a.alloc(); a.bind(p, "gpu"); a.free(p)
-        >>> a.pending("gpu")
-        [1]
-        """
         cdef _Device info = device_record(self, device, False)
         cdef double reading = self._reading()
         cdef int32_t record
@@ -1477,11 +1266,6 @@ cdef class PasidAllocator:
         return found
 
     def stats(self):
-        """Counts per state and the counters since construction, as a dict. O(1).
-
-        >>> s = PasidAllocator(bits=8).stats(); s["free"], s["reserved"]
-        (255, 1)
-        """
         cdef double reading = self._reading()
         cdef int64_t c[10]
         with cython.critical_section(self):
@@ -1500,17 +1284,14 @@ cdef class PasidAllocator:
 
     @property
     def bits(self):
-        """The PASID width: IDs are 0 .. 2**bits - 1."""
         return self._bits
 
     @property
     def strategy(self):
-        """The allocation strategy: lowest, cyclic, fifo or random."""
         return STRATEGIES[self._strategy]
 
     @property
     def grace(self):
-        """The minimum time from release to reuse (a float)."""
         return self._grace
 
     def __len__(self):
@@ -1521,7 +1302,6 @@ cdef class PasidAllocator:
             return self._counts[ACTIVE]
 
     def __iter__(self):
-        """The ACTIVE PASIDs, ascending (a list taken at the call). O(N): a pass over the table."""
         cdef list found = []
         cdef int64_t p
         cdef double reading = self._reading()
@@ -1534,7 +1314,6 @@ cdef class PasidAllocator:
         return iter(found)
 
     def __contains__(self, pasid):
-        """True only for an ACTIVE PASID; never raises (a clock that raises: the last time)."""
         cdef int64_t p
         cdef double reading
         try:
@@ -1794,25 +1573,10 @@ cdef class PasidAllocator:
         return export_state(self)
 
     def to_bytes(self):
-        """The whole allocator as snapshot bytes: versioned, checksummed, the same on both backends.
-
-        Everything travels but callbacks and a callable clock (its reading
-        does, read once). Owners, data and devices must be plain data, else
-        TypeError naming the value. O(N).
-
-        >>> a = PasidAllocator(bits=8); p = a.alloc("vm")
-        >>> b = PasidAllocator.from_bytes(a.to_bytes()); b.owner(p), b.to_bytes() == a.to_bytes()
-        ('vm', True)
-        """
         return _snapshot.dumps(export_state(self))
 
     @classmethod
     def from_bytes(cls, data, *, clock=None):
-        """An allocator from :meth:`to_bytes` output (of either backend).
-
-        ``clock``: a callable clock; without one, a logical clock at the saved
-        time. Corrupt, truncated or unknown bytes: SnapshotError. O(N).
-        """
         return _restore(cls, _snapshot.loads(data), clock)
 
     @classmethod

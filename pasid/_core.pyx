@@ -23,6 +23,7 @@ from libc.stdint cimport (INT64_MAX, INT64_MIN, int32_t, int64_t, uint8_t, uint1
                           uint64_t)
 from libc.stdlib cimport calloc, free, malloc
 
+import inspect
 import operator
 import os
 
@@ -49,3 +50,57 @@ include "_owners.pxi"       # pasid/pure/owners.py: owners and quotas
 include "_release.pxi"      # pasid/pure/release.py: the release queue and reclaim
 include "_export.pxi"       # pasid/pure/export.py: its snapshots
 include "_check.pxi"        # pasid/pure/check.py: its invariant check
+
+
+# ---------------------------------------------------------------- docstrings
+#
+# The public classes' docstrings have one home: their pure twins (pasid/pure/),
+# the reference both backends document and doctest. At import, each method and
+# property of a compiled class takes its twin's text, its own signature kept
+# (``embedsignature``): the C pointer behind the descriptor's ``__doc__`` is
+# pointed at a copy the module keeps. Slot methods (``__len__``...) keep
+# CPython's texts: theirs are shared by every type.
+
+from pasid import pure as _pure
+
+cdef extern from "Python.h":
+    ctypedef struct PyMethodDef:
+        const char* ml_doc
+    ctypedef struct PyMethodDescrObject:
+        PyMethodDef* d_method
+    ctypedef struct PyGetSetDef:
+        const char* doc
+    ctypedef struct PyGetSetDescrObject:
+        PyGetSetDef* d_getset
+
+cdef list _doc_texts = []     # the texts the descriptors point at, kept for good
+
+
+cdef int _take_docs(type compiled, type reference) except -1:
+    """Give ``compiled``'s methods and properties the docstrings of ``reference``'s."""
+    cdef PyMethodDef* method
+    cdef bytes text, signature
+    for name, member in vars(reference).items():
+        doc = getattr(member, "__doc__", None)
+        target = vars(compiled).get(name)
+        if doc is None or target is None:
+            continue
+        text = inspect.cleandoc(doc).encode()
+        kind = type(target).__name__
+        if kind in ("method_descriptor", "classmethod_descriptor"):
+            method = (<PyMethodDescrObject*><void*>target).d_method
+            # keep the text signature Cython wrote: "name($self, ...)\n--\n\n"
+            signature = b""
+            if method.ml_doc != NULL and b"\n--\n\n" in <bytes>method.ml_doc:
+                signature = (<bytes>method.ml_doc).split(b"\n--\n\n", 1)[0] + b"\n--\n\n"
+            text = signature + text
+            _doc_texts.append(text)
+            method.ml_doc = <const char*>text
+        elif kind == "getset_descriptor":
+            _doc_texts.append(text)
+            (<PyGetSetDescrObject*><void*>target).d_getset.doc = <const char*>text
+    return 0
+
+
+_take_docs(PasidAllocator, _pure.PasidAllocator)
+_take_docs(IDA, _pure.IDA)

@@ -92,79 +92,27 @@ cdef class IDA:
         return p
 
     def alloc(self):
-        """The lowest free ID. O(log64 N). Raises PasidExhausted when all 2**31 are taken.
-
-        >>> IDA().alloc()
-        0
-        """
         return self._alloc(0, IDA_MAX)
 
     def alloc_min(self, min):
-        """The lowest free ID >= ``min``. O(log64 N).
-
-        ``min`` above 2**31-1: PasidExhausted; negative: InvalidPasid.
-
-        >>> IDA().alloc_min(5)
-        5
-        """
         return self._alloc(as_int64(min, "min"), IDA_MAX)
 
     def alloc_max(self, max):
-        """The lowest free ID <= ``max`` (clamped at 2**31-1). O(log64 N).
-
-        >>> ida = IDA(); ida.alloc_max(0)
-        0
-        >>> ida.alloc_max(0)
-        Traceback (most recent call last):
-        ...
-        pasid._errors.PasidExhausted: no free ID in 0..0
-        """
         return self._alloc(0, as_int64(max, "max"))
 
     def alloc_range(self, min, max):
-        """The lowest free ID in ``[min, max]`` (inclusive). O(log64 N).
-
-        As in the kernel: ``max`` above 2**31-1 is clamped; ``min > max`` or a
-        full range raises PasidExhausted; a negative bound, InvalidPasid.
-
-        >>> ida = IDA(); ida.alloc_range(7, 9), ida.alloc_range(7, 2**40)
-        (7, 8)
-        """
         return self._alloc(as_int64(min, "min"), as_int64(max, "max"))
 
     def free(self, id):
-        """Free an allocated ID. O(log64 N).
-
-        Not allocated: StateError, nothing changes; negative or above
-        2**31-1: InvalidPasid.
-
-        >>> ida = IDA(); ida.free(ida.alloc()); ida.free(0)
-        Traceback (most recent call last):
-        ...
-        pasid._errors.StateError: ida_free called for id=0 which is not allocated
-        """
         cdef int64_t p = as_int64(id, "id")
         if p < 0 or p > IDA_MAX:
             raise InvalidPasid(f"id {id} out of range 0..{IDA_MAX}")
         self.c_free(p)
 
     def find_first(self):
-        """The lowest allocated ID, or None. O(log64 N).
-
-        >>> ida = IDA(); ida.find_first() is None
-        True
-        """
         return self.find_first_range(0, IDA_MAX)
 
     def find_first_range(self, min, max):
-        """The lowest allocated ID in ``[min, max]``, or None. O(log64 N).
-
-        Negative ``min``: InvalidPasid; ``min > max``: None. Unlike the kernel,
-        the whole range is searched, not only its first chunk.
-
-        >>> ida = IDA(); _ = ida.alloc_min(3000); ida.find_first_range(1, 5000)
-        3000
-        """
         cdef int64_t lo = as_int64(min, "min")
         cdef int64_t hi = as_int64(max, "max")
         cdef int64_t p
@@ -179,11 +127,6 @@ cdef class IDA:
         return p if 0 <= p <= hi else None
 
     def exists(self, id):
-        """True if ``id`` is allocated; never raises. O(log64 N).
-
-        >>> IDA().exists(-1), IDA().exists("x")
-        (False, False)
-        """
         cdef int64_t p
         try:
             p = as_int64(id, "id")
@@ -198,19 +141,9 @@ cdef class IDA:
         return self.exists(id)
 
     def is_empty(self):
-        """True when no ID is allocated. O(1).
-
-        >>> IDA().is_empty()
-        True
-        """
         return self.count == 0
 
     def destroy(self):
-        """Free every ID and the memory behind them. O(allocated).
-
-        >>> ida = IDA(); _ = ida.alloc_min(99); ida.destroy(); ida.is_empty()
-        True
-        """
         with cython.critical_section(self):
             if space_clear(&self.space) < 0:
                 raise MemoryError()

@@ -333,7 +333,18 @@ class PasidAllocator:
 
     def alloc(self, owner: Hashable | None = None, *, data: object = None,
               min: SupportsIndex | None = None, max: SupportsIndex | None = None) -> int:
-        """Allocate a PASID by the strategy: ACTIVE, refcount 1, generation + 1. O(log64 N)."""
+        """Allocate a PASID by the strategy: ACTIVE, refcount 1, generation + 1. O(log64 N).
+
+        ``owner`` is a tag (hashable; None for a PASID without a process);
+        ``data`` is kept with the PASID. ``min``/``max`` bound the choice
+        (inclusive). Raises PasidExhausted when nothing in range is FREE,
+        QuotaExceeded past the owner's quota, InvalidPasid for a bound outside
+        the space or ``min > max``.
+
+        >>> a = PasidAllocator(bits=4)
+        >>> a.alloc(), a.alloc(min=8), a.alloc(owner="proc", data={"asid": 7})
+        (1, 8, 2)
+        """
         lo, hi = self._bounds(min, max)
         p, _ = self._alloc_checked(owner, data, lo, hi, True)
         if p < 0:
@@ -343,14 +354,25 @@ class PasidAllocator:
     def try_alloc(self, owner: Hashable | None = None, *, data: object = None,
                   min: SupportsIndex | None = None,
                   max: SupportsIndex | None = None) -> int | None:
-        """Like :meth:`alloc`, but ``None`` where alloc raises PasidExhausted (quota included)."""
+        """Like :meth:`alloc`, but None where alloc raises PasidExhausted (quota included). O(log64 N).
+
+        >>> a = PasidAllocator(bits=1); a.try_alloc(), a.try_alloc()
+        (1, None)
+        """
         lo, hi = self._bounds(min, max)
         p, _ = self._alloc_checked(owner, data, lo, hi, False)
         return p if p >= 0 else None
 
     def alloc_exact(self, pasid: SupportsIndex, owner: Hashable | None = None, *,
                     data: object = None) -> int:
-        """Allocate exactly ``pasid``; StateError unless FREE. The cursor does not move. O(log64 N)."""
+        """Allocate exactly ``pasid``. O(log64 N).
+
+        StateError unless it is FREE; the quota applies; the cyclic cursor
+        does not move.
+
+        >>> a = PasidAllocator(bits=8); a.alloc_exact(42), a.state(42).name
+        (42, 'ACTIVE')
+        """
         p = self._check_id(pasid)
         record: _Owner | None = None
         over, state = False, FREE
@@ -393,7 +415,13 @@ class PasidAllocator:
 
     def open(self, owner: Hashable | None = None, *, data: object = None,
              min: SupportsIndex | None = None, max: SupportsIndex | None = None) -> PasidHandle:
-        """Allocate like :meth:`alloc` and wrap the reference in a :class:`PasidHandle`."""
+        """Allocate like :meth:`alloc` and wrap the reference in a :class:`~pasid.PasidHandle`. O(log64 N).
+
+        >>> a = PasidAllocator(bits=8)
+        >>> with a.open() as h:
+        ...     h.pasid, h.valid
+        (1, True)
+        """
         lo, hi = self._bounds(min, max)
         p, generation = self._alloc_checked(owner, data, lo, hi, True)
         if p < 0:
@@ -402,7 +430,16 @@ class PasidAllocator:
 
     def alloc_many(self, n: SupportsIndex, owner: Hashable | None = None, *,
                    data: object = None) -> npt.NDArray[np.uint32]:
-        """``n`` PASIDs, the same as ``n`` calls of :meth:`alloc`, as a uint32 array; all or nothing."""
+        """``n`` PASIDs as a uint32 array: the same IDs as ``n`` calls of :meth:`alloc`.
+
+        All or nothing: PasidExhausted if fewer than ``n`` are FREE,
+        QuotaExceeded past the quota; ``n < 0``: ValueError. O(n + log64 N) for
+        ``lowest`` (the compiled core runs the loop in C, from 65,536 IDs on
+        without the GIL).
+
+        >>> PasidAllocator(bits=8).alloc_many(4)
+        array([1, 2, 3, 4], dtype=uint32)
+        """
         asked = _args.as_count(n, "n")
         count = min(asked, self._size + 1)      # more than can be FREE: refused below
         record: _Owner | None = None
@@ -436,7 +473,13 @@ class PasidAllocator:
     # ------------------------------------------------------------ references
 
     def get(self, pasid: SupportsIndex) -> None:
-        """Take one more reference to an ACTIVE PASID. O(1)."""
+        """Take one more reference to an ACTIVE PASID (StateError otherwise). O(1).
+
+        OverflowError, nothing changed, at 2**32 - 1 references.
+
+        >>> a = PasidAllocator(bits=8); p = a.alloc(); a.get(p); a.refcount(p)
+        2
+        """
         p = self._check_id(pasid)
         reading = self._reading()
         with self._lock:
@@ -471,11 +514,23 @@ class PasidAllocator:
         return state
 
     def put(self, pasid: SupportsIndex) -> None:
-        """Drop one reference to an ACTIVE PASID; the last put releases it. O(log64 N)."""
+        """Drop one reference to an ACTIVE PASID; the last put releases it. O(log64 N).
+
+        Released, it is DRAINING while a device is bound, else QUARANTINED
+        until ``release_at``, else FREE; bound devices' ``on_teardown`` run
+        after the change. StateError unless ACTIVE (a double free).
+
+        >>> a = PasidAllocator(bits=8); p = a.alloc(); a.put(p); a.state(p).name
+        'FREE'
+        """
         self._put_id(self._check_id(pasid), -1)
 
     def free(self, pasid: SupportsIndex) -> None:
-        """The same as :meth:`put`. O(log64 N)."""
+        """The same as :meth:`put`: drop one reference; the last releases. O(log64 N).
+
+        >>> a = PasidAllocator(bits=8); a.free(a.alloc()); len(a)
+        0
+        """
         self._put_id(self._check_id(pasid), -1)
 
     def _put_if(self, pasid: SupportsIndex, generation: SupportsIndex) -> bool:
@@ -495,8 +550,14 @@ class PasidAllocator:
         return True
 
     def free_many(self, ids: Sequence[SupportsIndex] | npt.NDArray[np.integer[Any]]) -> None:
-        """As successive :meth:`free` calls, all or nothing; PASIDs are released in the
-        order successive calls would release them."""
+        """As successive :meth:`free` calls over ``ids``, all or nothing. O(len(ids) log64 N).
+
+        A duplicate is a double free unless the refcount allows it; PASIDs are
+        released in the order successive calls would release them.
+
+        >>> a = PasidAllocator(bits=8); a.free_many(a.alloc_many(3)); len(a)
+        0
+        """
         pasids = _args.id_array(ids, self._size).tolist()   # a private copy, checked
         reading = self._reading()
         teardown: Teardown = []
@@ -535,7 +596,13 @@ class PasidAllocator:
         return first, last
 
     def reserve(self, lo: SupportsIndex, hi: SupportsIndex | None = None) -> None:
-        """FREE IDs ``lo..hi`` (inclusive) become RESERVED, all or none. O(range x log64 N)."""
+        """FREE IDs ``lo..hi`` (inclusive) become RESERVED, all or none. O(range log64 N).
+
+        StateError names the first ID that is not FREE; ``lo > hi``: InvalidPasid.
+
+        >>> a = PasidAllocator(bits=8); a.reserve(1, 3); a.alloc()
+        4
+        """
         first, last = self._range(lo, hi)
         reading = self._reading()
         with self._lock:
@@ -548,7 +615,11 @@ class PasidAllocator:
                 self._take_state(p, RESERVED)
 
     def unreserve(self, lo: SupportsIndex, hi: SupportsIndex | None = None) -> None:
-        """RESERVED IDs ``lo..hi`` (inclusive) become FREE, all or none. O(range x log64 N)."""
+        """RESERVED IDs ``lo..hi`` (inclusive) become FREE, all or none. O(range log64 N).
+
+        >>> a = PasidAllocator(bits=8); a.unreserve(0); a.alloc()
+        0
+        """
         first, last = self._range(lo, hi)
         reading = self._reading()
         with self._lock:
@@ -566,9 +637,21 @@ class PasidAllocator:
                    drain: float | _args.Unset = _args.UNSET,
                    on_teardown: Callable[[int], object] | None | _args.Unset = _args.UNSET
                    ) -> int:
-        """Declare ``device`` (or update the settings given, keeping the others): PASID
-        width, drain time, teardown callback. Returns its handle (see
-        :meth:`pasid.PasidAllocator.add_device`)."""
+        """Declare ``device`` or update its settings; returns its handle. O(devices bound).
+
+        ``bits``: the device's PASID width (1..20, default 20); ``drain``: its
+        quarantine time after it unbinds (default 0); ``on_teardown(pasid)``:
+        called when a PASID bound to it is released (default none; None
+        removes one). A setting left out keeps its value on a declared device.
+        Narrowing below a bound PASID: InvalidPasid, nothing changed.
+        The handle is a small int naming the device in the C-level API
+        (``c_bind``/``c_unbind``), stable until :meth:`remove_device`, never
+        reused by this allocator (a snapshot's devices get 0, 1, ... in
+        declaration order).
+
+        >>> a = PasidAllocator(bits=8); a.add_device("gpu", drain=5), a.pending("gpu")
+        (0, [])
+        """
         width = -1 if isinstance(bits, _args.Unset) else _args.as_bits(bits, "device bits")
         drain_time = -1.0 if isinstance(drain, _args.Unset) else _args.as_drain(drain)
         callback: Callable[[int], object] | None = None
@@ -597,7 +680,15 @@ class PasidAllocator:
                                    f"wider than {width} bits")
 
     def remove_device(self, device: Hashable) -> None:
-        """Hot-unplug: drop all of ``device``'s bindings at once, no drain hold, no callback."""
+        """Hot-unplug: drop all of ``device``'s bindings at once, no drain hold, no callback.
+
+        Unknown device: StateError. O(bindings of the device).
+
+        >>> a = PasidAllocator(bits=8); p = a.alloc(); a.bind(p, "nic"); a.free(p)
+        >>> a.state(p).name; a.remove_device("nic"); a.state(p).name
+        'DRAINING'
+        'FREE'
+        """
         # called from a __hash__/__eq__ while this thread changes the tables, its own
         # table update could not run after the change: refused before anything changes
         self._refuse_reentry()
@@ -641,7 +732,17 @@ class PasidAllocator:
             self._after()
 
     def bind(self, pasid: SupportsIndex, device: Hashable, *, data: object = None) -> None:
-        """Bind an ACTIVE PASID to ``device`` (counted per pair). O(devices bound to it)."""
+        """Bind an ACTIVE PASID to ``device``, counted per pair. O(devices bound to the PASID).
+
+        ``data`` is the driver's value for this pair (kept from the first bind;
+        a later bind with data replaces it). An undeclared device is declared
+        with the defaults. StateError unless ACTIVE; InvalidPasid if the PASID
+        is wider than the device's bits; OverflowError at 2**32 - 1 binds.
+
+        >>> a = PasidAllocator(bits=8); p = a.alloc(); a.bind(p, "gpu", data="ctx")
+        >>> a.devices(p), a.binding(p, "gpu")
+        (['gpu'], 'ctx')
+        """
         p = self._check_id(pasid)
         stale = True
         while stale:
@@ -666,7 +767,16 @@ class PasidAllocator:
                 raise late.build() from None
 
     def unbind(self, pasid: SupportsIndex, device: Hashable) -> None:
-        """``device`` says it has drained ``pasid`` (ACTIVE or DRAINING). O(log64 N)."""
+        """``device`` says it has drained ``pasid`` (ACTIVE or DRAINING). O(devices bound to it).
+
+        The unbind that drops the pair's count to zero holds the PASID until
+        now + the device's drain; the last unbind of a DRAINING PASID sends it
+        to QUARANTINED or FREE. StateError if not bound.
+
+        >>> a = PasidAllocator(bits=8); p = a.alloc(); a.bind(p, "gpu"); a.free(p)
+        >>> a.unbind(p, "gpu"); a.state(p).name
+        'FREE'
+        """
         p = self._check_id(pasid)
         info = device_record(self, device, False)
         reading = self._reading()
@@ -685,7 +795,16 @@ class PasidAllocator:
     # ------------------------------------------------------------ owners
 
     def exit_owner(self, owner: Hashable) -> list[int]:
-        """Release every ACTIVE PASID of ``owner`` at once, whatever its refcount; never waits."""
+        """Release every ACTIVE PASID of ``owner`` at once, whatever its refcount; never waits.
+
+        Returns them ascending; their handles become stale; bound devices'
+        ``on_teardown`` run after the change. ``owner=None``: ValueError.
+        O(k log k) for k PASIDs.
+
+        >>> a = PasidAllocator(bits=8); h = a.open("proc"); h2 = h.dup()
+        >>> a.exit_owner("proc"), h.valid
+        ([1], False)
+        """
         if owner is None:
             raise ValueError("exit_owner(None): owner-less PASIDs have no owner to exit")
         released: list[int] | None = None
@@ -711,7 +830,15 @@ class PasidAllocator:
         return released
 
     def set_quota(self, owner: Hashable, n: SupportsIndex | None) -> None:
-        """At most ``n`` PASIDs of ``owner`` ACTIVE, DRAINING or QUARANTINED; ``None`` lifts it."""
+        """At most ``n`` PASIDs of ``owner`` ACTIVE, DRAINING or QUARANTINED; None lifts it. O(1).
+
+        A quota below current use refuses new allocations until use drops.
+        ``owner=None`` or ``n < 0``: ValueError.
+
+        >>> a = PasidAllocator(bits=8); a.set_quota("vm", 1); _ = a.alloc("vm")
+        >>> a.try_alloc("vm") is None
+        True
+        """
         if owner is None:
             raise ValueError("set_quota(None, ...): owner-less PASIDs have no quota")
         quota = _args.as_quota(n)      # -1: no quota
@@ -739,8 +866,9 @@ class PasidAllocator:
 
     @property
     def now(self) -> float:
-        """The current time: the logical clock, or the callable clock's reading (held at
-        its highest)."""
+        """The current time: the logical clock, or the callable clock's reading (a float;
+        a clock that goes back is held at its highest reading). O(1), and any reclaim due.
+        """
         reading = self._reading()
         with self._lock:
             return self._time(reading)
@@ -748,7 +876,13 @@ class PasidAllocator:
     def advance(self, to: float | None = None, *, by: float | None = None) -> int:
         """Move the logical clock forward and reclaim; returns how many became FREE.
 
-        With neither argument, reclaim at the current time on both clock kinds.
+        ``to``: the new time; ``by``: how far to move. With neither, reclaim at
+        the current time, on both clock kinds (a simulator's "settle now").
+        Both, backwards, either with a callable clock, or a time beyond the
+        finite range: ValueError. O(k log N) for k expired.
+
+        >>> a = PasidAllocator(bits=8, grace=3); a.free(a.alloc()); a.advance(to=3)
+        1
         """
         if to is not None and by is not None:
             raise ValueError("advance() takes one of to= and by=, not both")
@@ -782,7 +916,11 @@ class PasidAllocator:
         return reclaimed
 
     def next_release_time(self) -> float | None:
-        """The earliest release_at of a QUARANTINED PASID, or None. O(1)."""
+        """The earliest ``release_at`` waiting, or None. O(1).
+
+        >>> PasidAllocator(bits=8).next_release_time() is None
+        True
+        """
         reading = self._reading()
         with self._lock:
             self._settle_time(self._time(reading))
@@ -791,7 +929,11 @@ class PasidAllocator:
     # ------------------------------------------------------------ queries
 
     def state(self, pasid: SupportsIndex) -> State:
-        """The :class:`~pasid.State` of ``pasid``. O(1)."""
+        """The :class:`~pasid.State` of ``pasid``. O(1).
+
+        >>> PasidAllocator(bits=8).state(0).name
+        'RESERVED'
+        """
         p = self._check_id(pasid)
         reading = self._reading()
         with self._lock:
@@ -800,7 +942,11 @@ class PasidAllocator:
 
     def states(self, ids: Sequence[SupportsIndex] | npt.NDArray[np.integer[Any]]
                ) -> npt.NDArray[np.uint8]:
-        """The states of ``ids`` as a uint8 array. O(len(ids))."""
+        """The states of ``ids`` as a uint8 array. O(len(ids)).
+
+        >>> PasidAllocator(bits=8).states([0, 1])
+        array([1, 0], dtype=uint8)
+        """
         pasids = _args.id_array(ids, self._size).tolist()   # a private copy, checked
         reading = self._reading()
         with self._lock:
@@ -809,7 +955,11 @@ class PasidAllocator:
             return np.array([state[p] for p in pasids], dtype=np.uint8)
 
     def owner(self, pasid: SupportsIndex) -> Any:
-        """The owner tag of ``pasid`` (None when FREE or owner-less). O(1)."""
+        """The owner tag of ``pasid``, kept until it is FREE (None if owner-less). O(1).
+
+        >>> a = PasidAllocator(bits=8); a.owner(a.alloc("vm1"))
+        'vm1'
+        """
         p = self._check_id(pasid)
         reading = self._reading()
         with self._lock:
@@ -818,7 +968,11 @@ class PasidAllocator:
             return None if record is None else record.key
 
     def data(self, pasid: SupportsIndex) -> Any:
-        """The data given at allocation (None when FREE). O(1)."""
+        """The data given at allocation, kept until FREE (None if none). O(1).
+
+        >>> a = PasidAllocator(bits=8); a.data(a.alloc(data="ctx"))
+        'ctx'
+        """
         p = self._check_id(pasid)
         reading = self._reading()
         with self._lock:
@@ -826,7 +980,11 @@ class PasidAllocator:
             return self._data.get(p)
 
     def refcount(self, pasid: SupportsIndex) -> int:
-        """References held on ``pasid`` (0 unless ACTIVE). O(1)."""
+        """References held on ``pasid`` (0 unless ACTIVE). O(1).
+
+        >>> a = PasidAllocator(bits=8); a.refcount(a.alloc())
+        1
+        """
         p = self._check_id(pasid)
         reading = self._reading()
         with self._lock:
@@ -834,13 +992,21 @@ class PasidAllocator:
             return self._refcount[p]
 
     def generation(self, pasid: SupportsIndex) -> int:
-        """How many times ``pasid`` has been allocated. O(1)."""
+        """How many times ``pasid`` has been allocated. O(1).
+
+        >>> a = PasidAllocator(bits=8); a.free(a.alloc()); a.generation(1)
+        1
+        """
         p = self._check_id(pasid)
         with self._lock:                     # a batch under way is seen whole or not at all
             return self._generation[p]
 
     def devices(self, pasid: SupportsIndex) -> list[Any]:
-        """The devices ``pasid`` is bound to, in bind order."""
+        """The devices ``pasid`` is bound to, in bind order. O(devices).
+
+        >>> PasidAllocator(bits=8).devices(1)
+        []
+        """
         p = self._check_id(pasid)
         reading = self._reading()
         with self._lock:
@@ -853,7 +1019,12 @@ class PasidAllocator:
             return found
 
     def binding(self, pasid: SupportsIndex, device: Hashable) -> Any:
-        """The data given to :meth:`bind` for this (PASID, device) pair."""
+        """The data given to :meth:`bind` for this (PASID, device) pair; StateError if not bound.
+        O(devices bound to the PASID).
+
+        >>> a = PasidAllocator(bits=8); p = a.alloc(); a.bind(p, 7); a.binding(p, 7) is None
+        True
+        """
         p = self._check_id(pasid)
         info = device_record(self, device, False)
         reading = self._reading()
@@ -867,7 +1038,14 @@ class PasidAllocator:
         raise StateError(f"PASID {p} is not bound to device {device!r}")
 
     def pending(self, device: Hashable) -> list[int]:
-        """The DRAINING PASIDs still bound to ``device``, ascending."""
+        """The DRAINING PASIDs still bound to ``device``, ascending; unknown device: StateError.
+
+        O(bindings of the device).
+
+        >>> a = PasidAllocator(bits=8); p = a.alloc(); a.bind(p, "gpu"); a.free(p)
+        >>> a.pending("gpu")
+        [1]
+        """
         info = device_record(self, device, False)
         reading = self._reading()
         with self._lock:
@@ -883,7 +1061,11 @@ class PasidAllocator:
         return found
 
     def stats(self) -> dict[str, int]:
-        """Counts per state and the counters since construction, as a dict."""
+        """Counts per state and the counters since construction, as a dict. O(1).
+
+        >>> s = PasidAllocator(bits=8).stats(); s["free"], s["reserved"]
+        (255, 1)
+        """
         reading = self._reading()
         with self._lock:
             self._settle_time(self._time(reading))
@@ -903,26 +1085,36 @@ class PasidAllocator:
 
     @property
     def bits(self) -> int:
-        """The PASID width: IDs are 0 .. 2**bits - 1."""
+        """The PASID width: IDs are 0 .. 2**bits - 1. O(1)."""
         return self._bits
 
     @property
     def strategy(self) -> str:
-        """The allocation strategy: lowest, cyclic, fifo or random."""
+        """The allocation strategy: lowest, cyclic, fifo or random. O(1)."""
         return self._strategy
 
     @property
     def grace(self) -> float:
-        """The minimum time from release to reuse."""
+        """The minimum time from release to reuse (a float). O(1)."""
         return self._grace
 
     def __len__(self) -> int:
+        """How many PASIDs are ACTIVE. O(1).
+
+        >>> a = PasidAllocator(bits=8); _ = a.alloc(); len(a)
+        1
+        """
         reading = self._reading()
         with self._lock:
             self._settle_time(self._time(reading))
             return self._counts[ACTIVE]
 
     def __iter__(self) -> Iterator[int]:
+        """The ACTIVE PASIDs, ascending (a list taken at the call). O(N): a pass over the table.
+
+        >>> a = PasidAllocator(bits=8); _ = a.alloc_many(3); list(a)
+        [1, 2, 3]
+        """
         reading = self._reading()
         with self._lock:
             self._settle_time(self._time(reading))
@@ -935,7 +1127,11 @@ class PasidAllocator:
         return iter(found)
 
     def __contains__(self, pasid: object) -> bool:
-        """True only for an ACTIVE PASID; never raises (a clock that raises: the last time)."""
+        """True only for an ACTIVE PASID; never raises (a clock that raises: the last time). O(1).
+
+        >>> a = PasidAllocator(bits=8); p = a.alloc(); p in a, 2 in a, "x" in a
+        (True, False, False)
+        """
         try:
             p = _args.as_int(pasid, "PASID")
         except TypeError:
@@ -951,6 +1147,11 @@ class PasidAllocator:
             return self._state[p] == ACTIVE
 
     def __repr__(self) -> str:
+        """The width, strategy and how many PASIDs are ACTIVE and FREE, read at once. O(1).
+
+        >>> 'active=0 free=255' in repr(PasidAllocator(bits=8))
+        True
+        """
         with self._lock:
             active, free = self._counts[ACTIVE], self._counts[FREE]
         return (f"<pasid.pure.PasidAllocator bits={self._bits} strategy={self._strategy!r} "
@@ -978,6 +1179,10 @@ class PasidAllocator:
         Everything travels but callbacks and a callable clock (its reading
         does, read once). Owners, data and devices must be plain data, else
         TypeError naming the value. O(N).
+
+        >>> a = PasidAllocator(bits=8); p = a.alloc("vm")
+        >>> b = PasidAllocator.from_bytes(a.to_bytes()); b.owner(p), b.to_bytes() == a.to_bytes()
+        ('vm', True)
         """
         return _snapshot.dumps(export_state(self))
 
@@ -988,6 +1193,9 @@ class PasidAllocator:
 
         ``clock``: a callable clock; without one, a logical clock at the saved
         time. Corrupt, truncated or unknown bytes: SnapshotError. O(N).
+
+        >>> PasidAllocator.from_bytes(PasidAllocator(bits=8).to_bytes()).bits
+        8
         """
         return cls._restore(_snapshot.loads(data), clock)
 

@@ -372,7 +372,7 @@ class IDA:
             bit = (~leaf & (leaf + 1)).bit_length() - 1
         new_id = (index << _LEAF_SHIFT) + bit
         if new_id > max:
-            raise PasidExhausted(f"no free ID in [{min}, {max}]")
+            raise PasidExhausted(f"no free ID in {min}..{max}")
         new_leaf = leaf | (1 << bit)
         if node is not None:
             node.slots[offset] = new_leaf
@@ -390,10 +390,9 @@ class IDA:
     # -- allocation -------------------------------------------------------------
 
     def alloc(self) -> int:
-        """Allocate the lowest free ID (``ida_alloc``).
+        """The lowest free ID (``ida_alloc``). O(log64 N).
 
-        Cost: O(log64 N) (a descent along the free marks), N the highest ID in use.
-        Raises :class:`~pasid.PasidExhausted` when all 2**31 IDs are allocated.
+        PasidExhausted when all 2**31 IDs are taken.
 
         >>> ida = IDA()
         >>> ida.alloc(), ida.alloc()
@@ -403,11 +402,10 @@ class IDA:
             return self._alloc(0, IDA_MAX)
 
     def alloc_min(self, min: SupportsIndex) -> int:
-        """Allocate the lowest free ID ``>= min`` (``ida_alloc_min``).
+        """The lowest free ID ``>= min`` (``ida_alloc_min``). O(log64 N).
 
-        Cost: O(log64 N). Errors: ``min`` negative: :class:`~pasid.InvalidPasid`;
-        ``min`` above ``2**31 - 1`` or nothing free from ``min`` on:
-        :class:`~pasid.PasidExhausted`; not an integer: ``TypeError``.
+        ``min`` above 2**31 - 1, or nothing free from ``min`` on: PasidExhausted;
+        ``min`` negative: InvalidPasid; not an integer: TypeError.
 
         >>> ida = IDA()
         >>> ida.alloc_min(10), ida.alloc_min(10), ida.alloc_min(2**31 - 1)
@@ -416,11 +414,10 @@ class IDA:
         return self.alloc_range(min, IDA_MAX)
 
     def alloc_max(self, max: SupportsIndex) -> int:
-        """Allocate the lowest free ID ``<= max`` (``ida_alloc_max``).
+        """The lowest free ID ``<= max`` (``ida_alloc_max``). O(log64 N).
 
-        Cost: O(log64 N). ``max`` above ``2**31 - 1`` is clamped. Errors:
-        ``max`` negative: :class:`~pasid.InvalidPasid`; nothing free up to
-        ``max``: :class:`~pasid.PasidExhausted`; not an integer: ``TypeError``.
+        ``max`` above 2**31 - 1 is clamped. ``max`` negative: InvalidPasid;
+        nothing free up to ``max``: PasidExhausted; not an integer: TypeError.
 
         >>> ida = IDA()
         >>> ida.alloc_max(1), ida.alloc_max(1)
@@ -428,19 +425,18 @@ class IDA:
         >>> ida.alloc_max(1)
         Traceback (most recent call last):
         ...
-        pasid._errors.PasidExhausted: no free ID in [0, 1]
+        pasid._errors.PasidExhausted: no free ID in 0..1
         """
         return self.alloc_range(0, max)
 
     def alloc_range(self, min: SupportsIndex, max: SupportsIndex) -> int:
-        """Allocate the lowest free ID in ``[min, max]``, inclusive (``ida_alloc_range``).
+        """The lowest free ID in ``[min, max]``, inclusive (``ida_alloc_range``). O(log64 N).
 
-        Cost: O(log64 N). As in the kernel, ``max`` above ``2**31 - 1`` is
-        clamped, and ``min > max`` (after the clamp), ``min`` above
-        ``2**31 - 1`` or a full range raise :class:`~pasid.PasidExhausted`.
-        A negative ``min`` or ``max``: :class:`~pasid.InvalidPasid`; a
-        non-integer (``bool`` included): ``TypeError``. Numpy integer scalars
-        are accepted. On error nothing changes.
+        As in the kernel: ``max`` above 2**31 - 1 is clamped; ``min > max`` (after
+        the clamp), ``min`` above 2**31 - 1 or a full range raise PasidExhausted.
+        A negative ``min`` or ``max``: InvalidPasid; a non-integer (``bool``
+        included): TypeError; numpy integer scalars are accepted. On error nothing
+        changes.
 
         >>> ida = IDA()
         >>> ida.alloc_range(5, 6), ida.alloc_range(5, 6)
@@ -450,7 +446,7 @@ class IDA:
         >>> ida.alloc_range(5, 6)
         Traceback (most recent call last):
         ...
-        pasid._errors.PasidExhausted: no free ID in [5, 6]
+        pasid._errors.PasidExhausted: no free ID in 5..6
         """
         min = as_int(min, "min")
         max = as_int(max, "max")
@@ -461,17 +457,16 @@ class IDA:
         if max > IDA_MAX:
             max = IDA_MAX
         if min > max:
-            raise PasidExhausted(f"no free ID in [{min}, {max}]")
+            raise PasidExhausted(f"no free ID in {min}..{max}")
         with self._lock:
             return self._alloc(min, max)
 
     def free(self, id: SupportsIndex) -> None:
-        """Release an allocated ID (``ida_free``).
+        """Free an allocated ID (``ida_free``). O(log64 N).
 
-        Cost: O(log64 N); an emptied leaf and the nodes it empties are freed
-        and the tree shrinks. Errors: ``id`` not allocated:
-        :class:`~pasid.StateError` (nothing changes); negative or above
-        ``2**31 - 1``: :class:`~pasid.InvalidPasid`; not an integer: ``TypeError``.
+        Not allocated: StateError, nothing changes; negative or above
+        2**31 - 1: InvalidPasid; not an integer: TypeError. Memory follows what
+        is allocated: emptied leaves and nodes go.
 
         >>> ida = IDA()
         >>> ida.alloc()
@@ -502,9 +497,7 @@ class IDA:
                 self._delete_leaf(node, offset)
 
     def destroy(self) -> None:
-        """Free every ID (``ida_destroy``); the IDA is empty and usable again.
-
-        Cost: O(1) here (the tree is dropped whole; the kernel frees leaf by leaf).
+        """Free every ID (``ida_destroy``); the IDA is empty and usable again. O(allocated) at most.
 
         >>> ida = IDA()
         >>> ida.alloc_min(70000)
@@ -521,7 +514,8 @@ class IDA:
     def find_first(self) -> int | None:
         """The lowest allocated ID, or None if the IDA is empty (``ida_find_first``).
 
-        Cost: O(64 log64 N) (slots are looked at in order, like ``xas_find``).
+        O(64 log64 N) at most (the slots of a node looked at in order, as
+        ``xas_find`` does).
 
         >>> ida = IDA()
         >>> ida.find_first() is None
@@ -536,10 +530,10 @@ class IDA:
     def find_first_range(self, min: SupportsIndex, max: SupportsIndex) -> int | None:
         """The lowest allocated ID in ``[min, max]``, or None (``ida_find_first_range``).
 
-        Cost: O(64 log64 N). ``max`` above ``2**31 - 1`` is clamped;
-        ``min > max`` gives None (a negative ``max`` too). Errors: a negative
-        ``min``: :class:`~pasid.InvalidPasid`; a non-integer: ``TypeError``.
-        Unlike the kernel, the whole range is searched, not only its first chunk.
+        O(64 log64 N) at most. ``max`` above 2**31 - 1 is clamped; ``min > max``
+        gives None (a negative ``max`` too). A negative ``min``: InvalidPasid; a
+        non-integer: TypeError. Unlike the kernel, the whole range is searched,
+        not only its first chunk.
 
         >>> ida = IDA()
         >>> ida.alloc_min(3), ida.alloc_min(2000)
@@ -572,9 +566,7 @@ class IDA:
             return found_id if found_id <= max else None
 
     def exists(self, id: object) -> bool:
-        """True if ``id`` is allocated (``ida_exists``). Never raises: a non-ID gives False.
-
-        Cost: O(log64 N).
+        """True if ``id`` is allocated (``ida_exists``); never raises: a non-ID gives False. O(log64 N).
 
         >>> ida = IDA()
         >>> ida.alloc()
@@ -607,12 +599,8 @@ class IDA:
         """True if no ID is allocated (``ida_is_empty``). O(1).
 
         >>> ida = IDA()
-        >>> ida.is_empty()
-        True
-        >>> ida.alloc()
-        0
-        >>> ida.is_empty()
-        False
+        >>> ida.is_empty(), ida.alloc(), ida.is_empty()
+        (True, 0, False)
         """
         with self._lock:
             return self._head is None
@@ -629,7 +617,7 @@ class IDA:
             return self._count
 
     def __iter__(self) -> Iterator[int]:
-        """The allocated IDs, ascending, as of the call (a snapshot). O(len + leaves).
+        """The allocated IDs, ascending, as of the call (a snapshot). O(allocated + leaves).
 
         >>> ida = IDA()
         >>> _ = ida.alloc_min(2**31 - 1), ida.alloc(), ida.alloc_min(1024)
@@ -662,14 +650,14 @@ class IDA:
                 self._collect(child, child_index, out)
 
     def __repr__(self) -> str:
-        """``<pasid.pure.IDA: N allocated>``.
+        """How many IDs are allocated. O(1).
 
         >>> ida = IDA()
         >>> _ = ida.alloc()
-        >>> ida
-        <pasid.pure.IDA: 1 allocated>
+        >>> repr(ida).endswith("IDA allocated=1>")
+        True
         """
-        return f"<pasid.pure.IDA: {len(self)} allocated>"
+        return f"<pasid.pure.IDA allocated={len(self)}>"
 
     # -- invariants ---------------------------------------------------------------
 
