@@ -264,7 +264,7 @@ cdef class PasidAllocator:
     cdef inline int64_t _check_id(self, object value) except -1:
         cdef int64_t p = as_int64(value, "PASID")
         if p < 0 or p >= self._size:
-            raise InvalidPasid(f"PASID {value} out of range 0..{self._size - 1}")
+            raise InvalidPasid(_messages.out_of_range(value, self._size))
         return p
 
     cdef inline int _check_c_id(self, int64_t p) except -1:
@@ -275,7 +275,7 @@ cdef class PasidAllocator:
 
     cdef int _out_of_range(self, int64_t p) except -1:
         """Raise InvalidPasid for ``p`` (kept out of line: the raise is cold)."""
-        raise InvalidPasid(f"PASID {p} out of range 0..{self._size - 1}")
+        raise InvalidPasid(_messages.out_of_range(p, self._size))
 
     cdef inline double _reading(self) except? -1.0:
         """A callable clock's reading (read once per operation, before anything is
@@ -292,8 +292,7 @@ cdef class PasidAllocator:
         called back to change the owner or device tables while they change."""
         if self._registry_thread == PyThread_get_thread_ident():
             raise RuntimeError(
-                "re-entrant call: an owner's or a device's __hash__/__eq__ called back into "
-                "the allocator to change its owners or devices while they were changing")
+                _messages.REENTRY)
         return 0
 
     cdef int _enter_registry(self) except -1:
@@ -433,7 +432,7 @@ cdef class PasidAllocator:
         """One more reference to an ACTIVE PASID; OverflowError at the limit, nothing changed."""
         if self._slots[p].meta & MULTI:
             if self._refcount[p] == COUNT_MAX:
-                raise OverflowError(f"PASID {p} holds {COUNT_MAX} references, the limit")
+                raise OverflowError(_messages.reference_limit(p))
             self._refcount[p] += 1
         else:
             self._slots[p].meta |= MULTI
@@ -510,7 +509,7 @@ cdef class PasidAllocator:
         if self._generation_full(p):
             space_release(&self.space, p)
             self._rng = rng
-            raise OverflowError(f"PASID {p} has been allocated {COUNT_MAX} times, the limit")
+            raise OverflowError(_messages.generation_limit(p))
         self._left_free(p, ACTIVE)             # refcount 1: no MULTI
         if data is not None:
             self._data[p] = data               # the table exists (phase 1 made it)
@@ -556,7 +555,7 @@ cdef class PasidAllocator:
                 owner_unpin(self, record)
         self._after()
         if over and quota_raises:
-            raise QuotaExceeded(f"owner {owner!r} is at its quota of {record.quota} PASIDs")
+            raise QuotaExceeded(_messages.over_quota(owner, record.quota))
         return p
 
     cdef str _exhausted(self, str asked):
@@ -582,15 +581,15 @@ cdef class PasidAllocator:
                 p = self._alloc_in(None, None, 0, self._size - 1)
             self._after()
             if p < 0:
-                raise PasidExhausted(self._exhausted(f"no FREE PASID in 0..{self._size - 1}"))
+                raise PasidExhausted(self._exhausted(_messages.no_free(0, self._size - 1)))
             return p
         lo = 0 if min is None else self._check_id(min)
         hi = self._size - 1 if max is None else self._check_id(max)
         if lo > hi:
-            raise InvalidPasid(f"empty range {lo}..{hi}")
+            raise InvalidPasid(_messages.empty_range(lo, hi))
         p = self._alloc_checked(owner, data, lo, hi, True, NULL)
         if p < 0:
-            raise PasidExhausted(self._exhausted(f"no FREE PASID in {lo}..{hi}"))
+            raise PasidExhausted(self._exhausted(_messages.no_free(lo, hi)))
         return p
 
     def try_alloc(self, owner=None, *, data=None, min=None, max=None):
@@ -598,7 +597,7 @@ cdef class PasidAllocator:
         cdef int64_t hi = self._size - 1 if max is None else self._check_id(max)
         cdef int64_t p
         if lo > hi:
-            raise InvalidPasid(f"empty range {lo}..{hi}")
+            raise InvalidPasid(_messages.empty_range(lo, hi))
         p = self._alloc_checked(owner, data, lo, hi, False, NULL)
         return p if p >= 0 else None
 
@@ -607,9 +606,9 @@ cdef class PasidAllocator:
         cdef int64_t quota = -1
         cdef int state = self._alloc_exact_in(p, owner, data, &quota)
         if state != FREE:
-            raise StateError(f"PASID {p} is {_STATE_NAMES[state]}, not FREE")
+            raise StateError(_messages.not_free(p, _STATE_NAMES[state]))
         if quota >= 0:
-            raise QuotaExceeded(f"owner {owner!r} is at its quota of {quota} PASIDs")
+            raise QuotaExceeded(_messages.over_quota(owner, quota))
         return p
 
     cdef int _alloc_exact_in(self, int64_t p, object owner, object data,
@@ -633,7 +632,7 @@ cdef class PasidAllocator:
                 state = self._slots[p].meta & STATE_MASK
                 if state == FREE and self._generation_full(p):
                     raise OverflowError(
-                        f"PASID {p} has been allocated {COUNT_MAX} times, the limit")
+                        _messages.generation_limit(p))
                 if state == FREE:
                     over = over_quota(record, 1)
                     if over:
@@ -663,10 +662,10 @@ cdef class PasidAllocator:
         cdef int64_t p
         cdef uint32_t generation = 0
         if lo > hi:
-            raise InvalidPasid(f"empty range {lo}..{hi}")
+            raise InvalidPasid(_messages.empty_range(lo, hi))
         p = self._alloc_checked(owner, data, lo, hi, True, &generation)
         if p < 0:
-            raise PasidExhausted(self._exhausted(f"no FREE PASID in {lo}..{hi}"))
+            raise PasidExhausted(self._exhausted(_messages.no_free(lo, hi)))
         return PasidHandle(self, p, generation)
 
     def alloc_many(self, n, owner=None, *, data=None):
@@ -678,8 +677,8 @@ cdef class PasidAllocator:
         if self._alloc_many_in(&ids[0] if count else NULL, count, owner, data,
                                &quota, &free_ids) < 0:
             if quota >= 0:
-                raise QuotaExceeded(f"owner {owner!r} is at its quota of {quota} PASIDs")
-            raise PasidExhausted(self._exhausted(f"{asked} PASIDs asked, {free_ids} FREE"))
+                raise QuotaExceeded(_messages.over_quota(owner, quota))
+            raise PasidExhausted(self._exhausted(_messages.too_few_free(asked, free_ids)))
         return out
 
     cdef int64_t _alloc_many_in(self, uint32_t* ids, int64_t count, object owner, object data,
@@ -719,7 +718,7 @@ cdef class PasidAllocator:
                         self._rng, self._cursor = rng, cursor
                         if filled == -2:
                             raise OverflowError(
-                                f"a PASID has been allocated {COUNT_MAX} times, the limit")
+                                _messages.generation_limit())
                         raise MemoryError()
                     self._allocations += count
                     if self._counts[ACTIVE] > self._high_water:
@@ -751,7 +750,7 @@ cdef class PasidAllocator:
             wait_batch(self)
             self._settle_time(self._time(reading))
             if (self._slots[p].meta & STATE_MASK) != ACTIVE:
-                raise StateError(f"get of PASID {p}, which is {_STATE_NAMES[(self._slots[p].meta & STATE_MASK)]}")
+                raise StateError(_messages.not_active("get", p, _STATE_NAMES[(self._slots[p].meta & STATE_MASK)]))
             self._ref_inc(p)
 
     cdef inline bint _put_plain(self, int64_t p) noexcept:
@@ -796,7 +795,7 @@ cdef class PasidAllocator:
             if generation >= 0 and (state != ACTIVE or self._generation_of(p) != generation):
                 return -2
             if state != ACTIVE:
-                raise StateError(f"free of PASID {p}, which is {_STATE_NAMES[state]}")
+                raise StateError(_messages.not_active("free", p, _STATE_NAMES[state]))
             if self._put_plain(p):
                 pass                            # FREE at once
             elif self._slots[p].meta & MULTI:
@@ -864,7 +863,7 @@ cdef class PasidAllocator:
                 bad = free_passes(self, pasids, n, last, &odd, &seen)
             if bad >= 0:
                 name = ("ACTIVE, already freed" if seen == RELEASING else _STATE_NAMES[seen])
-                raise StateError(f"free of PASID {pasids[bad]}, which is {name}")
+                raise StateError(_messages.not_active("free", pasids[bad], name))
             if odd:
                 # pass 2 with the GIL, in the order successive frees would release:
                 # runs of plain releases, each other one through _release
@@ -899,7 +898,7 @@ cdef class PasidAllocator:
         cdef int64_t first = self._check_id(lo)
         cdef int64_t last = first if hi is None else self._check_id(hi)
         if first > last:
-            raise InvalidPasid(f"empty range {first}..{last}")
+            raise InvalidPasid(_messages.empty_range(first, last))
         return first, last
 
     def reserve(self, lo, hi=None):
@@ -912,7 +911,7 @@ cdef class PasidAllocator:
             for p in range(first, last + 1):
                 if (self._slots[p].meta & STATE_MASK) != FREE:
                     raise StateError(
-                        f"cannot reserve PASID {p}: it is {_STATE_NAMES[(self._slots[p].meta & STATE_MASK)]}")
+                        _messages.cannot_reserve(p, _STATE_NAMES[(self._slots[p].meta & STATE_MASK)]))
             for p in range(first, last + 1):
                 if space_take(&self.space, p) < 0:
                     for q in range(p - 1, first - 1, -1):
@@ -935,7 +934,7 @@ cdef class PasidAllocator:
             for p in range(first, last + 1):
                 if (self._slots[p].meta & STATE_MASK) != RESERVED:
                     raise StateError(
-                        f"cannot unreserve PASID {p}: it is {_STATE_NAMES[(self._slots[p].meta & STATE_MASK)]}")
+                        _messages.cannot_unreserve(p, _STATE_NAMES[(self._slots[p].meta & STATE_MASK)]))
             for p in range(first, last + 1):
                 make_free(self, p)
 
@@ -963,8 +962,7 @@ cdef class PasidAllocator:
                             widest = self._bindings.recs[record].pasid
                         record = self._bindings.recs[record].dnext
                     if width >= 0 and widest >= 0 and widest >> width:
-                        raise InvalidPasid(f"device {device!r} has PASID {widest} bound, "
-                                           f"wider than {width} bits")
+                        raise InvalidPasid(_messages.narrower_than_bound(device, widest, width))
                     if width >= 0:
                         info.bits = <int>width
                     if drain_time >= 0:
@@ -985,12 +983,12 @@ cdef class PasidAllocator:
         # table update (phase 3) could not run: refused before anything changes
         self._refuse_reentry()
         if info is None:
-            raise StateError(f"unknown device {device!r}")
+            raise StateError(_messages.unknown_device(device))
         reading = self._reading()
         with cython.critical_section(self):
             wait_batch(self)
             if info.gone:
-                raise StateError(f"unknown device {device!r}")
+                raise StateError(_messages.unknown_device(device))
             now = self._time(reading)
             self._settle_time(now)
             if info.nbound:
@@ -1044,8 +1042,7 @@ cdef class PasidAllocator:
                     wait_batch(self)
                     self._settle_time(self._time(reading))
                     if (self._slots[p].meta & STATE_MASK) != ACTIVE:
-                        raise StateError(f"bind of PASID {p}, which is "
-                                         f"{_STATE_NAMES[(self._slots[p].meta & STATE_MASK)]}")
+                        raise StateError(_messages.not_active("bind", p, _STATE_NAMES[(self._slots[p].meta & STATE_MASK)]))
                 info = device_record(self, device, True)
             with cython.critical_section(self):
                 wait_batch(self)
@@ -1065,7 +1062,7 @@ cdef class PasidAllocator:
         with cython.critical_section(self):
             wait_batch(self)
             if info is None or info.gone:
-                raise StateError(f"PASID {p} is not bound to device {device!r}")
+                raise StateError(_messages.not_bound(p, device))
             now = self._time(reading)
             self._settle_time(now)
             unbind_in(self, p, info, now)
@@ -1078,7 +1075,7 @@ cdef class PasidAllocator:
 
     def set_quota(self, owner, n):
         if owner is None:
-            raise ValueError("set_quota(None, ...): owner-less PASIDs have no quota")
+            raise ValueError(_messages.QUOTA_NONE)
         cdef int64_t quota = _args.as_quota(n)      # -1: no quota
         cdef _Owner record
         if quota >= 0:
@@ -1114,7 +1111,7 @@ cdef class PasidAllocator:
         cdef double target, reading, step = 0.0
         cdef int64_t reclaimed
         if to is not None and by is not None:
-            raise ValueError("advance() takes one of to= and by=, not both")
+            raise ValueError(_messages.ADVANCE_BOTH)
         if to is None and by is None:
             reading = self._reading()
             with cython.critical_section(self):
@@ -1123,8 +1120,7 @@ cdef class PasidAllocator:
             self._after()
             return reclaimed
         if self._clock is not None:
-            raise ValueError("advance(to=, by=) needs the logical clock; this allocator has a "
-                             "callable clock (advance() with no argument settles it)")
+            raise ValueError(_messages.ADVANCE_CALLABLE)
         if to is not None:
             target = as_time(to, "to")
         else:
@@ -1134,10 +1130,10 @@ cdef class PasidAllocator:
             if to is None:
                 target = self._now + step
                 if step < 0:
-                    raise ValueError(f"the clock cannot go back from {self._now} to {target}")
+                    raise ValueError(_messages.clock_back(self._now, target))
             check_time(target, "the clock")
             if target < self._now:
-                raise ValueError(f"the clock cannot go back from {self._now} to {target}")
+                raise ValueError(_messages.clock_back(self._now, target))
             self._now = target
             reclaimed = reclaim(self, target)
         self._after()
@@ -1239,7 +1235,7 @@ cdef class PasidAllocator:
             if info is not None and not info.gone:
                 record = bind_find(self, p, info.handle)
             if record < 0:
-                raise StateError(f"PASID {p} is not bound to device {device!r}")
+                raise StateError(_messages.not_bound(p, device))
             return self._bind_data[record]
 
     def pending(self, device):
@@ -1251,7 +1247,7 @@ cdef class PasidAllocator:
         with cython.critical_section(self):
             wait_batch(self)
             if info is None or info.gone:
-                raise StateError(f"unknown device {device!r}")
+                raise StateError(_messages.unknown_device(device))
             self._settle_time(self._time(reading))
             was_enabled = _gc_pause()
             try:
@@ -1357,7 +1353,7 @@ cdef class PasidAllocator:
         InvalidPasid for a range outside the space or empty."""
         cdef int64_t p
         if lo < 0 or hi >= self._size or lo > hi:
-            raise InvalidPasid(f"range {lo}..{hi} is empty or outside 0..{self._size - 1}")
+            raise InvalidPasid(_messages.bad_range(lo, hi, self._size))
         if owner is None and self._clock is None:
             # no user code can run (as alloc()'s common call): the phases are one step
             with cython.critical_section(self):
@@ -1391,7 +1387,7 @@ cdef class PasidAllocator:
         cdef int64_t quota = -1, free_ids = 0, got
         cdef uint32_t* own
         if n < 0:
-            raise ValueError(f"n must be >= 0, got {n}")
+            raise ValueError(_messages.negative_count(n))
         if n < RELEASE_MIN:
             return self._alloc_many_in(out, n, owner, None, &quota, &free_ids)
         own = <uint32_t*>malloc(n * sizeof(uint32_t))
@@ -1416,7 +1412,7 @@ cdef class PasidAllocator:
         cdef int64_t i
         cdef uint32_t* copy
         if n < 0:
-            raise ValueError(f"n must be >= 0, got {n}")
+            raise ValueError(_messages.negative_count(n))
         # the copy, then n + 1 zeroed bytes of scratch for _free_many_in
         copy = <uint32_t*>calloc(n * sizeof(uint32_t) + n + 1, 1)
         if copy == NULL:
@@ -1426,7 +1422,7 @@ cdef class PasidAllocator:
                 memcpy(copy, ids, n * sizeof(uint32_t))
             for i in range(n):
                 if copy[i] >= self._size:
-                    raise InvalidPasid(f"PASID {copy[i]} out of range 0..{self._size - 1}")
+                    raise InvalidPasid(_messages.out_of_range(copy[i], self._size))
             self._free_many_in(copy, n, <uint8_t*>(copy + n))
         finally:
             free(copy)
@@ -1441,7 +1437,7 @@ cdef class PasidAllocator:
             wait_batch(self)
             self._settle_time(self._time(reading))
             if (self._slots[p].meta & STATE_MASK) != ACTIVE:
-                raise StateError(f"get of PASID {p}, which is {_STATE_NAMES[(self._slots[p].meta & STATE_MASK)]}")
+                raise StateError(_messages.not_active("get", p, _STATE_NAMES[(self._slots[p].meta & STATE_MASK)]))
             self._ref_inc(p)
         return 0
 
@@ -1483,7 +1479,7 @@ cdef class PasidAllocator:
         cdef list released = None, teardown = None
         cdef int was_enabled
         if owner is None:
-            raise ValueError("exit_owner(None): owner-less PASIDs have no owner to exit")
+            raise ValueError(_messages.EXIT_NONE)
         while released is None:
             record = owner_lookup(self, owner)
             reading = self._reading()
@@ -1511,13 +1507,12 @@ cdef class PasidAllocator:
         """Move the logical clock to ``to`` and reclaim; returns how many became FREE."""
         cdef int64_t reclaimed
         if self._clock is not None:
-            raise ValueError("advance(to=, by=) needs the logical clock; this allocator has a "
-                             "callable clock")
+            raise ValueError(_messages.ADVANCE_CALLABLE)
         check_time(to, "to")
         with cython.critical_section(self):
             wait_batch(self)
             if to < self._now:
-                raise ValueError(f"the clock cannot go back from {self._now} to {to}")
+                raise ValueError(_messages.clock_back(self._now, to))
             self._now = to
             reclaimed = reclaim(self, to)
         self._after()
@@ -1559,7 +1554,7 @@ cdef class PasidAllocator:
         """How many PASIDs are in ``state`` (0..4) now."""
         cdef double reading
         if state < 0 or state > 4:
-            raise ValueError(f"state must be 0..4, got {state}")
+            raise ValueError(_messages.bad_state_code(state))
         reading = self._reading()
         with cython.critical_section(self):
             wait_batch(self)

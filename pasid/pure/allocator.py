@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, SupportsIndex
 import numpy as np
 import numpy.typing as npt
 
-from pasid import _args, _fork, _snapshot
+from pasid import _args, _fork, _messages, _snapshot
 from pasid._callbacks import Teardown, run_teardown
 from pasid._errors import InvalidPasid, PasidExhausted, QuotaExceeded, StateError
 from pasid._handle import PasidHandle
@@ -143,14 +143,14 @@ class PasidAllocator:
     def _check_id(self, value: Any) -> int:
         p = _args.as_int(value, "PASID")
         if not 0 <= p < self._size:
-            raise InvalidPasid(f"PASID {value} out of range 0..{self._size - 1}")
+            raise InvalidPasid(_messages.out_of_range(value, self._size))
         return p
 
     def _bounds(self, min: SupportsIndex | None, max: SupportsIndex | None) -> tuple[int, int]:
         lo = 0 if min is None else self._check_id(min)
         hi = self._size - 1 if max is None else self._check_id(max)
         if lo > hi:
-            raise InvalidPasid(f"empty range {lo}..{hi}")
+            raise InvalidPasid(_messages.empty_range(lo, hi))
         return lo, hi
 
     def _reading(self) -> float:
@@ -165,8 +165,7 @@ class PasidAllocator:
         called back to change the owner or device tables while they change."""
         if self._registry_thread == threading.get_ident():
             raise RuntimeError(
-                "re-entrant call: an owner's or a device's __hash__/__eq__ called back into "
-                "the allocator to change its owners or devices while they were changing")
+                _messages.REENTRY)
 
     def _enter_registry(self) -> None:
         """Take the registry lock; refuse a change re-entered from the thread holding it."""
@@ -250,7 +249,7 @@ class PasidAllocator:
     def _ref_inc(self, p: int) -> None:
         """One more reference to an ACTIVE PASID; OverflowError at the limit, nothing changed."""
         if self._refcount[p] == COUNT_MAX:
-            raise OverflowError(f"PASID {p} holds {COUNT_MAX} references, the limit")
+            raise OverflowError(_messages.reference_limit(p))
         self._refcount[p] += 1
 
     def _choose(self, lo: int, hi: int) -> int:
@@ -284,7 +283,7 @@ class PasidAllocator:
             return -1
         if self._generation[p] == COUNT_MAX:
             self._rng.state = rng
-            raise OverflowError(f"PASID {p} has been allocated {COUNT_MAX} times, the limit")
+            raise OverflowError(_messages.generation_limit(p))
         self._take_state(p, ACTIVE)
         self._refcount[p] = 1
         if data is not None:
@@ -326,7 +325,7 @@ class PasidAllocator:
             self._after()
         if over and quota_raises:
             assert record is not None
-            raise QuotaExceeded(f"owner {owner!r} is at its quota of {record.quota} PASIDs")
+            raise QuotaExceeded(_messages.over_quota(owner, record.quota))
         return p, generation
 
     # ------------------------------------------------------------ allocation
@@ -348,7 +347,7 @@ class PasidAllocator:
         lo, hi = self._bounds(min, max)
         p, _ = self._alloc_checked(owner, data, lo, hi, True)
         if p < 0:
-            raise PasidExhausted(self._exhausted(f"no FREE PASID in {lo}..{hi}"))
+            raise PasidExhausted(self._exhausted(_messages.no_free(lo, hi)))
         return p
 
     def try_alloc(self, owner: Hashable | None = None, *, data: object = None,
@@ -385,7 +384,7 @@ class PasidAllocator:
                 state = self._state[p]
                 if state == FREE and self._generation[p] == COUNT_MAX:
                     raise OverflowError(
-                        f"PASID {p} has been allocated {COUNT_MAX} times, the limit")
+                        _messages.generation_limit(p))
                 if state == FREE:
                     over = over_quota(record, 1)
                     if over:
@@ -407,10 +406,10 @@ class PasidAllocator:
         if self._gone or self._graveyard:
             self._after()
         if state != FREE:
-            raise StateError(f"PASID {p} is {_STATE_NAMES[state]}, not FREE")
+            raise StateError(_messages.not_free(p, _STATE_NAMES[state]))
         if over:
             assert record is not None
-            raise QuotaExceeded(f"owner {owner!r} is at its quota of {record.quota} PASIDs")
+            raise QuotaExceeded(_messages.over_quota(owner, record.quota))
         return p
 
     def open(self, owner: Hashable | None = None, *, data: object = None,
@@ -425,7 +424,7 @@ class PasidAllocator:
         lo, hi = self._bounds(min, max)
         p, generation = self._alloc_checked(owner, data, lo, hi, True)
         if p < 0:
-            raise PasidExhausted(self._exhausted(f"no FREE PASID in {lo}..{hi}"))
+            raise PasidExhausted(self._exhausted(_messages.no_free(lo, hi)))
         return PasidHandle(self, p, generation)
 
     def alloc_many(self, n: SupportsIndex, owner: Hashable | None = None, *,
@@ -464,10 +463,10 @@ class PasidAllocator:
         if self._gone or self._graveyard:
             self._after()
         if short:
-            raise PasidExhausted(self._exhausted(f"{asked} PASIDs asked, {free_ids} FREE"))
+            raise PasidExhausted(self._exhausted(_messages.too_few_free(asked, free_ids)))
         if over:
             assert record is not None
-            raise QuotaExceeded(f"owner {owner!r} is at its quota of {record.quota} PASIDs")
+            raise QuotaExceeded(_messages.over_quota(owner, record.quota))
         return out
 
     # ------------------------------------------------------------ references
@@ -485,7 +484,7 @@ class PasidAllocator:
         with self._lock:
             self._settle_time(self._time(reading))
             if self._state[p] != ACTIVE:
-                raise StateError(f"get of PASID {p}, which is {_STATE_NAMES[self._state[p]]}")
+                raise StateError(_messages.not_active("get", p, _STATE_NAMES[self._state[p]]))
             self._ref_inc(p)
 
     def _put_id(self, p: int, generation: int) -> int:
@@ -500,7 +499,7 @@ class PasidAllocator:
             if generation >= 0 and (state != ACTIVE or self._generation[p] != generation):
                 return -2
             if state != ACTIVE:
-                raise StateError(f"free of PASID {p}, which is {_STATE_NAMES[state]}")
+                raise StateError(_messages.not_active("free", p, _STATE_NAMES[state]))
             if self._refcount[p] > 1:
                 self._refcount[p] -= 1
             else:
@@ -572,7 +571,7 @@ class PasidAllocator:
                     for q in pasids[:i]:
                         refcount[q] += 1
                     name = "ACTIVE, already freed" if state[p] == ACTIVE else _STATE_NAMES[state[p]]
-                    raise StateError(f"free of PASID {p}, which is {name}")
+                    raise StateError(_messages.not_active("free", p, name))
                 refcount[p] -= 1
                 last[i] = refcount[p] == 0
             for i, p in enumerate(pasids):
@@ -592,7 +591,7 @@ class PasidAllocator:
         first = self._check_id(lo)
         last = first if hi is None else self._check_id(hi)
         if first > last:
-            raise InvalidPasid(f"empty range {first}..{last}")
+            raise InvalidPasid(_messages.empty_range(first, last))
         return first, last
 
     def reserve(self, lo: SupportsIndex, hi: SupportsIndex | None = None) -> None:
@@ -610,7 +609,7 @@ class PasidAllocator:
             state = self._state
             for p in range(first, last + 1):
                 if state[p] != FREE:
-                    raise StateError(f"cannot reserve PASID {p}: it is {_STATE_NAMES[state[p]]}")
+                    raise StateError(_messages.cannot_reserve(p, _STATE_NAMES[state[p]]))
             for p in range(first, last + 1):
                 self._take_state(p, RESERVED)
 
@@ -627,7 +626,7 @@ class PasidAllocator:
             state = self._state
             for p in range(first, last + 1):
                 if state[p] != RESERVED:
-                    raise StateError(f"cannot unreserve PASID {p}: it is {_STATE_NAMES[state[p]]}")
+                    raise StateError(_messages.cannot_unreserve(p, _STATE_NAMES[state[p]]))
             for p in range(first, last + 1):
                 make_free(self, p)
 
@@ -676,8 +675,7 @@ class PasidAllocator:
                             callback, info.on_teardown = info.on_teardown, callback
                         return info.handle
             if not info.gone:
-                raise InvalidPasid(f"device {device!r} has PASID {widest} bound, "
-                                   f"wider than {width} bits")
+                raise InvalidPasid(_messages.narrower_than_bound(device, widest, width))
 
     def remove_device(self, device: Hashable) -> None:
         """Hot-unplug: drop all of ``device``'s bindings at once, no drain hold, no callback.
@@ -694,7 +692,7 @@ class PasidAllocator:
         self._refuse_reentry()
         info = device_record(self, device, False)
         if info is None:
-            raise StateError(f"unknown device {device!r}")
+            raise StateError(_messages.unknown_device(device))
         reading = self._reading()
         with self._lock:
             gone = info.gone
@@ -717,7 +715,7 @@ class PasidAllocator:
                 info.gone = True
                 self._device_list[info.handle] = None
         if gone:
-            raise StateError(f"unknown device {device!r}")
+            raise StateError(_messages.unknown_device(device))
         # phase 3: the device's __hash__/__eq__ may raise here, after the change; then
         # its record stays in the table, marked gone (look-ups treat it as absent)
         self._enter_registry()
@@ -753,8 +751,7 @@ class PasidAllocator:
                 with self._lock:
                     self._settle_time(self._time(reading))
                     if self._state[p] != ACTIVE:
-                        raise StateError(
-                            f"bind of PASID {p}, which is {_STATE_NAMES[self._state[p]]}")
+                        raise StateError(_messages.not_active("bind", p, _STATE_NAMES[self._state[p]]))
                 info = device_record(self, device, True)
                 assert info is not None
             try:
@@ -783,7 +780,7 @@ class PasidAllocator:
         try:
             with self._lock:
                 if info is None or info.gone:
-                    raise _Later(StateError, f"PASID {p} is not bound to device {{}}", device)
+                    raise _Later(StateError, _messages.not_bound, p, device)
                 now = self._time(reading)
                 self._settle_time(now)
                 unbind_in(self, p, info, now)
@@ -806,7 +803,7 @@ class PasidAllocator:
         ([1], False)
         """
         if owner is None:
-            raise ValueError("exit_owner(None): owner-less PASIDs have no owner to exit")
+            raise ValueError(_messages.EXIT_NONE)
         released: list[int] | None = None
         teardown: Teardown = []
         while released is None:
@@ -840,7 +837,7 @@ class PasidAllocator:
         True
         """
         if owner is None:
-            raise ValueError("set_quota(None, ...): owner-less PASIDs have no quota")
+            raise ValueError(_messages.QUOTA_NONE)
         quota = _args.as_quota(n)      # -1: no quota
         if quota >= 0:
             record = owner_record(self, owner)         # pinned: current until unpinned
@@ -885,7 +882,7 @@ class PasidAllocator:
         1
         """
         if to is not None and by is not None:
-            raise ValueError("advance() takes one of to= and by=, not both")
+            raise ValueError(_messages.ADVANCE_BOTH)
         if to is None and by is None:
             reading = self._reading()
             with self._lock:
@@ -894,8 +891,7 @@ class PasidAllocator:
                 self._after()
             return reclaimed
         if self._clock is not None:
-            raise ValueError("advance(to=, by=) needs the logical clock; this allocator has a "
-                             "callable clock (advance() with no argument settles it)")
+            raise ValueError(_messages.ADVANCE_CALLABLE)
         target = step = 0.0
         if to is not None:
             target = _args.as_time(to, "to")
@@ -905,10 +901,10 @@ class PasidAllocator:
             if to is None:
                 target = self._now + step
                 if step < 0:
-                    raise ValueError(f"the clock cannot go back from {self._now} to {target}")
+                    raise ValueError(_messages.clock_back(self._now, target))
             _args.check_time(target, "the clock")
             if target < self._now:
-                raise ValueError(f"the clock cannot go back from {self._now} to {target}")
+                raise ValueError(_messages.clock_back(self._now, target))
             self._now = target
             reclaimed = reclaim(self, target)
         if self._gone or self._graveyard:
@@ -1035,7 +1031,7 @@ class PasidAllocator:
                 entry = self._bindings.get(p, {}).get(info.handle)
             if entry is not None:
                 return entry[1]
-        raise StateError(f"PASID {p} is not bound to device {device!r}")
+        raise StateError(_messages.not_bound(p, device))
 
     def pending(self, device: Hashable) -> list[int]:
         """The DRAINING PASIDs still bound to ``device``, ascending; unknown device: StateError.
@@ -1056,7 +1052,7 @@ class PasidAllocator:
                 state = self._state
                 found = [p for p in info.bound if state[p] == DRAINING]
         if not known:
-            raise StateError(f"unknown device {device!r}")
+            raise StateError(_messages.unknown_device(device))
         found.sort()
         return found
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from pasid import _args
+from pasid import _args, _messages
 from pasid._state import ACTIVE, FREE
 from pasid.pure.owners import _Owner, owner_tag
 
@@ -35,7 +35,7 @@ def batch_fill(a: PasidAllocator, out: npt.NDArray[np.uint32], owner: _Owner | N
             for q in reversed(taken):
                 batch_unfill(a, q, owner)
             a._rng.state, a._cursor = rng, cursor
-            raise OverflowError(f"a PASID has been allocated {COUNT_MAX} times, the limit")
+            raise OverflowError(_messages.generation_limit())
         a._take_state(p, ACTIVE)
         a._refcount[p] = 1
         if data is not None:

@@ -10,9 +10,9 @@ bind order, each with its bind count and the driver's data. The twin of
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from pasid import _args
+from pasid import _args, _messages
 from pasid._errors import InvalidPasid, StateError
 from pasid._state import ACTIVE, DRAINING
 from pasid.pure.release import settle
@@ -27,15 +27,16 @@ _STATE_NAMES = _args.STATE_NAMES
 
 
 class _Later(Exception):
-    """An error found under the lock whose message names a user object: the
-    object's ``repr`` (user code, which may call back) runs once the lock is free."""
+    """An error found under the lock whose message names a user object: the message
+    (``pasid._messages``: the object's ``repr``, user code that may call back) is
+    built once the lock is free."""
 
-    def __init__(self, error: type[Exception], template: str, named: object) -> None:
-        super().__init__(template)
-        self.error, self.template, self.named = error, template, named
+    def __init__(self, error: type[Exception], message: Callable[..., str], *args: Any) -> None:
+        super().__init__()
+        self.error, self.message, self.args_ = error, message, args
 
     def build(self) -> Exception:
-        return self.error(self.template.format(repr(self.named)))
+        return self.error(self.message(*self.args_))
 
 
 class _Device:
@@ -87,16 +88,14 @@ def device_record(a: PasidAllocator, device: Hashable, declare: bool) -> _Device
 def bind_in(a: PasidAllocator, p: int, info: _Device, data: object) -> None:
     """The body of bind (lock held, time settled, ``info`` current)."""
     if a._state[p] != ACTIVE:
-        raise StateError(f"bind of PASID {p}, which is {_STATE_NAMES[a._state[p]]}")
+        raise StateError(_messages.not_active("bind", p, _STATE_NAMES[a._state[p]]))
     if p >> info.bits:
-        raise _Later(InvalidPasid, f"PASID {p} is wider than device {{}}'s {info.bits} bits",
-                     info.key)
+        raise _Later(InvalidPasid, _messages.too_wide, p, info.key, info.bits)
     bindings = a._bindings.get(p)
     entry = None if bindings is None else bindings.get(info.handle)
     if entry is not None:
         if entry[0] == COUNT_MAX:
-            raise _Later(OverflowError, f"PASID {p} is bound {COUNT_MAX} times to device "
-                         "{}, the limit", info.key)
+            raise _Later(OverflowError, _messages.bind_limit, p, info.key)
         entry[0] += 1
         if data is not None:
             a._graveyard.append(entry[1])
@@ -114,7 +113,7 @@ def unbind_in(a: PasidAllocator, p: int, info: _Device, now: float) -> int:
     bindings = a._bindings.get(p)
     entry = None if bindings is None else bindings.get(info.handle)
     if entry is None:
-        raise _Later(StateError, f"PASID {p} is not bound to device {{}}", info.key)
+        raise _Later(StateError, _messages.not_bound, p, info.key)
     assert bindings is not None
     if entry[0] > 1:
         entry[0] -= 1

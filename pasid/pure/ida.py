@@ -54,7 +54,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any, SupportsIndex, final
 
-from pasid import _fork
+from pasid import _fork, _messages
 from pasid._errors import InvalidPasid, PasidExhausted, StateError
 from pasid._args import as_int
 
@@ -372,7 +372,7 @@ class IDA:
             bit = (~leaf & (leaf + 1)).bit_length() - 1
         new_id = (index << _LEAF_SHIFT) + bit
         if new_id > max:
-            raise PasidExhausted(f"no free ID in {min}..{max}")
+            raise PasidExhausted(_messages.ida_no_free(min, max))
         new_leaf = leaf | (1 << bit)
         if node is not None:
             node.slots[offset] = new_leaf
@@ -451,13 +451,13 @@ class IDA:
         min = as_int(min, "min")
         max = as_int(max, "max")
         if min < 0:
-            raise InvalidPasid(f"min must be >= 0, got {min}")
+            raise InvalidPasid(_messages.ida_negative("min", min))
         if max < 0:
-            raise InvalidPasid(f"max must be >= 0, got {max}")
+            raise InvalidPasid(_messages.ida_negative("max", max))
         if max > IDA_MAX:
             max = IDA_MAX
         if min > max:
-            raise PasidExhausted(f"no free ID in {min}..{max}")
+            raise PasidExhausted(_messages.ida_no_free(min, max))
         with self._lock:
             return self._alloc(min, max)
 
@@ -479,12 +479,12 @@ class IDA:
         """
         id = as_int(id, "id")
         if id < 0 or id > IDA_MAX:
-            raise InvalidPasid(f"id must be in 0..{IDA_MAX}, got {id}")
+            raise InvalidPasid(_messages.ida_id_range(id, IDA_MAX))
         with self._lock:
             node, offset, leaf = self._locate(id >> _LEAF_SHIFT)
             mask = 1 << (id & _BIT_MASK)
             if not leaf & mask:
-                raise StateError(f"ida_free called for id={id} which is not allocated")
+                raise StateError(_messages.ida_not_allocated(id))
             new_leaf = leaf ^ mask
             self._count -= 1
             if node is None:  # the head leaf
@@ -544,7 +544,7 @@ class IDA:
         min = as_int(min, "min")
         max = as_int(max, "max")
         if min < 0:
-            raise InvalidPasid(f"min must be >= 0, got {min}")
+            raise InvalidPasid(_messages.ida_negative("min", min))
         if max > IDA_MAX:
             max = IDA_MAX
         if min > max:  # a negative ``max`` included

@@ -1,0 +1,173 @@
+"""Every error message the two backends raise, written once.
+
+Each function returns the text of one message; the backends raise the
+documented exception with it, so their messages agree by construction (the
+differential tests compare them). They run only when an error is raised. A
+message that names a user object (an owner, a device) formats it with
+``repr``, which is user code: the backends build those messages outside their
+critical sections.
+
+>>> out_of_range(300, 256)
+'PASID 300 out of range 0..255'
+>>> not_active("free", 5, "QUARANTINED")
+'free of PASID 5, which is QUARANTINED'
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pasid._args import COUNT_MAX
+
+# ---------------------------------------------------------------- PASIDs and ranges
+
+
+def out_of_range(value: Any, size: int) -> str:
+    """An ID outside the space ``0 .. size - 1`` (InvalidPasid)."""
+    return f"PASID {value} out of range 0..{size - 1}"
+
+
+def empty_range(lo: int, hi: int) -> str:
+    """``lo > hi`` (InvalidPasid)."""
+    return f"empty range {lo}..{hi}"
+
+
+def bad_range(lo: int, hi: int, size: int) -> str:
+    """A C-level range empty or outside the space (InvalidPasid)."""
+    return f"range {lo}..{hi} is empty or outside 0..{size - 1}"
+
+
+def negative_count(n: int) -> str:
+    """A batch of ``n < 0`` IDs (ValueError)."""
+    return f"n must be >= 0, got {n}"
+
+
+def bad_state_code(state: int) -> str:
+    """A state code outside 0..4 (ValueError)."""
+    return f"state must be 0..4, got {state}"
+
+
+# ---------------------------------------------------------------- states
+
+
+def not_active(what: str, p: int, state: str) -> str:
+    """``what`` (get, free, bind) of a PASID that is not ACTIVE (StateError)."""
+    return f"{what} of PASID {p}, which is {state}"
+
+
+def not_free(p: int, state: str) -> str:
+    """alloc_exact of a PASID that is not FREE (StateError)."""
+    return f"PASID {p} is {state}, not FREE"
+
+
+def cannot_reserve(p: int, state: str) -> str:
+    return f"cannot reserve PASID {p}: it is {state}"
+
+
+def cannot_unreserve(p: int, state: str) -> str:
+    return f"cannot unreserve PASID {p}: it is {state}"
+
+
+def no_free(lo: int, hi: int) -> str:
+    """An allocation that found nothing FREE in ``lo..hi`` (PasidExhausted; the
+    allocators add what is only waiting: pasid._args.exhausted_message)."""
+    return f"no FREE PASID in {lo}..{hi}"
+
+
+def too_few_free(asked: Any, free: int) -> str:
+    """alloc_many of more than are FREE (PasidExhausted)."""
+    return f"{asked} PASIDs asked, {free} FREE"
+
+
+# ---------------------------------------------------------------- limits
+
+
+def generation_limit(p: int | None = None) -> str:
+    """A PASID allocated COUNT_MAX times (OverflowError); ``None``: one of a batch."""
+    which = "a PASID" if p is None else f"PASID {p}"
+    return f"{which} has been allocated {COUNT_MAX} times, the limit"
+
+
+def reference_limit(p: int) -> str:
+    return f"PASID {p} holds {COUNT_MAX} references, the limit"
+
+
+def bind_limit(p: int, device: Any) -> str:
+    return f"PASID {p} is bound {COUNT_MAX} times to device {device!r}, the limit"
+
+
+# ---------------------------------------------------------------- owners
+
+
+def over_quota(owner: Any, quota: int) -> str:
+    """An allocation past the owner's quota (QuotaExceeded)."""
+    return f"owner {owner!r} is at its quota of {quota} PASIDs"
+
+
+EXIT_NONE = "exit_owner(None): owner-less PASIDs have no owner to exit"
+QUOTA_NONE = "set_quota(None, ...): owner-less PASIDs have no quota"
+
+
+# ---------------------------------------------------------------- devices
+
+
+def unknown_device(device: Any) -> str:
+    return f"unknown device {device!r}"
+
+
+def no_handle(handle: int) -> str:
+    """A C-level device handle no device has (StateError)."""
+    return f"no device has handle {handle}"
+
+
+def not_bound(p: int, device: Any) -> str:
+    return f"PASID {p} is not bound to device {device!r}"
+
+
+def too_wide(p: int, device: Any, bits: int) -> str:
+    """A bind of a PASID wider than the device (InvalidPasid)."""
+    return f"PASID {p} is wider than device {device!r}'s {bits} bits"
+
+
+def narrower_than_bound(device: Any, widest: int, width: int) -> str:
+    """add_device narrowing below a PASID bound (InvalidPasid)."""
+    return f"device {device!r} has PASID {widest} bound, wider than {width} bits"
+
+
+REENTRY = ("re-entrant call: an owner's or a device's __hash__/__eq__ called back into "
+           "the allocator to change its owners or devices while they were changing")
+
+
+# ---------------------------------------------------------------- time
+
+
+ADVANCE_BOTH = "advance() takes one of to= and by=, not both"
+ADVANCE_CALLABLE = ("advance(to=, by=) needs the logical clock; this allocator has a "
+                    "callable clock (advance() with no argument settles it)")
+
+
+def clock_back(now: float, target: float) -> str:
+    return f"the clock cannot go back from {now} to {target}"
+
+
+# ---------------------------------------------------------------- IDA
+
+
+def ida_negative(what: str, value: int) -> str:
+    """A negative ``min`` or ``max`` (InvalidPasid)."""
+    return f"{what} must be >= 0, got {value}"
+
+
+def ida_id_range(value: int, limit: int) -> str:
+    """An ID to free outside 0..2**31 - 1 (InvalidPasid)."""
+    return f"id must be in 0..{limit}, got {value}"
+
+
+def ida_not_allocated(value: int) -> str:
+    """ida_free of an ID not allocated (StateError), in the kernel's words."""
+    return f"ida_free called for id={value} which is not allocated"
+
+
+def ida_no_free(lo: int, hi: int) -> str:
+    """Nothing free in ``lo..hi``, or ``lo > hi`` after the clamp (PasidExhausted)."""
+    return f"no free ID in {lo}..{hi}"
