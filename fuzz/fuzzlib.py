@@ -61,7 +61,6 @@ except ImportError:          # PASID_NO_EXTENSION runs, or a checkout without a 
 
 # FUZZ_TRACE=1: print every operation as it runs (for a crash, which leaves no log)
 TRACE = os.environ.get("FUZZ_TRACE") == "1"
-FREE, RESERVED, ACTIVE, DRAINING, QUARANTINED = range(5)
 STRATEGIES = ("lowest", "cyclic", "fifo", "random")
 
 

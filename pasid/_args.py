@@ -27,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pasid._errors import InvalidPasid
+from pasid._state import State
 
 __all__ = [
     "COUNT_MAX",
@@ -56,7 +57,7 @@ __all__ = [
 ]
 
 STRATEGIES = ("lowest", "cyclic", "fifo", "random")
-STATE_NAMES = ("FREE", "RESERVED", "ACTIVE", "DRAINING", "QUARANTINED")
+STATE_NAMES = tuple(state.name for state in State)     # by code: STATE_NAMES[2] == "ACTIVE"
 MAX_BITS = 20
 # Times, graces and drains stay within +-MAX_TIME, so that a time plus a grace
 # or a drain is still finite: a release time never overflows to infinity.

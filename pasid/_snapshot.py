@@ -46,6 +46,7 @@ import numpy.typing as npt
 
 from pasid import _args
 from pasid._errors import SnapshotError
+from pasid._state import ACTIVE, DRAINING, FREE, QUARANTINED, RESERVED
 
 __all__ = ["MAGIC", "VERSION", "dumps", "loads", "encode", "decode", "check", "fields",
            "column", "id_column", "arrays", "binding_columns"]
@@ -54,7 +55,6 @@ MAGIC = b"PASIDSNP"
 VERSION = 2
 MAX_DEPTH = 64
 STRATEGIES = ("lowest", "cyclic", "fifo", "random")
-FREE, RESERVED, ACTIVE, DRAINING, QUARANTINED = range(5)
 
 # The keys of an exported allocator, in the order they are encoded. "column":
 # unsigned integers (see column()); "ids": an ID column, ascending (id_column()).

@@ -1,4 +1,9 @@
-"""The PASID states, shared by both backends."""
+"""The PASID states, shared by both backends, the snapshot format and the simulator.
+
+:class:`State` names them; ``FREE`` ... ``QUARANTINED`` are the same codes as
+plain ints, for the tables and loops that compare them often. The compiled
+modules keep C enums of their own and check them against these at import.
+"""
 
 import enum
 
@@ -16,3 +21,10 @@ class State(enum.IntEnum):
     ACTIVE = 2
     DRAINING = 3
     QUARANTINED = 4
+
+
+FREE = State.FREE.value
+RESERVED = State.RESERVED.value
+ACTIVE = State.ACTIVE.value
+DRAINING = State.DRAINING.value
+QUARANTINED = State.QUARANTINED.value

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from pasid._state import ACTIVE, DRAINING, FREE
 from pasid.sim.trace import (
     OP_ACCESS, OP_ADVANCE, OP_ALLOC, OP_BIND, OP_EXIT, OP_GET, OP_PUT, OP_UNBIND,
 )
@@ -25,8 +26,6 @@ from pasid.sim.trace import (
 if TYPE_CHECKING:
     from pasid.sim.replay import ReplayState, _Allocator
     from pasid.sim.trace import Trace
-
-FREE, ACTIVE, DRAINING = 0, 2, 3
 
 
 def run(a: _Allocator, trace: Trace, st: ReplayState, start: int, stop: int) -> None:
