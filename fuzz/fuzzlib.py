@@ -53,6 +53,7 @@ import numpy as np
 
 import pasid.pure
 from pasid import PasidError, SnapshotError, _snapshot
+from pasid._args import STRATEGIES
 
 try:
     import pasid._core as core
@@ -61,7 +62,6 @@ except ImportError:          # PASID_NO_EXTENSION runs, or a checkout without a 
 
 # FUZZ_TRACE=1: print every operation as it runs (for a crash, which leaves no log)
 TRACE = os.environ.get("FUZZ_TRACE") == "1"
-STRATEGIES = ("lowest", "cyclic", "fifo", "random")
 
 
 # Bugs found and reported, not fixed yet: the runs steer around their triggers so they

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, NoReturn, TypeVar
 
 import numpy as np
@@ -54,7 +54,6 @@ __all__ = ["MAGIC", "VERSION", "dumps", "loads", "encode", "decode", "check", "f
 MAGIC = b"PASIDSNP"
 VERSION = 2
 MAX_DEPTH = 64
-STRATEGIES = ("lowest", "cyclic", "fifo", "random")
 
 # The keys of an exported allocator, in the order they are encoded. "column":
 # unsigned integers (see column()); "ids": an ID column, ascending (id_column()).
@@ -394,6 +393,15 @@ def _number(value: Any, what: str, minimum: float | None = None) -> float:
     return float(value)
 
 
+def _rule(check: Callable[..., _T], value: Any, *args: Any) -> _T:
+    """``check(value, *args)``: a rule of :mod:`pasid._args`, its error in the same
+    words as an inconsistent snapshot."""
+    try:
+        return check(value, *args)
+    except (TypeError, ValueError) as exc:
+        _fail(str(exc))
+
+
 def _hashable(value: _T, what: str) -> _T:
     try:
         hash(value)
@@ -513,9 +521,7 @@ def _scalars(state: Any, fields: tuple[str, ...]) -> tuple[int, str, float, floa
     if type(state) is not dict or tuple(state) != fields:
         _fail("the fields are not those of an allocator")
     bits = _int(state["bits"], 1, 20, "bits")
-    strategy = state["strategy"]
-    if strategy not in STRATEGIES:
-        _fail(f"unknown strategy {strategy!r}")
+    strategy = _args.STRATEGIES[_rule(_args.as_strategy, state["strategy"])]
     grace = _number(state["grace"], "grace", 0)
     now = _number(state["now"], "now")
     rng = _int(state["rng"], 0, (1 << 64) - 1, "generator state")

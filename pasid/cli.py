@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 import pasid
-from pasid.sim.replay import STRATEGIES
+from pasid._args import STRATEGIES, as_strategy
 
 if TYPE_CHECKING:
     from pasid.sim.replay import Run
@@ -231,8 +231,10 @@ def cmd_bench(args: argparse.Namespace, out: TextIO) -> None:
 def _strategies(parser: argparse.ArgumentParser, values: list[str] | None) -> list[str]:
     chosen = values or list(STRATEGIES)
     for name in chosen:
-        if name not in STRATEGIES:
-            parser.error(f"unknown strategy {name!r} (one of {', '.join(STRATEGIES)})")
+        try:
+            as_strategy(name)
+        except ValueError as exc:
+            parser.error(str(exc))
     return chosen
 
 

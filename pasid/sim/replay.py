@@ -48,6 +48,7 @@ import numpy as np
 import numpy.typing as npt
 
 import pasid
+from pasid._args import STRATEGIES, as_strategy
 from pasid.sim import _replay_py
 from pasid.sim.trace import Trace
 
@@ -76,8 +77,6 @@ except ImportError:  # pragma: no cover - the pure install has no compiled loop
     _compiled = None
 
 __all__ = ["Run", "replay", "simulate", "STRATEGIES"]
-
-STRATEGIES = ("lowest", "cyclic", "fifo", "random")
 
 # The counters a replay keeps between chunks (ReplayState.counters), by slot.
 COUNTERS = ("done", "allocations", "failures", "skipped", "stale", "peak_active", "peak_held",
@@ -225,8 +224,7 @@ def replay(trace: Trace, strategy: str = "lowest", *, grace: float | None = None
     cls = _allocator_class(allocator)
     if cls is None:
         raise ValueError("the compiled allocator is not available")
-    if strategy not in STRATEGIES:
-        raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    as_strategy(strategy)
     if not quarantine:
         trace = trace.without_quarantine()
     a = cls(trace.bits, strategy=strategy, grace=trace.grace if grace is None else grace,
@@ -305,8 +303,10 @@ def simulate(source: Trace | Workload, strategies: Sequence[str] = STRATEGIES, *
     device quarantine and without it (for ``stale_no_quarantine``). ``rows``:
     one :func:`row` per strategy, in the order given; ``runs``: the
     quarantine-on :class:`Run` of each, for plots. ``progress(step, steps)``
-    is called after each replay.
+    is called after each replay. Every name is checked before anything runs.
     """
+    for strategy in strategies:
+        as_strategy(strategy)
     if isinstance(source, Trace):
         trace = source
     else:
