@@ -520,7 +520,7 @@ def _scalars(state: Any, fields: tuple[str, ...]) -> tuple[int, str, float, floa
     cursor, counters); SnapshotError unless ``state`` is a dict of ``fields``."""
     if type(state) is not dict or tuple(state) != fields:
         _fail("the fields are not those of an allocator")
-    bits = _int(state["bits"], 1, 20, "bits")
+    bits = _int(state["bits"], 1, _args.MAX_BITS, "bits")
     strategy = _args.STRATEGIES[_rule(_args.as_strategy, state["strategy"])]
     grace = _number(state["grace"], "grace", 0)
     now = _number(state["now"], "now")
@@ -592,7 +592,7 @@ def _check(state: Any) -> dict[str, Any]:
         _hashable(device, "device")
         if device in device_bits:
             _fail(f"device {device!r} declared twice")
-        device_bits[device] = _int(width, 1, 20, "device bits")
+        device_bits[device] = _int(width, 1, _args.MAX_BITS, "device bits")
         _number(drain, "drain", 0)
 
     raw_bound, raw_devices, raw_counts = _sequence(state["bindings"], 3, "bindings")
@@ -721,7 +721,7 @@ def _check_v1(state: dict[str, Any]) -> dict[str, Any]:
         _hashable(device, "device")
         if device in device_bits:
             _fail(f"device {device!r} declared twice")
-        device_bits[device] = _int(width, 1, 20, "device bits")
+        device_bits[device] = _int(width, 1, _args.MAX_BITS, "device bits")
         _number(drain, "drain", 0)
 
     bindings = _pairs(state["bindings"], "bindings")

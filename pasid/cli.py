@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 import pasid
-from pasid._args import STRATEGIES, as_strategy
+from pasid._args import MAX_BITS, STRATEGIES, as_strategy
 
 if TYPE_CHECKING:
     from pasid.sim.replay import Run
@@ -265,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "without device quarantine; print one row of metrics per strategy.")
     simulate.add_argument("--workload", default="default",
                           help="a preset: default, exhaustion, vm-churn (default: default)")
-    simulate.add_argument("--bits", type=int, help="PASID width, 1..20")
+    simulate.add_argument("--bits", type=int, help=f"PASID width, 1..{MAX_BITS}")
     simulate.add_argument("--drain", type=float, metavar="TIME",
                           help="every device's drain time (default: each device's own)")
     simulate.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
