@@ -1202,7 +1202,7 @@ def mutate_snapshot(src, blob):
         values[i] = mutate_value(src, values[i])
     if how == 4 and src.chance(0.5):
         values = values[:-1] if src.chance(0.5) else values + [None]
-    return frame(_snapshot.encode(values))
+    return frame(_snapshot.encode(values), version=blob[len(_snapshot.MAGIC)])
 
 
 def load_outcome(mod, blob, clock=None):
