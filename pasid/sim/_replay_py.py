@@ -78,10 +78,18 @@ def run(a: _Allocator, trace: Trace, st: ReplayState, start: int, stop: int) -> 
                         if blocks_live > blocks_peak:
                             blocks_peak = blocks_live
                     block_live[p >> 6] += 1
-            elif op == OP_EXIT:
-                released = a.exit_owner(owners[o])
+            elif op == OP_EXIT or (op == OP_PUT and pasid[h] >= 0):
+                # what may release: an owner's exit, a put of a handle that has a PASID
+                if op == OP_EXIT:
+                    released = a.exit_owner(owners[o])
+                else:
+                    p = pasid[h]
+                    put(p)
+                    released = [p]
                 for p in released:
                     after = state(p)
+                    if after == ACTIVE:         # a put that left a reference
+                        continue
                     active -= 1
                     last_release[p] = t
                     if after != FREE:
@@ -94,18 +102,6 @@ def run(a: _Allocator, trace: Trace, st: ReplayState, start: int, stop: int) -> 
                 p = pasid[h]
                 if p < 0:
                     skipped += 1
-                elif op == OP_PUT:
-                    put(p)
-                    after = state(p)
-                    if after != ACTIVE:
-                        active -= 1
-                        last_release[p] = t
-                        if after != FREE:
-                            held += 1
-                        if after != DRAINING:
-                            block_live[p >> 6] -= 1
-                            if block_live[p >> 6] == 0:
-                                blocks_live -= 1
                 elif op == OP_GET:
                     get(p)
                 elif op == OP_BIND:
