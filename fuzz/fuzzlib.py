@@ -53,7 +53,7 @@ import numpy as np
 
 import pasid.pure
 from pasid import PasidError, SnapshotError, _snapshot
-from pasid._args import STRATEGIES
+from pasid._args import MAX_BITS, STRATEGIES
 
 try:
     import pasid._core as core
@@ -897,7 +897,7 @@ def op_device(r):
         return r.run_call(f"remove_device({device!r})", lambda a: a.remove_device(device))[1]
     kwargs = {}
     if r.src.chance(0.5):
-        kwargs["bits"] = r.src.pick([1, 2, 3, 20, 0])
+        kwargs["bits"] = r.src.pick([1, 2, 3, MAX_BITS, 0])
     if r.src.chance(0.5):
         kwargs["drain"] = r.src.pick([0, 1, 3, -1])
     if r.src.chance(0.5):
