@@ -53,6 +53,7 @@ import numpy as np
 
 import pasid.pure
 from pasid import PasidError, SnapshotError, _snapshot
+from pasid._args import MAX_BITS, STRATEGIES
 
 try:
     import pasid._core as core
@@ -61,8 +62,6 @@ except ImportError:          # PASID_NO_EXTENSION runs, or a checkout without a 
 
 # FUZZ_TRACE=1: print every operation as it runs (for a crash, which leaves no log)
 TRACE = os.environ.get("FUZZ_TRACE") == "1"
-FREE, RESERVED, ACTIVE, DRAINING, QUARANTINED = range(5)
-STRATEGIES = ("lowest", "cyclic", "fifo", "random")
 
 
 # Bugs found and reported, not fixed yet: the runs steer around their triggers so they
@@ -898,7 +897,7 @@ def op_device(r):
         return r.run_call(f"remove_device({device!r})", lambda a: a.remove_device(device))[1]
     kwargs = {}
     if r.src.chance(0.5):
-        kwargs["bits"] = r.src.pick([1, 2, 3, 20, 0])
+        kwargs["bits"] = r.src.pick([1, 2, 3, MAX_BITS, 0])
     if r.src.chance(0.5):
         kwargs["drain"] = r.src.pick([0, 1, 3, -1])
     if r.src.chance(0.5):
@@ -1203,7 +1202,7 @@ def mutate_snapshot(src, blob):
         values[i] = mutate_value(src, values[i])
     if how == 4 and src.chance(0.5):
         values = values[:-1] if src.chance(0.5) else values + [None]
-    return frame(_snapshot.encode(values))
+    return frame(_snapshot.encode(values), version=blob[len(_snapshot.MAGIC)])
 
 
 def load_outcome(mod, blob, clock=None):

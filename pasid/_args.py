@@ -27,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pasid._errors import InvalidPasid
+from pasid._state import State
 
 __all__ = [
     "COUNT_MAX",
@@ -39,6 +40,7 @@ __all__ = [
     "as_bits",
     "as_count",
     "as_drain",
+    "as_duration",
     "as_grace",
     "as_int",
     "as_quota",
@@ -56,7 +58,7 @@ __all__ = [
 ]
 
 STRATEGIES = ("lowest", "cyclic", "fifo", "random")
-STATE_NAMES = ("FREE", "RESERVED", "ACTIVE", "DRAINING", "QUARANTINED")
+STATE_NAMES = tuple(state.name for state in State)     # by code: STATE_NAMES[2] == "ACTIVE"
 MAX_BITS = 20
 # Times, graces and drains stay within +-MAX_TIME, so that a time plus a grace
 # or a drain is still finite: a release time never overflows to infinity.
@@ -128,18 +130,21 @@ def as_strategy(value: Any) -> int:
     return STRATEGIES.index(value)
 
 
+def as_duration(value: Any, what: str) -> float:
+    """A time span (a grace, a drain, a workload's rate or mean): a time (:func:`as_time`)
+    that is >= 0."""
+    duration = as_time(value, what)
+    if duration < 0:
+        raise ValueError(f"{what} must be >= 0, got {duration}")
+    return duration
+
+
 def as_grace(value: Any) -> float:
-    grace = as_time(value, "grace")
-    if grace < 0:
-        raise ValueError(f"grace must be >= 0, got {grace}")
-    return grace
+    return as_duration(value, "grace")
 
 
 def as_drain(value: Any) -> float:
-    drain = as_time(value, "drain")
-    if drain < 0:
-        raise ValueError(f"drain must be >= 0, got {drain}")
-    return drain
+    return as_duration(value, "drain")
 
 
 def as_seed(value: Any) -> int:

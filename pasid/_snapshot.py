@@ -3,7 +3,17 @@
 A backend exports its state as a plain dict (:func:`fields` names the keys, in
 order); this module turns that dict into bytes and back, and checks a loaded
 dict completely before any backend builds from it, so bad bytes raise
-:class:`~pasid.SnapshotError` and never reach C code.
+:class:`~pasid.SnapshotError` and never reach C code. Three parts, in this order:
+
+- the codec: :func:`encode`/:func:`decode` (the tagged encoding), the columns
+  (:func:`column`, :func:`id_column`, ...), :func:`dumps`/:func:`loads` (the
+  container);
+- the version 2 check, :func:`check`, built from small readers that copy what
+  they read and check the copy (so user code run by a check, an owner's
+  ``__hash__``, cannot change what is loaded after it was checked);
+- the version 1 upgrade, ``_upgrade``: reads what only version 1 has and
+  converts it, and :func:`check` checks the result as version 2, so a rule
+  both versions hold is written once.
 
 The bytes::
 
@@ -38,7 +48,7 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, NoReturn, TypeVar
 
 import numpy as np
@@ -46,6 +56,7 @@ import numpy.typing as npt
 
 from pasid import _args
 from pasid._errors import SnapshotError
+from pasid._state import ACTIVE, DRAINING, FREE, QUARANTINED, RESERVED
 
 __all__ = ["MAGIC", "VERSION", "dumps", "loads", "encode", "decode", "check", "fields",
            "column", "id_column", "arrays", "binding_columns"]
@@ -53,8 +64,6 @@ __all__ = ["MAGIC", "VERSION", "dumps", "loads", "encode", "decode", "check", "f
 MAGIC = b"PASIDSNP"
 VERSION = 2
 MAX_DEPTH = 64
-STRATEGIES = ("lowest", "cyclic", "fifo", "random")
-FREE, RESERVED, ACTIVE, DRAINING, QUARANTINED = range(5)
 
 # The keys of an exported allocator, in the order they are encoded. "column":
 # unsigned integers (see column()); "ids": an ID column, ascending (id_column()).
@@ -106,7 +115,7 @@ def fields() -> tuple[str, ...]:
     return FIELDS
 
 
-# ---------------------------------------------------------------- the codec
+# ---------------------------------------------------------------- the codec: plain data
 
 def _varint(n: int, out: bytearray) -> None:
     while True:
@@ -290,7 +299,7 @@ def decode(data: bytes | bytearray | memoryview) -> Any:
     return value
 
 
-# ---------------------------------------------------------------- columns
+# ---------------------------------------------------------------- the codec: columns
 
 def column(values: npt.ArrayLike) -> bytes:
     """Unsigned integers (below 2**32) as a column: a byte naming the width, the values."""
@@ -340,7 +349,7 @@ def arrays(ids: npt.ArrayLike, values: npt.ArrayLike, dtype: npt.DTypeLike
     return id_column(ids), column(values)
 
 
-# ---------------------------------------------------------------- the container
+# ---------------------------------------------------------------- the codec: the container
 
 def dumps(state: dict[str, Any]) -> bytes:
     """An exported allocator state (a dict with the keys of :func:`fields`) as snapshot bytes."""
@@ -373,7 +382,7 @@ def loads(data: bytes | bytearray | memoryview) -> dict[str, Any]:
     return check(dict(zip(names, values)))
 
 
-# ---------------------------------------------------------------- checking
+# ---------------------------------------------------------------- checking: the parts
 
 def _fail(message: str) -> NoReturn:
     raise SnapshotError(f"inconsistent snapshot: {message}")
@@ -385,6 +394,11 @@ def _int(value: Any, lo: int, hi: int, what: str) -> int:
     return value
 
 
+def _bits(value: Any, what: str) -> int:
+    """A PASID width: 1.._args.MAX_BITS."""
+    return _int(value, 1, _args.MAX_BITS, what)
+
+
 def _number(value: Any, what: str, minimum: float | None = None) -> float:
     # compared before any conversion: an int of any size, a float of any value
     if type(value) not in (int, float) or not -_args.MAX_TIME <= value <= _args.MAX_TIME:
@@ -394,12 +408,30 @@ def _number(value: Any, what: str, minimum: float | None = None) -> float:
     return float(value)
 
 
+def _rule(check: Callable[..., _T], value: Any, *args: Any) -> _T:
+    """``check(value, *args)``: a rule of :mod:`pasid._args`, its error in the same
+    words as an inconsistent snapshot."""
+    try:
+        return check(value, *args)
+    except (TypeError, ValueError) as exc:
+        _fail(str(exc))
+
+
 def _hashable(value: _T, what: str) -> _T:
     try:
         hash(value)
     except TypeError:
         _fail(f"{what} {value!r} is not hashable")
     return value
+
+
+def _ascending(ids: npt.NDArray[np.int64], size: int, what: str, repeats: bool = False
+               ) -> npt.NDArray[np.int64]:
+    """``ids`` if they ascend (``repeats``: or stay equal) and stay below ``size``."""
+    if ids.size and (ids[0] < 0 or ids[-1] >= size
+                     or np.any(np.diff(ids) < (0 if repeats else 1))):
+        _fail(f"{what} IDs are not ascending within the space")
+    return ids
 
 
 def _column(raw: Any, what: str) -> npt.NDArray[Any]:
@@ -416,13 +448,7 @@ def _ints(raw: Any, what: str) -> npt.NDArray[np.int64]:
 
 def _ids(raw: Any, size: int, what: str, repeats: bool = False) -> npt.NDArray[np.int64]:
     """An ID column: IDs ascending (``repeats``: or equal), below ``size``; int64."""
-    gaps = _column(raw, what)
-    if not repeats and gaps.size > 1 and not np.all(gaps[1:]):
-        _fail(f"{what} IDs are not ascending within the space")
-    ids = np.cumsum(gaps, dtype=np.int64)
-    if ids.size and ids[-1] >= size:
-        _fail(f"{what} IDs are not ascending within the space")
-    return ids
+    return _ascending(np.cumsum(_column(raw, what), dtype=np.int64), size, what, repeats)
 
 
 def _sequence(value: Any, length: int, what: str) -> list[Any] | tuple[Any, ...]:
@@ -489,33 +515,14 @@ def _mask(size: int, ids: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
     return mask
 
 
-def check(state: Any) -> dict[str, Any]:
-    """Check every field of a state dict and how they fit together; return it normalised.
-
-    ``state`` has the keys of :data:`FIELDS` (or of :data:`FIELDS_V1`: a version
-    1 state, from old bytes or an old pickle, checked as version 1 did and
-    converted). The normalised dict has int64 numpy arrays in place of columns
-    (float64 for release times, uint8 for states), the owners as the codes of
-    the states' rows (0: none, else 1 + index in owner_keys) and a ``state_of``
-    array (the state of every PASID). Anything
-    that does not fit raises SnapshotError. O(N) in numpy, and a Python step per
-    owner key, data item, device and quota.
-    """
-    if type(state) is dict and tuple(state) == FIELDS_V1:
-        return _check(_upgrade(_check_v1(state)))
-    return _check(state)
-
-
 def _scalars(state: Any, fields: tuple[str, ...]) -> tuple[int, str, float, float, int, int,
                                                            list[int]]:
     """The fields both versions share, checked: (bits, strategy, grace, now, rng,
     cursor, counters); SnapshotError unless ``state`` is a dict of ``fields``."""
     if type(state) is not dict or tuple(state) != fields:
         _fail("the fields are not those of an allocator")
-    bits = _int(state["bits"], 1, 20, "bits")
-    strategy = state["strategy"]
-    if strategy not in STRATEGIES:
-        _fail(f"unknown strategy {strategy!r}")
+    bits = _bits(state["bits"], "bits")
+    strategy = _args.STRATEGIES[_rule(_args.as_strategy, state["strategy"])]
     grace = _number(state["grace"], "grace", 0)
     now = _number(state["now"], "now")
     rng = _int(state["rng"], 0, (1 << 64) - 1, "generator state")
@@ -527,7 +534,37 @@ def _scalars(state: Any, fields: tuple[str, ...]) -> tuple[int, str, float, floa
             [_int(c, 0, _args.COUNTER_MAX, "counter") for c in counters])
 
 
-def _check(state: Any) -> dict[str, Any]:
+def _devices(items: Any) -> list[tuple[Any, ...]]:
+    """The device table, copied and checked: (device, bits, drain) entries, each
+    device hashable and declared once."""
+    devices = _entries(items, 3, "devices", "device entry", "(device, bits, drain)")
+    declared = set()
+    for device, width, drain in devices:
+        _hashable(device, "device")
+        if device in declared:
+            _fail(f"device {device!r} declared twice")
+        declared.add(device)
+        _bits(width, "device bits")
+        _number(drain, "drain", 0)
+    return devices
+
+
+# ---------------------------------------------------------------- version 2: the check
+
+def check(state: Any) -> dict[str, Any]:
+    """Check every field of a state dict and how they fit together; return it normalised.
+
+    ``state`` has the keys of :data:`FIELDS`, or of :data:`FIELDS_V1` (a version
+    1 state, from old bytes or an old pickle: upgraded first, see
+    :func:`_upgrade`). The normalised dict has int64 numpy arrays in place of
+    columns (float64 for release times, uint8 for states), the owners as the
+    codes of the states' rows (0: none, else 1 + index in owner_keys) and a
+    ``state_of`` array (the state of every PASID). Anything that does not fit
+    raises SnapshotError. O(N) in numpy, and a Python step per owner key, data
+    item, device and quota.
+    """
+    if type(state) is dict and tuple(state) == FIELDS_V1:
+        state = _upgrade(state)
     bits, strategy, grace, now, rng, cursor, counters = _scalars(state, FIELDS)
     size = 1 << bits
 
@@ -579,16 +616,7 @@ def _check(state: Any) -> dict[str, Any]:
     if data[0].size and not np.all(allocated[data[0]]):
         _fail("data on a PASID that is not allocated")
 
-    devices = _entries(state["devices"], 3, "devices", "device entry", "(device, bits, drain)")
-    device_bits = {}
-    for entry in devices:
-        device, width, drain = entry
-        _hashable(device, "device")
-        if device in device_bits:
-            _fail(f"device {device!r} declared twice")
-        device_bits[device] = _int(width, 1, 20, "device bits")
-        _number(drain, "drain", 0)
-
+    devices = _devices(state["devices"])
     raw_bound, raw_devices, raw_counts = _sequence(state["bindings"], 3, "bindings")
     bound = _ids(raw_bound, size, "bindings", repeats=True)
     bound_to = _ints(raw_devices, "bound devices")
@@ -641,11 +669,11 @@ def _check(state: Any) -> dict[str, Any]:
     }
 
 
-# ---------------------------------------------------------------- version 1
+# ---------------------------------------------------------------- version 1: the upgrade
 
-def _array_v1(pair: Any, size: int, dtype: npt.DTypeLike, what: str
+def _array_v1(pair: Any, size: int, dtype: str, what: str
               ) -> tuple[npt.NDArray[np.int64], npt.NDArray[Any]]:
-    """(ids, values) from a pair of byte strings: ids ascending, below ``size``."""
+    """(ids, values) from version 1's pair of byte strings (ids ``<u4``, ascending)."""
     if type(pair) not in (list, tuple) or len(pair) != 2:
         _fail(f"{what} is not a pair of arrays")
     raw_ids, raw_values = pair
@@ -655,151 +683,81 @@ def _array_v1(pair: Any, size: int, dtype: npt.DTypeLike, what: str
     if len(raw_ids) % 4 or len(raw_values) % width or len(raw_ids) // 4 != len(raw_values) // width:
         _fail(f"{what} arrays have mismatched lengths")
     ids = np.frombuffer(raw_ids, dtype="<u4").astype(np.int64)
-    values = np.frombuffer(raw_values, dtype=dtype)
-    if ids.size and (ids[-1] >= size or (ids.size > 1 and np.any(np.diff(ids) <= 0))):
-        _fail(f"{what} IDs are not ascending within the space")
-    return ids, values
+    return _ascending(ids, size, what), np.frombuffer(raw_values, dtype=dtype)
 
 
-def _tags(items: Any, what: str, state_of: npt.NDArray[np.uint8]) -> Any:
-    """(PASID, value) pairs: PASIDs ascending, allocated (ACTIVE, DRAINING or QUARANTINED), values not None."""
-    _pairs(items, what)
-    last = -1
-    for p, value in items:
-        _int(p, last + 1, state_of.size - 1, f"{what}'s PASID")
-        if state_of[p] < ACTIVE or value is None:
-            _fail(f"{what} for PASID {p} in state {state_of[p]}")
-        last = p
-    return items
-
-
-def _check_v1(state: dict[str, Any]) -> dict[str, Any]:
-    """Check a version 1 state dict (see :data:`FIELDS_V1`) as version 1 did; normalised."""
-    bits, strategy, grace, now, rng, cursor, counters = _scalars(state, FIELDS_V1)
-    size = 1 << bits
-
-    ids, states = _array_v1(state["states"], size, np.uint8, "states")
-    if states.size and (states.min() < RESERVED or states.max() > QUARANTINED):
-        _fail("a state out of range")
-    state_of = np.zeros(size, dtype=np.uint8)
-    state_of[ids] = states
-
-    ref_ids, refcounts = _array_v1(state["refcounts"], size, "<u4", "refcounts")
-    if ref_ids.size and (np.any(state_of[ref_ids] != ACTIVE) or refcounts.min() < 2):
-        _fail("a refcount above 1 on a PASID that is not ACTIVE, or below 2")
-
-    gen_ids, generations = _array_v1(state["generations"], size, "<u4", "generations")
-    if gen_ids.size and generations.min() < 1:
-        _fail("a generation of 0 listed")
-    live = ids[states >= ACTIVE]
-    if live.size and not np.all(np.isin(live, gen_ids)):
-        _fail("an allocated PASID with generation 0")
-
-    hold_ids, holds = _array_v1(state["holds"], size, "<f8", "holds")
-    if hold_ids.size and (np.any(state_of[hold_ids] < ACTIVE)
-                          or not np.all(np.abs(holds) <= 2 * _args.MAX_TIME)):
-        _fail("a release time on a PASID that was not allocated, or not finite")
-    waiting = ids[states >= DRAINING]
-    if waiting.size and not np.all(np.isin(waiting, hold_ids)):
-        _fail("a released PASID without a release time")
-
-    owners = _tags(state["owners"], "owner", state_of)
-    for _, owner in owners:
-        _hashable(owner, "owner")
-    data = _tags(state["data"], "data", state_of)
-
-    devices = _entries(state["devices"], 3, "devices", "device entry", "(device, bits, drain)")
-    device_bits = {}
-    for entry in devices:
-        device, width, drain = entry
-        _hashable(device, "device")
-        if device in device_bits:
-            _fail(f"device {device!r} declared twice")
-        device_bits[device] = _int(width, 1, 20, "device bits")
-        _number(drain, "drain", 0)
-
-    bindings = _pairs(state["bindings"], "bindings")
-    bound = set()
-    last = -1
-    for p, pairs in bindings:
-        _int(p, last + 1, size - 1, "bound PASID")
-        last = p
-        if state_of[p] not in (ACTIVE, DRAINING):
-            _fail(f"bindings for PASID {p} in state {state_of[p]}")
-        if type(pairs) not in (list, tuple) or not pairs:
-            _fail(f"PASID {p} has an empty binding list")
-        seen = set()
-        for entry in pairs:
-            if type(entry) not in (list, tuple) or len(entry) != 3:
-                _fail(f"binding entry {entry!r} is not (device, count, data)")
-            device, count, _ = entry
-            _hashable(device, "device")
-            if device not in device_bits or device in seen:
-                _fail(f"PASID {p} bound to undeclared or repeated device {device!r}")
-            if p >> device_bits[device]:
-                _fail(f"PASID {p} bound to the narrower device {device!r}")
-            _int(count, 1, (1 << 32) - 1, "bind count")
-            seen.add(device)
-        bound.add(p)
-    draining = ids[states == DRAINING]
-    if not all(int(p) in bound for p in draining):
-        _fail("a DRAINING PASID with no device bound")
-
-    quotas = _pairs(state["quotas"], "quotas")
-    seen = set()
-    for owner, n in quotas:
-        _hashable(owner, "quota owner")
-        if owner is None or owner in seen:
-            _fail(f"quota for {owner!r} repeated or owner-less")
-        _int(n, 0, _args.QUOTA_MAX, "quota")
-        seen.add(owner)
-
-    fifo = state["fifo"]
-    if strategy == "fifo":
-        if type(fifo) is not bytes or len(fifo) % 4:
-            _fail("the fifo queue is not an array")
-        fifo = np.frombuffer(fifo, dtype="<u4").astype(np.int64)
-        free_ids = np.flatnonzero(state_of == FREE)
-        if fifo.size != free_ids.size or not np.array_equal(np.sort(fifo), free_ids):
-            _fail("the fifo queue is not the FREE set")
-    elif fifo is not None:
-        _fail("a fifo queue for another strategy")
-
-    return {
-        "bits": bits, "strategy": strategy, "grace": grace, "now": now, "rng": rng,
-        "cursor": cursor, "counters": counters,
-        "states": (ids, states), "state_of": state_of,
-        "refcounts": (ref_ids, refcounts), "generations": (gen_ids, generations),
-        "holds": (hold_ids, holds), "owners": owners, "data": data,
-        "bindings": bindings, "devices": devices, "quotas": quotas, "fifo": fifo,
-    }
+def _tagged(items: Any, size: int, what: str, pasid: str
+            ) -> tuple[npt.NDArray[np.int64], list[Any]]:
+    """Version 1's (PASID, value) pairs, copied: (PASIDs ascending below ``size``, values)."""
+    pairs = _pairs(items, what)
+    ids = [_int(p, 0, size - 1, pasid) for p, _ in pairs]
+    return _ascending(np.array(ids, dtype=np.int64), size, what), [value for _, value in pairs]
 
 
 def _upgrade(old: dict[str, Any]) -> dict[str, Any]:
-    """A checked version 1 state (:func:`_check_v1`) as an unchecked version 2 one."""
-    ids, states = old["states"]
+    """A version 1 state (:data:`FIELDS_V1`) as version 2 (:data:`FIELDS`), for
+    :func:`check` to check.
+
+    Only version 1's own shapes are read here (arrays as byte strings, tables as
+    (PASID, value) lists, bindings nested per PASID), each copied before it is
+    read, and what the conversion would lose is refused: an owner on a PASID
+    with no row in the states (FREE), an empty binding list. The scalars and
+    the devices, the same in both versions, go through version 2's readers
+    (the width sizes the tables, the device table numbers the bindings); the
+    quotas pass as they are. Every rule version 2 states (which state may have
+    an owner, data, a binding; refcounts, generations, release times, the
+    fifo queue) is left to the check.
+    """
+    size = 1 << _scalars(old, FIELDS_V1)[0]
+    ids, states = _array_v1(old["states"], size, "u1", "states")
+    refcounts = _array_v1(old["refcounts"], size, "<u4", "refcounts")
+    generations = _array_v1(old["generations"], size, "<u4", "generations")
+    holds = _array_v1(old["holds"], size, "<f8", "holds")
+
+    owned, owners = _tagged(old["owners"], size, "owner", "owner's PASID")
+    stateless = owned[~_mask(size, ids)[owned]]
+    if stateless.size:
+        _fail(f"owner for PASID {stateless[0]}, which is FREE")
     keys: dict[Any, int] = {}
-    code_of = np.zeros(1 << old["bits"], dtype=np.int64)
-    for p, owner in old["owners"]:
-        code_of[p] = keys.setdefault(owner, len(keys) + 1)
-    index_of = {entry[0]: i for i, entry in enumerate(old["devices"])}
-    bindings, binding_data = binding_columns(
-        (p, index_of[device], count, value)
-        for p, pairs in old["bindings"] for device, count, value in pairs)
-    holds = old["holds"]
+    code_of = np.zeros(size, dtype=np.int64)
+    for p, owner in zip(owned.tolist(), owners):
+        code_of[p] = keys.setdefault(_hashable(owner, "owner"), len(keys) + 1)
+    tagged, data = _tagged(old["data"], size, "data", "data's PASID")
+
+    devices = _devices(old["devices"])
+    index_of = {entry[0]: i for i, entry in enumerate(devices)}
+    entries = []
+    bound, lists = _tagged(old["bindings"], size, "bindings", "bound PASID")
+    for p, listed in zip(bound.tolist(), lists):
+        pairs = _entries(listed, 3, f"PASID {p}'s bindings", "binding entry",
+                         "(device, count, data)")
+        if not pairs:
+            _fail(f"PASID {p} has an empty binding list")
+        for device, count, value in pairs:
+            index = index_of.get(_hashable(device, "device"))
+            if index is None:
+                _fail(f"PASID {p} bound to undeclared device {device!r}")
+            entries.append((p, index, _int(count, 1, _args.COUNT_MAX, "bind count"), value))
+    bindings, binding_data = binding_columns(entries)
+
+    fifo = old["fifo"]
+    if fifo is not None and old["strategy"] == "fifo":    # else the check refuses it
+        if type(fifo) is not bytes or len(fifo) % 4:
+            _fail("the fifo queue is not an array")
+        fifo = column(np.frombuffer(fifo, dtype="<u4"))
     return {
         "bits": old["bits"], "strategy": old["strategy"], "grace": old["grace"],
         "now": old["now"], "rng": old["rng"], "cursor": old["cursor"],
         "counters": old["counters"],
         "states": arrays(ids, states, "u1"),
-        "refcounts": arrays(old["refcounts"][0], old["refcounts"][1], "<u4"),
-        "generations": arrays(old["generations"][0], old["generations"][1], "<u4"),
-        "holds": arrays(holds[0], holds[1], "<f8"),
+        "refcounts": arrays(*refcounts, "<u4"),
+        "generations": arrays(*generations, "<u4"),
+        "holds": arrays(*holds, "<f8"),
         "owner_keys": list(keys), "owners": column(code_of[ids]),
-        "data": (id_column([p for p, _ in old["data"]]), [value for _, value in old["data"]]),
-        "devices": old["devices"],
+        "data": (id_column(tagged), data),
+        "devices": devices,
         "bindings": bindings,
         "binding_data": binding_data,
         "quotas": old["quotas"],
-        "fifo": column(old["fifo"]) if old["fifo"] is not None else None,
+        "fifo": fifo,
     }

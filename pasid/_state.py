@@ -1,4 +1,9 @@
-"""The PASID states, shared by both backends."""
+"""The PASID states, shared by both backends, the snapshot format and the simulator.
+
+:class:`State` names them; ``FREE`` ... ``QUARANTINED`` are the same codes as
+plain ints, for the tables and loops that compare them often. The compiled
+modules keep C enums of their own and check them against these at import.
+"""
 
 import enum
 
@@ -18,6 +23,8 @@ class State(enum.IntEnum):
     QUARANTINED = 4
 
 
-# The codes as plain ints, for the tables of both backends (an int compares faster
-# than an IntEnum member); the compiled core's C enum is checked against them at import.
-FREE, RESERVED, ACTIVE, DRAINING, QUARANTINED = (int(state) for state in State)
+FREE = State.FREE.value
+RESERVED = State.RESERVED.value
+ACTIVE = State.ACTIVE.value
+DRAINING = State.DRAINING.value
+QUARANTINED = State.QUARANTINED.value

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 import pasid
-from pasid.sim.replay import STRATEGIES
+from pasid._args import MAX_BITS, STRATEGIES, as_strategy
 
 if TYPE_CHECKING:
     from pasid.sim.replay import Run
@@ -231,8 +231,10 @@ def cmd_bench(args: argparse.Namespace, out: TextIO) -> None:
 def _strategies(parser: argparse.ArgumentParser, values: list[str] | None) -> list[str]:
     chosen = values or list(STRATEGIES)
     for name in chosen:
-        if name not in STRATEGIES:
-            parser.error(f"unknown strategy {name!r} (one of {', '.join(STRATEGIES)})")
+        try:
+            as_strategy(name)
+        except ValueError as exc:
+            parser.error(str(exc))
     return chosen
 
 
@@ -263,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "without device quarantine; print one row of metrics per strategy.")
     simulate.add_argument("--workload", default="default",
                           help="a preset: default, exhaustion, vm-churn (default: default)")
-    simulate.add_argument("--bits", type=int, help="PASID width, 1..20")
+    simulate.add_argument("--bits", type=int, help=f"PASID width, 1..{MAX_BITS}")
     simulate.add_argument("--drain", type=float, metavar="TIME",
                           help="every device's drain time (default: each device's own)")
     simulate.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",

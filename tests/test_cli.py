@@ -93,7 +93,8 @@ def test_plot_writes_a_png(trace_file, tmp_path):
 
 @pytest.mark.parametrize("args, fragment", [
     (["replay", "/nonexistent/trace"], "No such file"),
-    (["replay", "TRACE", "--strategy", "best"], "unknown strategy 'best'"),
+    (["replay", "TRACE", "--strategy", "best"],
+     "strategy must be one of lowest, cyclic, fifo, random, got 'best'"),
     (["replay"], "the following arguments are required: trace"),
     (["simulate", "--workload", "nope"], "nope"),
     (["simulate", "--bits", "x"], "--bits"),

@@ -1,5 +1,6 @@
 """Trace replay: metrics on a hand-built trace, the two loops against each other, bad traces."""
 
+import importlib
 import io
 import json
 
@@ -7,10 +8,14 @@ import numpy as np
 import pytest
 
 import pasid
+from pasid import InvalidPasid, StateError
 from pasid.cli import main
+from pasid.sim import _replay_py
+from pasid.sim._replaystate import COUNTERS, ReplayState
 from pasid.sim.replay import replay, reuse_summary, simulate
-from pasid.sim.trace import TraceBuilder, TraceError, read_trace
+from pasid.sim.trace import OP_BIND, OP_GET, TraceBuilder, TraceError, read_trace
 
+from backends import load_backend
 from sim_support import ENGINES, HAND_TRACE
 
 MAGIC = "pasid-trace 1"
@@ -286,3 +291,77 @@ def test_builder_errors_name_the_call_in_the_order_added():
     b.put(1.0, h)                        # added second, sorts first: used before its alloc
     with pytest.raises(TraceError, match=r"^built trace:2: handle 'h0' used before its alloc"):
         b.build()
+
+
+# ---------------------------------------------------------------- an error mid-trace
+
+def trace_that_raises_midway(edit):
+    """A trace the allocator refuses at its operation 13, after a reuse, releases and
+    samples: checked when built, then ``edit`` changes the operation at index 13
+    (a get of a handle whose PASID was released, or a bind to a 2-bit device of a
+    PASID wider than that). Returns the trace and the index of that operation."""
+    b = TraceBuilder(bits=8, grace=1)
+    b.device("gpu", bits=8, drain=2)
+    b.device("nic", bits=2)
+    h = [b.alloc(float(t), owner=f"p{t}") for t in range(6)]    # 0-5: PASIDs 1..6
+    b.bind(6.0, h[0], "gpu")                                    # 6
+    b.put(7.0, h[0])                                            # 7: DRAINING
+    b.put(7.0, h[1])                                            # 8: QUARANTINED to 8
+    b.unbind(8.0, h[0], "gpu")                                  # 9: QUARANTINED to 10
+    again = b.alloc(9.0, owner="p6")                            # 10: PASID 2, reuse 2
+    b.access(9.5, again, "gpu")                                 # 11
+    b.get(10.0, h[2])                                           # 12
+    b.get(11.0, h[3])                                           # 13: the edited one
+    b.put(12.0, h[2])
+    b.put(12.0, h[3])
+    b.exit(13.0, "p5")
+    trace = b.build()
+    at = 13
+    assert trace.op[at] == OP_GET and trace.handle[at] == h[3]
+    edit(trace, at, h)
+    return trace, at
+
+
+def get_of_a_released_handle(trace, at, h):
+    trace.handle[at] = h[0]             # PASID 1, released at 7, FREE from 10: StateError
+
+
+def bind_to_a_narrower_device(trace, at, h):
+    trace.op[at] = OP_BIND
+    trace.device[at] = 1                # nic, 2 bits; h[5] holds PASID 6: InvalidPasid
+    trace.handle[at] = h[5]
+
+
+@pytest.mark.parametrize("edit, error", [(get_of_a_released_handle, StateError),
+                                         (bind_to_a_narrower_device, InvalidPasid)])
+def test_both_loops_write_back_what_they_did_before_an_error(edit, error):
+    # The compiled loop writes its counters into the ReplayState in a finally; the
+    # Python loop used to write its tables and counters only when the chunk ended
+    # well. Both leave the same state now: what the operations before the error did.
+    results = []
+    for engine, name in ENGINES:
+        trace, at = trace_that_raises_midway(edit)
+        a = load_backend(name).PasidAllocator(trace.bits, grace=trace.grace, seed=0)
+        st = ReplayState(trace, a, samples=8)
+        loop = (importlib.import_module("pasid.sim._replay") if engine == "compiled"
+                else _replay_py).run
+        with pytest.raises(error):
+            loop(a, trace, st, 0, len(trace))
+        assert st.counter("done") == at
+        stats = a.stats()
+        assert (st.counter("active"), st.counter("held")) == (
+            stats["active"], stats["draining"] + stats["quarantined"])
+        ndistances, nsamples = st.counter("distances"), st.counter("samples")
+        results.append({
+            "counters": dict(zip(COUNTERS, st.counters.tolist())),
+            "pasid": st.pasid.tolist(), "generation": st.generation.tolist(),
+            "last_release": st.last_release.tolist(), "block_live": st.block_live.tolist(),
+            "distances": st.distances[:ndistances].tolist(),
+            "samples": [column[:nsamples].tolist() for column in
+                        (st.sample_active, st.sample_held, st.sample_blocks)],
+        })
+    first = results[0]
+    assert first["counters"]["allocations"] == 7 and first["distances"] == [2.0]
+    assert first["pasid"] == [1, 2, 3, 4, 5, 6, 2] and first["counters"]["samples"] > 0
+    for other in results[1:]:
+        assert other == first

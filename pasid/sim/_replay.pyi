@@ -1,7 +1,7 @@
 """Type stubs for the compiled replay loop (``pasid/sim/_replay.pyx``; Cython writes none)."""
 
 from pasid._core import PasidAllocator
-from pasid.sim.replay import ReplayState
+from pasid.sim._replaystate import ReplayState
 from pasid.sim.trace import Trace
 
 __test__: dict[str, str]    # Cython's table of docstrings for doctest

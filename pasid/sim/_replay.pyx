@@ -13,8 +13,10 @@ from libc.stdint cimport int32_t, int64_t, uint8_t
 
 from pasid._core cimport PasidAllocator
 
+from pasid import _state
 from pasid.sim import trace as _trace
 
+# the state codes of pasid/_state.py, as C constants (checked at import)
 cdef enum:
     FREE = 0
     ACTIVE = 2
@@ -36,6 +38,9 @@ if (ALLOC, GET, PUT, BIND, UNBIND, ACCESS, EXIT, ADVANCE) != (
         _trace.OP_ALLOC, _trace.OP_GET, _trace.OP_PUT, _trace.OP_BIND, _trace.OP_UNBIND,
         _trace.OP_ACCESS, _trace.OP_EXIT, _trace.OP_ADVANCE):
     raise ImportError("pasid.sim._replay: operation codes differ from pasid.sim.trace")
+if (FREE, ACTIVE, DRAINING, QUARANTINED) != (
+        _state.FREE, _state.ACTIVE, _state.DRAINING, _state.QUARANTINED):
+    raise ImportError("pasid.sim._replay: state codes differ from pasid._state")
 
 
 def run(PasidAllocator a, trace, st, Py_ssize_t start, Py_ssize_t stop):

@@ -48,7 +48,9 @@ import numpy as np
 import numpy.typing as npt
 
 import pasid
+from pasid._args import STRATEGIES, as_strategy
 from pasid.sim import _replay_py
+from pasid.sim._replaystate import ReplayState
 from pasid.sim.trace import Trace
 
 if TYPE_CHECKING:
@@ -59,11 +61,8 @@ if TYPE_CHECKING:
 
     from pasid.sim.workload import Workload
 
-    # An allocator of either backend (the public class, or the pure one by
-    # name); an allocator class, or a backend's name, as replay() and
-    # simulate() take it. Only for checkers: at run time the public class may
-    # be the pure one.
-    _Allocator: TypeAlias = Union[pasid.PasidAllocator, pasid.pure.PasidAllocator]
+    # An allocator class, or a backend's name, as replay() and simulate() take
+    # it. Only for checkers: at run time the public class may be the pure one.
     _AllocatorChoice: TypeAlias = Union[
         type[pasid.PasidAllocator], type[pasid.pure.PasidAllocator],
         Literal["cython", "python"], None,
@@ -77,56 +76,8 @@ except ImportError:  # pragma: no cover - the pure install has no compiled loop
 
 __all__ = ["Run", "replay", "simulate", "STRATEGIES"]
 
-STRATEGIES = ("lowest", "cyclic", "fifo", "random")
-
-# The counters a replay keeps between chunks (ReplayState.counters), by slot.
-COUNTERS = ("done", "allocations", "failures", "skipped", "stale", "peak_active", "peak_held",
-            "blocks_live", "blocks_peak", "highest", "distances", "samples", "active", "held")
-
 HIST_LOW = -10          # the histogram's first power-of-two edge: 2**-10
 CHUNK = 1 << 20         # operations per call of the loop when progress is shown
-
-
-class ReplayState:
-    """What a replay carries from one chunk of operations to the next.
-
-    Per handle: ``pasid`` (-1 when its allocation was refused), ``generation``
-    (the PASID's generation when the handle got it), ``limit`` (the highest
-    PASID it may take). Per PASID: ``last_release`` (the time it last left
-    ACTIVE, -1 before). Per 64-PASID block: ``block_live`` (ACTIVE or
-    DRAINING PASIDs in it). ``distances``: reuse distances so far.
-    ``sample_at``: the times at which ``sample_active``/``sample_held``/``sample_blocks`` are
-    taken (after the first operation at or after each). ``counters``: the
-    ``COUNTERS`` slots. ``owners``, ``device_keys``, ``device_handle``: the
-    trace's owners and devices as the allocator knows them.
-    """
-
-    def __init__(self, trace: Trace, allocator: _Allocator, samples: int) -> None:
-        size = 1 << allocator.bits          # the tables cover every PASID the allocator has
-        nhandles = len(trace.handles)
-        self.owners = list(trace.owners)
-        self.device_keys = [d.name for d in trace.devices]
-        self.device_handle = np.array(
-            [allocator.add_device(d.name, bits=d.bits, drain=d.drain) for d in trace.devices],
-            dtype=np.int32)
-        self.limit = np.ascontiguousarray(trace.fits(), dtype=np.int64)
-        self.pasid = np.full(nhandles, -1, dtype=np.int32)
-        self.generation = np.zeros(nhandles, dtype=np.int64)
-        self.last_release = np.full(size, -1.0)
-        self.block_live = np.zeros((size >> 6) + 1, dtype=np.int32)
-        self.distances = np.empty(nhandles)
-        end = trace.duration
-        self.sample_at: npt.NDArray[np.float64] = (
-            np.linspace(0.0, end, samples, dtype=np.float64) if samples and len(trace)
-            else np.empty(0, dtype=np.float64))
-        self.sample_active = np.zeros(len(self.sample_at), dtype=np.int64)
-        self.sample_held = np.zeros(len(self.sample_at), dtype=np.int64)
-        self.sample_blocks = np.zeros(len(self.sample_at), dtype=np.int64)
-        self.counters = np.zeros(len(COUNTERS), dtype=np.int64)
-        self.counters[COUNTERS.index("highest")] = -1
-
-    def counter(self, name: str) -> int:
-        return int(self.counters[COUNTERS.index(name)])
 
 
 @dataclass
@@ -225,8 +176,7 @@ def replay(trace: Trace, strategy: str = "lowest", *, grace: float | None = None
     cls = _allocator_class(allocator)
     if cls is None:
         raise ValueError("the compiled allocator is not available")
-    if strategy not in STRATEGIES:
-        raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    as_strategy(strategy)
     if not quarantine:
         trace = trace.without_quarantine()
     a = cls(trace.bits, strategy=strategy, grace=trace.grace if grace is None else grace,
@@ -305,8 +255,10 @@ def simulate(source: Trace | Workload, strategies: Sequence[str] = STRATEGIES, *
     device quarantine and without it (for ``stale_no_quarantine``). ``rows``:
     one :func:`row` per strategy, in the order given; ``runs``: the
     quarantine-on :class:`Run` of each, for plots. ``progress(step, steps)``
-    is called after each replay.
+    is called after each replay. Every name is checked before anything runs.
     """
+    for strategy in strategies:
+        as_strategy(strategy)
     if isinstance(source, Trace):
         trace = source
     else:

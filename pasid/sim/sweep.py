@@ -84,7 +84,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from pasid.sim.replay import STRATEGIES, simulate
+from pasid._args import STRATEGIES, as_strategy
+from pasid.sim.replay import simulate
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -214,8 +215,7 @@ def _strategy_list(strategies: str | Iterable[str] | None) -> tuple[str, ...]:
     if not chosen:
         raise ValueError("no strategies to run")
     for name in chosen:
-        if name not in STRATEGIES:
-            raise ValueError(f"unknown strategy {name!r} (one of {', '.join(STRATEGIES)})")
+        as_strategy(name)
     return chosen
 
 

@@ -69,7 +69,7 @@ from typing import IO, Any, NoReturn, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from pasid._args import as_bits, as_drain, as_grace, as_time
+from pasid._args import MAX_BITS, as_bits, as_drain, as_grace, as_time
 
 __all__ = [
     "Device",
@@ -118,7 +118,7 @@ class Device:
     """A device of a trace: its name, PASID width and drain time (its quarantine after unbind)."""
 
     name: str
-    bits: int = 20
+    bits: int = MAX_BITS
     drain: float = 0.0
 
 
@@ -165,7 +165,7 @@ class Trace:
             allocs = np.flatnonzero(self.op == OP_ALLOC)
             devices = self.device[allocs]
             limited = devices >= 0
-            widths = np.array([d.bits for d in self.devices] or [20], dtype=np.int64)
+            widths = np.array([d.bits for d in self.devices] or [MAX_BITS], dtype=np.int64)
             limit[self.handle[allocs[limited]]] = np.minimum(
                 limit[self.handle[allocs[limited]]], (1 << widths[devices[limited]]) - 1)
             self._fits = limit
@@ -325,7 +325,7 @@ class TraceBuilder:
     (4, 1)
     """
 
-    def __init__(self, *, bits: int = 20, grace: float = 0.0) -> None:
+    def __init__(self, *, bits: int = MAX_BITS, grace: float = 0.0) -> None:
         self.bits = bits
         self.grace = grace
         self._devices: dict[str, tuple[int, Device]] = {}   # name -> (index, Device)
@@ -341,7 +341,7 @@ class TraceBuilder:
                              "and not '-'")
         return name
 
-    def device(self, name: str, *, bits: int = 20, drain: float = 0.0) -> None:
+    def device(self, name: str, *, bits: int = MAX_BITS, drain: float = 0.0) -> None:
         """Declare a device (its PASID width and drain time); a second declaration is an error."""
         self._name(name, "device")
         if name in self._devices:
@@ -446,7 +446,7 @@ def read_trace(source: str | os.PathLike[str] | Iterable[str], *,
 
 
 def _parse(lines: Iterable[str], source: str) -> Trace:
-    bits, grace = 20, 0.0
+    bits, grace = MAX_BITS, 0.0
     devices: dict[str, int] = {}        # name -> index
     device_list: list[Device] = []
     owners: dict[str, int] = {}

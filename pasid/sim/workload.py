@@ -66,8 +66,9 @@ import operator
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import KW_ONLY, dataclass
-from typing import Any
+from typing import Any, TypeVar
 
+from pasid._args import MAX_BITS, as_bits, as_duration
 from pasid.sim.trace import Trace, TraceBuilder
 
 __all__ = ["DeviceSpec", "PRESETS", "SETUP_FRACTION", "TIME_DIGITS", "Workload", "generate",
@@ -79,22 +80,27 @@ TIME_DIGITS = 3         # times are rounded to 10**-TIME_DIGITS units
 
 # ---------------------------------------------------------------- validation helpers
 
+_T = TypeVar("_T")
+
+
+def _rule(check: Callable[[object, str], _T], where: str, name: str, value: object) -> _T:
+    """``check(value, name)``, a rule of :mod:`pasid._args` (the allocator's own), its
+    error a ValueError naming ``where``, in the same words."""
+    try:
+        return check(value, name)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{where}: {exc}") from None
+
+
 def _check_bits(where: str, name: str, value: object) -> int:
-    """An integer in 1..20 (a PASID width), as an int."""
-    # the ignore: typeshed's numbers.Integral declares no ``int <= Integral``
-    if (isinstance(value, bool) or not isinstance(value, numbers.Integral)
-            or not 1 <= value <= 20):  # type: ignore[operator]
-        raise ValueError(f"{where}: {name} must be an integer in 1..20, got {value!r}")
-    return int(value)
+    """A PASID width (:func:`pasid._args.as_bits`), as an int."""
+    return _rule(as_bits, where, name, value)
 
 
 def _check_time(where: str, name: str, value: object) -> float:
-    """A finite number >= 0 (a time, a rate or a mean), as a float."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{where}: {name} must be a number, got {value!r}")
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{where}: {name} must be finite and >= 0, got {value!r}")
-    return float(value)
+    """A time, a rate or a mean (:func:`pasid._args.as_duration`: finite, within
+    +-1e300, >= 0), as a float."""
+    return _rule(as_duration, where, name, value)
 
 
 def _check_fraction(where: str, name: str, value: object) -> float:
@@ -134,7 +140,7 @@ class DeviceSpec:
 
     name: str
     _: KW_ONLY
-    bits: int = 20
+    bits: int = MAX_BITS
     drain: float
     ack: float
     late: bool = True
@@ -155,7 +161,8 @@ class Workload:
     """What :func:`generate` simulates: the knobs of the model (see the module docstring).
 
     Times are in abstract units (think microseconds), rates per unit; every
-    time, rate and mean is finite and >= 0.
+    time, rate and mean is at least 0 and at most 1e300 (the allocator's rules,
+    :mod:`pasid._args`).
 
     ``name``: a label (the preset's name). ``bits``: the PASID width of the
     trace, 1..20. ``duration``: arrivals and ends happen in ``[0, duration)``.
@@ -181,7 +188,7 @@ class Workload:
 
     name: str
     _: KW_ONLY
-    bits: int = 20
+    bits: int = MAX_BITS
     duration: float
     arrival: float
     lifetime: float
