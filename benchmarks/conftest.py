@@ -1,6 +1,6 @@
 """pytest-benchmark glue for the workloads defined in :mod:`pasid.bench`.
 
-The candidates, the seeded model, the prepared states and every round (its
+The candidates, the seeded plan, the prepared states and every round (its
 setup, body, operations and check) live in ``pasid.bench``, shared with
 ``pasid bench``; this file only parametrises.
 

@@ -91,7 +91,7 @@ def results(write_table):
 
 def half_free_ids():
     """The FREE IDs of the seeded half state of pasid.bench (ascending)."""
-    return bench.model().half_free
+    return bench.plan().half_free
 
 
 def prepared(row, state, baseline):

@@ -5,7 +5,7 @@ strategy "lowest", no reserved ID), the same work from the same state:
 
 ========================  ==========================================================
 embed-W1-churn            W1 of ``pasid.bench``: the seeded half state, 20,000 pairs
-                          over the model's victims. ``cy-PA:cython``:
+                          over the plan's victims. ``cy-PA:cython``:
                           ``churn.churn`` (``c_put(v)`` + ``c_alloc(None, 0, N-1)``
                           in a C loop over an int64 array); ``cy-PA:python``: the
                           W1 round of ``pasid bench`` (``free(v)`` + ``alloc()``).
@@ -18,7 +18,7 @@ embed-W6-lifecycle        W6: grace 1, two devices of drain 0.5; 2,000 lifecycle
 The Python rows are ``pasid.bench`` cases (the same setup, rounds and checks
 as ``benchmarks/test_workloads.py``); the Cython rows follow the same rules
 (setup restores the state, one untimed warm-up round, the result checked
-against the model). Repetitions and rotation come from ``conftest.py``.
+against the plan). Repetitions and rotation come from ``conftest.py``.
 
 The example is built once per session (``examples/cython_sim/build.py`` in a
 subprocess, into a temporary directory: Cython and a C compiler, a few
@@ -101,7 +101,7 @@ def cython_case(session, churn, workload):
     group = GROUPS[workload]
     if workload == "W1":
         pairs = session.size("W1", bench.W1_PAIRS)
-        victims, last, end = bench.model().churn(pairs)   # int64, contiguous
+        victims, last, end = bench.plan().churn(pairs)   # int64, contiguous
         st = session.stage(cand)
 
         def setup():
@@ -111,7 +111,7 @@ def cython_case(session, churn, workload):
 
         def check(result):
             assert result == last, (result, last)
-            st.ensure("half")           # raises if the C loop strayed from the model
+            st.ensure("half")           # raises if the C loop strayed from the plan
 
         return bench.Case("W1", group, "cy-PA:cython", cand, churn.churn, setup, rounds,
                           warmup, {"round": pairs}, "pair", check)

@@ -1,7 +1,7 @@
 """SPEC §6 standard workloads and the replay benchmark, for pytest-benchmark.
 
 One ``benchmark.group`` per workload; the rounds (setup, timed body, operations,
-check against the model) are :class:`pasid.bench.Case` objects, the same ones
+check against the plan) are :class:`pasid.bench.Case` objects, the same ones
 ``pasid bench`` times, so both front ends measure the same thing. Here each
 case goes through ``benchmark.pedantic``; pytest-benchmark's statistics cover
 the whole round, and the per-phase times the body records itself go into

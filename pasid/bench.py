@@ -19,7 +19,7 @@ the ``compiled`` or ``python`` loop). :meth:`Session.case` gives, for one
 (workload, row), a :class:`Case`: the timed round body, the untimed setup
 that returns its arguments, the rounds and warm-up rounds, the operations a
 round (and each of its phases) holds, and the check of the last result
-against the model. The rules every round follows:
+against the plan. The rules every round follows:
 
 * identical work from an identical state for every candidate of a group
   (pure rows run fewer rounds, never less work per round);
@@ -32,7 +32,7 @@ against the model. The rules every round follows:
   whole round;
 * one untimed warm-up round for compiled rows only (a pure round is
   thousands of operations and warms the interpreter itself);
-* every result is checked against the model (the lowest FREE ID is
+* every result is checked against the plan (the lowest FREE ID is
   deterministic), so a candidate that does different work fails, not wins.
 
 Repetitions: each repetition runs the rows of a workload in the order of
@@ -219,9 +219,9 @@ def mode_of(row: str) -> str:
     return row.split(":")[1] if ":" in row else "call"
 
 
-# ---------------------------------------------------------------- the model
+# ---------------------------------------------------------------- the plan
 
-class Model:
+class Plan:
     """Seeded FREE sets, by state name, and the W1 victim sequences (untimed, cached).
 
     ``half``: a random half of the space is FREE (SPEC: "half the space
@@ -229,6 +229,11 @@ class Model:
     ``nearly``: 1049 random IDs FREE (99.9% allocated); chosen as a subset of
     the ``half`` FREE set so a stage moves between the two cheaply.
     ``full``: nothing FREE. W1 adds the state its rounds end in.
+
+    What the benchmarks need to do identical, checked work without keeping
+    books in the timed loops; not a model of the allocator (that is
+    tests/model.py): the one rule it relies on is that ``alloc()`` takes the
+    lowest FREE ID.
     """
 
     def __init__(self) -> None:
@@ -257,8 +262,8 @@ class Model:
         """Victims for W1 on the ``half`` state, and what the round leaves.
 
         Each timed pair is ``free(v); alloc()``. ``v`` is drawn uniformly from
-        the IDs allocated at that moment in a model of the allocator, and the
-        model's ``alloc`` takes the lowest FREE ID, exactly what both IDA and
+        the IDs allocated at that moment (a list; the FREE IDs are a heap), and
+        the plan's ``alloc`` takes the lowest FREE ID, exactly what both IDA and
         the "lowest" PasidAllocator do. So every ``free`` in the round hits an
         allocated ID without the timed loop keeping any book (no append, no
         set). The FREE set after the round is known too (registered as the
@@ -289,15 +294,15 @@ class Model:
         return self._churn[key]
 
 
-_MODEL: Model | None = None
+_PLAN: Plan | None = None
 
 
-def model() -> Model:
-    """The process's :class:`Model` (built on first use, about a second)."""
-    global _MODEL
-    if _MODEL is None:
-        _MODEL = Model()
-    return _MODEL
+def plan() -> Plan:
+    """The process's :class:`Plan` (built on first use, about a second)."""
+    global _PLAN
+    if _PLAN is None:
+        _PLAN = Plan()
+    return _PLAN
 
 
 class Stage:
@@ -314,7 +319,7 @@ class Stage:
         if self.state == name:
             return self.obj
         assert self.state is not None   # Session.stage replaces a stage whose move failed
-        to_pin, to_free = model().transition(self.state, name)
+        to_pin, to_free = plan().transition(self.state, name)
         self.state = None           # unknown until both steps succeed
         self.cand.pin(self.obj, to_pin)
         self.cand.release(self.obj, to_free)
@@ -342,7 +347,7 @@ def alloc_free_round(alloc: Callable[[], int], free: Callable[[int], None], n: i
 def churn_round(free: Callable[[int], None], alloc: Callable[[], int],
                 victims: Iterable[int]) -> int:
     """W1: free(v) + alloc() pairs; ``victims`` are valid by construction
-    (:meth:`Model.churn`), so the loop keeps no book."""
+    (:meth:`Plan.churn`), so the loop keeps no book."""
     for v in victims:
         free(v)
         p = alloc()
@@ -507,7 +512,7 @@ def rotated(rows: Sequence[str], rep: int) -> list[str]:
 class Session:
     """The prepared objects of one benchmarking session.
 
-    One :class:`Stage` per candidate, the W1 model, the replay trace and its
+    One :class:`Stage` per candidate, the W1 plan, the replay trace and its
     reference result; ``quick`` selects the smaller rounds (``QUICK_NOTE``).
     """
 
@@ -551,20 +556,20 @@ class Session:
     def _w1(self, w: Workload, row: str, cand: Candidate, mode: str) -> Case:
         """Half the space allocated at random; timed: free(random allocated) + alloc() pairs."""
         pairs = self.size("W1", W1_PAIRS)
-        victims, last, end = model().churn(pairs)
+        victims, last, end = plan().churn(pairs)
         st = self.stage(cand)
         rounds, warmup = self.rounds("W1", cand)
 
         def setup() -> tuple[Any, ...]:
             # Restore the seeded half state (untimed), then record where the
-            # round below leaves the object: the model's post-round FREE set.
+            # round below leaves the object: the plan's post-round FREE set.
             obj = st.ensure("half")
             st.state = end
             return (obj.free, obj.alloc, victims.tolist())
 
         def check(result: Any) -> None:
             assert result == last, (result, last)
-            st.ensure("half")   # raises if the backend strayed from the model
+            st.ensure("half")   # raises if the backend strayed from the plan
 
         return Case("W1", w.group, row, cand, churn_round, setup, rounds, warmup,
                     {"round": pairs}, w.unit, check)
@@ -590,7 +595,7 @@ class Session:
     def _w3(self, w: Workload, row: str, cand: Candidate, mode: str) -> Case:
         """99.9% allocated (1049 FREE): alloc the lowest 1000 one at a time, free them."""
         st = self.stage(cand)
-        ids = model().nearly_free[:W3_OPS]
+        ids = plan().nearly_free[:W3_OPS]
         phases: Phases = {"alloc": [], "free": []}
         rounds, warmup = self.rounds("W3", cand)
 
@@ -641,7 +646,7 @@ class Session:
         n = self.size("W5", W5_OPS)
         st = self.stage(cand)
         lo, hi = N // 2, N - 1
-        half_free = model().half_free
+        half_free = plan().half_free
         ids = half_free[half_free >= lo][:n]
         phases: Phases = {"alloc": [], "free": []}
         rounds, warmup = self.rounds("W5", cand)

@@ -1,9 +1,10 @@
 """The reference model of a PasidAllocator: SPEC §3 written with plain lists and dicts.
 
-One model for every test that needs an oracle (the state machine draws the
-strategy). Per PASID its state, refcount, owner, generation, bindings (count
-per device, in bind order) and release time so far; per owner its quota; and
-the strategy's own state, kept the obvious way:
+One model for every test that needs an oracle: the state machine
+(tests/test_statemachine.py, which draws the strategy) and the strategy runs of
+tests/test_allocator.py. Per PASID its state, refcount, owner, generation,
+bindings (count per device, in bind order) and release time so far; per owner
+its quota; and the strategy's own state, kept the obvious way:
 
 - ``lowest``: the smallest FREE ID in range;
 - ``cyclic``: the smallest FREE ID at or above the cursor when the cursor is
@@ -27,7 +28,12 @@ _MASK = (1 << 64) - 1
 
 
 class SplitMix64:
-    """SPEC §3's generator for ``random``; a draw below n rejects the 2**64 mod n lowest outputs."""
+    """SPEC §3's generator for ``random``; a draw below n rejects the 2**64 mod n lowest outputs.
+
+    Written from the documentation (SPEC §3, pasid/_rng.py's docstring), never
+    imported from the backends, so a bug in their generator is a disagreement;
+    tests/test_allocator.py checks this one against the published outputs.
+    """
 
     def __init__(self, seed):
         self.state = seed & _MASK
@@ -46,9 +52,9 @@ class SplitMix64:
 
 
 class Model:
-    """One PasidAllocator of ``size`` IDs, PASID 0 reserved, a logical clock."""
+    """One PasidAllocator of ``size`` IDs, the PASIDs ``reserved`` RESERVED, a logical clock."""
 
-    def __init__(self, size, grace, *, strategy="lowest", seed=0, devices=()):
+    def __init__(self, size, grace, *, strategy="lowest", seed=0, reserved=(0,), devices=()):
         self.size = size
         self.grace = grace
         self.strategy = strategy
@@ -56,8 +62,9 @@ class Model:
         self.cursor = 0
         self.now = 0
         self.state = [FREE] * size
-        self.state[0] = RESERVED
-        self.fifo = list(range(1, size))
+        for p in reserved:
+            self.state[p] = RESERVED
+        self.fifo = [p for p in range(size) if self.state[p] == FREE]
         self.refcount = [0] * size
         self.owner = [None] * size
         self.generation = [0] * size

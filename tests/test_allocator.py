@@ -1,5 +1,6 @@
 """PasidAllocator, the allocation half: construction, alloc/free, ranges,
-reservation, queries, batches and the four strategies against obvious models.
+reservation, queries, batches and the four strategies against the reference
+model (tests/model.py).
 
 Every test runs on both backends through the ``backend`` fixture. The last
 tests check that ``import pasid`` really uses the compiled core, and that the
@@ -19,8 +20,8 @@ import pytest
 
 import pasid
 from pasid import InvalidPasid, PasidError, PasidExhausted, QuotaExceeded, State, StateError
-from pasid._rng import SplitMix64
 
+from model import ACTIVE, FREE, RESERVED, Model, SplitMix64
 from observe import observable
 
 NO_EXTENSION = os.environ.get("PASID_NO_EXTENSION") == "1"
@@ -589,67 +590,16 @@ def test_states(backend):
         a.states([1.5])
 
 
-# ---------------------------------------------------------------- strategies against models
-
-
-class StrategyModel:
-    """The FREE set and each strategy's rule, written the obvious way."""
-
-    def __init__(self, bits, strategy, seed, reserved, grace):
-        self.size = 1 << bits
-        self.strategy = strategy
-        self.grace = grace
-        self.rng = SplitMix64(seed)
-        self.cursor = 0
-        self.now = 0.0
-        self.reserved = set(reserved)
-        self.free = [p for p in range(self.size) if p not in self.reserved]  # fifo order
-        self.active = set()
-        self.quarantined = {}     # PASID -> release_at
-        self.quota_used = {}
-
-    def choose(self, lo, hi):
-        candidates = [p for p in self.free if lo <= p <= hi]
-        if not candidates:
-            return None
-        if self.strategy == "lowest":
-            return min(candidates)
-        if self.strategy == "cyclic":
-            above = [p for p in candidates if p >= self.cursor]
-            return min(above) if above else min(candidates)
-        if self.strategy == "fifo":
-            return candidates[0]
-        ascending = sorted(candidates)
-        return ascending[self.rng.below(len(ascending))]
-
-    def take(self, p, moves_cursor=True):
-        self.free.remove(p)
-        self.active.add(p)
-        if moves_cursor:
-            self.cursor = p + 1
-
-    def release(self, p):
-        self.active.remove(p)
-        if self.grace:
-            self.quarantined[p] = self.now + self.grace
-        else:
-            self.free.append(p)
-
-    def advance(self, by):
-        self.now += by
-        expired = sorted(p for p, t in self.quarantined.items() if t <= self.now)
-        for p in expired:
-            del self.quarantined[p]
-        self.free.extend(expired)
-        return len(expired)
+# ---------------------------------------------------------------- strategies against the model
 
 
 def run_strategy(backend, strategy, seed, steps, bits=5, grace=0):
+    """Random calls on an allocator and the model (tests/model.py) side by side."""
     rnd = random.Random(seed * 7919 + STRATEGIES.index(strategy))
     size = 1 << bits
     reserved = [0, 7]
     a = backend.PasidAllocator(bits=bits, strategy=strategy, seed=seed, grace=grace, reserved=reserved)
-    model = StrategyModel(bits, strategy, seed, reserved, grace)
+    m = Model(size, grace, strategy=strategy, seed=seed, reserved=reserved)
     got_ids = []
     for _ in range(steps):
         op = rnd.random()
@@ -659,62 +609,67 @@ def run_strategy(backend, strategy, seed, steps, bits=5, grace=0):
                 hi = rnd.randrange(lo, size)
             else:
                 lo, hi = 0, size - 1
-            expect = model.choose(lo, hi)
+            expect = m.choose(lo, hi)
             got = a.try_alloc(min=lo, max=hi)
-            assert got == expect, (strategy, lo, hi, model.free)
-            if got is not None:
-                model.take(got)
+            assert got == expect, (strategy, lo, hi, m.fifo)
+            if got is None:
+                m.failures += 1
+            else:
+                m.activate(got, None)
                 got_ids.append(got)
         elif op < 0.50:
             n = rnd.randrange(4)
-            if n <= len(model.free):
+            if n <= m.count(FREE):
                 expect = []
                 for _ in range(n):
-                    p = model.choose(0, size - 1)
-                    model.take(p)
+                    p = m.choose(0, size - 1)
+                    m.activate(p, None)
                     expect.append(p)
                 assert a.alloc_many(n).tolist() == expect
             else:
+                m.failures += 1
                 with pytest.raises(PasidExhausted):
                     a.alloc_many(n)
-        elif op < 0.55 and model.free:
-            p = rnd.choice(model.free)
+        elif op < 0.55 and m.fifo:
+            p = rnd.choice(m.fifo)           # the FREE IDs, in the order they became FREE
             assert a.alloc_exact(p) == p
-            model.take(p, moves_cursor=False)
-        elif op < 0.80 and model.active:
-            p = rnd.choice(sorted(model.active))
+            m.activate(p, None, by_strategy=False)
+        elif op < 0.80 and m.ids(ACTIVE):
+            p = rnd.choice(m.ids(ACTIVE))
             a.free(p)
-            model.release(p)
+            m.put(p)
         elif op < 0.85:
             lo = rnd.randrange(size)
             hi = min(size - 1, lo + rnd.randrange(3))
-            if all(p in model.free for p in range(lo, hi + 1)):
+            if all(m.state[p] == FREE for p in range(lo, hi + 1)):
                 a.reserve(lo, hi)
                 for p in range(lo, hi + 1):
-                    model.free.remove(p)
-                    model.reserved.add(p)
+                    m.reserve(p)
             else:
                 with pytest.raises(StateError):
                     a.reserve(lo, hi)
-        elif op < 0.90 and model.reserved:
-            lo = rnd.choice(sorted(model.reserved))
+        elif op < 0.90 and m.ids(RESERVED):
+            lo = rnd.choice(m.ids(RESERVED))
             hi = lo
-            while hi + 1 in model.reserved and rnd.random() < 0.7:
+            while hi + 1 < size and m.state[hi + 1] == RESERVED and rnd.random() < 0.7:
                 hi += 1
             a.unreserve(lo, hi)
             for p in range(lo, hi + 1):
-                model.reserved.remove(p)
-                model.free.append(p)
+                m.unreserve(p)
         elif op < 0.95 and grace:
             by = rnd.choice([0.5, 1, 2])
-            assert a.advance(by=by) == model.advance(by)
+            m.now += by
+            assert a.advance(by=by) == m.reclaim()
         else:
             # a refused allocation draws nothing: an exhausted one-ID range
-            if model.active:
-                p = rnd.choice(sorted(model.active))
+            if m.ids(ACTIVE):
+                p = rnd.choice(m.ids(ACTIVE))
                 assert a.try_alloc(min=p, max=p) is None
-        assert sorted(model.free) == [p for p in range(size) if a.state(p) == State.FREE]
+                m.failures += 1
+        assert m.ids(FREE) == [p for p in range(size) if a.state(p) == State.FREE]
+        assert a.states(range(size)).tolist() == m.state
     a._check()
+    assert a.stats() == m.stats()
     return got_ids
 
 
@@ -778,20 +733,30 @@ def test_fifo_released_ids_append(backend):
     assert [a.alloc() for _ in range(6)] == [4, 5, 6, 7, 2, 0]
 
 
-def random_model_ids(seed, bits, calls, reserved=(0,)):
+def random_model_ids(seed, bits, calls):
     """What the random strategy must return for a sequence of alloc(min, max) calls."""
-    rng = SplitMix64(seed)
-    free = set(range(1 << bits)) - set(reserved)
+    m = Model(1 << bits, 0, strategy="random", seed=seed)
     out = []
     for lo, hi in calls:
-        ascending = sorted(p for p in free if lo <= p <= hi)
-        if not ascending:
-            out.append(None)
-            continue
-        p = ascending[rng.below(len(ascending))]
-        free.remove(p)
+        p = m.choose(lo, hi)
+        if p is not None:
+            m.activate(p, None)
         out.append(p)
     return out
+
+
+def test_the_models_generator_is_splitmix64():
+    # the model's own generator against the published first outputs of SplitMix64 from
+    # seed 0 (Vigna's splitmix64.c), not against the backends
+    published = [0xE220A8397B1DCDAF, 0x6E789E6AA1B965F4, 0x06C45D188009454F, 0xF88BB8A8724C81EC]
+    rng = SplitMix64(0)
+    assert [rng.next() for _ in range(4)] == published
+    # a draw below n rejects the 2**64 mod n lowest outputs: for n = 3 * 2**62 those
+    # below 2**62, as the third output is
+    n = 3 << 62
+    rng = SplitMix64(0)
+    assert [rng.below(n) for _ in range(3)] == [published[0] % n, published[1] % n,
+                                                published[3] % n]
 
 
 @pytest.mark.parametrize("seed", [0, 1, 12345, 2**64 - 1])

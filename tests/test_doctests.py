@@ -1,52 +1,94 @@
-"""The docstring examples of every module run as tests, the compiled one included.
+"""Every docstring example of the package runs as a test, the compiled modules' included.
 
-``doctest.testmod`` finds the examples of a Cython module through the
-docstrings Cython keeps (``binding=True``); the compiled module is skipped
-under ``PASID_NO_EXTENSION=1``.
+The modules are found by walking the package, so a new module's examples run
+without anyone listing it; the compiled ones (``pasid._core``,
+``pasid.sim._replay``) are skipped under ``PASID_NO_EXTENSION=1``.
+``doctest`` finds the examples of a Cython module through the docstrings
+Cython keeps (``binding=True``); Cython's ``__test__`` dict repeats each of
+them, and a repeat runs once.
+
+Each module's examples are counted against its source: the ``>>>`` lines of
+its ``.py``, or of its ``.pyx`` and the ``.pxi`` files that includes. An
+example no test reaches (a compiled module built without its docstrings, a
+docstring the finder does not look at) fails the count.
 """
 
 import doctest
 import importlib
+import importlib.machinery
+import importlib.util
+import inspect
 import os
+import pkgutil
+import re
+from pathlib import Path
 
 import pytest
 
+import pasid
+
 NO_EXTENSION = os.environ.get("PASID_NO_EXTENSION") == "1"
+FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
-MODULES = [
-    pytest.param(
-        "pasid._core",
-        marks=pytest.mark.skipif(NO_EXTENSION, reason="PASID_NO_EXTENSION=1: no compiled core"),
-    ),
-    "pasid.pure.allocator",
-    "pasid.pure.ida",
-    "pasid.pure.idspace",
-    "pasid._handle",
-    "pasid._rng",
-    "pasid.sim.trace",
-    "pasid.sim.replay",
-    "pasid.sim.workload",
-    "pasid.sim.sweep",
-]
-
-# Modules whose docstrings are known to carry examples: finding none there means
-# the examples were lost (e.g. a compiled module built without its docstrings).
-HAVE_EXAMPLES = {"pasid._core", "pasid.pure.allocator", "pasid.pure.ida", "pasid._handle",
-                 "pasid._rng", "pasid.sim.trace", "pasid.sim.replay", "pasid.sim.workload",
-                 "pasid.sim.sweep"}
+# Modules known to carry examples: finding none there means they were lost.
+HAVE_EXAMPLES = {"pasid._core", "pasid._args", "pasid._snapshot", "pasid._handle", "pasid._rng",
+                 "pasid.pure.allocator", "pasid.pure.ida", "pasid.sim.trace", "pasid.sim.replay",
+                 "pasid.sim.workload", "pasid.sim.sweep", "pasid.simpy"}
 
 
-def count_examples(module):
-    finder = doctest.DocTestFinder()
-    return sum(len(test.examples) for test in finder.find(module))
+def reraise(name):
+    """``walk_packages``' error hook: a package that fails to import is an error, not a gap."""
+    raise
 
 
-@pytest.mark.parametrize("name", MODULES)
+def is_compiled(name):
+    return importlib.util.find_spec(name).origin.endswith(
+        tuple(importlib.machinery.EXTENSION_SUFFIXES))
+
+
+def package_modules():
+    """Every module of ``pasid``, as test parameters."""
+    names = ["pasid"] + sorted(
+        info.name for info in pkgutil.walk_packages(pasid.__path__, "pasid.", onerror=reraise))
+    skip = pytest.mark.skipif(NO_EXTENSION, reason="PASID_NO_EXTENSION=1: no compiled modules")
+    return [pytest.param(name, marks=[skip] if is_compiled(name) else [], id=name)
+            for name in names]
+
+
+def source_examples(module):
+    """The ``>>>`` lines of ``module``'s source (a compiled one: its .pyx and includes)."""
+    path = Path(module.__file__)
+    if path.suffix == ".py":
+        sources = [path]
+    else:
+        pyx = path.with_name(module.__name__.rpartition(".")[2] + ".pyx")
+        included = re.findall(r'^include "([^"]+)"', pyx.read_text(encoding="utf-8"), re.M)
+        sources = [pyx] + [pyx.with_name(name) for name in included]
+    return sum(len(re.findall(r"^\s*>>>", source.read_text(encoding="utf-8"), re.M))
+               for source in sources)
+
+
+def run_examples(module):
+    """(failed, attempted, report) of ``module``'s examples, each run once."""
+    tests = doctest.DocTestFinder().find(module)
+    # Cython's __test__ keeps a docstring's indentation, the function's __doc__ does not
+    documented = {inspect.cleandoc(test.docstring) for test in tests
+                  if ".__test__." not in test.name}
+    runner = doctest.DocTestRunner(optionflags=FLAGS)
+    report = []
+    for test in tests:
+        if ".__test__." in test.name and inspect.cleandoc(test.docstring) in documented:
+            continue            # a repeat of a docstring run already
+        runner.run(test, out=report.append)
+    return runner.failures, runner.tries, "".join(report)
+
+
+@pytest.mark.parametrize("name", package_modules())
 def test_doctests(name):
     module = importlib.import_module(name)
-    result = doctest.testmod(module, verbose=False, report=True,
-                             optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
-    assert result.failed == 0, f"{name}: {result.failed} of {result.attempted} examples failed"
-    assert result.attempted == count_examples(module)
+    failed, attempted, report = run_examples(module)
+    assert failed == 0, f"{name}: {failed} of {attempted} examples failed\n{report}"
+    written = source_examples(module)
+    assert attempted == written, f"{name}: {attempted} examples ran, the source has {written}"
     if name in HAVE_EXAMPLES:
-        assert result.attempted > 0, f"{name}: no doctest examples found"
+        assert attempted > 0, f"{name}: no doctest examples found"

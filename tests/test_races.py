@@ -14,7 +14,8 @@ Batches run their C loops without the GIL from 65,536 IDs on (``pasid/_allocator
 What can crash or hang runs in a child process with a timeout, so a failure is a
 failed test, never a dead or stuck suite. Each child runs for a time budget
 (``RACE_SECONDS``) and prints what it did; the tests check those counts too, so
-a race that never ran cannot pass.
+a race that never ran cannot pass. Those runs are marked ``slow``: their budget
+follows the Hypothesis profile (3 s under ``ci``, 1.5 s under ``dev``).
 """
 
 import os
@@ -59,6 +60,7 @@ def run_child(script, *args, timeout=60):
 
 # ---------------------------------------------------------------- the caller's memory
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", BACKEND_NAMES)
 def test_an_array_changed_while_it_is_checked_never_reaches_the_tables(name):
     # free_many and states copy the IDs first and check the copy: another thread
@@ -140,6 +142,7 @@ def test_a_snapshot_changed_while_it_is_checked_loads_what_was_checked(name):
 
 # ---------------------------------------------------------------- fork()
 
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork() here")
 @pytest.mark.parametrize("name", BACKEND_NAMES)
 def test_a_fork_during_batches_gives_a_child_that_works(name):
@@ -154,6 +157,7 @@ def test_a_fork_during_batches_gives_a_child_that_works(name):
 
 # ---------------------------------------------------------------- readers during a batch
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", BACKEND_NAMES)
 def test_readers_see_a_batch_whole_or_not_at_all(name):
     # generation(), repr(), stats() and _check() while batches run, and owners made

@@ -17,7 +17,8 @@ and the counters.
 
 Size: ``dev`` (the default Hypothesis profile) a few seconds per backend;
 ``ci`` (``HYPOTHESIS_PROFILE=ci``, or ``CI`` set) more operations, bounded;
-``PASID_STRESS_SCALE`` multiplies the operations per thread.
+``PASID_STRESS_SCALE`` multiplies the operations per thread. The tests sized so
+are marked ``slow`` (``-m "not slow"`` leaves them out).
 """
 
 import os
@@ -35,6 +36,7 @@ OPS = int((1000 if PROFILE == "ci" else 300) * float(os.environ.get("PASID_STRES
 STRATEGIES = ["lowest", "cyclic", "fifo", "random"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("owners", ["python", "plain"])
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_threads_share_one_allocator(backend, strategy, owners):
@@ -47,6 +49,7 @@ def test_threads_share_one_allocator(backend, strategy, owners):
     assert result["operations"] == result["threads"] * OPS
 
 
+@pytest.mark.slow
 def test_threads_without_user_code_calling_back(backend):
     # the same with Python keys that only yield the GIL: more operations reach the
     # allocator in the same time
