@@ -121,10 +121,15 @@ cdef enum:
     FIFO = 2
     RANDOM = 3
 
+if (FREE, RESERVED, ACTIVE, DRAINING, QUARANTINED) != (
+        _state.FREE, _state.RESERVED, _state.ACTIVE, _state.DRAINING, _state.QUARANTINED) or (
+        RELEASING in _state.State._value2member_map_):
+    raise ImportError("pasid._core: state codes differ from pasid._state")
 if sizeof(Slot) != 2:   # _export reads the slots as pairs of bytes
     raise ImportError(f"pasid._core: a Slot is {sizeof(Slot)} bytes, not 2")
 
 cdef uint32_t COUNT_MAX = _args.COUNT_MAX   # refcounts and bind counts refuse to wrap
+cdef int MAX_BITS = _args.MAX_BITS          # the widest space, and a device's default width
 
 
 cdef enum:

@@ -223,7 +223,7 @@ cdef _Device device_record(PasidAllocator a, object device, bint declare):
         found = a._devices.get(device)
         if found is not None and not (<_Device>found).gone:
             return <_Device>found
-        info = _Device(device, len(a._device_list), 20, 0.0, None)
+        info = _Device(device, len(a._device_list), MAX_BITS, 0.0, None)
         a._device_list.append(info)
         try:
             a._devices[device] = info       # its __hash__/__eq__ may raise

@@ -29,7 +29,7 @@ import os
 
 import numpy as np
 
-from pasid import _args, _fork, _messages, _snapshot
+from pasid import _args, _fork, _messages, _snapshot, _state
 from pasid._callbacks import run_teardown
 from pasid._errors import InvalidPasid, PasidExhausted, QuotaExceeded, StateError
 from pasid._handle import PasidHandle

@@ -8,7 +8,8 @@ Cython keeps (``binding=True``); Cython's ``__test__`` dict repeats each of
 them, and a repeat runs once.
 
 Each module's examples are counted against its source: the ``>>>`` lines of
-its ``.py``, or of its ``.pyx`` and the ``.pxi`` files that includes. An
+its ``.py``, or of its ``.pyx`` and the ``.pxi`` files that includes (and of
+the docstrings its classes take from their pure twins at import). An
 example no test reaches (a compiled module built without its docstrings, a
 docstring the finder does not look at) fails the count.
 """
@@ -64,8 +65,26 @@ def source_examples(module):
         pyx = path.with_name(module.__name__.rpartition(".")[2] + ".pyx")
         included = re.findall(r'^include "([^"]+)"', pyx.read_text(encoding="utf-8"), re.M)
         sources = [pyx] + [pyx.with_name(name) for name in included]
-    return sum(len(re.findall(r"^\s*>>>", source.read_text(encoding="utf-8"), re.M))
-               for source in sources)
+    count = sum(len(re.findall(r"^\s*>>>", source.read_text(encoding="utf-8"), re.M))
+                for source in sources)
+    return count + taken_examples(module)
+
+
+def taken_examples(module):
+    """The ``>>>`` lines of the docstrings ``module``'s classes take from their pure twins
+    at import (``pasid._core``: PasidAllocator and IDA take pasid.pure's)."""
+    if module.__name__ != "pasid._core":
+        return 0
+    import pasid.pure
+
+    count = 0
+    for name in ("PasidAllocator", "IDA"):
+        compiled, reference = vars(getattr(module, name)), vars(getattr(pasid.pure, name))
+        for member, value in reference.items():
+            kind = type(compiled.get(member)).__name__
+            if kind in ("method_descriptor", "classmethod_descriptor", "getset_descriptor"):
+                count += len(re.findall(r"^\s*>>>", inspect.getdoc(value) or "", re.M))
+    return count
 
 
 def run_examples(module):

@@ -1,8 +1,10 @@
 """The imports of the package run one way: no module imports one that imports it back.
 
 The graph is read from the source with ``ast``: every ``import`` and ``from ...
-import`` of a module of ``pasid`` in a ``.py`` file, those a type checker alone
-sees (``if TYPE_CHECKING:``) and those inside functions included. A compiled
+import`` of a module of ``pasid`` in a ``.py`` file, those inside functions
+included. Those a type checker alone sees (``if TYPE_CHECKING:``) are not run
+and are left out: the pure backend's components name the allocator class whose
+tables their functions take only for the type checker. A compiled
 module is its stub (``.pyi``, what a type checker reads) and the Python imports
 of its ``.pyx`` and the ``.pxi`` files it includes (one line each; ``cimport``
 is the C API and not counted). Each module also imports first in a fresh
@@ -50,7 +52,7 @@ def syntax(path):
     Python import lines."""
     text = path.read_text(encoding="utf-8")
     if path.suffix in (".py", ".pyi"):
-        return list(ast.walk(ast.parse(text, str(path))))
+        return list(run_time_nodes(ast.parse(text, str(path))))
     nodes = []
     for number, line in enumerate(text.splitlines(), 1):
         if PYTHON_IMPORT.match(line) and "cimport" not in line:
@@ -59,6 +61,19 @@ def syntax(path):
             except SyntaxError:
                 raise AssertionError(f"{path}:{number}: an import on more than one line") from None
     return nodes
+
+
+def run_time_nodes(tree):
+    """The nodes of ``tree`` but those under ``if TYPE_CHECKING:``."""
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, ast.If) and ast.unparse(node.test) in ("TYPE_CHECKING",
+                                                                    "typing.TYPE_CHECKING"):
+            for other in node.orelse:
+                yield other
+                yield from run_time_nodes(other)
+            continue
+        yield node
+        yield from run_time_nodes(node)
 
 
 def imports(name, paths, modules):

@@ -47,7 +47,7 @@ class _Device:
     def __init__(self, key: Hashable, handle: int) -> None:
         self.key = key
         self.handle = handle
-        self.bits = 20
+        self.bits = _args.MAX_BITS
         self.drain = 0.0
         self.on_teardown: Callable[[int], object] | None = None
         self.gone = False
