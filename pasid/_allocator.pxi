@@ -1,59 +1,10 @@
-# PasidAllocator: the lifecycle (references, devices, owners, the release
-# queue, snapshots) over the ID space and the strategies.
-# The twin of pasid/pure/allocator.py; included by pasid/_core.pyx.
-#
-# Every operation runs in three phases, so that no Python code of the user's
-# (a callable clock, an owner's or a device's __hash__/__eq__, a callback) runs
-# between a check and the mutation it guards, whether that code calls back
-# into this allocator or lets another thread in:
-#
-# 1. prepare, outside the critical section: convert the arguments, read a
-#    callable clock once, look up the owner's and the device's records (their
-#    __hash__/__eq__ may run). The owner and device tables change only under
-#    the registry lock, which refuses a change re-entered from the same thread
-#    (an __eq__ that calls back to declare a device, say).
-# 2. act, in the object's critical section, in C: check that the records are
-#    still current (one dropped meanwhile sends the operation back to 1),
-#    check the state, then change it. The dictionaries touched here are keyed
-#    by C integers (PASIDs, binding records), so no user code runs.
-# 3. report: build the result and the teardown callbacks from the new state,
-#    drop the owner records the operation left idle, run the callbacks.
-#
-# On the GIL build the critical section is only the GIL, and the GIL passes to
-# another thread wherever Python code runs: so phase 2 runs none. The user
-# objects a change lets go (a PASID's data, a binding's data) are kept in a
-# graveyard until phase 3, since dropping them may run a finalizer; where
-# phase 2 builds Python objects (teardown lists, exit_owner's result, lists
-# read by queries, a snapshot's tables) the garbage collector is paused, since
-# a collection runs finalizers and gc callbacks. Phase 3 hashes owners and
-# devices only to tidy the tables: what it raises is swallowed (the change
-# stands), and a record left behind is marked gone, which look-ups skip.
-#
-# Threads. The C loops of a batch (alloc_many's fill, free_many's two passes
-# when no Python object is involved) run without the GIL on the GIL build, so
-# that threads working on other allocators, or any other Python code, run
-# meanwhile. The batch first marks the allocator busy (``_batch``) and takes its
-# gate, a lock, both under the GIL; every critical section begins with
-# ``_wait_batch``: a thread that finds the allocator busy lets the GIL go and
-# waits on the gate; while one waits, batches keep the GIL (so a thread running
-# batch after batch cannot shut it out). So the usual call pays one test of a
-# flag it reads under the GIL, and a batch's thread never waits for anything.
-# Below RELEASE_MIN IDs (65,536) a batch keeps the GIL: taking it back from a
-# thread running Python code takes up to a switch interval (5 ms), and two
-# threads handing it back and forth lose more than the loop (two threads each
-# running batches of 10,000 IDs went slower than one; of 100,000, 1.2-1.6x;
-# of 1,000,000, 1.7x). Per-ID calls (the Python methods and the c_* entry
-# points alike) keep it for the same reason. The free-threaded build has no
-# GIL to let go: its critical section is the object's own lock already.
-#
-# Layout. Per PASID, C arrays: one byte of state and flags (what every call
-# touches), the refcount beyond 1, the generation, the release time so far, the
-# owner's record, the links of the owner's ACTIVE list, the first binding.
-# Owners: a record per owner object (use, quota, ACTIVE list), found through
-# one dict lookup per call that names an owner, dropped when the owner holds
-# nothing and has no quota. Bindings: a pool of C records, linked per PASID in
-# bind order and per device; the driver's data in a dict only for pairs that
-# have some. Devices: a record per device, named in C by its handle.
+# PasidAllocator: the phases of every operation and the public methods, over
+# the ID space (_idspace.pxi), the strategies, and the lifecycle's components:
+# the release queue (_release.pxi), owners (_owners.pxi), bindings and devices
+# (_bindings.pxi), batches (_batch.pxi), snapshots (_export.pxi), the
+# invariant check (_check.pxi). The design (the three phases, threads, the
+# layout) is in _core.pyx. Docstrings: the pure twin's (pasid/pure/allocator.py),
+# taken at import. The twin of pasid/pure/allocator.py.
 
 from cpython.pythread cimport (NOWAIT_LOCK, WAIT_LOCK, PyThread_acquire_lock,
                                PyThread_allocate_lock, PyThread_free_lock,
@@ -679,72 +630,12 @@ cdef class PasidAllocator:
         cdef int64_t quota = -1, free_ids = 0
         out = np.empty(count, dtype=np.uint32)
         cdef uint32_t[::1] ids = out
-        if self._alloc_many_in(&ids[0] if count else NULL, count, owner, data,
+        if alloc_many_in(self, &ids[0] if count else NULL, count, owner, data,
                                &quota, &free_ids) < 0:
             if quota >= 0:
                 raise QuotaExceeded(_messages.over_quota(owner, quota))
             raise PasidExhausted(self._exhausted(_messages.too_few_free(asked, free_ids)))
         return out
-
-    cdef int64_t _alloc_many_in(self, uint32_t* ids, int64_t count, object owner, object data,
-                                int64_t* refused_quota, int64_t* free_ids) except -2:
-        """The three phases of alloc_many into ``ids`` (room for ``count``): ``count``,
-        or -1 (a counted failure) when fewer are FREE (how many: ``free_ids``) or
-        the owner is at its quota (``refused_quota``); all or nothing."""
-        cdef int64_t i
-        cdef _Owner record = None
-        cdef double reading
-        cdef bint over = False, short = False
-        cdef uint64_t rng
-        cdef int64_t cursor, filled
-        if data is not None and self._data is None:
-            self._data = [None] * self._size
-        reading = self._reading()
-        if owner is not None:
-            record = owner_record(self, owner)         # pinned: current until unpinned
-        try:
-            with cython.critical_section(self):
-                wait_batch(self)
-                self._settle_time(self._time(reading))
-                over = over_quota(record, count)
-                short = count > self._counts[FREE]
-                free_ids[0] = self._counts[FREE]
-                if over or short:
-                    self._failures += 1
-                else:
-                    rng, cursor = self._rng, self._cursor
-                    if batch_begin(self, count):
-                        with nogil:
-                            filled = batch_fill(self, ids, count)
-                        batch_end(self)
-                    else:
-                        filled = batch_fill(self, ids, count)
-                    if filled < 0:
-                        self._rng, self._cursor = rng, cursor
-                        if filled == -2:
-                            raise OverflowError(
-                                _messages.generation_limit())
-                        raise MemoryError()
-                    self._allocations += count
-                    if self._counts[ACTIVE] > self._high_water:
-                        self._high_water = self._counts[ACTIVE]
-                    if record is not None:
-                        for i in range(count):
-                            owner_tag(self, ids[i], record)
-                    if data is not None:
-                        for i in range(count):
-                            self._data[ids[i]] = data
-                            self._slots[ids[i]].meta |= HAS_DATA
-        finally:
-            if record is not None:
-                owner_unpin(self, record)
-        self._after()
-        if short:
-            return -1
-        if over:
-            refused_quota[0] = record.quota
-            return -1
-        return count
 
     # ------------------------------------------------------------ references
 
@@ -838,64 +729,12 @@ cdef class PasidAllocator:
         return True
 
     def free_many(self, ids):
-        array = self._id_array(ids)               # a private copy, checked
+        array = id_array_of(self, ids)               # a private copy, checked
         cdef const uint32_t[::1] pasids = array
         cdef Py_ssize_t n = pasids.shape[0]
         released = np.zeros(n, dtype=np.uint8)   # 1 where successive frees would release
         cdef uint8_t[::1] last = released
-        self._free_many_in(&pasids[0] if n else NULL, n, &last[0] if n else NULL)
-
-    cdef int _free_many_in(self, const uint32_t* pasids, Py_ssize_t n, uint8_t* last) except -1:
-        """The phases of free_many over ``pasids`` (checked, not changed by anyone
-        meanwhile); ``last``: ``n`` zeroed bytes of scratch. Both passes run without
-        the GIL (``_batch_begin``) when every PASID released becomes FREE at once with
-        nothing attached; else the first does, and the second keeps it."""
-        cdef Py_ssize_t i, bad, odd = 0
-        cdef int64_t p
-        cdef uint8_t seen = 0
-        cdef double now
-        cdef double reading = self._reading()
-        cdef list teardown = None
-        with cython.critical_section(self):
-            wait_batch(self)
-            now = self._time(reading)
-            self._settle_time(now)
-            if batch_begin(self, n):
-                with nogil:
-                    bad = free_passes(self, pasids, n, last, &odd, &seen)
-                batch_end(self)
-            else:
-                bad = free_passes(self, pasids, n, last, &odd, &seen)
-            if bad >= 0:
-                name = ("ACTIVE, already freed" if seen == RELEASING else _STATE_NAMES[seen])
-                raise StateError(_messages.not_active("free", pasids[bad], name))
-            if odd:
-                # pass 2 with the GIL, in the order successive frees would release:
-                # runs of plain releases, each other one through _release
-                i = free_plain(self, pasids, 0, n, last)
-                while i < n:
-                    p = pasids[i]
-                    self._slots[p].meta ^= RELEASING ^ ACTIVE
-                    release(self, p, now)
-                    i = free_plain(self, pasids, i + 1, n, last)
-                for i in range(n):
-                    if last[i]:
-                        teardown = teardown_of(self, pasids[i], teardown)
-        self._after()
-        if teardown:
-            run_teardown(teardown)
-        return 0
-
-    cdef object _id_array(self, object ids):
-        """``ids`` as a new contiguous uint32 array, checked (pasid._args.id_array): a
-        private copy, so a caller's array changed meanwhile cannot reach the tables.
-        A uint32 array (what alloc_many returns) needs only a copy and its maximum;
-        anything else, or an ID out of range, takes the shared rule."""
-        if type(ids) is np.ndarray and (<object>ids).dtype == np.uint32 and (<object>ids).ndim == 1:
-            copy = (<object>ids).copy()         # contiguous, ours
-            if copy.shape[0] == 0 or copy.max() < self._size:
-                return copy
-        return _args.id_array(ids, self._size)
+        free_many_in(self, &pasids[0] if n else NULL, n, &last[0] if n else NULL)
 
     # ------------------------------------------------------------ reservation
 
@@ -1162,7 +1001,7 @@ cdef class PasidAllocator:
             return _STATES[(self._slots[p].meta & STATE_MASK)]
 
     def states(self, ids):
-        array = self._id_array(ids)               # a private copy, checked
+        array = id_array_of(self, ids)               # a private copy, checked
         cdef const uint32_t[::1] pasids = array
         cdef Py_ssize_t i, n = pasids.shape[0]
         out = np.empty(n, dtype=np.uint8)
@@ -1394,12 +1233,12 @@ cdef class PasidAllocator:
         if n < 0:
             raise ValueError(_messages.negative_count(n))
         if n < RELEASE_MIN:
-            return self._alloc_many_in(out, n, owner, None, &quota, &free_ids)
+            return alloc_many_in(self, out, n, owner, None, &quota, &free_ids)
         own = <uint32_t*>malloc(n * sizeof(uint32_t))
         if own == NULL:
             raise MemoryError()
         try:
-            got = self._alloc_many_in(own, n, owner, None, &quota, &free_ids)
+            got = alloc_many_in(self, own, n, owner, None, &quota, &free_ids)
             if got > 0:
                 memcpy(out, own, got * sizeof(uint32_t))
         finally:
@@ -1428,7 +1267,7 @@ cdef class PasidAllocator:
             for i in range(n):
                 if copy[i] >= self._size:
                     raise InvalidPasid(_messages.out_of_range(copy[i], self._size))
-            self._free_many_in(copy, n, <uint8_t*>(copy + n))
+            free_many_in(self, copy, n, <uint8_t*>(copy + n))
         finally:
             free(copy)
         return 0

@@ -399,3 +399,121 @@ cdef Py_ssize_t free_plain(PasidAllocator a, const uint32_t* pasids, Py_ssize_t 
     a._counts[ACTIVE] -= plain
     a._counts[FREE] += plain
     return i
+
+
+# ---------------------------------------------------------------- the phases of a batch
+
+
+cdef int64_t alloc_many_in(PasidAllocator a, uint32_t* ids, int64_t count, object owner, object data,
+                            int64_t* refused_quota, int64_t* free_ids) except -2:
+    """The three phases of alloc_many into ``ids`` (room for ``count``): ``count``,
+    or -1 (a counted failure) when fewer are FREE (how many: ``free_ids``) or
+    the owner is at its quota (``refused_quota``); all or nothing."""
+    cdef int64_t i
+    cdef _Owner record = None
+    cdef double reading
+    cdef bint over = False, short = False
+    cdef uint64_t rng
+    cdef int64_t cursor, filled
+    if data is not None and a._data is None:
+        a._data = [None] * a._size
+    reading = a._reading()
+    if owner is not None:
+        record = owner_record(a, owner)         # pinned: current until unpinned
+    try:
+        with cython.critical_section(a):
+            wait_batch(a)
+            a._settle_time(a._time(reading))
+            over = over_quota(record, count)
+            short = count > a._counts[FREE]
+            free_ids[0] = a._counts[FREE]
+            if over or short:
+                a._failures += 1
+            else:
+                rng, cursor = a._rng, a._cursor
+                if batch_begin(a, count):
+                    with nogil:
+                        filled = batch_fill(a, ids, count)
+                    batch_end(a)
+                else:
+                    filled = batch_fill(a, ids, count)
+                if filled < 0:
+                    a._rng, a._cursor = rng, cursor
+                    if filled == -2:
+                        raise OverflowError(
+                            _messages.generation_limit())
+                    raise MemoryError()
+                a._allocations += count
+                if a._counts[ACTIVE] > a._high_water:
+                    a._high_water = a._counts[ACTIVE]
+                if record is not None:
+                    for i in range(count):
+                        owner_tag(a, ids[i], record)
+                if data is not None:
+                    for i in range(count):
+                        a._data[ids[i]] = data
+                        a._slots[ids[i]].meta |= HAS_DATA
+    finally:
+        if record is not None:
+            owner_unpin(a, record)
+    a._after()
+    if short:
+        return -1
+    if over:
+        refused_quota[0] = record.quota
+        return -1
+    return count
+
+
+cdef int free_many_in(PasidAllocator a, const uint32_t* pasids, Py_ssize_t n, uint8_t* last) except -1:
+    """The phases of free_many over ``pasids`` (checked, not changed by anyone
+    meanwhile); ``last``: ``n`` zeroed bytes of scratch. Both passes run without
+    the GIL (``_batch_begin``) when every PASID released becomes FREE at once with
+    nothing attached; else the first does, and the second keeps it."""
+    cdef Py_ssize_t i, bad, odd = 0
+    cdef int64_t p
+    cdef uint8_t seen = 0
+    cdef double now
+    cdef double reading = a._reading()
+    cdef list teardown = None
+    with cython.critical_section(a):
+        wait_batch(a)
+        now = a._time(reading)
+        a._settle_time(now)
+        if batch_begin(a, n):
+            with nogil:
+                bad = free_passes(a, pasids, n, last, &odd, &seen)
+            batch_end(a)
+        else:
+            bad = free_passes(a, pasids, n, last, &odd, &seen)
+        if bad >= 0:
+            name = ("ACTIVE, already freed" if seen == RELEASING else _STATE_NAMES[seen])
+            raise StateError(_messages.not_active("free", pasids[bad], name))
+        if odd:
+            # pass 2 with the GIL, in the order successive frees would release:
+            # runs of plain releases, each other one through _release
+            i = free_plain(a, pasids, 0, n, last)
+            while i < n:
+                p = pasids[i]
+                a._slots[p].meta ^= RELEASING ^ ACTIVE
+                release(a, p, now)
+                i = free_plain(a, pasids, i + 1, n, last)
+            for i in range(n):
+                if last[i]:
+                    teardown = teardown_of(a, pasids[i], teardown)
+    a._after()
+    if teardown:
+        run_teardown(teardown)
+    return 0
+
+
+cdef object id_array_of(PasidAllocator a, object ids):
+    """``ids`` as a new contiguous uint32 array, checked (pasid._args.id_array): a
+    private copy, so a caller's array changed meanwhile cannot reach the tables.
+    A uint32 array (what alloc_many returns) needs only a copy and its maximum;
+    anything else, or an ID out of range, takes the shared rule."""
+    if type(ids) is np.ndarray and (<object>ids).dtype == np.uint32 and (<object>ids).ndim == 1:
+        copy = (<object>ids).copy()         # contiguous, ours
+        if copy.shape[0] == 0 or copy.max() < a._size:
+            return copy
+    return _args.id_array(ids, a._size)

@@ -222,11 +222,7 @@ cdef class PasidAllocator:
                                 bint quota_raises, uint32_t* generation) except -2
     cdef int _alloc_exact_in(self, int64_t p, object owner, object data,
                              int64_t* refused_quota) except -1
-    cdef int64_t _alloc_many_in(self, uint32_t* ids, int64_t count, object owner, object data,
-                                int64_t* refused_quota, int64_t* free_ids) except -2
-    cdef int _free_many_in(self, const uint32_t* pasids, Py_ssize_t n, uint8_t* last) except -1
     cdef inline bint _put_plain(self, int64_t p) noexcept
     cdef inline int _put(self, int64_t p) except -1
     cdef int _put_id(self, int64_t p, int64_t generation) except -1
     cdef tuple _range(self, lo, hi)
-    cdef object _id_array(self, object ids)

@@ -1,19 +1,54 @@
 """The compiled core of pasid: IDA and PasidAllocator.
 
-This file holds only the design and the includes; each ``.pxi`` is the twin
-of a pure-Python module of the same name (listed below). Two rooms, as in the
-pure backend: the ID space (``_idspace.pxi``: a radix tree of 64-bit bitmap
-words) and the strategies decide which FREE ID an allocation gets; the
-lifecycle (``_allocator.pxi``) decides when an ID is FREE again: per PASID a
-byte of state and flags, the refcount, generation and release time in C
-arrays; an owner's record (use, quota, ACTIVE list) found by one dict look-up;
-bindings in a pool of C records linked per PASID and per device.
+This file holds the design and the includes; each ``.pxi`` is the twin of a
+pure-Python module of the same name (listed below), so a reader moves between
+them by name. Two rooms: the ID space (``_idspace.pxi``: a radix tree of 64-bit
+bitmap words) and the strategies decide which FREE ID an allocation gets; the
+lifecycle (``_allocator.pxi`` and its components) decides when an ID is FREE
+again.
 
-Every operation runs in three phases (``_allocator.pxi`` says how): user code
-(a clock, an owner's or device's ``__hash__``/``__eq__``, a callback) runs
-only before the critical section or after it, never between a check and the
-mutation it guards. The critical section is the GIL on the normal build and a
-per-object lock on the free-threaded one.
+**Phases.** Every operation runs in three, so that no Python code of the
+user's (a callable clock, an owner's or a device's ``__hash__``/``__eq__``, a
+callback) runs between a check and the mutation it guards, whether that code
+calls back into the allocator or lets another thread in:
+
+1. prepare, outside the critical section: convert the arguments, read a
+   callable clock once, find the owner's and the device's records (their
+   ``__hash__``/``__eq__`` may run) and pin the owner's. The owner and device
+   tables change only under the registry lock, which refuses a change
+   re-entered from the same thread (an ``__eq__`` that calls back to declare a
+   device, say).
+2. act, in the object's critical section, in C: check the state, then change
+   it. A pinned owner record stays current; the dictionaries touched here are
+   keyed by C integers or by identity, so no user code runs.
+3. report: build the result and the teardown callbacks from the new state,
+   unpin the owner's record (dropped if it holds nothing), run the callbacks.
+
+On the GIL build the critical section is only the GIL, and the GIL passes to
+another thread wherever Python code runs: so phase 2 runs none. The user
+objects a change lets go (a PASID's data, a binding's data) are kept in a
+graveyard until phase 3, since dropping them may run a finalizer; where phase
+2 builds Python objects (teardown lists, exit_owner's result, lists read by
+queries, a snapshot's tables) the garbage collector is paused, since a
+collection runs finalizers and gc callbacks. Phase 3 hashes owners and devices
+only to tidy the tables: what it raises is swallowed (the change stands), and
+a record left behind is marked gone, which look-ups skip. The free-threaded
+build's critical section is the object's own lock.
+
+**Threads.** The C loops of a batch run without the GIL from RELEASE_MIN IDs on
+(``_batch.pxi``: the gate every critical section waits on while one runs);
+they touch only memory the allocator owns. Per-ID calls keep the GIL: taking it
+back from a thread running Python code costs up to a switch interval. fork()
+holds every allocator's gate (and the pure backend's locks) across
+(``pasid/_fork.py``).
+
+**Layout.** Per PASID, C arrays: a two-byte Slot (state and flags; the low byte
+of the generation) that every call touches, the generation's high bits, the
+refcount beyond 1, the release time so far, the owner links (``_owners.pxi``),
+the first binding (``_bindings.pxi``). The release queue is a binary heap in C
+arrays (``_release.pxi``). Owners: a record per owner object, found through one
+dict look-up per call that names an owner. Devices: a record per device, named
+in C by its handle. Docstrings: the pure twins', taken at import (below).
 """
 
 cimport cython
@@ -43,13 +78,13 @@ include "_rng.pxi"          # pasid/_rng.py: SplitMix64 and its range reduction
 include "_idspace.pxi"      # pasid/pure/idspace.py: the ID space and its invariant check
 include "_ida.pxi"          # pasid/pure/ida.py: IDA
 include "_fifo.pxi"         # pasid/pure/fifo.py: the fifo strategy's queue
-include "_allocator.pxi"    # pasid/pure/allocator.py: PasidAllocator
-include "_batch.pxi"        # pasid/pure/batch.py: batches and their gate
-include "_bindings.pxi"     # pasid/pure/bindings.py: bindings and devices
-include "_owners.pxi"       # pasid/pure/owners.py: owners and quotas
+include "_allocator.pxi"    # pasid/pure/allocator.py: PasidAllocator, its phases and methods
 include "_release.pxi"      # pasid/pure/release.py: the release queue and reclaim
-include "_export.pxi"       # pasid/pure/export.py: its snapshots
-include "_check.pxi"        # pasid/pure/check.py: its invariant check
+include "_owners.pxi"       # pasid/pure/owners.py: owners and quotas
+include "_bindings.pxi"     # pasid/pure/bindings.py: bindings and devices
+include "_batch.pxi"        # pasid/pure/batch.py: batches and their gate
+include "_export.pxi"       # pasid/pure/export.py: snapshots out and in
+include "_check.pxi"        # pasid/pure/check.py: the invariant check
 
 
 # ---------------------------------------------------------------- docstrings

@@ -3,24 +3,27 @@
 The twin of ``pasid/_allocator.pxi``, in the same order and with the same
 names, so a reader moves between them. The ID space (``idspace.IdSpace``) and
 the strategies decide *which* FREE ID an allocation gets; the lifecycle tables
-(state, refcount, generation and release time per PASID; owner and device
-records; bindings per PASID by device handle; the release queue) decide
-*when* an ID is FREE again.
+(state, refcount, generation and release time per PASID) and its components
+decide *when* an ID is FREE again: the release queue (``release.py``), owners
+(``owners.py``), bindings and devices (``bindings.py``), batches
+(``batch.py``), snapshots (``export.py``), the invariant check (``check.py``).
+The docstrings here are the reference both backends show (the compiled
+classes take them at import).
 
 Every operation runs in the core's three phases, so no user code (a callable
 clock, an owner's or a device's ``__hash__``/``__eq__``, a callback) runs
 between a check and the mutation it guards:
 
 1. prepare, without the lock: convert the arguments (``pasid._args``, the
-   rules both backends share), read a callable clock once, look up the
-   owner's and the device's records. The owner and device tables change only
-   under the registry lock, which refuses a change re-entered from the same
-   thread.
+   rules both backends share), read a callable clock once, find the owner's
+   and the device's records and pin the owner's. The owner and device tables
+   change only under the registry lock, which refuses a change re-entered
+   from the same thread.
 2. act, under the lock (a plain lock: nothing in this phase can call back):
-   check that the records are still current, check the state, change it.
-   The tables touched here are keyed by PASIDs and device handles.
-3. report: build the result and the teardown callbacks, drop the owner
-   records the operation left idle, run the callbacks.
+   check the state, change it. The tables touched here are keyed by PASIDs,
+   device handles and records (by identity).
+3. report: build the result and the teardown callbacks, unpin the owner's
+   record (dropped if it holds nothing), run the callbacks.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from pasid._errors import InvalidPasid, PasidExhausted, QuotaExceeded, StateErro
 from pasid._handle import PasidHandle
 from pasid._rng import SplitMix64
 from pasid._state import ACTIVE, DRAINING, FREE, QUARANTINED, RESERVED, State
-from pasid.pure.batch import batch_fill, batch_unfill
+from pasid.pure.batch import batch_fill, batch_unfill, free_many_in
 from pasid.pure.bindings import _Device, _Later, bind_in, device_record, unbind_in
 from pasid.pure.check import check_allocator
 from pasid.pure.export import export_state, freeze, load_state
@@ -557,33 +560,7 @@ class PasidAllocator:
         >>> a = PasidAllocator(bits=8); a.free_many(a.alloc_many(3)); len(a)
         0
         """
-        pasids = _args.id_array(ids, self._size).tolist()   # a private copy, checked
-        reading = self._reading()
-        teardown: Teardown = []
-        with self._lock:
-            now = self._time(reading)
-            self._settle_time(now)
-            refcount = self._refcount
-            state = self._state
-            last = [False] * len(pasids)            # where successive frees would release
-            for i, p in enumerate(pasids):
-                if state[p] != ACTIVE or refcount[p] == 0:
-                    for q in pasids[:i]:
-                        refcount[q] += 1
-                    name = "ACTIVE, already freed" if state[p] == ACTIVE else _STATE_NAMES[state[p]]
-                    raise StateError(_messages.not_active("free", p, name))
-                refcount[p] -= 1
-                last[i] = refcount[p] == 0
-            for i, p in enumerate(pasids):
-                if last[i]:
-                    release(self, p, now)
-            for i, p in enumerate(pasids):
-                if last[i]:
-                    teardown_of(self, p, teardown)
-        if self._gone or self._graveyard:
-            self._after()
-        if teardown:
-            run_teardown(teardown)
+        free_many_in(self, _args.id_array(ids, self._size).tolist())   # a private copy
 
     # ------------------------------------------------------------ reservation
 

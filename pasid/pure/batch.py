@@ -1,4 +1,4 @@
-"""Batches of the pure PasidAllocator: alloc_many's fill and its undoing.
+"""Batches of the pure PasidAllocator: alloc_many's fill and its undoing, free_many.
 
 The twin of ``pasid/_batch.pxi`` (whose loops run in C, without the GIL from
 65,536 IDs on; here the lock is held throughout).
@@ -12,13 +12,18 @@ import numpy as np
 import numpy.typing as npt
 
 from pasid import _args, _messages
+from pasid._callbacks import Teardown, run_teardown
+from pasid._errors import StateError
 from pasid._state import ACTIVE, FREE
 from pasid.pure.owners import _Owner, owner_tag
+from pasid.pure.release import release, teardown_of
 
 if TYPE_CHECKING:
     from pasid.pure.allocator import PasidAllocator
 
-__all__ = ["batch_fill", "batch_unfill"]
+__all__ = ["batch_fill", "batch_unfill", "free_many_in"]
+
+_STATE_NAMES = _args.STATE_NAMES
 
 COUNT_MAX = _args.COUNT_MAX
 
@@ -68,3 +73,37 @@ def batch_unfill(a: PasidAllocator, p: int, owner: _Owner | None) -> None:
         del a._owner_of[p]
         owner.use -= 1
         owner.active.discard(p)
+
+
+# ---------------------------------------------------------------- the phases of a batch
+
+
+def free_many_in(a: PasidAllocator, pasids: list[int]) -> None:
+    """The phases of free_many over ``pasids`` (checked, the caller's copy): all or
+    nothing, released in the order successive frees would release them."""
+    reading = a._reading()
+    teardown: Teardown = []
+    with a._lock:
+        now = a._time(reading)
+        a._settle_time(now)
+        refcount = a._refcount
+        state = a._state
+        last = [False] * len(pasids)            # where successive frees would release
+        for i, p in enumerate(pasids):
+            if state[p] != ACTIVE or refcount[p] == 0:
+                for q in pasids[:i]:
+                    refcount[q] += 1
+                name = "ACTIVE, already freed" if state[p] == ACTIVE else _STATE_NAMES[state[p]]
+                raise StateError(_messages.not_active("free", p, name))
+            refcount[p] -= 1
+            last[i] = refcount[p] == 0
+        for i, p in enumerate(pasids):
+            if last[i]:
+                release(a, p, now)
+        for i, p in enumerate(pasids):
+            if last[i]:
+                teardown_of(a, p, teardown)
+    if a._gone or a._graveyard:
+        a._after()
+    if teardown:
+        run_teardown(teardown)
