@@ -210,3 +210,49 @@ cdef list teardown_of(PasidAllocator a, int64_t p, list teardown):
     finally:
         _gc_resume(was_enabled)
     return teardown
+
+
+@cython.final
+cdef class _ReleaseQueueForTests:
+    """A ReleaseQueue with the methods of its pure twin (pasid.pure.release.ReleaseQueue),
+    so one state-machine test runs on both (tests/test_components.py). Not public."""
+
+    cdef ReleaseQueue queue
+    cdef int64_t capacity
+
+    def __cinit__(self, entries=()):
+        entries = list(entries)
+        if release_init(&self.queue, len(entries) + 64) < 0:
+            release_destroy(&self.queue)
+            raise MemoryError()
+        self.capacity = len(entries) + 64
+        for release_at, p in entries:
+            self.push(release_at, p)
+
+    def __dealloc__(self):
+        release_destroy(&self.queue)
+
+    def __len__(self):
+        return self.queue.len
+
+    def entries(self):
+        return [(self.queue.time[i], self.queue.pasid[i]) for i in range(self.queue.len)]
+
+    def due(self, double now):
+        return release_due(&self.queue, now)
+
+    def next(self):
+        return release_next(&self.queue)
+
+    def push(self, double release_at, int64_t p):
+        if self.queue.len == self.capacity:
+            raise OverflowError("the test queue is full")
+        release_push(&self.queue, release_at, p)
+
+    def pop(self):
+        if not self.queue.len:
+            raise IndexError("pop from an empty release queue")
+        return release_pop(&self.queue)
+
+    def check(self):
+        return release_check(&self.queue)

@@ -63,7 +63,28 @@ class PasidMachineBase(RuleBasedStateMachine):
         with pytest.raises(error):
             call(*args, **kwargs)
 
-    # ---- allocation
+    # ---- invariants
+    @invariant()
+    def agrees_with_model(self):
+        if not hasattr(self, "a"):
+            return
+        a, m = self.a, self.m
+        a._check()
+        assert a.stats() == m.stats()
+        assert list(a) == m.ids(ACTIVE)
+        assert len(a) == len(m.ids(ACTIVE))
+        assert a.states(range(SIZE)).tolist() == m.state
+        assert [a.refcount(p) for p in range(SIZE)] == m.refcount
+        assert [a.owner(p) for p in range(SIZE)] == m.owner
+        assert [a.generation(p) for p in range(SIZE)] == m.generation
+        assert a.next_release_time() == m.next_release_time()
+        for device in m.devices:
+            assert a.pending(device) == m.pending(device)
+
+
+class AllocationRules:
+    """Rules: alloc, alloc_exact, alloc_many (the batch's fill)."""
+
     @rule(owner=owners, lo=st.none() | pasids, hi=st.none() | pasids, use_try=st.booleans())
     def alloc(self, owner, lo, hi, use_try):
         m = self.m
@@ -123,7 +144,10 @@ class PasidMachineBase(RuleBasedStateMachine):
             m.activate(expected[-1], owner)
         assert got == expected
 
-    # ---- references
+
+class ReferenceRules:
+    """Rules: get, put, free_many."""
+
     @rule(data=st.data())
     def get(self, data):
         p = self.pick(data, ACTIVE)
@@ -164,7 +188,11 @@ class PasidMachineBase(RuleBasedStateMachine):
         for p in ids:                       # as successive free calls
             m.put(p)
 
-    # ---- devices
+
+class BindingRules:
+    """Rules: bind, unbind, a device's whole lifecycle, add and remove devices (with
+    TimeRules: a lifecycle waits out the drain)."""
+
     @rule(data=st.data(), device=devices, tag=st.none() | st.integers(0, 3))
     def bind(self, data, device, tag):
         self._bind(self.pick(data, ACTIVE), device, tag)
@@ -245,7 +273,10 @@ class PasidMachineBase(RuleBasedStateMachine):
         self.a.add_device(device, bits=bits, drain=drain)
         m.devices[device] = [bits, drain]
 
-    # ---- owners and quotas
+
+class OwnerRules:
+    """Rules: exit_owner, set_quota."""
+
     @rule(owner=owners)
     def exit_owner(self, owner):
         m = self.m
@@ -265,7 +296,10 @@ class PasidMachineBase(RuleBasedStateMachine):
         else:
             self.m.quota[owner] = n
 
-    # ---- reservation
+
+class ReserveRules:
+    """Rules: reserve and unreserve ranges."""
+
     @rule(lo=pasids, width=st.integers(-1, 3), undo=st.booleans())
     def reserve_range(self, lo, width, undo):
         m = self.m
@@ -286,7 +320,10 @@ class PasidMachineBase(RuleBasedStateMachine):
         for p in range(lo, last + 1):
             (m.unreserve if undo else m.reserve)(p)
 
-    # ---- time
+
+class TimeRules:
+    """Rules: advance the clock (the release queue's reclaim)."""
+
     @rule(by=st.sampled_from([0, 1, 2, 3]), absolute=st.booleans())
     def advance(self, by, absolute):
         m = self.m
@@ -303,7 +340,10 @@ class PasidMachineBase(RuleBasedStateMachine):
     def advance_backwards(self):
         self.expect_error(ValueError, self.a.advance, to=self.m.now - 1)
 
-    # ---- snapshots
+
+class SnapshotRules:
+    """Rules: reload through bytes, pickle, deepcopy, the other backend."""
+
     @rule(how=st.sampled_from(["bytes", "pickle", "deepcopy", "other backend"]))
     def reload(self, how):
         """Go on with a reloaded copy: nothing the model sees may change (no callbacks here)."""
@@ -323,30 +363,15 @@ class PasidMachineBase(RuleBasedStateMachine):
             )
         assert self.a.to_bytes() == blob
 
-    # ---- invariants
-    @invariant()
-    def agrees_with_model(self):
-        if not hasattr(self, "a"):
-            return
-        a, m = self.a, self.m
-        a._check()
-        assert a.stats() == m.stats()
-        assert list(a) == m.ids(ACTIVE)
-        assert len(a) == len(m.ids(ACTIVE))
-        assert a.states(range(SIZE)).tolist() == m.state
-        assert [a.refcount(p) for p in range(SIZE)] == m.refcount
-        assert [a.owner(p) for p in range(SIZE)] == m.owner
-        assert [a.generation(p) for p in range(SIZE)] == m.generation
-        assert a.next_release_time() == m.next_release_time()
-        for device in m.devices:
-            assert a.pending(device) == m.pending(device)
+
+ALL_RULES = (AllocationRules, ReferenceRules, BindingRules, OwnerRules, ReserveRules, TimeRules, SnapshotRules)
 
 
-def make_machine(backend):
-    """The state machine class for one backend module."""
+def make_machine(backend, rules=ALL_RULES, name="Pasid"):
+    """The state machine class for one backend module, with the rules of ``rules``."""
     return type(
-        f"PasidMachine_{backend.__name__.replace('.', '_')}",
-        (PasidMachineBase,),
+        f"{name}Machine_{backend.__name__.replace('.', '_')}",
+        (*rules, PasidMachineBase),
         {"backend": backend},
     )
 
