@@ -58,6 +58,7 @@ from pasid import InvalidPasid, StateError  # noqa: E402
 from fuzzlib import Bug, backends  # noqa: E402
 
 SCENARIOS = ("mutate", "readers", "fork")
+MIN_FORKS = 5           # the fork scenario forks at least this often, however slow the machine
 
 
 def batch_size(module):
@@ -89,13 +90,18 @@ class Threads:
                 self.stop.set()
         self.threads.append(threading.Thread(target=loop, name=name))
 
-    def run_for(self, seconds, interval=1e-5):
+    def run_for(self, seconds, interval=1e-5, enough=lambda: True):
+        """Run the threads for ``seconds``, and on until ``enough()`` (at most a minute
+        more: a slow machine still does what the scenario promises to count)."""
         before = sys.getswitchinterval()
         sys.setswitchinterval(interval)
         try:
             for t in self.threads:
                 t.start()
             self.stop.wait(seconds)
+            deadline = time.monotonic() + 60
+            while not enough() and not self.stop.is_set() and time.monotonic() < deadline:
+                self.stop.wait(0.01)
         finally:
             self.end()
             sys.setswitchinterval(before)
@@ -151,7 +157,8 @@ def mutate(module, seconds, seed=0):
 
     work.add("writer", flip)
     work.add("caller", calls)
-    work.run_for(seconds, interval=1e-6)
+    work.run_for(seconds, interval=1e-6,
+                 enough=lambda: counts["calls"] >= 10 and counts["refused"] >= 1)
     if work.problems:
         raise Bug("\n".join(work.problems))
     a._check()
@@ -192,7 +199,7 @@ def readers(module, seconds, seed=0):
     for name, step in (("batches", batch), ("owners", owner), ("generations", generations),
                        ("reprs", representation), ("stats", stats), ("checks", a._check)):
         work.add(name, step)
-    work.run_for(seconds)
+    work.run_for(seconds, enough=lambda: min(work.tally.values()) >= 1)
     if work.problems:
         raise Bug("\n".join(work.problems))
     a._check()
@@ -282,7 +289,10 @@ def fork(module, seconds, seed=0):
         t.start()
     try:
         deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline and not work.stop.is_set():
+        cap = deadline + 60
+        # for the time given, and on until MIN_FORKS (at most a minute more)
+        while ((time.monotonic() < deadline or counts["forks"] < MIN_FORKS)
+               and time.monotonic() < cap and not work.stop.is_set()):
             time.sleep(rnd.uniform(0, 0.01))
             counts["during_batch"] += in_batch[0]
             pid = os.fork()
