@@ -43,3 +43,4 @@ include "_idspace.pxi"      # pasid/pure/idspace.py: the ID space and its invari
 include "_ida.pxi"          # pasid/pure/ida.py: IDA
 include "_fifo.pxi"         # pasid/pure/fifo.py: the fifo strategy's queue
 include "_allocator.pxi"    # pasid/pure/allocator.py: PasidAllocator
+include "_capi.pxi"         # the public C-level API: a versioned table (pasid/capi.pxd)
