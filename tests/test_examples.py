@@ -12,6 +12,7 @@
 
 import importlib
 import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -28,9 +29,23 @@ EXAMPLES = ROOT / "examples"
 CYTHON_SIM = EXAMPLES / "cython_sim"
 
 
+def pasid_path():
+    """The folder holding the pasid this process imports (a worktree's, say, not the
+    installed one): a script run here puts it first on its path, as the example's
+    build puts it on Cython's include path."""
+    import pasid
+
+    return str(Path(pasid.__file__).resolve().parent.parent)
+
+
+def script_env():
+    path = [pasid_path(), *filter(None, [os.environ.get("PYTHONPATH")])]
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(path))
+
+
 def run_script(*args, timeout=300):
     proc = subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT)
+                          timeout=timeout, cwd=ROOT, env=script_env())
     assert proc.returncode == 0, f"{args}: exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     return proc.stdout
 
@@ -55,10 +70,8 @@ def build_dir(tmp_path_factory):
     pytest.importorskip("Cython", reason="building the Cython example needs Cython")
     pytest.importorskip("setuptools", reason="building the Cython example needs setuptools")
     directory = tmp_path_factory.mktemp("cython_sim")
-    import pasid     # build against the pasid this process imports, wherever it lives
-
-    run_script(CYTHON_SIM / "build.py", "--build-dir", directory, "--include",
-               Path(pasid.__file__).resolve().parent.parent)
+    # build against the pasid this process imports, wherever it lives
+    run_script(CYTHON_SIM / "build.py", "--build-dir", directory, "--include", pasid_path())
     return directory
 
 
@@ -354,10 +367,9 @@ def test_the_c_batches_work_from_the_allocators_memory(build_dir, call):
     # without the GIL: c_free_many copies the IDs first and checks the copy (refused
     # or freed, never an unchecked ID in the tables); c_alloc_many fills the
     # allocator's own memory, tags the owner from it, and copies to the buffer last.
-    import os
     import textwrap
 
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = script_env()
     proc = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(CALLER_BUFFER_CHANGED), str(CYTHON_SIM),
          str(build_dir), call, "2"],
