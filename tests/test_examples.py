@@ -4,7 +4,10 @@
   (``build.py`` in a subprocess: Cython and a C compiler), then its loops over
   the C-level API are checked against the same calls through the Python
   methods: the same PASIDs, identical ``to_bytes()`` (counters included).
-  Skipped under ``PASID_NO_EXTENSION=1`` (no compiled core to build against).
+  Then the same build runs, unchanged, against a copy of pasid rebuilt with
+  one more private field in ``PasidAllocator`` (the C-level API promises no
+  layout), and an older table is refused at import. Skipped under
+  ``PASID_NO_EXTENSION=1`` (no compiled core to build against).
 * ``examples/simpy_iommu.py`` and ``examples/strategy_comparison.py``: run as
   scripts with ``--quick``, and the model in-process on each backend (the same
   seed gives the same summary on both).
