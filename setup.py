@@ -49,7 +49,7 @@ extensions = [
     # the allocator core
     Extension("pasid._core", ["pasid/_core.pyx"], extra_compile_args=CFLAGS,
               extra_link_args=LDFLAGS, define_macros=MACROS),
-    # the simulator's replay loop, over the core's C-level API (pasid/_core.pxd)
+    # the simulator's replay loop, over the core's C-level API (pasid/capi.pxd)
     Extension("pasid.sim._replay", ["pasid/sim/_replay.pyx"], extra_compile_args=CFLAGS,
               extra_link_args=LDFLAGS, define_macros=MACROS),
 ]

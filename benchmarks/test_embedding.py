@@ -6,13 +6,14 @@ strategy "lowest", no reserved ID), the same work from the same state:
 ========================  ==========================================================
 embed-W1-churn            W1 of ``pasid.bench``: the seeded half state, 20,000 pairs
                           over the plan's victims. ``cy-PA:cython``:
-                          ``churn.churn`` (``c_put(v)`` + ``c_alloc(None, 0, N-1)``
-                          in a C loop over an int64 array); ``cy-PA:python``: the
-                          W1 round of ``pasid bench`` (``free(v)`` + ``alloc()``).
+                          ``churn.churn`` (``put(v)`` + ``alloc(None, 0, N-1)``
+                          through pasid/capi.pxd's table, in a C loop over an
+                          int64 array); ``cy-PA:python``: the W1 round of
+                          ``pasid bench`` (``free(v)`` + ``alloc()``).
 embed-W6-lifecycle        W6: grace 1, two devices of drain 0.5; 2,000 lifecycles.
-                          ``cy-PA:cython``: ``churn.lifecycle`` (``c_alloc``,
-                          ``c_bind`` x2, ``c_put``, ``c_unbind`` x2,
-                          ``c_advance(now + 1)``); ``cy-PA:python``: the W6 round.
+                          ``cy-PA:cython``: ``churn.lifecycle`` (``alloc``,
+                          ``bind`` x2, ``put``, ``unbind`` x2, ``advance(now + 1)``
+                          through the table); ``cy-PA:python``: the W6 round.
 ========================  ==========================================================
 
 The Python rows are ``pasid.bench`` cases (the same setup, rounds and checks

@@ -1,19 +1,21 @@
-# The compiled core's declarations, for simulators written in Cython:
-#     from pasid._core cimport PasidAllocator
+# The compiled core's declarations: internal, for pasid._core itself. Not a
+# promise: fields and methods change between versions, and a module cimporting
+# this file would have to be rebuilt with every pasid (Cython checks the object's
+# size at import, and calls through vtable slots). Nothing else in pasid does;
+# the replay loop (pasid/sim/_replay.pyx) uses the public table below.
 #
-# The public C-level API is the ``c_*`` methods of PasidAllocator (first below):
-# C integers and doubles in and out, each in the object's critical section,
-# with the checks and counters of the Python method of the same name. Misuse
-# raises that method's exception (``except -1``/``-2``). The allocations return a
-# status like the VT-d virtual command's: the PASID (or ``n``), or -1 when no PASID
-# is available (nothing in range FREE, ``p`` taken, the owner at its quota);
-# ``c_next_release_time`` returns NaN for none. Devices are named by the small
-# int that ``add_device`` returns. IDA has ``c_alloc``/``c_free``/``c_exists``.
-# examples/cython_sim/README.md tabulates them all.
-#
-# Everything else declared here (structs, attributes, ``_`` methods) is the
-# internal layout: Cython needs it to lay out the classes, but it is not a
-# promise and changes between versions.
+# The public C-level API is pasid/capi.pxd: a versioned table of functions in the
+# capsule pasid._core._C_API (filled in _capi.pxi), which a simulator written in
+# Cython cimports instead. Its entries are the ``c_*`` methods of PasidAllocator
+# and IDA below: C integers and doubles in and out, each in the object's critical
+# section, with the checks and counters of the Python method of the same name.
+# Misuse raises that method's exception (``except -1``/``-2``). The allocations
+# return a status like the VT-d virtual command's: the PASID (or ``n``), or -1 when
+# no PASID is available (nothing in range FREE, ``p`` taken, the owner at its
+# quota); ``c_next_release_time`` returns NaN for none. Devices are named by the
+# small int that ``add_device`` returns. A ``c_*`` method's signature is the
+# table's entry's (a change to one is a compile error in _capi.pxi until the other
+# follows, by the version rule of pasid/capi.pxd).
 
 from cpython.pythread cimport PyThread_type_lock
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
@@ -121,7 +123,7 @@ cdef class IDA:
 
 @cython.final
 cdef class PasidAllocator:
-    # ---- the public C-level API
+    # ---- the C-level entry points: pasid/capi.pxd's table points at them
     cdef int64_t c_alloc(self, object owner, int64_t lo, int64_t hi) except -2
     cdef int64_t c_alloc_exact(self, int64_t p, object owner) except -2
     cdef int64_t c_alloc_many(self, uint32_t* out, int64_t n, object owner) except -2

@@ -9,8 +9,9 @@ behaviour and errors (SPEC §2-§4).
 IDs are ``SupportsIndex``: ints and numpy integer scalars (``bool`` is a
 ``SupportsIndex`` too, but raises ``TypeError`` at run time). Times and
 durations are ``float`` (ints and ``numpy.float64`` included). Owners and
-devices are any hashable value; ``data`` any value. The ``c_*`` methods of
-``pasid/_core.pxd`` are C-level only and not visible from Python.
+devices are any hashable value; ``data`` any value. The C-level API
+(``pasid/capi.pxd``: a table of the classes' ``c_*`` methods) is for Cython
+only; from Python it is the opaque capsule ``_C_API``.
 """
 
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
@@ -18,13 +19,16 @@ from typing import Any, SupportsIndex, final
 
 import numpy as np
 import numpy.typing as npt
-from typing_extensions import Self, TypeAlias
+from typing_extensions import CapsuleType, Self, TypeAlias
 
 from pasid._args import Unset
 from pasid._handle import PasidHandle
 from pasid._state import State
 
 __all__ = ["IDA", "PasidAllocator"]
+
+# the C-level API's table (pasid/capi.pxd), for import_pasid_capi() to fetch
+_C_API: CapsuleType
 
 # ``free_many``/``states``: a sequence of IDs or an integer array (of any shape).
 _IdArray: TypeAlias = Sequence[SupportsIndex] | npt.NDArray[np.integer[Any]]

@@ -85,6 +85,8 @@ include "_bindings.pxi"     # pasid/pure/bindings.py: bindings and devices
 include "_batch.pxi"        # pasid/pure/batch.py: batches and their gate
 include "_export.pxi"       # pasid/pure/export.py: snapshots out and in
 include "_check.pxi"        # pasid/pure/check.py: the invariant check
+include "_capi.pxi"         # (compiled only) the public C-level API: a versioned table
+                            # of functions, declared in pasid/capi.pxd
 
 
 # ---------------------------------------------------------------- docstrings

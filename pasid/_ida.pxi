@@ -35,7 +35,8 @@ cdef class IDA:
     def __dealloc__(self):
         space_destroy(&self.space)
 
-    # ---- the C-level API (pasid/_core.pxd): C integers in and out, atomic like the methods
+    # ---- the C-level API (the ida_* entries of pasid/capi.pxd): C integers in and out,
+    # atomic like the methods
 
     cdef int64_t c_alloc(self, int64_t lo, int64_t hi) except -2:
         """The lowest free ID in ``lo..hi`` (``hi`` capped at 2**31 - 1), taken; -1 when

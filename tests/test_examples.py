@@ -4,7 +4,10 @@
   (``build.py`` in a subprocess: Cython and a C compiler), then its loops over
   the C-level API are checked against the same calls through the Python
   methods: the same PASIDs, identical ``to_bytes()`` (counters included).
-  Skipped under ``PASID_NO_EXTENSION=1`` (no compiled core to build against).
+  Then the same build runs, unchanged, against a copy of pasid rebuilt with
+  one more private field in ``PasidAllocator`` (the C-level API promises no
+  layout), and an older table is refused at import. Skipped under
+  ``PASID_NO_EXTENSION=1`` (no compiled core to build against).
 * ``examples/simpy_iommu.py`` and ``examples/strategy_comparison.py``: run as
   scripts with ``--quick``, and the model in-process on each backend (the same
   seed gives the same summary on both).
@@ -12,6 +15,7 @@
 
 import importlib
 import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -28,9 +32,23 @@ EXAMPLES = ROOT / "examples"
 CYTHON_SIM = EXAMPLES / "cython_sim"
 
 
+def pasid_path():
+    """The folder holding the pasid this process imports (a worktree's, say, not the
+    installed one): a script run here puts it first on its path, as the example's
+    build puts it on Cython's include path."""
+    import pasid
+
+    return str(Path(pasid.__file__).resolve().parent.parent)
+
+
+def script_env():
+    path = [pasid_path(), *filter(None, [os.environ.get("PYTHONPATH")])]
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(path))
+
+
 def run_script(*args, timeout=300):
     proc = subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT)
+                          timeout=timeout, cwd=ROOT, env=script_env())
     assert proc.returncode == 0, f"{args}: exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     return proc.stdout
 
@@ -55,10 +73,8 @@ def build_dir(tmp_path_factory):
     pytest.importorskip("Cython", reason="building the Cython example needs Cython")
     pytest.importorskip("setuptools", reason="building the Cython example needs setuptools")
     directory = tmp_path_factory.mktemp("cython_sim")
-    import pasid     # build against the pasid this process imports, wherever it lives
-
-    run_script(CYTHON_SIM / "build.py", "--build-dir", directory, "--include",
-               Path(pasid.__file__).resolve().parent.parent)
+    # build against the pasid this process imports, wherever it lives
+    run_script(CYTHON_SIM / "build.py", "--build-dir", directory, "--include", pasid_path())
     return directory
 
 
@@ -354,10 +370,9 @@ def test_the_c_batches_work_from_the_allocators_memory(build_dir, call):
     # without the GIL: c_free_many copies the IDs first and checks the copy (refused
     # or freed, never an unchecked ID in the tables); c_alloc_many fills the
     # allocator's own memory, tags the owner from it, and copies to the buffer last.
-    import os
     import textwrap
 
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = script_env()
     proc = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(CALLER_BUFFER_CHANGED), str(CYTHON_SIM),
          str(build_dir), call, "2"],
@@ -445,6 +460,169 @@ def test_build_finds_the_installed_pxd():
 
     helper = load_file("pasid_example_build", CYTHON_SIM / "build.py")
     assert helper.pasid_include_dir() == str(Path(pasid.__file__).resolve().parent.parent)
+
+
+# ------------------------------------------------ the C API promises functions, not a layout
+
+@needs_core
+def test_the_table_refuses_other_objects(churn):
+    import pasid.pure
+
+    victims = np.array([1], dtype=np.int64)
+    with pytest.raises(TypeError, match="needs a pasid._core.PasidAllocator, not "
+                                        "pasid.pure.allocator.PasidAllocator"):
+        churn.churn(pasid.pure.PasidAllocator(8), victims)
+    with pytest.raises(TypeError, match="needs a pasid._core.IDA, not builtins.object"):
+        churn.ida_churn(object(), 1)
+
+
+# Run in a child: load the example built in argv[2] (build.py in argv[1]) against the
+# pasid first on its path, whose folder is argv[3]; use every entry and check each
+# against the same calls through the Python methods. Prints the class's basicsize.
+EXAMPLE_AGAINST = """
+    import sys
+    import numpy as np
+    sys.path.insert(0, sys.argv[1])
+    import build
+    import pasid
+    from pasid import State
+    from pasid._core import IDA, PasidAllocator
+
+    assert pasid.__file__.startswith(sys.argv[3]), pasid.__file__
+    churn = build.load(sys.argv[2])
+
+    # W1: put(victim) + alloc() in C and through the Python methods, on twins
+    by_c, by_python = PasidAllocator(10, seed=1), PasidAllocator(10, seed=1)
+    ids = by_c.alloc_many(600)
+    by_python.alloc_many(600)
+    victims = np.random.default_rng(2).permutation(ids.astype(np.int64))[:300]
+    for v in victims.tolist():
+        by_python.free(v)
+        last = by_python.alloc()
+    assert churn.churn(by_c, victims) == last
+    assert by_c.to_bytes() == by_python.to_bytes()
+    stats = by_c.stats()
+    assert churn.counts(by_c) == tuple(stats[k] for k in
+                                       ("free", "reserved", "active", "draining", "quarantined"))
+
+    # W6: the lifecycle with a logical clock
+    def lifecycle_pair():
+        a = PasidAllocator(10, grace=1, seed=0)
+        return a, a.add_device("dev0", drain=0.5), a.add_device("dev1", drain=0.5)
+
+    (by_c, d0, d1), (by_python, _, _) = lifecycle_pair(), lifecycle_pair()
+    assert churn.lifecycle(by_c, d0, d1, 50) == (1, 50, 0)
+    for _ in range(50):
+        p = by_python.alloc()
+        by_python.bind(p, "dev0")
+        by_python.bind(p, "dev1")
+        by_python.free(p)
+        by_python.unbind(p, "dev0")
+        by_python.unbind(p, "dev1")
+        by_python.advance(by=1)
+    assert by_c.to_bytes() == by_python.to_bytes()
+
+    # the other entries, once each
+    a = PasidAllocator(8, grace=2)
+    out = np.empty(40, dtype=np.uint32)
+    assert churn.batch(a, out) == 40 and a.stats()["quarantined"] == 40  # taken, freed
+    assert churn.batch(a, out, "vm") == 40 and out[0] == 41
+    assert churn.free_many(a, out) == 0 and a.stats()["quarantined"] == 80
+    assert churn.exact(a, 100) == 100 and churn.exact(a, 100) == -1
+    assert churn.generation(a, 100) == 1 and churn.next_release(a) == 2.0
+    assert a.state(100) is State.ACTIVE
+    ida = IDA()
+    ida.alloc_range(0, 9)
+    assert churn.ida_churn(ida, 100) == (1, False, -1) and len(ida) == 1
+    print(PasidAllocator.__basicsize__)
+"""
+
+
+def copy_with_a_private_field(destination):
+    """A copy of this checkout's package source (no build outputs) with one private
+    field added to the compiled PasidAllocator: what any release may do."""
+    import shutil
+
+    shutil.copytree(ROOT / "pasid", destination / "pasid",
+                    ignore=shutil.ignore_patterns("*.so", "*.pyd", "*.c", "*.html",
+                                                  "__pycache__"))
+    for name in ("setup.py", "pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(ROOT / name, destination / name)
+    pxd = destination / "pasid" / "_core.pxd"
+    text = pxd.read_text()
+    header = "cdef class PasidAllocator:\n"
+    assert text.count(header) == 1
+    pxd.write_text(text.replace(header, header + "    cdef int64_t _padding_for_test\n"))
+    return destination
+
+
+@needs_core
+def test_the_example_survives_a_private_field_added_to_the_class(build_dir, tmp_path):
+    # Issue 16: the example, built against this pasid, runs unchanged against a pasid
+    # rebuilt with one more private field. Built against pasid/_core.pxd instead (the
+    # class layout), it stopped at import: Cython's size check, "pasid._core.
+    # PasidAllocator size changed, may indicate binary incompatibility" (a
+    # RuntimeWarning: an error here, and a ValueError for an older pasid). One build
+    # of the copy (PASID_DEBUG_BUILD=1: -O0, the quickest), then the example's checks
+    # in a child with warnings as errors.
+    import textwrap
+
+    from pasid._core import PasidAllocator
+
+    copy = copy_with_a_private_field(tmp_path / "changed")
+    env = {key: value for key, value in os.environ.items() if key != "PASID_SANITIZE"}
+    env["PASID_DEBUG_BUILD"] = "1"
+    proc = subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"],
+                          capture_output=True, text=True, timeout=900, cwd=copy, env=env)
+    assert proc.returncode == 0, f"building the copy failed\n{proc.stdout}\n{proc.stderr}"
+    proc = subprocess.run(
+        [sys.executable, "-W", "error", "-c", textwrap.dedent(EXAMPLE_AGAINST),
+         str(CYTHON_SIM), str(build_dir), str(copy)],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        env=dict(os.environ, PYTHONPATH=str(copy)))
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    # the copy's objects really are larger than those the example was built with
+    assert int(proc.stdout.split()[-1]) == PasidAllocator.__basicsize__ + 8
+
+
+# Run in a child: replace pasid._core._C_API by argv[3] ("missing", or "old": a table
+# of version 0), then load the example built in argv[2]. Prints the ImportError.
+TABLE_REFUSED = """
+    import ctypes, sys
+    sys.path.insert(0, sys.argv[1])
+    import build
+    import pasid._core
+
+    if sys.argv[3] == "missing":
+        del pasid._core._C_API
+    else:
+        table = (ctypes.c_int64 * 2)(0, 16)          # version 0, 16 bytes
+        name = ctypes.create_string_buffer(b"pasid._core._C_API")
+        new = ctypes.pythonapi.PyCapsule_New
+        new.restype = ctypes.py_object
+        new.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+        pasid._core._C_API = new(ctypes.addressof(table), ctypes.addressof(name), None)
+    try:
+        build.load(sys.argv[2])
+    except ImportError as error:
+        print(error)
+"""
+
+
+@needs_core
+@pytest.mark.parametrize(("table", "message"), [
+    ("missing", "pasid's C API (pasid._core._C_API) is not available"),
+    ("old", "pasid's C API is version 0 (16 bytes), older than the version 1"),
+])
+def test_an_older_pasid_is_refused_at_import(build_dir, table, message):
+    import textwrap
+
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(TABLE_REFUSED), str(CYTHON_SIM),
+         str(build_dir), table],
+        capture_output=True, text=True, timeout=120, cwd=ROOT, env=script_env())
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    assert message in proc.stdout
 
 
 # ---------------------------------------------------------------- the SimPy examples

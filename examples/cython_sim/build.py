@@ -1,4 +1,4 @@
-"""Build ``churn.pyx`` against the installed pasid's ``.pxd`` files.
+"""Build ``churn.pyx`` against the installed pasid's ``pasid/capi.pxd``.
 
     python build.py                    # in place: churn.<abi>.so next to churn.pyx
     python build.py --build-dir DIR    # into DIR (churn.pyx is copied there first)
@@ -6,9 +6,11 @@
 
 The one thing a simulator's build needs from pasid is the folder that holds
 the installed ``pasid`` package: with it on Cython's ``include_path``,
-``from pasid._core cimport PasidAllocator`` finds ``pasid/_core.pxd``. The
-compiled module must be rebuilt whenever pasid is: the ``.pxd`` lays out the
-class, and Cython checks only the object's size when the module is imported.
+``from pasid.capi cimport ...`` finds ``pasid/capi.pxd``. Nothing else of
+pasid is read at build time and nothing is linked: the module finds pasid's
+table of functions when it is imported. It keeps working when pasid is
+rebuilt or upgraded (the table only grows); a pasid older than the one it was
+built against refuses it at import with an ImportError.
 """
 
 from __future__ import annotations
@@ -32,15 +34,15 @@ CFLAGS = ["-O2"]
 def pasid_include_dir() -> str:
     """The folder holding the installed ``pasid`` package (for ``include_path``).
 
-    Found without importing pasid; RuntimeError if pasid or its ``_core.pxd``
+    Found without importing pasid; RuntimeError if pasid or its ``capi.pxd``
     is missing.
     """
     spec = importlib.util.find_spec("pasid")
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError("pasid is not installed (pip install -e . in a checkout)")
     package = Path(list(spec.submodule_search_locations)[0])
-    if not (package / "_core.pxd").is_file():
-        raise RuntimeError(f"{package} has no _core.pxd: a pasid without its C-level API")
+    if not (package / "capi.pxd").is_file():
+        raise RuntimeError(f"{package} has no capi.pxd: a pasid without its C-level API")
     return str(package.parent)
 
 
@@ -66,8 +68,8 @@ def build(build_dir: str | Path = HERE, *, include: str | None = None,
         shutil.copyfile(HERE / f"{MODULE}.pyx", source)
     extension = Extension(MODULE, [str(source)], extra_compile_args=CFLAGS)
     include = include or pasid_include_dir()
-    if not (Path(include) / "pasid" / "_core.pxd").is_file():
-        raise RuntimeError(f"{include} holds no pasid/_core.pxd")
+    if not (Path(include) / "pasid" / "capi.pxd").is_file():
+        raise RuntimeError(f"{include} holds no pasid/capi.pxd")
     modules = cythonize([extension], include_path=[include],
                         compiler_directives=DIRECTIVES, quiet=not verbose, force=True)
     dist = Distribution({"name": "pasid-example-churn", "ext_modules": modules})

@@ -3,7 +3,7 @@
 The simulator knows the allocator only through the public API (``import
 pasid``), so it runs on either backend; with the compiled core its replay loop
 is compiled too (``pasid.sim._replay``, over the C-level API in
-``pasid/_core.pxd``).
+``pasid/capi.pxd``).
 
 - workloads: :class:`Workload`, :class:`DeviceSpec`, :data:`PRESETS`,
   :func:`preset`, :func:`generate`

@@ -6,5 +6,5 @@ from pasid.sim.trace import Trace
 
 __test__: dict[str, str]    # Cython's table of docstrings for doctest
 
-def run(a: PasidAllocator, trace: Trace, st: ReplayState, start: int, stop: int) -> None:
-    """Replay operations ``start..stop-1`` of ``trace`` on ``a``, updating ``st``."""
+def run(allocator: PasidAllocator, trace: Trace, st: ReplayState, start: int, stop: int) -> None:
+    """Replay operations ``start..stop-1`` of ``trace`` on ``allocator``, updating ``st``."""

@@ -2,16 +2,17 @@
 
 The twin of ``pasid/sim/_replay_py.py``: the same walk over a trace and the
 same bookkeeping (see there), with the loop, the trace columns and the
-bookkeeping arrays in C and one ``c_*`` call into the allocator per
-operation (``pasid/_core.pxd``: each takes the allocator's critical section
-and keeps its counters like the Python methods). The ACTIVE and
-DRAINING + QUARANTINED counts are read from the allocator itself.
+bookkeeping arrays in C and one call through pasid's table of functions per
+operation (``pasid/capi.pxd``, as any simulator in Cython uses it: each
+entry takes the allocator's critical section and keeps its counters like the
+Python methods). The ACTIVE and DRAINING + QUARANTINED counts are read from
+the allocator itself.
 """
 
 cimport cython
 from libc.stdint cimport int32_t, int64_t, uint8_t
 
-from pasid._core cimport PasidAllocator
+from pasid.capi cimport import_pasid_capi, pasid_allocator_t, pasid_capi_t
 
 from pasid import _state
 from pasid.sim import trace as _trace
@@ -42,14 +43,18 @@ if (FREE, ACTIVE, DRAINING, QUARANTINED) != (
         _state.FREE, _state.ACTIVE, _state.DRAINING, _state.QUARANTINED):
     raise ImportError("pasid.sim._replay: state codes differ from pasid._state")
 
+cdef const pasid_capi_t* api = import_pasid_capi()
 
-def run(PasidAllocator a, trace, st, Py_ssize_t start, Py_ssize_t stop):
-    """Replay operations ``start..stop-1`` of ``trace`` on ``a``, updating ``st``.
+
+def run(allocator, trace, st, Py_ssize_t start, Py_ssize_t stop):
+    """Replay operations ``start..stop-1`` of ``trace`` on ``allocator`` (the compiled
+    PasidAllocator: TypeError otherwise), updating ``st``.
 
     The columns are the caller's: each value is read once into a local and the
     local is checked before it indexes a table (handle, owner, device, the
     operation code), so a trace changed after it was checked gives a
     TraceError, never a read or write outside the tables."""
+    cdef pasid_allocator_t* a = api.allocator(allocator)
     cdef const double[::1] times = trace.time
     cdef const uint8_t[::1] ops = trace.op
     cdef const int32_t[::1] handles = trace.handle
@@ -78,7 +83,7 @@ def run(PasidAllocator a, trace, st, Py_ssize_t start, Py_ssize_t stop):
     cdef int64_t highest = counters[9], ndistances = counters[10], k = counters[11]
     cdef int64_t active = 0, held = 0
     cdef Py_ssize_t i, j
-    cdef double t, now = a.c_now()
+    cdef double t, now = api.now(a)
     cdef int op, before, after
     cdef int32_t h, o, d
     cdef int64_t p
@@ -90,7 +95,7 @@ def run(PasidAllocator a, trace, st, Py_ssize_t start, Py_ssize_t stop):
         for i in range(start, stop):
             t = times[i]
             if t > now:
-                a.c_advance(t)
+                api.advance(a, t)
                 now = t
             op = ops[i]
             h = handles[i]
@@ -103,13 +108,13 @@ def run(PasidAllocator a, trace, st, Py_ssize_t start, Py_ssize_t stop):
                     f"operation {i} (op {op}, handle {h}, owner {o}, device {d}) is outside "
                     f"the trace's tables: was the trace changed after it was checked?")
             if op == ALLOC:
-                p = a.c_alloc(owners[o] if o >= 0 else None, 0, limit[h])
+                p = api.alloc(a, owners[o] if o >= 0 else None, 0, limit[h])
                 if p < 0:
                     pasid[h] = -1
                     failures += 1
                 else:
                     pasid[h] = <int32_t>p
-                    generation[h] = a.c_generation(p)
+                    generation[h] = api.generation(a, p)
                     allocations += 1
                     if last_release[p] >= 0:
                         if ndistances == room:      # a handle allocated twice
@@ -126,11 +131,11 @@ def run(PasidAllocator a, trace, st, Py_ssize_t start, Py_ssize_t stop):
                             blocks_peak = blocks_live
                     block_live[p >> 6] += 1
             elif op == EXIT:
-                released = a.c_exit_owner(owners[o])
+                released = api.exit_owner(a, owners[o])
                 for j in range(len(released)):
                     p = <int64_t>released[j]
                     last_release[p] = t
-                    if a.c_state(p) != DRAINING:
+                    if api.state(a, p) != DRAINING:
                         block_live[p >> 6] -= 1
                         if block_live[p >> 6] == 0:
                             blocks_live -= 1
@@ -139,7 +144,7 @@ def run(PasidAllocator a, trace, st, Py_ssize_t start, Py_ssize_t stop):
                 if p < 0:
                     skipped += 1
                 elif op == PUT:
-                    after = a.c_put(p)
+                    after = api.put(a, p)
                     if after != ACTIVE:
                         last_release[p] = t
                         if after != DRAINING:
@@ -147,22 +152,22 @@ def run(PasidAllocator a, trace, st, Py_ssize_t start, Py_ssize_t stop):
                             if block_live[p >> 6] == 0:
                                 blocks_live -= 1
                 elif op == GET:
-                    a.c_get(p)
+                    api.get(a, p)
                 elif op == BIND:
-                    a.c_bind(p, device_handle[d])
+                    api.bind(a, p, device_handle[d])
                 elif op == UNBIND:
-                    before = a.c_state(p)
-                    after = a.c_unbind(p, device_handle[d])
+                    before = api.state(a, p)
+                    after = api.unbind(a, p, device_handle[d])
                     if before == DRAINING and after != DRAINING:
                         block_live[p >> 6] -= 1
                         if block_live[p >> 6] == 0:
                             blocks_live -= 1
                 elif op == ACCESS:
-                    if a.c_generation(p) != generation[h]:
+                    if api.generation(a, p) != generation[h]:
                         stale += 1
             done += 1
-            active = a.c_count(ACTIVE)
-            held = a.c_count(DRAINING) + a.c_count(QUARANTINED)
+            active = api.count(a, ACTIVE)
+            held = api.count(a, DRAINING) + api.count(a, QUARANTINED)
             if active > peak_active:
                 peak_active = active
             if held > peak_held:
@@ -185,5 +190,5 @@ def run(PasidAllocator a, trace, st, Py_ssize_t start, Py_ssize_t stop):
         counters[9] = highest
         counters[10] = ndistances
         counters[11] = k
-        counters[12] = a.c_count(ACTIVE)
-        counters[13] = a.c_count(DRAINING) + a.c_count(QUARANTINED)
+        counters[12] = api.count(a, ACTIVE)
+        counters[13] = api.count(a, DRAINING) + api.count(a, QUARANTINED)
