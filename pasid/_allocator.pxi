@@ -220,7 +220,7 @@ cdef class PasidAllocator:
     cdef inline int64_t _check_id(self, object value) except -1:
         cdef int64_t p = as_int64(value, "PASID")
         if p < 0 or p >= self._size:
-            raise InvalidPasid(_messages.out_of_range(value, self._size))
+            raise InvalidPasid(out_of_range(value, self._size))
         return p
 
     cdef inline int _check_c_id(self, int64_t p) except -1:
@@ -231,7 +231,7 @@ cdef class PasidAllocator:
 
     cdef int _out_of_range(self, int64_t p) except -1:
         """Raise InvalidPasid for ``p`` (kept out of line: the raise is cold)."""
-        raise InvalidPasid(_messages.out_of_range(p, self._size))
+        raise InvalidPasid(out_of_range(p, self._size))
 
     cdef inline double _reading(self) except? -1.0:
         """A callable clock's reading (read once per operation, before anything is
@@ -248,7 +248,7 @@ cdef class PasidAllocator:
         called back to change the owner or device tables while they change."""
         if self._registry_thread == PyThread_get_thread_ident():
             raise RuntimeError(
-                _messages.REENTRY)
+                REENTRY)
         return 0
 
     cdef int _enter_registry(self) except -1:
@@ -388,7 +388,7 @@ cdef class PasidAllocator:
         """One more reference to an ACTIVE PASID; OverflowError at the limit, nothing changed."""
         if self._slots[p].meta & MULTI:
             if self._refcount[p] == COUNT_MAX:
-                raise OverflowError(_messages.reference_limit(p))
+                raise OverflowError(reference_limit(p))
             self._refcount[p] += 1
         else:
             self._slots[p].meta |= MULTI
@@ -465,7 +465,7 @@ cdef class PasidAllocator:
         if self._generation_full(p):
             space_release(&self.space, p)
             self._rng = rng
-            raise OverflowError(_messages.generation_limit(p))
+            raise OverflowError(generation_limit(p))
         self._left_free(p, ACTIVE)             # refcount 1: no MULTI
         if data is not None:
             self._data[p] = data               # the table exists (phase 1 made it)
@@ -511,7 +511,7 @@ cdef class PasidAllocator:
                 owner_unpin(self, record)
         self._after()
         if over and quota_raises:
-            raise QuotaExceeded(_messages.over_quota(owner, record.quota))
+            raise QuotaExceeded(at_quota(owner, record.quota))
         return p
 
     cdef str _exhausted(self, str asked):
@@ -537,15 +537,15 @@ cdef class PasidAllocator:
                 p = self._alloc_in(None, None, 0, self._size - 1)
             self._after()
             if p < 0:
-                raise PasidExhausted(self._exhausted(_messages.no_free(0, self._size - 1)))
+                raise PasidExhausted(self._exhausted(no_free(0, self._size - 1)))
             return p
         lo = 0 if min is None else self._check_id(min)
         hi = self._size - 1 if max is None else self._check_id(max)
         if lo > hi:
-            raise InvalidPasid(_messages.empty_range(lo, hi))
+            raise InvalidPasid(empty_range(lo, hi))
         p = self._alloc_checked(owner, data, lo, hi, True, NULL)
         if p < 0:
-            raise PasidExhausted(self._exhausted(_messages.no_free(lo, hi)))
+            raise PasidExhausted(self._exhausted(no_free(lo, hi)))
         return p
 
     def try_alloc(self, owner=None, *, data=None, min=None, max=None):
@@ -553,7 +553,7 @@ cdef class PasidAllocator:
         cdef int64_t hi = self._size - 1 if max is None else self._check_id(max)
         cdef int64_t p
         if lo > hi:
-            raise InvalidPasid(_messages.empty_range(lo, hi))
+            raise InvalidPasid(empty_range(lo, hi))
         p = self._alloc_checked(owner, data, lo, hi, False, NULL)
         return p if p >= 0 else None
 
@@ -562,9 +562,9 @@ cdef class PasidAllocator:
         cdef int64_t quota = -1
         cdef int state = self._alloc_exact_in(p, owner, data, &quota)
         if state != FREE:
-            raise StateError(_messages.not_free(p, _STATE_NAMES[state]))
+            raise StateError(not_free(p, _STATE_NAMES[state]))
         if quota >= 0:
-            raise QuotaExceeded(_messages.over_quota(owner, quota))
+            raise QuotaExceeded(at_quota(owner, quota))
         return p
 
     cdef int _alloc_exact_in(self, int64_t p, object owner, object data,
@@ -588,7 +588,7 @@ cdef class PasidAllocator:
                 state = self._slots[p].meta & STATE_MASK
                 if state == FREE and self._generation_full(p):
                     raise OverflowError(
-                        _messages.generation_limit(p))
+                        generation_limit(p))
                 if state == FREE:
                     over = over_quota(record, 1)
                     if over:
@@ -618,10 +618,10 @@ cdef class PasidAllocator:
         cdef int64_t p
         cdef uint32_t generation = 0
         if lo > hi:
-            raise InvalidPasid(_messages.empty_range(lo, hi))
+            raise InvalidPasid(empty_range(lo, hi))
         p = self._alloc_checked(owner, data, lo, hi, True, &generation)
         if p < 0:
-            raise PasidExhausted(self._exhausted(_messages.no_free(lo, hi)))
+            raise PasidExhausted(self._exhausted(no_free(lo, hi)))
         return PasidHandle(self, p, generation)
 
     def alloc_many(self, n, owner=None, *, data=None):
@@ -633,8 +633,8 @@ cdef class PasidAllocator:
         if alloc_many_in(self, &ids[0] if count else NULL, count, owner, data,
                                &quota, &free_ids) < 0:
             if quota >= 0:
-                raise QuotaExceeded(_messages.over_quota(owner, quota))
-            raise PasidExhausted(self._exhausted(_messages.too_few_free(asked, free_ids)))
+                raise QuotaExceeded(at_quota(owner, quota))
+            raise PasidExhausted(self._exhausted(too_few_free(asked, free_ids)))
         return out
 
     # ------------------------------------------------------------ references
@@ -646,7 +646,7 @@ cdef class PasidAllocator:
             wait_batch(self)
             self._settle_time(self._time(reading))
             if (self._slots[p].meta & STATE_MASK) != ACTIVE:
-                raise StateError(_messages.not_active("get", p, _STATE_NAMES[(self._slots[p].meta & STATE_MASK)]))
+                raise StateError(not_active("get", p, _STATE_NAMES[(self._slots[p].meta & STATE_MASK)]))
             self._ref_inc(p)
 
     cdef inline bint _put_plain(self, int64_t p) noexcept:
@@ -691,7 +691,7 @@ cdef class PasidAllocator:
             if generation >= 0 and (state != ACTIVE or self._generation_of(p) != generation):
                 return -2
             if state != ACTIVE:
-                raise StateError(_messages.not_active("free", p, _STATE_NAMES[state]))
+                raise StateError(not_active("free", p, _STATE_NAMES[state]))
             if self._put_plain(p):
                 pass                            # FREE at once
             elif self._slots[p].meta & MULTI:
@@ -742,7 +742,7 @@ cdef class PasidAllocator:
         cdef int64_t first = self._check_id(lo)
         cdef int64_t last = first if hi is None else self._check_id(hi)
         if first > last:
-            raise InvalidPasid(_messages.empty_range(first, last))
+            raise InvalidPasid(empty_range(first, last))
         return first, last
 
     def reserve(self, lo, hi=None):
@@ -755,7 +755,7 @@ cdef class PasidAllocator:
             for p in range(first, last + 1):
                 if (self._slots[p].meta & STATE_MASK) != FREE:
                     raise StateError(
-                        _messages.cannot_reserve(p, _STATE_NAMES[(self._slots[p].meta & STATE_MASK)]))
+                        cannot_reserve(p, _STATE_NAMES[(self._slots[p].meta & STATE_MASK)]))
             for p in range(first, last + 1):
                 if space_take(&self.space, p) < 0:
                     for q in range(p - 1, first - 1, -1):
@@ -778,7 +778,7 @@ cdef class PasidAllocator:
             for p in range(first, last + 1):
                 if (self._slots[p].meta & STATE_MASK) != RESERVED:
                     raise StateError(
-                        _messages.cannot_unreserve(p, _STATE_NAMES[(self._slots[p].meta & STATE_MASK)]))
+                        cannot_unreserve(p, _STATE_NAMES[(self._slots[p].meta & STATE_MASK)]))
             for p in range(first, last + 1):
                 make_free(self, p)
 
@@ -806,7 +806,7 @@ cdef class PasidAllocator:
                             widest = self._bindings.recs[record].pasid
                         record = self._bindings.recs[record].dnext
                     if width >= 0 and widest >= 0 and widest >> width:
-                        raise InvalidPasid(_messages.narrower_than_bound(device, widest, width))
+                        raise InvalidPasid(narrower_than_bound(device, widest, width))
                     if width >= 0:
                         info.bits = <int>width
                     if drain_time >= 0:
@@ -827,12 +827,12 @@ cdef class PasidAllocator:
         # table update (phase 3) could not run: refused before anything changes
         self._refuse_reentry()
         if info is None:
-            raise StateError(_messages.unknown_device(device))
+            raise StateError(unknown_device(device))
         reading = self._reading()
         with cython.critical_section(self):
             wait_batch(self)
             if info.gone:
-                raise StateError(_messages.unknown_device(device))
+                raise StateError(unknown_device(device))
             now = self._time(reading)
             self._settle_time(now)
             if info.nbound:
@@ -886,7 +886,7 @@ cdef class PasidAllocator:
                     wait_batch(self)
                     self._settle_time(self._time(reading))
                     if (self._slots[p].meta & STATE_MASK) != ACTIVE:
-                        raise StateError(_messages.not_active("bind", p, _STATE_NAMES[(self._slots[p].meta & STATE_MASK)]))
+                        raise StateError(not_active("bind", p, _STATE_NAMES[(self._slots[p].meta & STATE_MASK)]))
                 info = device_record(self, device, True)
             with cython.critical_section(self):
                 wait_batch(self)
@@ -906,7 +906,7 @@ cdef class PasidAllocator:
         with cython.critical_section(self):
             wait_batch(self)
             if info is None or info.gone:
-                raise StateError(_messages.not_bound(p, device))
+                raise StateError(not_bound(p, device))
             now = self._time(reading)
             self._settle_time(now)
             unbind_in(self, p, info, now)
@@ -915,11 +915,11 @@ cdef class PasidAllocator:
     # ------------------------------------------------------------ owners
 
     def exit_owner(self, owner):
-        return self.c_exit_owner(owner)
+        return c_exit_owner(self, owner)
 
     def set_quota(self, owner, n):
         if owner is None:
-            raise ValueError(_messages.QUOTA_NONE)
+            raise ValueError(QUOTA_NONE)
         cdef int64_t quota = _args.as_quota(n)      # -1: no quota
         cdef _Owner record
         if quota >= 0:
@@ -955,7 +955,7 @@ cdef class PasidAllocator:
         cdef double target, reading, step = 0.0
         cdef int64_t reclaimed
         if to is not None and by is not None:
-            raise ValueError(_messages.ADVANCE_BOTH)
+            raise ValueError(ADVANCE_BOTH)
         if to is None and by is None:
             reading = self._reading()
             with cython.critical_section(self):
@@ -964,7 +964,7 @@ cdef class PasidAllocator:
             self._after()
             return reclaimed
         if self._clock is not None:
-            raise ValueError(_messages.ADVANCE_CALLABLE)
+            raise ValueError(ADVANCE_CALLABLE)
         if to is not None:
             target = as_time(to, "to")
         else:
@@ -974,10 +974,10 @@ cdef class PasidAllocator:
             if to is None:
                 target = self._now + step
                 if step < 0:
-                    raise ValueError(_messages.clock_back(self._now, target))
+                    raise ValueError(clock_back(self._now, target))
             check_time(target, "the clock")
             if target < self._now:
-                raise ValueError(_messages.clock_back(self._now, target))
+                raise ValueError(clock_back(self._now, target))
             self._now = target
             reclaimed = reclaim(self, target)
         self._after()
@@ -1079,7 +1079,7 @@ cdef class PasidAllocator:
             if info is not None and not info.gone:
                 record = bind_find(self, p, info.handle)
             if record < 0:
-                raise StateError(_messages.not_bound(p, device))
+                raise StateError(not_bound(p, device))
             return self._bind_data[record]
 
     def pending(self, device):
@@ -1091,7 +1091,7 @@ cdef class PasidAllocator:
         with cython.critical_section(self):
             wait_batch(self)
             if info is None or info.gone:
-                raise StateError(_messages.unknown_device(device))
+                raise StateError(unknown_device(device))
             self._settle_time(self._time(reading))
             was_enabled = _gc_pause()
             try:
@@ -1181,229 +1181,6 @@ cdef class PasidAllocator:
             active, free_ids = self._counts[ACTIVE], self._counts[FREE]
         return (f"<pasid.PasidAllocator bits={self._bits} strategy={self.strategy!r} "
                 f"active={active} free={free_ids}>")
-
-    # ------------------------------------------------------------ the C-level API
-    #
-    # For simulators written in Cython: ``from pasid._core cimport PasidAllocator``.
-    # C integers and doubles in and out; each call runs the phases of the Python
-    # method of the same name (its checks, counters and atomicity). Misuse
-    # raises that method's exception (``except -1``); an allocation that finds
-    # nothing FREE (or an owner at its quota) returns -1. Devices are named by
-    # the handle add_device returns.
-
-    cdef int64_t c_alloc(self, object owner, int64_t lo, int64_t hi) except -2:
-        """Allocate by the strategy in ``lo..hi``: the PASID, or -1 when nothing
-        there is FREE or ``owner`` is at its quota (a counted failure).
-        InvalidPasid for a range outside the space or empty."""
-        cdef int64_t p
-        if lo < 0 or hi >= self._size or lo > hi:
-            raise InvalidPasid(_messages.bad_range(lo, hi, self._size))
-        if owner is None and self._clock is None:
-            # no user code can run (as alloc()'s common call): the phases are one step
-            with cython.critical_section(self):
-                wait_batch(self)
-                if release_due(&self._queue, self._now):
-                    reclaim(self, self._now)
-                p = self._alloc_in(None, None, lo, hi)
-            self._after()
-            return p
-        return self._alloc_checked(owner, None, lo, hi, False, NULL)
-
-    cdef int64_t c_alloc_exact(self, int64_t p, object owner) except -2:
-        """Allocate exactly ``p``: ``p``, or -1 when it is not FREE or ``owner`` is at
-        its quota (the quota refusal counted, as alloc_exact counts it).
-        InvalidPasid outside the space."""
-        cdef int64_t quota = -1
-        self._check_c_id(p)
-        if self._alloc_exact_in(p, owner, None, &quota) != FREE or quota >= 0:
-            return -1
-        return p
-
-    cdef int64_t c_alloc_many(self, uint32_t* out, int64_t n, object owner) except -2:
-        """``n`` PASIDs by the strategy into ``out`` (room for ``n``), as alloc_many:
-        ``n``, or -1 (a counted failure, nothing taken) when fewer than ``n`` are
-        FREE or ``owner`` is at its quota. ``n < 0``: ValueError.
-
-        A batch that may run without the GIL (RELEASE_MIN IDs or more) fills
-        memory the allocator owns and copies it to ``out`` once the change is
-        complete: the caller's buffer is only written, so a thread writing into
-        it meanwhile cannot steer what the allocator reads back."""
-        cdef int64_t quota = -1, free_ids = 0, got
-        cdef uint32_t* own
-        if n < 0:
-            raise ValueError(_messages.negative_count(n))
-        if n < RELEASE_MIN:
-            return alloc_many_in(self, out, n, owner, None, &quota, &free_ids)
-        own = <uint32_t*>malloc(n * sizeof(uint32_t))
-        if own == NULL:
-            raise MemoryError()
-        try:
-            got = alloc_many_in(self, own, n, owner, None, &quota, &free_ids)
-            if got > 0:
-                memcpy(out, own, got * sizeof(uint32_t))
-        finally:
-            free(own)
-        return got
-
-    cdef int c_free_many(self, const uint32_t* ids, int64_t n) except -1:
-        """As free_many over ``ids[0:n]``: all or nothing, StateError on a double free,
-        InvalidPasid for an ID outside the space (nothing changed); returns 0.
-
-        The IDs are copied into memory the allocator owns and the copy is
-        checked and freed: the caller's buffer is read once, so a thread writing
-        into it meanwhile (while the batch runs without the GIL, say) changes
-        nothing here."""
-        cdef int64_t i
-        cdef uint32_t* copy
-        if n < 0:
-            raise ValueError(_messages.negative_count(n))
-        # the copy, then n + 1 zeroed bytes of scratch for _free_many_in
-        copy = <uint32_t*>calloc(n * sizeof(uint32_t) + n + 1, 1)
-        if copy == NULL:
-            raise MemoryError()
-        try:
-            if n:
-                memcpy(copy, ids, n * sizeof(uint32_t))
-            for i in range(n):
-                if copy[i] >= self._size:
-                    raise InvalidPasid(_messages.out_of_range(copy[i], self._size))
-            free_many_in(self, copy, n, <uint8_t*>(copy + n))
-        finally:
-            free(copy)
-        return 0
-
-    cdef int c_get(self, int64_t p) except -1:
-        """One more reference to ACTIVE ``p`` (StateError otherwise); returns 0."""
-        cdef double reading
-        self._check_c_id(p)
-        reading = self._reading()
-        with cython.critical_section(self):
-            wait_batch(self)
-            self._settle_time(self._time(reading))
-            if (self._slots[p].meta & STATE_MASK) != ACTIVE:
-                raise StateError(_messages.not_active("get", p, _STATE_NAMES[(self._slots[p].meta & STATE_MASK)]))
-            self._ref_inc(p)
-        return 0
-
-    cdef int c_put(self, int64_t p) except -1:
-        """Drop one reference (the last releases); returns ``p``'s state after:
-        ACTIVE while references remain, else DRAINING, QUARANTINED or FREE."""
-        self._check_c_id(p)
-        return self._put(p)
-
-    cdef int c_bind(self, int64_t p, int device) except -1:
-        """Bind ACTIVE ``p`` to the device with that handle (counted per pair); returns 0."""
-        cdef double reading
-        self._check_c_id(p)
-        reading = self._reading()
-        with cython.critical_section(self):
-            wait_batch(self)
-            self._settle_time(self._time(reading))
-            bind_in(self, p, device_at(self, device), None)
-        return 0
-
-    cdef int c_unbind(self, int64_t p, int device) except -1:
-        """The device with that handle has drained ``p``; returns ``p``'s state after."""
-        cdef double reading, now
-        cdef int state
-        self._check_c_id(p)
-        reading = self._reading()
-        with cython.critical_section(self):
-            wait_batch(self)
-            now = self._time(reading)
-            self._settle_time(now)
-            state = unbind_in(self, p, device_at(self, device), now)
-        self._after()
-        return state
-
-    cdef list c_exit_owner(self, object owner):
-        """Release every ACTIVE PASID of ``owner``; returns them ascending (a list)."""
-        cdef _Owner record
-        cdef double reading, now
-        cdef list released = None, teardown = None
-        cdef int was_enabled
-        if owner is None:
-            raise ValueError(_messages.EXIT_NONE)
-        while released is None:
-            record = owner_lookup(self, owner)
-            reading = self._reading()
-            with cython.critical_section(self):
-                wait_batch(self)
-                was_enabled = _gc_pause()
-                try:
-                    now = self._time(reading)
-                    self._settle_time(now)
-                    if record is None or record.gone:
-                        # it holds nothing (or was dropped meanwhile: look again)
-                        released = [] if record is None else None
-                    else:
-                        released = exit_in(self, record, now)
-                        for p in released:
-                            teardown = teardown_of(self, p, teardown)
-                finally:
-                    _gc_resume(was_enabled)
-        self._after()
-        if teardown:
-            run_teardown(teardown)
-        return released
-
-    cdef int64_t c_advance(self, double to) except -1:
-        """Move the logical clock to ``to`` and reclaim; returns how many became FREE."""
-        cdef int64_t reclaimed
-        if self._clock is not None:
-            raise ValueError(_messages.ADVANCE_CALLABLE)
-        check_time(to, "to")
-        with cython.critical_section(self):
-            wait_batch(self)
-            if to < self._now:
-                raise ValueError(_messages.clock_back(self._now, to))
-            self._now = to
-            reclaimed = reclaim(self, to)
-        self._after()
-        return reclaimed
-
-    cdef double c_now(self) except? -1.0:
-        """The current time (a callable clock's reading, held at its highest)."""
-        cdef double reading = self._reading()
-        with cython.critical_section(self):
-            wait_batch(self)
-            return self._time(reading)
-
-    cdef int c_state(self, int64_t p) except -1:
-        """``p``'s state, 0..4 (the values of :class:`~pasid.State`)."""
-        cdef double reading
-        self._check_c_id(p)
-        reading = self._reading()
-        with cython.critical_section(self):
-            wait_batch(self)
-            self._settle_time(self._time(reading))
-            return self._slots[p].meta & STATE_MASK
-
-    cdef int64_t c_generation(self, int64_t p) except -1:
-        """How many times ``p`` has been allocated."""
-        self._check_c_id(p)
-        with cython.critical_section(self):
-            wait_batch(self)
-            return self._generation_of(p)
-
-    cdef double c_next_release_time(self) except? -1.0:
-        """The earliest ``release_at`` waiting, or NaN when nothing is QUARANTINED."""
-        cdef double reading = self._reading()
-        with cython.critical_section(self):
-            wait_batch(self)
-            self._settle_time(self._time(reading))
-            return self._queue.time[0] if self._queue.len else NAN
-
-    cdef int64_t c_count(self, int state) except -1:
-        """How many PASIDs are in ``state`` (0..4) now."""
-        cdef double reading
-        if state < 0 or state > 4:
-            raise ValueError(_messages.bad_state_code(state))
-        reading = self._reading()
-        with cython.critical_section(self):
-            wait_batch(self)
-            self._settle_time(self._time(reading))
-            return self._counts[state]
 
     # ------------------------------------------------------------ snapshots
 

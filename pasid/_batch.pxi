@@ -441,7 +441,7 @@ cdef int64_t alloc_many_in(PasidAllocator a, uint32_t* ids, int64_t count, objec
                     a._rng, a._cursor = rng, cursor
                     if filled == -2:
                         raise OverflowError(
-                            _messages.generation_limit())
+                            generation_limit())
                     raise MemoryError()
                 a._allocations += count
                 if a._counts[ACTIVE] > a._high_water:
@@ -488,7 +488,7 @@ cdef int free_many_in(PasidAllocator a, const uint32_t* pasids, Py_ssize_t n, ui
             bad = free_passes(a, pasids, n, last, &odd, &seen)
         if bad >= 0:
             name = ("ACTIVE, already freed" if seen == RELEASING else _STATE_NAMES[seen])
-            raise StateError(_messages.not_active("free", pasids[bad], name))
+            raise StateError(not_active("free", pasids[bad], name))
         if odd:
             # pass 2 with the GIL, in the order successive frees would release:
             # runs of plain releases, each other one through _release

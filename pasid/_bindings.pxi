@@ -116,13 +116,13 @@ cdef int bind_in(PasidAllocator a, int64_t p, _Device info, object data) except 
     cdef int32_t record, tail
     cdef BindRec* rec
     if (a._slots[p].meta & STATE_MASK) != ACTIVE:
-        raise StateError(_messages.not_active("bind", p, _STATE_NAMES[(a._slots[p].meta & STATE_MASK)]))
+        raise StateError(not_active("bind", p, _STATE_NAMES[(a._slots[p].meta & STATE_MASK)]))
     if p >> info.bits:
-        raise InvalidPasid(_messages.too_wide(p, info.key, info.bits))
+        raise InvalidPasid(too_wide(p, info.key, info.bits))
     record = bind_find(a, p, info.handle)
     if record >= 0:
         if a._bindings.recs[record].count == COUNT_MAX:
-            raise OverflowError(_messages.bind_limit(p, info.key))
+            raise OverflowError(bind_limit(p, info.key))
         a._bindings.recs[record].count += 1
         if data is not None:
             if a._bind_data[record] is not None:
@@ -175,7 +175,7 @@ cdef int unbind_in(PasidAllocator a, int64_t p, _Device info, double now) except
     cdef int32_t record = bind_find(a, p, info.handle)
     cdef double hold
     if record < 0:
-        raise StateError(_messages.not_bound(p, info.key))
+        raise StateError(not_bound(p, info.key))
     if a._bindings.recs[record].count > 1:
         a._bindings.recs[record].count -= 1
         return state
@@ -251,5 +251,5 @@ cdef _Device device_at(PasidAllocator a, int device):
     if 0 <= device < len(a._device_list):
         info = a._device_list[device]
     if info is None:
-        raise StateError(_messages.no_handle(device))
+        raise StateError(no_handle(device))
     return <_Device>info

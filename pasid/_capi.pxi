@@ -31,6 +31,246 @@ cdef pasid_ida_t* _capi_ida(object obj) except NULL:
     return <pasid_ida_t*><void*>obj
 
 
+# ---------------------------------------------------------------- the entries
+#
+# C integers and doubles in and out; each runs the phases of the Python method of
+# the same name (its checks, counters and atomicity). Misuse raises that method's
+# exception (``except -1``); an allocation that finds nothing FREE (or an owner at
+# its quota) returns -1. Devices are named by the handle add_device returns.
+
+
+cdef int64_t c_alloc(PasidAllocator a, object owner, int64_t lo, int64_t hi) except -2:
+    """Allocate by the strategy in ``lo..hi``: the PASID, or -1 when nothing
+    there is FREE or ``owner`` is at its quota (a counted failure).
+    InvalidPasid for a range outside the space or empty."""
+    cdef int64_t p
+    if lo < 0 or hi >= a._size or lo > hi:
+        raise InvalidPasid(bad_range(lo, hi, a._size))
+    if owner is None and a._clock is None:
+        # no user code can run (as alloc()'s common call): the phases are one step
+        with cython.critical_section(a):
+            wait_batch(a)
+            if release_due(&a._queue, a._now):
+                reclaim(a, a._now)
+            p = a._alloc_in(None, None, lo, hi)
+        a._after()
+        return p
+    return a._alloc_checked(owner, None, lo, hi, False, NULL)
+
+
+cdef int64_t c_alloc_exact(PasidAllocator a, int64_t p, object owner) except -2:
+    """Allocate exactly ``p``: ``p``, or -1 when it is not FREE or ``owner`` is at
+    its quota (the quota refusal counted, as alloc_exact counts it).
+    InvalidPasid outside the space."""
+    cdef int64_t quota = -1
+    a._check_c_id(p)
+    if a._alloc_exact_in(p, owner, None, &quota) != FREE or quota >= 0:
+        return -1
+    return p
+
+
+cdef int64_t c_alloc_many(PasidAllocator a, uint32_t* out, int64_t n, object owner) except -2:
+    """``n`` PASIDs by the strategy into ``out`` (room for ``n``), as alloc_many:
+    ``n``, or -1 (a counted failure, nothing taken) when fewer than ``n`` are
+    FREE or ``owner`` is at its quota. ``n < 0``: ValueError.
+
+    A batch that may run without the GIL (RELEASE_MIN IDs or more) fills
+    memory the allocator owns and copies it to ``out`` once the change is
+    complete: the caller's buffer is only written, so a thread writing into
+    it meanwhile cannot steer what the allocator reads back."""
+    cdef int64_t quota = -1, free_ids = 0, got
+    cdef uint32_t* own
+    if n < 0:
+        raise ValueError(negative_count(n))
+    if n < RELEASE_MIN:
+        return alloc_many_in(a, out, n, owner, None, &quota, &free_ids)
+    own = <uint32_t*>malloc(n * sizeof(uint32_t))
+    if own == NULL:
+        raise MemoryError()
+    try:
+        got = alloc_many_in(a, own, n, owner, None, &quota, &free_ids)
+        if got > 0:
+            memcpy(out, own, got * sizeof(uint32_t))
+    finally:
+        free(own)
+    return got
+
+
+cdef int c_free_many(PasidAllocator a, const uint32_t* ids, int64_t n) except -1:
+    """As free_many over ``ids[0:n]``: all or nothing, StateError on a double free,
+    InvalidPasid for an ID outside the space (nothing changed); returns 0.
+
+    The IDs are copied into memory the allocator owns and the copy is
+    checked and freed: the caller's buffer is read once, so a thread writing
+    into it meanwhile (while the batch runs without the GIL, say) changes
+    nothing here."""
+    cdef int64_t i
+    cdef uint32_t* copy
+    if n < 0:
+        raise ValueError(negative_count(n))
+    # the copy, then n + 1 zeroed bytes of scratch for _free_many_in
+    copy = <uint32_t*>calloc(n * sizeof(uint32_t) + n + 1, 1)
+    if copy == NULL:
+        raise MemoryError()
+    try:
+        if n:
+            memcpy(copy, ids, n * sizeof(uint32_t))
+        for i in range(n):
+            if copy[i] >= a._size:
+                raise InvalidPasid(out_of_range(copy[i], a._size))
+        free_many_in(a, copy, n, <uint8_t*>(copy + n))
+    finally:
+        free(copy)
+    return 0
+
+
+cdef int c_get(PasidAllocator a, int64_t p) except -1:
+    """One more reference to ACTIVE ``p`` (StateError otherwise); returns 0."""
+    cdef double reading
+    a._check_c_id(p)
+    reading = a._reading()
+    with cython.critical_section(a):
+        wait_batch(a)
+        a._settle_time(a._time(reading))
+        if (a._slots[p].meta & STATE_MASK) != ACTIVE:
+            raise StateError(not_active("get", p, _STATE_NAMES[(a._slots[p].meta & STATE_MASK)]))
+        a._ref_inc(p)
+    return 0
+
+
+cdef int c_put(PasidAllocator a, int64_t p) except -1:
+    """Drop one reference (the last releases); returns ``p``'s state after:
+    ACTIVE while references remain, else DRAINING, QUARANTINED or FREE."""
+    a._check_c_id(p)
+    return a._put(p)
+
+
+cdef int c_bind(PasidAllocator a, int64_t p, int device) except -1:
+    """Bind ACTIVE ``p`` to the device with that handle (counted per pair); returns 0."""
+    cdef double reading
+    a._check_c_id(p)
+    reading = a._reading()
+    with cython.critical_section(a):
+        wait_batch(a)
+        a._settle_time(a._time(reading))
+        bind_in(a, p, device_at(a, device), None)
+    return 0
+
+
+cdef int c_unbind(PasidAllocator a, int64_t p, int device) except -1:
+    """The device with that handle has drained ``p``; returns ``p``'s state after."""
+    cdef double reading, now
+    cdef int state
+    a._check_c_id(p)
+    reading = a._reading()
+    with cython.critical_section(a):
+        wait_batch(a)
+        now = a._time(reading)
+        a._settle_time(now)
+        state = unbind_in(a, p, device_at(a, device), now)
+    a._after()
+    return state
+
+
+cdef list c_exit_owner(PasidAllocator a, object owner):
+    """Release every ACTIVE PASID of ``owner``; returns them ascending (a list)."""
+    cdef _Owner record
+    cdef double reading, now
+    cdef list released = None, teardown = None
+    cdef int was_enabled
+    if owner is None:
+        raise ValueError(EXIT_NONE)
+    while released is None:
+        record = owner_lookup(a, owner)
+        reading = a._reading()
+        with cython.critical_section(a):
+            wait_batch(a)
+            was_enabled = _gc_pause()
+            try:
+                now = a._time(reading)
+                a._settle_time(now)
+                if record is None or record.gone:
+                    # it holds nothing (or was dropped meanwhile: look again)
+                    released = [] if record is None else None
+                else:
+                    released = exit_in(a, record, now)
+                    for p in released:
+                        teardown = teardown_of(a, p, teardown)
+            finally:
+                _gc_resume(was_enabled)
+    a._after()
+    if teardown:
+        run_teardown(teardown)
+    return released
+
+
+cdef int64_t c_advance(PasidAllocator a, double to) except -1:
+    """Move the logical clock to ``to`` and reclaim; returns how many became FREE."""
+    cdef int64_t reclaimed
+    if a._clock is not None:
+        raise ValueError(ADVANCE_CALLABLE)
+    check_time(to, "to")
+    with cython.critical_section(a):
+        wait_batch(a)
+        if to < a._now:
+            raise ValueError(clock_back(a._now, to))
+        a._now = to
+        reclaimed = reclaim(a, to)
+    a._after()
+    return reclaimed
+
+
+cdef double c_now(PasidAllocator a) except? -1.0:
+    """The current time (a callable clock's reading, held at its highest)."""
+    cdef double reading = a._reading()
+    with cython.critical_section(a):
+        wait_batch(a)
+        return a._time(reading)
+
+
+cdef int c_state(PasidAllocator a, int64_t p) except -1:
+    """``p``'s state, 0..4 (the values of :class:`~pasid.State`)."""
+    cdef double reading
+    a._check_c_id(p)
+    reading = a._reading()
+    with cython.critical_section(a):
+        wait_batch(a)
+        a._settle_time(a._time(reading))
+        return a._slots[p].meta & STATE_MASK
+
+
+cdef int64_t c_generation(PasidAllocator a, int64_t p) except -1:
+    """How many times ``p`` has been allocated."""
+    a._check_c_id(p)
+    with cython.critical_section(a):
+        wait_batch(a)
+        return a._generation_of(p)
+
+
+cdef double c_next_release_time(PasidAllocator a) except? -1.0:
+    """The earliest ``release_at`` waiting, or NaN when nothing is QUARANTINED."""
+    cdef double reading = a._reading()
+    with cython.critical_section(a):
+        wait_batch(a)
+        a._settle_time(a._time(reading))
+        return a._queue.time[0] if a._queue.len else NAN
+
+
+cdef int64_t c_count(PasidAllocator a, int state) except -1:
+    """How many PASIDs are in ``state`` (0..4) now."""
+    cdef double reading
+    if state < 0 or state > 4:
+        raise ValueError(bad_state_code(state))
+    reading = a._reading()
+    with cython.critical_section(a):
+        wait_batch(a)
+        a._settle_time(a._time(reading))
+        return a._counts[state]
+
+
+# ---------------------------------------------------------------- the table
+
+
 # each entry's type as a method (checked) and as the table declares it (the cast)
 ctypedef int64_t (*_alloc_m)(PasidAllocator, object, int64_t, int64_t) except -2
 ctypedef int64_t (*_alloc_t)(pasid_allocator_t*, object, int64_t, int64_t) except -2
@@ -66,21 +306,21 @@ cdef pasid_capi_t _capi
 
 
 cdef void _capi_fill() noexcept:
-    cdef _alloc_m alloc = PasidAllocator.c_alloc
-    cdef _alloc_exact_m alloc_exact = PasidAllocator.c_alloc_exact
-    cdef _alloc_many_m alloc_many = PasidAllocator.c_alloc_many
-    cdef _free_many_m free_many = PasidAllocator.c_free_many
-    cdef _pasid_m get = PasidAllocator.c_get
-    cdef _pasid_m put = PasidAllocator.c_put
-    cdef _device_m bind = PasidAllocator.c_bind
-    cdef _device_m unbind = PasidAllocator.c_unbind
-    cdef _exit_owner_m exit_owner = PasidAllocator.c_exit_owner
-    cdef _advance_m advance = PasidAllocator.c_advance
-    cdef _time_m now = PasidAllocator.c_now
-    cdef _time_m next_release_time = PasidAllocator.c_next_release_time
-    cdef _pasid_m state = PasidAllocator.c_state
-    cdef _generation_m generation = PasidAllocator.c_generation
-    cdef _count_m count = PasidAllocator.c_count
+    cdef _alloc_m alloc = c_alloc
+    cdef _alloc_exact_m alloc_exact = c_alloc_exact
+    cdef _alloc_many_m alloc_many = c_alloc_many
+    cdef _free_many_m free_many = c_free_many
+    cdef _pasid_m get = c_get
+    cdef _pasid_m put = c_put
+    cdef _device_m bind = c_bind
+    cdef _device_m unbind = c_unbind
+    cdef _exit_owner_m exit_owner = c_exit_owner
+    cdef _advance_m advance = c_advance
+    cdef _time_m now = c_now
+    cdef _time_m next_release_time = c_next_release_time
+    cdef _pasid_m state = c_state
+    cdef _generation_m generation = c_generation
+    cdef _count_m count = c_count
     cdef _ida_alloc_m ida_alloc = IDA.c_alloc
     cdef _ida_free_m ida_free = IDA.c_free
     cdef _ida_exists_m ida_exists = IDA.c_exists

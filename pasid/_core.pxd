@@ -1,21 +1,14 @@
 # The compiled core's declarations: internal, for pasid._core itself. Not a
 # promise: fields and methods change between versions, and a module cimporting
 # this file would have to be rebuilt with every pasid (Cython checks the object's
-# size at import, and calls through vtable slots). Nothing else in pasid does;
-# the replay loop (pasid/sim/_replay.pyx) uses the public table below.
+# size at import, and calls through vtable slots). Nothing else in pasid does.
 #
 # The public C-level API is pasid/capi.pxd: a versioned table of functions in the
-# capsule pasid._core._C_API (filled in _capi.pxi), which a simulator written in
-# Cython cimports instead. Its entries are the ``c_*`` methods of PasidAllocator
-# and IDA below: C integers and doubles in and out, each in the object's critical
-# section, with the checks and counters of the Python method of the same name.
-# Misuse raises that method's exception (``except -1``/``-2``). The allocations
-# return a status like the VT-d virtual command's: the PASID (or ``n``), or -1 when
-# no PASID is available (nothing in range FREE, ``p`` taken, the owner at its
-# quota); ``c_next_release_time`` returns NaN for none. Devices are named by the
-# small int that ``add_device`` returns. A ``c_*`` method's signature is the
-# table's entry's (a change to one is a compile error in _capi.pxi until the other
-# follows, by the version rule of pasid/capi.pxd).
+# capsule pasid._core._C_API, which a simulator written in Cython cimports
+# instead. Its entries are the module-level ``c_*`` functions of _capi.pxi (for
+# PasidAllocator) and the ``c_*`` methods of IDA below; their signatures are the
+# table's entries' (a change to one is a compile error in _capi.pxi until the
+# other follows, by the version rule of pasid/capi.pxd).
 
 from cpython.pythread cimport PyThread_type_lock
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
@@ -123,23 +116,6 @@ cdef class IDA:
 
 @cython.final
 cdef class PasidAllocator:
-    # ---- the C-level entry points: pasid/capi.pxd's table points at them
-    cdef int64_t c_alloc(self, object owner, int64_t lo, int64_t hi) except -2
-    cdef int64_t c_alloc_exact(self, int64_t p, object owner) except -2
-    cdef int64_t c_alloc_many(self, uint32_t* out, int64_t n, object owner) except -2
-    cdef int c_free_many(self, const uint32_t* ids, int64_t n) except -1
-    cdef int c_get(self, int64_t p) except -1
-    cdef int c_put(self, int64_t p) except -1
-    cdef int c_bind(self, int64_t p, int device) except -1
-    cdef int c_unbind(self, int64_t p, int device) except -1
-    cdef list c_exit_owner(self, object owner)
-    cdef int64_t c_advance(self, double to) except -1
-    cdef double c_now(self) except? -1.0
-    cdef double c_next_release_time(self) except? -1.0
-    cdef int c_state(self, int64_t p) except -1
-    cdef int64_t c_generation(self, int64_t p) except -1
-    cdef int64_t c_count(self, int state) except -1
-
     # ---- internal layout (not a promise)
     # configuration
     cdef int _bits

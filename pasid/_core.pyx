@@ -64,7 +64,13 @@ import os
 
 import numpy as np
 
-from pasid import _args, _fork, _messages, _snapshot, _state
+from pasid import _args, _fork, _snapshot, _state
+from pasid._messages import (
+    ADVANCE_BOTH, ADVANCE_CALLABLE, EXIT_NONE, QUOTA_NONE, REENTRY, at_quota, bad_range,
+    bad_state_code, bind_limit, cannot_reserve, cannot_unreserve, clock_back, empty_range,
+    generation_limit, ida_id_range, ida_negative, ida_no_free, ida_not_allocated,
+    narrower_than_bound, negative_count, no_free, no_handle, not_active, not_bound, not_free,
+    out_of_range, reference_limit, too_few_free, too_wide, unknown_device)
 from pasid._callbacks import run_teardown
 from pasid._errors import InvalidPasid, PasidExhausted, QuotaExceeded, StateError
 from pasid._handle import PasidHandle

@@ -43,9 +43,9 @@ cdef class IDA:
         there is none (``lo > hi`` included). InvalidPasid for a negative bound."""
         cdef int64_t p
         if lo < 0:
-            raise InvalidPasid(_messages.ida_negative("min", lo))
+            raise InvalidPasid(ida_negative("min", lo))
         if hi < 0:
-            raise InvalidPasid(_messages.ida_negative("max", hi))
+            raise InvalidPasid(ida_negative("max", hi))
         if hi > IDA_MAX:
             hi = IDA_MAX
         if lo > hi:
@@ -69,11 +69,11 @@ cdef class IDA:
         cdef Node* path[MAX_HEIGHT + 1]
         cdef Node* leaf
         if id < 0 or id > IDA_MAX:
-            raise InvalidPasid(_messages.ida_id_range(id, IDA_MAX))
+            raise InvalidPasid(ida_id_range(id, IDA_MAX))
         with cython.critical_section(self):
             leaf = space_taken_leaf(&self.space, id, path)
             if leaf == NULL:
-                raise StateError(_messages.ida_not_allocated(id))
+                raise StateError(ida_not_allocated(id))
             space_release_path(&self.space, leaf, path, id, (<uint64_t>1) << (id & 63), 1)
             self.count -= 1
         return 0
@@ -90,8 +90,8 @@ cdef class IDA:
         cdef int64_t p = self.c_alloc(lo, hi)
         if p < 0:
             if lo > min(hi, IDA_MAX):
-                raise PasidExhausted(_messages.ida_no_free(lo, min(hi, IDA_MAX)))
-            raise PasidExhausted(_messages.ida_no_free(lo, min(hi, IDA_MAX)))
+                raise PasidExhausted(ida_no_free(lo, min(hi, IDA_MAX)))
+            raise PasidExhausted(ida_no_free(lo, min(hi, IDA_MAX)))
         return p
 
     def alloc(self):
@@ -109,7 +109,7 @@ cdef class IDA:
     def free(self, id):
         cdef int64_t p = as_int64(id, "id")
         if p < 0 or p > IDA_MAX:
-            raise InvalidPasid(_messages.ida_id_range(id, IDA_MAX))
+            raise InvalidPasid(ida_id_range(id, IDA_MAX))
         self.c_free(p)
 
     def find_first(self):
@@ -120,7 +120,7 @@ cdef class IDA:
         cdef int64_t hi = as_int64(max, "max")
         cdef int64_t p
         if lo < 0:
-            raise InvalidPasid(_messages.ida_negative("min", lo))
+            raise InvalidPasid(ida_negative("min", lo))
         if hi > IDA_MAX:
             hi = IDA_MAX
         if lo > hi:

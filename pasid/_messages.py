@@ -99,7 +99,7 @@ def bind_limit(p: int, device: Any) -> str:
 # ---------------------------------------------------------------- owners
 
 
-def over_quota(owner: Any, quota: int) -> str:
+def at_quota(owner: Any, quota: int) -> str:
     """An allocation past the owner's quota (QuotaExceeded)."""
     return f"owner {owner!r} is at its quota of {quota} PASIDs"
 

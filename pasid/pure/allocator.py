@@ -328,7 +328,7 @@ class PasidAllocator:
             self._after()
         if over and quota_raises:
             assert record is not None
-            raise QuotaExceeded(_messages.over_quota(owner, record.quota))
+            raise QuotaExceeded(_messages.at_quota(owner, record.quota))
         return p, generation
 
     # ------------------------------------------------------------ allocation
@@ -412,7 +412,7 @@ class PasidAllocator:
             raise StateError(_messages.not_free(p, _STATE_NAMES[state]))
         if over:
             assert record is not None
-            raise QuotaExceeded(_messages.over_quota(owner, record.quota))
+            raise QuotaExceeded(_messages.at_quota(owner, record.quota))
         return p
 
     def open(self, owner: Hashable | None = None, *, data: object = None,
@@ -469,7 +469,7 @@ class PasidAllocator:
             raise PasidExhausted(self._exhausted(_messages.too_few_free(asked, free_ids)))
         if over:
             assert record is not None
-            raise QuotaExceeded(_messages.over_quota(owner, record.quota))
+            raise QuotaExceeded(_messages.at_quota(owner, record.quota))
         return out
 
     # ------------------------------------------------------------ references
