@@ -268,34 +268,16 @@ cdef class PasidAllocator:
         if _list_append(self._graveyard, value) < 0:
             PyErr_Clear()
 
+    # fork() (pasid/_fork.py calls these): the gate held across (_batch.pxi)
+
     def _fork_prepare(self):
-        """Before a fork: wait for a batch running without the GIL, keep new ones out."""
-        self._waiting += 1                  # from now on batches keep the GIL
-        with nogil:
-            PyThread_acquire_lock(self._gate, WAIT_LOCK)
+        fork_prepare(self)
 
     def _fork_parent(self):
-        """After a fork, in the parent: batches may let the GIL go again."""
-        self._waiting -= 1
-        PyThread_release_lock(self._gate)
+        fork_parent(self)
 
     def _fork_child(self):
-        """After a fork, in the child: the only thread left is this one. No other
-        thread waits for a batch; a registry lock another thread held is
-        replaced, and a device it was declaring (in the handle table, not yet in
-        the device table) is dropped."""
-        self._waiting = 0
-        PyThread_release_lock(self._gate)
-        # (a thread may have taken the lock and not yet the GIL back: it is not
-        # 'locked()' yet, and still it is held; only this thread's own hold is known)
-        if self._registry_thread != PyThread_get_thread_ident():
-            self._registry = _thread.allocate_lock()
-            self._registry_thread = 0
-            declared = {id(found) for found in self._devices.values()}
-            for handle, found in enumerate(self._device_list):
-                if found is not None and id(found) not in declared:
-                    (<_Device>found).gone = 1      # being declared: no binding yet
-                    self._device_list[handle] = None
+        fork_child(self)
 
     cdef inline int _after(self) except -1:
         """Phase 3 of a change: drop the user objects it let go (finalizers run

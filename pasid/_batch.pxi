@@ -90,10 +90,6 @@ cdef void batch_end(PasidAllocator a) noexcept:
     a._batch = 0
     PyThread_release_lock(a._gate)
 
-# fork() (pasid/_fork.py): a batch running without the GIL in another thread is
-# the one change that can be under way while the forking thread holds the
-# GIL; the gate is held across the fork, so the child gets the tables whole.
-
 
 cdef inline void wait_batch(PasidAllocator a) noexcept:
     """The first step of every critical section: wait while another thread runs a
@@ -101,6 +97,45 @@ cdef inline void wait_batch(PasidAllocator a) noexcept:
     thread that finds it clear may go on until it lets the GIL go)."""
     if a._batch:
         wait_gate(a)
+
+
+# fork() (pasid/_fork.py, through the allocator's _fork_* methods): a batch running
+# without the GIL in another thread is the one change that can be under way while
+# the forking thread holds the GIL; the gate is held across, so the child gets the
+# tables whole.
+
+
+cdef void fork_prepare(PasidAllocator a) noexcept:
+    """Before a fork: wait for a batch running without the GIL, keep new ones out."""
+    a._waiting += 1                  # from now on batches keep the GIL
+    with nogil:
+        PyThread_acquire_lock(a._gate, WAIT_LOCK)
+
+
+cdef void fork_parent(PasidAllocator a) noexcept:
+    """After a fork, in the parent: batches may let the GIL go again."""
+    a._waiting -= 1
+    PyThread_release_lock(a._gate)
+
+
+cdef int fork_child(PasidAllocator a) except -1:
+    """After a fork, in the child: the only thread left is this one. No other
+    thread waits for a batch; a registry lock another thread held is
+    replaced, and a device it was declaring (in the handle table, not yet in
+    the device table) is dropped."""
+    a._waiting = 0
+    PyThread_release_lock(a._gate)
+    # (a thread may have taken the lock and not yet the GIL back: it is not
+    # 'locked()' yet, and still it is held; only this thread's own hold is known)
+    if a._registry_thread != PyThread_get_thread_ident():
+        a._registry = _thread.allocate_lock()
+        a._registry_thread = 0
+        declared = {id(found) for found in a._devices.values()}
+        for handle, found in enumerate(a._device_list):
+            if found is not None and id(found) not in declared:
+                (<_Device>found).gone = 1      # being declared: no binding yet
+                a._device_list[handle] = None
+    return 0
 
 
 # ---------------------------------------------------------------- the loops
