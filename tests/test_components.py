@@ -17,14 +17,8 @@ here what the fifo queue has in tests/test_fifo.py:
 import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import (
-    RuleBasedStateMachine,
-    initialize,
-    invariant,
-    precondition,
-    rule,
-    run_state_machine_as_test,
-)
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant
+from hypothesis.stateful import precondition, rule, run_state_machine_as_test
 
 from backends import NO_EXTENSION
 from test_statemachine import (

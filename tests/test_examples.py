@@ -15,6 +15,7 @@
 
 import importlib
 import importlib.util
+import inspect
 import os
 import subprocess
 import sys
@@ -98,6 +99,18 @@ def half_state(seed=5):
     return a.to_bytes()
 
 
+def python_lifecycle(a, cycles):
+    """``churn.lifecycle``'s work through the Python methods, on devices dev0 and dev1."""
+    for _ in range(cycles):
+        p = a.alloc()
+        a.bind(p, "dev0")
+        a.bind(p, "dev1")
+        a.free(p)
+        a.unbind(p, "dev0")
+        a.unbind(p, "dev1")
+        a.advance(by=1)
+
+
 def churn_victims(a, pairs, seed=6):
     """Victims drawn from the IDs allocated at each moment, played through the
     Python methods on ``a`` (the reference run): (victims, last PASID)."""
@@ -143,14 +156,7 @@ def test_lifecycle_is_the_python_calls(churn, reserved):
     by_c, d0, d1 = allocator()
     assert churn.lifecycle(by_c, d0, d1, 500) == (len(reserved), 500, 0)
     by_python, _, _ = allocator()
-    for _ in range(500):
-        p = by_python.alloc()
-        by_python.bind(p, "dev0")
-        by_python.bind(p, "dev1")
-        by_python.free(p)
-        by_python.unbind(p, "dev0")
-        by_python.unbind(p, "dev1")
-        by_python.advance(by=1)
+    python_lifecycle(by_python, 500)
     assert by_c.to_bytes() == by_python.to_bytes()
     stats = by_c.stats()
     assert stats == by_python.stats()
@@ -505,21 +511,14 @@ EXAMPLE_AGAINST = """
     assert churn.counts(by_c) == tuple(stats[k] for k in
                                        ("free", "reserved", "active", "draining", "quarantined"))
 
-    # W6: the lifecycle with a logical clock
+    # W6: the lifecycle with a logical clock (python_lifecycle: the test file's, put first)
     def lifecycle_pair():
         a = PasidAllocator(10, grace=1, seed=0)
         return a, a.add_device("dev0", drain=0.5), a.add_device("dev1", drain=0.5)
 
     (by_c, d0, d1), (by_python, _, _) = lifecycle_pair(), lifecycle_pair()
     assert churn.lifecycle(by_c, d0, d1, 50) == (1, 50, 0)
-    for _ in range(50):
-        p = by_python.alloc()
-        by_python.bind(p, "dev0")
-        by_python.bind(p, "dev1")
-        by_python.free(p)
-        by_python.unbind(p, "dev0")
-        by_python.unbind(p, "dev1")
-        by_python.advance(by=1)
+    python_lifecycle(by_python, 50)
     assert by_c.to_bytes() == by_python.to_bytes()
 
     # the other entries, once each
@@ -576,7 +575,8 @@ def test_the_example_survives_a_private_field_added_to_the_class(build_dir, tmp_
                           capture_output=True, text=True, timeout=900, cwd=copy, env=env)
     assert proc.returncode == 0, f"building the copy failed\n{proc.stdout}\n{proc.stderr}"
     proc = subprocess.run(
-        [sys.executable, "-W", "error", "-c", textwrap.dedent(EXAMPLE_AGAINST),
+        [sys.executable, "-W", "error", "-c",
+         inspect.getsource(python_lifecycle) + textwrap.dedent(EXAMPLE_AGAINST),
          str(CYTHON_SIM), str(build_dir), str(copy)],
         capture_output=True, text=True, timeout=300, cwd=tmp_path,
         env=dict(os.environ, PYTHONPATH=str(copy)))

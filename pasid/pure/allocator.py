@@ -287,6 +287,14 @@ class PasidAllocator:
         if self._generation[p] == COUNT_MAX:
             self._rng.state = rng
             raise OverflowError(_messages.generation_limit(p))
+        self._activate(p, owner, data)
+        if self._counts[ACTIVE] > self._high_water:
+            self._high_water = self._counts[ACTIVE]
+        return p
+
+    def _activate(self, p: int, owner: _Owner | None, data: object) -> None:
+        """The tables follow ``p``, FREE and chosen for an allocation: ACTIVE with one
+        reference, generation + 1, counted (the high water is the caller's)."""
         self._take_state(p, ACTIVE)
         self._refcount[p] = 1
         if data is not None:
@@ -295,11 +303,8 @@ class PasidAllocator:
         if owner is not None:
             owner_tag(self, p, owner)
         self._allocations += 1
-        if self._counts[ACTIVE] > self._high_water:
-            self._high_water = self._counts[ACTIVE]
         if self._strategy == "cyclic":
             self._cursor = p + 1
-        return p
 
     def _alloc_checked(self, owner: Hashable | None, data: object, lo: int, hi: int,
                        quota_raises: bool) -> tuple[int, int]:

@@ -15,7 +15,7 @@ from pasid import _args, _messages
 from pasid._callbacks import Teardown, run_teardown
 from pasid._errors import StateError
 from pasid._state import ACTIVE, FREE
-from pasid.pure.owners import _Owner, owner_tag
+from pasid.pure.owners import _Owner
 from pasid.pure.release import release, teardown_of
 
 if TYPE_CHECKING:
@@ -41,16 +41,7 @@ def batch_fill(a: PasidAllocator, out: npt.NDArray[np.uint32], owner: _Owner | N
                 batch_unfill(a, q, owner)
             a._rng.state, a._cursor = rng, cursor
             raise OverflowError(_messages.generation_limit())
-        a._take_state(p, ACTIVE)
-        a._refcount[p] = 1
-        if data is not None:
-            a._data[p] = data
-        a._generation[p] += 1
-        if owner is not None:
-            owner_tag(a, p, owner)
-        a._allocations += 1
-        if a._strategy == "cyclic":
-            a._cursor = p + 1
+        a._activate(p, owner, data)
         taken.append(p)
         out[i] = p
     if a._counts[ACTIVE] > a._high_water:
@@ -58,7 +49,7 @@ def batch_fill(a: PasidAllocator, out: npt.NDArray[np.uint32], owner: _Owner | N
 
 
 def batch_unfill(a: PasidAllocator, p: int, owner: _Owner | None) -> None:
-    """Undo an allocation of :meth:`_fill`: the fifo queue gets ``p`` back at its head."""
+    """Undo an allocation of :func:`batch_fill`: the fifo queue gets ``p`` back at its head."""
     a._space.release(p)
     if a._fifo is not None:
         a._fifo.push_front(p)
