@@ -31,9 +31,9 @@ MODULES = [
 
 # Modules whose docstrings are known to carry examples: finding none there means
 # the examples were lost (e.g. a compiled module built without its docstrings).
-HAVE_EXAMPLES = {"pasid._core", "pasid.pure.allocator", "pasid.pure.ida", "pasid._handle",
-                 "pasid._rng", "pasid.sim.trace", "pasid.sim.replay", "pasid.sim.workload",
-                 "pasid.sim.sweep"}
+HAVE_EXAMPLES = {"pasid._core", "pasid.pure.allocator", "pasid.pure.ida", "pasid.pure.idspace",
+                 "pasid._handle", "pasid._rng", "pasid.sim.trace", "pasid.sim.replay",
+                 "pasid.sim.workload", "pasid.sim.sweep"}
 
 
 def count_examples(module):
