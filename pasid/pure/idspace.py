@@ -38,9 +38,11 @@ that C does not):
   ``space_leaf``/``space_find_leaf``, and updates it on the way up,
   ``leaf_take_bits`` + ``space_path_take``/``space_release_path``): the same
   counts and masks, each set where it changes. :func:`node_find_free` is the
-  pxi's recursion as two loops. The pxi's hint also keeps the path to its
-  leaf (``low_path``) so taking there needs no descent; here
-  :meth:`IdSpace.take_lowest` takes by :meth:`IdSpace.take`.
+  pxi's recursion as loops. The pxi's hint also keeps the path to its leaf
+  (``low_path``) so taking there needs no descent; here
+  :meth:`IdSpace.take_lowest` takes by :meth:`IdSpace.take`, and
+  :meth:`IdSpace.lowest_leaf` looks up the leaf of the lowest free ID
+  (:meth:`IdSpace.find_leaf`, ``space_find_leaf`` without a path).
 - The compiled core's batch paths have no twin (``space_taken_leaf``,
   ``space_release_gathered``/``Gather``, ``space_path_take`` on its own): the
   pure allocator takes and frees one ID at a time. :meth:`IdSpace.find_free`
@@ -288,22 +290,24 @@ class IdSpace:
     def lowest_leaf(self) -> Node | None:
         """The leaf of the lowest free ID, made the hint; None (the hint cleared) when
         no ID is free under the root or the lowest lies under a missing node."""
-        node = self.root
-        height = self.height
-        base = 0
         self.low_leaf = None
-        if node.free_mask == 0:
+        if self.root.free_mask == 0:
             return None
-        while height > 0:
-            mask = node.free_mask
-            i = (mask & -mask).bit_length() - 1
-            base += i << (6 + 6 * height)
-            node = node.slot[i]
-            if node is None:
-                return None
+        base = node_lowest_free(self.root, self.height, 0) >> LEAF_SHIFT << LEAF_SHIFT
+        leaf = self.find_leaf(base)
+        if leaf is not None:
+            self.low_leaf = leaf
+            self.low_base = base
+        return leaf
+
+    def find_leaf(self, pasid: int) -> Node | None:
+        """The leaf holding ``pasid`` (below the span), or None when it lies under a
+        missing node. O(log64 N)."""
+        node: Node | None = self.root
+        height = self.height
+        while height > 0 and node is not None:
+            node = node.slot[(pasid >> (6 + 6 * height)) & 63]
             height -= 1
-        self.low_leaf = node
-        self.low_base = base
         return node
 
     def take(self, pasid: int) -> None:
@@ -376,16 +380,10 @@ class IdSpace:
 
     def is_free(self, pasid: int) -> bool:
         """True if ``pasid`` is free. O(log64 N)."""
-        node = self.root
-        height = self.height
         if pasid >= self.span():
             return True
-        while height > 0:
-            node = node.slot[(pasid >> (6 + 6 * height)) & 63]
-            if node is None:
-                return True
-            height -= 1
-        return bool((node.slot[(pasid >> 6) & 63] >> (pasid & 63)) & 1)
+        leaf = self.find_leaf(pasid)
+        return leaf is None or bool((leaf.slot[(pasid >> 6) & 63] >> (pasid & 63)) & 1)
 
     def rank(self, x: int) -> int:
         """How many free IDs are below ``x``. O(64 log64 N)."""
@@ -453,17 +451,12 @@ class IdSpace:
     def _check_hint(self) -> None:
         """Raise AssertionError unless the lowest-free hint (when set) is the leaf at
         ``low_base``, and every ID below ``low_base`` is taken."""
-        node: Node | None = self.root
-        height = self.height
         base = self.low_base
         if self.low_leaf is None:
             return
         if base < 0 or base & ((1 << LEAF_SHIFT) - 1) or base >= self.span():
             raise AssertionError(f"the hint's base {base} is not a leaf's first ID")
-        while height > 0 and node is not None:
-            node = node.slot[(base >> (6 + 6 * height)) & 63]
-            height -= 1
-        if node is not self.low_leaf:
+        if self.find_leaf(base) is not self.low_leaf:
             raise AssertionError(f"the hint's leaf is not the leaf of ID {base}")
         if self.find_free(0) < base:
             raise AssertionError(f"ID {self.find_free(0)} is free, below the hint's {base}")
