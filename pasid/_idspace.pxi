@@ -1,4 +1,7 @@
 # The ID space of the compiled core: a radix tree of 64-bit bitmap words.
+# The twin of pasid/pure/idspace.py: space_X(space, ...) here is IdSpace.X there,
+# node_X is node_X, and _IdSpaceForTests (at the end) puts this Space behind
+# IdSpace's method names for tests/test_idspace.py.
 #
 # A node of height h covers 2**(12 + 6h) IDs in 64 slots. A leaf (h = 0)
 # holds 64 bitmap words (bit set = the ID is free); an inner node holds 64
@@ -627,3 +630,116 @@ def _fail_node_allocations(n):
     (as when out of memory) until ``_fail_node_allocations(None)``."""
     global nodes_until_failure
     nodes_until_failure = -1 if n is None else n
+
+
+# ---------------------------------------------------------------- the tests' handle
+
+@cython.final
+cdef class _IdSpaceForTests:
+    """_IdSpaceForTests(capacity)
+--
+
+    A ``Space`` behind the method names of its twin, ``pasid.pure.idspace.IdSpace``,
+    so one state machine (tests/test_idspace.py) runs on both. For the tests only:
+    not exported, not thread-safe. It refuses (ValueError) what would corrupt the
+    C structure, which the pure twin leaves to its callers: an ID outside
+    0 .. 2**36 - 1, taking a taken ID, releasing a free one.
+
+    >>> space = _IdSpaceForTests(1 << 20)
+    >>> for p in (0, 1, 2, 5000):
+    ...     space.take(p)
+    >>> space.find_free(0), space.find_free(5000), space.height, space.nodes
+    (3, 5001, 1, 3)
+    >>> space.take_lowest(10), space.rank(10), space.select(0)
+    (3, 6, 4)
+    >>> space.release(5000); space.nodes       # its leaf, all free again, is dropped
+    2
+    >>> space._check()
+    """
+    cdef Space space
+
+    def __cinit__(self, int64_t capacity):
+        if space_init(&self.space, capacity) < 0:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        space_destroy(&self.space)
+
+    @property
+    def height(self):
+        return self.space.height
+
+    @property
+    def nodes(self):
+        return self.space.nodes
+
+    @property
+    def capacity(self):
+        return self.space.capacity
+
+    cdef int _id(self, int64_t pasid) except -1:
+        if not 0 <= pasid < (<int64_t>1) << (LEAF_SHIFT + 6 * MAX_HEIGHT):
+            raise ValueError(f"ID {pasid} is outside the space")
+        return 0
+
+    def span(self):
+        return space_span(&self.space)
+
+    def find_free(self, int64_t lo):
+        return space_find_free(&self.space, lo)
+
+    def find_used(self, int64_t lo):
+        return space_find_used(&self.space, lo)
+
+    def take(self, int64_t pasid):
+        self._id(pasid)
+        if not space_is_free(&self.space, pasid):
+            raise ValueError(f"ID {pasid} is taken")
+        if space_take(&self.space, pasid) < 0:
+            raise MemoryError()
+
+    def take_lowest(self, int64_t hi):
+        return space_take_lowest(&self.space, hi)
+
+    def release(self, int64_t pasid):
+        self._id(pasid)
+        if space_is_free(&self.space, pasid):
+            raise ValueError(f"ID {pasid} is free")
+        space_release(&self.space, pasid)
+
+    def release_bits(self, int64_t pasid, uint64_t bits, int n):
+        cdef int64_t first = pasid & ~(<int64_t>63)
+        cdef int i
+        self._id(pasid)
+        if bits == 0 or n != popcount64(bits):
+            raise ValueError(f"{n} is not the number of bits in {bits:#x}")
+        for i in range(64):
+            if (bits >> i) & 1 and space_is_free(&self.space, first + i):
+                raise ValueError(f"ID {first + i} is free")
+        space_release_bits(&self.space, pasid, bits, n)
+
+    def is_free(self, int64_t pasid):
+        self._id(pasid)
+        return space_is_free(&self.space, pasid)
+
+    def rank(self, int64_t x):
+        if x < 0:
+            raise ValueError(f"rank of a negative ID {x}")
+        return space_rank(&self.space, x)
+
+    def select(self, int64_t rank):
+        if rank < 0:
+            raise ValueError(f"negative rank {rank}")
+        return space_select(&self.space, rank)
+
+    def clear(self):
+        if space_clear(&self.space) < 0:
+            raise MemoryError()
+
+    def _check(self):
+        """What ``IDA._check`` verifies of its space: the nodes, their summaries and
+        counts, the hint, and the number of nodes."""
+        used, nodes = _check_node(self.space.root, self.space.height)
+        _check_hint(&self.space)
+        if nodes != self.space.nodes:
+            raise AssertionError(f"nodes {self.space.nodes} != {nodes} in the tree")
