@@ -1,7 +1,8 @@
 """The examples run and agree with the library.
 
-* ``examples/cython_sim``: built once per module in a temporary directory
-  (``build.py`` in a subprocess: Cython and a C compiler), then its loops over
+* ``examples/cython_sim``: built once per run in a temporary directory
+  (``build.py`` in a subprocess: Cython and a C compiler; under pytest-xdist the
+  first worker to need it builds it for all), then its loops over
   the C-level API are checked against the same calls through the Python
   methods: the same PASIDs, identical ``to_bytes()`` (counters included).
   Skipped under ``PASID_NO_EXTENSION=1`` (no compiled core to build against).
@@ -10,6 +11,7 @@
   seed gives the same summary on both).
 """
 
+import fcntl
 import importlib
 import importlib.util
 import subprocess
@@ -48,21 +50,31 @@ def load_file(name, path):
     return module
 
 
-@pytest.fixture(scope="module")
-def build_dir(tmp_path_factory):
+@pytest.fixture(scope="session")
+def build_dir(tmp_path_factory, pytestconfig):
     if NO_EXTENSION:
         pytest.skip("PASID_NO_EXTENSION=1: the Cython example builds against the compiled core")
     pytest.importorskip("Cython", reason="building the Cython example needs Cython")
     pytest.importorskip("setuptools", reason="building the Cython example needs setuptools")
-    directory = tmp_path_factory.mktemp("cython_sim")
-    import pasid     # build against the pasid this process imports, wherever it lives
+    # Once a run: under pytest-xdist in the run's temporary directory, above each
+    # worker's own, the first worker there building it (under a lock) for the others.
+    # Every worker imports the same pasid, the one this run tests.
+    base = tmp_path_factory.getbasetemp()
+    if hasattr(pytestconfig, "workerinput"):      # a pytest-xdist worker
+        base = base.parent
+    directory = base / "cython_sim"
+    with open(base / "cython_sim.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (directory / "built").exists():
+            import pasid     # build against the pasid this process imports, wherever it lives
 
-    run_script(CYTHON_SIM / "build.py", "--build-dir", directory, "--include",
-               Path(pasid.__file__).resolve().parent.parent)
+            run_script(CYTHON_SIM / "build.py", "--build-dir", directory, "--include",
+                       Path(pasid.__file__).resolve().parent.parent)
+            (directory / "built").touch()
     return directory
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def churn(build_dir):
     helper = load_file("pasid_example_build", CYTHON_SIM / "build.py")
     return helper.load(build_dir)
