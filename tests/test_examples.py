@@ -1,7 +1,8 @@
 """The examples run and agree with the library.
 
-* ``examples/cython_sim``: built once per module in a temporary directory
-  (``build.py`` in a subprocess: Cython and a C compiler), then its loops over
+* ``examples/cython_sim``: built once per run in a temporary directory
+  (``build.py`` in a subprocess: Cython and a C compiler; under pytest-xdist the
+  first worker to need it builds it for all), then its loops over
   the C-level API are checked against the same calls through the Python
   methods: the same PASIDs, identical ``to_bytes()`` (counters included).
   Then the same build runs, unchanged, against a copy of pasid rebuilt with
@@ -13,6 +14,7 @@
   seed gives the same summary on both).
 """
 
+import fcntl
 import importlib
 import importlib.util
 import inspect
@@ -67,19 +69,30 @@ def load_file(name, path):
     return module
 
 
-@pytest.fixture(scope="module")
-def build_dir(tmp_path_factory):
+@pytest.fixture(scope="session")
+def build_dir(tmp_path_factory, pytestconfig):
     if NO_EXTENSION:
         pytest.skip("PASID_NO_EXTENSION=1: the Cython example builds against the compiled core")
     pytest.importorskip("Cython", reason="building the Cython example needs Cython")
     pytest.importorskip("setuptools", reason="building the Cython example needs setuptools")
-    directory = tmp_path_factory.mktemp("cython_sim")
-    # build against the pasid this process imports, wherever it lives
-    run_script(CYTHON_SIM / "build.py", "--build-dir", directory, "--include", pasid_path())
+    # Once a run: under pytest-xdist in the run's temporary directory, above each
+    # worker's own, the first worker there building it (under a lock) for the others.
+    # Every worker imports the same pasid, the one this run tests.
+    base = tmp_path_factory.getbasetemp()
+    if hasattr(pytestconfig, "workerinput"):      # a pytest-xdist worker
+        base = base.parent
+    directory = base / "cython_sim"
+    with open(base / "cython_sim.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (directory / "built").exists():
+            # build against the pasid this process imports, wherever it lives
+            run_script(CYTHON_SIM / "build.py", "--build-dir", directory, "--include",
+                       pasid_path())
+            (directory / "built").touch()
     return directory
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def churn(build_dir):
     helper = load_file("pasid_example_build", CYTHON_SIM / "build.py")
     return helper.load(build_dir)
@@ -556,6 +569,8 @@ def copy_with_a_private_field(destination):
 
 
 @needs_core
+@pytest.mark.skipif(not (ROOT / "pasid" / "_core.pyx").exists(),
+                    reason="rebuilds the package's sources, not beside these tests")
 def test_the_example_survives_a_private_field_added_to_the_class(build_dir, tmp_path):
     # Issue 16: the example, built against this pasid, runs unchanged against a pasid
     # rebuilt with one more private field. Built against pasid/_core.pxd instead (the

@@ -149,8 +149,11 @@ def test_serial_and_process_pool_agree(tmp_path):
 @pytest.fixture(scope="module")
 def dask_scheduler():
     distributed = pytest.importorskip("distributed")
+    # the scheduler's HTTP server on a free port: with no address it takes 8787, and a
+    # cluster of another run there at the same time (a pytest-xdist worker, another
+    # CI lane) turns the warning that it moved into an error
     cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
-                                       host="127.0.0.1", dashboard_address=None)
+                                       host="127.0.0.1", dashboard_address="127.0.0.1:0")
     try:
         yield cluster.scheduler_address
     finally:
