@@ -61,7 +61,7 @@ from __future__ import annotations
 import io
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import IO, Any, NoReturn, TypeVar
@@ -70,6 +70,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pasid._args import MAX_BITS, as_bits, as_drain, as_grace, as_time
+from pasid.sim.chunk import Chunk, StreamHeader
 
 __all__ = [
     "Device",
@@ -170,6 +171,41 @@ class Trace:
                 limit[self.handle[allocs[limited]]], (1 << widths[devices[limited]]) - 1)
             self._fits = limit
         return self._fits
+
+    # ------------------------------------------------------------ chunks
+
+    def header(self) -> StreamHeader:
+        """The trace's :class:`~pasid.sim.chunk.StreamHeader` (its names by number)."""
+        return StreamHeader(bits=self.bits, grace=self.grace, source=self.source or "trace",
+                            handle_name=self.handles.__getitem__,
+                            owner_name=self.owners.__getitem__)
+
+    def chunks(self, size: int | None = None) -> Iterator[Chunk]:
+        """The operations as :class:`~pasid.sim.chunk.Chunk` views of ``size`` operations
+        (the last may be shorter; all in one by default). O(1) each: no copy.
+
+        >>> t = TraceBuilder().build()
+        >>> [len(c) for c in t.chunks()]
+        [0]
+        """
+        n = len(self.op)
+        step = max(n, 1) if size is None else size
+        if step < 1:
+            raise ValueError(f"size must be >= 1, got {size}")
+        devices = tuple(self.devices)
+        handles = owners = 0        # named so far: the running maximum, plus one
+        for start in range(0, max(n, 1), step):
+            stop = min(n, start + step)
+            if stop < n:
+                handles = max(handles, int(self.handle[start:stop].max()) + 1)
+                owners = max(owners, int(self.owner[start:stop].max()) + 1)
+            else:
+                handles, owners = len(self.handles), len(self.owners)
+            yield Chunk(time=self.time[start:stop], op=self.op[start:stop],
+                        handle=self.handle[start:stop], owner=self.owner[start:stop],
+                        device=self.device[start:stop],
+                        lines=None if self.lines is None else self.lines[start:stop],
+                        start=start, handles=handles, owners=owners, devices=devices)
 
     # ------------------------------------------------------------ text
 
