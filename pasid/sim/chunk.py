@@ -30,14 +30,17 @@ __all__ = ["Chunk", "Numbered", "StreamHeader", "concatenate"]
 @dataclass(frozen=True)
 class StreamHeader:
     """What a trace says before its first operation: its PASID width, its grace
-    period, where it comes from (for errors: ``source:line: ...``), and the names
-    of its handles and owners by number (``handle_name(3)``)."""
+    period, where it comes from (for errors: ``source:line: ...``), the names of
+    its handles and owners by number (``handle_name(3)``), and a note on where
+    it came from that writers keep as a comment (a generated trace names its
+    generator's version, workload and seed), or None."""
 
     bits: int
     grace: float
     source: str
     handle_name: Callable[[int], str]
     owner_name: Callable[[int], str]
+    comment: str | None = None
 
 
 @dataclass(frozen=True, eq=False)

@@ -143,6 +143,7 @@ class Trace:
     device: npt.NDArray[np.int32]
     lines: npt.NDArray[np.int64] | None = None
     source: str | None = None
+    comment: str | None = None      # where it came from, written as a '#' line after the first
     _fits: npt.NDArray[np.int64] | None = field(default=None, repr=False)
     _unprotected: Trace | None = field(default=None, repr=False)
 
@@ -178,7 +179,7 @@ class Trace:
         """The trace's :class:`~pasid.sim.chunk.StreamHeader` (its names by number)."""
         return StreamHeader(bits=self.bits, grace=self.grace, source=self.source or "trace",
                             handle_name=self.handles.__getitem__,
-                            owner_name=self.owners.__getitem__)
+                            owner_name=self.owners.__getitem__, comment=self.comment)
 
     def chunks(self, size: int | None = None) -> Iterator[Chunk]:
         """The operations as :class:`~pasid.sim.chunk.Chunk` views of ``size`` operations
@@ -216,6 +217,8 @@ class Trace:
                 self.write(out)
             return
         file.write(f"{MAGIC} {VERSION}\n")
+        if self.comment is not None:
+            file.write(f"# {self.comment}\n")
         file.write(f"bits {self.bits}\n")
         file.write(f"grace {_number(self.grace)}\n")
         for d in self.devices:
