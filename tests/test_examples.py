@@ -283,6 +283,7 @@ def test_a_batch_lets_the_gil_go(churn, call):
     # entry points through the example. Getting the GIL back takes up to 50 ms: the
     # counting thread gives it up only when asked.
     import threading
+    import time
 
     from pasid._core import PasidAllocator
 
@@ -303,9 +304,11 @@ def test_a_batch_lets_the_gil_go(churn, call):
     thread = threading.Thread(target=count)
     thread.start()
     try:
-        # until the counter moves in one call (the other thread may not be scheduled
-        # at once on a busy machine); a call that keeps the GIL never moves it
-        while len(seen) < 30 and not any(seen):
+        # until the counter moves in one call, for up to 30 s: on a busy machine the
+        # other thread may wake only after the call has ended, many times in a row
+        # (each try takes milliseconds); a call that keeps the GIL never moves it
+        deadline = time.monotonic() + 30
+        while not any(seen) and (len(seen) < 30 or time.monotonic() < deadline):
             if call == "c_free_many":
                 a.alloc_many(n)
             before = counter[0]
