@@ -17,15 +17,15 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 import pasid
 from pasid._args import MAX_BITS, STRATEGIES, as_strategy
 
 if TYPE_CHECKING:
-    from pasid.sim.replay import Run
-    from pasid.sim.trace import Trace
+    from pasid.sim.chunk import Chunk
+    from pasid.sim.replay import Run, TraceStream
     from pasid.sim.workload import Workload
 
 Row = dict[str, Any]    # one strategy's metrics (pasid.sim.replay.row)
@@ -73,8 +73,10 @@ class Progress:
         self.started = time.monotonic()
         self.bar: Any = None        # None: not yet decided; False: no tqdm; else the tqdm bar
 
-    def __call__(self, done: int, total: int) -> None:
-        if not self.enabled or time.monotonic() - self.started < 1.0:
+    def __call__(self, done: int, total: int | None) -> None:
+        """``done`` of ``total`` (None: unknown; it may be an estimate) are done."""
+        now = time.monotonic()
+        if not self.enabled or now - self.started < 1.0:
             return
         if self.bar is None:
             try:
@@ -83,12 +85,21 @@ class Progress:
                 self.bar = False
             else:
                 self.bar = tqdm(total=total, desc=self.description, file=self.stream,
-                                leave=False)
+                                leave=False, unit_scale=True)
         if self.bar:
+            if total is not None and total < done:
+                total = None        # past an estimate: the bar counts on
             self.bar.total = total
             self.bar.update(done - self.bar.n)
         else:
-            print(f"\r{self.description}: {done}/{total}", end="", file=self.stream, flush=True)
+            rate = done / (now - self.started)
+            line = f"{self.description}: {_si(done)}"
+            if total is not None and total >= done:
+                line += f"/{_si(total)}"
+            line += f", {_si(rate)}/s"
+            if total is not None and total > done and rate > 0:
+                line += f", about {(total - done) / rate:.0f} s left"
+            print(f"\r{line}   ", end="", file=self.stream, flush=True)
 
     def close(self) -> None:
         if self.bar:
@@ -139,23 +150,47 @@ def _report(args: argparse.Namespace, rows: list[Row], runs: list[Run],
         plot_runs(runs, args.plot, title=f"pasid {args.command}: {header.get('source')}")
 
 
-def _run_simulation(args: argparse.Namespace, trace: Trace, header: dict[str, Any],
-                    out: TextIO, grace: float | None = None) -> None:
-    from pasid.sim.replay import simulate
+def _run_simulation(args: argparse.Namespace, source: TraceStream, header: dict[str, Any],
+                    out: TextIO, grace: float | None = None,
+                    extra: dict[str, Any] | None = None) -> None:
+    """Replay ``source`` under every strategy (with and without quarantine, in one pass
+    over its chunks), then report ``header``, the operations and the last time, and
+    ``extra``."""
+    from pasid.sim.replay import TraceStream, simulate
 
-    progress = Progress(f"{args.command} ({len(trace)} ops x {2 * len(args.strategy)} runs)")
+    seen = _Seen(source.chunks)
+    stream = TraceStream(source.header, iter(seen), source.end, source.total)
+    progress = Progress(f"{args.command} ({len(args.strategy)} strategies x 2)")
     try:
-        rows, runs = simulate(trace, args.strategy, seed=args.seed, grace=grace,
+        rows, runs = simulate(stream, args.strategy, seed=args.seed, grace=grace,
                               engine=args.engine, progress=progress)
     finally:
         progress.close()
+    header = {**header, "ops": seen.ops, "duration": seen.end, **(extra or {})}
     _report(args, rows, runs, header, out)
+
+
+class _Seen:
+    """The chunks of a stream, passed on as they come, counted: operations, last time."""
+
+    def __init__(self, chunks: Iterable[Chunk]) -> None:
+        self.chunks = chunks
+        self.ops = 0
+        self.end = 0.0
+
+    def __iter__(self) -> Iterator[Chunk]:
+        for chunk in self.chunks:
+            self.ops += len(chunk)
+            if chunk.end is not None:
+                self.end = chunk.end
+            yield chunk
 
 
 # ---------------------------------------------------------------- commands
 
 def cmd_simulate(args: argparse.Namespace, out: TextIO) -> None:
-    from pasid.sim.workload import generate, parse_overrides, preset
+    from pasid.sim.replay import TraceStream
+    from pasid.sim.workload import end_estimate, expected_ops, parse_overrides, preset, stream
 
     overrides = parse_overrides(args.param)
     for name in ("bits", "drain"):
@@ -164,12 +199,17 @@ def cmd_simulate(args: argparse.Namespace, out: TextIO) -> None:
     if args.grace is not None:
         overrides["grace"] = args.grace
     workload = preset(args.workload, **overrides)
-    trace = generate(workload, args.seed)
+    for strategy in args.strategy:
+        as_strategy(strategy)
+    trace_header, chunks = stream(workload, args.seed)
     if args.record:
-        trace.write(args.record)
-    header = {"source": f"workload {args.workload}", "seed": args.seed, "ops": len(trace),
-              "duration": trace.duration, "workload": _workload_fields(workload)}
-    _run_simulation(args, trace, header, out)        # the grace is in the trace's header
+        from pasid.sim.traceio import recorded
+
+        chunks = recorded(args.record, trace_header, chunks)
+    header = {"source": f"workload {args.workload}", "seed": args.seed}
+    source = TraceStream(trace_header, chunks, end_estimate(workload), expected_ops(workload))
+    # the grace is in the trace's header
+    _run_simulation(args, source, header, out, extra={"workload": _workload_fields(workload)})
 
 
 def _workload_fields(workload: Workload) -> Any:
@@ -180,12 +220,12 @@ def _workload_fields(workload: Workload) -> Any:
 
 
 def cmd_replay(args: argparse.Namespace, out: TextIO) -> None:
-    from pasid.sim.trace import read_trace
+    from pasid.sim.replay import TraceStream
+    from pasid.sim.traceio import open_trace
 
-    trace = read_trace(args.trace)
-    header = {"source": f"trace {args.trace}", "seed": args.seed, "ops": len(trace),
-              "duration": trace.duration}
-    _run_simulation(args, trace, header, out, grace=args.grace)
+    trace_header, chunks = open_trace(args.trace)
+    header = {"source": f"trace {args.trace}", "seed": args.seed}
+    _run_simulation(args, TraceStream(trace_header, chunks), header, out, grace=args.grace)
 
 
 def cmd_sweep(args: argparse.Namespace, out: TextIO) -> None:

@@ -170,3 +170,43 @@ def test_python_engine_matches_compiled(trace_file):
                              check=0).stdout)["rows"]
             for engine in (("python",) if NO_EXTENSION else ("python", "compiled"))]
     assert all(without_timings(r) == without_timings(rows[0]) for r in rows)
+
+
+def test_progress_shows_operations_rate_and_time_left(monkeypatch):
+    # a run longer than a second shows, on a terminal, the operations done, the rate
+    # and, with a total (an estimate for a workload), the time left; tqdm if installed
+    import io
+    import time as clock
+
+    from pasid import cli
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setitem(sys.modules, "tqdm", None)      # the plain line
+    now = [100.0]
+    monkeypatch.setattr(clock, "monotonic", lambda: now[0])
+    stream = Terminal()
+    progress = cli.Progress("simulate", stream)
+    progress(1000, 10_000)
+    assert stream.getvalue() == ""                      # nothing in the first second
+    now[0] += 2.0
+    progress(2_000_000, 10_000_000)
+    line = stream.getvalue()
+    assert "simulate: 2.00M/10.00M, 1.00M/s, about 8 s left" in line
+    progress(12_000_000, 10_000_000)                    # past the estimate: no total
+    assert stream.getvalue().rsplit("\r", 1)[1].startswith("simulate: 12.00M, 6.00M/s")
+    progress.close()
+
+
+def test_simulate_reports_progress_by_operations():
+    from pasid.sim.replay import simulate
+    from pasid.sim.workload import preset
+
+    calls = []
+    rows, _ = simulate(preset("default", duration=20_000), ["lowest", "fifo"],
+                       progress=lambda done, total: calls.append((done, total)))
+    done = [d for d, _ in calls]
+    assert done == sorted(done) and done[-1] == rows[0]["ops"]
+    assert all(total is not None and total > 0 for _, total in calls)

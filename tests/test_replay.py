@@ -342,11 +342,13 @@ def test_both_loops_write_back_what_they_did_before_an_error(edit, error):
     for engine, name in ENGINES:
         trace, at = trace_that_raises_midway(edit)
         a = load_backend(name).PasidAllocator(trace.bits, grace=trace.grace, seed=0)
-        st = ReplayState(trace, a, samples=8)
+        st = ReplayState(a, samples=8, end=trace.duration)
+        (chunk,) = trace.chunks()
+        st.take(chunk)
         loop = (importlib.import_module("pasid.sim._replay") if engine == "compiled"
                 else _replay_py).run
         with pytest.raises(error):
-            loop(a, trace, st, 0, len(trace))
+            loop(a, chunk, st, 0, len(chunk))
         assert st.counter("done") == at
         stats = a.stats()
         assert (st.counter("active"), st.counter("held")) == (
@@ -365,3 +367,76 @@ def test_both_loops_write_back_what_they_did_before_an_error(edit, error):
     assert first["pasid"] == [1, 2, 3, 4, 5, 6, 2] and first["counters"]["samples"] > 0
     for other in results[1:]:
         assert other == first
+
+
+# ---------------------------------------------------------------- a chunk at a time
+
+def run_fields(run):
+    """Every field of a Run but the wall time, arrays as lists."""
+    fields = dict(vars(run))
+    del fields["seconds"]
+    return {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in fields.items()}
+
+
+@pytest.mark.parametrize("engine, allocator", ENGINES)
+@pytest.mark.parametrize("quarantine", [True, False])
+def test_a_replay_fed_in_chunks_is_the_replay_of_the_whole(engine, allocator, quarantine):
+    # Issue 17: the replay takes a trace a chunk at a time (its tables grow with the
+    # handles named so far); whatever the split, the Run is the same, samples included.
+    from pasid.sim.replay import Replayer
+    from pasid.sim.workload import generate, preset
+
+    trace = generate(preset("exhaustion", duration=4000), 3)
+    if not quarantine:
+        trace = trace.without_quarantine()
+    runs = []
+    for size in (None, 1, 97, 1000):
+        replayer = Replayer(trace, "fifo", quarantine=quarantine, engine=engine,
+                            allocator=allocator, samples=40, end=trace.duration)
+        for chunk in trace.chunks(size):
+            replayer.feed(chunk)
+        runs.append(run_fields(replayer.finish()))
+    assert runs[0]["ops"] == len(trace) and runs[0]["allocations"] > 0
+    for other in runs[1:]:
+        assert other == runs[0]
+
+
+def test_simulate_of_a_workload_streams_what_the_whole_trace_gives():
+    # simulate(workload) generates, checks and rewrites a chunk at a time and feeds
+    # every replay each chunk in turn; the rows are those of the whole generated trace
+    from pasid.sim.workload import generate, preset
+
+    workload = preset("default", duration=6000)
+    streamed, _ = simulate(workload, seed=4)
+    whole, _ = simulate(generate(workload, 4), seed=4)
+
+    def untimed(rows):
+        return [{k: v for k, v in r.items() if k not in ("seconds", "ops_per_s")} for r in rows]
+
+    assert untimed(streamed) == untimed(whole)
+    assert streamed[0]["ops"] == len(generate(workload, 4)) > 1000
+
+
+def test_a_stream_without_an_end_is_sampled_evenly_at_most_samples_times():
+    # With no end known, the grid starts over the first chunk and doubles its spacing
+    # (every other point kept) whenever the trace runs past it.
+    from pasid.sim.replay import Replayer
+    from pasid.sim.workload import generate, preset
+
+    trace = generate(preset("default", duration=5000), 1)
+    known = Replayer(trace, "lowest", samples=50, end=trace.duration)
+    unknown = Replayer(trace, "lowest", samples=50)
+    for chunk in trace.chunks(64):
+        known.feed(chunk)
+        unknown.feed(chunk)
+    a, b = known.finish(), unknown.finish()
+    assert len(a.sample_time) == 50
+    assert 25 <= len(b.sample_time) <= 50
+    steps = np.diff(b.sample_time)
+    assert np.allclose(steps, steps[0]) and b.sample_time[0] == 0
+    assert b.sample_time[-1] <= trace.duration < b.sample_time[-1] + 2 * steps[0]
+    # a sample at a time both grids have is the same
+    common = np.isin(b.sample_time, a.sample_time)
+    for column in ("sample_active", "sample_held", "sample_blocks"):
+        assert np.array_equal(getattr(b, column)[common],
+                              getattr(a, column)[np.isin(a.sample_time, b.sample_time)])

@@ -60,7 +60,6 @@ def run(allocator, trace, st, Py_ssize_t start, Py_ssize_t stop):
     cdef const int32_t[::1] handles = trace.handle
     cdef const int32_t[::1] owner_ids = trace.owner
     cdef const int32_t[::1] device_ids = trace.device
-    cdef list owners = st.owners
     cdef const int32_t[::1] device_handle = st.device_handle
     cdef const int64_t[::1] limit = st.limit
     cdef int32_t[::1] pasid = st.pasid
@@ -74,7 +73,9 @@ def run(allocator, trace, st, Py_ssize_t start, Py_ssize_t stop):
     cdef int64_t[::1] sample_blocks = st.sample_blocks
     cdef int64_t[::1] counters = st.counters
     cdef Py_ssize_t nsamples = sample_at.shape[0]
-    cdef Py_ssize_t nhandles = pasid.shape[0], nowners = len(owners)
+    cdef Py_ssize_t nhandles = min(<Py_ssize_t>st.handles, pasid.shape[0], generation.shape[0],
+                                   limit.shape[0])
+    cdef Py_ssize_t nowners = st.owners
     cdef Py_ssize_t ndevices = device_handle.shape[0], room = distances.shape[0]
 
     cdef int64_t done = counters[0], allocations = counters[1], failures = counters[2]
@@ -108,7 +109,7 @@ def run(allocator, trace, st, Py_ssize_t start, Py_ssize_t stop):
                     f"operation {i} (op {op}, handle {h}, owner {o}, device {d}) is outside "
                     f"the trace's tables: was the trace changed after it was checked?")
             if op == ALLOC:
-                p = api.alloc(a, owners[o] if o >= 0 else None, 0, limit[h])
+                p = api.alloc(a, o if o >= 0 else None, 0, limit[h])
                 if p < 0:
                     pasid[h] = -1
                     failures += 1
@@ -131,7 +132,7 @@ def run(allocator, trace, st, Py_ssize_t start, Py_ssize_t stop):
                             blocks_peak = blocks_live
                     block_live[p >> 6] += 1
             elif op == EXIT:
-                released = api.exit_owner(a, owners[o])
+                released = api.exit_owner(a, o)
                 for j in range(len(released)):
                     p = <int64_t>released[j]
                     last_release[p] = t

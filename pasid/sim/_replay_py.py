@@ -35,7 +35,6 @@ def run(a: _Allocator, trace: Trace, st: ReplayState, start: int, stop: int) -> 
     handles = trace.handle[start:stop].tolist()
     owner_ids = trace.owner[start:stop].tolist()
     device_ids = trace.device[start:stop].tolist()
-    owners = st.owners
     devices = st.device_keys
     limit = st.limit.tolist()
     pasid = st.pasid.tolist()
@@ -60,7 +59,7 @@ def run(a: _Allocator, trace: Trace, st: ReplayState, start: int, stop: int) -> 
                 held -= advance(to=t)
                 now = t
             if op == OP_ALLOC:
-                p = try_alloc(owners[o] if o >= 0 else None, max=limit[h])
+                p = try_alloc(o if o >= 0 else None, max=limit[h])
                 if p is None:
                     pasid[h] = -1
                     failures += 1
@@ -81,7 +80,7 @@ def run(a: _Allocator, trace: Trace, st: ReplayState, start: int, stop: int) -> 
             elif op == OP_EXIT or (op == OP_PUT and pasid[h] >= 0):
                 # what may release: an owner's exit, a put of a handle that has a PASID
                 if op == OP_EXIT:
-                    released = a.exit_owner(owners[o])
+                    released = a.exit_owner(o)
                 else:
                     p = pasid[h]
                     put(p)

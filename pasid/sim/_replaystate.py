@@ -1,10 +1,11 @@
 """What a replay carries between calls of its loop: below both loops and their caller.
 
-``pasid.sim.replay`` makes a :class:`ReplayState` and hands it, a chunk of
-operations at a time, to one of the two loops: ``pasid/sim/_replay_py.py``
-(one public-API call per operation) or ``pasid/sim/_replay.pyx`` (compiled).
-Both read and write only what is here, and on an error mid-chunk both leave
-in it what the operations before the error did. The imports run one way:
+``pasid.sim.replay`` makes a :class:`ReplayState`, and for each
+:class:`~pasid.sim.chunk.Chunk` of the trace grows it (:meth:`ReplayState.take`)
+and hands it to one of the two loops: ``pasid/sim/_replay_py.py`` (one public-API
+call per operation) or ``pasid/sim/_replay.pyx`` (compiled). Both read and write
+only what is here, and on an error mid-chunk both leave in it what the
+operations before the error did. The imports run one way:
 ``replay -> _replay_py, _replay -> _replaystate``.
 """
 
@@ -15,13 +16,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
+from pasid._args import MAX_BITS
+from pasid.sim.chunk import Chunk
+
 if TYPE_CHECKING:
     from typing import Union
 
     from typing_extensions import TypeAlias
 
     import pasid
-    from pasid.sim.trace import Trace
 
     # An allocator of either backend (the public class, or the pure one by
     # name). Only for checkers: at run time the public class may be the pure one.
@@ -33,38 +36,61 @@ __all__ = ["COUNTERS", "ReplayState"]
 COUNTERS = ("done", "allocations", "failures", "skipped", "stale", "peak_active", "peak_held",
             "blocks_live", "blocks_peak", "highest", "distances", "samples", "active", "held")
 
+_OP_ALLOC = 0       # pasid.sim.trace.OP_ALLOC (trace.py imports this module's package)
+
+
+def _grown(array: npt.NDArray, size: int, fill: float) -> npt.NDArray:
+    """``array`` with room for ``size`` entries (doubling), the new ones ``fill``."""
+    if len(array) >= size:
+        return array
+    bigger = np.full(max(size, 2 * len(array)), fill, dtype=array.dtype)
+    bigger[:len(array)] = array
+    return bigger
+
 
 class ReplayState:
     """What a replay carries from one chunk of operations to the next.
 
-    Per handle: ``pasid`` (-1 when its allocation was refused), ``generation``
-    (the PASID's generation when the handle got it), ``limit`` (the highest
-    PASID it may take). Per PASID: ``last_release`` (the time it last left
-    ACTIVE, -1 before). Per 64-PASID block: ``block_live`` (ACTIVE or
-    DRAINING PASIDs in it). ``distances``: reuse distances so far.
-    ``sample_at``: the times at which ``sample_active``/``sample_held``/``sample_blocks`` are
-    taken (after the first operation at or after each). ``counters``: the
-    ``COUNTERS`` slots. ``owners``, ``device_keys``, ``device_handle``: the
-    trace's owners and devices as the allocator knows them.
+    Per handle (grown to the trace's handles so far, doubling): ``pasid`` (-1
+    when its allocation was refused), ``generation`` (the PASID's generation
+    when the handle got it), ``limit`` (the highest PASID it may take, set from
+    its ``alloc``'s FITS device). Per PASID: ``last_release`` (the time it last
+    left ACTIVE, -1 before). Per 64-PASID block: ``block_live`` (ACTIVE or
+    DRAINING PASIDs in it). ``distances``: reuse distances so far (one slot per
+    handle: at most one each). ``sample_at``: the times at which
+    ``sample_active``/``sample_held``/``sample_blocks`` are taken (after the
+    first operation at or after each): ``samples`` points from 0 to ``end``,
+    and when the trace runs past the last, every other point kept and the
+    spacing doubled (so a trace of unknown length is sampled at most
+    ``samples`` times, at even spacing). ``counters``: the ``COUNTERS`` slots.
+    ``handles``, ``owners``: how many the trace has named so far (an owner's
+    key in the allocator is its number). ``device_keys``, ``device_handle``,
+    ``widths``: the trace's devices as the allocator knows them, and their
+    widths.
+
+    Memory: per PASID and per block, fixed; per handle 28 bytes (its PASID,
+    generation, limit and a distance slot); per device and sample, a few;
+    nothing per operation.
     """
 
-    def __init__(self, trace: Trace, allocator: _Allocator, samples: int) -> None:
+    def __init__(self, allocator: _Allocator, samples: int, end: float | None = None) -> None:
         size = 1 << allocator.bits          # the tables cover every PASID the allocator has
-        nhandles = len(trace.handles)
-        self.owners = list(trace.owners)
-        self.device_keys = [d.name for d in trace.devices]
-        self.device_handle = np.array(
-            [allocator.add_device(d.name, bits=d.bits, drain=d.drain) for d in trace.devices],
-            dtype=np.int32)
-        self.limit = np.ascontiguousarray(trace.fits(), dtype=np.int64)
-        self.pasid = np.full(nhandles, -1, dtype=np.int32)
-        self.generation = np.zeros(nhandles, dtype=np.int64)
+        self.allocator = allocator
+        self.bits = allocator.bits
+        self.owners = 0
+        self.handles = 0
+        self.device_keys: list[str] = []
+        self.device_handle = np.zeros(0, dtype=np.int32)
+        self.widths = np.zeros(0, dtype=np.int64)
+        self.limit = np.zeros(0, dtype=np.int64)
+        self.pasid = np.zeros(0, dtype=np.int32)
+        self.generation = np.zeros(0, dtype=np.int64)
         self.last_release = np.full(size, -1.0)
         self.block_live = np.zeros((size >> 6) + 1, dtype=np.int32)
-        self.distances = np.empty(nhandles)
-        end = trace.duration
+        self.distances = np.empty(0)
+        self.samples = samples
         self.sample_at: npt.NDArray[np.float64] = (
-            np.linspace(0.0, end, samples, dtype=np.float64) if samples and len(trace)
+            np.linspace(0.0, end, samples, dtype=np.float64) if samples and end is not None
             else np.empty(0, dtype=np.float64))
         self.sample_active = np.zeros(len(self.sample_at), dtype=np.int64)
         self.sample_held = np.zeros(len(self.sample_at), dtype=np.int64)
@@ -74,3 +100,60 @@ class ReplayState:
 
     def counter(self, name: str) -> int:
         return int(self.counters[COUNTERS.index(name)])
+
+    def take(self, chunk: Chunk) -> None:
+        """Make room for ``chunk``: its devices added to the allocator, the handle tables
+        grown to its handles, the limits of its allocations set, the sampling grid
+        stretched to its last time. O(len(chunk)) in numpy, plus the new devices."""
+        for device in chunk.devices[len(self.device_keys):]:
+            handle = self.allocator.add_device(device.name, bits=device.bits, drain=device.drain)
+            self.device_keys.append(device.name)
+            self.device_handle = np.append(self.device_handle, np.int32(handle))
+            self.widths = np.append(self.widths, np.int64(min(device.bits, self.bits)))
+        self.owners = max(self.owners, chunk.owners)
+        self.handles = max(self.handles, chunk.handles)
+        self.pasid = _grown(self.pasid, chunk.handles, -1)
+        self.generation = _grown(self.generation, chunk.handles, 0)
+        self.distances = _grown(self.distances, chunk.handles, 0.0)
+        self.limit = _grown(self.limit, chunk.handles, 0)
+        allocs = np.flatnonzero(chunk.op == _OP_ALLOC)
+        if len(allocs):
+            handles, devices = chunk.handle[allocs], chunk.device[allocs]
+            if len(handles) and (handles.min() < 0 or handles.max() >= len(self.limit)):
+                return          # out of the tables: the loop refuses the operation by number
+            widths = np.full(len(allocs), min(self.bits, MAX_BITS), dtype=np.int64)
+            fits = (devices >= 0) & (devices < len(self.widths))
+            widths[fits] = self.widths[devices[fits]]
+            self.limit[handles] = (np.int64(1) << widths) - 1
+        end = chunk.end
+        if self.samples and end is not None:
+            self._stretch(end)
+
+    def _stretch(self, end: float) -> None:
+        """The sampling grid reaching past ``end``: a first grid from 0 to ``end`` when
+        there is none, else every other point kept and the spacing doubled until it does."""
+        if not len(self.sample_at):
+            if end > 0:
+                self._grid(np.linspace(0.0, end, self.samples, dtype=np.float64), 0)
+            return
+        while len(self.sample_at) > 1 and self.sample_at[-1] < end:
+            step = 2 * (self.sample_at[1] - self.sample_at[0])
+            if not step > 0:
+                return
+            kept = self.sample_at[::2]
+            taken = self.counter("samples")
+            old = [getattr(self, name)[:taken:2] for name in
+                   ("sample_active", "sample_held", "sample_blocks")]
+            self._grid(np.concatenate(
+                [kept, kept[-1] + step * np.arange(1, self.samples - len(kept) + 1)]),
+                (taken + 1) // 2)
+            for name, values in zip(("sample_active", "sample_held", "sample_blocks"), old):
+                getattr(self, name)[:len(values)] = values
+
+    def _grid(self, grid: npt.NDArray[np.float64], taken: int) -> None:
+        """A new sampling grid, its first ``taken`` points taken (the caller fills them)."""
+        self.sample_at = grid
+        self.sample_active = np.zeros(len(grid), dtype=np.int64)
+        self.sample_held = np.zeros(len(grid), dtype=np.int64)
+        self.sample_blocks = np.zeros(len(grid), dtype=np.int64)
+        self.counters[COUNTERS.index("samples")] = taken

@@ -40,7 +40,7 @@ The metrics (also in the README):
 from __future__ import annotations
 
 import time as _time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +51,7 @@ import pasid
 from pasid._args import STRATEGIES, as_strategy
 from pasid.sim import _replay_py
 from pasid.sim._replaystate import ReplayState
+from pasid.sim.chunk import Chunk, StreamHeader
 from pasid.sim.trace import Trace
 
 if TYPE_CHECKING:
@@ -74,7 +75,7 @@ try:
 except ImportError:  # pragma: no cover - the pure install has no compiled loop
     _compiled = None
 
-__all__ = ["Run", "replay", "simulate", "STRATEGIES"]
+__all__ = ["Replayer", "Run", "STRATEGIES", "TraceStream", "replay", "simulate"]
 
 HIST_LOW = -10          # the histogram's first power-of-two edge: 2**-10
 CHUNK = 1 << 20         # operations per call of the loop when progress is shown
@@ -158,6 +159,76 @@ def _has_core() -> bool:
     return True
 
 
+class Replayer:
+    """One replay fed a chunk at a time: a fresh allocator, the loop, the bookkeeping.
+
+    ``Replayer(header, strategy, ...)`` takes the options of :func:`replay`
+    (``quarantine`` says which replay this is; the chunks fed to one with
+    ``quarantine=False`` must already be rewritten, as
+    :class:`pasid.sim.tracecheck.Detacher` does) and ``end``, the trace's last
+    time when known (the sampling grid; see :class:`ReplayState`). Feed it the
+    trace's chunks in order (:meth:`feed`), then :meth:`finish` gives the
+    :class:`Run`. Memory: the allocator's tables and the replay's own (per
+    PASID, per handle); nothing per operation. Time: the loop's, plus
+    O(len(chunk)) numpy per chunk.
+    """
+
+    def __init__(self, header: StreamHeader | Trace, strategy: str = "lowest", *,
+                 grace: float | None = None, seed: int = 0, quarantine: bool = True,
+                 allocator: _AllocatorChoice = None, engine: str = "auto", samples: int = 500,
+                 end: float | None = None) -> None:
+        cls = _allocator_class(allocator)
+        if cls is None:
+            raise ValueError("the compiled allocator is not available")
+        as_strategy(strategy)
+        a = cls(header.bits, strategy=strategy, grace=header.grace if grace is None else grace,
+                seed=seed)
+        compiled_ok = _compiled is not None and type(a).__module__ == "pasid._core"
+        if engine == "auto":
+            engine = "compiled" if compiled_ok else "python"
+        if engine == "compiled" and not compiled_ok:
+            raise ValueError("the compiled replay loop needs the compiled allocator (pasid._core)")
+        if engine not in ("compiled", "python"):
+            raise ValueError(f"engine must be auto, compiled or python, got {engine!r}")
+        # the compiled loop takes only the compiled allocator: its class was checked above
+        self._loop: Callable[[Any, Chunk, ReplayState, int, int], None] = (
+            _compiled.run if engine == "compiled" and _compiled is not None else _replay_py.run)
+        self.allocator = a
+        self.strategy = strategy
+        self.quarantine = quarantine
+        self.engine = engine
+        self.seconds = 0.0
+        self.state = ReplayState(a, samples, end)
+
+    def feed(self, chunk: Chunk) -> None:
+        """Replay ``chunk``, the next operations of the trace."""
+        st = self.state
+        st.take(chunk)
+        began = _time.perf_counter()
+        self._loop(self.allocator, chunk, st, 0, len(chunk))
+        self.seconds += _time.perf_counter() - began
+
+    def finish(self) -> Run:
+        """The :class:`Run` of what was fed."""
+        st = self.state
+        failures = st.counter("failures")
+        if self.allocator.stats()["failures"] != failures:
+            raise AssertionError("the replay's failures disagree with the allocator's stats()")
+        samples = st.counter("samples")
+        return Run(
+            strategy=self.strategy, quarantine=self.quarantine, engine=self.engine,
+            ops=st.counter("done"), seconds=self.seconds, allocations=st.counter("allocations"),
+            failures=failures, skipped=st.counter("skipped"), stale=st.counter("stale"),
+            peak_active=st.counter("peak_active"), peak_held=st.counter("peak_held"),
+            blocks_peak=st.counter("blocks_peak"), highest=st.counter("highest"),
+            distances=st.distances[:st.counter("distances")].copy(),
+            sample_time=st.sample_at[:samples].copy(),
+            sample_active=st.sample_active[:samples].copy(),
+            sample_held=st.sample_held[:samples].copy(),
+            sample_blocks=st.sample_blocks[:samples].copy(),
+        )
+
+
 def replay(trace: Trace, strategy: str = "lowest", *, grace: float | None = None, seed: int = 0,
            quarantine: bool = True, allocator: _AllocatorChoice = None, engine: str = "auto",
            samples: int = 500, progress: Callable[[int, int], object] | None = None) -> Run:
@@ -172,54 +243,26 @@ def replay(trace: Trace, strategy: str = "lowest", *, grace: float | None = None
     ``"python"`` (one API call per operation, any allocator) or ``"auto"``
     (compiled when it can). ``progress(done, total)`` is called between chunks
     of operations. O(n) calls of O(log64 N) operations.
+
+    >>> from pasid.sim.workload import generate, preset
+    >>> run = replay(generate(preset("default", duration=2000), seed=1), "fifo")
+    >>> run.ops == run.allocations + run.failures + run.skipped + (run.ops - run.allocations
+    ...     - run.failures - run.skipped), run.failures
+    (True, 0)
     """
-    cls = _allocator_class(allocator)
-    if cls is None:
-        raise ValueError("the compiled allocator is not available")
     as_strategy(strategy)
     if not quarantine:
         trace = trace.without_quarantine()
-    a = cls(trace.bits, strategy=strategy, grace=trace.grace if grace is None else grace,
-            seed=seed)
-    compiled_ok = _compiled is not None and type(a).__module__ == "pasid._core"
-    if engine == "auto":
-        engine = "compiled" if compiled_ok else "python"
-    if engine == "compiled" and not compiled_ok:
-        raise ValueError("the compiled replay loop needs the compiled allocator (pasid._core)")
-    if engine not in ("compiled", "python"):
-        raise ValueError(f"engine must be auto, compiled or python, got {engine!r}")
-    # the compiled loop takes only the compiled allocator: its class was checked above
-    loop: Callable[[Any, Trace, ReplayState, int, int], None]
-    loop = (_compiled.run if engine == "compiled" and _compiled is not None
-            else _replay_py.run)
-    st = ReplayState(trace, a, samples)
+    replayer = Replayer(trace, strategy, grace=grace, seed=seed, quarantine=quarantine,
+                        allocator=allocator, engine=engine, samples=samples, end=trace.duration)
     total = len(trace)
-    chunk = total if progress is None else max(CHUNK if engine == "compiled" else CHUNK >> 6, 1)
-    elapsed = 0.0
-    start = 0
-    while start < total:
-        stop = min(total, start + chunk)
-        began = _time.perf_counter()
-        loop(a, trace, st, start, stop)
-        elapsed += _time.perf_counter() - began
-        start = stop
+    size = None if progress is None else (CHUNK if replayer.engine == "compiled"
+                                          else CHUNK >> 6)
+    for chunk in trace.chunks(size):
+        replayer.feed(chunk)
         if progress is not None:
-            progress(start, total)
-    failures = st.counter("failures")
-    if a.stats()["failures"] != failures:
-        raise AssertionError("the replay's failures disagree with the allocator's stats()")
-    return Run(
-        strategy=strategy, quarantine=quarantine, engine=engine, ops=st.counter("done"),
-        seconds=elapsed, allocations=st.counter("allocations"), failures=failures,
-        skipped=st.counter("skipped"), stale=st.counter("stale"),
-        peak_active=st.counter("peak_active"), peak_held=st.counter("peak_held"),
-        blocks_peak=st.counter("blocks_peak"), highest=st.counter("highest"),
-        distances=st.distances[:st.counter("distances")].copy(),
-        sample_time=st.sample_at[:st.counter("samples")].copy(),
-        sample_active=st.sample_active[:st.counter("samples")].copy(),
-        sample_held=st.sample_held[:st.counter("samples")].copy(),
-        sample_blocks=st.sample_blocks[:st.counter("samples")].copy(),
-    )
+            progress(chunk.start + len(chunk), total)
+    return replayer.finish()
 
 
 def row(on: Run, off: Run | None) -> dict[str, Any]:
@@ -243,39 +286,102 @@ def row(on: Run, off: Run | None) -> dict[str, Any]:
     }
 
 
-def simulate(source: Trace | Workload, strategies: Sequence[str] = STRATEGIES, *, seed: int = 0,
-             grace: float | None = None, allocator: _AllocatorChoice = None, engine: str = "auto",
-             samples: int = 500, progress: Callable[[int, int], object] | None = None,
+def simulate(source: Trace | Workload | TraceStream, strategies: Sequence[str] = STRATEGIES, *,
+             seed: int = 0, grace: float | None = None, allocator: _AllocatorChoice = None,
+             engine: str = "auto", samples: int = 500,
+             progress: Callable[[int, int | None], object] | None = None,
              ) -> tuple[list[dict[str, Any]], list[Run]]:
     """Every strategy on the same operations: ``(rows, runs)``.
 
-    ``source`` is a :class:`~pasid.sim.trace.Trace` or a
+    ``source`` is a :class:`~pasid.sim.trace.Trace`, a
     :class:`~pasid.sim.workload.Workload` (generated with ``seed``; ``seed``
-    also seeds the ``random`` strategy). Each strategy replays the trace with
-    device quarantine and without it (for ``stale_no_quarantine``). ``rows``:
-    one :func:`row` per strategy, in the order given; ``runs``: the
-    quarantine-on :class:`Run` of each, for plots. ``progress(step, steps)``
-    is called after each replay. Every name is checked before anything runs.
+    also seeds the ``random`` strategy) or a :class:`TraceStream` (a trace
+    read a chunk at a time: :func:`pasid.sim.traceio.open_trace`). Each
+    strategy replays the trace with device quarantine and without it (for
+    ``stale_no_quarantine``). ``rows``: one :func:`row` per strategy, in the
+    order given; ``runs``: the quarantine-on :class:`Run` of each, for plots.
+    Every name is checked before anything runs.
+
+    A workload or a stream is never whole in memory: it is generated (or read),
+    checked and rewritten for the no-quarantine replays a chunk at a time, and
+    every replay takes each chunk in turn, so memory follows what is live (the
+    allocators' tables, per-handle bookkeeping), not the trace's length. A
+    :class:`~pasid.sim.trace.TraceError` in a chunk stops the run there (the
+    replays start once the first chunk has checked).
+    ``progress(done, total)`` is called after each chunk with the operations
+    done and the total (an estimate for a workload, None when unknown).
     """
     for strategy in strategies:
         as_strategy(strategy)
-    if isinstance(source, Trace):
-        trace = source
-    else:
-        from pasid.sim.workload import generate
+    options: dict[str, Any] = dict(grace=grace, seed=seed, allocator=allocator, engine=engine)
+    stream = _stream(source, seed)
+    on: list[Replayer] = []
+    off: list[Replayer] = []
 
-        trace = generate(source, seed)
-    rows: list[dict[str, Any]] = []
-    runs: list[Run] = []
-    steps = 2 * len(strategies)
-    for i, strategy in enumerate(strategies):
-        options: dict[str, Any] = dict(grace=grace, seed=seed, allocator=allocator, engine=engine)
-        on = replay(trace, strategy, samples=samples, **options)
-        if progress is not None:
-            progress(2 * i + 1, steps)
-        off = replay(trace, strategy, quarantine=False, samples=0, **options)
-        if progress is not None:
-            progress(2 * i + 2, steps)
-        rows.append(row(on, off))
-        runs.append(on)
+    def start() -> None:
+        """The replays, made once the first chunk has checked (a trace that fails at
+        once makes no allocator)."""
+        on[:] = [Replayer(stream.header, strategy, samples=samples, end=stream.end, **options)
+                 for strategy in strategies]
+        off[:] = [Replayer(stream.header, strategy, quarantine=False, samples=0, **options)
+                  for strategy in strategies]
+
+    if isinstance(source, Trace):
+        start()
+        # checked already, and whole: the no-quarantine replays take its rewrite whole
+        for chunk in source.chunks(None if progress is None else CHUNK):
+            for replayer in on:
+                replayer.feed(chunk)
+            if progress is not None:
+                progress(chunk.start + len(chunk), len(source))
+        for chunk in source.without_quarantine().chunks():
+            for replayer in off:
+                replayer.feed(chunk)
+    else:
+        from pasid.sim.tracecheck import Checker, Detacher
+
+        checker, detacher = Checker(stream.header), Detacher()
+        for chunk in stream.chunks:
+            checker.feed(chunk)
+            if not on:
+                start()
+            for replayer in on:
+                replayer.feed(chunk)
+            rewritten = detacher.feed(chunk)
+            for replayer in off:
+                replayer.feed(rewritten)
+            if progress is not None:
+                progress(chunk.start + len(chunk), stream.total)
+        checker.finish()
+        if not on:
+            start()
+    runs = [replayer.finish() for replayer in on]
+    rows = [row(run, replayer.finish()) for run, replayer in zip(runs, off)]
     return rows, runs
+
+
+@dataclass
+class TraceStream:
+    """A trace a chunk at a time: its header, its chunks (an iterator, used once),
+    its last time and its length when known (or estimated), for sampling and
+    progress."""
+
+    header: StreamHeader
+    chunks: Iterator[Chunk]
+    end: float | None = None
+    total: int | None = None
+
+
+def _stream(source: Trace | Workload | TraceStream, seed: int) -> TraceStream:
+    """``source`` as a :class:`TraceStream` (a workload's generated as it is read)."""
+    if isinstance(source, TraceStream):
+        return source
+    if isinstance(source, Trace):
+        return TraceStream(source.header(), source.chunks(), source.duration, len(source))
+    from pasid.sim.workload import Workload, end_estimate, expected_ops, stream
+
+    if not isinstance(source, Workload):
+        raise TypeError(f"simulate needs a Trace, a Workload or a TraceStream, "
+                        f"got {type(source).__name__}")
+    header, chunks = stream(source, seed)
+    return TraceStream(header, chunks, end_estimate(source), expected_ops(source))
