@@ -18,6 +18,7 @@ found, in the twin's words (the shared test suite holds the two to it).
 """
 
 cimport cython
+from cpython.object cimport PyObject
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
@@ -34,7 +35,7 @@ from pasid.sim.trace import Device, TraceError
 
 cdef extern from "Python.h":
     double PyOS_string_to_double(const char *s, char **endptr,
-                                 object overflow_exception) except? -1.0
+                                 PyObject* overflow_exception) except? -1.0
     char* PyOS_double_to_string(double val, char format_code, int precision, int flags,
                                 int *ptype) except NULL
     int Py_DTSF_ADD_DOT_0
@@ -277,7 +278,7 @@ cdef int parse_decimal(const char* p, Py_ssize_t n, double* out) except -1:
     if n < 64:
         memcpy(small, p, n)
         small[n] = 0
-        out[0] = PyOS_string_to_double(small, NULL, None)
+        out[0] = PyOS_string_to_double(small, NULL, NULL)
         return 1
     text = <char*>malloc(n + 1)
     if text == NULL:
@@ -285,7 +286,7 @@ cdef int parse_decimal(const char* p, Py_ssize_t n, double* out) except -1:
     memcpy(text, p, n)
     text[n] = 0
     try:
-        out[0] = PyOS_string_to_double(text, NULL, None)
+        out[0] = PyOS_string_to_double(text, NULL, NULL)
     finally:
         free(text)
     return 1
