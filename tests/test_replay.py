@@ -107,7 +107,8 @@ def test_simulate_rows_have_every_metric():
     assert len(runs) == 2 and runs[0].quarantine
 
 
-@pytest.mark.parametrize("text, line, message", [
+# bad lines, each named (also read by both text parsers in tests/test_traceio.py)
+BAD_LINES = [
     ("nonsense\n", 1, "not a trace"),
     ("pasid-trace 2\n", 1, "unknown trace version"),
     ("pasid-trace 1\n0 alloc h0\n1 fly h0\n", 3, "unknown operation"),
@@ -148,7 +149,10 @@ def test_simulate_rows_have_every_metric():
     ("pasid-trace 1\n\ufeff0 alloc h0\n", 2, "time must be a decimal number"),
     ("# a comment first\n\ufeffpasid-trace 1\n", 2, "not a trace"),
     ("pasid-trace\ufeff 1\n", 1, "not a trace"),
-])
+]
+
+
+@pytest.mark.parametrize("text, line, message", BAD_LINES)
 def test_bad_lines_are_named(text, line, message):
     with pytest.raises(TraceError, match=message) as caught:
         read_trace(io.StringIO(text), name="t")

@@ -210,41 +210,12 @@ class Trace:
 
     # ------------------------------------------------------------ text
 
-    def write(self, file: str | os.PathLike[str] | IO[str]) -> None:
-        """Write the trace in the text format to a path or a text file object. O(n)."""
-        if isinstance(file, (str, os.PathLike)):
-            with open(file, "w", encoding="utf-8") as out:
-                self.write(out)
-            return
-        file.write(f"{MAGIC} {VERSION}\n")
-        if self.comment is not None:
-            file.write(f"# {self.comment}\n")
-        file.write(f"bits {self.bits}\n")
-        file.write(f"grace {_number(self.grace)}\n")
-        for d in self.devices:
-            file.write(f"device {d.name} bits={d.bits} drain={_number(d.drain)}\n")
-        names, owners, devices = self.handles, self.owners, self.devices
-        ops = self.op.tolist()
-        times = self.time.tolist()
-        handles = self.handle.tolist()
-        owner_ids = self.owner.tolist()
-        device_ids = self.device.tolist()
-        lines = []
-        for t, op, h, o, d in zip(times, ops, handles, owner_ids, device_ids):
-            t = _number(t)
-            if op == OP_ALLOC:
-                owner = owners[o] if o >= 0 else "-"
-                fits = f" {devices[d].name}" if d >= 0 else ""
-                lines.append(f"{t} alloc {names[h]} {owner}{fits}\n")
-            elif op in (OP_GET, OP_PUT):
-                lines.append(f"{t} {OP_NAMES[op]} {names[h]}\n")
-            elif op == OP_EXIT:
-                lines.append(f"{t} exit {owners[o]}\n")
-            elif op == OP_ADVANCE:
-                lines.append(f"{t} advance\n")
-            else:
-                lines.append(f"{t} {OP_NAMES[op]} {names[h]} {devices[d].name}\n")
-        file.writelines(lines)
+    def write(self, file: str | os.PathLike[str] | IO[Any]) -> None:
+        """Write the trace to a path (``.npz``: the binary format of
+        :mod:`pasid.sim.traceio`, else text) or a file object (text). O(n)."""
+        from pasid.sim.traceio import CHUNK, write_trace
+
+        write_trace(file, self.header(), self.chunks(CHUNK), self.devices)
 
     def to_text(self) -> str:
         """The trace in the text format, as a string."""
@@ -473,153 +444,17 @@ class TraceBuilder:
 
 def read_trace(source: str | os.PathLike[str] | Iterable[str], *,
                name: str | None = None) -> Trace:
-    """Parse a trace from a path, a text file object or an iterable of lines, and check it.
+    """Read a trace from a path (``.npz``: binary, else text), a file object or an
+    iterable of lines, and check it.
 
-    Raises :class:`TraceError` naming the first bad line; nothing is replayed
-    from a trace that does not check. O(n).
+    Raises :class:`TraceError` naming the first bad line (or operation, for a
+    binary trace); nothing is replayed from a trace that does not check. O(n).
+    The reading is :func:`pasid.sim.traceio.open_trace`'s (a text file's lines
+    parsed in C when the extension is built).
     """
-    if isinstance(source, (str, os.PathLike)):
-        with open(source, encoding="utf-8") as file:
-            return read_trace(file, name=name or os.fspath(source))
-    return _parse(source, name or getattr(source, "name", None) or "trace")
+    from pasid.sim.traceio import read_whole
 
-
-def _parse(lines: Iterable[str], source: str) -> Trace:
-    bits, grace = MAX_BITS, 0.0
-    devices: dict[str, int] = {}        # name -> index
-    device_list: list[Device] = []
-    owners: dict[str, int] = {}
-    handles: dict[str, int] = {}
-    times: list[float] = []
-    ops: list[int] = []
-    hs: list[int] = []
-    os_: list[int] = []
-    ds: list[int] = []
-    numbers: list[int] = []
-    seen_magic = False
-    header_open = True
-    given: set[str] = set()             # the header lines seen of those given once
-
-    def fail(message: str) -> NoReturn:
-        raise TraceError(message, number, source)
-
-    def device_index(name: str) -> int:
-        index = devices.get(name)
-        if index is None:           # bound but not declared: the defaults
-            index = devices[name] = len(device_list)
-            device_list.append(Device(name))
-        return index
-
-    def handle_index(name: str) -> int:
-        index = handles.get(name)
-        if index is None:
-            fail(f"unknown handle {name!r} (no alloc names it)")
-        return index
-
-    number = 0
-    for number, raw in enumerate(lines, 1):
-        if number == 1 and raw.startswith(_BOM):
-            raw = raw[1:]
-        text = raw.split("#", 1)[0].split()
-        if not text:
-            continue
-        if not seen_magic:
-            if text[0] != MAGIC or len(text) != 2:
-                fail(f"not a trace: the first line must be '{MAGIC} {VERSION}'")
-            if text[1] != str(VERSION):
-                fail(f"unknown trace version {text[1]!r} (this reader knows {VERSION})")
-            seen_magic = True
-            continue
-        word = text[0]
-        if word in ("bits", "grace", "device"):
-            if not header_open:
-                fail(f"'{word}' belongs in the header, before the first operation")
-            if word in given:
-                fail(f"{word} declared twice")
-            if word == "bits":
-                if len(text) != 2:
-                    fail("expected 'bits N'")
-                bits = _keep(fail, as_bits, _integer(text[1], "bits", fail), "bits")
-                given.add(word)
-            elif word == "grace":
-                if len(text) != 2:
-                    fail("expected 'grace TIME'")
-                grace = _keep(fail, as_grace, _decimal(text[1], "grace", fail))
-                given.add(word)
-            else:
-                if len(text) < 2:
-                    fail("expected 'device NAME [bits=N] [drain=TIME]'")
-                name = text[1]
-                if name in devices:
-                    fail(f"device {name!r} declared twice")
-                settings: dict[str, Any] = {}
-                for item in text[2:]:
-                    key, sep, value = item.partition("=")
-                    if not sep or key not in ("bits", "drain"):
-                        fail(f"unknown device setting {item!r} (bits=N, drain=TIME)")
-                    if key in settings:
-                        fail(f"device {name!r}: {key} given twice")
-                    if key == "bits":
-                        width = _integer(value, "device bits", fail)
-                        settings[key] = _keep(fail, as_bits, width, "device bits")
-                    else:
-                        settings[key] = _keep(fail, as_drain, _decimal(value, "drain", fail))
-                devices[name] = len(device_list)
-                device_list.append(Device(name, **settings))
-            continue
-        header_open = False
-        if len(text) < 2:
-            fail("expected 'TIME OP ...'")
-        t = _keep(fail, _time, _decimal(text[0], "time", fail))
-        op = _OP_CODES.get(text[1])
-        if op is None:
-            fail(f"unknown operation {text[1]!r} (one of {', '.join(OP_NAMES)})")
-        args = text[2:]
-        h = o = d = -1
-        if op == OP_ALLOC:
-            if not 1 <= len(args) <= 3:
-                fail("expected 'TIME alloc HANDLE [OWNER|-] [FITS]'")
-            if args[0] in handles:
-                fail(f"handle {args[0]!r} allocated twice")
-            h = handles[args[0]] = len(handles)
-            if len(args) > 1 and args[1] != "-":
-                o = owners.setdefault(args[1], len(owners))
-            if len(args) > 2:
-                if args[2] not in devices:
-                    fail(f"unknown device {args[2]!r} (declare it in the header)")
-                d = devices[args[2]]
-        elif op in (OP_GET, OP_PUT):
-            if len(args) != 1:
-                fail(f"expected 'TIME {text[1]} HANDLE'")
-            h = handle_index(args[0])
-        elif op in (OP_BIND, OP_UNBIND, OP_ACCESS):
-            if len(args) != 2:
-                fail(f"expected 'TIME {text[1]} HANDLE DEVICE'")
-            h = handle_index(args[0])
-            d = device_index(args[1])
-        elif op == OP_EXIT:
-            if len(args) != 1 or args[0] == "-":
-                fail("expected 'TIME exit OWNER'")
-            o = owners.setdefault(args[0], len(owners))
-        elif args:
-            fail("expected 'TIME advance'")
-        times.append(t)
-        ops.append(op)
-        hs.append(h)
-        os_.append(o)
-        ds.append(d)
-        numbers.append(number)
-    if not seen_magic:
-        raise TraceError(f"empty trace: the first line must be '{MAGIC} {VERSION}'", None, source)
-    trace = Trace(
-        bits=bits, grace=grace, devices=device_list, owners=list(owners), handles=list(handles),
-        time=np.array(times, dtype=np.float64), op=np.array(ops, dtype=np.uint8),
-        handle=np.array(hs, dtype=np.int32), owner=np.array(os_, dtype=np.int32),
-        device=np.array(ds, dtype=np.int32), lines=np.array(numbers, dtype=np.int64),
-        source=source,
-    )
-    check(trace)
-    return trace
+    return check(read_whole(source, name))
 
 
 def _integer(text: str, what: str, fail: Callable[[str], NoReturn]) -> int:
