@@ -66,6 +66,7 @@ crash. The history is then the checker's, as for text.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import itertools
 import json
@@ -95,8 +96,7 @@ else:
     except ImportError:  # pragma: no cover - a pure install
         _compiled = None
 
-__all__ = ["BINARY_FORMAT", "BINARY_SUFFIXES", "BINARY_VERSION", "CHUNK", "open_trace",
-           "write_trace"]
+__all__ = ["BINARY_FORMAT", "BINARY_SUFFIXES", "BINARY_VERSION", "CHUNK", "TraceWriter", "open_trace", "recorded", "write_trace"]
 
 CHUNK = 1 << 18             # operations a chunk, by default
 BLOCK = 1 << 22             # bytes of a text file parsed at a time
@@ -339,17 +339,158 @@ def write_trace(target: str | os.PathLike[str] | IO[Any], header: StreamHeader,
     devices that appear later follow the rule in the module docstring
     (ValueError otherwise). A comment (``header.comment``) is written as ``#``
     lines after the first line (line breaks as ``\\n``). O(operations), a chunk
-    at a time.
+    at a time (:class:`TraceWriter`).
     """
-    if isinstance(target, (str, os.PathLike)):
-        if _is_binary_path(target):
-            _write_binary(target, header, chunks, devices)
+    with TraceWriter(target, header, devices) as writer:
+        for c in chunks:
+            writer.write(c)
+
+
+def recorded(target: str | os.PathLike[str], header: StreamHeader,
+             chunks: Iterable[Chunk]) -> Iterator[Chunk]:
+    """``chunks``, passed on as they come, each written to ``target`` as it passes
+    (``pasid simulate --record``: the trace is written while it is replayed, never
+    whole in memory). The file is complete once the chunks are; if they stop with an
+    error, the partial file is removed."""
+    writer = TraceWriter(target, header)
+    try:
+        for c in chunks:
+            writer.write(c)
+            yield c
+    except BaseException:
+        writer.abandon()
+        raise
+    writer.close()
+
+
+class TraceWriter:
+    """A trace written a chunk at a time: ``write(chunk)`` for each, in order, then
+    ``close()`` (or use it as a context manager). Binary to a ``.npz`` path, else
+    text; see :func:`write_trace`. Nothing is written before the first chunk or
+    ``close()`` (the declared devices are the first chunk's, unless given)."""
+
+    def __init__(self, target: str | os.PathLike[str] | IO[Any], header: StreamHeader,
+                 devices: Sequence[Device] | None = None) -> None:
+        self.header = header
+        self.devices = devices
+        self.known: _Devices | None = None
+        self.handles, self.owners = _Names(header.handle_name), _Names(header.owner_name)
+        self.path: str | os.PathLike[str] | None = None
+        self.out: IO[Any] | None = None
+        self.zip: zipfile.ZipFile | None = None
+        self.owned = False
+        if isinstance(target, (str, os.PathLike)):
+            self.path = target
+            self.binary_format = _is_binary_path(target)
+            if self.binary_format:
+                self.zip = zipfile.ZipFile(target, "w", compression=zipfile.ZIP_STORED,
+                                           allowZip64=True)
+            else:
+                self.out = open(target, "wb")
+                self.owned = True
+            self.binary = True
+        else:
+            self.binary_format = False
+            self.out = target
+            self.binary = isinstance(target, (io.RawIOBase, io.BufferedIOBase))
+        # the binary form's books
+        self.sizes: list[int] = []
+        self.nhandles = self.nowners = 0
+        # the text form's
+        self.device_names: list[str] = []
+        self.format_ops = (_compiled.format_ops if _compiled is not None
+                           else _textread_py.format_ops)
+
+    def __enter__(self) -> TraceWriter:
+        return self
+
+    def __exit__(self, kind: Any, value: Any, traceback: Any) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.abandon()
+
+    def _start(self, first: Chunk | None) -> _Devices:
+        from pasid.sim.trace import _number
+
+        known = _Devices(self.devices if self.devices is not None
+                         else first.devices if first is not None else ())
+        if not self.binary_format:
+            header = self.header
+            head = [f"{MAGIC} {VERSION}\n", _comment_lines(header.comment),
+                    f"bits {header.bits}\n", f"grace {_number(header.grace)}\n"]
+            head += [f"device {d.name} bits={d.bits} drain={_number(d.drain)}\n"
+                     for d in known.devices]
+            self._put("".join(head))
+        self.known = known
+        return known
+
+    def _put(self, text: str | bytes) -> None:
+        assert self.out is not None
+        if self.binary:
+            self.out.write(text.encode("utf-8") if isinstance(text, str) else text)
+        else:
+            self.out.write(text if isinstance(text, str) else text.decode("utf-8"))
+
+    def write(self, c: Chunk) -> None:
+        """The next chunk. ValueError for a device the rule does not allow."""
+        known = self.known if self.known is not None else self._start(c)
+        if not self.binary_format:
+            known.admit(c, defaults_only=True)
+            self.device_names.extend(d.name for d in known.devices[len(self.device_names):])
+            self._put(self.format_ops(c.time, c.op, c.handle, c.owner, c.device,
+                                      self.handles.upto(c.handles), self.owners.upto(c.owners),
+                                      self.device_names))
             return
-        with open(target, "wb") as out:
-            _write_text(out, header, chunks, devices, binary=True)
-        return
-    binary = isinstance(target, (io.RawIOBase, io.BufferedIOBase))
-    _write_text(target, header, chunks, devices, binary=binary)
+        known.admit(c, defaults_only=False)
+        if not len(c.op):
+            return
+        assert self.zip is not None
+        for column in COLUMNS:
+            array = np.ascontiguousarray(getattr(c, column), dtype=DTYPES[column])
+            with self.zip.open(f"chunk{len(self.sizes):06d}/{column}.npy", "w",
+                               force_zip64=array.nbytes > 1 << 30) as member:
+                np.lib.format.write_array(member, array, allow_pickle=False)
+        self.sizes.append(len(c.op))
+        self.nhandles, self.nowners = max(self.nhandles, c.handles), max(self.nowners, c.owners)
+
+    def close(self) -> None:
+        """The end of the trace: the binary form's header written, the file closed."""
+        known = self.known if self.known is not None else self._start(None)
+        if self.zip is not None:
+            header = self.header
+            meta = {"format": BINARY_FORMAT, "version": BINARY_VERSION, "bits": header.bits,
+                    "grace": header.grace, "comment": header.comment,
+                    "devices": [[d.name, d.bits, d.drain] for d in known.devices],
+                    "declared": known.declared, "chunks": self.sizes}
+            for key, names, count, prefix in (("handles", self.handles, self.nhandles, "h"),
+                                              ("owners", self.owners, self.nowners, "p")):
+                numbered = names.prefix
+                if numbered is None:
+                    listed = names.upto(count)[:count]
+                    if listed == [f"{prefix}{i}" for i in range(count)]:
+                        numbered = prefix
+                    else:
+                        self.zip.writestr(f"{key}.txt", "".join(f"{n}\n" for n in listed))
+                meta[key] = {"count": count, "numbered": numbered}
+            self.zip.writestr("header.json", json.dumps(meta, indent=1))
+            self.zip.close()
+            self.zip = None
+        elif self.owned and self.out is not None:
+            self.out.close()
+            self.out = None
+
+    def abandon(self) -> None:
+        """Stop without finishing: a file this writer opened is closed and removed."""
+        if self.zip is not None:
+            self.zip.close()
+            self.zip = None
+        elif self.owned and self.out is not None:
+            self.out.close()
+            self.out = None
+        if self.path is not None:
+            with contextlib.suppress(OSError):
+                os.remove(self.path)
 
 
 class _Names:
@@ -417,69 +558,6 @@ def _comment_lines(comment: str | None) -> str:
     if comment is None:
         return ""
     return "".join(f"# {line}\n" for line in re.split("\r\n|\r|\n", comment))
-
-
-def _write_text(out: IO[Any], header: StreamHeader, chunks: Iterable[Chunk],
-                devices: Sequence[Device] | None, *, binary: bool) -> None:
-    from pasid.sim.trace import _number
-
-    it = iter(chunks)
-    first = next(it, None)
-    declared = _Devices(devices if devices is not None
-                        else first.devices if first is not None else ())
-    head = [f"{MAGIC} {VERSION}\n", _comment_lines(header.comment), f"bits {header.bits}\n",
-            f"grace {_number(header.grace)}\n"]
-    head += [f"device {d.name} bits={d.bits} drain={_number(d.drain)}\n"
-             for d in declared.devices]
-    text = "".join(head)
-    out.write(text.encode("utf-8") if binary else text)
-    handles, owners = _Names(header.handle_name), _Names(header.owner_name)
-    format_ops = _compiled.format_ops if _compiled is not None else _textread_py.format_ops
-    device_names: list[str] = []
-    for c in itertools.chain(() if first is None else (first,), it):
-        declared.admit(c, defaults_only=True)
-        device_names.extend(d.name for d in declared.devices[len(device_names):])
-        data = format_ops(c.time, c.op, c.handle, c.owner, c.device, handles.upto(c.handles),
-                          owners.upto(c.owners), device_names)
-        out.write(data if binary else data.decode("utf-8"))
-
-
-def _write_binary(path: str | os.PathLike[str], header: StreamHeader, chunks: Iterable[Chunk],
-                  devices: Sequence[Device] | None) -> None:
-    it = iter(chunks)
-    first = next(it, None)
-    known = _Devices(devices if devices is not None
-                     else first.devices if first is not None else ())
-    handles, owners = _Names(header.handle_name), _Names(header.owner_name)
-    sizes: list[int] = []
-    nhandles = nowners = 0
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-        for k, c in enumerate(itertools.chain(() if first is None else (first,), it)):
-            known.admit(c, defaults_only=False)
-            if not len(c.op):
-                continue
-            for column in COLUMNS:
-                array = np.ascontiguousarray(getattr(c, column), dtype=DTYPES[column])
-                with zf.open(f"chunk{len(sizes):06d}/{column}.npy", "w",
-                             force_zip64=array.nbytes > 1 << 30) as member:
-                    np.lib.format.write_array(member, array, allow_pickle=False)
-            sizes.append(len(c.op))
-            nhandles, nowners = max(nhandles, c.handles), max(nowners, c.owners)
-        meta = {"format": BINARY_FORMAT, "version": BINARY_VERSION, "bits": header.bits,
-                "grace": header.grace, "comment": header.comment,
-                "devices": [[d.name, d.bits, d.drain] for d in known.devices],
-                "declared": known.declared, "chunks": sizes}
-        for key, names, count, prefix in (("handles", handles, nhandles, "h"),
-                                          ("owners", owners, nowners, "p")):
-            numbered = names.prefix
-            if numbered is None:
-                listed = names.upto(count)[:count]
-                if listed == [f"{prefix}{i}" for i in range(count)]:
-                    numbered = prefix
-                else:
-                    zf.writestr(f"{key}.txt", "".join(f"{n}\n" for n in listed))
-            meta[key] = {"count": count, "numbered": numbered}
-        zf.writestr("header.json", json.dumps(meta, indent=1))
 
 
 # ---------------------------------------------------------------- binary reading
