@@ -96,7 +96,8 @@ else:
     except ImportError:  # pragma: no cover - a pure install
         _compiled = None
 
-__all__ = ["BINARY_FORMAT", "BINARY_SUFFIXES", "BINARY_VERSION", "CHUNK", "TraceWriter", "open_trace", "recorded", "write_trace"]
+__all__ = ["BINARY_FORMAT", "BINARY_SUFFIXES", "BINARY_VERSION", "CHUNK", "TraceWriter",
+           "open_trace", "recorded", "write_trace"]
 
 CHUNK = 1 << 18             # operations a chunk, by default
 BLOCK = 1 << 22             # bytes of a text file parsed at a time
