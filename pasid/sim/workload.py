@@ -463,19 +463,22 @@ class _Rows:
     def take(self, which: Any) -> "_Rows":
         return _Rows(*(getattr(self, name)[which] for name in self.__slots__))
 
-    def sorted(self) -> "_Rows":
-        """The rows by (tick, order): by time, then handle, then the entity's script."""
-        if not len(self):
-            return self
-        low, high = self.order.min(), self.order.max()
-        first = self.tick.min()
+    def sorted(self, which: npt.NDArray[np.bool_] | None = None) -> "_Rows":
+        """The rows (those ``which`` selects) by (tick, order): by time, then handle,
+        then the entity's script. O(k log k) for k rows."""
+        rows = np.arange(len(self)) if which is None else np.flatnonzero(which)
+        if not len(rows):
+            return self.take(rows)
+        tick, order = self.tick[rows], self.order[rows]
+        low, high = order.min(), order.max()
+        first = tick.min()
         span = float(high - low + 1)
-        if (self.tick.max() - first + 1) * span < 2.0 ** 62:    # one int64 key
-            key = (self.tick - first).astype(np.int64) * np.int64(span) + (self.order - low)
-            permutation = np.argsort(key)
+        if (tick.max() - first + 1) * span < 2.0 ** 62:     # one int64 key
+            key = (tick - first).astype(np.int64) * np.int64(span) + (order - low)
+            permutation = np.argsort(key)       # the keys are unique: any sort will do
         else:
-            permutation = np.lexsort((self.order, self.tick))
-        return self.take(permutation)
+            permutation = np.lexsort((order, tick))
+        return self.take(rows[permutation])
 
 
 @dataclass(frozen=True)
@@ -753,7 +756,7 @@ def _chunks(plan: _Plan, seed: int, window: int, devices: tuple[Device, ...]) ->
             # held back one window, so that the closing advance joins the last rows
             if held is not None:
                 yield emit(held, closing=False)
-            held = rows.take(due).sorted()
+            held = rows.sorted(due)
     yield emit(pending.sorted() if held is None else _Rows.join((held, pending.sorted())),
                closing=True)
 
