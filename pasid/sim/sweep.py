@@ -40,17 +40,17 @@ metric, so the key leaves it out, as it does ``allocator``).
 
 Resuming: a row's key is (workload, params as canonical JSON, root_seed,
 seed_index, strategy, generator), a row without ``generator`` counting as
-version 1 (written before rows carried it). A row of another generator
-version is not this sweep's: its task runs again, and the file then holds both
-rows, told apart by ``generator``. Before running, the rows already in the output file are
-read; a task whose every requested strategy has a row is skipped, and a task
-with some missing runs only those, so a sweep never writes a key the file
-holds. A key held twice (files written by two sweeps at once before the lock
-below) counts once; the sweep leaves such rows as they are, and a reader
-wanting one row per key keeps the first. A final line that lacks its newline
-or does not parse (a write cut short) is dropped first, by truncating the file
-in place; any other line that does not parse is an error. Rows of other
-workloads, params, seeds or strategies are left alone.
+version 1 (written before rows carried it). Before running, the rows already
+in the output file are read; a task whose every requested strategy has a row
+is skipped, and a task with some missing runs only those, so a sweep never
+writes a key the file holds. A key held twice (files written by two sweeps at
+once before the lock below) counts once; the sweep leaves such rows as they
+are, and a reader wanting one row per key keeps the first. A final line that
+lacks its newline or does not parse (a write cut short) is dropped first, by
+truncating the file in place; any other line that does not parse is an error.
+Rows of other workloads, params, seeds, strategies or generator versions are
+left alone: a task whose rows are of another generator version runs again,
+and the file then holds both, told apart by ``generator``.
 
 One sweep per file: a sweep holds an exclusive ``flock`` on the output file
 itself from before it reads it until it returns (the kernel lets go of it if
