@@ -438,7 +438,7 @@ class _Rows:
     """Operations as columns: the pending buffer and what each window adds.
 
     ``tick``: the time in ticks (float64 holding whole numbers); ``order``:
-    ``handle * _SLOTS + slot``, the tie rule (an entity's operations in the
+    ``handle * slots + slot`` (:attr:`_Plan.slots`), the tie rule (an entity's operations in the
     order of its script); ``op``, ``owner``, ``device`` as in a trace.
     """
 
