@@ -58,7 +58,8 @@ seed) gives is a new version.
 
 Determinism: each purpose has its own stream, ``numpy.random.PCG64`` seeded
 with ``SeedSequence([seed, purpose])`` (process arrivals 0, process draws 1,
-VM arrivals 2, VM draws 3), of which only ``random()`` is used: the
+VM arrivals 2, VM draws 3; numpy keeps its bit generators' streams the same
+from version to version), of which only ``random()`` is used: the
 intervals between arrivals one uniform each, every process ``6 + 4 *
 binds[1]`` and every VM 5, whatever it ends up using. Exponential draws are
 by inversion, ``-mean * log1p(-u)``. Arrival times are the intervals summed
@@ -392,10 +393,9 @@ def _ticks(time: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
 class _Arrivals:
     """A Poisson process's arrival ticks, before the duration, in order.
 
-    The intervals are drawn in batches from their own stream and summed in
-    order (``numpy.add.accumulate`` adds one at a time, carrying the last
-    time), so the arrivals do not depend on the batches or on what is taken
-    when.
+    The intervals are drawn ``_ARRIVAL_BATCH`` at a time from their own
+    stream and summed in order, carrying the last time from batch to batch:
+    the arrivals depend on the seed alone, not on what is taken when.
     """
 
     def __init__(self, rate: float, duration: float, uniforms: np.random.Generator) -> None:
