@@ -93,7 +93,12 @@ TRACE_CHANGED = """
                               ("owner", OP_EXIT, 10**6), ("device", OP_BIND, 99),
                               ("op", OP_ALLOC, 200)]:
         trace = generate(preset("default"), 1)         # checked when built
-        getattr(trace, column)[np.flatnonzero(trace.op == op)[5]] = value
+        rows = np.flatnonzero(trace.op == op)
+        if op == OP_ALLOC:
+            # an alloc without FITS: for one with FITS, Trace.fits() (before the loop)
+            # indexes by the handle column first (IndexError, or -5 wraps around)
+            rows = rows[trace.device[rows] < 0]
+        getattr(trace, column)[rows[5]] = value
         try:
             replay(trace, engine=engine)
         except TraceError as error:

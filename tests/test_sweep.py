@@ -22,11 +22,11 @@ import pasid
 from pasid.sim import sweep as sweep_module
 from pasid.sim.replay import STRATEGIES, simulate
 from pasid.sim.sweep import TIMING_FIELDS, SweepError, spawn_seeds, sweep
-from pasid.sim.workload import preset
+from pasid.sim.workload import GENERATOR_VERSION, preset
 
 TINY = preset("default").with_(bits=10, duration=500, lifetime=100, vm_lifetime=200)
 GRID = {"arrival": [0.1, 0.3], "kill": [0.0, 0.5]}
-IDENTITY = {"workload", "params", "root_seed", "seed_index", "seed", "strategy"}
+IDENTITY = {"workload", "params", "root_seed", "seed_index", "seed", "strategy", "generator"}
 
 
 def read_rows(path):
@@ -36,7 +36,7 @@ def read_rows(path):
 
 def key(row):
     return (row["workload"], json.dumps(row["params"], sort_keys=True), row["root_seed"],
-            row["seed_index"], row["strategy"])
+            row["seed_index"], row["strategy"], row.get("generator", 1))
 
 
 def untimed(rows):
@@ -78,6 +78,7 @@ def test_one_row_per_point_seed_and_strategy(out):
         assert set(row) == IDENTITY | set(direct[0])
         assert row["workload"].startswith("default@") and len(row["workload"]) == 20
         assert row["root_seed"] == 3 and row["seed"] == seeds[row["seed_index"]]
+        assert row["generator"] == GENERATOR_VERSION
         assert row["ops"] > 0
     # the metrics are simulate's for that point and seed
     (mine,) = [r for r in rows if r["params"] == {"arrival": 0.3, "kill": 0.5}
@@ -195,6 +196,19 @@ def test_a_second_run_writes_nothing(out):
     assert sweep(TINY, GRID, ["lowest", "fifo"], 2, out=out, workers=1,
                  progress=lambda *done: calls.append(done)) == 0
     assert out.read_bytes() == before and calls == []
+
+
+def test_rows_of_another_generator_version_are_run_again_and_kept(out):
+    assert sweep(TINY, {}, ["cyclic", "fifo"], 1, out=out, workers=1) == 2
+    old = read_rows(out)
+    # a file written before rows named the generator (version 1), and one row of a later one
+    old[0].pop("generator")
+    old[1]["generator"] = GENERATOR_VERSION + 1
+    out.write_text("".join(json.dumps(row, sort_keys=True) + "\n" for row in old))
+    assert sweep(TINY, {}, ["cyclic", "fifo"], 1, out=out, workers=1) == 2
+    rows = read_rows(out)
+    assert rows[:2] == old and [row["generator"] for row in rows[2:]] == [GENERATOR_VERSION] * 2
+    assert sweep(TINY, {}, ["cyclic", "fifo"], 1, out=out, workers=1) == 0
 
 
 def test_deleted_rows_are_run_again_and_nothing_else(out):

@@ -11,13 +11,16 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pasid.sim import workload as workload_module
 from pasid.sim.replay import replay
+from pasid.sim.chunk import concatenate
 from pasid.sim.trace import (OP_ACCESS, OP_ADVANCE, OP_ALLOC, OP_BIND, OP_EXIT, OP_GET,
-                             OP_PUT, OP_UNBIND, Device, read_trace)
-from pasid.sim.workload import (PRESETS, DeviceSpec, Workload, generate, parse_overrides,
-                                preset)
+                             OP_PUT, OP_UNBIND, Device, check, read_trace)
+from pasid.sim.workload import (GENERATOR_VERSION, PRESETS, DeviceSpec, Workload, generate,
+                                parse_overrides, preset, stream)
 
 # Operations per preset at seed 0: what each is sized for (see PRESETS).
 PRESET_SIZES = {"default": (150_000, 400_000), "exhaustion": (100_000, 400_000),
@@ -115,8 +118,8 @@ def test_same_seed_same_trace_and_another_seed_another():
 
 
 # The start of the SHA-256 of generate(small(), 7).to_text(): the same bytes on every
-# platform and Python version. A change here is a change of the generator.
-PINNED_SHA256 = "3efd74c2a433f884"
+# platform and Python version. A change here is a change of the generator (GENERATOR_VERSION).
+PINNED_SHA256 = "b8ee2d4979d8cf8c"
 
 
 def test_text_is_pinned():
@@ -240,6 +243,212 @@ def test_get_comes_after_the_binds_and_before_the_end():
         get = ops.index(OP_GET)
         assert ops[0] == OP_ALLOC and set(ops[1:get]) == {OP_BIND}
         assert ops[get + 1:get + 3] == [OP_PUT, OP_PUT]
+
+
+# ---------------------------------------------------------------- the stream and its windows
+
+COLUMNS = ("time", "op", "handle", "owner", "device")
+
+
+def streamed(workload, seed, window=None):
+    """The stream's header, its chunks as a list, and the chunks concatenated."""
+    header, chunks = stream(workload, seed, window=window)
+    chunks = list(chunks)
+    return header, chunks, concatenate(chunks)
+
+
+def test_the_trace_does_not_depend_on_the_window():
+    # lifetimes past the duration: entities alive across many windows, and at the end
+    workload = small(lifetime=3000, vm_lifetime=5000)
+    _, chunks, whole = streamed(workload, 5)
+    for window in (1, 997, 250_000, 10**15):
+        _, pieces, again = streamed(workload, 5, window)
+        for column in COLUMNS:
+            np.testing.assert_array_equal(getattr(again, column), getattr(whole, column))
+        assert (again.handles, again.owners) == (whole.handles, whole.owners)
+    assert len(streamed(workload, 5, 997)[1]) > 3 * len(chunks)  # it was cut finer
+    trace = generate(workload, 5)
+    for column in COLUMNS:
+        np.testing.assert_array_equal(getattr(trace, column), getattr(whole, column))
+
+
+def test_same_seed_same_columns():
+    workload = small()
+    first, again = streamed(workload, 11)[2], streamed(workload, 11)[2]
+    for column in COLUMNS:
+        np.testing.assert_array_equal(getattr(first, column), getattr(again, column))
+    assert not np.array_equal(streamed(workload, 12)[2].time[:50], first.time[:50])
+
+
+@pytest.mark.parametrize("window", [None, 1, 50_000])
+def test_chunk_invariants(window):
+    workload = small(drain=3)
+    header, chunks, whole = streamed(workload, 2, window)
+    assert (header.bits, header.grace) == (workload.bits, workload.grace)
+    assert header.comment == f"pasid generator {GENERATOR_VERSION}: workload default, seed 2"
+    assert (header.handle_name(4), header.owner_name(4)) == ("h4", "p4")
+    devices = tuple(Device(d.name, d.bits, 3.0) for d in workload.devices)
+    start, handles, owners, last = 0, 0, 0, 0.0
+    for chunk in chunks:
+        assert len(chunk) and chunk.start == start and chunk.devices == devices
+        assert chunk.lines is None
+        assert chunk.time[0] >= last and (np.diff(chunk.time) >= 0).all()
+        allocs = chunk.op == OP_ALLOC
+        handles += int(allocs.sum())
+        owners += int((chunk.owner[allocs] >= 0).sum())
+        assert (chunk.handles, chunk.owners) == (handles, owners)
+        assert chunk.handle.max() < handles and chunk.owner.max() < owners
+        for column in COLUMNS:
+            assert getattr(chunk, column).flags.c_contiguous
+        start, last = start + len(chunk), chunk.time[-1]
+    assert chunks[-1].op[-1] == OP_ADVANCE and (chunks[-1].op[:-1] != OP_ADVANCE).all()
+    assert whole.time[-1] == whole.time[-2]
+
+
+def test_handles_and_owners_are_numbered_in_order_of_first_appearance():
+    trace = generate(small(vm_arrival=0.3), 4)
+    allocs = np.flatnonzero(trace.op == OP_ALLOC)
+    assert trace.handle[allocs].tolist() == list(range(len(trace.handles)))
+    owned = trace.owner[allocs]
+    assert owned[owned >= 0].tolist() == list(range(len(trace.owners)))
+    assert (owned == -1).sum() > 100           # the VMs are interleaved with the processes
+    assert trace.handles[:2] == ["h0", "h1"] and trace.comment.startswith("pasid generator 2")
+
+
+def test_stream_checks_its_arguments():
+    with pytest.raises(ValueError, match="window"):
+        stream(small(), 1, window=0)
+    with pytest.raises(TypeError):
+        stream(small(), 1, window=1.5)
+    with pytest.raises(ValueError, match="seed"):
+        stream(small(), -1)
+    with pytest.raises(TypeError, match="Workload"):
+        stream("default", 1)
+
+
+# ---------------------------------------------------------------- statistics
+
+def within(observed, expected, sigma, what):
+    """``observed`` is within 5 standard deviations of ``expected``."""
+    assert abs(observed - expected) <= 5 * sigma, (what, observed, expected, sigma)
+
+
+def test_statistics_follow_the_parameters():
+    devices = (DeviceSpec("gpu0", drain=1, ack=40), DeviceSpec("gpu1", drain=1, ack=40),
+               DeviceSpec("nic0", bits=12, drain=1, ack=10), DeviceSpec("slow0", drain=1, ack=400))
+    workload = Workload("stats", duration=20_000, arrival=1.0, lifetime=200, kill=0.3, dup=0.4,
+                        unbind_first=0.5, vm_arrival=0.2, vm_lifetime=300, binds=(1, 3),
+                        devices=devices)
+    trace = streamed(workload, 9)[2]
+    check(trace_of(trace, workload))
+    op, handle, owner, device, time = (trace.op, trace.handle, trace.owner, trace.device,
+                                       trace.time)
+    allocs = op == OP_ALLOC
+    is_process = np.zeros(trace.handles, dtype=bool)
+    is_process[handle[allocs]] = owner[allocs] >= 0
+    processes, vms = int(is_process.sum()), int((~is_process).sum())
+    for count, rate in ((processes, workload.arrival), (vms, workload.vm_arrival)):
+        expected = rate * workload.duration
+        within(count, expected, math.sqrt(expected), "arrivals")
+    alloc_time = np.empty(trace.handles)
+    alloc_time[handle[allocs]] = time[allocs]
+    # lifetimes: the killed processes' exit - alloc, of those arriving long before the end
+    exits = op == OP_EXIT
+    exit_handle = np.flatnonzero(is_process)[owner[exits]]      # p<N>'s handle
+    early = alloc_time[exit_handle] < workload.duration - 20 * workload.lifetime
+    lives = (time[exits] - alloc_time[exit_handle])[early]
+    within(lives.mean(), workload.lifetime, workload.lifetime / math.sqrt(len(lives)), "life")
+    # the kill fraction among the processes that ended; dup among all
+    puts = np.bincount(handle[op == OP_PUT], minlength=trace.handles)
+    ended = int(exits.sum()) + int(((puts > 0) & is_process).sum())
+    p = workload.kill
+    within(exits.sum(), p * ended, math.sqrt(ended * p * (1 - p)), "kill")
+    gets = int((op == OP_GET).sum())
+    p = workload.dup
+    within(gets, p * processes, math.sqrt(processes * p * (1 - p)), "dup")
+    # binds per process: uniform in lo..hi
+    binds = np.bincount(handle[op == OP_BIND], minlength=trace.handles)[is_process]
+    lo, hi = workload.binds
+    assert binds.min() == lo and binds.max() == hi
+    variance = ((hi - lo + 1) ** 2 - 1) / 12
+    within(binds.mean(), (lo + hi) / 2, math.sqrt(variance / processes), "binds")
+    # VMs bind one full-width device
+    vm_binds = (op == OP_BIND) & ~is_process[np.maximum(handle, 0)]
+    assert {devices[d].bits for d in device[vm_binds].tolist()} == {workload.bits}
+    # acks of killed processes: told at the exit, unbind in [0.5, 1.5) x ack, access inside
+    told = np.full(trace.handles, np.nan)
+    told[exit_handle] = time[exits]
+    for op_code in (OP_UNBIND, OP_ACCESS):
+        rows = (op == op_code) & ~np.isnan(told[np.maximum(handle, 0)]) & (handle >= 0)
+        for index, spec in enumerate(devices):
+            mine = rows & (device == index)
+            delay = time[mine] - told[handle[mine]]
+            low = 0.0 if op_code == OP_ACCESS else 0.5 * spec.ack
+            assert delay.min() >= low - 1e-3 and delay.max() <= 1.5 * spec.ack + 1e-3
+            assert delay.max() > 1.4 * spec.ack             # the whole interval is used
+            if op_code == OP_UNBIND:
+                assert delay.min() < 0.6 * spec.ack
+                within(delay.mean(), spec.ack, spec.ack / math.sqrt(12 * len(delay)), "ack")
+
+
+def trace_of(chunk, workload):
+    """A concatenated stream as a Trace, for :func:`check`."""
+    return dataclasses.replace(
+        generate(workload.with_(duration=0), 0), time=chunk.time, op=chunk.op,
+        handle=chunk.handle, owner=chunk.owner, device=chunk.device,
+        handles=[f"h{i}" for i in range(chunk.handles)],
+        owners=[f"p{i}" for i in range(chunk.owners)])
+
+
+# ---------------------------------------------------------------- every trace checks
+
+@pytest.mark.parametrize("name", list(PRESETS))
+@pytest.mark.parametrize("seed", [1, 2])
+def test_shrunk_presets_check(name, seed):
+    trace = generate(small(name), seed)     # checked as it is built
+    assert_accesses_precede_unbinds(trace)
+    assert_allocs_fit_their_devices(trace)
+
+
+device_specs = st.builds(
+    lambda bits, drain, ack, late: (bits, drain, ack, late),
+    st.integers(1, 20), st.sampled_from([0.0, 0.5, 3.0]),
+    st.sampled_from([0.0, 0.001, 0.0004, 1.0, 25.0]), st.booleans())
+
+
+@given(
+    bits=st.integers(1, 20),
+    devices=st.lists(device_specs, min_size=1, max_size=4),
+    duration=st.sampled_from([0.0, 0.01, 5.0, 60.0, 300.0]),
+    arrival=st.sampled_from([0.0, 0.3, 2.0, 50.0]),
+    lifetime=st.sampled_from([0.0, 0.001, 0.5, 20.0]),
+    vm_arrival=st.sampled_from([0.0, 0.1, 5.0]),
+    vm_lifetime=st.sampled_from([0.0, 0.002, 10.0]),
+    fractions=st.tuples(*[st.sampled_from([0.0, 0.5, 1.0])] * 3),
+    binds=st.data(),
+    seed=st.integers(0, 2**64),
+    window=st.sampled_from([None, 1, 3, 10_000]),
+)
+def test_random_small_workloads_check(bits, devices, duration, arrival, lifetime, vm_arrival,
+                                      vm_lifetime, fractions, binds, seed, window):
+    specs = tuple(DeviceSpec(f"d{i}", bits=b, drain=drain, ack=ack, late=late)
+                  for i, (b, drain, ack, late) in enumerate(devices))
+    lo = binds.draw(st.integers(1, len(specs)))
+    hi = binds.draw(st.integers(lo, len(specs)))
+    kill, dup, unbind_first = fractions
+    workload = Workload("random", bits=bits, duration=duration, arrival=arrival,
+                        lifetime=lifetime, kill=kill, dup=dup, unbind_first=unbind_first,
+                        vm_arrival=vm_arrival, vm_lifetime=vm_lifetime, devices=specs,
+                        binds=(lo, hi))
+    if (arrival * (2 + 3 * hi) + 5 * vm_arrival) * duration > 20_000:
+        duration = 60.0
+        workload = workload.with_(duration=duration)
+    trace = generate(workload, seed)        # checked as it is built
+    assert_accesses_precede_unbinds(trace)
+    assert_allocs_fit_their_devices(trace)
+    whole = streamed(workload, seed, window)[2]
+    for column in COLUMNS:
+        np.testing.assert_array_equal(getattr(whole, column), getattr(trace, column))
 
 
 # ---------------------------------------------------------------- arguments

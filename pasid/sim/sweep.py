@@ -20,6 +20,9 @@ The row schema, one JSON object a line (keys sorted)::
     root_seed   the root the seeds were spawned from
     seed_index  i, 0 .. seeds-1
     seed        the seed of the workload and of the random strategy (below)
+    generator   the workload generator's version
+                (pasid.sim.workload.GENERATOR_VERSION): the same workload and
+                seed give other traces under another version
     strategy    lowest, cyclic, fifo or random
     ...         the metrics of pasid.sim.replay.row(): ops, seconds,
                 ops_per_s, engine, allocations, failures, skipped,
@@ -36,15 +39,18 @@ also says which replay loop the worker had (the backends agree on every
 metric, so the key leaves it out, as it does ``allocator``).
 
 Resuming: a row's key is (workload, params as canonical JSON, root_seed,
-seed_index, strategy). Before running, the rows already in the output file are
-read; a task whose every requested strategy has a row is skipped, and a task
-with some missing runs only those, so a sweep never writes a key the file
-holds. A key held twice (files written by two sweeps at once before the lock
-below) counts once; the sweep leaves such rows as they are, and a reader
-wanting one row per key keeps the first. A final line that lacks its newline
-or does not parse (a write cut short) is dropped first, by truncating the file
-in place; any other line that does not parse is an error. Rows of other
-workloads, params, seeds or strategies are left alone.
+seed_index, strategy, generator), a row without ``generator`` counting as
+version 1 (written before rows carried it). Before running, the rows already
+in the output file are read; a task whose every requested strategy has a row
+is skipped, and a task with some missing runs only those, so a sweep never
+writes a key the file holds. A key held twice (files written by two sweeps at
+once before the lock below) counts once; the sweep leaves such rows as they
+are, and a reader wanting one row per key keeps the first. A final line that
+lacks its newline or does not parse (a write cut short) is dropped first, by
+truncating the file in place; any other line that does not parse is an error.
+Rows of other workloads, params, seeds, strategies or generator versions are
+left alone: a task whose rows are of another generator version runs again,
+and the file then holds both, told apart by ``generator``.
 
 One sweep per file: a sweep holds an exclusive ``flock`` on the output file
 itself from before it reads it until it returns (the kernel lets go of it if
@@ -235,7 +241,7 @@ def _row_key(row: object) -> tuple[Any, ...] | None:
         return None
     try:
         return (row["workload"], _canonical(row["params"]), row["root_seed"],
-                row["seed_index"], row["strategy"])
+                row["seed_index"], row["strategy"], row.get("generator", 1))
     except (KeyError, TypeError, ValueError):
         return None
 
@@ -487,6 +493,8 @@ def sweep(workload: str | Workload, grid: Mapping[str, Iterable[object]],
     >>> row["workload"], row["params"], row["seed_index"], row["seed"] == spawn_seeds(0, 2)[0]
     ('default', {'arrival': 0.1, 'bits': 10, 'duration': 200.0, 'lifetime': 50.0}, 0, True)
     """
+    from pasid.sim.workload import GENERATOR_VERSION
+
     base, name = _workload_and_name(workload)
     points = _points(base, grid)
     chosen = _strategy_list(strategies)
@@ -511,14 +519,16 @@ def sweep(workload: str | Workload, grid: Mapping[str, Iterable[object]],
             params_key = _canonical(point)
             for index, seed in enumerate(seed_values):
                 missing = tuple(strategy for strategy in chosen
-                                if (name, params_key, root_seed, index, strategy) not in done)
+                                if (name, params_key, root_seed, index, strategy,
+                                    GENERATOR_VERSION) not in done)
                 if missing:
                     tasks.append(Task(base, point, params_key, index, seed, missing, allocator))
 
         def finished(task: Task, metrics: list[dict[str, Any]]) -> None:
             nonlocal written, finished_tasks
             identity = {"workload": name, "params": json.loads(task.params_key),
-                        "root_seed": root_seed, "seed_index": task.seed_index, "seed": task.seed}
+                        "root_seed": root_seed, "seed_index": task.seed_index, "seed": task.seed,
+                        "generator": GENERATOR_VERSION}
             _append(handle, "".join(json.dumps({**metric, **identity}, sort_keys=True) + "\n"
                                     for metric in metrics).encode())
             written += len(metrics)
