@@ -6,9 +6,11 @@ is compiled too (``pasid.sim._replay``, over the C-level API in
 ``pasid/capi.pxd``).
 
 - workloads: :class:`Workload`, :class:`DeviceSpec`, :data:`PRESETS`,
-  :func:`preset`, :func:`generate`
+  :func:`preset`, :func:`generate` (a whole trace), :func:`stream` (a chunk at a
+  time), :data:`GENERATOR_VERSION`
 - traces: :class:`Trace`, :class:`TraceBuilder`, :func:`read_trace`,
-  :class:`TraceError`
+  :class:`TraceError`; files a chunk at a time, text or binary (``.npz``):
+  :func:`open_trace`, :func:`write_trace`
 - replay: :func:`replay` (one strategy: a :class:`Run`), :func:`simulate`
   (every strategy: rows of metrics and runs)
 - sweeps: :func:`sweep` (JSON lines, resumable, a process pool or Dask)
@@ -18,9 +20,13 @@ is compiled too (``pasid.sim._replay``, over the C-level API in
 from pasid.sim.replay import STRATEGIES, Run, replay, simulate
 from pasid.sim.sweep import sweep
 from pasid.sim.trace import Trace, TraceBuilder, TraceError, read_trace
-from pasid.sim.workload import PRESETS, DeviceSpec, Workload, generate, preset
+from pasid.sim.traceio import open_trace, write_trace
+from pasid.sim.workload import (
+    GENERATOR_VERSION, PRESETS, DeviceSpec, Workload, generate, preset, stream,
+)
 
 __all__ = [
+    "GENERATOR_VERSION",
     "PRESETS",
     "STRATEGIES",
     "DeviceSpec",
@@ -30,9 +36,12 @@ __all__ = [
     "TraceError",
     "Workload",
     "generate",
+    "open_trace",
     "preset",
     "read_trace",
     "replay",
     "simulate",
+    "stream",
     "sweep",
+    "write_trace",
 ]

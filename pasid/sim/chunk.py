@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -68,7 +69,7 @@ class Chunk:
     start: int
     handles: int
     owners: int
-    devices: tuple  # tuple[Device, ...]; untyped here to keep this module below trace.py
+    devices: tuple[Any, ...]    # of pasid.sim.trace.Device (this module is below trace.py)
 
     def __len__(self) -> int:
         return len(self.op)
@@ -105,7 +106,7 @@ def concatenate(chunks: Iterable[Chunk]) -> Chunk | None:
     if not pieces:
         return None
     lines = (None if any(c.lines is None for c in pieces)
-             else np.concatenate([c.lines for c in pieces]))  # type: ignore[misc]
+             else np.concatenate([c.lines for c in pieces if c.lines is not None]))
     last = pieces[-1]
     return Chunk(
         time=np.concatenate([c.time for c in pieces]),

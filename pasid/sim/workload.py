@@ -93,7 +93,8 @@ from pasid.sim.trace import (OP_ACCESS, OP_ADVANCE, OP_ALLOC, OP_BIND, OP_EXIT, 
                              OP_UNBIND, Device, Trace, check)
 
 __all__ = ["DeviceSpec", "GENERATOR_VERSION", "PRESETS", "SETUP_FRACTION", "TIME_DIGITS",
-           "Workload", "default_window", "generate", "parse_overrides", "preset", "stream"]
+           "Workload", "default_window", "end_estimate", "expected_ops", "generate",
+           "parse_overrides", "preset", "stream"]
 
 GENERATOR_VERSION = 2   # changes whenever the same (workload, seed) gives another trace
 
@@ -798,3 +799,39 @@ def generate(workload: Workload, seed: int) -> Trace:
         time=whole.time, op=whole.op, handle=whole.handle, owner=whole.owner,
         device=whole.device, source=header.source, comment=header.comment)
     return check(trace)
+
+
+# ---------------------------------------------------------------- sizes, for progress
+
+def expected_ops(workload: Workload) -> int:
+    """About how many operations :func:`stream` gives for ``workload`` (the model's
+    means: arrivals, binds, the share of lives that end before ``duration``, late
+    accesses); progress shows it as the total. O(devices).
+
+    >>> 150_000 < expected_ops(preset("default")) < 250_000
+    True
+    """
+    w = workload
+
+    def ended(lifetime: float) -> float:
+        # the share of arrivals in [0, duration) whose exponential life ends before it
+        if lifetime <= 0 or w.duration <= 0:
+            return 1.0
+        ratio = w.duration / lifetime
+        return 1.0 - (1.0 - math.exp(-min(ratio, 700.0))) / ratio
+    late = sum(device.late for device in w.devices) / len(w.devices)
+    full_width = [d for d in w.devices if d.bits >= w.bits] or list(w.devices)
+    vm_late = sum(device.late for device in full_width) / len(full_width)
+    binds = (w.binds[0] + w.binds[1]) / 2
+    process = (1 + binds + w.dup + ended(w.lifetime)
+               * (1 + w.dup * (1 - w.kill) + binds * (1 + late)))
+    vm = 2 + ended(w.vm_lifetime) * (2 + vm_late)
+    return int(w.duration * (w.arrival * process + w.vm_arrival * vm)) + 1
+
+
+def end_estimate(workload: Workload) -> float:
+    """About when :func:`stream`'s last operation comes: ``duration``, plus the setup
+    window of a life as long as the run and the slowest teardown (a process that lives
+    past ``duration`` may still bind later; the replay's sampling copes)."""
+    slowest = max(device.ack for device in workload.devices)
+    return workload.duration * (1 + 2 * SETUP_FRACTION) + 1.5 * slowest
