@@ -1,4 +1,5 @@
-"""Build the compiled core, pasid._core, and the simulator's replay loop, pasid.sim._replay.
+"""Build the compiled core, pasid._core, and the simulator's replay loop and trace checker,
+pasid.sim._replay and pasid.sim._tracecheck.
 
 Cython directives live here and nowhere else. ``PASID_DEBUG_BUILD=1`` turns on
 bounds, wrap-around and initialisation checks and builds without optimisation;
@@ -51,6 +52,9 @@ extensions = [
               extra_link_args=LDFLAGS, define_macros=MACROS),
     # the simulator's replay loop, over the core's C-level API (pasid/capi.pxd)
     Extension("pasid.sim._replay", ["pasid/sim/_replay.pyx"], extra_compile_args=CFLAGS,
+              extra_link_args=LDFLAGS, define_macros=MACROS),
+    # the trace checker and the no-quarantine rewrite, a chunk at a time
+    Extension("pasid.sim._tracecheck", ["pasid/sim/_tracecheck.pyx"], extra_compile_args=CFLAGS,
               extra_link_args=LDFLAGS, define_macros=MACROS),
 ]
 
