@@ -19,10 +19,11 @@ The state, owned by each object and freed with it:
   last put; an exit walks it);
 - per bound (handle, device) pair, an entry with its count in a
   :c:type:`BindTable`: an open-addressing hash table (linear probing,
-  deletion by backward shift, no tombstones) over a pool of entries. A pair
+  deletion by backward shift, no tombstones; the count in the slot). A pair
   leaves when its count reaches 0 (or at its handle's release, in the
   Detacher), and the table shrinks as it empties, so its memory follows the
-  pairs bound now (the pool keeps the peak).
+  pairs bound now. The Detacher also keeps each handle's pairs in bind order,
+  a list through a pool of entries (the pool keeps its peak size).
 
 No Python object is made inside the loops; the only exceptions raised there
 are MemoryError (a table that cannot grow). An object that raised is done:
@@ -184,16 +185,16 @@ cdef inline void unlink_live(HandleState* states, OwnerList* owners, int32_t h) 
 
 # ---------------------------------------------------------------- bound pairs
 
-ctypedef struct Entry:
-    int64_t count           # binds not yet unbound
+ctypedef struct Entry:      # the Detacher's: a pair in its handle's list, in bind order
     int32_t handle
     int32_t device
-    int32_t next            # the handle's bound pairs (the Detacher's); a free entry: the free list
+    int32_t next            # the handle's next pair; a free entry: the free list
     int32_t prev
 
 ctypedef struct Slot:
     uint64_t key            # pair_key(handle, device)
-    int64_t entry           # an index into entries; -1: an empty slot
+    int64_t count           # binds not yet unbound; 0: an empty slot
+    int64_t entry           # the pair's Entry (the Detacher's), or -1
 
 ctypedef struct BindTable:
     Slot* slots
@@ -209,13 +210,38 @@ cdef enum:
     MIN_SLOTS = 64          # the table's least size
 
 
+cdef extern from *:
+    """
+    /* gcc 12 at -O2 deletes a __builtin_prefetch under a condition as dead code;
+       an asm statement it keeps */
+    #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+    #define PASID_PREFETCH(p) __asm__ volatile("prefetcht0 %0" : : "m"(*(const char*)(p)))
+    #elif defined(__GNUC__)
+    #define PASID_PREFETCH(p) __builtin_prefetch(p)
+    #else
+    #define PASID_PREFETCH(p) ((void)0)
+    #endif
+    """
+    void prefetch "PASID_PREFETCH"(const void* p) noexcept nogil
+
+# Operations looked ahead: their handle's state and their pair's slot are
+# fetched into the cache while the loop works on this one.
+cdef enum:
+    AHEAD = 8
+
+
 cdef inline uint64_t pair_key(int32_t h, int32_t d) noexcept nogil:
     return (<uint64_t><uint32_t>h << 32) | <uint32_t>d
 
 
 cdef inline uint64_t home(const BindTable* t, uint64_t key) noexcept nogil:
-    """Fibonacci hashing: the top bits of the key times 2**64 / phi."""
-    return (key * <uint64_t>0x9E3779B97F4A7C15) >> t.shift
+    """Fibonacci hashing of the handle (the top bits of it times 2**64 / phi), the
+    device mixed in by another odd constant. (The key times one constant would not
+    do: the handle's factor would be the constant's low half, here near 2**32 / 2,
+    and consecutive handles would pile into two runs.)"""
+    cdef uint64_t handle = key >> 32
+    cdef uint64_t device = key & 0xFFFFFFFFULL
+    return (handle * 0x9E3779B97F4A7C15ULL + device * 0xC2B2AE3D27D4EB4FULL) >> t.shift
 
 
 cdef int table_resize(BindTable* t, uint64_t nslots) noexcept nogil:
@@ -233,14 +259,14 @@ cdef int table_resize(BindTable* t, uint64_t nslots) noexcept nogil:
         n >>= 1
         shift -= 1
     for i in range(nslots):
-        slots[i].entry = -1
+        slots[i].count = 0
     t.slots = slots
     t.mask = nslots - 1
     t.shift = shift
     for i in range(oldn):
-        if old[i].entry >= 0:
+        if old[i].count:
             k = home(t, old[i].key)
-            while slots[k].entry >= 0:
+            while slots[k].count:
                 k = (k + 1) & t.mask
             slots[k] = old[i]
     free(old)
@@ -267,7 +293,7 @@ cdef void table_free(BindTable* t) noexcept nogil:
 cdef inline int64_t table_find(const BindTable* t, uint64_t key) noexcept nogil:
     """The slot holding ``key``, or -1."""
     cdef uint64_t i = home(t, key)
-    while t.slots[i].entry >= 0:
+    while t.slots[i].count:
         if t.slots[i].key == key:
             return <int64_t>i
         i = (i + 1) & t.mask
@@ -275,36 +301,34 @@ cdef inline int64_t table_find(const BindTable* t, uint64_t key) noexcept nogil:
 
 
 cdef int64_t table_insert(BindTable* t, int32_t h, int32_t d, HandleState* states) except -1:
-    """A new entry for the pair (``h``, ``d``), not in the table, count 0; returns its
-    index. ``states``: link it at the tail of the handle's bound pairs (NULL: don't).
-    MemoryError (the table unchanged) if it cannot grow."""
+    """The slot of a new pair (``h``, ``d``), not in the table, with count 1. ``states``
+    (the Detacher's): an Entry for it at the tail of the handle's list of pairs (NULL:
+    none). MemoryError (the table unchanged) if it cannot grow."""
     cdef uint64_t key = pair_key(h, d)
     cdef uint64_t i
-    cdef int64_t e
+    cdef int64_t e = -1
     cdef Entry* grown
     cdef int64_t capacity
     if <uint64_t>(t.size + 1) * 2 > t.mask + 1:
         if table_resize(t, (t.mask + 1) * 2) < 0:
             raise MemoryError()
-    if t.free < 0 and t.top == t.capacity:
-        capacity = t.capacity * 2 if t.capacity else MIN_SLOTS
-        grown = <Entry*>realloc(t.entries, <size_t>capacity * sizeof(Entry))
-        if grown == NULL:
-            raise MemoryError()
-        t.entries = grown
-        t.capacity = capacity
-    if t.free >= 0:
-        e = t.free
-        t.free = t.entries[e].next
-    else:
-        e = t.top
-        t.top += 1
-    t.entries[e].count = 0
-    t.entries[e].handle = h
-    t.entries[e].device = d
-    t.entries[e].next = -1
-    t.entries[e].prev = -1
     if states != NULL:
+        if t.free < 0 and t.top == t.capacity:
+            capacity = t.capacity * 2 if t.capacity else MIN_SLOTS
+            grown = <Entry*>realloc(t.entries, <size_t>capacity * sizeof(Entry))
+            if grown == NULL:
+                raise MemoryError()
+            t.entries = grown
+            t.capacity = capacity
+        if t.free >= 0:
+            e = t.free
+            t.free = t.entries[e].next
+        else:
+            e = t.top
+            t.top += 1
+        t.entries[e].handle = h
+        t.entries[e].device = d
+        t.entries[e].next = -1
         t.entries[e].prev = states[h].bind_tail
         if states[h].bind_tail >= 0:
             t.entries[states[h].bind_tail].next = <int32_t>e
@@ -312,46 +336,85 @@ cdef int64_t table_insert(BindTable* t, int32_t h, int32_t d, HandleState* state
             states[h].bind_head = <int32_t>e
         states[h].bind_tail = <int32_t>e
     i = home(t, key)
-    while t.slots[i].entry >= 0:
+    while t.slots[i].count:
         i = (i + 1) & t.mask
     t.slots[i].key = key
+    t.slots[i].count = 1
     t.slots[i].entry = e
     t.size += 1
-    return e
+    return <int64_t>i
 
 
 cdef void table_delete(BindTable* t, int64_t slot, HandleState* states) noexcept nogil:
-    """Remove the pair in ``slot`` (its entry back to the free list); ``states``: unlink
-    it from its handle's bound pairs first (NULL: don't). Shrinks a table gone sparse."""
+    """Remove the pair in ``slot``, its Entry (if any) back to the free list; ``states``:
+    unlink the Entry from its handle's list first (NULL: the caller drops the whole
+    list). Shrinks a table gone sparse."""
     cdef uint64_t i = <uint64_t>slot
     cdef uint64_t j = i
     cdef uint64_t k
     cdef int64_t e = t.slots[i].entry
-    cdef Entry* entry = &t.entries[e]
-    if states != NULL:
-        if entry.prev >= 0:
-            t.entries[entry.prev].next = entry.next
-        else:
-            states[entry.handle].bind_head = entry.next
-        if entry.next >= 0:
-            t.entries[entry.next].prev = entry.prev
-        else:
-            states[entry.handle].bind_tail = entry.prev
-    entry.next = <int32_t>t.free
-    t.free = e
+    cdef Entry* entry
+    if e >= 0:
+        entry = &t.entries[e]
+        if states != NULL:
+            if entry.prev >= 0:
+                t.entries[entry.prev].next = entry.next
+            else:
+                states[entry.handle].bind_head = entry.next
+            if entry.next >= 0:
+                t.entries[entry.next].prev = entry.prev
+            else:
+                states[entry.handle].bind_tail = entry.prev
+        entry.next = <int32_t>t.free
+        t.free = e
     # backward shift: move each later slot of the run whose home is not in (i, j] into the hole
     while True:
         j = (j + 1) & t.mask
-        if t.slots[j].entry < 0:
+        if not t.slots[j].count:
             break
         k = home(t, t.slots[j].key)
         if (i <= j and (k <= i or k > j)) or (i > j and k <= i and k > j):
             t.slots[i] = t.slots[j]
             i = j
-    t.slots[i].entry = -1
+    t.slots[i].count = 0
     t.size -= 1
     if t.mask + 1 > MIN_SLOTS and <uint64_t>t.size * 8 < t.mask + 1:
         table_resize(t, (t.mask + 1) >> 1)       # no memory: stay as large (harmless)
+
+
+cdef inline void prefetch_op(const HandleState* states, const BindTable* t,
+                             const uint8_t* ops, const int32_t* handles,
+                             const int32_t* devices, Py_ssize_t j, Py_ssize_t n,
+                             int32_t nhandles) noexcept nogil:
+    """Fetch the handle state and the pair's home slot of operation ``j``."""
+    cdef int32_t h
+    cdef uint8_t op
+    if j < n:
+        h = handles[j]
+        if 0 <= h < nhandles:
+            prefetch(&states[h])
+            op = ops[j]
+            if op == BIND or op == UNBIND:
+                prefetch(&t.slots[home(t, pair_key(h, devices[j]))])
+
+
+cdef inline void prefetch_release(const HandleState* states, const BindTable* t,
+                                  const uint8_t* ops, const int32_t* handles, Py_ssize_t j,
+                                  Py_ssize_t n, int32_t nhandles, bint slot) noexcept nogil:
+    """For a put at ``j`` (its handle's state fetched earlier): fetch the first of the
+    handle's pairs, and (``slot``, that pair fetched earlier) its home slot; what the
+    Detacher reads if the put releases."""
+    cdef int32_t h
+    cdef int32_t e
+    if j < n and ops[j] == PUT:
+        h = handles[j]
+        if 0 <= h < nhandles:
+            e = states[h].bind_head
+            if e >= 0:
+                if slot:
+                    prefetch(&t.slots[home(t, pair_key(h, t.entries[e].device))])
+                else:
+                    prefetch(&t.entries[e])
 
 
 cdef int cmp_handles(const void* a, const void* b) noexcept nogil:
@@ -461,10 +524,11 @@ cdef class Checker:
         cdef double last = self.last
         cdef double t
         cdef Py_ssize_t j
-        cdef int64_t slot, e
+        cdef int64_t slot
         cdef int32_t h, o, d, v, next
         cdef uint8_t op
         for j in range(n):
+            prefetch_op(states, table, ops, handles, device_ids, j + AHEAD, n, nhandles)
             t = times[j]
             if not (0.0 <= t <= MAX_TIME):
                 self.kind = BAD_TIME
@@ -540,18 +604,16 @@ cdef class Checker:
                         break
                     slot = table_find(table, pair_key(h, d))
                     if slot >= 0:
-                        e = table.slots[slot].entry
+                        table.slots[slot].count += 1
                     else:
-                        e = table_insert(table, h, d, NULL)
-                    table.entries[e].count += 1
+                        table_insert(table, h, d, NULL)
             elif op == UNBIND:
                 slot = table_find(table, pair_key(h, d))
                 if slot < 0:
                     self.kind = NOT_BOUND
                     break
-                e = table.slots[slot].entry
-                table.entries[e].count -= 1
-                if table.entries[e].count == 0:
+                table.slots[slot].count -= 1
+                if table.slots[slot].count == 0:
                     table_delete(table, slot, NULL)
         else:
             self.last = last
@@ -687,12 +749,16 @@ cdef class Detacher:
         cdef OwnerList* owners = self.owners
         cdef BindTable* table = &self.table
         cdef Py_ssize_t j, k = 0
-        cdef int64_t slot, e, count, victims, i
+        cdef int64_t slot, victims, i
         cdef int32_t h, o, d, v
         cdef uint8_t op
         cdef bint ordered
         cdef int32_t* grown
         for j in range(n):
+            # three steps ahead: the state, then a put's first pair, then its slot
+            prefetch_op(states, table, ops, handles, device_ids, j + 3 * AHEAD, n, nhandles)
+            prefetch_release(states, table, ops, handles, j + 2 * AHEAD, n, nhandles, False)
+            prefetch_release(states, table, ops, handles, j + AHEAD, n, nhandles, True)
             op = ops[j]
             if op > ADVANCE:
                 self.kind = UNKNOWN_OP
@@ -766,10 +832,9 @@ cdef class Detacher:
                     if op == BIND:
                         slot = table_find(table, pair_key(h, d))
                         if slot >= 0:
-                            e = table.slots[slot].entry
+                            table.slots[slot].count += 1
                         else:
-                            e = table_insert(table, h, d, states)
-                        table.entries[e].count += 1
+                            table_insert(table, h, d, states)
                         self.live_binds += 1
                     else:
                         if s.detached:
@@ -778,10 +843,9 @@ cdef class Detacher:
                         if slot < 0:
                             self.kind = NOT_BOUND
                             break
-                        e = table.slots[slot].entry
-                        table.entries[e].count -= 1
+                        table.slots[slot].count -= 1
                         self.live_binds -= 1
-                        if table.entries[e].count == 0:
+                        if table.slots[slot].count == 0:
                             table_delete(table, slot, states)
             time_out[k] = times[j]
             op_out[k] = op
@@ -806,12 +870,13 @@ cdef class Detacher:
         unbinds will be dropped. Returns the next ``k``."""
         cdef BindTable* table = &self.table
         cdef int64_t e = self.states[h].bind_head
-        cdef int64_t next, count, c
+        cdef int64_t next, count, c, slot
         cdef int32_t d
         while e >= 0:
             next = table.entries[e].next
-            count = table.entries[e].count
             d = table.entries[e].device
+            slot = table_find(table, pair_key(h, d))
+            count = table.slots[slot].count
             for c in range(count):
                 time_out[k] = t
                 op_out[k] = UNBIND
@@ -822,7 +887,7 @@ cdef class Detacher:
                     lines_out[k] = line
                 k += 1
             self.live_binds -= count
-            table_delete(table, table_find(table, pair_key(h, d)), NULL)
+            table_delete(table, slot, NULL)
             e = next
         self.states[h].bind_head = self.states[h].bind_tail = -1
         self.states[h].detached = 1
