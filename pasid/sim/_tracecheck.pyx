@@ -3,10 +3,9 @@
 The twin of ``pasid/sim/tracecheck.py``'s :class:`PyChecker` and
 :class:`PyDetacher` (read the rules and the state there): the same classes,
 the same results, with the loop over a chunk and the state in C. The rules'
-words live in ``tracecheck.py`` only: this module calls back there at the
-start of a chunk (the column, header and device checks) and on an error,
-where it names a kind and the operation's index and ``tracecheck.error``
-words it.
+words live in ``_tracerules.py`` only: this module calls there at the start
+of a chunk (the column, header and device checks) and on an error, where it
+names a kind and the operation's index and ``_tracerules.error`` words it.
 
 The state, owned by each object and freed with it:
 
@@ -31,13 +30,14 @@ further feeds raise RuntimeError. Not for sharing between threads: one thread
 feeds an object.
 """
 
+cimport cython
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, qsort, realloc
 
 import numpy as np
 
 from pasid._args import MAX_TIME as _MAX_TIME
-from pasid.sim import trace as _trace
+from pasid.sim import _tracerules as rules
 from pasid.sim.chunk import Chunk
 
 # the operation codes of pasid/sim/trace.py, as C constants (checked at import)
@@ -51,7 +51,7 @@ cdef enum:
     EXIT = 6
     ADVANCE = 7
 
-# what went wrong at an operation: tracecheck.py's kinds (checked when first used)
+# what went wrong at an operation: _tracerules.py's kinds (checked at import)
 cdef enum:
     BAD_TIME = 0
     BACKWARDS = 1
@@ -68,31 +68,19 @@ cdef enum:
     NOT_BOUND = 12
 
 if (ALLOC, GET, PUT, BIND, UNBIND, ACCESS, EXIT, ADVANCE) != (
-        _trace.OP_ALLOC, _trace.OP_GET, _trace.OP_PUT, _trace.OP_BIND, _trace.OP_UNBIND,
-        _trace.OP_ACCESS, _trace.OP_EXIT, _trace.OP_ADVANCE):
-    raise ImportError("pasid.sim._tracecheck: operation codes differ from pasid.sim.trace")
+        rules.OP_ALLOC, rules.OP_GET, rules.OP_PUT, rules.OP_BIND, rules.OP_UNBIND,
+        rules.OP_ACCESS, rules.OP_EXIT, rules.OP_ADVANCE):
+    raise ImportError("pasid.sim._tracecheck: operation codes differ from pasid.sim._tracerules")
+if (BAD_TIME, BACKWARDS, UNKNOWN_OP, NO_OWNER, HANDLE_RANGE, TWICE, OWNER_RANGE, DEVICE_RANGE,
+        BEFORE_ALLOC, NO_DEVICE, RELEASED, TOO_NARROW, NOT_BOUND) != (
+        rules.BAD_TIME, rules.BACKWARDS, rules.UNKNOWN_OP, rules.NO_OWNER, rules.HANDLE_RANGE,
+        rules.TWICE, rules.OWNER_RANGE, rules.DEVICE_RANGE, rules.BEFORE_ALLOC, rules.NO_DEVICE,
+        rules.RELEASED, rules.TOO_NARROW, rules.NOT_BOUND):
+    raise ImportError("pasid.sim._tracecheck: error kinds differ from pasid.sim._tracerules")
 
 cdef double MAX_TIME = 1e300
 if MAX_TIME != _MAX_TIME:
     raise ImportError("pasid.sim._tracecheck: the time limit differs from pasid._args")
-
-cdef object _rules_module = None
-
-
-cdef object rules():
-    """pasid.sim.tracecheck, imported on first use: it imports this module to choose."""
-    global _rules_module
-    if _rules_module is None:
-        from pasid.sim import tracecheck as module
-        kinds = (module.BAD_TIME, module.BACKWARDS, module.UNKNOWN_OP, module.NO_OWNER,
-                 module.HANDLE_RANGE, module.TWICE, module.OWNER_RANGE, module.DEVICE_RANGE,
-                 module.BEFORE_ALLOC, module.NO_DEVICE, module.RELEASED, module.TOO_NARROW,
-                 module.NOT_BOUND)
-        if kinds != tuple(range(13)):
-            raise ImportError("pasid.sim._tracecheck: error kinds differ from tracecheck.py")
-        _rules_module = module
-    return _rules_module
-
 
 # ---------------------------------------------------------------- per handle, per owner
 
@@ -436,6 +424,7 @@ cdef uint8_t* device_widths(uint8_t* widths, devices) except NULL:
 
 # ---------------------------------------------------------------- the checker
 
+@cython.final
 cdef class Checker:
     """Check a trace's operations a chunk at a time (see ``pasid.sim.tracecheck``).
 
@@ -465,7 +454,7 @@ cdef class Checker:
         table_init(&self.table)
 
     def __init__(self, header):
-        rules().check_header(header)
+        rules.check_header(header)
         self.header = header
         self.bits = header.bits
         self.last = 0.0
@@ -483,7 +472,7 @@ cdef class Checker:
 
     def feed(self, chunk):
         """Check ``chunk``'s operations given those fed before; TraceError at the first bad one."""
-        r = rules()
+        r = rules
         if self.failed:
             raise r.done("Checker")
         self.failed = True          # until the chunk is through
@@ -624,6 +613,7 @@ cdef class Checker:
 
 # ---------------------------------------------------------------- the rewrite
 
+@cython.final
 cdef class Detacher:
     """Rewrite a trace without device quarantine a chunk at a time (see
     ``pasid.sim.tracecheck``).
@@ -657,7 +647,7 @@ cdef class Detacher:
         table_init(&self.table)
 
     def __init__(self, header=None):
-        self.header = header if header is not None else rules()._NUMBERED
+        self.header = header if header is not None else rules._NUMBERED
 
     def __dealloc__(self):
         free(self.states)
@@ -672,7 +662,7 @@ cdef class Detacher:
 
     def feed(self, chunk):
         """The rewrite of ``chunk`` given the chunks fed before (see ``pasid.sim.tracecheck``)."""
-        r = rules()
+        r = rules
         if self.failed:
             raise r.done("Detacher")
         self.failed = True

@@ -69,8 +69,13 @@ from typing import IO, Any, NoReturn, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from pasid._args import MAX_BITS, as_bits, as_drain, as_grace, as_time
+from pasid._args import MAX_BITS, as_bits, as_drain, as_grace
+from pasid.sim._tracerules import (
+    OP_ACCESS, OP_ADVANCE, OP_ALLOC, OP_BIND, OP_EXIT, OP_GET, OP_NAMES, OP_PUT, OP_UNBIND,
+    Device, TraceError, _number, _time,
+)
 from pasid.sim.chunk import Chunk, StreamHeader
+from pasid.sim.tracecheck import Checker, Detacher
 
 __all__ = [
     "Device",
@@ -89,8 +94,6 @@ __all__ = [
     "read_trace",
 ]
 
-OP_ALLOC, OP_GET, OP_PUT, OP_BIND, OP_UNBIND, OP_ACCESS, OP_EXIT, OP_ADVANCE = range(8)
-OP_NAMES = ("alloc", "get", "put", "bind", "unbind", "access", "exit", "advance")
 _OP_CODES = {name: code for code, name in enumerate(OP_NAMES)}
 
 MAGIC = "pasid-trace"
@@ -101,26 +104,6 @@ _INTEGER = re.compile(r"[+-]?[0-9]+")
 _BOM = "\ufeff"        # a UTF-8 byte-order mark, as text: skipped at the start of a trace
 
 T = TypeVar("T")
-
-
-class TraceError(ValueError):
-    """A trace that cannot be replayed: names the line (1-based) when it has one."""
-
-    def __init__(self, message: str, line: int | None = None, source: str | None = None) -> None:
-        where = ""
-        if line is not None:
-            where = f"{source or 'trace'}:{line}: "
-        super().__init__(where + message)
-        self.line = line
-
-
-@dataclass(frozen=True)
-class Device:
-    """A device of a trace: its name, PASID width and drain time (its quarantine after unbind)."""
-
-    name: str
-    bits: int = MAX_BITS
-    drain: float = 0.0
 
 
 @dataclass(eq=False)
@@ -270,8 +253,6 @@ class Trace:
         return self._unprotected
 
     def _detach_at_release(self) -> Trace:
-        from pasid.sim.tracecheck import Detacher
-
         n = len(self.op)
         if any(len(c) != n for c in (self.time, self.handle, self.owner, self.device)):
             raise TraceError("trace columns differ in length")
@@ -282,13 +263,6 @@ class Trace:
             handle=out.handle, owner=out.owner, device=out.device, lines=out.lines,
             source=self.source,
         )
-
-
-def _number(value: float) -> str:
-    """A time as short text that reads back as the same float."""
-    if float(value).is_integer() and abs(value) < 1e15:
-        return str(int(value))
-    return repr(float(value))
 
 
 class TraceBuilder:
@@ -589,14 +563,6 @@ def _keep(fail: Callable[[str], NoReturn], rule: Callable[..., T], *args: Any) -
         fail(str(error))
 
 
-def _time(value: float) -> float:
-    """An operation's time: the allocator's rule for times, and at least 0. ValueError."""
-    time = as_time(value, "time")
-    if time < 0:
-        raise ValueError(f"time must be >= 0, got {time}")
-    return time
-
-
 # ---------------------------------------------------------------- checking
 
 def check(trace: Trace) -> Trace:
@@ -618,7 +584,5 @@ def check(trace: Trace) -> Trace:
     columns = (trace.time, trace.handle, trace.owner, trace.device)
     if any(len(c) != n for c in columns) or (trace.lines is not None and len(trace.lines) != n):
         raise TraceError("trace columns differ in length")
-    from pasid.sim.tracecheck import Checker
-
     Checker(trace.header()).feed(next(trace.chunks()))
     return trace

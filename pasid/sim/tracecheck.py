@@ -20,10 +20,10 @@ Splitting a trace differently gives the same first error and the same
 concatenated rewrite.
 
 Twins: this module holds the pure-Python pair (:class:`PyChecker`,
-:class:`PyDetacher`), the rules both share (the messages, the header, device
-and column checks) and the chooser; ``pasid/sim/_tracecheck.pyx`` holds the
-compiled pair, which calls back here only at the start of a chunk and on an
-error. :data:`Checker` and :data:`Detacher` are the compiled classes when the
+:class:`PyDetacher`) and the chooser; ``pasid/sim/_tracecheck.pyx`` holds the
+compiled pair. The rules both share (the messages, the header, device and
+column checks) are in ``pasid/sim/_tracerules.py``, which the compiled twin
+calls only at the start of a chunk and on an error. :data:`Checker` and :data:`Detacher` are the compiled classes when the
 extension imports and ``PASID_NO_EXTENSION=1`` is not set, else the twins
 (:func:`implementation` picks one explicitly).
 
@@ -45,130 +45,20 @@ import os
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
-from pasid._args import MAX_TIME, as_bits, as_drain, as_grace
-from pasid.sim.chunk import Chunk, StreamHeader
-from pasid.sim.trace import (
-    OP_ACCESS, OP_ADVANCE, OP_ALLOC, OP_BIND, OP_EXIT, OP_GET, OP_NAMES, OP_PUT, OP_UNBIND,
-    Device, TraceError, _number, _time,
+from pasid._args import MAX_TIME
+from pasid.sim._tracerules import (
+    BACKWARDS, BAD_TIME, BEFORE_ALLOC, DEVICE_RANGE, HANDLE_RANGE, NO_DEVICE, NO_OWNER, NOT_BOUND,
+    OP_ADVANCE, OP_ALLOC, OP_BIND, OP_EXIT, OP_GET, OP_NAMES, OP_PUT, OP_UNBIND, OWNER_RANGE,
+    RELEASED, TOO_NARROW, TWICE, UNKNOWN_OP, _NUMBERED, Device, _expect_start, check_columns,
+    check_devices, check_header, done, error, zero_drains,
 )
+from pasid.sim.chunk import Chunk, StreamHeader
 
 __all__ = ["Checker", "Detacher", "ENGINE", "PyChecker", "PyDetacher", "implementation"]
 
-# ---------------------------------------------------------------- the rules both twins share
 
-# What went wrong at an operation: the compiled twin reports a kind and the
-# operation's index, and error() below words it (the words live only here).
-(BAD_TIME, BACKWARDS, UNKNOWN_OP, NO_OWNER, HANDLE_RANGE, TWICE, OWNER_RANGE, DEVICE_RANGE,
- BEFORE_ALLOC, NO_DEVICE, RELEASED, TOO_NARROW, NOT_BOUND) = range(13)
-
-
-def message(kind: int, header: StreamHeader, chunk: Chunk, j: int, previous: float) -> str:
-    """The words for a bad operation ``j`` of ``chunk`` (``previous``: the time before it)."""
-    op, h = int(chunk.op[j]), int(chunk.handle[j])
-    o, d = int(chunk.owner[j]), int(chunk.device[j])
-    if kind == BAD_TIME:
-        try:
-            _time(float(chunk.time[j]))
-        except ValueError as error:
-            return str(error)
-        raise AssertionError(f"time {chunk.time[j]} is not bad")   # pragma: no cover
-    if kind == BACKWARDS:
-        return f"time goes backwards: {_number(chunk.time[j])} after {_number(previous)}"
-    if kind == UNKNOWN_OP:
-        return f"unknown operation code {op}"
-    if kind == NO_OWNER:
-        return "exit needs an owner"
-    if kind == HANDLE_RANGE:
-        return f"handle number {h} out of range"
-    if kind == OWNER_RANGE:
-        return f"owner number {o} out of range"
-    if kind == DEVICE_RANGE:
-        return f"device number {d} out of range"
-    if kind == NO_DEVICE:
-        return f"{OP_NAMES[op]} needs a device"
-    name = header.handle_name(h)
-    if kind == TWICE:
-        return f"handle {name!r} allocated twice"
-    if kind == BEFORE_ALLOC:
-        return f"handle {name!r} used before its alloc"
-    if kind == RELEASED:
-        return f"{OP_NAMES[op]} of handle {name!r}, which has been released"
-    device = chunk.devices[d]
-    if kind == TOO_NARROW:
-        return (f"bind of handle {name!r} to device {device.name!r}: "
-                f"the device has {device.bits} bits and the allocation was not "
-                f"limited to them (alloc HANDLE OWNER {device.name})")
-    if kind == NOT_BOUND:
-        return f"unbind of handle {name!r} from device {device.name!r}, which is not bound"
-    raise AssertionError(f"unknown kind {kind}")       # pragma: no cover
-
-
-def error(kind: int, header: StreamHeader, chunk: Chunk, j: int, previous: float) -> TraceError:
-    """The TraceError for a bad operation ``j`` of ``chunk``: ``source:line: ...`` when the
-    chunk has lines, else ``operation i: ...`` (``i``: the index in the whole trace)."""
-    text = message(kind, header, chunk, j, previous)
-    if chunk.lines is not None:
-        return TraceError(text, int(chunk.lines[j]), header.source)
-    return TraceError(f"operation {chunk.start + j}: {text}")
-
-
-def check_header(header: StreamHeader) -> None:
-    """The header's grace and PASID width follow the allocator's rules; TraceError if not."""
-    try:
-        as_grace(header.grace)
-        as_bits(header.bits, "bits")
-    except ValueError as error:
-        raise TraceError(str(error)) from None
-
-
-def check_devices(devices: tuple[Device, ...], start: int) -> int:
-    """``devices[start:]`` have widths and drains by the allocator's rules (TraceError if
-    not); returns ``len(devices)``, where the next check starts."""
-    for d in devices[start:]:
-        try:
-            as_bits(d.bits, "bits")
-            as_drain(d.drain)
-        except ValueError as error:
-            raise TraceError(f"device {d.name!r}: {error}") from None
-    return len(devices)
-
-
-_DTYPES = (("time", np.float64), ("op", np.uint8), ("handle", np.int32), ("owner", np.int32),
-           ("device", np.int32))
-
-
-def check_columns(chunk: Chunk) -> int:
-    """The chunk's columns are of one length (TraceError if not), of their dtypes and
-    C-contiguous (TypeError if not); returns the length."""
-    n = len(chunk.op)
-    columns = [getattr(chunk, name) for name, _ in _DTYPES]
-    if chunk.lines is not None:
-        columns.append(chunk.lines)
-    if any(len(c) != n for c in columns):
-        raise TraceError("trace columns differ in length")
-    for (name, dtype), column in zip(_DTYPES + (("lines", np.int64),), columns):
-        if column.dtype != dtype or not column.flags.c_contiguous:
-            raise TypeError(f"chunk column {name} must be C-contiguous {np.dtype(dtype).name}, "
-                            f"got {column.dtype}")
-    return n
-
-
-# names for a Detacher given no header: handles and owners by number
-_NUMBERED = StreamHeader(bits=20, grace=0.0, source="trace", handle_name=str, owner_name=str)
-
-
-def zero_drains(devices: tuple[Device, ...]) -> tuple[Device, ...]:
-    """The devices with drain 0: what the rewrite's chunks carry."""
-    return tuple(Device(d.name, d.bits, 0.0) for d in devices)
-
-
-def done(what: str) -> RuntimeError:
-    """What a Checker or Detacher that raised refuses further feeds with."""
-    return RuntimeError(f"this {what} raised at an earlier operation: it is done "
-                        "(make a new one)")
-
+# ---------------------------------------------------------------- the Python twins
 
 class _Done:
     failed = False
@@ -177,8 +67,6 @@ class _Done:
         if self.failed:
             raise done(type(self).__name__[2:])
 
-
-# ---------------------------------------------------------------- the Python twins
 
 class PyChecker(_Done):
     """Check a trace's operations a chunk at a time (the Python twin of the compiled
@@ -466,13 +354,6 @@ def _rewrite(chunk: Chunk, keep: list[int], extra: list[tuple[int, int, int]], s
     return Chunk(time=time, op=op, handle=handle.astype(np.int32), owner=owner.astype(np.int32),
                  device=device.astype(np.int32), lines=lines, start=start,
                  handles=chunk.handles, owners=chunk.owners, devices=devices)
-
-
-def _expect_start(chunk: Chunk, fed: int) -> None:
-    """Chunks come in order, each starting where the last ended; ValueError if not."""
-    if chunk.start != fed:
-        raise ValueError(f"chunk starts at operation {chunk.start}, expected {fed}: "
-                         "feed a trace's chunks in order, each once")
 
 
 # ---------------------------------------------------------------- the chooser
