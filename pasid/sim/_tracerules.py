@@ -13,8 +13,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from pasid._args import MAX_BITS, as_bits, as_drain, as_grace, as_time
 from pasid.sim.chunk import Chunk, StreamHeader
 
@@ -136,22 +134,24 @@ def check_devices(devices: tuple[Device, ...], start: int) -> int:
     return len(devices)
 
 
-_DTYPES = (("time", np.float64), ("op", np.uint8), ("handle", np.int32), ("owner", np.int32),
-           ("device", np.int32))
+# each column's name and dtype (the chunk's lines last, when it has them)
+_DTYPES: tuple[tuple[str, str], ...] = (
+    ("time", "float64"), ("op", "uint8"), ("handle", "int32"), ("owner", "int32"),
+    ("device", "int32"), ("lines", "int64"))
 
 
 def check_columns(chunk: Chunk) -> int:
     """The chunk's columns are of one length (TraceError if not), of their dtypes and
     C-contiguous (TypeError if not); returns the length."""
     n = len(chunk.op)
-    columns = [getattr(chunk, name) for name, _ in _DTYPES]
+    columns = [getattr(chunk, name) for name, _ in _DTYPES[:5]]
     if chunk.lines is not None:
         columns.append(chunk.lines)
     if any(len(c) != n for c in columns):
         raise TraceError("trace columns differ in length")
-    for (name, dtype), column in zip(_DTYPES + (("lines", np.int64),), columns):
+    for (name, dtype), column in zip(_DTYPES, columns):
         if column.dtype != dtype or not column.flags.c_contiguous:
-            raise TypeError(f"chunk column {name} must be C-contiguous {np.dtype(dtype).name}, "
+            raise TypeError(f"chunk column {name} must be C-contiguous {dtype}, "
                             f"got {column.dtype}")
     return n
 
