@@ -1,5 +1,5 @@
-"""Build the compiled core, pasid._core, the simulator's replay loop, pasid.sim._replay,
-and the text trace reader, pasid.sim._textread.
+"""Build the compiled core, pasid._core, and the simulator's replay loop, trace checker
+and text trace reader: pasid.sim._replay, pasid.sim._tracecheck, pasid.sim._textread.
 
 Cython directives live here and nowhere else. ``PASID_DEBUG_BUILD=1`` turns on
 bounds, wrap-around and initialisation checks and builds without optimisation;
@@ -55,6 +55,9 @@ extensions = [
               extra_link_args=LDFLAGS, define_macros=MACROS),
     # the text trace reader's per-line work (pasid/sim/traceio.py)
     Extension("pasid.sim._textread", ["pasid/sim/_textread.pyx"], extra_compile_args=CFLAGS,
+              extra_link_args=LDFLAGS, define_macros=MACROS),
+    # the trace checker and the no-quarantine rewrite, a chunk at a time
+    Extension("pasid.sim._tracecheck", ["pasid/sim/_tracecheck.pyx"], extra_compile_args=CFLAGS,
               extra_link_args=LDFLAGS, define_macros=MACROS),
 ]
 

@@ -69,8 +69,13 @@ from typing import IO, Any, NoReturn, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from pasid._args import MAX_BITS, as_bits, as_drain, as_grace, as_time
+from pasid._args import MAX_BITS, as_bits, as_drain, as_grace
+from pasid.sim._tracerules import (
+    OP_ACCESS, OP_ADVANCE, OP_ALLOC, OP_BIND, OP_EXIT, OP_GET, OP_NAMES, OP_PUT, OP_UNBIND,
+    Device, TraceError, _number, _time,
+)
 from pasid.sim.chunk import Chunk, StreamHeader
+from pasid.sim.tracecheck import Checker, Detacher
 
 __all__ = [
     "Device",
@@ -89,8 +94,6 @@ __all__ = [
     "read_trace",
 ]
 
-OP_ALLOC, OP_GET, OP_PUT, OP_BIND, OP_UNBIND, OP_ACCESS, OP_EXIT, OP_ADVANCE = range(8)
-OP_NAMES = ("alloc", "get", "put", "bind", "unbind", "access", "exit", "advance")
 _OP_CODES = {name: code for code, name in enumerate(OP_NAMES)}
 
 MAGIC = "pasid-trace"
@@ -101,26 +104,6 @@ _INTEGER = re.compile(r"[+-]?[0-9]+")
 _BOM = "\ufeff"        # a UTF-8 byte-order mark, as text: skipped at the start of a trace
 
 T = TypeVar("T")
-
-
-class TraceError(ValueError):
-    """A trace that cannot be replayed: names the line (1-based) when it has one."""
-
-    def __init__(self, message: str, line: int | None = None, source: str | None = None) -> None:
-        where = ""
-        if line is not None:
-            where = f"{source or 'trace'}:{line}: "
-        super().__init__(where + message)
-        self.line = line
-
-
-@dataclass(frozen=True)
-class Device:
-    """A device of a trace: its name, PASID width and drain time (its quarantine after unbind)."""
-
-    name: str
-    bits: int = MAX_BITS
-    drain: float = 0.0
 
 
 @dataclass(eq=False)
@@ -197,9 +180,10 @@ class Trace:
         handles = owners = 0        # named so far: the running maximum, plus one
         for start in range(0, max(n, 1), step):
             stop = min(n, start + step)
-            if stop < n:
-                handles = max(handles, int(self.handle[start:stop].max()) + 1)
-                owners = max(owners, int(self.owner[start:stop].max()) + 1)
+            if stop < n:       # never more than the trace names (a changed trace's columns)
+                handles = min(len(self.handles),
+                              max(handles, int(self.handle[start:stop].max()) + 1))
+                owners = min(len(self.owners), max(owners, int(self.owner[start:stop].max()) + 1))
             else:
                 handles, owners = len(self.handles), len(self.owners)
             yield Chunk(time=self.time[start:stop], op=self.op[start:stop],
@@ -240,84 +224,16 @@ class Trace:
         return self._unprotected
 
     def _detach_at_release(self) -> Trace:
-        keep = []
-        # (index of the release op, handle, device): unbinds inserted before it
-        extra: list[tuple[int, int, int]] = []
-        bound: dict[tuple[int, int], int] = {}   # (handle, device) -> count
-        refs: dict[int, int] = {}
-        live: dict[int, set[int]] = {}           # owner -> set of live handles
-        detached = set()    # handles released: their later unbinds are dropped
-        ops, handles = self.op.tolist(), self.handle.tolist()
-        owners, devices = self.owner.tolist(), self.device.tolist()
-        # handle -> devices bound (in bind order, with counts in `bound`)
-        by_handle: dict[int, list[int]] = {}
-        owner_of: dict[int, int] = {}       # handle -> owner index, for owned handles
-
-        def detach(i: int, h: int) -> None:
-            for d in by_handle.pop(h, ()):
-                for _ in range(bound.pop((h, d), 0)):
-                    extra.append((i, h, d))
-            detached.add(h)
-
-        for i, (op, h, o, d) in enumerate(zip(ops, handles, owners, devices)):
-            if op == OP_ALLOC:
-                refs[h] = 1
-                if o >= 0:
-                    owner_of[h] = o
-                    live.setdefault(o, set()).add(h)
-            elif op == OP_GET:
-                refs[h] += 1
-            elif op == OP_PUT:
-                refs[h] -= 1
-                if refs[h] == 0:
-                    detach(i, h)
-                    if h in owner_of:
-                        live[owner_of[h]].discard(h)
-            elif op == OP_BIND:
-                if (h, d) not in bound:
-                    by_handle.setdefault(h, []).append(d)
-                    bound[(h, d)] = 0
-                bound[(h, d)] += 1
-            elif op == OP_UNBIND:
-                if h in detached:
-                    continue
-                bound[(h, d)] -= 1
-                if bound[(h, d)] == 0:
-                    del bound[(h, d)]
-                    by_handle[h].remove(d)
-            elif op == OP_EXIT:
-                for victim in sorted(live.pop(o, ())):
-                    refs[victim] = 0
-                    detach(i, victim)
-            keep.append(i)
-        order = np.array(keep, dtype=np.int64)
-        time, op, handle = self.time[order], self.op[order], self.handle[order]
-        owner, device = self.owner[order], self.device[order]
-        lines = self.lines[order] if self.lines is not None else None
-        if extra:
-            at = np.array([i for i, _, _ in extra], dtype=np.int64)
-            position = np.searchsorted(order, at)       # insert before the release op
-            time = np.insert(time, position, self.time[at])
-            op = np.insert(op, position, OP_UNBIND)
-            handle = np.insert(handle, position, [h for _, h, _ in extra])
-            owner = np.insert(owner, position, -1)
-            device = np.insert(device, position, [d for _, _, d in extra])
-            if lines is not None and self.lines is not None:   # one implies the other
-                lines = np.insert(lines, position, self.lines[at])
+        n = len(self.op)
+        if any(len(c) != n for c in (self.time, self.handle, self.owner, self.device)):
+            raise TraceError("trace columns differ in length")
+        out = Detacher(self.header()).feed(next(self.chunks()))
         return Trace(
-            bits=self.bits, grace=self.grace,
-            devices=[Device(d.name, d.bits, 0.0) for d in self.devices],
-            owners=self.owners, handles=self.handles,
-            time=time, op=op, handle=handle.astype(np.int32), owner=owner.astype(np.int32),
-            device=device.astype(np.int32), lines=lines, source=self.source,
+            bits=self.bits, grace=self.grace, devices=list(out.devices),
+            owners=self.owners, handles=self.handles, time=out.time, op=out.op,
+            handle=out.handle, owner=out.owner, device=out.device, lines=out.lines,
+            source=self.source,
         )
-
-
-def _number(value: float) -> str:
-    """A time as short text that reads back as the same float."""
-    if float(value).is_integer() and abs(value) < 1e15:
-        return str(int(value))
-    return repr(float(value))
 
 
 class TraceBuilder:
@@ -482,14 +398,6 @@ def _keep(fail: Callable[[str], NoReturn], rule: Callable[..., T], *args: Any) -
         fail(str(error))
 
 
-def _time(value: float) -> float:
-    """An operation's time: the allocator's rule for times, and at least 0. ValueError."""
-    time = as_time(value, "time")
-    if time < 0:
-        raise ValueError(f"time must be >= 0, got {time}")
-    return time
-
-
 # ---------------------------------------------------------------- checking
 
 def check(trace: Trace) -> Trace:
@@ -501,111 +409,15 @@ def check(trace: Trace) -> Trace:
     ``get``/``put`` only while the handle holds references; ``bind`` only
     then, to a device at least as wide as the allocation was limited to;
     ``unbind`` only of a bound pair (before or after the release); ``exit``
-    releases every live handle of its owner. O(n).
+    releases every live handle of its owner. The header's grace and width
+    are checked first, then the devices, then the operations in order: the
+    error names the first bad operation (its line, or ``operation i``). One
+    chunk through a :class:`pasid.sim.tracecheck.Checker`, which checks a
+    trace a chunk at a time. O(n).
     """
     n = len(trace.op)
-    size_bits = trace.bits
-    columns = (trace.time, trace.op, trace.handle, trace.owner, trace.device)
-    if any(len(c) != n for c in columns):
+    columns = (trace.time, trace.handle, trace.owner, trace.device)
+    if any(len(c) != n for c in columns) or (trace.lines is not None and len(trace.lines) != n):
         raise TraceError("trace columns differ in length")
-    lines = trace.lines.tolist() if trace.lines is not None else None
-    source = trace.source
-
-    def fail(i: int, message: str) -> NoReturn:
-        if lines is not None:
-            raise TraceError(message, lines[i], source)
-        raise TraceError(f"operation {i}: {message}")
-
-    times = trace.time
-    if n:
-        # the times' rule keeps an interval: the least and the greatest time (or the
-        # first nan, which argmin and argmax both give) decide for all
-        for i in (int(times.argmin()), int(times.argmax())):
-            try:
-                _time(float(times[i]))
-            except ValueError as error:
-                fail(i, str(error))
-        back = np.flatnonzero(np.diff(times) < 0)
-        if len(back):
-            i = int(back[0]) + 1
-            fail(i, f"time goes backwards: {_number(times[i])} after {_number(times[i - 1])}")
-    try:
-        as_grace(trace.grace)
-        as_bits(trace.bits, "bits")
-    except ValueError as error:
-        raise TraceError(str(error)) from None
-    widths = [d.bits for d in trace.devices]
-    for d in trace.devices:
-        try:
-            as_bits(d.bits, "bits")
-            as_drain(d.drain)
-        except ValueError as error:
-            raise TraceError(f"device {d.name!r}: {error}") from None
-    ndev, nowners, nhandles = len(trace.devices), len(trace.owners), len(trace.handles)
-    allocated = bytearray(nhandles)
-    refs = [0] * nhandles
-    limit = [size_bits] * nhandles      # the width the allocation was limited to
-    bound: dict[tuple[int, int], int] = {}   # (handle, device) -> count
-    owner_of = [-1] * nhandles
-    live: dict[int, set[int]] = {}           # owner -> set of live handles
-    names = trace.handles
-    ops, handles = trace.op.tolist(), trace.handle.tolist()
-    owners, devices = trace.owner.tolist(), trace.device.tolist()
-    for i in range(n):
-        op, h, o, d = ops[i], handles[i], owners[i], devices[i]
-        if op > OP_ADVANCE:
-            fail(i, f"unknown operation code {op}")
-        if op in (OP_EXIT, OP_ADVANCE):
-            if op == OP_EXIT:
-                if not 0 <= o < nowners:
-                    fail(i, "exit needs an owner")
-                for victim in live.pop(o, ()):
-                    refs[victim] = 0
-            continue
-        if not 0 <= h < nhandles:
-            fail(i, f"handle number {h} out of range")
-        name = names[h]
-        if op == OP_ALLOC:
-            if allocated[h]:
-                fail(i, f"handle {name!r} allocated twice")
-            allocated[h] = 1
-            refs[h] = 1
-            if o >= nowners:
-                fail(i, f"owner number {o} out of range")
-            if d >= ndev:
-                fail(i, f"device number {d} out of range")
-            if d >= 0:
-                limit[h] = min(size_bits, widths[d])
-            if o >= 0:
-                owner_of[h] = o
-                live.setdefault(o, set()).add(h)
-            continue
-        if not allocated[h]:
-            fail(i, f"handle {name!r} used before its alloc")
-        if op in (OP_BIND, OP_UNBIND, OP_ACCESS) and not 0 <= d < ndev:
-            fail(i, f"{OP_NAMES[op]} needs a device")
-        if op == OP_GET or op == OP_PUT or op == OP_BIND:
-            if refs[h] == 0:
-                fail(i, f"{OP_NAMES[op]} of handle {name!r}, which has been released")
-            if op == OP_GET:
-                refs[h] += 1
-            elif op == OP_PUT:
-                refs[h] -= 1
-                if refs[h] == 0 and owner_of[h] >= 0:
-                    live[owner_of[h]].discard(h)
-            else:
-                if widths[d] < limit[h]:
-                    fail(i, f"bind of handle {name!r} to device {trace.devices[d].name!r}: "
-                            f"the device has {widths[d]} bits and the allocation was not "
-                            f"limited to them (alloc HANDLE OWNER {trace.devices[d].name})")
-                bound[(h, d)] = bound.get((h, d), 0) + 1
-        elif op == OP_UNBIND:
-            count = bound.get((h, d), 0)
-            if not count:
-                fail(i, f"unbind of handle {name!r} from device {trace.devices[d].name!r}, "
-                        "which is not bound")
-            if count == 1:
-                del bound[(h, d)]
-            else:
-                bound[(h, d)] = count - 1
+    Checker(trace.header()).feed(next(trace.chunks()))
     return trace

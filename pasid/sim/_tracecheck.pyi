@@ -1,0 +1,33 @@
+"""Type stubs for the compiled trace checker (``pasid/sim/_tracecheck.pyx``; Cython writes none)."""
+
+from typing import final
+
+from pasid.sim.chunk import Chunk, StreamHeader
+
+__test__: dict[str, str]    # Cython's table of docstrings for doctest
+
+@final
+class Checker:
+    """Check a trace's operations a chunk at a time (see ``pasid.sim.tracecheck``)."""
+
+    @property
+    def header(self) -> StreamHeader: ...
+    @property
+    def failed(self) -> bool: ...
+    @property
+    def bindings(self) -> int: ...
+    def __init__(self, header: StreamHeader) -> None: ...
+    def feed(self, chunk: Chunk) -> None: ...
+
+@final
+class Detacher:
+    """Rewrite a trace without device quarantine a chunk at a time."""
+
+    @property
+    def header(self) -> StreamHeader: ...
+    @property
+    def failed(self) -> bool: ...
+    @property
+    def bindings(self) -> int: ...
+    def __init__(self, header: StreamHeader | None = None) -> None: ...
+    def feed(self, chunk: Chunk) -> Chunk: ...
