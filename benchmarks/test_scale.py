@@ -9,7 +9,7 @@ row                what is timed
 ``command``        the whole command in a child process, as a user runs it (``python -m
                    pasid simulate ... --json``): start-up, generation, checking, the
                    no-quarantine rewrite, both replays, the report. Its peak RSS (the
-                   child's ``ru_maxrss``) per operation is reported too.
+                   child's ``VmHWM``) per operation is reported too.
 ``loops``          the two replay loops alone on the same operations (``Run.seconds`` of
                    the quarantine-on replay and of the no-quarantine one; the trace
                    generated, checked and rewritten beforehand, untimed)
@@ -57,12 +57,14 @@ def child(argv):
 
 
 def child_rss(argv):
-    """The same timed, with the child's peak RSS (its own ``ru_maxrss`` at exit):
-    (wall seconds, peak RSS bytes, stdout)."""
-    code = ("import resource, sys; sys.argv = ['pasid'] + sys.argv[1:]\n"
+    """The same timed, with the child's peak RSS (``VmHWM`` of its own memory at exit:
+    ``ru_maxrss`` would count the pages of this process, which the child shares
+    between fork and exec): (wall seconds, peak RSS bytes, stdout)."""
+    code = ("import re, sys; sys.argv = ['pasid'] + sys.argv[1:]\n"
             "from pasid.cli import main\n"
             "status = main()\n"
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
+            "with open('/proc/self/status') as f:\n"
+            "    print(re.search(r'VmHWM:\\s+(\\d+) kB', f.read()).group(1), file=sys.stderr)\n"
             "sys.exit(status)\n")
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
     began = time.perf_counter()

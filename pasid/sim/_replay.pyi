@@ -2,9 +2,10 @@
 
 from pasid._core import PasidAllocator
 from pasid.sim._replaystate import ReplayState
-from pasid.sim.trace import Trace
+from pasid.sim.chunk import Chunk
 
 __test__: dict[str, str]    # Cython's table of docstrings for doctest
 
-def run(allocator: PasidAllocator, trace: Trace, st: ReplayState, start: int, stop: int) -> None:
-    """Replay operations ``start..stop-1`` of ``trace`` on ``allocator``, updating ``st``."""
+def run(allocator: PasidAllocator, trace: Chunk, st: ReplayState, start: int, stop: int) -> None:
+    """Replay operations ``start..stop-1`` of ``trace`` (a chunk) on ``allocator``, updating
+    ``st``."""

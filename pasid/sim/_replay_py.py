@@ -25,11 +25,12 @@ from pasid.sim.trace import (
 
 if TYPE_CHECKING:
     from pasid.sim._replaystate import ReplayState, _Allocator
-    from pasid.sim.trace import Trace
+    from pasid.sim.chunk import Chunk
 
 
-def run(a: _Allocator, trace: Trace, st: ReplayState, start: int, stop: int) -> None:
-    """Replay operations ``start..stop-1`` of ``trace`` on allocator ``a``, updating ``st``."""
+def run(a: _Allocator, trace: Chunk, st: ReplayState, start: int, stop: int) -> None:
+    """Replay operations ``start..stop-1`` of ``trace`` (a chunk) on allocator ``a``, updating
+    ``st``."""
     times = trace.time[start:stop].tolist()
     ops = trace.op[start:stop].tolist()
     handles = trace.handle[start:stop].tolist()

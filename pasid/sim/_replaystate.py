@@ -11,12 +11,13 @@ operations before the error did. The imports run one way:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from pasid._args import MAX_BITS
+from pasid.sim._tracerules import OP_ALLOC
 from pasid.sim.chunk import Chunk
 
 if TYPE_CHECKING:
@@ -36,10 +37,7 @@ __all__ = ["COUNTERS", "ReplayState"]
 COUNTERS = ("done", "allocations", "failures", "skipped", "stale", "peak_active", "peak_held",
             "blocks_live", "blocks_peak", "highest", "distances", "samples", "active", "held")
 
-_OP_ALLOC = 0       # pasid.sim.trace.OP_ALLOC (trace.py imports this module's package)
-
-
-def _grown(array: npt.NDArray, size: int, fill: float) -> npt.NDArray:
+def _grown(array: npt.NDArray[Any], size: int, fill: float) -> npt.NDArray[Any]:
     """``array`` with room for ``size`` entries (doubling), the new ones ``fill``."""
     if len(array) >= size:
         return array
@@ -116,7 +114,7 @@ class ReplayState:
         self.generation = _grown(self.generation, chunk.handles, 0)
         self.distances = _grown(self.distances, chunk.handles, 0.0)
         self.limit = _grown(self.limit, chunk.handles, 0)
-        allocs = np.flatnonzero(chunk.op == _OP_ALLOC)
+        allocs = np.flatnonzero(chunk.op == OP_ALLOC)
         if len(allocs):
             handles, devices = chunk.handle[allocs], chunk.device[allocs]
             if len(handles) and (handles.min() < 0 or handles.max() >= len(self.limit)):

@@ -1,14 +1,15 @@
 """Type stubs for the compiled text trace reader (``pasid/sim/_textread.pyx``; Cython writes none)."""
 
-from typing import Any
+from typing import Any, final
 
 import numpy as np
 import numpy.typing as npt
 
-from pasid.sim.trace import Device
+from pasid.sim._tracerules import Device
 
 __test__: dict[str, str]    # Cython's table of docstrings for doctest
 
+@final
 class TextParser:
     source: str
     bits: int
@@ -19,7 +20,8 @@ class TextParser:
     line: int
     seen_magic: bool
     header_open: bool
-    def __init__(self, source: str) -> None: ...
+    # The compiled class takes its argument in ``__cinit__``, which is its ``__new__``.
+    def __new__(cls, source: str) -> TextParser: ...
     @property
     def handles(self) -> int: ...
     @property

@@ -30,8 +30,8 @@ import os as _os
 import numpy as np
 
 from pasid.sim import _textread_py as _py
-from pasid.sim import trace as _trace
-from pasid.sim.trace import Device, TraceError
+from pasid.sim import _tracerules as _trace
+from pasid.sim._tracerules import Device, TraceError
 
 cdef extern from "Python.h":
     double PyOS_string_to_double(const char *s, char **endptr,

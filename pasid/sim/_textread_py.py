@@ -31,7 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pasid._args import MAX_BITS, as_bits, as_drain, as_grace
-from pasid.sim.trace import (
+from pasid.sim._tracerules import (
     _BOM, _OP_CODES, MAGIC, OP_ALLOC, OP_BIND, OP_EXIT, OP_GET, OP_NAMES, OP_PUT, OP_UNBIND,
     OP_ACCESS, VERSION, Device, TraceError, _decimal, _integer, _keep, _number, _time,
 )
@@ -116,15 +116,17 @@ class TextParser:
             return self.feed_lines(())
         lines: Iterable[str]
         try:
-            lines = _TEXT_LINE_ENDS.split(block.decode("utf-8"))
+            text = block.decode("utf-8")
         except UnicodeDecodeError:  # name the line: decode each, up to the bad one
-            lines = _LINE_ENDS.split(block)
-            if lines[-1] == b"":
-                lines.pop()
-            lines = _decoding(lines, self)
+            raw: list[bytes] = _LINE_ENDS.split(block)
+            if raw[-1] == b"":
+                raw.pop()
+            lines = _decoding(raw, self)
         else:
-            if lines[-1] == "":     # the block ends with a line end
-                lines.pop()
+            split: list[str] = _TEXT_LINE_ENDS.split(text)
+            if split[-1] == "":     # the block ends with a line end
+                split.pop()
+            lines = split
         return self.feed_lines(lines, bom=False)
 
     def feed_lines(self, lines: Iterable[str], *, bom: bool = True) -> Columns:
@@ -329,7 +331,7 @@ def format_ops(time: npt.NDArray[np.float64], op: npt.NDArray[np.uint8],
                device_names: Any) -> bytes:
     """Operations as lines of the text format (each ended by ``\\n``), UTF-8. The names are
     looked up by number: ``handle_names[h]`` (a list, or anything indexable). O(n)."""
-    lines = []
+    lines: list[str] = []
     append = lines.append
     for t, o_p, h, o, d in zip(time.tolist(), op.tolist(), handle.tolist(), owner.tolist(),
                                device.tolist()):

@@ -11,13 +11,25 @@ module sits below both twins and ``trace.py``, so the imports run one way.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, NoReturn, TypeVar
 
 from pasid._args import MAX_BITS, as_bits, as_drain, as_grace, as_time
 from pasid.sim.chunk import Chunk, StreamHeader
 
 OP_ALLOC, OP_GET, OP_PUT, OP_BIND, OP_UNBIND, OP_ACCESS, OP_EXIT, OP_ADVANCE = range(8)
 OP_NAMES = ("alloc", "get", "put", "bind", "unbind", "access", "exit", "advance")
+
+_OP_CODES = {name: code for code, name in enumerate(OP_NAMES)}
+
+MAGIC = "pasid-trace"
+VERSION = 1
+_NAME = re.compile(r"[^\s#]+")      # a handle, owner or device name: a token, no blank, no '#'
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+_BOM = "\ufeff"        # a UTF-8 byte-order mark, as text: skipped at the start of a trace
 
 
 class TraceError(ValueError):
@@ -53,6 +65,34 @@ def _time(value: float) -> float:
     if time < 0:
         raise ValueError(f"time must be >= 0, got {time}")
     return time
+
+
+T = TypeVar("T")
+
+
+def _integer(text: str, what: str, fail: Callable[[str], NoReturn]) -> int:
+    """``text`` as an int if it is an integer of the format (ASCII digits, a sign)."""
+    if _INTEGER.fullmatch(text):
+        try:
+            return int(text)
+        except ValueError:          # past Python's limit on the digits of an int
+            pass
+    fail(f"{what} must be an integer, got {text!r}")
+
+
+def _decimal(text: str, what: str, fail: Callable[[str], NoReturn]) -> float:
+    """``text`` as a float if it is a decimal number of the format (see the module)."""
+    if not _DECIMAL.fullmatch(text):
+        fail(f"{what} must be a decimal number, got {text!r}")
+    return float(text)
+
+
+def _keep(fail: Callable[[str], NoReturn], rule: Callable[..., T], *args: Any) -> T:
+    """``rule(*args)``, a rule of the allocator's; its ValueError reported by ``fail``."""
+    try:
+        return rule(*args)
+    except ValueError as error:
+        fail(str(error))
 
 
 # ---------------------------------------------------------------- the rules both twins share

@@ -352,7 +352,6 @@ def simulate(source: Trace | Workload | TraceStream, strategies: Sequence[str] =
                 replayer.feed(rewritten)
             if progress is not None:
                 progress(chunk.start + len(chunk), stream.total)
-        checker.finish()
         if not on:
             start()
     runs = [replayer.finish() for replayer in on]

@@ -70,9 +70,10 @@ import numpy as np
 import numpy.typing as npt
 
 from pasid._args import MAX_BITS, as_bits, as_drain, as_grace
-from pasid.sim._tracerules import (
-    OP_ACCESS, OP_ADVANCE, OP_ALLOC, OP_BIND, OP_EXIT, OP_GET, OP_NAMES, OP_PUT, OP_UNBIND,
-    Device, TraceError, _number, _time,
+from pasid.sim._tracerules import (  # noqa: F401 - the text format's words, re-exported
+    _BOM, _DECIMAL, _INTEGER, _NAME, _OP_CODES, MAGIC, OP_ACCESS, OP_ADVANCE, OP_ALLOC, OP_BIND,
+    OP_EXIT, OP_GET, OP_NAMES, OP_PUT, OP_UNBIND, VERSION, Device, TraceError, _decimal,
+    _integer, _keep, _number, _time,
 )
 from pasid.sim.chunk import Chunk, StreamHeader
 from pasid.sim.tracecheck import Checker, Detacher
@@ -94,14 +95,6 @@ __all__ = [
     "read_trace",
 ]
 
-_OP_CODES = {name: code for code, name in enumerate(OP_NAMES)}
-
-MAGIC = "pasid-trace"
-VERSION = 1
-_NAME = re.compile(r"[^\s#]+")      # a handle, owner or device name: a token, no blank, no '#'
-_DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
-_INTEGER = re.compile(r"[+-]?[0-9]+")
-_BOM = "\ufeff"        # a UTF-8 byte-order mark, as text: skipped at the start of a trace
 
 T = TypeVar("T")
 
@@ -370,32 +363,11 @@ def read_trace(source: str | os.PathLike[str] | Iterable[str], *,
     """
     from pasid.sim.traceio import read_whole
 
-    return check(read_whole(source, name))
-
-
-def _integer(text: str, what: str, fail: Callable[[str], NoReturn]) -> int:
-    """``text`` as an int if it is an integer of the format (ASCII digits, a sign)."""
-    if _INTEGER.fullmatch(text):
-        try:
-            return int(text)
-        except ValueError:          # past Python's limit on the digits of an int
-            pass
-    fail(f"{what} must be an integer, got {text!r}")
-
-
-def _decimal(text: str, what: str, fail: Callable[[str], NoReturn]) -> float:
-    """``text`` as a float if it is a decimal number of the format (see the module)."""
-    if not _DECIMAL.fullmatch(text):
-        fail(f"{what} must be a decimal number, got {text!r}")
-    return float(text)
-
-
-def _keep(fail: Callable[[str], NoReturn], rule: Callable[..., T], *args: Any) -> T:
-    """``rule(*args)``, a rule of the allocator's; its ValueError reported by ``fail``."""
-    try:
-        return rule(*args)
-    except ValueError as error:
-        fail(str(error))
+    header, whole, owners, handles = read_whole(source, name)
+    return check(Trace(bits=header.bits, grace=header.grace, devices=list(whole.devices),
+                       owners=owners, handles=handles, time=whole.time, op=whole.op,
+                       handle=whole.handle, owner=whole.owner, device=whole.device,
+                       lines=whole.lines, source=header.source, comment=header.comment))
 
 
 # ---------------------------------------------------------------- checking

@@ -82,9 +82,9 @@ import numpy.typing as npt
 
 from pasid.sim import _textread_py
 from pasid.sim.chunk import Chunk, Numbered, StreamHeader
-from pasid.sim.trace import (
+from pasid.sim._tracerules import (
     MAGIC, OP_ACCESS, OP_ADVANCE, OP_ALLOC, OP_BIND, OP_EXIT, OP_GET, OP_PUT, OP_UNBIND,
-    VERSION, Device, TraceError,
+    VERSION, Device, TraceError, _number,
 )
 
 _compiled: Any
@@ -105,11 +105,13 @@ BINARY_FORMAT = "pasid-trace-npz"
 BINARY_VERSION = 1
 BINARY_SUFFIXES = (".npz",)
 COLUMNS = ("time", "op", "handle", "owner", "device")
-DTYPES = {"time": np.dtype("<f8"), "op": np.dtype("u1"), "handle": np.dtype("<i4"),
+DTYPES: dict[str, np.dtype[Any]] = {"time": np.dtype("<f8"), "op": np.dtype("u1"), "handle": np.dtype("<i4"),
           "owner": np.dtype("<i4"), "device": np.dtype("<i4")}
 _CHUNK_MEMBER = re.compile(r"chunk([0-9]{6,})/([a-z]+)\.npy")
 
-Columns = tuple[npt.NDArray[Any], ...]     # time, op, handle, owner, device, lines (or None)
+# time, op, handle, owner, device, lines (None for a binary trace: its operations have none)
+Columns = tuple[npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[Any],
+                npt.NDArray[Any], npt.NDArray[Any] | None]
 
 
 def text_parser() -> type:
@@ -173,7 +175,7 @@ def _open(source: Any, chunk: int, name: str | None) -> _Stream:
     return _TextStream(parser, _line_batches(source), chunk, None)
 
 
-def _byte_blocks(file: IO[bytes]) -> Iterator[bytes]:
+def _byte_blocks(file: IO[bytes] | io.RawIOBase | io.BufferedIOBase) -> Iterator[bytes]:
     """The file's bytes in blocks of whole lines (split after the last ``\\n``)."""
     rest = b""
     while True:
@@ -311,7 +313,7 @@ def _rechunk(pieces: Iterable[Columns], size: int, declared: int,
 
 def _take(queue: deque[Columns], n: int) -> Columns:
     """The first ``n`` operations of the queued runs (removed from it)."""
-    parts = []
+    parts: list[Columns] = []
     need = n
     while need:
         piece = queue[0]
@@ -321,12 +323,23 @@ def _take(queue: deque[Columns], n: int) -> Columns:
             queue.popleft()
             need -= k
         else:
-            parts.append(tuple(None if c is None else c[:need] for c in piece))
-            queue[0] = tuple(None if c is None else c[need:] for c in piece)
+            parts.append(_cut(piece, slice(None, need)))
+            queue[0] = _cut(piece, slice(need, None))
             need = 0
     if len(parts) == 1:
         return parts[0]
-    return tuple(None if cols[0] is None else np.concatenate(cols) for cols in zip(*parts))
+    time, op, handle, owner, device = (np.concatenate([p[i] for p in parts]) for i in range(5))
+    # the runs of one stream all have lines (text) or none have (binary)
+    lines = None if parts[0][5] is None else np.concatenate([p[5] for p in parts
+                                                             if p[5] is not None])
+    return time, op, handle, owner, device, lines
+
+
+def _cut(piece: Columns, part: slice) -> Columns:
+    """The operations ``part`` of a run of columns."""
+    time, op, handle, owner, device, lines = piece
+    return (time[part], op[part], handle[part], owner[part], device[part],
+            None if lines is None else lines[part])
 
 
 # ---------------------------------------------------------------- writing
@@ -412,8 +425,6 @@ class TraceWriter:
             self.abandon()
 
     def _start(self, first: Chunk | None) -> _Devices:
-        from pasid.sim.trace import _number
-
         known = _Devices(self.devices if self.devices is not None
                          else first.devices if first is not None else ())
         if not self.binary_format:
@@ -500,8 +511,13 @@ class _Names:
 
     def __init__(self, lookup: Any) -> None:
         owner = getattr(lookup, "__self__", None)
-        self.fixed = isinstance(owner, list) and getattr(lookup, "__name__", "") == "__getitem__"
-        self.names: list[str] = owner if self.fixed else []
+        self.names: list[str]
+        if isinstance(owner, list) and getattr(lookup, "__name__", "") == "__getitem__":
+            self.fixed = True
+            self.names = owner
+        else:
+            self.fixed = False
+            self.names = []
         self.prefix = lookup.prefix if isinstance(lookup, Numbered) else None
         self.lookup = lookup
 
@@ -638,7 +654,7 @@ class _BinaryStream(_Stream):
         sizes = field("chunks", list, "a list")
         if any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in sizes):
             raise bad("header.json: chunks must be a list of ints >= 1")
-        found = {}
+        found: dict[int, set[str]] = {}
         for info in self.zf.infolist():
             match = _CHUNK_MEMBER.fullmatch(info.filename)
             if match:
@@ -772,18 +788,14 @@ def _listed(names: Any, count: int) -> list[str]:
 
 # ---------------------------------------------------------------- whole traces
 
-def read_whole(source: Any, name: str | None = None) -> Any:
-    """The trace in ``source`` as one unchecked :class:`~pasid.sim.trace.Trace` (what
-    :func:`pasid.sim.trace.read_trace` checks)."""
+def read_whole(source: Any, name: str | None = None,
+               ) -> tuple[StreamHeader, Chunk, list[str], list[str]]:
+    """The trace in ``source`` whole and unchecked: its header, its operations as one
+    chunk, and its owner and handle names (what :func:`pasid.sim.trace.read_trace`
+    makes a :class:`~pasid.sim.trace.Trace` of, and checks)."""
     from pasid.sim.chunk import concatenate
-    from pasid.sim.trace import Trace
 
     stream = _open(source, 1 << 62, name)
     whole = concatenate(stream.chunks())
     assert whole is not None        # a trace gives one chunk at least
-    header = stream.header
-    return Trace(bits=header.bits, grace=header.grace, devices=list(whole.devices),
-                 owners=list(stream.owner_names), handles=list(stream.handle_names),
-                 time=whole.time, op=whole.op, handle=whole.handle, owner=whole.owner,
-                 device=whole.device, lines=whole.lines, source=header.source,
-                 comment=header.comment)
+    return stream.header, whole, list(stream.owner_names), list(stream.handle_names)
