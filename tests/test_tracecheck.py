@@ -472,3 +472,72 @@ def test_an_exit_detaches_in_handle_order(twin):
     assert_same_rewrite(out, old_detach(trace))
     unbinds = out.handle[out.op == OP_UNBIND].tolist()
     assert unbinds == [0, 1, 2]
+
+
+# ---------------------------------------------------------------- the dead given back
+
+DEAD = 3000     # handles that die at once: groups of them given back (the compiled twin)
+
+
+def mostly_dead(last):
+    """DEAD handles allocated, bound and released (their devices unbound): all dead;
+    then one more live handle, and ``last(b, h)`` adds the operations on handle 7
+    (dead by then) the test is about."""
+    b = TraceBuilder(bits=20)
+    b.device("gpu", drain=1)
+    handles = []
+    for i in range(DEAD):
+        h = b.alloc(float(i), owner=f"p{i}")
+        b.bind(float(i), h, "gpu")
+        b.put(float(i), h)
+        b.unbind(float(i), h, "gpu")
+        handles.append(h)
+    b.alloc(float(DEAD), owner="alive")
+    last(b, handles[7])
+    b.advance(float(DEAD + 1))
+    return unchecked(b)
+
+
+def unchecked(b):
+    """The builder's operations as a Trace, in the order added, not checked (build()
+    would refuse the bad ones)."""
+    rows = b._ops
+    n = len(rows)
+    return Trace(bits=b.bits, grace=float(b.grace), devices=[d for _, d in b._devices.values()],
+                 owners=list(b._owners), handles=[f"h{i}" for i in range(b._handles)],
+                 time=np.array([r[0] for r in rows], dtype=np.float64).reshape(n),
+                 op=np.array([r[1] for r in rows], dtype=np.uint8).reshape(n),
+                 handle=np.array([r[2] for r in rows], dtype=np.int32).reshape(n),
+                 owner=np.array([r[3] for r in rows], dtype=np.int32).reshape(n),
+                 device=np.array([r[4] for r in rows], dtype=np.int32).reshape(n),
+                 lines=np.arange(1, n + 1, dtype=np.int64), source="built")
+
+
+@pytest.mark.parametrize("last, message", [
+    (lambda b, h: b.put(DEAD + 0.5, h), "put of handle 'h7', which has been released"),
+    (lambda b, h: b.get(DEAD + 0.5, h), "get of handle 'h7', which has been released"),
+    (lambda b, h: b.bind(DEAD + 0.5, h, "gpu"), "bind of handle 'h7', which has been released"),
+    (lambda b, h: b.unbind(DEAD + 0.5, h, "gpu"), "unbind of handle 'h7' from device 'gpu', "
+                                                  "which is not bound"),
+    (lambda b, h: b.access(DEAD + 0.5, h, "gpu"), None),
+])
+def test_a_dead_handle_long_gone_is_checked_as_one(twin, last, message):
+    # The compiled twin gives back the memory of groups of dead handles (512 at a time)
+    # and takes a handle of such a group by the rule for a dead one: the same errors,
+    # at the same line, as the Python twin that keeps every state.
+    trace = mostly_dead(last)
+    got = checked(twin, trace, trace.chunks(1000))
+    if message is None:
+        assert got is None
+    else:
+        assert got is not None and got[0].endswith(message) and got[1] == 4 * DEAD + 2
+    if message is None or "unbind" in message:
+        # the rewrite keeps the access and drops the unbind of a handle detached long ago
+        rewritten = detached(twin, trace, trace.chunks(1000))
+        late = rewritten.handle == 7
+        assert (rewritten.op[late] == OP_UNBIND).sum() == 1        # the one at its release
+    checker = twin[0](trace.header())
+    if hasattr(checker, "kept") and message is None:
+        for chunk in trace.chunks(1000):
+            checker.feed(chunk)
+        assert checker.kept < DEAD // 2         # most groups given back

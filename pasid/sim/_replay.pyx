@@ -10,7 +10,7 @@ the allocator itself.
 """
 
 cimport cython
-from libc.stdint cimport int32_t, int64_t, uint8_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t
 
 from pasid.capi cimport import_pasid_capi, pasid_allocator_t, pasid_capi_t
 
@@ -61,9 +61,9 @@ def run(allocator, trace, st, Py_ssize_t start, Py_ssize_t stop):
     cdef const int32_t[::1] owner_ids = trace.owner
     cdef const int32_t[::1] device_ids = trace.device
     cdef const int32_t[::1] device_handle = st.device_handle
-    cdef const int64_t[::1] limit = st.limit
+    cdef const int64_t[::1] limit = st.row_limit
     cdef int32_t[::1] pasid = st.pasid
-    cdef int64_t[::1] generation = st.generation
+    cdef uint32_t[::1] generation = st.generation
     cdef double[::1] last_release = st.last_release
     cdef int32_t[::1] block_live = st.block_live
     cdef double[::1] distances = st.distances
@@ -73,8 +73,8 @@ def run(allocator, trace, st, Py_ssize_t start, Py_ssize_t stop):
     cdef int64_t[::1] sample_blocks = st.sample_blocks
     cdef int64_t[::1] counters = st.counters
     cdef Py_ssize_t nsamples = sample_at.shape[0]
-    cdef Py_ssize_t nhandles = min(<Py_ssize_t>st.handles, pasid.shape[0], generation.shape[0],
-                                   limit.shape[0])
+    cdef Py_ssize_t nhandles = min(<Py_ssize_t>st.handles, pasid.shape[0], generation.shape[0])
+    cdef bint keep_distances = st.keep_distances
     cdef Py_ssize_t nowners = st.owners
     cdef Py_ssize_t ndevices = device_handle.shape[0], room = distances.shape[0]
 
@@ -90,7 +90,7 @@ def run(allocator, trace, st, Py_ssize_t start, Py_ssize_t stop):
     cdef int64_t p
     cdef list released
 
-    if stop > times.shape[0] or start < 0 or start > stop:
+    if stop > times.shape[0] or stop > limit.shape[0] or start < 0 or start > stop:
         raise IndexError(f"operations {start}..{stop} outside the trace's {times.shape[0]}")
     try:
         for i in range(start, stop):
@@ -109,15 +109,15 @@ def run(allocator, trace, st, Py_ssize_t start, Py_ssize_t stop):
                     f"operation {i} (op {op}, handle {h}, owner {o}, device {d}) is outside "
                     f"the trace's tables: was the trace changed after it was checked?")
             if op == ALLOC:
-                p = api.alloc(a, o if o >= 0 else None, 0, limit[h])
+                p = api.alloc(a, o if o >= 0 else None, 0, limit[i])
                 if p < 0:
                     pasid[h] = -1
                     failures += 1
                 else:
                     pasid[h] = <int32_t>p
-                    generation[h] = api.generation(a, p)
+                    generation[h] = <uint32_t>api.generation(a, p)
                     allocations += 1
-                    if last_release[p] >= 0:
+                    if keep_distances and last_release[p] >= 0:
                         if ndistances == room:      # a handle allocated twice
                             raise _trace.TraceError(
                                 f"operation {i} allocates handle {h} again: was the trace "
@@ -164,7 +164,7 @@ def run(allocator, trace, st, Py_ssize_t start, Py_ssize_t stop):
                         if block_live[p >> 6] == 0:
                             blocks_live -= 1
                 elif op == ACCESS:
-                    if api.generation(a, p) != generation[h]:
+                    if <uint32_t>api.generation(a, p) != generation[h]:
                         stale += 1
             done += 1
             active = api.count(a, ACTIVE)

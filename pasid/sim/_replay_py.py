@@ -37,7 +37,7 @@ def run(a: _Allocator, trace: Chunk, st: ReplayState, start: int, stop: int) -> 
     owner_ids = trace.owner[start:stop].tolist()
     device_ids = trace.device[start:stop].tolist()
     devices = st.device_keys
-    limit = st.limit.tolist()
+    limit = st.row_limit[start:stop].tolist()
     pasid = st.pasid.tolist()
     generation = st.generation.tolist()
     last_release = st.last_release.tolist()
@@ -45,6 +45,7 @@ def run(a: _Allocator, trace: Chunk, st: ReplayState, start: int, stop: int) -> 
     sample_at = st.sample_at.tolist()
     nsamples = len(sample_at)
     distances: list[float] = []
+    keep_distances = st.keep_distances
     samples: list[tuple[int, int, int]] = []    # (active, held, blocks in use)
     (done, allocations, failures, skipped, stale, peak_active, peak_held, blocks_live,
      blocks_peak, highest, ndistances, k, active, held) = st.counters.tolist()
@@ -55,21 +56,21 @@ def run(a: _Allocator, trace: Chunk, st: ReplayState, start: int, stop: int) -> 
     # What the operations did is written back also when one raises (the finally),
     # as the compiled twin writes its counters: the state says how far the chunk got.
     try:
-        for t, op, h, o, d in zip(times, ops, handles, owner_ids, device_ids):
+        for t, op, h, o, d, most in zip(times, ops, handles, owner_ids, device_ids, limit):
             if t > now:
                 held -= advance(to=t)
                 now = t
             if op == OP_ALLOC:
-                p = try_alloc(o if o >= 0 else None, max=limit[h])
+                p = try_alloc(o if o >= 0 else None, max=most)
                 if p is None:
                     pasid[h] = -1
                     failures += 1
                 else:
                     pasid[h] = p
-                    generation[h] = gen_of(p)
+                    generation[h] = gen_of(p) & 0xFFFFFFFF
                     allocations += 1
                     active += 1
-                    if last_release[p] >= 0:
+                    if keep_distances and last_release[p] >= 0:
                         distances.append(t - last_release[p])
                     if p > highest:
                         highest = p
@@ -118,7 +119,7 @@ def run(a: _Allocator, trace: Chunk, st: ReplayState, start: int, stop: int) -> 
                             if block_live[p >> 6] == 0:
                                 blocks_live -= 1
                 elif op == OP_ACCESS:
-                    if gen_of(p) != generation[h]:
+                    if gen_of(p) & 0xFFFFFFFF != generation[h]:
                         stale += 1
             done += 1
             if active > peak_active:

@@ -38,10 +38,11 @@ COUNTERS = ("done", "allocations", "failures", "skipped", "stale", "peak_active"
             "blocks_live", "blocks_peak", "highest", "distances", "samples", "active", "held")
 
 def _grown(array: npt.NDArray[Any], size: int, fill: float) -> npt.NDArray[Any]:
-    """``array`` with room for ``size`` entries (doubling), the new ones ``fill``."""
+    """``array`` with room for ``size`` entries (by an eighth at least: few copies, little
+    room unused), the new ones ``fill``."""
     if len(array) >= size:
         return array
-    bigger = np.full(max(size, 2 * len(array)), fill, dtype=array.dtype)
+    bigger = np.full(max(size, len(array) + (len(array) >> 3)), fill, dtype=array.dtype)
     bigger[:len(array)] = array
     return bigger
 
@@ -49,13 +50,17 @@ def _grown(array: npt.NDArray[Any], size: int, fill: float) -> npt.NDArray[Any]:
 class ReplayState:
     """What a replay carries from one chunk of operations to the next.
 
-    Per handle (grown to the trace's handles so far, doubling): ``pasid`` (-1
-    when its allocation was refused), ``generation`` (the PASID's generation
-    when the handle got it), ``limit`` (the highest PASID it may take, set from
-    its ``alloc``'s FITS device). Per PASID: ``last_release`` (the time it last
+    Per handle (grown to the trace's handles so far): ``pasid`` (-1 when its
+    allocation was refused), ``generation`` (the PASID's generation when the
+    handle got it, its low 32 bits: a replay's allocations number fewer than
+    2**32, so the low bits tell two apart exactly). Per operation of the chunk
+    in hand: ``row_limit`` (the highest PASID an ``alloc`` may take, from its
+    FITS device). Per PASID: ``last_release`` (the time it last
     left ACTIVE, -1 before). Per 64-PASID block: ``block_live`` (ACTIVE or
     DRAINING PASIDs in it). ``distances``: reuse distances so far (one slot per
-    handle: at most one each). ``sample_at``: the times at which
+    handle: at most one each), kept only when ``distances`` is true (a
+    replay whose distances nobody reads, the no-quarantine one of
+    :func:`~pasid.sim.replay.simulate`, keeps none). ``sample_at``: the times at which
     ``sample_active``/``sample_held``/``sample_blocks`` are taken (after the
     first operation at or after each): ``samples`` points from 0 to ``end``,
     and when the trace runs past the last, every other point kept and the
@@ -66,12 +71,13 @@ class ReplayState:
     ``widths``: the trace's devices as the allocator knows them, and their
     widths.
 
-    Memory: per PASID and per block, fixed; per handle 28 bytes (its PASID,
-    generation, limit and a distance slot); per device and sample, a few;
-    nothing per operation.
+    Memory: per PASID and per block, fixed; per handle 8 bytes (its PASID and
+    generation) and 8 for a distance slot when kept; per device and sample, a
+    few; per operation of the chunk in hand, 8.
     """
 
-    def __init__(self, allocator: _Allocator, samples: int, end: float | None = None) -> None:
+    def __init__(self, allocator: _Allocator, samples: int, end: float | None = None, *,
+                 distances: bool = True) -> None:
         size = 1 << allocator.bits          # the tables cover every PASID the allocator has
         self.allocator = allocator
         self.bits = allocator.bits
@@ -80,9 +86,10 @@ class ReplayState:
         self.device_keys: list[str] = []
         self.device_handle = np.zeros(0, dtype=np.int32)
         self.widths = np.zeros(0, dtype=np.int64)
-        self.limit = np.zeros(0, dtype=np.int64)
+        self.row_limit = np.zeros(0, dtype=np.int64)
         self.pasid = np.zeros(0, dtype=np.int32)
-        self.generation = np.zeros(0, dtype=np.int64)
+        self.generation = np.zeros(0, dtype=np.uint32)
+        self.keep_distances = distances
         self.last_release = np.full(size, -1.0)
         self.block_live = np.zeros((size >> 6) + 1, dtype=np.int32)
         self.distances = np.empty(0)
@@ -112,17 +119,14 @@ class ReplayState:
         self.handles = max(self.handles, chunk.handles)
         self.pasid = _grown(self.pasid, chunk.handles, -1)
         self.generation = _grown(self.generation, chunk.handles, 0)
-        self.distances = _grown(self.distances, chunk.handles, 0.0)
-        self.limit = _grown(self.limit, chunk.handles, 0)
-        allocs = np.flatnonzero(chunk.op == OP_ALLOC)
+        if self.keep_distances:
+            self.distances = _grown(self.distances, chunk.handles, 0.0)
+        # per operation of the chunk, the highest PASID an alloc may take (its FITS device's)
+        self.row_limit = np.full(len(chunk), (1 << min(self.bits, MAX_BITS)) - 1, dtype=np.int64)
+        allocs = np.flatnonzero((chunk.op == OP_ALLOC) & (chunk.device >= 0)
+                                & (chunk.device < len(self.widths)))
         if len(allocs):
-            handles, devices = chunk.handle[allocs], chunk.device[allocs]
-            if len(handles) and (handles.min() < 0 or handles.max() >= len(self.limit)):
-                return          # out of the tables: the loop refuses the operation by number
-            widths = np.full(len(allocs), min(self.bits, MAX_BITS), dtype=np.int64)
-            fits = (devices >= 0) & (devices < len(self.widths))
-            widths[fits] = self.widths[devices[fits]]
-            self.limit[handles] = (np.int64(1) << widths) - 1
+            self.row_limit[allocs] = (np.int64(1) << self.widths[chunk.device[allocs]]) - 1
         end = chunk.end
         if self.samples and end is not None:
             self._stretch(end)

@@ -32,7 +32,51 @@ feeds an object.
 
 cimport cython
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdint cimport uintptr_t
 from libc.stdlib cimport free, malloc, qsort, realloc
+
+cdef extern from "<sys/mman.h>" nogil:
+    int madvise(void* addr, size_t length, int advice)
+    int MADV_DONTNEED
+
+cdef extern from "<unistd.h>" nogil:
+    long sysconf(int name)
+    int _SC_PAGESIZE
+
+# The handle states live in pages of their own (mmap), grown in place or moved by the
+# kernel (mremap: no copy, the pages given back stay given back); elsewhere than Linux,
+# malloc's realloc (a move copies, and the pages given back are given back again).
+cdef extern from *:
+    """
+    #include <stdlib.h>
+    #include <sys/mman.h>
+    static size_t pasid_pages(size_t size) {
+        size_t page = (size_t)sysconf(_SC_PAGESIZE);
+        return (size + page - 1) / page * page;
+    }
+    #if defined(__linux__) && defined(MREMAP_MAYMOVE)
+    static void* pasid_regrow(void* old, size_t had, size_t want) {
+        void* p;
+        if (old == NULL)
+            p = mmap(NULL, pasid_pages(want), PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        else
+            p = mremap(old, pasid_pages(had), pasid_pages(want), MREMAP_MAYMOVE);
+        return p == MAP_FAILED ? NULL : p;
+    }
+    static void pasid_unmap(void* p, size_t had) {
+        if (p != NULL) munmap(p, pasid_pages(had));
+    }
+    #else
+    static void* pasid_regrow(void* old, size_t had, size_t want) {
+        (void)had;
+        return realloc(old, want);
+    }
+    static void pasid_unmap(void* p, size_t had) { (void)had; free(p); }
+    #endif
+    """
+    void* pasid_regrow(void* old, size_t had, size_t want) nogil
+    void pasid_unmap(void* p, size_t had) nogil
 
 import numpy as np
 
@@ -91,6 +135,7 @@ ctypedef struct HandleState:
     int32_t live_prev
     int32_t bind_head       # the Detacher's: the handle's bound pairs (entries), bind order
     int32_t bind_tail
+    int32_t pairs           # the Checker's: the (handle, device) pairs bound now
     uint8_t allocated
     uint8_t limit           # the width its allocation was limited to
     uint8_t detached        # the Detacher's: released, its later unbinds dropped
@@ -109,13 +154,17 @@ cdef int grow_handles(HandleState** states, int64_t* have, object wanted) except
         raise ValueError(f"a trace of {want} handles: at most 2**31 - 1")
     if want <= have[0]:
         return 0
-    grown = <HandleState*>realloc(states[0], <size_t>want * sizeof(HandleState))
+    if have[0]:             # by half at least: few moves
+        want = max(want, min(have[0] + (have[0] >> 1), 0x7fffffff))
+    grown = <HandleState*>pasid_regrow(states[0], <size_t>have[0] * sizeof(HandleState),
+                                       <size_t>want * sizeof(HandleState))
     if grown == NULL:
         raise MemoryError()
     for i in range(have[0], want):
         grown[i].refs = 0
         grown[i].live_owner = grown[i].live_next = grown[i].live_prev = -1
         grown[i].bind_head = grown[i].bind_tail = -1
+        grown[i].pairs = 0
         grown[i].allocated = grown[i].limit = grown[i].detached = 0
     states[0] = grown
     have[0] = want
@@ -169,6 +218,88 @@ cdef inline void unlink_live(HandleState* states, OwnerList* owners, int32_t h) 
     else:
         owners[o].tail = prev
     states[h].live_owner = states[h].live_next = states[h].live_prev = -1
+
+
+# ---------------------------------------------------------------- the dead, given back
+
+# Memory by live state: most handles die (released, nothing bound: every later
+# operation on one is an error, or for the Detacher an unbind it drops) long before
+# the trace ends, and a dead handle never lives again. The states are counted dead
+# by group of GROUP consecutive handles; once a whole group is dead, the pages of the
+# array that lie inside it are given back to the system (madvise MADV_DONTNEED: their
+# contents gone, the addresses still ours) and the group is marked so: a handle of a
+# group given back is taken by the rule for a dead one, its state never read. What
+# the states hold then follows the groups with a live handle in them, not the trace's
+# length (a handle that lives on keeps its group's pages, GROUP * 40 bytes).
+
+DEF GROUP_SHIFT = 9         # 512 handles: 5 pages of 40-byte states
+DEF GROUP = 1 << GROUP_SHIFT
+
+cdef size_t PAGE = <size_t>sysconf(_SC_PAGESIZE)
+
+ctypedef struct Groups:
+    int32_t* dead           # per group: its dead handles
+    uint8_t* gone           # per group: 1 once its pages are given back
+    int64_t n
+
+
+cdef int groups_grow(Groups* g, int64_t handles) except -1:
+    """Room for the groups of ``handles`` handles, the new ones empty."""
+    cdef int64_t want = (handles + GROUP - 1) >> GROUP_SHIFT
+    cdef int64_t i
+    if want <= g.n:
+        return 0
+    cdef int32_t* dead = <int32_t*>realloc(g.dead, <size_t>want * sizeof(int32_t))
+    if dead == NULL:
+        raise MemoryError()
+    g.dead = dead
+    cdef uint8_t* gone = <uint8_t*>realloc(g.gone, <size_t>want)
+    if gone == NULL:
+        raise MemoryError()
+    g.gone = gone
+    for i in range(g.n, want):
+        g.dead[i] = 0
+        g.gone[i] = 0
+    g.n = want
+    return 0
+
+
+cdef inline bint given_back(const Groups* g, int32_t h) noexcept nogil:
+    return g.gone[h >> GROUP_SHIFT]
+
+
+cdef inline void died(Groups* g, HandleState* states, int32_t h) noexcept nogil:
+    """Handle ``h`` is dead: counted, and its group's pages given back if it was the last."""
+    cdef int64_t k = h >> GROUP_SHIFT
+    g.dead[k] += 1
+    if g.dead[k] == GROUP:
+        g.gone[k] = 1
+        give_back(states, k)
+
+
+cdef void regive(const Groups* g, HandleState* states) noexcept nogil:
+    """The pages of every group given back, again: after the states moved (a realloc may
+    have copied them into pages of its own)."""
+    cdef int64_t k
+    for k in range(g.n):
+        if g.gone[k]:
+            give_back(states, k)
+
+
+cdef inline void give_back(HandleState* states, int64_t k) noexcept nogil:
+    """The pages that lie inside group ``k``'s states, back to the system."""
+    cdef uintptr_t first = (<uintptr_t>&states[k << GROUP_SHIFT] + PAGE - 1) & ~(<uintptr_t>PAGE - 1)
+    cdef uintptr_t last = <uintptr_t>&states[(k + 1) << GROUP_SHIFT] & ~(<uintptr_t>PAGE - 1)
+    if last > first:
+        madvise(<void*>first, <size_t>(last - first), MADV_DONTNEED)
+
+
+cdef void groups_free(Groups* g) noexcept:
+    free(g.dead)
+    free(g.gone)
+    g.dead = NULL
+    g.gone = NULL
+    g.n = 0
 
 
 # ---------------------------------------------------------------- bound pairs
@@ -441,6 +572,7 @@ cdef class Checker:
     cdef Py_ssize_t devices_checked
     cdef HandleState* states
     cdef int64_t nstates
+    cdef Groups groups          # the dead, counted by group (see died)
     cdef OwnerList* owners
     cdef int64_t nowners
     cdef uint8_t* widths
@@ -460,9 +592,10 @@ cdef class Checker:
         self.last = 0.0
 
     def __dealloc__(self):
-        free(self.states)
+        pasid_unmap(self.states, <size_t>self.nstates * sizeof(HandleState))
         free(self.owners)
         free(self.widths)
+        groups_free(&self.groups)
         table_free(&self.table)
 
     @property
@@ -479,7 +612,11 @@ cdef class Checker:
         r._expect_start(chunk, self.fed)
         cdef Py_ssize_t n = r.check_columns(chunk)
         self.devices_checked = r.check_devices(chunk.devices, self.devices_checked)
+        cdef HandleState* before = self.states
         grow_handles(&self.states, &self.nstates, chunk.handles)
+        groups_grow(&self.groups, self.nstates)
+        if self.states != before:
+            regive(&self.groups, self.states)
         grow_owners(&self.owners, &self.nowners, chunk.owners)
         self.widths = device_widths(self.widths, chunk.devices)
         cdef Py_ssize_t bad = self._feed(chunk, n)
@@ -487,6 +624,11 @@ cdef class Checker:
             raise r.error(self.kind, self.header, chunk, bad, self.last)
         self.fed += n
         self.failed = False
+
+    @property
+    def kept(self):
+        """How many handle states are kept: those of the groups not given back."""
+        return self.nstates - sum(self.groups.gone[k] for k in range(self.groups.n)) * GROUP
 
     cdef Py_ssize_t _feed(self, chunk, Py_ssize_t n) except -2:
         cdef const double[::1] times = chunk.time
@@ -511,6 +653,7 @@ cdef class Checker:
         cdef const uint8_t* widths = self.widths
         cdef BindTable* table = &self.table
         cdef double last = self.last
+        cdef Groups* groups = &self.groups
         cdef double t
         cdef Py_ssize_t j
         cdef int64_t slot
@@ -540,6 +683,8 @@ cdef class Checker:
                     next = states[v].live_next
                     states[v].refs = 0
                     states[v].live_owner = states[v].live_next = states[v].live_prev = -1
+                    if states[v].pairs == 0:
+                        died(groups, states, v)
                     v = next
                 owners[o].head = owners[o].tail = -1
                 continue
@@ -549,6 +694,21 @@ cdef class Checker:
             if not 0 <= h < nhandles:
                 self.kind = HANDLE_RANGE
                 break
+            if given_back(groups, h):   # dead: allocated, released, nothing bound
+                if op == ALLOC:
+                    self.kind = TWICE
+                    break
+                d = device_ids[j]
+                if op >= BIND and not 0 <= d < ndev:
+                    self.kind = NO_DEVICE
+                    break
+                if op <= BIND:
+                    self.kind = RELEASED
+                    break
+                if op == UNBIND:
+                    self.kind = NOT_BOUND
+                    break
+                continue                # an access
             s = &states[h]
             if op == ALLOC:
                 if s.allocated:
@@ -585,8 +745,11 @@ cdef class Checker:
                     s.refs += 1
                 elif op == PUT:
                     s.refs -= 1
-                    if s.refs == 0 and s.live_owner >= 0:
-                        unlink_live(states, owners, h)
+                    if s.refs == 0:
+                        if s.live_owner >= 0:
+                            unlink_live(states, owners, h)
+                        if s.pairs == 0:
+                            died(groups, states, h)
                 else:
                     if widths[d] < s.limit:
                         self.kind = TOO_NARROW
@@ -596,6 +759,7 @@ cdef class Checker:
                         table.slots[slot].count += 1
                     else:
                         table_insert(table, h, d, NULL)
+                        s.pairs += 1
             elif op == UNBIND:
                 slot = table_find(table, pair_key(h, d))
                 if slot < 0:
@@ -604,6 +768,9 @@ cdef class Checker:
                 table.slots[slot].count -= 1
                 if table.slots[slot].count == 0:
                     table_delete(table, slot, NULL)
+                    s.pairs -= 1
+                    if s.pairs == 0 and s.refs == 0:
+                        died(groups, states, h)
         else:
             self.last = last
             return -1
@@ -631,6 +798,7 @@ cdef class Detacher:
     cdef int64_t live_binds     # binds not yet unbound or detached: the unbinds pending
     cdef HandleState* states
     cdef int64_t nstates
+    cdef Groups groups          # the dead, counted by group (see died)
     cdef OwnerList* owners
     cdef int64_t nowners
     cdef int32_t* victims       # an exit's live handles, sorted
@@ -650,15 +818,21 @@ cdef class Detacher:
         self.header = header if header is not None else rules._NUMBERED
 
     def __dealloc__(self):
-        free(self.states)
+        pasid_unmap(self.states, <size_t>self.nstates * sizeof(HandleState))
         free(self.owners)
         free(self.victims)
+        groups_free(&self.groups)
         table_free(&self.table)
 
     @property
     def bindings(self):
         """How many (handle, device) pairs are bound now."""
         return self.table.size
+
+    @property
+    def kept(self):
+        """How many handle states are kept: those of the groups not given back."""
+        return self.nstates - sum(self.groups.gone[k] for k in range(self.groups.n)) * GROUP
 
     def feed(self, chunk):
         """The rewrite of ``chunk`` given the chunks fed before (see ``pasid.sim.tracecheck``)."""
@@ -668,7 +842,11 @@ cdef class Detacher:
         self.failed = True
         r._expect_start(chunk, self.fed)
         cdef Py_ssize_t n = r.check_columns(chunk)
+        cdef HandleState* before = self.states
         grow_handles(&self.states, &self.nstates, chunk.handles)
+        groups_grow(&self.groups, self.nstates)
+        if self.states != before:
+            regive(&self.groups, self.states)
         grow_owners(&self.owners, &self.nowners, chunk.owners)
         cdef const uint8_t[::1] ops = chunk.op
         cdef Py_ssize_t j, binds = 0
@@ -738,6 +916,7 @@ cdef class Detacher:
         cdef HandleState* s
         cdef OwnerList* owners = self.owners
         cdef BindTable* table = &self.table
+        cdef Groups* groups = &self.groups
         cdef Py_ssize_t j, k = 0
         cdef int64_t slot, victims, i
         cdef int32_t h, o, d, v
@@ -791,8 +970,26 @@ cdef class Detacher:
                 if not 0 <= h < nhandles:
                     self.kind = HANDLE_RANGE
                     break
-                s = &states[h]
-                if op == ALLOC:
+                if given_back(groups, h):   # dead: detached at its release
+                    if op == ALLOC:
+                        self.kind = TWICE
+                        break
+                    if op == BIND or op == UNBIND:
+                        d = device_ids[j]
+                        if not 0 <= d < ndev:
+                            self.kind = NO_DEVICE
+                            break
+                    if op == UNBIND:
+                        continue        # dropped, as a detached handle's unbinds are
+                    if op != ACCESS:
+                        self.kind = RELEASED
+                        break
+                    s = NULL            # an access: kept
+                else:
+                    s = &states[h]
+                if s == NULL:
+                    pass
+                elif op == ALLOC:
                     if s.allocated:
                         self.kind = TWICE
                         break
@@ -881,4 +1078,5 @@ cdef class Detacher:
             e = next
         self.states[h].bind_head = self.states[h].bind_tail = -1
         self.states[h].detached = 1
+        died(&self.groups, self.states, h)
         return k

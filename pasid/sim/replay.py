@@ -166,7 +166,9 @@ class Replayer:
     (``quarantine`` says which replay this is; the chunks fed to one with
     ``quarantine=False`` must already be rewritten, as
     :class:`pasid.sim.tracecheck.Detacher` does) and ``end``, the trace's last
-    time when known (the sampling grid; see :class:`ReplayState`). Feed it the
+    time when known (the sampling grid; see :class:`ReplayState`), and whether to
+    keep the reuse distances (``distances``; without them ``Run.distances`` is
+    empty and the replay keeps 8 bytes less per handle). Feed it the
     trace's chunks in order (:meth:`feed`), then :meth:`finish` gives the
     :class:`Run`. Memory: the allocator's tables and the replay's own (per
     PASID, per handle); nothing per operation. Time: the loop's, plus
@@ -176,7 +178,7 @@ class Replayer:
     def __init__(self, header: StreamHeader | Trace, strategy: str = "lowest", *,
                  grace: float | None = None, seed: int = 0, quarantine: bool = True,
                  allocator: _AllocatorChoice = None, engine: str = "auto", samples: int = 500,
-                 end: float | None = None) -> None:
+                 end: float | None = None, distances: bool = True) -> None:
         cls = _allocator_class(allocator)
         if cls is None:
             raise ValueError("the compiled allocator is not available")
@@ -198,7 +200,7 @@ class Replayer:
         self.quarantine = quarantine
         self.engine = engine
         self.seconds = 0.0
-        self.state = ReplayState(a, samples, end)
+        self.state = ReplayState(a, samples, end, distances=distances)
 
     def feed(self, chunk: Chunk) -> None:
         """Replay ``chunk``, the next operations of the trace."""
@@ -323,7 +325,8 @@ def simulate(source: Trace | Workload | TraceStream, strategies: Sequence[str] =
         once makes no allocator)."""
         on[:] = [Replayer(stream.header, strategy, samples=samples, end=stream.end, **options)
                  for strategy in strategies]
-        off[:] = [Replayer(stream.header, strategy, quarantine=False, samples=0, **options)
+        off[:] = [Replayer(stream.header, strategy, quarantine=False, samples=0,
+                           distances=False, **options)
                   for strategy in strategies]
 
     if isinstance(source, Trace):

@@ -19,12 +19,21 @@ one trace in order and keeping between chunks only what is live:
 Splitting a trace differently gives the same first error and the same
 concatenated rewrite.
 
+Memory: the live state (references, live lists, bound pairs) plus, per handle,
+a state of a few dozen bytes. The compiled pair gives the states of dead
+handles back (a handle released with nothing bound never lives again): once
+all 512 handles of a group are dead, the pages holding their states return to
+the system and a handle of the group is taken by the rule for a dead one, so
+what the states hold follows the groups with a live handle in them, not the
+trace's length (``Checker.kept``, ``Detacher.kept``). The Python twins keep
+every handle's state.
+
 Twins: this module holds the pure-Python pair (:class:`PyChecker`,
 :class:`PyDetacher`) and the chooser; ``pasid/sim/_tracecheck.pyx`` holds the
 compiled pair. The rules both share (the messages, the header, device and
 column checks) are in ``pasid/sim/_tracerules.py``, which the compiled twin
-calls only at the start of a chunk and on an error. :data:`Checker` and :data:`Detacher` are the compiled classes when the
-extension imports and ``PASID_NO_EXTENSION=1`` is not set, else the twins
+calls only at the start of a chunk and on an error. :data:`Checker` and
+:data:`Detacher` are the compiled classes when the extension imports and ``PASID_NO_EXTENSION=1`` is not set, else the twins
 (:func:`implementation` picks one explicitly).
 
 >>> from pasid.sim.trace import TraceBuilder
