@@ -87,6 +87,9 @@ from pasid.sim._tracerules import (
     VERSION, Device, TraceError, _number,
 )
 
+# the .npy format's reader and writer (numpy 1.24's stubs leave them untyped)
+_npy_format: Any = np.lib.format
+
 _compiled: Any
 if os.environ.get("PASID_NO_EXTENSION") == "1":
     _compiled = None
@@ -462,7 +465,7 @@ class TraceWriter:
             array = np.ascontiguousarray(getattr(c, column), dtype=DTYPES[column])
             with self.zip.open(f"chunk{len(self.sizes):06d}/{column}.npy", "w",
                                force_zip64=array.nbytes > 1 << 30) as member:
-                np.lib.format.write_array(member, array, allow_pickle=False)
+                _npy_format.write_array(member, array, allow_pickle=False)
         self.sizes.append(len(c.op))
         self.nhandles, self.nowners = max(self.nhandles, c.handles), max(self.nowners, c.owners)
 
@@ -704,11 +707,11 @@ class _BinaryStream(_Stream):
         data = self._member(name)
         stream = io.BytesIO(data)
         try:
-            major, minor = np.lib.format.read_magic(stream)
+            major, minor = _npy_format.read_magic(stream)
             if (major, minor) == (1, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_1_0(stream)
+                shape, fortran, dtype = _npy_format.read_array_header_1_0(stream)
             elif (major, minor) == (2, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_2_0(stream)
+                shape, fortran, dtype = _npy_format.read_array_header_2_0(stream)
             else:
                 raise ValueError(f"npy version {major}.{minor}")
         except ValueError as error:
