@@ -24,21 +24,11 @@ cdef enum:
     DRAINING = 3
     QUARANTINED = 4
 
-# the operation codes of pasid/sim/trace.py, as C constants (checked at import)
-cdef enum:
-    ALLOC = 0
-    GET = 1
-    PUT = 2
-    BIND = 3
-    UNBIND = 4
-    ACCESS = 5
-    EXIT = 6
-    ADVANCE = 7
+from pasid.sim._opcodes cimport ACCESS, ADVANCE, ALLOC, BIND, EXIT, GET, PUT, UNBIND
 
-if (ALLOC, GET, PUT, BIND, UNBIND, ACCESS, EXIT, ADVANCE) != (
-        _trace.OP_ALLOC, _trace.OP_GET, _trace.OP_PUT, _trace.OP_BIND, _trace.OP_UNBIND,
-        _trace.OP_ACCESS, _trace.OP_EXIT, _trace.OP_ADVANCE):
-    raise ImportError("pasid.sim._replay: operation codes differ from pasid.sim.trace")
+from pasid.sim import _tracerules as _rules
+
+_rules.check_op_codes("pasid.sim._replay", (ALLOC, GET, PUT, BIND, UNBIND, ACCESS, EXIT, ADVANCE))
 if (FREE, ACTIVE, DRAINING, QUARANTINED) != (
         _state.FREE, _state.ACTIVE, _state.DRAINING, _state.QUARANTINED):
     raise ImportError("pasid.sim._replay: state codes differ from pasid._state")

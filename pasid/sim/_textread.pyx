@@ -43,21 +43,11 @@ cdef extern from "Python.h":
     const char* PyUnicode_AsUTF8AndSize(object unicode, Py_ssize_t *size) except NULL
     object PyUnicode_DecodeUTF8(const char *s, Py_ssize_t size, const char *errors)
 
-# the operation codes of pasid/sim/trace.py (checked at import)
-cdef enum:
-    ALLOC = 0
-    GET = 1
-    PUT = 2
-    BIND = 3
-    UNBIND = 4
-    ACCESS = 5
-    EXIT = 6
-    ADVANCE = 7
+from pasid.sim._opcodes cimport ACCESS, ADVANCE, ALLOC, BIND, EXIT, GET, PUT, UNBIND
 
-if (ALLOC, GET, PUT, BIND, UNBIND, ACCESS, EXIT, ADVANCE) != (
-        _trace.OP_ALLOC, _trace.OP_GET, _trace.OP_PUT, _trace.OP_BIND, _trace.OP_UNBIND,
-        _trace.OP_ACCESS, _trace.OP_EXIT, _trace.OP_ADVANCE):
-    raise ImportError("pasid.sim._textread: operation codes differ from pasid.sim.trace")
+from pasid.sim import _tracerules as _rules
+
+_rules.check_op_codes("pasid.sim._textread", (ALLOC, GET, PUT, BIND, UNBIND, ACCESS, EXIT, ADVANCE))
 
 cdef enum:
     MAX_FIELDS = 6          # an operation line has at most 5; one more says "too many"

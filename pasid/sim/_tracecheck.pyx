@@ -84,16 +84,7 @@ from pasid._args import MAX_TIME as _MAX_TIME
 from pasid.sim import _tracerules as rules
 from pasid.sim.chunk import Chunk
 
-# the operation codes of pasid/sim/trace.py, as C constants (checked at import)
-cdef enum:
-    ALLOC = 0
-    GET = 1
-    PUT = 2
-    BIND = 3
-    UNBIND = 4
-    ACCESS = 5
-    EXIT = 6
-    ADVANCE = 7
+from pasid.sim._opcodes cimport ACCESS, ADVANCE, ALLOC, BIND, EXIT, GET, PUT, UNBIND
 
 # what went wrong at an operation: _tracerules.py's kinds (checked at import)
 cdef enum:
@@ -111,10 +102,8 @@ cdef enum:
     TOO_NARROW = 11
     NOT_BOUND = 12
 
-if (ALLOC, GET, PUT, BIND, UNBIND, ACCESS, EXIT, ADVANCE) != (
-        rules.OP_ALLOC, rules.OP_GET, rules.OP_PUT, rules.OP_BIND, rules.OP_UNBIND,
-        rules.OP_ACCESS, rules.OP_EXIT, rules.OP_ADVANCE):
-    raise ImportError("pasid.sim._tracecheck: operation codes differ from pasid.sim._tracerules")
+rules.check_op_codes("pasid.sim._tracecheck", (ALLOC, GET, PUT, BIND, UNBIND, ACCESS, EXIT,
+                                                ADVANCE))
 if (BAD_TIME, BACKWARDS, UNKNOWN_OP, NO_OWNER, HANDLE_RANGE, TWICE, OWNER_RANGE, DEVICE_RANGE,
         BEFORE_ALLOC, NO_DEVICE, RELEASED, TOO_NARROW, NOT_BOUND) != (
         rules.BAD_TIME, rules.BACKWARDS, rules.UNKNOWN_OP, rules.NO_OWNER, rules.HANDLE_RANGE,

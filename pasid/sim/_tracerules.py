@@ -24,6 +24,14 @@ OP_NAMES = ("alloc", "get", "put", "bind", "unbind", "access", "exit", "advance"
 
 _OP_CODES = {name: code for code, name in enumerate(OP_NAMES)}
 
+
+def check_op_codes(module: str, codes: tuple[int, ...]) -> None:
+    """ImportError unless ``codes`` (a compiled module's C constants, from
+    ``pasid/sim/_opcodes.pxd``, in ``OP_NAMES`` order) are the operation codes."""
+    if codes != tuple(range(len(OP_NAMES))) or codes != (
+            OP_ALLOC, OP_GET, OP_PUT, OP_BIND, OP_UNBIND, OP_ACCESS, OP_EXIT, OP_ADVANCE):
+        raise ImportError(f"{module}: operation codes differ from pasid.sim._tracerules")
+
 MAGIC = "pasid-trace"
 VERSION = 1
 _NAME = re.compile(r"[^\s#]+")      # a handle, owner or device name: a token, no blank, no '#'

@@ -1,0 +1,13 @@
+# The operation codes of a trace (pasid/sim/_tracerules.py, OP_*), as C constants for
+# the simulator's compiled modules; each checks them against the Python ones at import
+# (_tracerules.check_op_codes).
+
+cdef enum:
+    ALLOC = 0
+    GET = 1
+    PUT = 2
+    BIND = 3
+    UNBIND = 4
+    ACCESS = 5
+    EXIT = 6
+    ADVANCE = 7
