@@ -247,10 +247,10 @@ def replay(trace: Trace, strategy: str = "lowest", *, grace: float | None = None
     of operations. O(n) calls of O(log64 N) operations.
 
     >>> from pasid.sim.workload import generate, preset
-    >>> run = replay(generate(preset("default", duration=2000), seed=1), "fifo")
-    >>> run.ops == run.allocations + run.failures + run.skipped + (run.ops - run.allocations
-    ...     - run.failures - run.skipped), run.failures
-    (True, 0)
+    >>> trace = generate(preset("default", duration=2000), seed=1)
+    >>> run = replay(trace, "fifo")
+    >>> run.ops == len(trace), run.allocations == trace.counts()["alloc"], run.stale
+    (True, True, 0)
     """
     as_strategy(strategy)
     if not quarantine:
