@@ -369,3 +369,32 @@ def test_a_binary_history_error_names_the_operation(tmp_path):
     trace.write(tmp_path / "bad.npz")
     with pytest.raises(TraceError, match=r"^operation 2: put of handle 'h0', which has been"):
         read_trace(tmp_path / "bad.npz")
+
+
+@pytest.mark.parametrize("twin", ["compiled", "python"])
+def test_numbered_names_are_written_from_their_prefix(twin, tmp_path):
+    # A generated trace's names are h<N> and p<N>: the writer passes their prefixes, and
+    # never builds a list of every handle's and owner's name (memory by live state,
+    # `simulate --record`); the text is the same as from the lists.
+    from pasid.sim.workload import stream
+
+    if twin == "compiled":
+        compiled_parser()               # skipped under PASID_NO_EXTENSION=1
+        from pasid.sim._textread import format_ops
+    else:
+        format_ops = _textread_py.format_ops
+    trace = generate(preset("default", duration=2000), 2)
+    columns = (trace.time, trace.op, trace.handle, trace.owner, trace.device)
+    devices = [d.name for d in trace.devices]
+    listed = format_ops(*columns, trace.handles, trace.owners, devices)
+    assert format_ops(*columns, "h", "p", devices) == listed
+    with pytest.raises(IndexError):
+        format_ops(*columns, trace.handles[:3], trace.owners, devices)
+    header, chunks = stream(preset("default", duration=2000), 2)
+    path = tmp_path / "streamed.trace"
+    writer = traceio.TraceWriter(path, header)
+    for c in chunks:
+        writer.write(c)
+    assert writer.handles.names == [] and writer.owners.names == []    # none listed
+    writer.close()
+    assert path.read_bytes() == trace.to_text().encode("utf-8")

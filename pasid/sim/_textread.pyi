@@ -35,5 +35,5 @@ class TextParser:
 
 def format_ops(time: npt.NDArray[np.float64], op: npt.NDArray[np.uint8],
                handle: npt.NDArray[np.int32], owner: npt.NDArray[np.int32],
-               device: npt.NDArray[np.int32], handle_names: list[str], owner_names: list[str],
-               device_names: list[str]) -> bytes: ...
+               device: npt.NDArray[np.int32], handle_names: list[str] | str,
+               owner_names: list[str] | str, device_names: list[str]) -> bytes: ...

@@ -658,12 +658,30 @@ cdef inline int put_char(Buffer* b, char c) except -1:
     return 0
 
 
-cdef int put_name(Buffer* b, list names, Py_ssize_t i) except -1:
+cdef int put_name(Buffer* b, object names, Py_ssize_t i) except -1:
+    """Name number ``i``: ``names[i]`` of a list, or of a str, that prefix and the number
+    (a generated trace's names, ``h0``, ``h1``, ...: no list of them)."""
     cdef Py_ssize_t n
     cdef const char* p
-    if not 0 <= i < len(names):
+    cdef char digits[24]
+    cdef int k = 0
+    cdef uint64_t rest
+    if type(names) is str:
+        if i < 0:
+            raise IndexError(f"name number {i} out of range")
+        p = PyUnicode_AsUTF8AndSize(names, &n)
+        put_text(b, p, n)
+        rest = <uint64_t>i
+        while True:                 # the digits, last first
+            digits[23 - k] = <char>(48 + rest % 10)
+            k += 1
+            rest //= 10
+            if rest == 0:
+                break
+        return put_text(b, &digits[24 - k], k)
+    if not 0 <= i < len(<list>names):
         raise IndexError(f"name number {i} out of range")
-    p = PyUnicode_AsUTF8AndSize(names[i], &n)
+    p = PyUnicode_AsUTF8AndSize((<list>names)[i], &n)
     return put_text(b, p, n)
 
 
@@ -702,10 +720,14 @@ cdef int put_time(Buffer* b, double value) except -1:
 
 
 def format_ops(const double[::1] time, const uint8_t[::1] op, const int32_t[::1] handle,
-               const int32_t[::1] owner, const int32_t[::1] device, list handle_names,
-               list owner_names, list device_names):
+               const int32_t[::1] owner, const int32_t[::1] device, object handle_names,
+               object owner_names, list device_names):
     """Operations as lines of the text format (each ended by ``\\n``), UTF-8 bytes. The
-    names are looked up by number in the lists (IndexError out of range). O(n)."""
+    names are looked up by number in the lists (IndexError out of range); handle and
+    owner names may be a str instead, the prefix of numbered names. O(n)."""
+    for names in (handle_names, owner_names):
+        if type(names) is not list and type(names) is not str:
+            raise TypeError(f"names must be a list or a str prefix, not {type(names).__name__}")
     cdef Py_ssize_t n = time.shape[0], i
     cdef Buffer b
     cdef uint8_t code

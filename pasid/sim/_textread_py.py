@@ -325,12 +325,31 @@ def header_line(text: list[str], header_open: bool, given: set[str], devices: An
 
 # ---------------------------------------------------------------- output
 
+class _Prefixed:
+    """Numbered names, ``_Prefixed("h")[3] == "h3"``, indexed as a list would be."""
+
+    __slots__ = ("prefix",)
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def __getitem__(self, number: int) -> str:
+        if number < 0:
+            raise IndexError(f"name number {number} out of range")
+        return f"{self.prefix}{number}"
+
+
 def format_ops(time: npt.NDArray[np.float64], op: npt.NDArray[np.uint8],
                handle: npt.NDArray[np.int32], owner: npt.NDArray[np.int32],
                device: npt.NDArray[np.int32], handle_names: Any, owner_names: Any,
                device_names: Any) -> bytes:
     """Operations as lines of the text format (each ended by ``\\n``), UTF-8. The names are
-    looked up by number: ``handle_names[h]`` (a list, or anything indexable). O(n)."""
+    looked up by number: ``handle_names[h]`` (a list, or anything indexable); handle and
+    owner names may be a str instead, the prefix of numbered names. O(n)."""
+    if isinstance(handle_names, str):
+        handle_names = _Prefixed(handle_names)
+    if isinstance(owner_names, str):
+        owner_names = _Prefixed(owner_names)
     lines: list[str] = []
     append = lines.append
     for t, o_p, h, o, d in zip(time.tolist(), op.tolist(), handle.tolist(), owner.tolist(),

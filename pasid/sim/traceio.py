@@ -454,7 +454,8 @@ class TraceWriter:
             known.admit(c, defaults_only=True)
             self.device_names.extend(d.name for d in known.devices[len(self.device_names):])
             self._put(self.format_ops(c.time, c.op, c.handle, c.owner, c.device,
-                                      self.handles.upto(c.handles), self.owners.upto(c.owners),
+                                      self.handles.numbered_or_upto(c.handles),
+                                      self.owners.numbered_or_upto(c.owners),
                                       self.device_names))
             return
         known.admit(c, defaults_only=False)
@@ -523,6 +524,10 @@ class _Names:
             self.names = []
         self.prefix = lookup.prefix if isinstance(lookup, Numbered) else None
         self.lookup = lookup
+
+    def numbered_or_upto(self, count: int) -> list[str] | str:
+        """The prefix of numbered names (no list of them kept), else :meth:`upto`."""
+        return self.prefix if self.prefix is not None else self.upto(count)
 
     def upto(self, count: int) -> list[str]:
         if not self.fixed and len(self.names) < count:
