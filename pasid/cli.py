@@ -199,8 +199,6 @@ def cmd_simulate(args: argparse.Namespace, out: TextIO) -> None:
     if args.grace is not None:
         overrides["grace"] = args.grace
     workload = preset(args.workload, **overrides)
-    for strategy in args.strategy:
-        as_strategy(strategy)
     trace_header, chunks = stream(workload, args.seed)
     if args.record:
         from pasid.sim.traceio import recorded

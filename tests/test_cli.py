@@ -210,3 +210,31 @@ def test_simulate_reports_progress_by_operations():
     done = [d for d, _ in calls]
     assert done == sorted(done) and done[-1] == rows[0]["ops"]
     assert all(total is not None and total > 0 for _, total in calls)
+
+
+def test_a_recording_stopped_by_an_error_is_removed(tmp_path):
+    # simulate --record writes the trace as it is replayed; if the chunks stop with an
+    # error, the partial file goes (text and binary alike)
+    from pasid.sim.trace import read_trace
+    from pasid.sim.traceio import recorded
+    from pasid.sim.workload import preset, stream
+
+    for name in ("run.trace", "run.npz"):
+        header, chunks = stream(preset("default", duration=20_000), 1)
+        path = tmp_path / name
+        taken = recorded(path, header, chunks)
+        next(taken)
+        assert path.exists()
+        with pytest.raises(KeyboardInterrupt):
+            taken.throw(KeyboardInterrupt)
+        assert not path.exists()
+        header, chunks = stream(preset("default", duration=2000), 1)
+        whole = list(recorded(path, header, chunks))         # and to the end: kept, whole
+        assert sum(map(len, whole)) == len(read_trace(path))
+
+
+def test_simulate_refuses_what_is_not_a_trace_or_a_workload():
+    from pasid.sim.replay import simulate
+
+    with pytest.raises(TypeError, match="simulate needs a Trace, a Workload or a TraceStream"):
+        simulate("default")
