@@ -37,6 +37,7 @@ __all__ = [
     "QUOTA_MAX",
     "STATE_NAMES",
     "STRATEGIES",
+    "VM_MODES",
     "as_bits",
     "as_count",
     "as_drain",
@@ -46,6 +47,7 @@ __all__ = [
     "as_quota",
     "as_seed",
     "as_strategy",
+    "as_vm_mode",
     "as_time",
     "check_callable",
     "bind_arguments",
@@ -58,6 +60,7 @@ __all__ = [
 ]
 
 STRATEGIES = ("lowest", "cyclic", "fifo", "random")
+VM_MODES = ("identity", "translated")      # a GuestSpace's modes, by index
 STATE_NAMES = tuple(state.name for state in State)     # by code: STATE_NAMES[2] == "ACTIVE"
 MAX_BITS = 20
 # Times, graces and drains stay within +-MAX_TIME, so that a time plus a grace
@@ -128,6 +131,13 @@ def as_strategy(value: Any) -> int:
     if not isinstance(value, str) or value not in STRATEGIES:
         raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {value!r}")
     return STRATEGIES.index(value)
+
+
+def as_vm_mode(value: Any) -> int:
+    """The index of a VM mode in VM_MODES."""
+    if not isinstance(value, str) or value not in VM_MODES:
+        raise ValueError(f"mode must be one of {', '.join(VM_MODES)}, got {value!r}")
+    return VM_MODES.index(value)
 
 
 def as_duration(value: Any, what: str) -> float:

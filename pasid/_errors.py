@@ -11,6 +11,7 @@ __all__ = [
     "InvalidPasid",
     "StateError",
     "SnapshotError",
+    "MigrationConflict",
 ]
 
 
@@ -36,3 +37,12 @@ class StateError(PasidError):
 
 class SnapshotError(PasidError):
     """A snapshot that is corrupt, truncated or of an unknown version."""
+
+
+class MigrationConflict(StateError):
+    """An identity-mode VM cannot move: the destination host has some of its PASIDs
+    taken. ``pasids`` lists them, ascending; nothing changed."""
+
+    def __init__(self, message: str, pasids: "tuple[int, ...]" = ()) -> None:
+        super().__init__(message)
+        self.pasids = tuple(pasids)

@@ -138,6 +138,94 @@ REENTRY = ("re-entrant call: an owner's or a device's __hash__/__eq__ called bac
            "the allocator to change its owners or devices while they were changing")
 
 
+# ---------------------------------------------------------------- virtual machines
+
+VM_NONE = "a VM needs a name (None names the owner-less PASIDs)"
+
+
+def unknown_vm(vm: Any) -> str:
+    """A VM name no VM has, or a removed VM's (StateError)."""
+    return f"no VM {vm!r}"
+
+
+def vm_exists(vm: Any) -> str:
+    return f"VM {vm!r} exists already"
+
+
+def vm_removed(vm: Any) -> str:
+    """An operation on a removed GuestSpace (StateError)."""
+    return f"VM {vm!r} has been removed"
+
+
+def owner_busy(vm: Any, use: int) -> str:
+    """add_vm with a name that owns host PASIDs already (StateError)."""
+    return f"owner {vm!r} already holds {use} host PASIDs: a VM's name must be a new owner"
+
+
+def undeclared_device(device: Any) -> str:
+    """A VM given a device the host has not declared (StateError)."""
+    return f"unknown device {device!r}: declare it with add_device before assigning it to a VM"
+
+
+def device_twice(device: Any) -> str:
+    return f"device {device!r} is listed twice"
+
+
+def device_taken(device: Any, vm: Any) -> str:
+    """A device assigned to another VM (StateError)."""
+    return f"device {device!r} is assigned to VM {vm!r}"
+
+
+def not_assigned(device: Any, vm: Any) -> str:
+    """A guest's bind to a device that is not the VM's (StateError)."""
+    return f"device {device!r} is not assigned to VM {vm!r}"
+
+
+def guest_too_wide(bits: int, narrowest: int) -> str:
+    """Guest bits wider than the host or a device (InvalidPasid)."""
+    return f"guest bits {bits} wider than the host's and the VM's devices' {narrowest}"
+
+
+def guest_no_free(vm: Any) -> str:
+    """A guest allocation with nothing FREE (PasidExhausted)."""
+    return f"no free PASID for VM {vm!r} (its guest space or its host range is full)"
+
+
+def not_guest(h: int, vm: Any) -> str:
+    """guest_pasid of a host PASID the VM does not hold (StateError)."""
+    return f"host PASID {h} is not an ACTIVE PASID of VM {vm!r}"
+
+
+def devices_missing(needed: int, given: int) -> str:
+    """import_vm given fewer devices than the exported VM had (StateError)."""
+    return f"the exported VM had {needed} devices, {given} given"
+
+
+def guest_number_too_wide(g: int, bits: int) -> str:
+    """import_vm into guest bits too narrow for an exported number (InvalidPasid)."""
+    return f"guest PASID {g} does not fit in {bits} bits"
+
+
+def import_outside(pasids: list[int], lo: int, hi: int) -> str:
+    """An identity import with PASIDs outside the VM's host range (InvalidPasid)."""
+    return f"guest PASIDs {_listed(pasids)} outside the VM's host range {lo}..{hi}"
+
+
+def import_short(n: int, lo: int, hi: int) -> str:
+    """A translated import with fewer FREE host PASIDs than it needs (PasidExhausted)."""
+    return f"{n} host PASIDs needed, fewer are FREE in {lo}..{hi}"
+
+
+def migration_conflict(vm: Any, pasids: list[int]) -> str:
+    """An identity import whose PASIDs are taken on this host (MigrationConflict)."""
+    return f"VM {vm!r} cannot move here: PASIDs {_listed(pasids)} are not FREE on this host"
+
+
+def _listed(pasids: list[int], most: int = 16) -> str:
+    shown = ", ".join(str(p) for p in pasids[:most])
+    return shown if len(pasids) <= most else f"{shown}, ... ({len(pasids)} in all)"
+
+
 # ---------------------------------------------------------------- time
 
 

@@ -46,6 +46,7 @@ from pasid.pure.bindings import _Device, _Later, bind_in, device_record, unbind_
 from pasid.pure.check import check_allocator
 from pasid.pure.export import export_state, freeze, load_state
 from pasid.pure.fifo import FifoQueue
+from pasid.pure.guest import VMHost, VMTable
 from pasid.pure.idspace import IdSpace
 from pasid.pure.owners import (_Owner, drop_gone_owners, owner_lookup, owner_pin, owner_record,
                                owner_tag, owner_unpin, over_quota)
@@ -61,7 +62,7 @@ _STATE_NAMES = _args.STATE_NAMES
 COUNT_MAX = _args.COUNT_MAX
 
 
-class PasidAllocator:
+class PasidAllocator(VMHost):
     """PASIDs with the lifecycle IOMMU drivers need (pure-Python backend).
 
     See :class:`pasid.PasidAllocator` for the contract; this class implements
@@ -122,6 +123,7 @@ class PasidAllocator:
         self._quota: dict[_Owner, int] = {}
         self._devices: dict[Hashable, _Device] = {}
         self._device_list: list[_Device | None] = []   # handle -> device (None once removed)
+        self._vms: VMTable | None = None               # its VMs (pasid/pure/guest.py)
         self._gone: list[_Owner] = []                  # records to drop after the operation
         self._graveyard: list[object] = []             # user objects to drop after it
         self._lock = threading.Lock()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Hashable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pasid.pure.allocator import PasidAllocator
@@ -24,7 +24,7 @@ __all__ = ["drop_gone_owners", "over_quota", "owner_lookup", "owner_pin", "owner
 class _Owner:
     """An owner's record: its use (what its quota counts), quota and ACTIVE PASIDs."""
 
-    __slots__ = ("key", "use", "quota", "active", "gone", "pins")
+    __slots__ = ("key", "use", "quota", "active", "gone", "pins", "guest")
 
     def __init__(self, key: Hashable) -> None:
         self.key = key
@@ -34,6 +34,7 @@ class _Owner:
         self.gone = False            # dropped (or about to be) from the owner table
         self.pins = 0                # operations between their phase 1 and phase 3 holding
                                      # it: never marked gone while pinned
+        self.guest: Any = None       # a VM's record: its GuestSpace (pasid/pure/guest.py)
 
 
 # ---------------------------------------------------------------- the owner table (phase 1, 3)

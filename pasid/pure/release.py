@@ -124,6 +124,8 @@ def release(a: PasidAllocator, p: int, now: float) -> None:
     owner = a._owner_of.get(p)
     if owner is not None:
         owner.active.discard(p)
+        if owner.guest is not None:
+            owner.guest._unmap(p)                # a VM's: its guest PASID goes now
     release_at = now + a._grace
     if a._hold.get(p, release_at) > release_at:
         release_at = a._hold[p]
