@@ -33,6 +33,7 @@ FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
 # Modules known to carry examples: finding none there means they were lost.
 HAVE_EXAMPLES = {"pasid._core", "pasid._args", "pasid._snapshot", "pasid._handle", "pasid._rng",
+                 "pasid._vcmd",
                  "pasid.pure.allocator", "pasid.pure.ida", "pasid.pure.idspace",
                  "pasid.pure.release", "pasid.sim.trace", "pasid.sim.replay",
                  "pasid.sim.workload", "pasid.sim.sweep", "pasid.simpy"}
