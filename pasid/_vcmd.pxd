@@ -64,7 +64,8 @@ cdef inline int64_t vcmd_operand_shift(int64_t encoding) noexcept nogil:
 cdef inline int64_t vcmd_command(uint64_t word, int64_t encoding) noexcept nogil:
     """VCMD_ALLOC for ALLOC alone, VCMD_FREE for FREE and a PASID in the operand field,
     VCMD_UNDEFINED for any other word (another command, a set reserved bit). O(1)."""
-    cdef uint64_t operand_mask = (((<uint64_t>1) << VCMD_PASID_BITS) - 1) << vcmd_operand_shift(encoding)
+    cdef uint64_t pasid_mask = ((<uint64_t>1) << VCMD_PASID_BITS) - 1
+    cdef uint64_t operand_mask = pasid_mask << vcmd_operand_shift(encoding)
     if word == <uint64_t>VCMD_ALLOC:
         return VCMD_ALLOC
     if (word & VCMD_COMMAND_MASK) == <uint64_t>VCMD_FREE and (
