@@ -13,6 +13,7 @@ import warnings as _warnings
 
 from pasid._errors import (
     InvalidPasid,
+    MigrationConflict,
     PasidError,
     PasidExhausted,
     QuotaExceeded,
@@ -27,14 +28,14 @@ BACKEND: _typing.Literal["cython", "python"]
 if _typing.TYPE_CHECKING:
     # One type for the public names, whichever backend runs: checkers read the
     # stubs of the compiled core (pasid/_core.pyi), which describe both.
-    from pasid._core import IDA, PasidAllocator
+    from pasid._core import IDA, GuestSpace, PasidAllocator
 elif _os.environ.get("PASID_NO_EXTENSION") == "1":
-    from pasid.pure import IDA, PasidAllocator
+    from pasid.pure import IDA, GuestSpace, PasidAllocator
 
     BACKEND = "python"
 else:
     try:
-        from pasid._core import IDA, PasidAllocator
+        from pasid._core import IDA, GuestSpace, PasidAllocator
 
         BACKEND = "cython"
     except ImportError as _exc:  # pragma: no cover - exercised by a subprocess test
@@ -43,7 +44,7 @@ else:
             RuntimeWarning,
             stacklevel=2,
         )
-        from pasid.pure import IDA, PasidAllocator
+        from pasid.pure import IDA, GuestSpace, PasidAllocator
 
         BACKEND = "python"
 
@@ -51,8 +52,10 @@ from pasid import pure  # noqa: E402  (after the backend choice, by design)
 
 __all__ = [
     "BACKEND",
+    "GuestSpace",
     "IDA",
     "InvalidPasid",
+    "MigrationConflict",
     "PasidAllocator",
     "PasidError",
     "PasidExhausted",

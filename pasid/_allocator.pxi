@@ -894,6 +894,25 @@ cdef class PasidAllocator:
             unbind_in(self, p, info, now)
         self._after()
 
+    # ------------------------------------------------------------ virtual machines (_guest.pxi)
+
+    def add_vm(self, vm, *, mode="translated", bits=None, quota=None, min=None, max=None,
+               devices=()):
+        return add_vm(self, vm, mode, bits, quota, min, max, devices)
+
+    def remove_vm(self, vm):
+        return remove_vm(self, vm)
+
+    def vm(self, vm):
+        return find_vm(self, vm)
+
+    def vms(self):
+        return [] if self._vms is None else [(<GuestSpace>v)._name for v in self._vms.vms]
+
+    def import_vm(self, blob, vm, *, mode=None, bits=None, quota=None, min=None, max=None,
+                  devices=None):
+        return import_vm(self, blob, vm, mode, bits, quota, min, max, devices)
+
     # ------------------------------------------------------------ owners
 
     def exit_owner(self, owner):

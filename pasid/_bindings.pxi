@@ -50,24 +50,31 @@ cdef void bindings_destroy(Bindings* b) noexcept nogil:
 
 cdef int binds_reserve(PasidAllocator a) except -1:
     """Room for one more binding record, made before anything changes (MemoryError)."""
+    if a._bindings.free >= 0:
+        return 0
+    return binds_room(a, 1)
+
+
+cdef int binds_room(PasidAllocator a, int64_t k) except -1:
+    """Room for ``k`` more binding records past the used ones (the free list aside),
+    made before anything changes (MemoryError)."""
     cdef int64_t capacity
     cdef BindRec* grown
     cdef int was_enabled
-    if a._bindings.free >= 0 or a._bindings.used < a._bindings.cap:
-        return 0
-    capacity = 64 if a._bindings.cap == 0 else 2 * a._bindings.cap
-    if capacity > 0x7FFFFFFF:
-        raise MemoryError("too many bindings")
-    grown = <BindRec*>realloc(a._bindings.recs, capacity * sizeof(BindRec))
-    if grown == NULL:
-        raise MemoryError()
-    a._bindings.recs = grown
-    was_enabled = _gc_pause()          # a new list: no collection in phase 2
-    try:
-        a._bind_data.extend([None] * (capacity - a._bindings.cap))
-    finally:
-        _gc_resume(was_enabled)
-    a._bindings.cap = capacity
+    while a._bindings.used + k > a._bindings.cap:
+        capacity = 64 if a._bindings.cap == 0 else 2 * a._bindings.cap
+        if capacity > 0x7FFFFFFF:
+            raise MemoryError("too many bindings")
+        grown = <BindRec*>realloc(a._bindings.recs, capacity * sizeof(BindRec))
+        if grown == NULL:
+            raise MemoryError()
+        a._bindings.recs = grown
+        was_enabled = _gc_pause()          # a new list: no collection in phase 2
+        try:
+            a._bind_data.extend([None] * (capacity - a._bindings.cap))
+        finally:
+            _gc_resume(was_enabled)
+        a._bindings.cap = capacity
     return 0
 
 

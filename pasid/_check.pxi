@@ -147,4 +147,46 @@ cdef int check_allocator(PasidAllocator a) except -1:
                                                if (a._slots[p].meta & STATE_MASK) == FREE})
             if problem is not None:
                 raise AssertionError(problem)
+        if a._vms is not None:
+            check_vms(a)
+    return 0
+
+
+cdef int check_vms(PasidAllocator a) except -1:
+    """The VMs (critical section held): the twin of pure/check.py's _check_vms."""
+    cdef int64_t g, h, mapped = 0, active, top
+    cdef GuestSpace vm
+    for item in a._vms.vms:
+        vm = <GuestSpace>item
+        if vm._record.guest is not vm or vm._removed:
+            raise AssertionError(f"VM {vm._name!r} unlinked")
+        active = 0
+        top = <int64_t>1 << vm._bits
+        for g in range(top if vm._translated else vm._hi + 1):
+            h = vm._host_of(g)
+            if h < 0:
+                if vm._tags is not None and vm._tags[g] is not None:
+                    raise AssertionError(f"a tag on guest PASID {g}, not ACTIVE")
+                continue
+            active += 1
+            if (a._slots[h].meta & STATE_MASK) != ACTIVE:
+                raise AssertionError(f"guest PASID {g} on a host PASID not ACTIVE")
+            if not (a._slots[h].meta & HAS_OWNER) or a._owned.owner_of[h] != <void*>vm._record:
+                raise AssertionError(f"host PASID {h} not its VM's")
+            if a._vms.guest_of[h] != g:
+                raise AssertionError(f"host PASID {h} does not map back")
+            if not vm._lo <= h <= vm._hi:
+                raise AssertionError(f"host PASID {h} outside its VM's range")
+            if vm._translated and space_is_free(&vm._space, g):
+                raise AssertionError(f"guest PASID {g} mapped and free in the guest space")
+        if active != vm._active:
+            raise AssertionError("guest count")
+        if vm._translated and space_rank(&vm._space, top) != top - 1 - active:
+            raise AssertionError("guest space count")
+        mapped += active
+    for h in range(a._size):
+        if a._vms.guest_of[h] >= 0:
+            mapped -= 1
+    if mapped:
+        raise AssertionError("host -> guest entries without a guest")
     return 0

@@ -76,6 +76,14 @@ ctypedef struct Fifo:        # the fifo strategy's queue (_fifo.pxi)
     int64_t next_front
 
 
+ctypedef struct GuestMap:        # guest PASID -> host PASID, in pages made on demand (_guest.pxi)
+    int32_t** pages
+    int64_t npages
+
+
+cdef class GuestSpace
+
+
 @cython.final
 cdef class _Owner:
     cdef object key              # the owner object the user named
@@ -89,6 +97,7 @@ cdef class _Owner:
     cdef _Owner next_gone        # the list of records to drop after the operation
     cdef int64_t mark            # inside _export's pass: 1 + its index in the snapshot's
                                  # owner keys once met; 0 otherwise
+    cdef object guest            # a VM's record: its GuestSpace (_guest.pxi); else None
 
 
 @cython.final
@@ -112,6 +121,13 @@ cdef class IDA:
     cdef int c_free(self, int64_t id) except -1
     cdef bint c_exists(self, int64_t id) noexcept
     cdef int64_t _alloc(self, int64_t lo, int64_t hi) except -1
+
+
+@cython.final
+cdef class _VMTable:             # a host's VMs (_guest.pxi)
+    cdef list vms                # GuestSpace, in the order added
+    cdef dict assigned           # device record -> its GuestSpace
+    cdef int32_t* guest_of       # host PASID -> guest PASID while mapped; -1
 
 
 @cython.final
@@ -146,6 +162,7 @@ cdef class PasidAllocator:
     cdef int64_t _callbacks       # devices declared with an on_teardown callback
     cdef list _recent_devices    # (device object, _Device) pairs lately named, by identity
     cdef int _recent_next
+    cdef _VMTable _vms           # its VMs, from the first add_vm (_guest.pxi); else None
     cdef _Owner _gone            # owner records to drop from _owners after the operation
     cdef list _graveyard         # user objects let go by a change, dropped in its phase 3
     cdef object _registry        # a lock: owner and device tables change under it
@@ -204,3 +221,34 @@ cdef class PasidAllocator:
     cdef inline int _put(self, int64_t p) except -1
     cdef int _put_id(self, int64_t p, int64_t generation) except -1
     cdef tuple _range(self, lo, hi)
+
+
+@cython.final
+cdef class GuestSpace:
+    cdef PasidAllocator _host
+    cdef object _name            # the VM's name: its owner key on the host
+    cdef int _mode               # an index in _args.VM_MODES
+    cdef bint _translated
+    cdef int _bits               # the guest's width
+    cdef int64_t _lo, _hi        # the host PASIDs it may take
+    cdef _Owner _record          # its owner record on the host, pinned
+    cdef list _devices           # its device records, in the order given
+    cdef Space _space            # translated: its guest numbers (0 taken)
+    cdef GuestMap _map           # translated: guest -> host
+    cdef list _tags              # guest PASID -> owner tag (None until the first tag)
+    cdef int _removed
+    cdef int64_t _active
+    cdef int64_t _allocations
+    cdef int64_t _failures
+
+    cdef int64_t _check_guest(self, object value) except -1
+    cdef inline int64_t _host_of(self, int64_t g) noexcept
+    cdef inline int64_t _host_lo(self) noexcept
+    cdef int64_t _mapped(self, str what, int64_t g) except -1
+    cdef int64_t _alloc_in(self, int64_t g, object owner, object data) except -3
+    cdef int64_t _alloc(self, int64_t g, object owner, object data) except -1
+    cdef int _put(self, int64_t g) except -1
+    cdef _Device _device(self, object device)
+    cdef int _state_in(self, int64_t g) noexcept
+    cdef uint64_t _vcmd(self, uint64_t word, int64_t encoding) except? 0xFFFFFFFFFFFFFFFF
+    cdef list _guests(self)

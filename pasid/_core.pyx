@@ -64,19 +64,23 @@ import os
 
 import numpy as np
 
-from pasid import _args, _fork, _snapshot, _state
+from pasid import _args, _fork, _snapshot, _state, _vmblob
+from pasid import _vcmd as _vcmd_py
 from pasid._messages import (
     ADVANCE_BOTH, ADVANCE_CALLABLE, EXIT_NONE, QUOTA_NONE, REENTRY, at_quota, bad_range,
     bad_state_code, bind_limit, cannot_reserve, cannot_unreserve, clock_back, empty_range,
     generation_limit, ida_id_range, ida_negative, ida_no_free, ida_not_allocated,
     narrower_than_bound, negative_count, no_free, no_handle, not_active, not_bound, not_free,
-    out_of_range, reference_limit, too_few_free, too_wide, unknown_device)
+    out_of_range, reference_limit, too_few_free, too_wide, unknown_device, VM_NONE, VMS_IN_SNAPSHOT,
+    device_taken, device_twice, devices_missing, guest_no_free, guest_number_too_wide,
+    guest_too_wide, import_outside, import_short, migration_conflict, not_assigned, not_guest,
+    owner_busy, undeclared_device, unknown_vm, vm_exists, vm_removed)
 from pasid._callbacks import run_teardown
-from pasid._errors import InvalidPasid, PasidExhausted, QuotaExceeded, StateError
+from pasid._errors import InvalidPasid, MigrationConflict, PasidExhausted, QuotaExceeded, StateError
 from pasid._handle import PasidHandle
 from pasid._state import State
 
-__all__ = ["IDA", "PasidAllocator"]
+__all__ = ["GuestSpace", "IDA", "PasidAllocator"]
 
 # The core mirrors the pure backend file by file (a reader moves between twins by name):
 include "_convert.pxi"      # pasid/_args.py: the shared rules, the common cases inline
@@ -91,6 +95,7 @@ include "_bindings.pxi"     # pasid/pure/bindings.py: bindings and devices
 include "_batch.pxi"        # pasid/pure/batch.py: batches and their gate
 include "_export.pxi"       # pasid/pure/export.py: snapshots out and in
 include "_check.pxi"        # pasid/pure/check.py: the invariant check
+include "_guest.pxi"        # pasid/pure/guest.py: GuestSpace, the VMs of a host
 include "_capi.pxi"         # (compiled only) the public C-level API: a versioned table
                             # of functions, declared in pasid/capi.pxd
 
@@ -105,6 +110,7 @@ include "_capi.pxi"         # (compiled only) the public C-level API: a versione
 # CPython's texts: theirs are shared by every type.
 
 from pasid import pure as _pure
+from pasid.pure import guest as _pure_guest
 
 cdef extern from "Python.h":
     ctypedef struct PyMethodDef:
@@ -146,4 +152,6 @@ cdef int _take_docs(type compiled, type reference) except -1:
 
 
 _take_docs(PasidAllocator, _pure.PasidAllocator)
+_take_docs(PasidAllocator, _pure_guest.VMHost)
+_take_docs(GuestSpace, _pure_guest.GuestSpace)
 _take_docs(IDA, _pure.IDA)

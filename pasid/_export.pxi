@@ -31,6 +31,8 @@ cdef dict export_state(PasidAllocator a):
     cdef uint32_t* columns = NULL    # the bindings: PASID, handle, count, data row (room each)
     cdef list owner_keys = [], marked = [], data = [], bind_data = []
     cdef list devices = [], handles = [], quotas = []
+    if a._vms is not None and a._vms.vms:
+        raise StateError(VMS_IN_SNAPSHOT)
     slots = np.empty(2 * size, dtype=np.uint8)
     generation = np.empty(size, dtype=np.uint32)
     refcount = np.empty(size, dtype=np.uint32)

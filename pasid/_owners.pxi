@@ -26,6 +26,7 @@ cdef class _Owner:
         self.gone = 0
         self.pins = 0
         self.mark = 0
+        self.guest = None
 
 
 cdef int owned_init(Owned* owned, int64_t capacity) noexcept nogil:
@@ -160,6 +161,8 @@ cdef void owned_unlink(PasidAllocator a, int64_t p) noexcept:
     if after >= 0:
         a._owned.prev[after] = before
     owner.active -= 1
+    if owner.guest is not None:
+        guest_unmap(<GuestSpace>owner.guest, p)  # a VM's: its guest PASID goes now
 
 
 cdef void owner_untag(PasidAllocator a, int64_t p) noexcept:

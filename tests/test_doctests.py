@@ -80,8 +80,13 @@ def taken_examples(module):
     import pasid.pure
 
     count = 0
-    for name in ("PasidAllocator", "IDA"):
-        compiled, reference = vars(getattr(module, name)), vars(getattr(pasid.pure, name))
+    import pasid.pure.guest
+
+    takes = [("PasidAllocator", pasid.pure.PasidAllocator), ("IDA", pasid.pure.IDA),
+             ("PasidAllocator", pasid.pure.guest.VMHost),
+             ("GuestSpace", pasid.pure.GuestSpace)]
+    for name, twin in takes:
+        compiled, reference = vars(getattr(module, name)), vars(twin)
         for member, value in reference.items():
             kind = type(compiled.get(member)).__name__
             if kind in ("method_descriptor", "classmethod_descriptor", "getset_descriptor"):

@@ -8,5 +8,6 @@ format as the compiled ``pasid.PasidAllocator``.
 
 from pasid.pure.ida import IDA
 from pasid.pure.allocator import PasidAllocator
+from pasid.pure.guest import GuestSpace
 
-__all__ = ["IDA", "PasidAllocator"]
+__all__ = ["GuestSpace", "IDA", "PasidAllocator"]

@@ -99,3 +99,29 @@ def check_allocator(a: PasidAllocator) -> None:
                 raise AssertionError(f"device {info.key!r} not in the handle table")
         if a._fifo is not None:
             a._fifo._check({p for p in range(a._size) if a._state[p] == FREE})
+        if a._vms is not None:
+            _check_vms(a)
+
+
+def _check_vms(a: PasidAllocator) -> None:
+    """The VMs (lock held): each guest PASID maps to an ACTIVE host PASID its VM owns,
+    and back; a translated guest's space holds exactly 0 and its mapped numbers."""
+    table = a._vms
+    assert table is not None
+    mapped = 0
+    for vm in table.vms:
+        assert vm._record.guest is vm and not vm._removed, f"VM {vm._name!r} unlinked"
+        for g, h in vm._host_of.items():
+            assert a._state[h] == ACTIVE, f"guest PASID {g} on a host PASID not ACTIVE"
+            assert a._owner_of.get(h) is vm._record, f"host PASID {h} not its VM's"
+            assert table.guest_of.get(h) == g, f"host PASID {h} does not map back"
+            assert vm._mode == 1 or g == h, f"identity guest PASID {g} on host PASID {h}"
+            assert vm._lo <= h <= vm._hi, f"host PASID {h} outside its VM's range"
+        mapped += len(vm._host_of)
+        if vm._space is not None:
+            vm._space._check()
+            free = vm._space.count_free(0, (1 << vm._bits) - 1)
+            assert free == (1 << vm._bits) - 1 - len(vm._host_of), "guest space count"
+        for g in vm._owner:
+            assert g in vm._host_of, f"a tag on guest PASID {g}, not ACTIVE"
+    assert mapped == len(table.guest_of), "host -> guest entries without a guest"

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pasid import _snapshot
+from pasid import _messages, _snapshot
+from pasid._errors import StateError
 from pasid._state import ACTIVE, QUARANTINED
 from pasid.pure.bindings import _Device
 from pasid.pure.fifo import FifoQueue
@@ -91,6 +92,8 @@ def freeze(a: PasidAllocator, now: float) -> dict[str, Any]:
 
 def export_state(a: PasidAllocator) -> dict[str, Any]:
     """The whole state, at one reading of the clock."""
+    if a._vms is not None and a._vms.vms:
+        raise StateError(_messages.VMS_IN_SNAPSHOT)
     reading = a._reading()
     with a._lock:
         now = a._time(reading)

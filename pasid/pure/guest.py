@@ -35,7 +35,7 @@ under its lock, so a check and the change it guards are one step.
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, SupportsIndex
+from typing import TYPE_CHECKING, Any, SupportsIndex, cast
 
 from pasid import _args, _messages, _vcmd
 from pasid import _vmblob as _vm_blob
@@ -94,11 +94,13 @@ class GuestSpace:
     """
 
     __slots__ = ("_host", "_name", "_mode", "_bits", "_lo", "_hi", "_record", "_devices",
-                 "_space", "_host_of", "_owner", "_removed", "_allocations", "_failures")
+                 "_space", "_host_of", "_owner", "_removed", "_allocations", "_failures",
+                 "_table")
 
     def __init__(self, host: PasidAllocator, name: Hashable, mode: int, bits: int, lo: int,
-                 hi: int, record: _Owner, devices: list[_Device]) -> None:
+                 hi: int, record: _Owner, devices: list[_Device], table: VMTable) -> None:
         self._host = host
+        self._table = table                      # the host's VMs
         self._name = name
         self._mode = mode
         self._bits = bits
@@ -119,7 +121,7 @@ class GuestSpace:
         """Host PASID ``h`` of the VM left ACTIVE (the host's ``release``, lock held):
         its guest PASID goes, FREE at once in a translated guest."""
         host = self._host
-        g = host._vms.guest_of.pop(h, None)
+        g = self._table.guest_of.pop(h, None)
         if g is None:
             return                               # the VM's name used as a host owner
         del self._host_of[g]
@@ -184,7 +186,7 @@ class GuestSpace:
                     host._high_water = host._counts[ACTIVE]
             g = h
         self._host_of[g] = h
-        host._vms.guest_of[h] = g
+        self._table.guest_of[h] = g
         if owner is not None:
             self._owner[g] = owner
         self._allocations += 1
@@ -321,7 +323,7 @@ class GuestSpace:
         try:
             with host._lock:
                 h = self._mapped("bind", g)
-                if info.gone or host._vms.assigned.get(info) is not self:
+                if info.gone or self._table.assigned.get(info) is not self:
                     raise _Later(StateError, _messages.not_assigned, device, self._name)
                 host._settle_time(host._time(reading))
                 bind_in(host, h, info, data)
@@ -419,7 +421,7 @@ class GuestSpace:
         with host._lock:
             if self._removed:
                 raise StateError(_messages.vm_removed(self._name))
-            g = host._vms.guest_of.get(h)
+            g = self._table.guest_of.get(h)
             if g is None or host._owner_of.get(h) is not self._record:
                 raise StateError(_messages.not_guest(h, self._name))
             return g
@@ -664,7 +666,7 @@ def _create(a: PasidAllocator, vm: Hashable, index: int, width: int, lo: int, hi
         if info in table.assigned:
             raise _Later(StateError, _messages.device_taken, info.key,
                          table.assigned[info]._name)
-    space = GuestSpace(a, vm, index, width, lo, hi, record, records)
+    space = GuestSpace(a, vm, index, width, lo, hi, record, records, table)
     a._vms = table
     table.vms.append(space)
     for info in records:
@@ -706,7 +708,7 @@ def find_vm(a: PasidAllocator, vm: Hashable) -> GuestSpace:
     space = None if record is None else record.guest
     if space is None:
         raise StateError(_messages.unknown_vm(vm))
-    return space
+    return cast(GuestSpace, space)
 
 
 def remove_vm(a: PasidAllocator, vm: Hashable) -> list[int]:
@@ -725,7 +727,7 @@ def remove_vm(a: PasidAllocator, vm: Hashable) -> list[int]:
             release(a, h, now)                   # unmaps each guest PASID
         for h in released:
             teardown_of(a, h, teardown)
-        table = a._vms
+        table = space._table
         table.vms.remove(space)
         for info in space._devices:
             if table.assigned.get(info) is space:
@@ -781,7 +783,7 @@ def import_vm(a: PasidAllocator, blob: Any, vm: Hashable, mode: Any, bits: Any, 
     if a._gone or a._graveyard:
         a._after()
     if conflicts:
-        raise MigrationConflict(_messages.migration_conflict(vm, conflicts), conflicts)
+        raise MigrationConflict(_messages.migration_conflict(vm, conflicts), tuple(conflicts))
     return space
 
 
@@ -826,7 +828,7 @@ def _import_fill(a: PasidAllocator, space: GuestSpace, entries: list[Any],
         hosts.append(h)
     if a._counts[ACTIVE] > a._high_water:
         a._high_water = a._counts[ACTIVE]
-    table = a._vms
+    table = space._table
     for entry, h in zip(entries, hosts):
         g, refcount, owner, data, binds = entry
         space._host_of[g] = h
@@ -847,7 +849,7 @@ def _import_fill(a: PasidAllocator, space: GuestSpace, entries: list[Any],
 
 def _undo_create(a: PasidAllocator, space: GuestSpace) -> None:
     """Take back :func:`_create` (lock held)."""
-    table = a._vms
+    table = space._table
     table.vms.remove(space)
     for info in space._devices:
         del table.assigned[info]
@@ -866,7 +868,7 @@ class VMHost:
     __slots__ = ()
 
 
-    def add_vm(self: PasidAllocator, vm: Hashable, *, mode: str = "translated",
+    def add_vm(self, vm: Hashable, *, mode: str = "translated",
                bits: SupportsIndex | None = None, quota: SupportsIndex | None = None,
                min: SupportsIndex | None = None, max: SupportsIndex | None = None,
                devices: Iterable[Hashable] = ()) -> GuestSpace:
@@ -883,9 +885,9 @@ class VMHost:
         >>> vm.mode, vm.bits, a.vms()
         ('identity', 8, ['vm0'])
         """
-        return add_vm(self, vm, mode, bits, quota, min, max, devices)
+        return add_vm(_host(self), vm, mode, bits, quota, min, max, devices)
 
-    def remove_vm(self: PasidAllocator, vm: Hashable) -> list[int]:
+    def remove_vm(self, vm: Hashable) -> list[int]:
         """Remove VM ``vm`` without waiting: its host PASIDs released (returned, ascending). O(k log k).
 
         As :meth:`exit_owner` for each: bound devices' ``on_teardown`` run,
@@ -897,28 +899,29 @@ class VMHost:
         >>> a.remove_vm("vm0"), vm.removed
         ([1], True)
         """
-        return remove_vm(self, vm)
+        return remove_vm(_host(self), vm)
 
-    def vm(self: PasidAllocator, vm: Hashable) -> GuestSpace:
+    def vm(self, vm: Hashable) -> GuestSpace:
         """The :class:`GuestSpace` of VM ``vm`` (StateError for no such VM). O(1).
 
         >>> from pasid.pure import PasidAllocator
         >>> a = PasidAllocator(bits=8); _ = a.add_vm("vm0"); a.vm("vm0").name
         'vm0'
         """
-        return find_vm(self, vm)
+        return find_vm(_host(self), vm)
 
-    def vms(self: PasidAllocator) -> list[Any]:
+    def vms(self) -> list[Any]:
         """The VMs' names, in the order they were added. O(VMs).
 
         >>> from pasid.pure import PasidAllocator
         >>> PasidAllocator(bits=8).vms()
         []
         """
-        with self._lock:
-            return [] if self._vms is None else [space.name for space in self._vms.vms]
+        host = _host(self)
+        with host._lock:
+            return [] if host._vms is None else [space.name for space in host._vms.vms]
 
-    def import_vm(self: PasidAllocator, blob: bytes, vm: Hashable, *, mode: str | None = None,
+    def import_vm(self, blob: bytes, vm: Hashable, *, mode: str | None = None,
                   bits: SupportsIndex | None = None, quota: SupportsIndex | None = None,
                   min: SupportsIndex | None = None, max: SupportsIndex | None = None,
                   devices: Iterable[Hashable] | None = None) -> GuestSpace:
@@ -938,5 +941,10 @@ class VMHost:
         Traceback (most recent call last):
         pasid._errors.MigrationConflict: VM 'vm0' cannot move here: PASIDs 1 are not FREE on this host
         """
-        return import_vm(self, blob, vm, mode, bits, quota, min, max, devices)
+        return import_vm(_host(self), blob, vm, mode, bits, quota, min, max, devices)
 
+
+
+def _host(base: VMHost) -> PasidAllocator:
+    """The allocator a VMHost method runs on (its only subclass)."""
+    return cast("PasidAllocator", base)

@@ -1,0 +1,880 @@
+# Guests: PASIDs a VMM allocates on a host for its virtual machines (SPEC §7).
+# The twin of pasid/pure/guest.py, whose docstrings both show (taken at import) and
+# whose module docstring has the design: a GuestSpace per VM, the VM's name owning its
+# host PASIDs through a record pinned for the VM's life that points back at it
+# (_Owner.guest), and the host's release unmapping a guest PASID in one place
+# (owned_unlink in _owners.pxi calls guest_unmap).
+#
+# In C: per VM, guest -> host in pages of 1,024 made on demand (GuestMap); per host, host
+# -> guest in one array (_VMTable.guest_of); a translated VM's free guest numbers in an
+# ID space of its own (_idspace.pxi). Memory a change needs (a page, a node of the guest
+# space) is taken before anything changes. Every operation runs in the host's phases and
+# critical section; messages that name the VM or a device are built before any change.
+
+from pasid cimport _vcmd as vcmd
+
+cdef enum:
+    PAGE_SHIFT = 10
+    PAGE_SIZE = 1024
+    IDENTITY = 0                 # the modes: their index in _args.VM_MODES
+    TRANSLATED = 1
+
+
+# ---------------------------------------------------------------- GuestMap
+
+cdef int guestmap_init(GuestMap* m, int bits) noexcept nogil:
+    """An empty map of ``2**bits`` guest PASIDs (no page yet); -1 when out of memory."""
+    m.npages = ((<int64_t>1 << bits) + PAGE_SIZE - 1) >> PAGE_SHIFT
+    m.pages = <int32_t**>calloc(m.npages, sizeof(int32_t*))
+    return -1 if m.pages == NULL else 0
+
+
+cdef void guestmap_destroy(GuestMap* m) noexcept nogil:
+    cdef int64_t i
+    if m.pages != NULL:
+        for i in range(m.npages):
+            free(m.pages[i])
+        free(m.pages)
+        m.pages = NULL
+
+
+cdef int guestmap_reserve(GuestMap* m, int64_t g) except -1:
+    """The page of ``g`` exists (MemoryError, nothing changed, when it cannot)."""
+    cdef int32_t* page
+    cdef int64_t i
+    if m.pages[g >> PAGE_SHIFT] != NULL:
+        return 0
+    page = <int32_t*>malloc(PAGE_SIZE * sizeof(int32_t))
+    if page == NULL:
+        raise MemoryError()
+    for i in range(PAGE_SIZE):
+        page[i] = -1
+    m.pages[g >> PAGE_SHIFT] = page
+    return 0
+
+
+cdef inline int64_t guestmap_get(const GuestMap* m, int64_t g) noexcept nogil:
+    """The host PASID of guest PASID ``g``, or -1."""
+    cdef int32_t* page = m.pages[g >> PAGE_SHIFT]
+    return -1 if page == NULL else page[g & (PAGE_SIZE - 1)]
+
+
+cdef inline void guestmap_set(GuestMap* m, int64_t g, int64_t h) noexcept nogil:
+    """Map ``g`` (its page reserved) to ``h`` (-1: unmapped)."""
+    m.pages[g >> PAGE_SHIFT][g & (PAGE_SIZE - 1)] = <int32_t>h
+
+
+# ---------------------------------------------------------------- the host's VMs
+
+@cython.final
+cdef class _VMTable:
+    """A host's VMs (made at its first add_vm): the twin of pure/guest.py's VMTable."""
+
+    def __cinit__(self, int64_t size):
+        cdef int64_t i
+        self.vms = []
+        self.assigned = {}
+        self.guest_of = <int32_t*>malloc(size * sizeof(int32_t))
+        if self.guest_of == NULL:
+            raise MemoryError()
+        for i in range(size):
+            self.guest_of[i] = -1
+
+    def __dealloc__(self):
+        free(self.guest_of)
+
+
+cdef void guest_unmap(GuestSpace vm, int64_t h) noexcept:
+    """Host PASID ``h`` of ``vm`` left ACTIVE (the host's release, critical section
+    held): its guest PASID goes, FREE at once in a translated guest."""
+    cdef PasidAllocator host = vm._host
+    cdef int64_t g = host._vms.guest_of[h]
+    if g < 0:
+        return                                   # the VM's name used as a host owner
+    host._vms.guest_of[h] = -1
+    vm._active -= 1
+    if vm._translated:
+        guestmap_set(&vm._map, g, -1)
+        space_release(&vm._space, g)
+    if vm._tags is not None and vm._tags[g] is not None:
+        host._bury(vm._tags[g])                  # dropped in phase 3
+        vm._tags[g] = None
+
+
+@cython.final
+cdef class GuestSpace:
+
+    def __cinit__(self):
+        self._map.pages = NULL
+        self._space.root = NULL
+
+    def __dealloc__(self):
+        guestmap_destroy(&self._map)
+        if self._space.root != NULL:
+            space_destroy(&self._space)
+
+    def __init__(self, *args, **kwargs):
+        raise TypeError("GuestSpace is made by PasidAllocator.add_vm")
+
+    # ------------------------------------------------------------ phase 1: prepare
+
+    cdef int64_t _check_guest(self, object value) except -1:
+        cdef int64_t g = as_int64(value, "guest PASID")
+        if not 0 <= g < (<int64_t>1 << self._bits):
+            raise InvalidPasid(out_of_range(value, <int64_t>1 << self._bits))
+        return g
+
+    cdef inline int64_t _host_of(self, int64_t g) noexcept:
+        """The host PASID of guest PASID ``g`` (in range), or -1. Identity keeps no
+        map of its own: ``g`` is mapped while the host has it as the VM's guest PASID."""
+        cdef PasidAllocator host
+        if self._translated:
+            return guestmap_get(&self._map, g)
+        host = self._host
+        if host._vms.guest_of[g] == g and host._owned.owner_of[g] == <void*>self._record:
+            return g
+        return -1
+
+    cdef inline int64_t _host_lo(self) noexcept:
+        """The VM's lowest host PASID, as the host's fast path takes it: 0 for 1 when
+        host PASID 0 is not FREE (the same lowest FREE PASID either way)."""
+        if self._lo == 1 and (self._host._slots[0].meta & STATE_MASK) != FREE:
+            return 0
+        return self._lo
+
+    cdef int64_t _mapped(self, str what, int64_t g) except -1:
+        """The host PASID behind guest PASID ``g`` (critical section held); StateError
+        if none."""
+        cdef int64_t h
+        if self._removed:
+            raise StateError(vm_removed(self._name))
+        h = self._host_of(g)
+        if h < 0:
+            raise StateError(not_active(what, g, _STATE_NAMES[self._state_in(g)]))
+        return h
+
+    # ------------------------------------------------------------ allocation
+
+    cdef int64_t _alloc_in(self, int64_t g, object owner, object data) except -3:
+        """Phase 2 of an allocation (critical section held, time settled, the tag
+        table made if ``owner``, the host's data table if ``data``): guest PASID ``g``
+        (-1: the lowest FREE) backed by a new host PASID; -1 when nothing is FREE,
+        -2 at the quota (both counted as failures)."""
+        cdef PasidAllocator host = self._host
+        cdef _Owner record = self._record
+        cdef int64_t h
+        if record.quota >= 0 and record.use >= record.quota:
+            host._failures += 1
+            self._failures += 1
+            return -2
+        if self._translated:
+            if g < 0:
+                g = space_find_free(&self._space, 1)
+                if g >= (<int64_t>1 << self._bits):
+                    self._failures += 1
+                    return -1
+            guestmap_reserve(&self._map, g)
+            if space_take(&self._space, g) < 0:
+                raise MemoryError()
+            try:
+                h = host._alloc_in(record, data, self._host_lo(), self._hi)
+            except BaseException:
+                space_release(&self._space, g)
+                raise
+            if h < 0:
+                space_release(&self._space, g)
+                self._failures += 1
+                return -1
+        elif g < 0:
+            h = host._alloc_in(record, data, self._host_lo(), self._hi)
+            if h < 0:
+                self._failures += 1
+                return -1
+            g = h
+        else:
+            if space_take(&host.space, g) < 0:
+                raise MemoryError()
+            h = host._activate(g, record, data, host._rng)
+        if self._translated:
+            guestmap_set(&self._map, g, h)
+        host._vms.guest_of[h] = <int32_t>g
+        if owner is not None:
+            self._tags[g] = owner
+        self._active += 1
+        self._allocations += 1
+        return g
+
+    cdef int64_t _alloc(self, int64_t g, object owner, object data) except -1:
+        cdef PasidAllocator host = self._host
+        cdef double reading
+        cdef int64_t got
+        cdef int state
+        if owner is not None and self._tags is None:
+            self._tags = [None] * (<int64_t>1 << self._bits)
+        if data is not None and host._data is None:
+            host._data = [None] * host._size
+        reading = host._reading()
+        with cython.critical_section(host):
+            wait_batch(host)
+            if self._removed:
+                raise StateError(vm_removed(self._name))
+            host._settle_time(host._time(reading))
+            if g >= 0:
+                state = self._state_in(g)
+                if state != FREE:
+                    raise StateError(not_free(g, _STATE_NAMES[state]))
+            got = self._alloc_in(g, owner, data)
+        host._after()
+        if got == -2:
+            raise QuotaExceeded(at_quota(self._name, self._record.quota))
+        if got < 0:
+            raise PasidExhausted(host._exhausted(guest_no_free(self._name)))
+        return got
+
+    def alloc(self, owner=None, *, data=None):
+        return self._alloc(-1, owner, data)
+
+    def alloc_exact(self, pasid, owner=None, *, data=None):
+        return self._alloc(self._check_guest(pasid), owner, data)
+
+    def try_alloc(self, owner=None, *, data=None):
+        cdef PasidAllocator host = self._host
+        cdef double reading
+        cdef int64_t got
+        if owner is not None and self._tags is None:
+            self._tags = [None] * (<int64_t>1 << self._bits)
+        if data is not None and host._data is None:
+            host._data = [None] * host._size
+        reading = host._reading()
+        with cython.critical_section(host):
+            wait_batch(host)
+            if self._removed:
+                raise StateError(vm_removed(self._name))
+            host._settle_time(host._time(reading))
+            got = self._alloc_in(-1, owner, data)
+        host._after()
+        return got if got >= 0 else None
+
+    # ------------------------------------------------------------ references
+
+    def get(self, pasid):
+        cdef int64_t g = self._check_guest(pasid)
+        cdef PasidAllocator host = self._host
+        cdef double reading = host._reading()
+        cdef int64_t h
+        with cython.critical_section(host):
+            wait_batch(host)
+            h = self._mapped("get", g)
+            host._settle_time(host._time(reading))
+            host._ref_inc(h)
+
+    cdef int _put(self, int64_t g) except -1:
+        cdef PasidAllocator host = self._host
+        cdef double reading = host._reading()
+        cdef double now
+        cdef int64_t h
+        cdef list teardown = None
+        cdef int was_enabled
+        with cython.critical_section(host):
+            wait_batch(host)
+            h = self._mapped("free", g)
+            now = host._time(reading)
+            host._settle_time(now)
+            if host._slots[h].meta & MULTI:
+                host._ref_dec(h)
+            else:
+                release(host, h, now)            # unmaps g (guest_unmap)
+                if host._slots[h].meta & HAS_BINDINGS:
+                    was_enabled = _gc_pause()
+                    try:
+                        teardown = teardown_of(host, h, None)
+                    finally:
+                        _gc_resume(was_enabled)
+        host._after()
+        if teardown:
+            run_teardown(teardown)
+        return 0
+
+    def put(self, pasid):
+        self._put(self._check_guest(pasid))
+
+    def free(self, pasid):
+        self._put(self._check_guest(pasid))
+
+    # ------------------------------------------------------------ devices
+
+    cdef _Device _device(self, object device):
+        """Phase 1: the record of one of the VM's devices (StateError otherwise)."""
+        cdef _Device info = device_record(self._host, device, False)
+        if info is None or info not in self._devices:
+            raise StateError(not_assigned(device, self._name))
+        return info
+
+    def bind(self, pasid, device, *, data=None):
+        cdef int64_t g = self._check_guest(pasid)
+        cdef _Device info = self._device(device)
+        cdef PasidAllocator host = self._host
+        cdef double reading = host._reading()
+        cdef int64_t h
+        with cython.critical_section(host):
+            wait_batch(host)
+            h = self._mapped("bind", g)
+            if info.gone or host._vms.assigned.get(info) is not self:
+                raise StateError(not_assigned(device, self._name))
+            host._settle_time(host._time(reading))
+            bind_in(host, h, info, data)
+
+    def unbind(self, pasid, device):
+        cdef int64_t g = self._check_guest(pasid)
+        cdef _Device info = self._device(device)
+        cdef PasidAllocator host = self._host
+        cdef double reading = host._reading()
+        cdef double now
+        cdef int64_t h
+        with cython.critical_section(host):
+            wait_batch(host)
+            h = self._mapped("unbind", g)
+            now = host._time(reading)
+            host._settle_time(now)
+            unbind_in(host, h, info, now)
+        host._after()
+
+    # ------------------------------------------------------------ queries
+
+    cdef int _state_in(self, int64_t g) noexcept:
+        """The guest's view of ``g`` (critical section held)."""
+        cdef PasidAllocator host = self._host
+        cdef int state
+        if self._host_of(g) >= 0:
+            return ACTIVE
+        if self._removed:
+            return RESERVED
+        if self._translated:
+            return RESERVED if g == 0 else FREE
+        state = host._slots[g].meta & STATE_MASK
+        if (state != ACTIVE and host._slots[g].meta & HAS_OWNER
+                and host._owned.owner_of[g] == <void*>self._record):
+            return state                         # its own, in the host's release
+        if state == FREE and self._lo <= g <= self._hi:
+            return FREE
+        return RESERVED                          # the host's, another VM's, or out of range
+
+    def state(self, pasid):
+        cdef int64_t g = self._check_guest(pasid)
+        cdef PasidAllocator host = self._host
+        cdef double reading = host._reading()
+        cdef int state
+        with cython.critical_section(host):
+            wait_batch(host)
+            host._settle_time(host._time(reading))
+            state = self._state_in(g)
+        return State(state)
+
+    def host_pasid(self, pasid):
+        cdef int64_t g = self._check_guest(pasid)
+        with cython.critical_section(self._host):
+            wait_batch(self._host)
+            return self._mapped("host_pasid", g)
+
+    def guest_pasid(self, host_pasid):
+        cdef PasidAllocator host = self._host
+        cdef int64_t h = host._check_id(host_pasid)
+        cdef int64_t g
+        with cython.critical_section(host):
+            wait_batch(host)
+            if self._removed:
+                raise StateError(vm_removed(self._name))
+            g = host._vms.guest_of[h]
+            if g < 0 or not (host._slots[h].meta & HAS_OWNER) or (
+                    host._owned.owner_of[h] != <void*>self._record):
+                raise StateError(not_guest(h, self._name))
+            return g
+
+    def owner(self, pasid):
+        cdef int64_t g = self._check_guest(pasid)
+        with cython.critical_section(self._host):
+            wait_batch(self._host)
+            self._mapped("owner", g)
+            return None if self._tags is None else self._tags[g]
+
+    def stats(self):
+        cdef _Owner record = self._record
+        with cython.critical_section(self._host):
+            wait_batch(self._host)
+            return {"active": self._active, "host_held": record.use - record.active,
+                    "quota": record.quota, "allocations": self._allocations,
+                    "failures": self._failures}
+
+    # ------------------------------------------------------------ the virtual command
+
+    cdef uint64_t _vcmd(self, uint64_t word, int64_t encoding) except? 0xFFFFFFFFFFFFFFFF:
+        """The virtual command on a word in 0 .. 2**64 - 1: the response word."""
+        cdef PasidAllocator host = self._host
+        cdef double reading = host._reading()
+        cdef double now
+        cdef int64_t command = vcmd.vcmd_command(word, encoding)
+        cdef int64_t operand = vcmd.vcmd_operand(word, encoding)
+        cdef int64_t status = vcmd.VCMD_SUCCESS, result = 0, h
+        cdef list teardown = None
+        cdef int was_enabled
+        with cython.critical_section(host):
+            wait_batch(host)
+            if self._removed:
+                raise StateError(vm_removed(self._name))
+            now = host._time(reading)
+            host._settle_time(now)
+            if command == vcmd.VCMD_ALLOC:
+                result = self._alloc_in(-1, None, None)
+                if result < 0:
+                    status = vcmd.VCMD_NO_PASID
+                    result = 0
+            elif command == vcmd.VCMD_FREE:
+                h = -1
+                if operand < (<int64_t>1 << self._bits):
+                    h = self._host_of(operand)
+                if h < 0:
+                    status = vcmd.VCMD_INVALID_PASID
+                elif host._slots[h].meta & MULTI:
+                    host._ref_dec(h)
+                else:
+                    release(host, h, now)
+                    if host._slots[h].meta & HAS_BINDINGS:
+                        was_enabled = _gc_pause()
+                        try:
+                            teardown = teardown_of(host, h, None)
+                        finally:
+                            _gc_resume(was_enabled)
+            else:
+                status = vcmd.VCMD_UNDEFINED_COMMAND
+        host._after()
+        if teardown:
+            run_teardown(teardown)
+        return vcmd.vcmd_respond(status, result, encoding)
+
+    def vcmd(self, word, *, encoding="3.3"):
+        cdef int64_t layout = _vcmd_py.LAYOUTS[_vcmd_py.check_encoding(encoding)].index
+        cdef object value = _args.as_int(word, "a command word")
+        if not 0 <= value < 2**64:
+            if self._removed:
+                raise StateError(vm_removed(self._name))
+            return vcmd.vcmd_respond(vcmd.VCMD_UNDEFINED_COMMAND, 0, layout)
+        return self._vcmd(<uint64_t>value, layout)
+
+    # ------------------------------------------------------------ migration
+
+    def export(self):
+        cdef PasidAllocator host = self._host
+        cdef dict handles
+        cdef list entries = []
+        cdef int64_t g, h
+        cdef int32_t record
+        cdef int was_enabled
+        with cython.critical_section(host):
+            wait_batch(host)
+            if self._removed:
+                raise StateError(vm_removed(self._name))
+            was_enabled = _gc_pause()
+            try:
+                handles = {(<_Device>info).handle: i for i, info in enumerate(self._devices)}
+                for g in self._guests():
+                    h = self._host_of(g)
+                    binds = []
+                    if host._slots[h].meta & HAS_BINDINGS:
+                        record = host._bindings.first[h]
+                        while record >= 0:
+                            index = handles.get(host._bindings.recs[record].device)
+                            if index is not None:
+                                binds.append((index, host._bindings.recs[record].count,
+                                              host._bind_data[record]))
+                            record = host._bindings.recs[record].next
+                    entries.append((g, host._refcount[h] if host._slots[h].meta & MULTI else 1,
+                                    None if self._tags is None else self._tags[g],
+                                    host._data[h] if host._slots[h].meta & HAS_DATA else None,
+                                    binds))
+            finally:
+                _gc_resume(was_enabled)
+            state = {"mode": _args.VM_MODES[self._mode], "bits": self._bits,
+                     "devices": [(<_Device>info).key for info in self._devices],
+                     "entries": entries}
+        return _vmblob.dumps(state)
+
+    # ------------------------------------------------------------ the guest's PASIDs
+
+    @property
+    def name(self):
+        return self._name
+
+    @property
+    def mode(self):
+        return _args.VM_MODES[self._mode]
+
+    @property
+    def bits(self):
+        return self._bits
+
+    @property
+    def host_range(self):
+        return self._lo, self._hi
+
+    @property
+    def devices(self):
+        return tuple((<_Device>info).key for info in self._devices)
+
+    @property
+    def removed(self):
+        return bool(self._removed)
+
+    def __len__(self):
+        return self._active
+
+    cdef list _guests(self):
+        """The ACTIVE guest PASIDs, ascending (critical section held)."""
+        cdef list found = []
+        cdef int64_t g, lo = 1, hi = (<int64_t>1 << self._bits) - 1
+        if not self._translated:
+            lo, hi = self._lo, self._hi
+        g = lo
+        while g <= hi:
+            if self._translated and self._map.pages[g >> PAGE_SHIFT] == NULL:
+                g = ((g >> PAGE_SHIFT) + 1) << PAGE_SHIFT
+                continue
+            if self._host_of(g) >= 0:
+                found.append(g)
+            g += 1
+        return found
+
+    def __iter__(self):
+        cdef list found
+        with cython.critical_section(self._host):
+            wait_batch(self._host)
+            found = self._guests()
+        return iter(found)
+
+    def __contains__(self, pasid):
+        cdef int64_t g
+        try:
+            g = _args.as_int(pasid, "guest PASID")
+        except (TypeError, OverflowError):
+            return False
+        if not 0 <= g < (<int64_t>1 << self._bits):
+            return False
+        with cython.critical_section(self._host):
+            return self._host_of(g) >= 0
+
+    def __repr__(self):
+        return (f"<GuestSpace {self._name!r} {_args.VM_MODES[self._mode]} bits={self._bits} "
+                f"host {self._lo}..{self._hi} active={self._active}"
+                f"{' removed' if self._removed else ''}>")
+
+
+# ---------------------------------------------------------------- the host's side
+#
+# The phases of PasidAllocator.add_vm, remove_vm, vm, import_vm (the methods in
+# _allocator.pxi call these). Phase 1 is pure/guest.py's (_devices_of, _layout: the
+# same Python, no C to gain); phases 2 and 3 are here.
+
+cdef list devices_of(PasidAllocator a, object devices):
+    """Phase 1: the records of ``devices`` (declared, each once)."""
+    cdef list records = []
+    cdef _Device info
+    if isinstance(devices, (str, bytes)):
+        devices = (devices,)
+    for device in devices:
+        info = device_record(a, device, False)
+        if info is None:
+            raise StateError(undeclared_device(device))
+        if info in records:
+            raise ValueError(device_twice(device))
+        records.append(info)
+    return records
+
+
+cdef tuple vm_layout(PasidAllocator a, object mode, object bits, object min, object max,
+                     list records):
+    """Phase 1: (mode, guest bits, lowest, highest host PASID) from add_vm's arguments."""
+    cdef int index = _args.as_vm_mode(mode)
+    cdef int narrowest = a._bits, width
+    cdef int64_t lo, hi, top
+    for info in records:
+        if (<_Device>info).bits < narrowest:
+            narrowest = (<_Device>info).bits
+    width = narrowest if bits is None else _args.as_bits(bits, "guest bits")
+    if width > narrowest:
+        raise InvalidPasid(guest_too_wide(width, narrowest))
+    lo = 0 if min is None else a._check_id(min)
+    hi = a._size - 1 if max is None else a._check_id(max)
+    if lo > hi:
+        raise InvalidPasid(empty_range(lo, hi))
+    lo = lo if lo else 1                         # PASID 0 is no guest's (RID_PASID in VT-d)
+    top = (<int64_t>1 << (width if index == IDENTITY else narrowest)) - 1
+    hi = hi if hi < top else top
+    if lo > hi:
+        raise InvalidPasid(empty_range(lo, hi))
+    return index, width, lo, hi
+
+
+cdef GuestSpace vm_create(PasidAllocator a, object vm, int index, int width, int64_t lo,
+                          int64_t hi, int64_t quota, list records, _Owner record,
+                          _VMTable table):
+    """Phase 2 of add_vm and import_vm (critical section held): the checks, then the VM
+    (its memory made before: ``table`` is the host's, or a new one)."""
+    cdef GuestSpace space
+    if record.guest is not None:
+        raise StateError(vm_exists(vm))
+    if record.use:
+        raise StateError(owner_busy(vm, record.use))
+    for info in records:
+        if (<_Device>info).gone:
+            raise StateError(undeclared_device((<_Device>info).key))
+        if info in table.assigned:
+            raise StateError(device_taken((<_Device>info).key,
+                                          (<GuestSpace>table.assigned[info])._name))
+    space = GuestSpace.__new__(GuestSpace)
+    space._host = a
+    space._name = vm
+    space._mode = index
+    space._translated = index == TRANSLATED
+    space._bits = width
+    space._lo, space._hi = lo, hi
+    space._record = record
+    space._devices = records
+    if space._translated:
+        if guestmap_init(&space._map, width) < 0:
+            raise MemoryError()
+        if space_init(&space._space, <int64_t>1 << width) < 0 or space_take(&space._space, 0) < 0:
+            raise MemoryError()
+    a._vms = table
+    table.vms.append(space)
+    for info in records:
+        table.assigned[info] = space
+    record.guest = space
+    if quota >= 0:
+        record.quota = quota
+        a._quota[record] = quota
+    return space
+
+
+cdef GuestSpace add_vm(PasidAllocator a, object vm, object mode, object bits, object quota,
+                       object min, object max, object devices):
+    """The phases of PasidAllocator.add_vm."""
+    if vm is None:
+        raise ValueError(VM_NONE)
+    cdef list records = devices_of(a, devices)
+    cdef tuple layout = vm_layout(a, mode, bits, min, max, records)
+    cdef int64_t limit = -1 if quota is None else _args.as_quota(quota)
+    cdef _VMTable table = a._vms if a._vms is not None else _VMTable(a._size)
+    cdef _Owner record = owner_record(a, vm)     # pinned: the VM keeps the pin
+    cdef GuestSpace space = None
+    try:
+        with cython.critical_section(a):
+            wait_batch(a)
+            space = vm_create(a, vm, layout[0], layout[1], layout[2], layout[3], limit,
+                              records, record, table)
+    finally:
+        if space is None:
+            owner_unpin(a, record)
+    a._after()
+    return space
+
+
+cdef GuestSpace find_vm(PasidAllocator a, object vm):
+    """Phase 1: the GuestSpace named ``vm`` (StateError if there is none)."""
+    cdef _Owner record = owner_lookup(a, vm)
+    if record is None or record.guest is None:
+        raise StateError(unknown_vm(vm))
+    return <GuestSpace>record.guest
+
+
+cdef list remove_vm(PasidAllocator a, object vm):
+    """The phases of PasidAllocator.remove_vm."""
+    cdef GuestSpace space = find_vm(a, vm)
+    cdef _Owner record = space._record
+    cdef list released, teardown = None
+    cdef double reading = a._reading(), now
+    cdef int was_enabled
+    with cython.critical_section(a):
+        wait_batch(a)
+        if space._removed:
+            raise StateError(unknown_vm(vm))
+        now = a._time(reading)
+        a._settle_time(now)
+        was_enabled = _gc_pause()
+        try:
+            released = exit_in(a, record, now)   # unmaps each guest PASID
+            for p in released:
+                teardown = teardown_of(a, p, teardown)
+            a._vms.vms.remove(space)
+            for info in space._devices:
+                if a._vms.assigned.get(info) is space:
+                    del a._vms.assigned[info]
+            a._quota.pop(record, None)
+        finally:
+            _gc_resume(was_enabled)
+        record.quota = -1
+        record.guest = None
+        space._removed = 1
+    owner_unpin(a, record)                       # the VM's pin: idle now, it is dropped
+    a._after()
+    if teardown:
+        run_teardown(teardown)
+    return released
+
+
+cdef GuestSpace import_vm(PasidAllocator a, object blob, object vm, object mode, object bits,
+                          object quota, object min, object max, object devices):
+    """The phases of PasidAllocator.import_vm: all or nothing."""
+    if vm is None:
+        raise ValueError(VM_NONE)
+    cdef dict state = _vmblob.loads(blob)
+    cdef list records = devices_of(a, state["devices"] if devices is None else devices)
+    if len(records) < len(state["devices"]):
+        raise StateError(devices_missing(len(state["devices"]), len(records)))
+    cdef tuple layout = vm_layout(a, state["mode"] if mode is None else mode,
+                                  state["bits"] if bits is None else bits, min, max, records)
+    cdef int index = layout[0], width = layout[1]
+    cdef int64_t lo = layout[2], hi = layout[3]
+    cdef int64_t limit = -1 if quota is None else _args.as_quota(quota)
+    cdef list entries = state["entries"]
+    cdef list conflicts = []
+    cdef object top = entries[len(entries) - 1][0] if entries else 0   # (no wraparound)
+    if top >> width:
+        raise InvalidPasid(guest_number_too_wide(top, width))
+    if index == IDENTITY:
+        outside = [entry[0] for entry in entries if not lo <= entry[0] <= hi]
+        if outside:
+            raise InvalidPasid(import_outside(outside, lo, hi))
+    cdef _VMTable table = a._vms if a._vms is not None else _VMTable(a._size)
+    cdef _Owner record = owner_record(a, vm)     # pinned: the VM keeps the pin
+    cdef GuestSpace space = None
+    cdef double reading = a._reading()
+    try:
+        with cython.critical_section(a):
+            wait_batch(a)
+            a._settle_time(a._time(reading))
+            conflicts = import_check(a, entries, index, lo, hi, limit, record)
+            if not conflicts:
+                space = vm_create(a, vm, index, width, lo, hi, limit, records, record, table)
+                try:
+                    import_fill(a, space, entries, records)
+                except BaseException:
+                    vm_undo(a, space)
+                    space = None
+                    raise
+    finally:
+        if space is None:
+            owner_unpin(a, record)
+    a._after()
+    if conflicts:
+        raise MigrationConflict(migration_conflict(vm, conflicts), conflicts)
+    return space
+
+
+cdef list import_check(PasidAllocator a, list entries, int index, int64_t lo, int64_t hi,
+                       int64_t limit, _Owner record):
+    """Phase 2 of import_vm, before anything changes: every reason to refuse; an identity
+    import's PASIDs that are not FREE here (MigrationConflict) are returned."""
+    cdef int64_t quota = limit if limit >= 0 else record.quota
+    cdef int64_t g
+    cdef list conflicts = []
+    if 0 <= quota < len(entries):
+        raise QuotaExceeded(at_quota(record.key, quota))
+    if index == TRANSLATED:
+        if space_rank(&a.space, hi + 1) - space_rank(&a.space, lo) < len(entries):
+            raise PasidExhausted(import_short(len(entries), lo, hi))
+        return conflicts
+    for entry in entries:
+        g = entry[0]
+        if (a._slots[g].meta & STATE_MASK) != FREE:
+            conflicts.append(g)
+    if not conflicts:
+        for entry in entries:
+            if a._generation_full(entry[0]):
+                raise OverflowError(generation_limit(entry[0]))
+    return conflicts
+
+
+cdef int import_fill(PasidAllocator a, GuestSpace space, list entries, list records) except -1:
+    """Phase 2 of import_vm, checked: the host PASIDs, then their tables. Memory is
+    made first; a host PASID at the generation limit (translated) undoes everything
+    (OverflowError)."""
+    cdef _Owner record = space._record
+    cdef uint64_t rng = a._rng
+    cdef int64_t cursor = a._cursor, high_water = a._high_water, g, h, i, n = len(entries)
+    cdef int64_t nbinds
+    cdef list hosts = []
+    cdef _Device info
+    if a._data is None and any(entry[3] is not None for entry in entries):
+        a._data = [None] * a._size
+    if space._tags is None and any(entry[2] is not None for entry in entries):
+        space._tags = [None] * (<int64_t>1 << space._bits)
+    nbinds = 0
+    for entry in entries:
+        if space._translated:
+            guestmap_reserve(&space._map, entry[0])
+            if space_take(&space._space, entry[0]) < 0:
+                raise MemoryError()              # (the caller undoes the VM)
+        nbinds += len(entry[4])
+    binds_room(a, nbinds)
+    try:
+        for entry in entries:
+            if space._translated:
+                h = a._alloc_in(record, None, space._lo, space._hi)
+            else:
+                h = entry[0]
+                if space_take(&a.space, h) < 0:
+                    raise MemoryError()
+                a._activate(h, record, None, a._rng)
+            hosts.append(h)
+    except BaseException:
+        for h in reversed(hosts):
+            unactivate(a, h, record)
+        a._rng, a._cursor, a._high_water = rng, cursor, high_water
+        raise
+    for i in range(n):
+        g, refcount, owner, data, binds = entries[i]
+        h = hosts[i]
+        if space._translated:
+            guestmap_set(&space._map, g, h)
+        a._vms.guest_of[h] = <int32_t>g
+        if owner is not None:
+            space._tags[g] = owner
+        if data is not None:
+            a._data[h] = data
+            a._slots[h].meta |= HAS_DATA
+        if refcount > 1:
+            a._refcount[h] = refcount
+            a._slots[h].meta |= MULTI
+        for device, count, bind_data in binds:
+            info = <_Device>records[device]
+            bind_link(a, h, info, bind_data, count)
+    space._active = n
+    space._allocations = n
+    return 0
+
+
+cdef void vm_undo(PasidAllocator a, GuestSpace space) noexcept:
+    """Take back vm_create (critical section held)."""
+    a._vms.vms.remove(space)
+    for info in space._devices:
+        a._vms.assigned.pop(info, None)
+    cdef _Owner record = space._record
+    a._quota.pop(record, None)
+    record.quota = -1
+    record.guest = None
+    space._removed = 1
+
+
+cdef void unactivate(PasidAllocator a, int64_t p, _Owner owner) noexcept:
+    """Undo an allocation of import_fill (its last first): ``p`` FREE again, untagged,
+    its generation back; the fifo queue gets it back at its head."""
+    owned_unlink(a, p)                           # (no guest PASID is mapped yet)
+    a._owned.owner_of[p] = NULL
+    owner.use -= 1
+    space_release(&a.space, p)
+    if a._fifo.prev != NULL:
+        fifo_push_front(&a._fifo, p)
+    a._slots[p].meta = FREE
+    a._generation_dec(p)
+    a._counts[FREE] += 1
+    a._counts[ACTIVE] -= 1
+    a._allocations -= 1

@@ -1,0 +1,431 @@
+"""GuestSpace (SPEC §7) on both backends: the virtual command's golden tables, the two
+modes, teardown, migration, and a state machine against a plain model with both
+backends in lockstep."""
+
+import pytest
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from backends import load_backend
+from pasid._errors import (InvalidPasid, MigrationConflict, PasidExhausted, QuotaExceeded,
+                           SnapshotError, StateError)
+from pasid._state import State
+
+ALLOC, FREE = 1, 2
+
+
+def host_with_vms(backend, **kwargs):
+    host = backend.PasidAllocator(bits=kwargs.pop("bits", 8), grace=kwargs.pop("grace", 10))
+    host.add_device("vf0", drain=2)
+    host.add_device("vf1", drain=2)
+    return host
+
+
+# ---------------------------------------------------------------- the virtual command
+
+# (layout, command word, response word), written from the driver's VCMD_* macros
+# (pasid/_vcmd.py cites them): "3.1" operand/result << 8, SC = (rsp >> 1) & 3 with
+# NO_PASID_AVAIL = INVALID_PASID = 2; "3.3" operand/result << 16, SC = (rsp & 0xff) >> 1
+# with both = 16; an undefined command's status is 1 in both.
+GOLDEN = [
+    # a fresh translated VM of 2 guest bits: ALLOC gives 1, 2, 3, then none is left
+    ("3.3", ALLOC, 0x1_0000), ("3.3", ALLOC, 0x2_0000), ("3.3", ALLOC, 0x3_0000),
+    ("3.3", ALLOC, 0x20),                     # exhausted: NO_PASID_AVAIL 16 << 1
+    ("3.3", FREE | 2 << 16, 0x0),             # success, no result
+    ("3.3", FREE | 2 << 16, 0x20),            # freed already: INVALID_PASID
+    ("3.3", FREE | 0 << 16, 0x20),            # PASID 0 is no guest's
+    ("3.3", FREE | 9 << 16, 0x20),            # outside the guest's 2 bits
+    ("3.3", 0, 0x2), ("3.3", 3, 0x2), ("3.3", 0xFF, 0x2),          # undefined: 1 << 1
+    ("3.3", ALLOC | 1 << 16, 0x2),            # ALLOC with an operand: malformed
+    ("3.3", FREE | 1 << 8, 0x2),              # 3.1's operand field under 3.3: malformed
+    ("3.3", FREE | 1 << 40, 0x2),             # a reserved bit
+    ("3.3", -1, 0x2), ("3.3", 2**64, 0x2),    # not a 64-bit word
+    ("3.3", ALLOC, 0x2_0000),                 # 2 is FREE again: the lowest
+    ("3.1", FREE | 1 << 8, 0x0),
+    ("3.1", ALLOC, 0x100),                    # result << 8
+    ("3.1", ALLOC, 0x4),                      # exhausted: code 2 << 1
+    ("3.1", FREE | 7 << 8, 0x4),              # invalid: code 2 << 1
+    ("3.1", 3, 0x2), ("3.1", FREE | 1 << 28, 0x2),   # past 3.1's operand field
+    ("3.1", FREE | 1 << 8, 0x0),
+]
+
+
+def test_vcmd_golden_table(backend):
+    host = host_with_vms(backend)
+    vm = host.add_vm("vm0", bits=2)
+    for step, (layout, word, expected) in enumerate(GOLDEN):
+        assert vm.vcmd(word, encoding=layout) == expected, (step, layout, hex(word))
+    host._check()
+
+
+def test_vcmd_never_frees_another_vms_pasid(backend):
+    host = host_with_vms(backend)
+    vm0 = host.add_vm("vm0", mode="identity")
+    vm1 = host.add_vm("vm1", mode="identity")
+    p = vm0.alloc()
+    assert vm1.vcmd(FREE | p << 16) == 0x20          # INVALID_PASID, nothing changed
+    assert p in vm0 and host.state(p) == State.ACTIVE
+    t0 = host.add_vm("t0", mode="translated")
+    t1 = host.add_vm("t1", mode="translated")
+    g = t0.alloc()
+    assert t1.vcmd(FREE | g << 16) == 0x20 and g in t0
+    with pytest.raises(ValueError):
+        vm0.vcmd(ALLOC, encoding="3.2")
+    host.remove_vm("t1")
+    with pytest.raises(StateError):
+        t1.vcmd(ALLOC)
+
+
+# ---------------------------------------------------------------- the two modes
+
+
+def test_translated_vms_share_numbers_not_host_pasids(backend):
+    host = host_with_vms(backend, grace=10)
+    a = host.add_vm("a", devices=["vf0"])
+    b = host.add_vm("b", devices=["vf1"])
+    ga, gb = a.alloc(), b.alloc()
+    assert ga == gb == 1
+    ha, hb = a.host_pasid(ga), b.host_pasid(gb)
+    assert ha != hb and host.owner(ha) == "a" and host.owner(hb) == "b"
+    assert a.guest_pasid(ha) == ga and b.guest_pasid(hb) == gb
+    with pytest.raises(StateError):
+        a.guest_pasid(hb)
+    a.bind(ga, "vf0")
+    with pytest.raises(StateError, match="not assigned"):
+        a.bind(ga, "vf1")
+    a.free(ga)
+    # the guest number is FREE at once; the host PASID drains, then sits out the grace
+    assert a.state(ga) == State.FREE and ga not in a
+    assert host.state(ha) == State.DRAINING and a.stats()["host_held"] == 1
+    again = a.alloc()
+    assert again == ga and a.host_pasid(again) != ha
+    host.unbind(ha, "vf0")
+    assert host.state(ha) == State.QUARANTINED
+    host.advance(by=10)
+    assert host.state(ha) == State.FREE and a.stats()["host_held"] == 0
+    host._check()
+
+
+def test_identity_is_the_host_namespace(backend):
+    host = host_with_vms(backend, grace=5)
+    vm = host.add_vm("vm0", mode="identity", min=10, max=12)
+    assert vm.host_range == (10, 12)
+    got = [vm.alloc() for _ in range(3)]
+    assert got == [10, 11, 12] and [vm.host_pasid(g) for g in got] == got
+    with pytest.raises(PasidExhausted):
+        vm.alloc()
+    assert vm.try_alloc() is None
+    vm.free(10)
+    assert vm.state(10) == State.QUARANTINED       # its own, in the host's release
+    assert vm.state(13) == State.RESERVED and vm.state(9) == State.RESERVED
+    with pytest.raises(StateError, match="not FREE"):
+        vm.alloc_exact(10)
+    host.advance(by=5)
+    assert vm.state(10) == State.FREE and vm.alloc_exact(10) == 10
+    host._check()
+
+
+def test_widths_devices_and_names(backend):
+    host = backend.PasidAllocator(bits=12)
+    host.add_device("narrow", bits=6)
+    host.add_device("wide")
+    vm = host.add_vm("vm0", devices=["narrow"])
+    assert vm.bits == 6 and vm.host_range == (1, 63)   # the device binds host PASIDs
+    with pytest.raises(InvalidPasid, match="wider"):
+        host.add_vm("vm1", bits=13)
+    with pytest.raises(InvalidPasid, match="wider"):
+        host.add_vm("vm1", bits=7, devices=["narrow"])
+    with pytest.raises(StateError, match="assigned to VM 'vm0'"):
+        host.add_vm("vm1", devices=["narrow"])
+    with pytest.raises(StateError, match="declare it"):
+        host.add_vm("vm1", devices=["nope"])
+    with pytest.raises(StateError, match="exists"):
+        host.add_vm("vm0")
+    with pytest.raises(ValueError, match="mode"):
+        host.add_vm("vm1", mode="mirrored")
+    with pytest.raises(ValueError):
+        host.add_vm(None)
+    host.alloc(owner="busy")
+    with pytest.raises(StateError, match="already holds"):
+        host.add_vm("busy")
+    assert host.vms() == ["vm0"]                # the refusals changed nothing
+    with pytest.raises(StateError, match="no VM"):
+        host.vm("vm1")
+    with pytest.raises(InvalidPasid):
+        vm.free(64)
+    with pytest.raises(StateError):
+        vm.free(1)
+    host._check()
+
+
+def test_quota_counts_the_vms_host_pasids(backend):
+    host = host_with_vms(backend, grace=10)
+    vm = host.add_vm("vm0", quota=2)
+    g = vm.alloc()
+    vm.alloc()
+    with pytest.raises(QuotaExceeded, match="'vm0'"):
+        vm.alloc()
+    vm.free(g)                                   # QUARANTINED on the host: still counted
+    assert vm.try_alloc() is None and vm.stats()["failures"] == 2
+    host.advance(by=10)
+    assert vm.alloc() == g
+    host.set_quota("vm0", None)
+    vm.alloc()
+    host._check()
+
+
+def test_remove_vm_never_blocks_and_leaves_others(backend):
+    seen = []
+    host = backend.PasidAllocator(bits=8, grace=3)
+    host.add_device("vf0", drain=2, on_teardown=seen.append)
+    a = host.add_vm("a", devices=["vf0"], quota=5)
+    b = host.add_vm("b")
+    for _ in range(3):
+        a.alloc()
+    a.bind(2, "vf0")
+    kept = b.alloc()
+    h2 = a.host_pasid(2)
+    released = host.remove_vm("a")
+    assert released == sorted(released) and len(released) == 3
+    assert seen == [h2] and host.state(h2) == State.DRAINING
+    assert a.removed and host.vms() == ["b"] and kept in b
+    with pytest.raises(StateError, match="removed"):
+        a.alloc()
+    with pytest.raises(StateError, match="no VM"):
+        host.remove_vm("a")
+    c = host.add_vm("c", devices=["vf0"])     # the device and the quota are free again
+    assert c.devices == ("vf0",)
+    host.unbind(h2, "vf0")
+    host._check()
+
+
+def test_host_exit_of_the_vm_unmaps_its_guest(backend):
+    host = host_with_vms(backend)
+    vm = host.add_vm("vm0")
+    g = vm.alloc()
+    h = vm.host_pasid(g)
+    assert host.exit_owner("vm0") == [h]
+    assert g not in vm and len(vm) == 0 and vm.state(g) == State.FREE
+    host.put(vm.host_pasid(vm.alloc()))        # the host's own free unmaps as well
+    assert len(vm) == 0
+    host._check()
+
+
+# ---------------------------------------------------------------- migration
+
+
+def test_translated_migration_keeps_guest_numbers(backend):
+    src = host_with_vms(backend)
+    vm = src.add_vm("vm0", devices=["vf0"])
+    got = [vm.alloc(owner=f"proc{i}", data={"i": i}) for i in range(4)]
+    vm.free(got[1])
+    vm.get(got[2])
+    vm.bind(got[3], "vf0", data="ctx")
+    blob = vm.export()
+    dst = host_with_vms(backend)
+    dst.alloc_many(20)
+    moved = dst.import_vm(blob, "vm0")
+    assert list(moved) == [1, 3, 4] and moved.mode == "translated"
+    assert moved.owner(3) == "proc2" and dst.refcount(moved.host_pasid(3)) == 2
+    assert dst.data(moved.host_pasid(4)) == {"i": 3}
+    assert dst.binding(moved.host_pasid(4), "vf0") == "ctx"
+    assert all(moved.host_pasid(g) > 20 for g in moved)
+    assert moved.alloc() == 2                   # the lowest FREE guest number
+    dst._check()
+    src._check()
+
+
+def test_identity_migration_conflict_is_atomic(backend):
+    src = host_with_vms(backend)
+    vm = src.add_vm("vm0", mode="identity")
+    for _ in range(5):
+        vm.alloc()
+    blob = vm.export()
+    dst = host_with_vms(backend)
+    dst.alloc_exact(2)
+    dst.alloc_exact(4)
+    before = dst.stats()
+    with pytest.raises(MigrationConflict) as caught:
+        dst.import_vm(blob, "vm0")
+    assert caught.value.pasids == (2, 4) and "2, 4" in str(caught.value)
+    assert isinstance(caught.value, StateError)
+    assert dst.stats() == before and dst.vms() == []
+    dst.free(2)
+    dst.free(4)
+    dst.advance(by=10)                          # past the grace: FREE again
+    moved = dst.import_vm(blob, "vm0")
+    assert list(moved) == [1, 2, 3, 4, 5] and [moved.host_pasid(g) for g in moved] == list(moved)
+    dst._check()
+
+
+def test_import_refusals_change_nothing(backend):
+    src = host_with_vms(backend)
+    vm = src.add_vm("vm0", devices=["vf0"])
+    for _ in range(3):
+        vm.alloc()
+    blob = vm.export()
+    dst = backend.PasidAllocator(bits=8)
+    with pytest.raises(StateError, match="declare it"):
+        dst.import_vm(blob, "vm0")
+    dst.add_device("vf0")
+    with pytest.raises(QuotaExceeded):
+        dst.import_vm(blob, "vm0", quota=2)
+    with pytest.raises(PasidExhausted):
+        dst.import_vm(blob, "vm0", min=10, max=11)
+    with pytest.raises(InvalidPasid):
+        dst.import_vm(blob, "vm0", bits=1)
+    for bad in (blob[:-1], blob[:10], b"PASIDVM\0" + bytes(20), blob[:-4] + bytes(4)):
+        with pytest.raises(SnapshotError):
+            dst.import_vm(bad, "vm0")
+    with pytest.raises(TypeError):
+        dst.import_vm("not bytes", "vm0")
+    assert dst.vms() == [] and len(dst) == 0 and dst.stats()["allocations"] == 0
+    assert dst.import_vm(blob, "vm0").devices == ("vf0",)
+    dst._check()
+
+
+def test_snapshot_of_a_host_with_vms_is_refused(backend):
+    host = host_with_vms(backend)
+    host.add_vm("vm0").alloc()
+    with pytest.raises(StateError, match="snapshotted"):
+        host.to_bytes()
+    host.remove_vm("vm0")
+    assert backend.PasidAllocator.from_bytes(host.to_bytes()).bits == 8
+
+
+# ---------------------------------------------------------------- the state machine
+
+MODES = ("identity", "translated")
+
+
+class GuestMachine(RuleBasedStateMachine):
+    """Both backends in lockstep against a plain model of the guests: a dict per VM of
+    guest PASID -> references. Every result and every error must agree."""
+
+    def __init__(self):
+        super().__init__()
+        self.hosts = [load_backend(name).PasidAllocator(bits=6, grace=2)
+                      for name in ("cython", "python")]
+        for host in self.hosts:
+            host.add_device("d0", drain=1)
+            host.add_device("d1", drain=1)
+        self.model = {}                       # VM name -> {guest PASID: references}
+        self.modes = {}
+        self.serial = 0
+
+    def both(self, call):
+        outcomes = []
+        for host in self.hosts:
+            try:
+                outcomes.append(("ok", call(host)))
+            except Exception as exc:  # noqa: BLE001 - compared across backends
+                outcomes.append((type(exc).__name__, str(exc)))
+        assert outcomes[0] == outcomes[1], outcomes
+        return outcomes[0]
+
+    @precondition(lambda self: len(self.model) < 3)
+    @rule(mode=st.sampled_from(MODES), quota=st.none() | st.integers(0, 6),
+          device=st.sampled_from([(), ("d0",), ("d1",)]), lo=st.integers(0, 40))
+    def add(self, mode, quota, device, lo):
+        name = f"vm{self.serial}"
+        self.serial += 1
+        kind, _ = self.both(lambda h: h.add_vm(name, mode=mode, quota=quota, devices=device,
+                                               min=lo).name)
+        if kind == "ok":
+            self.model[name] = {}
+            self.modes[name] = mode
+
+    @precondition(lambda self: self.model)
+    @rule(data=st.data())
+    def alloc(self, data):
+        name = data.draw(st.sampled_from(sorted(self.model)))
+        kind, g = self.both(lambda h: h.vm(name).alloc())
+        if kind == "ok":
+            assert g not in self.model[name]
+            if self.modes[name] == "translated":
+                assert g == min(set(range(1, 64)) - set(self.model[name]))
+            self.model[name][g] = 1
+
+    @precondition(lambda self: self.model)
+    @rule(data=st.data(), g=st.integers(0, 63))
+    def free(self, data, g):
+        name = data.draw(st.sampled_from(sorted(self.model)))
+        kind, _ = self.both(lambda h: h.vm(name).free(g))
+        assert (kind == "ok") == (g in self.model[name])
+        if kind == "ok":
+            self.model[name][g] -= 1
+            if not self.model[name][g]:
+                del self.model[name][g]
+
+    @precondition(lambda self: self.model)
+    @rule(data=st.data(), g=st.integers(0, 63))
+    def get(self, data, g):
+        name = data.draw(st.sampled_from(sorted(self.model)))
+        kind, _ = self.both(lambda h: h.vm(name).get(g))
+        assert (kind == "ok") == (g in self.model[name])
+        if kind == "ok":
+            self.model[name][g] += 1
+
+    @precondition(lambda self: self.model)
+    @rule(data=st.data(), g=st.integers(0, 63), device=st.sampled_from(["d0", "d1"]),
+          bind=st.booleans())
+    def bind(self, data, g, device, bind):
+        name = data.draw(st.sampled_from(sorted(self.model)))
+        self.both(lambda h: (h.vm(name).bind if bind else h.vm(name).unbind)(g, device))
+
+    @precondition(lambda self: self.model)
+    @rule(data=st.data(), word=st.sampled_from([ALLOC, 0, 3]) | st.builds(
+        lambda g: FREE | g << 16, st.integers(0, 70)), layout=st.sampled_from(["3.1", "3.3"]))
+    def vcmd(self, data, word, layout):
+        name = data.draw(st.sampled_from(sorted(self.model)))
+        if layout == "3.1" and word >> 16:
+            word = FREE | (word >> 16) << 8
+        kind, response = self.both(lambda h: h.vm(name).vcmd(word, encoding=layout))
+        assert kind == "ok"
+        shift = 16 if layout == "3.3" else 8
+        if word == ALLOC and response >> shift:
+            self.model[name][response >> shift] = 1
+        elif word & 0xFF == FREE and response == 0:
+            g = word >> shift
+            self.model[name][g] -= 1
+            if not self.model[name][g]:
+                del self.model[name][g]
+
+    @precondition(lambda self: self.model)
+    @rule(data=st.data())
+    def remove(self, data):
+        name = data.draw(st.sampled_from(sorted(self.model)))
+        self.both(lambda h: h.remove_vm(name))
+        del self.model[name]
+
+    @precondition(lambda self: self.model)
+    @rule(data=st.data(), mode=st.sampled_from(MODES))
+    def migrate(self, data, mode):
+        """Export, remove, import back under another name (on the same host)."""
+        name = data.draw(st.sampled_from(sorted(self.model)))
+        new = f"vm{self.serial}"
+        self.serial += 1
+        blobs = [host.vm(name).export() for host in self.hosts]
+        assert blobs[0] == blobs[1]
+        self.both(lambda h: h.remove_vm(name))
+        kind, _ = self.both(lambda h: h.import_vm(blobs[0], new, mode=mode).name)
+        moved = self.model.pop(name)
+        if kind == "ok":
+            self.model[new] = moved
+            self.modes[new] = mode
+
+    @rule(by=st.integers(0, 3))
+    def advance(self, by):
+        self.both(lambda h: h.advance(by=by))
+
+    @invariant()
+    def agree(self):
+        for name, held in self.model.items():
+            assert self.both(lambda h: sorted(h.vm(name))) == ("ok", sorted(held))
+            assert self.both(lambda h: h.vm(name).stats())[0] == "ok"
+        assert self.both(lambda h: h.stats())[0] == "ok"
+        for host in self.hosts:
+            host._check()
+
+
+TestGuestMachine = GuestMachine.TestCase
