@@ -487,6 +487,15 @@ class PasidPool:
         the VM's waiting requests fail with StateError and the others are
         woken. StateError for no such VM. Cost: O(k log k) for k PASIDs, plus
         a pass over the queue.
+
+        >>> import simpy, pasid.pure
+        >>> from pasid.simpy import PasidPool
+        >>> pool = PasidPool(simpy.Environment(), 1, allocator_class=pasid.pure.PasidAllocator)
+        >>> vm0, vm1 = pool.add_vm("vm0"), pool.add_vm("vm1")
+        >>> g = vm0.get().value                          # the host's only PASID
+        >>> waiting, stranded = vm1.get(), vm0.get()
+        >>> pool.remove_vm("vm0"), waiting.value, stranded.value
+        ([1], 1, StateError("VM 'vm0' has been removed"))
         """
         try:
             return self._vm_host().remove_vm(vm)
