@@ -23,6 +23,27 @@ that waits the device's ``ack`` latency, then unbinds the PASID through the
 pool (which wakes waiters). The PASID is reusable at
 ``max(release + grace, unbind + drain)``.
 
+**Virtual machines** (SPEC §7). A VM's guest processes get *guest* PASIDs
+from a :class:`GuestPool`, made by the host's pool: ``vm = pool.add_vm(name,
+...)`` (also :meth:`PasidPool.import_vm` for a migration, :meth:`PasidPool.vm`
+for a VM the allocator already has). ``g = yield vm.get()``, ``vm.put(g)``,
+``vm.bind(g, device)`` go through the VM's :class:`~pasid.pure.guest.GuestSpace`
+(``vm.vm``). A guest request waits when the VM is at its quota, when its host
+range has nothing FREE, or (translated) when its guest namespace is full,
+exactly as a host request waits for its range.
+
+Why a GuestPool made by the host's pool rather than a pool of its own: one
+host allocator's release can unblock any of its VMs (and the host's own
+requests), so the host's requests and every VM's share *one* queue, one
+release timer and one set of drain processes, kept by the host's
+:class:`PasidPool`. Any wake-up (a reclaim at ``next_release_time``, a put,
+an unbind, a drain process, :meth:`PasidPool.remove_vm`) tries all of them,
+oldest first, with the first-fit rule of :class:`PasidPool`. A model of
+several hosts has one :class:`PasidPool` per host; a VM that migrates gets a
+new :class:`GuestPool` from the destination's pool. Devices stay the host's:
+declare them with :meth:`PasidPool.add_device`; their drain processes unbind
+the *host* PASID (``on_teardown`` is called with host PASIDs).
+
 Needs simpy (``pip install 'pasid[simpy]'``); ``import pasid`` never imports
 this module or simpy.
 """
@@ -31,25 +52,27 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Generator, Hashable, Iterable
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any, SupportsIndex, Union, cast
 
 try:
     import simpy
 except ImportError as _exc:  # pragma: no cover - exercised by a test with simpy hidden
     raise ImportError("pasid.simpy needs simpy: pip install 'pasid[simpy]'") from _exc
 
-from pasid._errors import InvalidPasid, PasidExhausted, QuotaExceeded
+from pasid._errors import InvalidPasid, PasidExhausted, QuotaExceeded, StateError
 from pasid._args import as_int, as_time
+from pasid._messages import vm_removed
 
 if TYPE_CHECKING:
     from typing_extensions import TypeAlias
 
     import pasid
+    from pasid.pure.guest import GuestSpace
 
     # the allocator a pool wraps: either backend's
     _Allocator: TypeAlias = "pasid.PasidAllocator | pasid.pure.PasidAllocator"
 
-__all__ = ["PasidPool", "PasidRequest"]
+__all__ = ["GuestPool", "PasidPool", "PasidRequest"]
 
 # A device's answer to a teardown: a latency, a function of the PASID giving
 # one, or None (the device never answers by itself; the model unbinds).
@@ -92,9 +115,14 @@ class PasidRequest(simpy.Event):
 
     It succeeds when the pool allocates a PASID for it, or fails with
     :class:`~pasid.QuotaExceeded` when its owner is at its quota when it is
-    tried. Attributes: ``owner``, ``data``, ``min``, ``max`` (the inclusive
-    range asked), ``requested_at`` and ``granted_at`` (simulation times;
-    ``granted_at`` is None until granted).
+    tried. Attributes: ``pool`` (the pool asked), ``owner``, ``data``,
+    ``min``, ``max`` (the inclusive range asked), ``requested_at`` and
+    ``granted_at`` (simulation times; ``granted_at`` is None until granted).
+
+    A guest request (:meth:`GuestPool.get`) is one too: its value is a guest
+    PASID, ``min``/``max`` are the guest PASIDs it may get; it waits at its
+    VM's quota instead of failing, and fails with :class:`~pasid.StateError`
+    if its VM is removed while it waits.
 
     A granted request's PASID belongs to the caller even if the caller
     stopped waiting at the same instant (a renege that lost the race): test
@@ -110,11 +138,14 @@ class PasidRequest(simpy.Event):
     request created and not yet yielded is waiting: it keeps its place.
     """
 
-    def __init__(self, pool: PasidPool, owner: Hashable | None, data: Any, lo: int, hi: int,
+    def __init__(self, pool: PasidPool | GuestPool, owner: Any, data: Any, lo: int, hi: int,
                  seq: int) -> None:
         super().__init__(pool.env)
         self.callbacks = _Waiters(self)
         self.pool = pool
+        # the host's pool, whose queue holds it, and the VM it asks of (None: the host)
+        self._queue: PasidPool = pool if isinstance(pool, PasidPool) else pool.host
+        self._space: GuestSpace | None = None if isinstance(pool, PasidPool) else pool.vm
         self.owner = owner
         self.data = data
         self.min = lo
@@ -125,7 +156,8 @@ class PasidRequest(simpy.Event):
         self._status = _QUEUED
 
     def _desc(self) -> str:
-        return f"PasidRequest(owner={self.owner!r}, min={self.min}, max={self.max})"
+        vm = "" if self._space is None else f"vm={self._space.name!r}, "
+        return f"PasidRequest({vm}owner={self.owner!r}, min={self.min}, max={self.max})"
 
     @property
     def waiting(self) -> bool:
@@ -139,8 +171,8 @@ class PasidRequest(simpy.Event):
         (``pool.put(req.value)`` gives it back).
         """
         if self._status is _QUEUED:
-            self.pool._dequeue(self)
-            self.pool._counts["cancelled"] += 1
+            self._queue._dequeue(self)
+            self._queue._tally(self, "cancelled")
         if self._status is not _DONE:
             self._status = _CANCELLED
 
@@ -153,16 +185,16 @@ class PasidRequest(simpy.Event):
     # -- called by the callbacks list (_Waiters)
     def _abandoned(self) -> None:
         if self._status is _QUEUED:
-            self.pool._dequeue(self)
-            self.pool._counts["withdrawn"] += 1
+            self._queue._dequeue(self)
+            self._queue._tally(self, "withdrawn")
             self._status = _WITHDRAWN
 
     def _waited_on(self) -> None:
         if self._status is _WITHDRAWN:
             self._status = _QUEUED
-            self.pool._counts["withdrawn"] -= 1
-            self.pool._enqueue(self)
-            self.pool._serve()
+            self._queue._tally(self, "withdrawn", -1)
+            self._queue._enqueue(self)
+            self._queue._serve()
 
 
 def _delay_until(now: float, at: float) -> float:
@@ -208,6 +240,15 @@ class PasidPool:
     **Quota.** A request whose owner is at its quota when it is tried fails
     with :class:`~pasid.QuotaExceeded` (raised in the waiting process) rather
     than waiting: at once in :meth:`get`, or when it is tried on a wake-up.
+    A VM's quota is different: it is what the VM has, so a guest request
+    (:class:`GuestPool`) at its VM's quota waits like one whose range is full.
+
+    **VMs.** :meth:`add_vm`, :meth:`import_vm` and :meth:`vm` give the
+    :class:`GuestPool` of a VM of :attr:`allocator`; its requests join this
+    pool's queue (the order above is over the host's and every VM's requests
+    together). Remove a VM with :meth:`remove_vm`: its host PASIDs are
+    released (waking the others) and its waiting requests fail with
+    StateError.
 
     **Counters.** The allocator counts in ``stats()["failures"]`` every
     attempt that found nothing: one for a request that has to wait, and one
@@ -262,6 +303,7 @@ class PasidPool:
                         "cancelled": 0, "withdrawn": 0, "drains": 0, "timers": 0}
         self._wait_total = 0.0
         self._wait_max = 0.0
+        self._guests: dict[GuestSpace, GuestPool] = {}    # the VMs' pools, made once each
 
     # ------------------------------------------------------------ properties
 
@@ -306,9 +348,14 @@ class PasidPool:
             raise InvalidPasid(f"empty range {lo}..{hi}")
         if owner is not None:
             hash(owner)
+        return self._submit(self, owner, data, lo, hi)
+
+    def _submit(self, pool: PasidPool | GuestPool, owner: Any, data: Any, lo: int,
+                hi: int) -> PasidRequest:
+        """A new request of ``pool`` (this one or one of its VMs'), tried at once."""
         self._seq += 1
-        request = PasidRequest(self, owner, data, lo, hi, self._seq)
-        self._counts["requests"] += 1
+        request = PasidRequest(pool, owner, data, lo, hi, self._seq)
+        self._tally(request, "requests")
         self._waiting[request] = None
         self._new = request
         try:
@@ -316,7 +363,7 @@ class PasidPool:
         finally:
             self._new = None
         if request._status is _QUEUED:
-            self._counts["waited"] += 1
+            self._tally(request, "waited")
         return request
 
     def _bound(self, value: Any) -> int:
@@ -374,9 +421,99 @@ class PasidPool:
         """Serve the waiting requests now and re-arm the release timer. O(W).
 
         Needed only after changing :attr:`allocator` directly (a direct
-        ``put`` or ``unbind`` does not wake anyone).
+        ``put`` or ``unbind`` does not wake anyone; a VM removed directly
+        fails its waiting requests here).
         """
+        self._fail_removed()
         self._serve()
+
+    # ------------------------------------------------------------ virtual machines
+
+    def _vm_host(self) -> pasid.pure.PasidAllocator:
+        # both backends' allocators have the VM methods (SPEC §7); the compiled
+        # stubs gain them with the compiled GuestSpace
+        return cast("pasid.pure.PasidAllocator", self._allocator)
+
+    def _guest_pool(self, space: GuestSpace) -> GuestPool:
+        pool = self._guests.get(space)
+        if pool is None:
+            pool = self._guests[space] = GuestPool(self, space)
+        return pool
+
+    def add_vm(self, vm: Hashable, *, mode: str = "translated",
+               bits: SupportsIndex | None = None, quota: SupportsIndex | None = None,
+               min: SupportsIndex | None = None, max: SupportsIndex | None = None,
+               devices: Iterable[Hashable] = ()) -> GuestPool:
+        """A new VM on the allocator (its ``add_vm``, same arguments and errors): its :class:`GuestPool`.
+
+        Declare its ``devices`` with :meth:`add_device` first, so that they
+        have drain processes. Cost: the allocator's O(devices).
+
+        >>> import simpy, pasid.pure
+        >>> from pasid.simpy import PasidPool
+        >>> pool = PasidPool(simpy.Environment(), 8, allocator_class=pasid.pure.PasidAllocator)
+        >>> vm = pool.add_vm("vm0", quota=4); vm
+        <GuestPool 'vm0' translated waiting=0 at 0>
+        >>> vm.vm is pool.allocator.vm("vm0") and pool.vm("vm0") is vm
+        True
+        """
+        return self._guest_pool(self._vm_host().add_vm(
+            vm, mode=mode, bits=bits, quota=quota, min=min, max=max, devices=devices))
+
+    def import_vm(self, blob: bytes, vm: Hashable, *, mode: str | None = None,
+                  bits: SupportsIndex | None = None, quota: SupportsIndex | None = None,
+                  min: SupportsIndex | None = None, max: SupportsIndex | None = None,
+                  devices: Iterable[Hashable] | None = None) -> GuestPool:
+        """A VM migrated here (the allocator's ``import_vm``, all or nothing): its :class:`GuestPool`.
+
+        ``blob`` is ``GuestSpace.export()`` from the source (``src_vm.vm.export()``);
+        MigrationConflict, QuotaExceeded, PasidExhausted, StateError, InvalidPasid
+        and SnapshotError as the allocator raises them. The source's waiting
+        requests do not move: they fail when the source removes the VM.
+        Cost: the allocator's O(k log64 N) for k guest PASIDs.
+        """
+        return self._guest_pool(self._vm_host().import_vm(
+            blob, vm, mode=mode, bits=bits, quota=quota, min=min, max=max, devices=devices))
+
+    def vm(self, vm: Hashable) -> GuestPool:
+        """The :class:`GuestPool` of the allocator's VM ``vm`` (StateError for none). O(1)."""
+        return self._guest_pool(self._vm_host().vm(vm))
+
+    def remove_vm(self, vm: Hashable) -> list[int]:
+        """Remove VM ``vm`` (the allocator's ``remove_vm``): its host PASIDs, ascending.
+
+        Never waits. The host PASIDs are released (bound devices' drain
+        processes start; those with no device and no grace are FREE at once),
+        the VM's waiting requests fail with StateError and the others are
+        woken. StateError for no such VM. Cost: O(k log k) for k PASIDs, plus
+        a pass over the queue.
+
+        >>> import simpy, pasid.pure
+        >>> from pasid.simpy import PasidPool
+        >>> pool = PasidPool(simpy.Environment(), 1, allocator_class=pasid.pure.PasidAllocator)
+        >>> vm0, vm1 = pool.add_vm("vm0"), pool.add_vm("vm1")
+        >>> g = vm0.get().value                          # the host's only PASID
+        >>> waiting, stranded = vm1.get(), vm0.get()
+        >>> pool.remove_vm("vm0"), waiting.value, stranded.value
+        ([1], 1, StateError("VM 'vm0' has been removed"))
+        """
+        try:
+            return self._vm_host().remove_vm(vm)
+        finally:
+            self._fail_removed()
+            self._serve()
+
+    def _fail_removed(self) -> None:
+        """Fail the waiting requests of removed VMs; forget their pools. O(W)."""
+        removed = [space for space in self._guests if space.removed]
+        if not removed:
+            return
+        for space in removed:
+            del self._guests[space]
+        for request in list(self._waiting):
+            asked = request._space
+            if asked is not None and asked.removed:
+                self._refuse(request, StateError(vm_removed(asked.name)))
 
     # ------------------------------------------------------------ pass-throughs
 
@@ -487,7 +624,12 @@ class PasidPool:
         self._arm()
 
     def _pass(self) -> None:
-        """First-fit in request order (see the class docstring)."""
+        """First-fit in request order (see the class docstring), host and guest requests alike.
+
+        Every allocation, a guest's too, takes one FREE host PASID: with none,
+        nobody but a new request (whose refusal is counted) is tried. A guest
+        request is skipped when its VM already found nothing in this pass, or
+        its VM's host range lies inside a range found empty."""
         if not self._waiting:
             return
         allocator = self._allocator
@@ -496,36 +638,65 @@ class PasidPool:
         if not free and (new is None or new._status is not _QUEUED):
             return
         alloc = allocator.alloc
-        empty: list[tuple[int, int]] = []     # ranges found with nothing FREE in this pass
+        empty: list[tuple[int, int]] = []     # host ranges found with nothing FREE in this pass
+        full: set[GuestSpace] = set()         # VMs that found nothing in this pass
         for request in list(self._waiting):
-            lo, hi = request.min, request.max
+            space = request._space
             if request is not new:
-                if not free:
+                if not free or space in full:
                     continue
+                lo, hi = (request.min, request.max) if space is None else space.host_range
                 if any(elo <= lo and hi <= ehi for elo, ehi in empty):
                     continue
-            try:
-                pasid = alloc(request.owner, data=request.data, min=lo, max=hi)
-            except QuotaExceeded as exc:
-                self._dequeue(request)
-                request._status = _DONE
-                self._counts["refused"] += 1
-                request.fail(exc)
-                continue
-            except PasidExhausted:
-                empty.append((lo, hi))
-                continue
+            if space is None:
+                try:
+                    pasid = alloc(request.owner, data=request.data, min=request.min,
+                                  max=request.max)
+                except QuotaExceeded as exc:
+                    self._refuse(request, exc)
+                    continue
+                except PasidExhausted:
+                    empty.append((request.min, request.max))
+                    continue
+            else:
+                try:
+                    got = space.try_alloc(request.owner, data=request.data)   # quota: None
+                except StateError as exc:      # its VM was removed
+                    self._refuse(request, exc)
+                    continue
+                if got is None:
+                    full.add(space)
+                    continue
+                pasid = got
             self._dequeue(request)
             request._status = _DONE
             now = self._env.now
             request.granted_at = now
-            wait = now - request.requested_at
-            self._counts["granted"] += 1
-            self._wait_total += wait
-            if wait > self._wait_max:
-                self._wait_max = wait
+            self._tally(request, "granted")
+            self._waited(request, now - request.requested_at)
             request.succeed(pasid)
             free -= 1
+
+    def _refuse(self, request: PasidRequest, exc: Exception) -> None:
+        self._dequeue(request)
+        request._status = _DONE
+        self._tally(request, "refused")
+        request.fail(exc)
+
+    def _tally(self, request: PasidRequest, key: str, delta: int = 1) -> None:
+        """Count in this pool's books and, for a guest request, its VM pool's."""
+        self._counts[key] += delta
+        if request.pool is not self:
+            request.pool._counts[key] += delta
+
+    def _waited(self, request: PasidRequest, wait: float) -> None:
+        """A grant's wait, in this pool's books and, for a guest request, its VM pool's."""
+        self._wait_total += wait
+        self._wait_max = wait if wait > self._wait_max else self._wait_max
+        guest = request.pool
+        if guest is not self:
+            guest._wait_total += wait
+            guest._wait_max = wait if wait > guest._wait_max else guest._wait_max
 
     def _arm(self) -> None:
         """One timeout at the earliest release time while anyone waits; none otherwise."""
@@ -553,8 +724,9 @@ class PasidPool:
     def stats(self) -> dict[str, float]:
         """The pool's counters since construction. O(1).
 
-        ``requests`` (gets made), ``granted``, ``waited`` (requests not
-        served inside their ``get`` call), ``refused`` (failed: quota),
+        ``requests`` (gets made, its VMs' included), ``granted``, ``waited``
+        (requests not served inside their ``get`` call), ``refused`` (failed:
+        quota, or the VM removed),
         ``cancelled`` (by :meth:`PasidRequest.cancel`), ``withdrawn`` (out of
         the queue because nobody waits on them now), ``waiting`` (in the queue
         now), ``drains`` (drain processes started), ``timers`` (release
@@ -562,4 +734,169 @@ class PasidPool:
         from request to grant, over granted requests).
         """
         return {**self._counts, "waiting": len(self._waiting),
+                "wait_total": self._wait_total, "wait_max": self._wait_max}
+
+
+class GuestPool:
+    """One VM's guest PASIDs for SimPy processes: ``g = yield vm.get()``, ``vm.put(g)``.
+
+    Made by the host's pool (:meth:`PasidPool.add_vm`, :meth:`PasidPool.import_vm`,
+    :meth:`PasidPool.vm`), never directly; :attr:`vm` is the VM's
+    :class:`~pasid.pure.guest.GuestSpace`, for queries (``host_pasid``,
+    ``state``, ``stats``, ``export``). Its requests wait in the host pool's
+    queue, served first-fit in request order with the host's and the other
+    VMs' requests, and are woken by the same events (see the module
+    docstring). A request waits while the VM is at its quota, its host range
+    has nothing FREE, or (translated) its guest namespace is full; it fails
+    with StateError if the VM is removed while it waits.
+
+    Release guest PASIDs through this pool (:meth:`put`, :meth:`unbind`,
+    :meth:`vcmd`) so that waiters are woken; host PASIDs the guest has freed
+    (still DRAINING) are the host's: its pool's ``unbind``, or the device's
+    drain process.
+
+    >>> import simpy, pasid.pure
+    >>> from pasid.simpy import PasidPool
+    >>> env = simpy.Environment()
+    >>> host = PasidPool(env, 8, grace=5, allocator_class=pasid.pure.PasidAllocator)
+    >>> vm = host.add_vm("vm0", quota=1)
+    >>> g = vm.vm.alloc()                        # the VM at its quota
+    >>> log = []
+    >>> def guest(env, vm):
+    ...     g = yield vm.get(owner="guest-proc")  # waits for the quota
+    ...     log.append((env.now, g, vm.vm.host_pasid(g)))
+    >>> def closer(env, vm):
+    ...     yield env.timeout(2)
+    ...     vm.put(g)                             # guest number 1 FREE; host PASID held to 7
+    >>> _ = env.process(guest(env, vm)); _ = env.process(closer(env, vm))
+    >>> env.run()
+    >>> log
+    [(7.0, 1, 1)]
+    """
+
+    def __init__(self, host: PasidPool, space: GuestSpace) -> None:
+        self._host = host
+        self._space = space
+        self._counts = {"requests": 0, "granted": 0, "waited": 0, "refused": 0,
+                        "cancelled": 0, "withdrawn": 0}
+        self._wait_total = 0.0
+        self._wait_max = 0.0
+
+    # ------------------------------------------------------------ properties
+
+    @property
+    def env(self) -> simpy.Environment:
+        """The SimPy environment (the host pool's)."""
+        return self._host.env
+
+    @property
+    def host(self) -> PasidPool:
+        """The host's pool: its queue, release timer and drain processes serve this VM."""
+        return self._host
+
+    @property
+    def vm(self) -> GuestSpace:
+        """The VM's GuestSpace (queries; release through this pool)."""
+        return self._space
+
+    @property
+    def name(self) -> Hashable:
+        """The VM's name (its owner key on the host)."""
+        return self._space.name
+
+    @property
+    def get_queue(self) -> list[PasidRequest]:
+        """This VM's waiting requests, oldest first (a copy). O(W) for W waiting on the host."""
+        return [request for request in self._host._waiting if request.pool is self]
+
+    def __repr__(self) -> str:
+        state = " removed" if self._space.removed else ""
+        return (f"<GuestPool {self._space.name!r} {self._space.mode} "
+                f"waiting={len(self.get_queue)} at {self.env.now}{state}>")
+
+    # ------------------------------------------------------------ requests
+
+    def get(self, owner: Any = None, *, data: Any = None) -> PasidRequest:
+        """A guest PASID for the guest's ``owner`` tag (kept, never hashed): a :class:`PasidRequest`.
+
+        Its value is what ``vm.alloc(owner, data=data)`` returns (translated:
+        the lowest FREE guest number; identity: the host PASID), given at
+        once if it can be and no older request of the host can use the host
+        PASID, else when a wake-up finds one. StateError at once for a removed
+        VM. Cost: O(log64 N) served at once, plus a wake-up pass over the
+        host's queue when others wait.
+        """
+        space = self._space
+        if space.removed:
+            raise StateError(vm_removed(space.name))
+        if space.mode == "translated":
+            lo, hi = 1, (1 << space.bits) - 1
+        else:
+            lo, hi = space.host_range
+        return self._host._submit(self, owner, data, lo, hi)
+
+    # ------------------------------------------------------------ releases
+
+    def put(self, pasid: SupportsIndex) -> None:
+        """Drop one reference to a guest PASID (the VM's ``put``); wakes waiters.
+
+        Never waits. The last put releases the host PASID: bound devices'
+        drain processes start, and the host PASID is FREE at
+        ``max(release + grace, unbind + drain)``; a translated guest number
+        is FREE at once. StateError unless ACTIVE in the guest. Cost:
+        O(log64 N), plus a wake-up pass if anyone waits.
+        """
+        try:
+            self._space.put(pasid)
+        finally:
+            self._host._serve()
+
+    free = put
+
+    def unbind(self, pasid: SupportsIndex, device: Hashable) -> None:
+        """``device`` has drained an ACTIVE guest PASID (the VM's ``unbind``); wakes waiters.
+
+        Cost: O(devices bound), plus a wake-up pass if anyone waits.
+        """
+        try:
+            self._space.unbind(pasid, device)
+        finally:
+            self._host._serve()
+
+    def vcmd(self, word: SupportsIndex, *, encoding: str = "3.3") -> int:
+        """The VM's virtual command register (its ``vcmd``): the response word; wakes waiters.
+
+        An ALLOC through the register does not wait: it answers "no PASID
+        available" where :meth:`get` would wait. Cost: O(log64 N), plus a
+        wake-up pass if anyone waits.
+        """
+        try:
+            return self._space.vcmd(word, encoding=encoding)
+        finally:
+            self._host._serve()
+
+    def wake(self) -> None:
+        """The host pool's :meth:`PasidPool.wake`. O(W)."""
+        self._host.wake()
+
+    # ------------------------------------------------------------ pass-throughs
+
+    def bind(self, pasid: SupportsIndex, device: Hashable, *, data: Any = None) -> None:
+        """Bind an ACTIVE guest PASID to one of the VM's devices (the VM's ``bind``). O(devices bound).
+
+        Declare the device with the host pool's :meth:`PasidPool.add_device`
+        so that a release starts its drain process.
+        """
+        self._space.bind(pasid, device, data=data)
+
+    # ------------------------------------------------------------ counters
+
+    def stats(self) -> dict[str, float]:
+        """This VM's request counters, as :meth:`PasidPool.stats` counts them. O(W).
+
+        ``requests``, ``granted``, ``waited``, ``refused`` (its VM removed),
+        ``cancelled``, ``withdrawn``, ``waiting``, ``wait_total``,
+        ``wait_max``; the host pool's counters include these.
+        """
+        return {**self._counts, "waiting": len(self.get_queue),
                 "wait_total": self._wait_total, "wait_max": self._wait_max}

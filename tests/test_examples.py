@@ -9,9 +9,9 @@
   one more private field in ``PasidAllocator`` (the C-level API promises no
   layout), and an older table is refused at import. Skipped under
   ``PASID_NO_EXTENSION=1`` (no compiled core to build against).
-* ``examples/simpy_iommu.py`` and ``examples/strategy_comparison.py``: run as
-  scripts with ``--quick``, and the model in-process on each backend (the same
-  seed gives the same summary on both).
+* ``examples/simpy_iommu.py``, ``examples/strategy_comparison.py`` and
+  ``examples/simpy_vms.py``: run as scripts with ``--quick``, and the models
+  in-process on each backend (the same seed gives the same summary on both).
 """
 
 import fcntl
@@ -681,3 +681,43 @@ def test_the_model_is_the_same_on_both_backends(model):
         assert summary["end_states"][:2] == (0, 0)      # nothing ACTIVE or DRAINING left
         assert summary["min_reuse"] >= params.grace
         assert summary["waited"] > 0                    # the model does make processes wait
+
+
+def has_vms(allocator_class):
+    return hasattr(allocator_class, "add_vm")   # until the compiled GuestSpace lands
+
+
+@pytest.fixture
+def vms_model(monkeypatch):
+    pytest.importorskip("simpy", reason="the SimPy examples need simpy (pip install 'pasid[simpy]')")
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    return importlib.import_module("simpy_vms")
+
+
+def test_simpy_vms_script(vms_model):
+    import pasid
+
+    if not has_vms(pasid.PasidAllocator):       # until the compiled GuestSpace lands
+        pytest.skip("the default backend has no GuestSpace yet")
+    lines = run_script(EXAMPLES / "simpy_vms.py", "--quick").splitlines()
+    assert lines[0].startswith(f"Two hosts, {vms_model.QUICK.vms} VMs")
+    assert [line.split(":")[0] for line in lines[1::2]] == ["translated", "identity"]
+
+
+def test_the_vms_model_is_the_same_on_both_backends(vms_model):
+    params = vms_model.QUICK
+    runs = {}
+    for name in BACKEND_NAMES:
+        allocator_class = load_backend(name).PasidAllocator
+        if has_vms(allocator_class):             # until the compiled GuestSpace lands
+            runs[name] = [vms_model.run(mode, 5, params, allocator_class)
+                          for mode in ("translated", "identity")]
+    first = next(iter(runs.values()))
+    assert all(run == first for run in runs.values())
+    translated, identity = first
+    tried = -(-params.until // params.migrate_every) - 1   # moves due before the run ends
+    assert translated["done"] == translated["kept"] == tried     # numbers kept, none refused
+    assert identity["done"] + identity["conflicts"] + identity["short"] == tried
+    assert identity["conflicts"] > 0 and identity["done"] > 0    # the model does both
+    for summary in first:
+        assert summary["granted"] > summary["waited"] > 0

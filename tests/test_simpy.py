@@ -17,7 +17,7 @@ simpy = pytest.importorskip("simpy", reason="pasid.simpy needs simpy (pip instal
 
 import pasid  # noqa: E402
 from pasid import InvalidPasid, QuotaExceeded, State, StateError  # noqa: E402
-from pasid.simpy import PasidPool, PasidRequest  # noqa: E402
+from pasid.simpy import GuestPool, PasidPool, PasidRequest  # noqa: E402
 
 
 class CountingEnvironment(simpy.Environment):
@@ -523,6 +523,262 @@ def test_quota_reached_while_waiting_fails_when_tried(backend):
     at(env, 3, lambda: pool.put(held[1]))   # b is tried: refused; c, behind it, is served
     env.run()
     assert log == [("a", 2, held[0]), ("b", 3, "quota"), ("c", 3, held[1])]
+
+
+# ---------------------------------------------------------------- virtual machines
+
+
+@pytest.fixture
+def vm_backend(backend):
+    """``backend``, for the tests of GuestPool."""
+    if not hasattr(backend.PasidAllocator, "add_vm"):   # until the compiled GuestSpace lands
+        pytest.skip("this backend has no GuestSpace yet")
+    return backend
+
+
+def guest_getter(env, vm, log, name, delay=0, **kwargs):
+    """A process: after ``delay``, get a guest PASID from ``vm`` and log
+    (name, time, guest PASID, host PASID)."""
+    if delay:
+        yield env.timeout(delay)
+    g = yield vm.get(**kwargs)
+    log.append((name, env.now, g, vm.vm.host_pasid(g)))
+
+
+@pytest.mark.parametrize(("bound", "served_at"), [(False, 1 + 5), (True, 8)])
+def test_a_guest_request_waits_for_the_quota_grace_and_drain(vm_backend, bound, served_at):
+    env, pool = make_pool(vm_backend, grace=5)
+    acked = []
+    pool.add_device("vf0", drain=4, ack=lambda pasid: acked.append(pasid) or 3)
+    vm = pool.add_vm("vm0", quota=2, min=4, devices=["vf0"])
+    first, second = vm.get(owner="init"), vm.get()
+    assert (first.value, second.value) == (1, 2)          # served inside get
+    h = vm.vm.host_pasid(1)
+    assert h == 4 and pool.allocator.owner(h) == "vm0" and vm.vm.owner(1) == "init"
+    if bound:
+        vm.bind(1, "vf0")
+    log = []
+    env.process(guest_getter(env, vm, log, "w"))
+    at(env, 1, lambda: vm.put(1))
+    env.run(until=1.5)
+    assert log == [] and [r.pool for r in pool.get_queue] == [vm] and vm.get_queue
+    assert vm.vm.state(1) is State.FREE                   # the guest number at once
+    assert pool.allocator.state(h) is (State.DRAINING if bound else State.QUARANTINED)
+    env.run()
+    # unbound: FREE at 1 + grace; bound: the drain process unbinds the HOST PASID at
+    # 1 + 3, FREE at max(1 + 5, 4 + 4)
+    assert log == [("w", served_at, 1, h)]
+    assert acked == ([h] if bound else []) and pool.allocator.devices(h) == []
+    assert pool.stats()["timers"] == 1 and pool.stats()["drains"] == int(bound)
+    stats = vm.stats()
+    assert (stats["requests"], stats["granted"], stats["waited"]) == (3, 3, 1)
+    assert stats["wait_max"] == served_at and pool.stats()["requests"] == 3
+
+
+def test_the_vms_quota_makes_guests_wait_where_a_host_owner_is_refused(vm_backend):
+    env, pool = make_pool(vm_backend)
+    pool.set_quota("proc", 0)
+    vm = pool.add_vm("vm0", quota=0)
+    host_request, guest_request = pool.get(owner="proc"), vm.get()
+    assert not host_request.ok and isinstance(host_request.value, QuotaExceeded)
+    host_request.defused = True
+    assert guest_request.waiting and not guest_request.triggered
+    pool.allocator.set_quota("vm0", 1)
+    pool.wake()
+    assert guest_request.value == 1 and vm.stats()["refused"] == 0
+
+
+def test_a_host_release_wakes_an_identity_guest_in_its_range(vm_backend):
+    env, pool = make_pool(vm_backend)
+    held = fill(pool)                                     # the host holds 1..7
+    vm = pool.add_vm("vm0", mode="identity", min=5, max=6)
+    log = []
+    env.process(guest_getter(env, vm, log, "guest"))
+    env.process(getter(env, pool, log, "host", delay=1))
+    at(env, 2, lambda: pool.put(held[1]))                 # 2: outside the VM's range
+    at(env, 3, lambda: pool.put(held[5]))                 # 6: the guest's, then its number
+    env.run()
+    assert log == [("host", 2, 2), ("guest", 3, 6, 6)]
+    assert vm.vm.guest_pasid(6) == 6 and pool.allocator.owner(6) == "vm0"
+
+
+def test_two_vms_on_one_host_are_served_in_request_order(vm_backend):
+    env, pool = make_pool(vm_backend)
+    held = fill(pool)
+    a, b = pool.add_vm("a", quota=1), pool.add_vm("b")
+    log = []
+    env.process(guest_getter(env, a, log, "a1", delay=1))
+    env.process(guest_getter(env, b, log, "b1", delay=2))
+    env.process(guest_getter(env, a, log, "a2", delay=3))  # a is at its quota by then
+    env.process(getter(env, pool, log, "host", delay=4))
+    at(env, 5, lambda: pool.put(held[6]))                 # the oldest: a
+    at(env, 6, lambda: pool.put(held[2]))                 # a at its quota: b
+    at(env, 7, lambda: pool.put(held[0]))                 # a skipped again: the host
+    at(env, 8, lambda: a.put(1))                          # no grace: FREE, a takes it back
+    env.run()
+    # two VMs hold guest PASID 1, each over its own host PASID
+    assert log == [("a1", 5, 1, 7), ("b1", 6, 1, 3), ("host", 7, 1), ("a2", 8, 1, 7)]
+    assert pool.get_queue == [] and (a.stats()["granted"], b.stats()["granted"]) == (2, 1)
+
+
+def test_translated_numbers_come_back_at_once_identity_ones_after_the_host(vm_backend):
+    env, pool = make_pool(vm_backend, grace=10)
+    translated = pool.add_vm("t", bits=1)                 # guest PASIDs: 1 only
+    identity = pool.add_vm("i", mode="identity", min=7, max=7)
+    assert translated.get().value == 1 and identity.get().value == 7
+    log = []
+    env.process(guest_getter(env, translated, log, "t"))
+    env.process(guest_getter(env, identity, log, "i"))
+    at(env, 2, lambda: (translated.put(1), identity.put(7)))
+    env.run()
+    # translated: the guest number at once, on another host PASID; identity: 7 itself,
+    # once the host's quarantine of 7 ends
+    assert log == [("t", 2, 1, 2), ("i", 12, 7, 7)]
+    assert env.now == 12 and pool.allocator.state(1) is State.FREE   # t's first host PASID
+
+
+def test_guest_requests_are_withdrawn_and_cancelled_as_host_ones(vm_backend):
+    env, pool = make_pool(vm_backend)
+    vm = pool.add_vm("vm0", quota=1)
+    assert vm.get().value == 1
+    log = []
+
+    def careless():
+        try:
+            g = yield vm.get()
+            log.append(("careless", env.now, g))
+        except simpy.Interrupt:
+            log.append(("interrupted", env.now, None))
+
+    def impatient():
+        request = vm.get()
+        yield request | env.timeout(3)
+        log.append(("impatient", env.now, request.value if request.triggered else None))
+
+    cancelled = vm.get()
+    proc = env.process(careless())
+    env.process(impatient())
+    env.process(guest_getter(env, vm, log, "last", delay=1))
+    cancelled.cancel()
+    at(env, 2, lambda: proc.interrupt())
+    at(env, 5, lambda: vm.put(1))
+    env.run()
+    assert log == [("interrupted", 2, None), ("impatient", 3, None), ("last", 5, 1, 1)]
+    assert not cancelled.triggered and pool.get_queue == []
+    stats = vm.stats()
+    assert (stats["cancelled"], stats["withdrawn"], stats["waiting"]) == (1, 2, 0)
+    assert pool.stats()["withdrawn"] == 2
+
+
+@pytest.mark.parametrize("grace", [0, 5])   # 5: nothing FREE when it goes, still refused
+def test_removing_a_vm_fails_its_waiters_and_wakes_the_others(vm_backend, grace):
+    env, pool = make_pool(vm_backend, grace=grace)
+    doomed, other = pool.add_vm("doomed"), pool.add_vm("other")
+    mine = [doomed.get().value for _ in range(7)]         # the host is full
+    log = []
+
+    def waiter(vm, name):
+        try:
+            g = yield vm.get()
+            log.append((name, env.now, g))
+        except StateError as exc:
+            log.append((name, env.now, str(exc)))
+
+    env.process(waiter(doomed, "doomed"))
+    env.process(waiter(other, "other"))
+    env.process(getter(env, pool, log, "host", delay=1))
+    at(env, 2, lambda: log.append(("removed", env.now, pool.remove_vm("doomed"))))
+    env.run()
+    assert mine == list(range(1, 8))
+    assert log == [("removed", 2, mine), ("doomed", 2, "VM 'doomed' has been removed"),
+                   ("other", 2 + grace, 1), ("host", 2 + grace, 2)]
+    assert doomed.stats()["refused"] == 1 and "removed" in repr(doomed)
+    with pytest.raises(StateError, match="has been removed"):
+        doomed.get()
+    with pytest.raises(StateError):
+        pool.vm("doomed")
+
+
+def test_a_vm_removed_on_the_allocator_fails_its_waiters_on_wake(vm_backend):
+    env, pool = make_pool(vm_backend, bits=1)
+    vm = pool.add_vm("vm0")
+    assert vm.get().value == 1
+    request = vm.get()
+    pool.allocator.remove_vm("vm0")
+    assert request.waiting
+    pool.wake()
+    assert not request.ok and isinstance(request.value, StateError)
+    request.defused = True
+
+
+def test_guest_errors_are_the_guest_spaces(vm_backend):
+    env, pool = make_pool(vm_backend, grace=5)
+    pool.add_device("vf0")
+    pool.add_device("vf1")
+    with pytest.raises(InvalidPasid):
+        pool.add_vm("wide", bits=4)                       # wider than the host's 3 bits
+    with pytest.raises(StateError):
+        pool.vm("nobody")
+    vm = pool.add_vm("vm0", devices=["vf0"])
+    with pytest.raises(StateError):
+        pool.add_vm("vm1", devices=["vf0"])               # a device belongs to one VM
+    g = vm.get().value
+    before = pool.allocator.to_bytes()
+    with pytest.raises(StateError):
+        vm.bind(g, "vf1")                                 # not the VM's
+    with pytest.raises(StateError):
+        vm.put(g + 1)
+    with pytest.raises(StateError):
+        vm.unbind(g, "vf0")
+    with pytest.raises(InvalidPasid):
+        vm.put(8)
+    with pytest.raises(TypeError):
+        vm.put(1.0)
+    assert pool.allocator.to_bytes() == before and pool.get_queue == []
+    vm.put(g)
+    with pytest.raises(StateError):
+        vm.put(g)                                         # already freed
+    assert vm.stats()["requests"] == 1
+
+
+def test_vcmd_through_the_pool_wakes(vm_backend):
+    from pasid._vcmd import ALLOC, FREE, Status, respond
+
+    env, pool = make_pool(vm_backend, bits=1)
+    vm = pool.add_vm("vm0")
+    assert vm.vcmd(ALLOC) == 1 << 16                      # success, guest PASID 1
+    assert vm.vcmd(ALLOC) == respond(Status.NO_PASID, 0, "3.3")   # no wait: a status
+    assert len(vm.vm) == 1
+    request = vm.get()
+    assert request.waiting
+    vm.vcmd(FREE | 1 << 16)
+    assert request.value == 1
+
+
+def test_a_vm_migrates_between_two_host_pools(vm_backend):
+    env = simpy.Environment()
+    pools = [PasidPool(env, 4, grace=5, allocator_class=vm_backend.PasidAllocator)
+             for _ in range(2)]
+    for pool in pools:
+        pool.add_device("vf0", drain=1, ack=2)
+    src, dst = pools
+    dst.allocator.alloc_many(3)                           # so the host PASIDs differ
+    vm = src.add_vm("vm0", devices=["vf0"])
+    gs = [vm.get(owner=f"p{i}").value for i in range(3)]
+    vm.bind(gs[1], "vf0")
+    moved = dst.import_vm(vm.vm.export(), "vm0")
+    released = src.remove_vm("vm0")
+    assert sorted(moved.vm) == gs and moved.vm.owner(gs[2]) == "p2"
+    assert [moved.vm.host_pasid(g) for g in gs] == [4, 5, 6] and released == [1, 2, 3]
+    assert dst.allocator.devices(5) == ["vf0"] and src.allocator.state(2) is State.DRAINING
+    env.run()
+    # the source's drain process unbound its host PASID at 2: FREE at max(0 + 5, 2 + 1)
+    assert env.now == 2 and src.allocator.devices(2) == []
+    assert src.allocator.state(2) is State.QUARANTINED
+    env.run(until=5)
+    assert src.allocator.state(2) is State.FREE and src.allocator.stats()["free"] == 15
+    moved.put(gs[0])
+    assert moved.get().value == gs[0]                     # a translated number: at once
 
 
 # ---------------------------------------------------------------- the module
