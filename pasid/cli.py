@@ -26,6 +26,7 @@ from pasid._args import MAX_BITS, STRATEGIES, as_strategy
 if TYPE_CHECKING:
     from pasid.sim.chunk import Chunk
     from pasid.sim.replay import Run, TraceStream
+    from pasid.sim.vms import VMWorkload
     from pasid.sim.workload import Workload
 
 Row = dict[str, Any]    # one strategy's metrics (pasid.sim.replay.row)
@@ -270,7 +271,7 @@ def cmd_simulate_vms(args: argparse.Namespace, out: TextIO) -> None:
     _report(args, rows, [], header, out, vms=True)
 
 
-def _workload_fields(workload: Workload) -> Any:
+def _workload_fields(workload: Workload | VMWorkload) -> Any:
     import dataclasses
 
     fields = dataclasses.asdict(workload)

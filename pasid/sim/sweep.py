@@ -347,7 +347,9 @@ def run_task(task: Task) -> list[dict[str, Any]]:
     from pasid.sim.vms import VMWorkload, simulate_vms
 
     if isinstance(task.workload, VMWorkload):
-        engine = {None: "auto", "python": "python", "cython": "compiled"}.get(task.allocator)
+        choice = task.allocator
+        engine = ({None: "auto", "python": "python", "cython": "compiled"}.get(choice)
+                  if choice is None or isinstance(choice, str) else None)
         if engine is None:
             raise ValueError("a VM sweep takes allocator None, 'python' or 'cython'")
         return simulate_vms(task.workload.with_(**task.params), task.seed,
@@ -555,13 +557,14 @@ def sweep(workload: str | Workload | VMWorkload, grid: Mapping[str, Iterable[obj
         tasks = []
         for point in points:
             params_key = _canonical(point)
-            if vms:     # the designs of the point; the hosts' strategy is one per point
+            keys: list[tuple[str, str | None]]
+            if isinstance(base, VMWorkload):    # the point's designs, one host strategy
                 at = base.with_(**point)
                 keys = [(at.strategy, mode) for mode in at.modes()]
             else:
                 keys = [(strategy, None) for strategy in chosen]
             for index, seed in enumerate(seed_values):
-                missing = tuple(mode if vms else strategy for strategy, mode in keys
+                missing = tuple(strategy if mode is None else mode for strategy, mode in keys
                                 if (name, params_key, root_seed, index, strategy,
                                     version, mode) not in done)
                 if missing:

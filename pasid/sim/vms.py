@@ -125,11 +125,11 @@ def _check(where: str, name: str, value: object, kind: type, least: float,
         raise ValueError(f"{where}: {name} must be a number, got {value!r}")
     if kind is int and value != int(value):
         raise ValueError(f"{where}: {name} must be an integer, got {value!r}")
-    value = kind(value)
-    if not least <= value <= most or (kind is float and not math.isfinite(value)):
+    number: float = float(value) if kind is float else int(value)
+    if not least <= number <= most or not math.isfinite(number):
         top = "" if most == math.inf else f" and <= {most}"
         raise ValueError(f"{where}: {name} must be >= {least}{top}, got {value!r}")
-    return value
+    return number
 
 
 @dataclass(frozen=True)
