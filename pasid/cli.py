@@ -26,6 +26,7 @@ from pasid._args import MAX_BITS, STRATEGIES, as_strategy
 if TYPE_CHECKING:
     from pasid.sim.chunk import Chunk
     from pasid.sim.replay import Run, TraceStream
+    from pasid.sim.vms import VMWorkload
     from pasid.sim.workload import Workload
 
 Row = dict[str, Any]    # one strategy's metrics (pasid.sim.replay.row)
@@ -45,6 +46,29 @@ METRIC_COLUMNS: tuple[tuple[str, int, Callable[[Row], object]], ...] = (
     ("blocks^", 7, lambda r: r["blocks_peak"]),
     ("highest", 8, lambda r: r["highest"]),
 )
+
+VM_COLUMNS: tuple[tuple[str, int, Callable[[Row], object]], ...] = (
+    # the rows of pasid.sim.vms.vm_row, one per guest PASID design
+    ("mode", 14, lambda r: r["mode"]),
+    ("ops/s", 9, lambda r: _si(r["ops_per_s"])),
+    ("migr", 5, lambda r: r["migrations"]),
+    ("conflict", 8, lambda r: r["migrations_conflict"]),
+    ("busy", 5, lambda r: r["migrations_busy"]),
+    ("refused", 7, lambda r: r["migrations_refused"]),
+    ("alloc-fail", 10, lambda r: r["alloc_refused"]),
+    ("held^", 6, lambda r: r["peak_held"]),
+    ("reuse mean", 10, lambda r: _num(r["guest_reuse"]["mean"])),
+    ("stale", 6, lambda r: r["stale"]),
+    ("stale-noq", 9, lambda r: r["stale_no_quarantine"]),
+    ("x-vm-noq", 8, lambda r: r["stale_cross_vm_no_quarantine"]),
+)
+
+VM_LEGEND = ("migr/conflict/busy/refused: migrations done, refused with a MigrationConflict on "
+             "another VM's PASIDs, refused by the VM's own earlier stay on the destination, "
+             "refused otherwise; alloc-fail: guest allocations refused; held^: peak host "
+             "PASIDs DRAINING+QUARANTINED over all hosts; reuse mean: guest number freed -> "
+             "next allocated in the same VM; stale-noq, x-vm-noq: late device accesses that "
+             "hit a reallocated host PASID (x-vm: now another VM's) without quarantine")
 
 LEGEND = ("active^/held^/blocks^: peaks of ACTIVE, DRAINING+QUARANTINED and 64-PASID "
           "table blocks in use; reuse: release -> next allocation of the same PASID; "
@@ -125,29 +149,34 @@ def _num(value: float | None) -> str:
     return f"{value:.4g}"
 
 
-def format_table(rows: Iterable[Row]) -> str:
+def format_table(rows: Iterable[Row], columns: Sequence[tuple[str, int, Callable[[Row], object]]]
+                 = METRIC_COLUMNS, legend: str = LEGEND) -> str:
     """The rows of a simulation as an aligned text table with a legend."""
-    lines = [" ".join(f"{head:>{width}}" for head, width, _ in METRIC_COLUMNS)]
+    lines = [" ".join(f"{head:>{width}}" for head, width, _ in columns)]
     for row in rows:
-        lines.append(" ".join(f"{str(get(row)):>{width}}" for _, width, get in METRIC_COLUMNS))
+        lines.append(" ".join(f"{str(get(row)):>{width}}" for _, width, get in columns))
     lines.append("")
-    lines.append(LEGEND)
+    lines.append(legend)
     return "\n".join(lines)
 
 
 def _report(args: argparse.Namespace, rows: list[Row], runs: list[Run],
-            header: dict[str, Any], out: TextIO) -> None:
+            header: dict[str, Any], out: TextIO, vms: bool = False) -> None:
     if args.json:
         json.dump({**header, "backend": pasid.BACKEND, "rows": rows}, out, indent=2)
         out.write("\n")
     else:
         print(" ".join(f"{k}={v}" for k, v in header.items() if not isinstance(v, dict)),
               file=out)
-        print(format_table(rows), file=out)
+        print(format_table(rows, VM_COLUMNS, VM_LEGEND) if vms else format_table(rows), file=out)
     if args.plot:
-        from pasid.sim.plot import plot_runs
+        from pasid.sim.plot import plot_modes, plot_runs
 
-        plot_runs(runs, args.plot, title=f"pasid {args.command}: {header.get('source')}")
+        title = f"pasid {args.command}: {header.get('source')}"
+        if vms:
+            plot_modes(rows, args.plot, title=title)
+        else:
+            plot_runs(runs, args.plot, title=title)
 
 
 def _run_simulation(args: argparse.Namespace, source: TraceStream, header: dict[str, Any],
@@ -189,6 +218,11 @@ class _Seen:
 # ---------------------------------------------------------------- commands
 
 def cmd_simulate(args: argparse.Namespace, out: TextIO) -> None:
+    from pasid.sim.vms import VM_PRESETS
+
+    if args.workload in VM_PRESETS:
+        cmd_simulate_vms(args, out)
+        return
     from pasid.sim.replay import TraceStream
     from pasid.sim.workload import end_estimate, expected_ops, parse_overrides, preset, stream
 
@@ -210,7 +244,34 @@ def cmd_simulate(args: argparse.Namespace, out: TextIO) -> None:
     _run_simulation(args, source, header, out, extra={"workload": _workload_fields(workload)})
 
 
-def _workload_fields(workload: Workload) -> Any:
+def cmd_simulate_vms(args: argparse.Namespace, out: TextIO) -> None:
+    """``pasid simulate --workload vms``: one row per guest PASID design (pasid.sim.vms)."""
+    from pasid.sim.vms import parse_vm_overrides, simulate_vms, vm_preset
+
+    if args.strategy_given:
+        raise UsageError("--strategy does not apply to --workload vms; the hosts' strategy "
+                         "is a parameter: --param strategy=NAME")
+    if args.record:
+        raise UsageError("--record does not apply to --workload vms (no trace format carries "
+                         "VMs yet)")
+    overrides = parse_vm_overrides(args.param)
+    for name in ("bits", "drain", "grace"):
+        if getattr(args, name) is not None:
+            overrides[name] = getattr(args, name)
+    workload = vm_preset(args.workload, **overrides)
+    progress = Progress(f"{args.command} ({len(workload.modes())} modes x 2)")
+    began = time.perf_counter()
+    try:
+        rows = simulate_vms(workload, args.seed, engine=args.engine, progress=progress)
+    finally:
+        progress.close()
+    header = {"source": f"workload {args.workload}", "seed": args.seed,
+              "wall": round(time.perf_counter() - began, 2),
+              "workload": _workload_fields(workload)}
+    _report(args, rows, [], header, out, vms=True)
+
+
+def _workload_fields(workload: Workload | VMWorkload) -> Any:
     import dataclasses
 
     fields = dataclasses.asdict(workload)
@@ -230,15 +291,22 @@ def cmd_sweep(args: argparse.Namespace, out: TextIO) -> None:
     from pasid.sim.sweep import sweep
     from pasid.sim.workload import parse_overrides
 
+    from pasid.sim.vms import VM_PRESETS, parse_vm_overrides
+
+    vms = args.workload in VM_PRESETS
+    if vms and args.strategy_given:
+        raise UsageError("--strategy does not apply to --workload vms; sweep the hosts' "
+                         "strategy as a parameter: --param strategy=lowest,fifo")
+    parse = parse_vm_overrides if vms else parse_overrides
     grid: dict[str, list[Any]] = {}
     for item in args.param:
         name, sep, values = item.partition("=")
         if not sep or not values:
             raise UsageError(f"--param wants NAME=V1,V2,..., got {item!r}")
-        grid[name] = [parse_overrides([f"{name}={v}"])[name] for v in values.split(",")]
+        grid[name] = [parse([f"{name}={v}"])[name] for v in values.split(",")]
     progress = Progress("sweep")
     try:
-        written = sweep(args.workload, grid, args.strategy, args.seeds, root_seed=args.root_seed,
+        written = sweep(args.workload, grid, None if vms else args.strategy, args.seeds, root_seed=args.root_seed,
                         out=args.out, dask=args.dask, workers=args.workers, progress=progress)
     finally:
         progress.close()
@@ -295,14 +363,18 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--plot", metavar="FILE.png",
                          help="draw occupancy, backlog and reuse distances (needs matplotlib)")
         sub.add_argument("--engine", choices=("auto", "compiled", "python"), default="auto",
-                         help="the replay loop: compiled C, or one Python call per operation")
+                         help="the replay loop: compiled C, or one Python call per operation "
+                              "(--workload vms: the hosts' backend, auto taking the one in "
+                              "use when it has VMs)")
 
     simulate = commands.add_parser(
         "simulate", help="run a workload through the strategies and compare them",
         description="Generate a workload and replay it under each strategy, with and "
                     "without device quarantine; print one row of metrics per strategy.")
     simulate.add_argument("--workload", default="default",
-                          help="a preset: default, exhaustion, vm-churn (default: default)")
+                          help="a preset: default, exhaustion, vm-churn, or vms (VMs on "
+                               "several hosts, one row per guest PASID design: identity, "
+                               "translated, identity-split) (default: default)")
     simulate.add_argument("--bits", type=int, help=f"PASID width, 1..{MAX_BITS}")
     simulate.add_argument("--drain", type=float, metavar="TIME",
                           help="every device's drain time (default: each device's own)")
@@ -323,7 +395,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "(point, seed, strategy). Rows already in --out are skipped, so an "
                     "interrupted sweep (Ctrl-C keeps the rows written) resumes; a file in "
                     "use by another sweep is refused.")
-    sweep.add_argument("--workload", default="default", help="a preset (default: default)")
+    sweep.add_argument("--workload", default="default",
+                       help="a preset (default: default); vms sweeps the VM workload, "
+                            "one row per guest PASID design (or --param mode=...)")
     sweep.add_argument("--strategy", action="append", metavar="NAME",
                        help="a strategy, repeatable (default: all four)")
     sweep.add_argument("--param", action="append", default=[], metavar="NAME=V1,V2",
@@ -355,6 +429,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         if args.command in ("simulate", "replay", "sweep"):
+            args.strategy_given = args.strategy is not None
             args.strategy = _strategies(parser, args.strategy)
         COMMANDS[args.command](args, out)
     except UsageError as exc:

@@ -14,13 +14,16 @@ is compiled too (``pasid.sim._replay``, over the C-level API in
 - replay: :func:`replay` (one strategy: a :class:`Run`), :func:`simulate`
   (every strategy: rows of metrics and runs)
 - sweeps: :func:`sweep` (JSON lines, resumable, a process pool or Dask)
-- plots: :func:`pasid.sim.plot.plot_runs` (needs matplotlib)
+- virtual machines: :func:`simulate_vms` (every guest PASID design on one
+  :class:`VMWorkload`: rows of metrics), :func:`vm_preset`
+- plots: :func:`pasid.sim.plot.plot_runs`, :func:`pasid.sim.plot.plot_modes` (needs matplotlib)
 """
 
 from pasid.sim.replay import STRATEGIES, Run, replay, simulate
 from pasid.sim.sweep import sweep
 from pasid.sim.trace import Trace, TraceBuilder, TraceError, read_trace
 from pasid.sim.traceio import open_trace, write_trace
+from pasid.sim.vms import VMWorkload, simulate_vms, vm_preset
 from pasid.sim.workload import (
     GENERATOR_VERSION, PRESETS, DeviceSpec, Workload, generate, preset, stream,
 )
@@ -34,6 +37,7 @@ __all__ = [
     "Trace",
     "TraceBuilder",
     "TraceError",
+    "VMWorkload",
     "Workload",
     "generate",
     "open_trace",
@@ -41,7 +45,9 @@ __all__ = [
     "read_trace",
     "replay",
     "simulate",
+    "simulate_vms",
     "stream",
     "sweep",
+    "vm_preset",
     "write_trace",
 ]

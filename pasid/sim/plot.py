@@ -1,4 +1,5 @@
-"""Plots of a simulation: occupancy, backlog, table blocks and reuse distances per strategy.
+"""Plots of a simulation: occupancy, backlog, table blocks and reuse distances per strategy;
+for the VM workload, bar charts of each guest PASID design's metrics.
 
 Needs matplotlib (the ``plot`` extra: ``pip install 'pasid[plot]'``); it is
 imported only when a plot is drawn, with the non-interactive Agg backend.
@@ -7,16 +8,16 @@ imported only when a plot is drawn, with the non-interactive Agg backend.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from types import ModuleType
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
 if TYPE_CHECKING:
     from pasid.sim.replay import Run
 
-__all__ = ["plot_runs"]
+__all__ = ["plot_modes", "plot_runs"]
 
 
 def _pyplot() -> ModuleType:
@@ -77,6 +78,53 @@ def plot_runs(runs: Iterable[Run], path: str | os.PathLike[str] | IO[bytes], *,
     for axes in (occupancy, backlog, blocks, reuse):
         axes.grid(alpha=0.3)
         if axes.get_legend_handles_labels()[0]:
+            axes.legend(fontsize="small")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# the panels of plot_modes: (title, y label, [(row field or reader, bar label)])
+_MODE_PANELS: tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...] = (
+    ("migrations", "attempts", (("migrations", "done"), ("migrations_conflict", "conflict"),
+                                ("migrations_busy", "busy"), ("migrations_refused", "refused"))),
+    ("guest allocations refused", "allocations", (("alloc_exhausted", "exhausted"),
+                                                  ("alloc_quota", "quota"))),
+    ("host PASIDs held at peak", "DRAINING + QUARANTINED, all hosts", (("peak_held", "held"),)),
+    ("guest reuse distance", "time (freed -> next allocated, same VM)",
+     (("guest_reuse.mean", "mean"), ("guest_reuse.median", "median"))),
+    ("stale accesses", "late device accesses", (
+        ("stale", "quarantine"), ("stale_no_quarantine", "none"),
+        ("stale_cross_vm_no_quarantine", "none, another VM's"))),
+    ("throughput", "allocator calls per second", (("ops_per_s", "ops/s"),)),
+)
+
+
+def _field(row: dict[str, Any], name: str) -> float:
+    value: Any = row
+    for part in name.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return float(value) if value is not None else 0.0
+
+
+def plot_modes(rows: Sequence[dict[str, Any]], path: str | os.PathLike[str] | IO[bytes], *,
+               title: str = "pasid simulate --workload vms") -> None:
+    """Bar charts of :func:`pasid.sim.vms.simulate_vms`'s rows, the designs side by side
+    in each panel (migrations, refused allocations, peak held, guest reuse, stale
+    accesses, throughput); saved to ``path`` (PNG). O(rows)."""
+    plt = _pyplot()
+    fig, grid = plt.subplots(2, 3, figsize=(15, 8.5))
+    modes = [str(row["mode"]) for row in rows]
+    for axes, (name, unit, bars) in zip(grid.flat, _MODE_PANELS):
+        width = 0.8 / len(bars)
+        for k, (field, label) in enumerate(bars):
+            positions = np.arange(len(rows)) + (k - (len(bars) - 1) / 2) * width
+            axes.bar(positions, [_field(row, field) for row in rows], width, label=label)
+        axes.set_xticks(np.arange(len(rows)), modes)
+        axes.set(title=name, ylabel=unit)
+        axes.grid(alpha=0.3, axis="y")
+        if len(bars) > 1:
             axes.legend(fontsize="small")
     fig.suptitle(title)
     fig.tight_layout()

@@ -29,6 +29,22 @@ The row schema, one JSON object a line (keys sorted)::
                 peak_active, peak_held, reuse, stale, stale_no_quarantine,
                 blocks_peak, highest
 
+The VM workload (``"vms"``, a :class:`~pasid.sim.vms.VMWorkload`) is a
+second kind of sweep point: a task runs :func:`pasid.sim.vms.simulate_vms`
+for the point's designs (its ``mode`` field: ``all``, the default, gives the
+three; a grid over ``mode`` gives one each), the hosts' strategy being a
+parameter of the grid (``strategy``) rather than the ``strategies``
+argument, which must be None. Its rows have the same identity fields, with
+``strategy`` the hosts' strategy, ``generator`` the VM simulator's version
+(:data:`pasid.sim.vms.VM_SIM_VERSION`), and ``mode`` the design; the
+metrics are those of :func:`pasid.sim.vms.vm_row` (``ops``, ``seconds``,
+``ops_per_s``, ``engine``, ``arrivals``, ``allocations``, ``alloc_refused``,
+``alloc_exhausted``, ``alloc_quota``, ``migrations_attempted``,
+``migrations``, ``migrations_conflict``, ``migrations_busy``,
+``migrations_refused``, ``peak_held``, ``peak_active``, ``guest_reuse``,
+``stale``, ``stale_cross_vm``, ``stale_no_quarantine``,
+``stale_cross_vm_no_quarantine``). Its key adds ``mode``.
+
 Seeds: ``numpy.random.SeedSequence(root_seed).spawn(seeds)``; seed *i* is
 ``int(children[i].generate_state(1, dtype=numpy.uint64)[0])``
 (:func:`spawn_seeds`). Every point uses the same seeds. Apart from the timing
@@ -97,6 +113,7 @@ if TYPE_CHECKING:
     from types import ModuleType
 
     from pasid.sim.replay import _AllocatorChoice
+    from pasid.sim.vms import VMWorkload
     from pasid.sim.workload import Workload
 
 __all__ = ["TIMING_FIELDS", "SweepError", "run_task", "spawn_seeds", "sweep"]
@@ -113,12 +130,13 @@ class SweepError(RuntimeError):
 class Task(NamedTuple):
     """One (point, seed): what a worker needs to run it, and its identity in the rows."""
 
-    workload: Workload          # the sweep's Workload, before the point's overrides
+    workload: Workload | VMWorkload     # the sweep's, before the point's overrides
     params: dict[str, Any]      # the point's overrides, as the Workload holds them
     params_key: str             # the point as canonical JSON
     seed_index: int
     seed: int
-    strategies: tuple[str, ...]     # the strategies it lacks, in the order asked
+    strategies: tuple[str, ...]     # the strategies it lacks, in the order asked (VM
+                                    # workloads: the designs it lacks)
     allocator: _AllocatorChoice      # passed on to simulate
 
 
@@ -156,23 +174,26 @@ def _canonical(value: object) -> str:
                       default=_plain)
 
 
-def _workload_and_name(workload: str | Workload) -> tuple[Workload, str]:
+def _workload_and_name(workload: str | Workload | VMWorkload,
+                       ) -> tuple[Workload | VMWorkload, str]:
     """The Workload and the name its rows carry (see the module docstring)."""
+    from pasid.sim.vms import VM_PRESETS, VMWorkload
     from pasid.sim.workload import PRESETS, Workload
 
+    presets: dict[str, Any] = {**PRESETS, **VM_PRESETS}
     if isinstance(workload, str):
-        if workload not in PRESETS:
-            raise ValueError(f"unknown workload {workload!r} (one of {', '.join(PRESETS)})")
-        return PRESETS[workload], workload
-    if not isinstance(workload, Workload):
+        if workload not in presets:
+            raise ValueError(f"unknown workload {workload!r} (one of {', '.join(presets)})")
+        return presets[workload], workload
+    if not isinstance(workload, (Workload, VMWorkload)):
         raise TypeError(f"workload must be a preset name or a Workload, got {workload!r}")
-    if PRESETS.get(workload.name) == workload:
+    if presets.get(workload.name) == workload:
         return workload, workload.name
     digest = hashlib.sha256(_canonical(dataclasses.asdict(workload)).encode()).hexdigest()
     return workload, f"{workload.name}@{digest[:12]}"
 
 
-def _points(base: Workload, grid: Mapping[str, Iterable[object]]) -> list[dict[str, Any]]:
+def _points(base: Workload | VMWorkload, grid: Mapping[str, Iterable[object]]) -> list[dict[str, Any]]:
     """Every combination of the grid as {field: value}, checked and normalised; no duplicates."""
     if not isinstance(grid, Mapping):
         raise TypeError(f"grid must map workload fields to lists of values, got {grid!r}")
@@ -241,7 +262,7 @@ def _row_key(row: object) -> tuple[Any, ...] | None:
         return None
     try:
         return (row["workload"], _canonical(row["params"]), row["root_seed"],
-                row["seed_index"], row["strategy"], row.get("generator", 1))
+                row["seed_index"], row["strategy"], row.get("generator", 1), row.get("mode"))
     except (KeyError, TypeError, ValueError):
         return None
 
@@ -320,8 +341,19 @@ def _append(handle: io.FileIO, data: bytes) -> None:
 def run_task(task: Task) -> list[dict[str, Any]]:
     """Run one task (in a worker): its point's workload, its seed, the strategies it lacks.
 
-    Returns :func:`~pasid.sim.replay.simulate`'s rows, in the task's strategy order.
+    Returns :func:`~pasid.sim.replay.simulate`'s rows, in the task's strategy order
+    (a VM workload: :func:`~pasid.sim.vms.simulate_vms`'s, in the task's mode order).
     """
+    from pasid.sim.vms import VMWorkload, simulate_vms
+
+    if isinstance(task.workload, VMWorkload):
+        choice = task.allocator
+        engine = ({None: "auto", "python": "python", "cython": "compiled"}.get(choice)
+                  if choice is None or isinstance(choice, str) else None)
+        if engine is None:
+            raise ValueError("a VM sweep takes allocator None, 'python' or 'cython'")
+        return simulate_vms(task.workload.with_(**task.params), task.seed,
+                            modes=task.strategies, engine=engine)
     rows, _runs = simulate(task.workload.with_(**task.params), list(task.strategies),
                            seed=task.seed, allocator=task.allocator, samples=0)
     return rows
@@ -437,7 +469,7 @@ def _run_dask(tasks: list[Task], finished: Finished, address: str,
                 client.cancel([future for future in futures if future.key in pending])
 
 
-def sweep(workload: str | Workload, grid: Mapping[str, Iterable[object]],
+def sweep(workload: str | Workload | VMWorkload, grid: Mapping[str, Iterable[object]],
           strategies: str | Iterable[str] | None, seeds: int, *, root_seed: int = 0,
           out: str | os.PathLike[str], dask: str | None = None, workers: int | None = None,
           progress: Callable[[int, int], object] | None = None,
@@ -445,7 +477,9 @@ def sweep(workload: str | Workload, grid: Mapping[str, Iterable[object]],
     """Run ``strategies`` x the points of ``grid`` x ``seeds`` seeds; append rows to ``out``.
 
     ``workload``: a preset name (``"default"``, ``"exhaustion"``,
-    ``"vm-churn"``) or a :class:`~pasid.sim.workload.Workload`. ``grid``:
+    ``"vm-churn"``; ``"vms"``, the VM workload) or a
+    :class:`~pasid.sim.workload.Workload` (or :class:`~pasid.sim.vms.VMWorkload`:
+    see the module docstring; ``strategies`` must then be None). ``grid``:
     ``{field: [values]}`` (any :class:`~pasid.sim.workload.Workload` field
     but ``name``; text values are read by the field's type, as
     :meth:`~pasid.sim.workload.Workload.with_` does); the points are the
@@ -493,11 +527,17 @@ def sweep(workload: str | Workload, grid: Mapping[str, Iterable[object]],
     >>> row["workload"], row["params"], row["seed_index"], row["seed"] == spawn_seeds(0, 2)[0]
     ('default', {'arrival': 0.1, 'bits': 10, 'duration': 200.0, 'lifetime': 50.0}, 0, True)
     """
+    from pasid.sim.vms import VM_SIM_VERSION, VMWorkload
     from pasid.sim.workload import GENERATOR_VERSION
 
     base, name = _workload_and_name(workload)
     points = _points(base, grid)
-    chosen = _strategy_list(strategies)
+    vms = isinstance(base, VMWorkload)
+    if vms and strategies is not None:
+        raise ValueError("a VM sweep takes the hosts' strategy as a grid parameter "
+                         "(strategy), not strategies")
+    chosen = () if vms else _strategy_list(strategies)
+    version = VM_SIM_VERSION if vms else GENERATOR_VERSION
     seeds = _count(seeds, "seeds", 1)
     root_seed = _count(root_seed, "root_seed", 0)
     if dask is not None:
@@ -517,10 +557,16 @@ def sweep(workload: str | Workload, grid: Mapping[str, Iterable[object]],
         tasks = []
         for point in points:
             params_key = _canonical(point)
+            keys: list[tuple[str, str | None]]
+            if isinstance(base, VMWorkload):    # the point's designs, one host strategy
+                at = base.with_(**point)
+                keys = [(at.strategy, mode) for mode in at.modes()]
+            else:
+                keys = [(strategy, None) for strategy in chosen]
             for index, seed in enumerate(seed_values):
-                missing = tuple(strategy for strategy in chosen
+                missing = tuple(strategy if mode is None else mode for strategy, mode in keys
                                 if (name, params_key, root_seed, index, strategy,
-                                    GENERATOR_VERSION) not in done)
+                                    version, mode) not in done)
                 if missing:
                     tasks.append(Task(base, point, params_key, index, seed, missing, allocator))
 
@@ -528,7 +574,7 @@ def sweep(workload: str | Workload, grid: Mapping[str, Iterable[object]],
             nonlocal written, finished_tasks
             identity = {"workload": name, "params": json.loads(task.params_key),
                         "root_seed": root_seed, "seed_index": task.seed_index, "seed": task.seed,
-                        "generator": GENERATOR_VERSION}
+                        "generator": version}
             _append(handle, "".join(json.dumps({**metric, **identity}, sort_keys=True) + "\n"
                                     for metric in metrics).encode())
             written += len(metrics)
