@@ -185,6 +185,7 @@ class PasidAllocator:
 
 @final
 class GuestSpace:
+    def __init__(self, *args: Any, **kwargs: Any) -> None: ...   # TypeError: made by add_vm
     def alloc(self, owner: object = None, *, data: object = None) -> int: ...
     def try_alloc(self, owner: object = None, *, data: object = None) -> int | None: ...
     def alloc_exact(self, pasid: SupportsIndex, owner: object = None, *,

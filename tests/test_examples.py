@@ -683,10 +683,6 @@ def test_the_model_is_the_same_on_both_backends(model):
         assert summary["waited"] > 0                    # the model does make processes wait
 
 
-def has_vms(allocator_class):
-    return hasattr(allocator_class, "add_vm")   # until the compiled GuestSpace lands
-
-
 @pytest.fixture
 def vms_model(monkeypatch):
     pytest.importorskip("simpy", reason="the SimPy examples need simpy (pip install 'pasid[simpy]')")
@@ -695,10 +691,6 @@ def vms_model(monkeypatch):
 
 
 def test_simpy_vms_script(vms_model):
-    import pasid
-
-    if not has_vms(pasid.PasidAllocator):       # until the compiled GuestSpace lands
-        pytest.skip("the default backend has no GuestSpace yet")
     lines = run_script(EXAMPLES / "simpy_vms.py", "--quick").splitlines()
     assert lines[0].startswith(f"Two hosts, {vms_model.QUICK.vms} VMs")
     assert [line.split(":")[0] for line in lines[1::2]] == ["translated", "identity"]
@@ -709,9 +701,8 @@ def test_the_vms_model_is_the_same_on_both_backends(vms_model):
     runs = {}
     for name in BACKEND_NAMES:
         allocator_class = load_backend(name).PasidAllocator
-        if has_vms(allocator_class):             # until the compiled GuestSpace lands
-            runs[name] = [vms_model.run(mode, 5, params, allocator_class)
-                          for mode in ("translated", "identity")]
+        runs[name] = [vms_model.run(mode, 5, params, allocator_class)
+                      for mode in ("translated", "identity")]
     first = next(iter(runs.values()))
     assert all(run == first for run in runs.values())
     translated, identity = first

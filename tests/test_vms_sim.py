@@ -20,9 +20,6 @@ TIMINGS = {"seconds", "ops_per_s", "engine"}
 
 
 def engine_of(backend):
-    # until the compiled GuestSpace lands
-    if not hasattr(backend.PasidAllocator, "add_vm"):
-        pytest.skip("this backend has no GuestSpace (add_vm) yet")
     return "compiled" if backend.__name__ == "pasid._core" else "python"
 
 
@@ -123,19 +120,18 @@ def test_workload_validation_and_overrides():
     assert slices[0][0] == 1 and slices[-1][1] < 1 << w.bits
 
 
-def test_a_missing_compiled_guest_space_is_a_clear_error():
+def test_the_engine_names_a_backend():
+    import pasid
     from pasid.sim.vms import allocator_class
 
-    try:
+    assert allocator_class("python") is pasid.pure.PasidAllocator
+    assert allocator_class("auto") is pasid.PasidAllocator
+    if pasid.BACKEND == "cython":
         import pasid._core as core
-    except ImportError:
-        core = None
-    if core is not None and hasattr(core.PasidAllocator, "add_vm"):
+
         assert allocator_class("compiled") is core.PasidAllocator
-    else:
-        with pytest.raises(ValueError, match="compiled"):
-            allocator_class("compiled")
-    assert hasattr(allocator_class("auto"), "add_vm")
+    with pytest.raises(ValueError, match="engine"):
+        allocator_class("turbo")
 
 
 # ---------------------------------------------------------------- the command line

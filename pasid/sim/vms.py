@@ -378,8 +378,7 @@ def _draw(w: VMWorkload, seed: int) -> _Draws:
 def allocator_class(engine: str = "auto") -> type:
     """The host allocator class for ``engine``: ``"compiled"`` (``pasid._core``),
     ``"python"`` (``pasid.pure``) or ``"auto"`` (``pasid.PasidAllocator``, the
-    backend in use, or the pure one while that has no ``add_vm``). ValueError
-    when the compiled class is missing or has no GuestSpace yet."""
+    backend in use). ValueError when the compiled class is missing."""
     if engine == "python":
         return pasid.pure.PasidAllocator
     if engine == "compiled":
@@ -387,14 +386,10 @@ def allocator_class(engine: str = "auto") -> type:
             import pasid._core as core
         except ImportError:
             raise ValueError("the compiled allocator is not available") from None
-        if not hasattr(core.PasidAllocator, "add_vm"):
-            raise ValueError("the compiled allocator has no virtual machines (add_vm) yet; "
-                             "use --engine python")
         return core.PasidAllocator
     if engine != "auto":
         raise ValueError(f"engine must be auto, compiled or python, got {engine!r}")
-    cls = pasid.PasidAllocator
-    return cls if hasattr(cls, "add_vm") else pasid.pure.PasidAllocator
+    return pasid.PasidAllocator
 
 
 def _engine_name(cls: type) -> str:
