@@ -103,6 +103,7 @@ from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 import pasid
 from pasid._args import MAX_BITS, STRATEGIES
@@ -315,11 +316,12 @@ def _uniforms(seed: int, purpose: int) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, purpose])))
 
 
-def _poisson(rate: float, duration: float, uniforms: np.random.Generator) -> np.ndarray:
+def _poisson(rate: float, duration: float,
+             uniforms: np.random.Generator) -> npt.NDArray[np.float64]:
     """Arrival times of a Poisson process of ``rate`` in ``[0, duration)``."""
     if rate <= 0 or duration <= 0:
         return np.empty(0)
-    times: list[np.ndarray] = []
+    times: list[npt.NDArray[np.float64]] = []
     last, mean = 0.0, 1 / rate
     batch = max(64, min(1 << 16, int(rate * duration * 1.1) + 64))
     while True:
