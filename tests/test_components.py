@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant
 from hypothesis.stateful import precondition, rule, run_state_machine_as_test
 
-from backends import NO_EXTENSION
+from backends import BACKEND_NAMES
 from test_statemachine import (
     AllocationRules,
     BindingRules,
@@ -36,11 +36,14 @@ from pasid.pure.release import ReleaseQueue
 
 
 def queue_classes():
-    classes = [pytest.param(ReleaseQueue, id="python")]
-    if not NO_EXTENSION:
+    """The release queue's twins of the backends tested (tests/backends.py)."""
+    classes = []
+    if "cython" in BACKEND_NAMES:
         from pasid._core import _ReleaseQueueForTests
 
-        classes.insert(0, pytest.param(_ReleaseQueueForTests, id="cython"))
+        classes.append(pytest.param(_ReleaseQueueForTests, id="cython"))
+    if "python" in BACKEND_NAMES:
+        classes.append(pytest.param(ReleaseQueue, id="python"))
     return classes
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backends import BACKEND_NAMES, NO_EXTENSION, load_backend
+from backends import ALL_BACKENDS, NO_EXTENSION, load_backend
 
 from pasid import InvalidPasid, PasidExhausted, State, StateError
 
@@ -669,12 +669,12 @@ def test_strategy_comparison_script(model):
 def test_the_model_is_the_same_on_both_backends(model):
     params = model.Params(processes=200, bits=7)     # 127 PASIDs: some processes wait
     runs = {}
-    for name in BACKEND_NAMES:
+    for name in ALL_BACKENDS:
         allocator_class = load_backend(name).PasidAllocator
         runs[name] = [model.run(strategy, 11, params, allocator_class)
                       for strategy in ("lowest", "cyclic", "fifo", "random")]
-    first = runs[BACKEND_NAMES[0]]
-    for name in BACKEND_NAMES[1:]:
+    first = runs[ALL_BACKENDS[0]]
+    for name in ALL_BACKENDS[1:]:
         assert runs[name] == first
     for summary in first:
         assert summary["served"] + summary["gave_up"] == params.processes

@@ -16,7 +16,7 @@ from pasid.sim.replay import replay, reuse_summary, simulate
 from pasid.sim.trace import OP_BIND, OP_GET, TraceBuilder, TraceError, read_trace
 
 from backends import load_backend
-from sim_support import ENGINES, HAND_TRACE
+from sim_support import ENGINES, HAND_TRACE, TESTED_ENGINES
 
 MAGIC = "pasid-trace 1"
 
@@ -26,7 +26,7 @@ def hand_trace():
     return read_trace(HAND_TRACE)
 
 
-@pytest.mark.parametrize("engine, allocator", ENGINES)
+@pytest.mark.parametrize("engine, allocator", TESTED_ENGINES)
 def test_metrics_on_a_trace_worked_by_hand(engine, allocator):
     # With quarantine:
     #   t0 h0 -> 1 (bound to gpu); t1 h1 -> 2 (limited to nic's 4 bits);
@@ -71,7 +71,7 @@ def test_reuse_summary_definitions():
     assert tiny["hist"]["edges"][0] == 0.0 and tiny["hist"]["counts"][0] == 1
 
 
-@pytest.mark.parametrize("engine, allocator", ENGINES)
+@pytest.mark.parametrize("engine, allocator", TESTED_ENGINES)
 def test_refused_allocations_skip_their_handle(engine, allocator):
     b = TraceBuilder(bits=2)               # PASIDs 1..3 (0 is reserved)
     handles = [b.alloc(float(i), owner="p") for i in range(5)]
@@ -168,7 +168,7 @@ def test_decimal_times_read(text, value):
     assert read_trace([MAGIC, f"{text} alloc h0"]).time.tolist() == [value]
 
 
-@pytest.mark.parametrize("engine, allocator", ENGINES)
+@pytest.mark.parametrize("engine, allocator", TESTED_ENGINES)
 def test_times_graces_and_drains_at_the_limit_replay(engine, allocator):
     # 1e300 is within the allocator's limit, and a release at 1e300 plus a grace or a
     # drain of 1e300 each is still finite
@@ -382,7 +382,7 @@ def run_fields(run):
     return {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in fields.items()}
 
 
-@pytest.mark.parametrize("engine, allocator", ENGINES)
+@pytest.mark.parametrize("engine, allocator", TESTED_ENGINES)
 @pytest.mark.parametrize("quarantine", [True, False])
 def test_a_replay_fed_in_chunks_is_the_replay_of_the_whole(engine, allocator, quarantine):
     # Issue 17: the replay takes a trace a chunk at a time (its tables grow with the

@@ -19,7 +19,7 @@ import pytest
 import pasid.pure
 from pasid import SnapshotError, State, _snapshot
 
-from backends import BACKEND_NAMES, load_backend
+from backends import ALL_BACKENDS, load_backend
 from observe import observable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fuzz"))
@@ -73,7 +73,7 @@ def test_round_trip_keeps_everything(backend, strategy):
     assert b.to_bytes() == a.to_bytes()
 
 
-@pytest.mark.skipif(len(BACKEND_NAMES) < 2, reason="needs both backends")
+@pytest.mark.skipif(len(ALL_BACKENDS) < 2, reason="needs both backends")
 @pytest.mark.parametrize("strategy", ["lowest", "cyclic", "fifo", "random"])
 def test_backends_write_the_same_bytes_and_load_each_other(strategy):
     compiled, pure = (busy(load_backend(name), strategy) for name in ("cython", "python"))

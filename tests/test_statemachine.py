@@ -24,7 +24,7 @@ from hypothesis.stateful import (
 
 from pasid import InvalidPasid, PasidExhausted, QuotaExceeded, State, StateError
 
-from backends import BACKEND_NAMES, load_backend
+from backends import ALL_BACKENDS, load_backend
 from model import ACTIVE, DRAINING, FREE, RESERVED, STRATEGIES, Model
 
 BITS = 5
@@ -356,7 +356,7 @@ class SnapshotRules:
             self.a = copy.deepcopy(self.a)
         else:
             # through the other backend when there is one (not with PASID_NO_EXTENSION=1)
-            others = [load_backend(name) for name in BACKEND_NAMES]
+            others = [load_backend(name) for name in ALL_BACKENDS]
             other = next((m for m in others if m is not self.backend), self.backend)
             self.a = self.backend.PasidAllocator.from_bytes(
                 other.PasidAllocator.from_bytes(blob).to_bytes()
