@@ -699,7 +699,7 @@ def test_simpy_vms_script(vms_model):
 def test_the_vms_model_is_the_same_on_both_backends(vms_model):
     params = vms_model.QUICK
     runs = {}
-    for name in BACKEND_NAMES:
+    for name in ALL_BACKENDS:
         allocator_class = load_backend(name).PasidAllocator
         runs[name] = [vms_model.run(mode, 5, params, allocator_class)
                       for mode in ("translated", "identity")]

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from backends import BACKEND_NAMES, load_backend
+from backends import ALL_BACKENDS, load_backend
 from pasid._errors import (InvalidPasid, MigrationConflict, PasidExhausted, QuotaExceeded,
                            SnapshotError, StateError)
 from pasid._state import State
@@ -305,7 +305,7 @@ class GuestMachine(RuleBasedStateMachine):
     def __init__(self):
         super().__init__()
         self.hosts = [load_backend(name).PasidAllocator(bits=6, grace=2)
-                      for name in BACKEND_NAMES]
+                      for name in ALL_BACKENDS]
         for host in self.hosts:
             host.add_device("d0", drain=1)
             host.add_device("d1", drain=1)
