@@ -118,7 +118,7 @@ cdef class GuestSpace:
 
     # ------------------------------------------------------------ phase 1: prepare
 
-    cdef int64_t _check_guest(self, object value) except -1:
+    cdef inline int64_t _check_guest(self, object value) except -1:
         cdef int64_t g = as_int64(value, "guest PASID")
         if not 0 <= g < (<int64_t>1 << self._bits):
             raise InvalidPasid(out_of_range(value, <int64_t>1 << self._bits))
@@ -162,20 +162,30 @@ cdef class GuestSpace:
         -2 at the quota (both counted as failures)."""
         cdef PasidAllocator host = self._host
         cdef _Owner record = self._record
-        cdef int64_t h
+        cdef int64_t h, top
         if record.quota >= 0 and record.use >= record.quota:
             host._failures += 1
             self._failures += 1
             return -2
         if self._translated:
+            top = (<int64_t>1 << self._bits) - 1
             if g < 0:
-                g = space_find_free(&self._space, 1)
-                if g >= (<int64_t>1 << self._bits):
+                g = space_take_lowest(&self._space, top)     # (0 is taken: never 0)
+                if g == -2:
                     self._failures += 1
                     return -1
-            guestmap_reserve(&self._map, g)
-            if space_take(&self._space, g) < 0:
-                raise MemoryError()
+            if g < 0 or space_is_free(&self._space, g):
+                # the general way: the lowest FREE needs a new node, or g was asked for
+                if g < 0:
+                    g = space_find_free(&self._space, 1)
+                if space_take(&self._space, g) < 0:
+                    raise MemoryError()
+            if self._map.pages[g >> PAGE_SHIFT] == NULL:
+                try:
+                    guestmap_reserve(&self._map, g)
+                except BaseException:
+                    space_release(&self._space, g)
+                    raise
             try:
                 h = host._alloc_in(record, data, self._host_lo(), self._hi)
             except BaseException:
@@ -269,6 +279,30 @@ cdef class GuestSpace:
             host._ref_inc(h)
 
     cdef int _put(self, int64_t g) except -1:
+        cdef PasidAllocator host = self._host
+        cdef int64_t h
+        cdef bint plain = False
+        if host._clock is None:
+            # the common call (as the host's put): no user code can run, and a guest PASID
+            # with one reference, nothing bound, no data and no grace is FREE in one step
+            with cython.critical_section(host):
+                wait_batch(host)
+                if release_due(&host._queue, host._now):
+                    reclaim(host, host._now)
+                h = self._host_of(g)
+                if h >= 0 and host._slots[h].meta == (ACTIVE | HAS_OWNER) and host._grace <= 0:
+                    host._releases += 1
+                    owned_unlink(host, h)        # unmaps g (guest_unmap)
+                    make_free(host, h)
+                    host._reclaimed += 1
+                    plain = True
+            if plain:
+                host._after()
+                return 0
+        return self._put_id(g)
+
+    cdef int _put_id(self, int64_t g) except -1:
+        """:meth:`_put` in three phases: any clock, any PASID."""
         cdef PasidAllocator host = self._host
         cdef double reading = host._reading()
         cdef double now
