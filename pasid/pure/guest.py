@@ -577,32 +577,32 @@ class GuestSpace:
 
     @property
     def name(self) -> Hashable:
-        """The VM's name: its owner key on the host."""
+        """The VM's name: its owner key on the host. O(1)."""
         return self._name
 
     @property
     def mode(self) -> str:
-        """``"identity"`` or ``"translated"``."""
+        """``"identity"`` or ``"translated"``. O(1)."""
         return MODES[self._mode]
 
     @property
     def bits(self) -> int:
-        """The guest's PASID width."""
+        """The guest's PASID width. O(1)."""
         return self._bits
 
     @property
     def host_range(self) -> tuple[int, int]:
-        """(lowest, highest) host PASID the VM may take."""
+        """(lowest, highest) host PASID the VM may take. O(1)."""
         return self._lo, self._hi
 
     @property
     def devices(self) -> tuple[Hashable, ...]:
-        """The devices assigned to the VM, in the order given."""
+        """The devices assigned to the VM, in the order given. O(devices)."""
         return tuple(info.key for info in self._devices)
 
     @property
     def removed(self) -> bool:
-        """True once :meth:`PasidAllocator.remove_vm` has removed it."""
+        """True once :meth:`PasidAllocator.remove_vm` has removed it. O(1)."""
         return self._removed
 
     def __len__(self) -> int:
