@@ -247,6 +247,7 @@ cdef class GuestSpace:
     cdef int64_t _mapped(self, str what, int64_t g) except -1
     cdef int64_t _alloc_in(self, int64_t g, object owner, object data) except -3
     cdef int64_t _alloc(self, int64_t g, object owner, object data) except -1
+    cdef int _refused(self, int64_t got) except -1
     cdef int _put(self, int64_t g) except -1
     cdef int _put_id(self, int64_t g) except -1
     cdef _Device _device(self, object device)

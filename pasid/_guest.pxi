@@ -84,7 +84,7 @@ cdef class _VMTable:
         free(self.guest_of)
 
 
-cdef void guest_unmap(GuestSpace vm, int64_t h) noexcept:
+cdef inline void guest_unmap(GuestSpace vm, int64_t h) noexcept:
     """Host PASID ``h`` of ``vm`` left ACTIVE (the host's release, critical section
     held): its guest PASID goes, FREE at once in a translated guest."""
     cdef PasidAllocator host = vm._host
@@ -235,13 +235,32 @@ cdef class GuestSpace:
                     raise StateError(not_free(g, _STATE_NAMES[state]))
             got = self._alloc_in(g, owner, data)
         host._after()
-        if got == -2:
-            raise QuotaExceeded(at_quota(self._name, self._record.quota))
         if got < 0:
-            raise PasidExhausted(host._exhausted(guest_no_free(self._name)))
+            self._refused(got)
         return got
 
+    cdef int _refused(self, int64_t got) except -1:
+        """The error of an allocation refused (-2: at the quota; -1: nothing FREE)."""
+        if got == -2:
+            raise QuotaExceeded(at_quota(self._name, self._record.quota))
+        raise PasidExhausted(self._host._exhausted(guest_no_free(self._name)))
+
     def alloc(self, owner=None, *, data=None):
+        cdef PasidAllocator host = self._host
+        cdef int64_t got = -3
+        if owner is None and data is None and host._clock is None:
+            # the common call (as the host's alloc()): no user code can run, one step
+            with cython.critical_section(host):
+                wait_batch(host)
+                if not self._removed:
+                    if release_due(&host._queue, host._now):
+                        reclaim(host, host._now)
+                    got = self._alloc_in(-1, None, None)
+            host._after()
+            if got >= 0:
+                return got
+            if got != -3:
+                self._refused(got)
         return self._alloc(-1, owner, data)
 
     def alloc_exact(self, pasid, owner=None, *, data=None):
@@ -291,10 +310,10 @@ cdef class GuestSpace:
                     reclaim(host, host._now)
                 h = self._host_of(g)
                 if h >= 0 and host._slots[h].meta == (ACTIVE | HAS_OWNER) and host._grace <= 0:
-                    host._releases += 1
                     owned_unlink(host, h)        # unmaps g (guest_unmap)
-                    make_free(host, h)
-                    host._reclaimed += 1
+                    owner_untag(host, h)         # (pinned: the VM's record stays)
+                    host._freed_plain(h)
+                    space_release(&host.space, h)
                     plain = True
             if plain:
                 host._after()
