@@ -84,10 +84,10 @@ cdef class _VMTable:
         free(self.guest_of)
 
 
-cdef void guest_unmap(GuestSpace vm, int64_t h) noexcept:
-    """Host PASID ``h`` of ``vm`` left ACTIVE (the host's release, critical section
-    held): its guest PASID goes, FREE at once in a translated guest."""
-    cdef PasidAllocator host = vm._host
+cdef void guest_unmap(PasidAllocator host, GuestSpace vm, int64_t h) noexcept:
+    """Host PASID ``h`` of ``vm`` (on ``host``, its host) left ACTIVE (the host's
+    release, critical section held): its guest PASID goes, FREE at once in a
+    translated guest."""
     cdef int64_t g = host._vms.guest_of[h]
     if g < 0:
         return                                   # the VM's name used as a host owner
@@ -184,19 +184,33 @@ cdef class GuestSpace:
         cdef PasidAllocator host = self._host
         cdef _Owner record = self._record
         cdef int64_t h
+        cdef bint taken
         if record.quota >= 0 and record.use >= record.quota:
             host._failures += 1
             self._failures += 1
             return -2
         if self._translated:
+            taken = False
             if g < 0:
-                g = space_find_free(&self._space, 1)
-                if g >= (<int64_t>1 << self._bits):
+                # the lowest FREE guest number in one descent (0 is taken for good)
+                g = space_take_lowest(&self._space, (<int64_t>1 << self._bits) - 1)
+                if g == -2:
                     self._failures += 1
                     return -1
-            guestmap_reserve(&self._map, g)
-            if space_take(&self._space, g) < 0:
-                raise MemoryError()
+                taken = g >= 0
+                if not taken:                    # it needs a node: the general way
+                    g = space_find_free(&self._space, 1)
+            if taken:
+                if self._map.pages[g >> PAGE_SHIFT] == NULL:
+                    try:
+                        guestmap_reserve(&self._map, g)
+                    except BaseException:
+                        space_release(&self._space, g)
+                        raise
+            else:
+                guestmap_reserve(&self._map, g)
+                if space_take(&self._space, g) < 0:
+                    raise MemoryError()
             try:
                 h = host._alloc_in(record, data, self._host_lo(), self._hi)
             except BaseException:
@@ -437,8 +451,10 @@ cdef class GuestSpace:
         cdef double reading = host._reading()
         cdef double now
         cdef int64_t command = vcmd.vcmd_command(word, encoding)
-        cdef int64_t operand = vcmd.vcmd_operand(word, encoding)
+        cdef int64_t operand = 0
         cdef int64_t status = vcmd.VCMD_SUCCESS, result = 0, h
+        if command == vcmd.VCMD_FREE:            # (vcmd_operand, its command known)
+            operand = <int64_t>(word >> vcmd.vcmd_operand_shift(encoding))
         cdef list teardown = None
         cdef int was_enabled
         with cython.critical_section(host):
