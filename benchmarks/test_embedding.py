@@ -1,7 +1,8 @@
 """The C-level API from Cython: examples/cython_sim against the per-call Python loop.
 
 Two groups, each with two rows on the compiled ``PasidAllocator`` (20 bits,
-strategy "lowest", no reserved ID), the same work from the same state:
+strategy "lowest", no reserved ID), the same work from the same state, and a
+third for guests (below):
 
 ========================  ==========================================================
 embed-W1-churn            W1 of ``pasid.bench``: the seeded half state, 20,000 pairs
@@ -14,6 +15,14 @@ embed-W6-lifecycle        W6: grace 1, two devices of drain 0.5; 2,000 lifecycle
                           ``cy-PA:cython``: ``churn.lifecycle`` (``alloc``,
                           ``bind`` x2, ``put``, ``unbind`` x2, ``advance(now + 1)``
                           through the table); ``cy-PA:python``: the W6 round.
+embed-vcmd-pair           Guests (SPEC §7), both rows from Cython on one state: a
+                          20-bit host (grace 0) with 10,000 PASIDs ACTIVE and a
+                          translated VM holding 1,000 (benchmarks/test_guest.py's).
+                          ``cy-VM:vcmd``: ``churn.vcmd_churn``, 20,000 x (ALLOC
+                          through ``api.vcmd``, FREE of the guest PASID its response
+                          carries); ``cy-PA:alloc-put``: ``churn.alloc_put``, 20,000
+                          x the host's own ``alloc(None, 0, N-1)`` + ``put``. Both
+                          take and give back the same host PASID each pair.
 ========================  ==========================================================
 
 The Python rows are ``pasid.bench`` cases (the same setup, rounds and checks
@@ -26,7 +35,7 @@ subprocess, into a temporary directory: Cython and a C compiler, a few
 seconds). At the end of a timed run a table prints the median ns per pair /
 per lifecycle of each row, the Python/Cython ratio taken within each
 repetition, and the issue's targets (a W1 pair from Cython <= 20 ns, a W6
-lifecycle from Cython <= 100 ns); the same numbers are in ``extra_info``
+lifecycle from Cython <= 100 ns, a vcmd pair <= 2x the host's pair); the same numbers are in ``extra_info``
 (``ns_per_op``) of ``--benchmark-json``. The targets are reported, not
 asserted. Under ``PASID_NO_EXTENSION=1`` everything is skipped (the
 ``session`` fixture).
@@ -49,6 +58,10 @@ CYTHON_SIM = ROOT / "examples" / "cython_sim"
 ROWS = ("cy-PA:cython", "cy-PA:python")
 GROUPS = {"W1": "embed-W1-churn", "W6": "embed-W6-lifecycle"}
 TARGETS = {"W1": (20.0, "pair"), "W6": (100.0, "lifecycle")}    # ns per op, from Cython
+VCMD_ROWS = ("cy-VM:vcmd", "cy-PA:alloc-put")
+VCMD_GROUP = "embed-vcmd-pair"
+VCMD_PAIRS = 20_000
+VCMD_TARGET = 2.0           # a vcmd pair / the host's alloc + put pair (issue 18)
 
 
 @pytest.fixture(scope="session")
@@ -92,6 +105,14 @@ def summary(samples):
         lines.append(f"  {group:<20} cython {cy_ns:8.1f} ns/{unit:<10} python loop "
                      f"{py_ns:8.1f} ns/{unit:<10} {ratio:5.2f}x   {verdict} target <= "
                      f"{target:g} ns from Cython")
+    vcmd = samples.get(("VCMD", VCMD_ROWS[0]), {})
+    host = samples.get(("VCMD", VCMD_ROWS[1]), {})
+    if vcmd and host:
+        ratio = statistics.median([vcmd[r] / host[r] for r in vcmd if r in host])
+        verdict = "PASS" if ratio <= VCMD_TARGET else "FAIL"
+        lines.append(f"  {VCMD_GROUP:<20} vcmd   {statistics.median(vcmd.values()):8.1f} ns/pair"
+                     f"       host alloc+put {statistics.median(host.values()):8.1f} ns/pair"
+                     f"   {ratio:5.2f}x   {verdict} target <= {VCMD_TARGET:g}x the host pair")
     return lines
 
 
@@ -169,3 +190,38 @@ def test_embedding_w1_churn(benchmark, session, churn, rep, variant, disabled, r
 def test_embedding_w6_lifecycle(benchmark, session, churn, rep, variant, disabled, results):
     """grace 1, two devices of drain 0.5; 2,000 lifecycles (7 calls each)."""
     run_case(benchmark, make_case(session, churn, "W6", variant), rep, disabled, results)
+
+
+@pytest.fixture(scope="module")
+def guest_state(session):
+    """benchmarks/test_guest.py's state, compiled: (host, translated VM)."""
+    from pasid._core import PasidAllocator
+
+    host = PasidAllocator(bits=20)
+    host.alloc_many(10_000)
+    vm = host.add_vm("t", mode="translated")
+    for _ in range(1000):
+        vm.alloc()
+    return host, vm
+
+
+@pytest.mark.variants(*VCMD_ROWS)
+def test_embedding_vcmd_pair(benchmark, churn, guest_state, rep, variant, disabled, results):
+    """20,000 vcmd ALLOC+FREE pairs on a VM against 20,000 host alloc+put pairs."""
+    host, vm = guest_state
+    if variant == "cy-VM:vcmd":
+        body, args, expected = churn.vcmd_churn, (vm, VCMD_PAIRS), (1001, 0)
+    else:
+        body, args, expected = churn.alloc_put, (host, VCMD_PAIRS), 11001
+    before = (host.stats()["active"], vm.stats()["active"])
+    benchmark.group = VCMD_GROUP
+    result = benchmark.pedantic(body, args=args, rounds=15, warmup_rounds=1)
+    assert result == expected, result
+    assert (host.stats()["active"], vm.stats()["active"]) == before == (11_000, 1000)
+    info = benchmark.extra_info
+    info.update(workload="embed-vcmd", rep=rep, row=variant, compiled=True, unit="pair",
+                ops={"round": VCMD_PAIRS})
+    if not disabled and benchmark.stats is not None:
+        per_op = benchmark.stats.stats.median * 1e9 / VCMD_PAIRS
+        info["ns_per_op"] = per_op
+        results.setdefault(("VCMD", variant), {})[rep] = per_op

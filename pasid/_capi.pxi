@@ -2,7 +2,7 @@
 # the capsule ``pasid._core._C_API`` (as ``datetime.datetime_CAPI``).
 #
 # Each entry is the class's ``c_*`` method of the same name itself (_allocator.pxi,
-# _ida.pxi): the function its vtable holds, so a caller pays one indirect call as
+# _ida.pxi; the guests' below, over GuestSpace's cdef methods): the function its vtable holds, so a caller pays one indirect call as
 # it did through the vtable. A thin function calling the method instead (a direct
 # call gcc does not inline: c_alloc is too large) cost 8-13 ns more per W1 pair,
 # measured from examples/cython_sim. The opaque handle is the object's own struct
@@ -14,7 +14,8 @@
 # appended, never moved (its version rule).
 
 from cpython.pycapsule cimport PyCapsule_New
-from pasid.capi cimport PASID_CAPI_VERSION, pasid_allocator_t, pasid_capi_t, pasid_ida_t
+from pasid.capi cimport (PASID_CAPI_VERSION, PASID_VCMD_31, PASID_VCMD_33, pasid_allocator_t,
+                         pasid_capi_t, pasid_guest_t, pasid_ida_t)
 
 
 cdef pasid_allocator_t* _capi_allocator(object obj) except NULL:
@@ -29,6 +30,13 @@ cdef pasid_ida_t* _capi_ida(object obj) except NULL:
         raise TypeError(f"pasid's C API needs a pasid._core.IDA, not "
                         f"{type(obj).__module__}.{type(obj).__qualname__}")
     return <pasid_ida_t*><void*>obj
+
+
+cdef pasid_guest_t* _capi_guest(object obj) except NULL:
+    if type(obj) is not GuestSpace:
+        raise TypeError(f"pasid's C API needs a pasid._core.GuestSpace, not "
+                        f"{type(obj).__module__}.{type(obj).__qualname__}")
+    return <pasid_guest_t*><void*>obj
 
 
 # ---------------------------------------------------------------- the entries
@@ -268,6 +276,54 @@ cdef int64_t c_count(PasidAllocator a, int state) except -1:
         return a._counts[state]
 
 
+# ---------------------------------------------------------------- the guests' entries
+#
+# Version 2: each is GuestSpace's method of the same meaning, its phases in the cdef
+# methods they share (_guest.pxi): the Python method converts its arguments and
+# raises where the entry answers -1.
+
+
+cdef uint64_t c_vcmd(GuestSpace vm, uint64_t word, int encoding) except? 0xFFFFFFFFFFFFFFFF:
+    """``vcmd(word, encoding=...)`` with the layout's index (PASID_VCMD_31 or
+    PASID_VCMD_33; ValueError otherwise): the response word. A bad word is answered
+    with a status, never raised; StateError for a removed VM."""
+    if encoding != PASID_VCMD_31 and encoding != PASID_VCMD_33:
+        raise ValueError(f"encoding must be PASID_VCMD_31 ({<int>PASID_VCMD_31}) or "
+                         f"PASID_VCMD_33 ({<int>PASID_VCMD_33}), not {encoding}")
+    return vm._vcmd(word, encoding)
+
+
+cdef int64_t c_guest_alloc(GuestSpace vm, object owner) except -2:
+    """``try_alloc(owner)``: the guest PASID, or -1 when none is available (nothing
+    FREE in the guest or its host range, the VM at its quota: a counted failure)."""
+    return vm._try_alloc(owner, None)
+
+
+cdef int c_guest_free(GuestSpace vm, int64_t g) except -1:
+    """``free(g)``: drop one reference, the last releases; returns 0. StateError unless
+    ACTIVE in the guest, InvalidPasid outside the guest's space."""
+    return vm._put(vm._check_guest_id(g))
+
+
+cdef int64_t c_guest_to_host(GuestSpace vm, int64_t g) except -2:
+    """``host_pasid(g)``, with -1 where it raises StateError for ``g`` not ACTIVE in
+    the guest. InvalidPasid outside the guest's space; StateError for a removed VM."""
+    vm._check_guest_id(g)
+    with cython.critical_section(vm._host):
+        wait_batch(vm._host)
+        return vm._to_host(g)
+
+
+cdef int64_t c_host_to_guest(GuestSpace vm, int64_t h) except -2:
+    """``guest_pasid(h)``, with -1 where it raises StateError for ``h`` not one of the
+    VM's ACTIVE host PASIDs. InvalidPasid outside the host's space; StateError for a
+    removed VM."""
+    vm._host._check_c_id(h)
+    with cython.critical_section(vm._host):
+        wait_batch(vm._host)
+        return vm._to_guest(h)
+
+
 # ---------------------------------------------------------------- the table
 
 
@@ -300,6 +356,14 @@ ctypedef int (*_ida_free_m)(IDA, int64_t) except -1
 ctypedef int (*_ida_free_t)(pasid_ida_t*, int64_t) except -1
 ctypedef bint (*_ida_exists_m)(IDA, int64_t) noexcept
 ctypedef bint (*_ida_exists_t)(pasid_ida_t*, int64_t) noexcept
+ctypedef uint64_t (*_vcmd_m)(GuestSpace, uint64_t, int) except? 0xFFFFFFFFFFFFFFFF
+ctypedef uint64_t (*_vcmd_t)(pasid_guest_t*, uint64_t, int) except? 0xFFFFFFFFFFFFFFFF
+ctypedef int64_t (*_guest_alloc_m)(GuestSpace, object) except -2
+ctypedef int64_t (*_guest_alloc_t)(pasid_guest_t*, object) except -2
+ctypedef int (*_guest_free_m)(GuestSpace, int64_t) except -1
+ctypedef int (*_guest_free_t)(pasid_guest_t*, int64_t) except -1
+ctypedef int64_t (*_translate_m)(GuestSpace, int64_t) except -2   # guest_to_host, host_to_guest
+ctypedef int64_t (*_translate_t)(pasid_guest_t*, int64_t) except -2
 
 
 cdef pasid_capi_t _capi
@@ -324,6 +388,11 @@ cdef void _capi_fill() noexcept:
     cdef _ida_alloc_m ida_alloc = IDA.c_alloc
     cdef _ida_free_m ida_free = IDA.c_free
     cdef _ida_exists_m ida_exists = IDA.c_exists
+    cdef _vcmd_m vcmd = c_vcmd
+    cdef _guest_alloc_m guest_alloc = c_guest_alloc
+    cdef _guest_free_m guest_free = c_guest_free
+    cdef _translate_m guest_to_host = c_guest_to_host
+    cdef _translate_m host_to_guest = c_host_to_guest
 
     _capi.version = PASID_CAPI_VERSION
     _capi.size = sizeof(pasid_capi_t)
@@ -347,6 +416,13 @@ cdef void _capi_fill() noexcept:
     _capi.ida_alloc = <_ida_alloc_t>ida_alloc
     _capi.ida_free = <_ida_free_t>ida_free
     _capi.ida_exists = <_ida_exists_t>ida_exists
+    # version 2
+    _capi.guest = _capi_guest
+    _capi.vcmd = <_vcmd_t>vcmd
+    _capi.guest_alloc = <_guest_alloc_t>guest_alloc
+    _capi.guest_free = <_guest_free_t>guest_free
+    _capi.guest_to_host = <_translate_t>guest_to_host
+    _capi.host_to_guest = <_translate_t>host_to_guest
 
 
 _capi_fill()

@@ -241,13 +241,17 @@ cdef class GuestSpace:
     cdef int64_t _allocations
     cdef int64_t _failures
 
-    cdef inline int64_t _check_guest(self, object value) except -1
+    cdef int64_t _check_guest(self, object value) except -1
+    cdef inline int64_t _check_guest_id(self, int64_t g) except -1
     cdef inline int64_t _host_of(self, int64_t g) noexcept
     cdef inline int64_t _host_lo(self) noexcept
+    cdef inline int64_t _to_host(self, int64_t g) except -2
+    cdef inline int64_t _to_guest(self, int64_t h) except -2
     cdef int64_t _mapped(self, str what, int64_t g) except -1
     cdef int64_t _alloc_in(self, int64_t g, object owner, object data) except -3
     cdef int64_t _alloc(self, int64_t g, object owner, object data) except -1
     cdef int _refused(self, int64_t got) except -1
+    cdef int64_t _try_alloc(self, object owner, object data) except -2
     cdef int _put(self, int64_t g) except -1
     cdef int _put_id(self, int64_t g) except -1
     cdef _Device _device(self, object device)

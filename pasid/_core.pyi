@@ -10,8 +10,9 @@ IDs are ``SupportsIndex``: ints and numpy integer scalars (``bool`` is a
 ``SupportsIndex`` too, but raises ``TypeError`` at run time). Times and
 durations are ``float`` (ints and ``numpy.float64`` included). Owners and
 devices are any hashable value; ``data`` any value. The C-level API
-(``pasid/capi.pxd``: a table of the classes' ``c_*`` methods) is for Cython
-only; from Python it is the opaque capsule ``_C_API``.
+(``pasid/capi.pxd``: a table of the classes' ``c_*`` methods, PasidAllocator's,
+IDA's and, from version 2, GuestSpace's) is for Cython only; from Python it is
+the opaque capsule ``_C_API``.
 """
 
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence

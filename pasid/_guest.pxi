@@ -84,10 +84,10 @@ cdef class _VMTable:
         free(self.guest_of)
 
 
-cdef inline void guest_unmap(GuestSpace vm, int64_t h) noexcept:
-    """Host PASID ``h`` of ``vm`` left ACTIVE (the host's release, critical section
-    held): its guest PASID goes, FREE at once in a translated guest."""
-    cdef PasidAllocator host = vm._host
+cdef inline void guest_unmap(PasidAllocator host, GuestSpace vm, int64_t h) noexcept:
+    """Host PASID ``h`` of ``vm`` (on ``host``, its host) left ACTIVE (the host's
+    release, critical section held): its guest PASID goes, FREE at once in a
+    translated guest."""
     cdef int64_t g = host._vms.guest_of[h]
     if g < 0:
         return                                   # the VM's name used as a host owner
@@ -118,10 +118,13 @@ cdef class GuestSpace:
 
     # ------------------------------------------------------------ phase 1: prepare
 
-    cdef inline int64_t _check_guest(self, object value) except -1:
-        cdef int64_t g = as_int64(value, "guest PASID")
+    cdef int64_t _check_guest(self, object value) except -1:
+        return self._check_guest_id(as_int64(value, "guest PASID"))
+
+    cdef inline int64_t _check_guest_id(self, int64_t g) except -1:
+        """``g``; InvalidPasid outside the guest's space (as _check_guest, from C)."""
         if not 0 <= g < (<int64_t>1 << self._bits):
-            raise InvalidPasid(out_of_range(value, <int64_t>1 << self._bits))
+            raise InvalidPasid(out_of_range(g, <int64_t>1 << self._bits))
         return g
 
     cdef inline int64_t _host_of(self, int64_t g) noexcept:
@@ -142,13 +145,31 @@ cdef class GuestSpace:
             return 0
         return self._lo
 
+    cdef inline int64_t _to_host(self, int64_t g) except -2:
+        """The host PASID behind guest PASID ``g`` (in range; critical section held),
+        or -1; StateError for a removed VM (host_pasid's rule; the C API's guest_to_host)."""
+        if self._removed:
+            raise StateError(vm_removed(self._name))
+        return self._host_of(g)
+
+    cdef inline int64_t _to_guest(self, int64_t h) except -2:
+        """The guest PASID of host PASID ``h`` (in the host's space; critical section
+        held), or -1 unless ``h`` is one of the VM's ACTIVE host PASIDs; StateError for a
+        removed VM (guest_pasid's rule; the C API's host_to_guest)."""
+        cdef PasidAllocator host = self._host
+        cdef int64_t g
+        if self._removed:
+            raise StateError(vm_removed(self._name))
+        g = host._vms.guest_of[h]
+        if g < 0 or not (host._slots[h].meta & HAS_OWNER) or (
+                host._owned.owner_of[h] != <void*>self._record):
+            return -1
+        return g
+
     cdef int64_t _mapped(self, str what, int64_t g) except -1:
         """The host PASID behind guest PASID ``g`` (critical section held); StateError
         if none."""
-        cdef int64_t h
-        if self._removed:
-            raise StateError(vm_removed(self._name))
-        h = self._host_of(g)
+        cdef int64_t h = self._to_host(g)
         if h < 0:
             raise StateError(not_active(what, g, _STATE_NAMES[self._state_in(g)]))
         return h
@@ -267,6 +288,12 @@ cdef class GuestSpace:
         return self._alloc(self._check_guest(pasid), owner, data)
 
     def try_alloc(self, owner=None, *, data=None):
+        cdef int64_t got = self._try_alloc(owner, data)
+        return got if got >= 0 else None
+
+    cdef int64_t _try_alloc(self, object owner, object data) except -2:
+        """try_alloc's phases (and the C API's guest_alloc): the guest PASID, or -1 when
+        none is available (nothing FREE, or the quota: counted failures)."""
         cdef PasidAllocator host = self._host
         cdef double reading
         cdef int64_t got
@@ -282,7 +309,7 @@ cdef class GuestSpace:
             host._settle_time(host._time(reading))
             got = self._alloc_in(-1, owner, data)
         host._after()
-        return got if got >= 0 else None
+        return got if got >= 0 else -1
 
     # ------------------------------------------------------------ references
 
@@ -435,13 +462,10 @@ cdef class GuestSpace:
         cdef int64_t g
         with cython.critical_section(host):
             wait_batch(host)
-            if self._removed:
-                raise StateError(vm_removed(self._name))
-            g = host._vms.guest_of[h]
-            if g < 0 or not (host._slots[h].meta & HAS_OWNER) or (
-                    host._owned.owner_of[h] != <void*>self._record):
-                raise StateError(not_guest(h, self._name))
-            return g
+            g = self._to_guest(h)
+        if g < 0:
+            raise StateError(not_guest(h, self._name))
+        return g
 
     def owner(self, pasid):
         cdef int64_t g = self._check_guest(pasid)
@@ -466,8 +490,10 @@ cdef class GuestSpace:
         cdef double reading = host._reading()
         cdef double now
         cdef int64_t command = vcmd.vcmd_command(word, encoding)
-        cdef int64_t operand = vcmd.vcmd_operand(word, encoding)
+        cdef int64_t operand = 0
         cdef int64_t status = vcmd.VCMD_SUCCESS, result = 0, h
+        if command == vcmd.VCMD_FREE:            # (vcmd_operand, its command known)
+            operand = <int64_t>(word >> vcmd.vcmd_operand_shift(encoding))
         cdef list teardown = None
         cdef int was_enabled
         with cython.critical_section(host):

@@ -162,7 +162,7 @@ cdef inline void owned_unlink(PasidAllocator a, int64_t p) noexcept:
         a._owned.prev[after] = before
     owner.active -= 1
     if owner.guest is not None:
-        guest_unmap(<GuestSpace>owner.guest, p)  # a VM's: its guest PASID goes now
+        guest_unmap(a, <GuestSpace>owner.guest, p)   # a VM's: its guest PASID goes now
 
 
 cdef inline void owner_untag(PasidAllocator a, int64_t p) noexcept:

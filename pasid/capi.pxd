@@ -46,30 +46,38 @@
 # loops from 65,536 IDs on, holding the allocator's gate meanwhile (any other call on
 # that allocator waits).
 #
-# The handles. ``api.allocator(obj)`` and ``api.ida(obj)`` check that ``obj`` is the
-# compiled class (TypeError otherwise: the pure backend's objects have no C API) and
-# return it as an opaque pointer. The pointer borrows the object: keep ``obj``
+# The handles. ``api.allocator(obj)``, ``api.ida(obj)`` and ``api.guest(obj)`` check
+# that ``obj`` is the compiled class (TypeError otherwise: the pure backend's objects
+# have no C API) and return it as an opaque pointer. The pointer borrows the object: keep ``obj``
 # alive while it is used (an argument of the running function is). Devices are named
 # by the int ``add_device`` returns. States are the values of ``pasid.State``:
 # FREE 0, RESERVED 1, ACTIVE 2, DRAINING 3, QUARANTINED 4.
 
 from cpython.pycapsule cimport PyCapsule_GetPointer
-from libc.stdint cimport int64_t, uint32_t
+from libc.stdint cimport int64_t, uint32_t, uint64_t
 
 cdef extern from *:
     """
-    /* Opaque: a compiled pasid.PasidAllocator / pasid.IDA object, borrowed. The tags
+    /* Opaque: a compiled pasid.PasidAllocator / IDA / GuestSpace object, borrowed. The tags
        are the structs Cython gives these objects in pasid._core, where they are
        complete: there each entry's type is exactly that of the method it points to.
        Here they stay incomplete; only pasid._core reads what they point to. */
     typedef struct __pyx_obj_5pasid_5_core_PasidAllocator pasid_allocator_t;
     typedef struct __pyx_obj_5pasid_5_core_IDA pasid_ida_t;
+    typedef struct __pyx_obj_5pasid_5_core_GuestSpace pasid_guest_t;
     """
     ctypedef struct pasid_allocator_t
     ctypedef struct pasid_ida_t
+    ctypedef struct pasid_guest_t
 
 cdef enum:
-    PASID_CAPI_VERSION = 1     # the table declared below; appended entries raise it
+    PASID_CAPI_VERSION = 2     # the table declared below; appended entries raise it
+
+# ``vcmd``'s ``encoding``: the register layout, the index of pasid._vcmd.LAYOUTS[name]
+# (whose docstring has each layout's fields and the Linux driver's macros they come from)
+cdef enum:
+    PASID_VCMD_31 = 0          # "3.1": VT-d 3.1's layout (Linux v5.7-v5.14)
+    PASID_VCMD_33 = 1          # "3.3": VT-d 3.3's layout (Linux v5.15-v6.3)
 
 ctypedef struct pasid_capi_t:
     # ---- version 1
@@ -127,7 +135,29 @@ ctypedef struct pasid_capi_t:
     # whether ``id`` (any int64) is allocated; never fails
     bint (*ida_exists)(pasid_ida_t* ida, int64_t id) noexcept
 
-    # ---- version 2 and later: appended here
+    # ---- version 2: guests (pasid.GuestSpace, SPEC §7), as the GuestSpace method of the
+    # same meaning. A removed VM: StateError from each, as from its methods.
+
+    # the handle: TypeError unless ``obj`` is the compiled GuestSpace
+    pasid_guest_t* (*guest)(object obj) except NULL
+    # the virtual command register (``vcmd``): the response word to ``word`` in the
+    # layout ``encoding`` (PASID_VCMD_31 / PASID_VCMD_33; ValueError otherwise). A bad
+    # word is answered with a status and changes nothing: never an exception for it.
+    uint64_t (*vcmd)(pasid_guest_t* vm, uint64_t word, int encoding) except? 0xFFFFFFFFFFFFFFFF
+    # a guest PASID tagged ``owner`` (``try_alloc``): -1 when none is available (nothing
+    # FREE in the guest or its host range, or the VM at its quota: a counted failure)
+    int64_t (*guest_alloc)(pasid_guest_t* vm, object owner) except -2
+    # drop one reference to guest PASID g (``free``; the last releases its host PASID):
+    # 0. StateError unless ACTIVE in the guest, InvalidPasid outside 0 .. 2**bits - 1.
+    int (*guest_free)(pasid_guest_t* vm, int64_t g) except -1
+    # the host PASID behind guest PASID g (``host_pasid``): -1 when g is not ACTIVE in
+    # the guest (no exception). InvalidPasid outside 0 .. 2**bits - 1.
+    int64_t (*guest_to_host)(pasid_guest_t* vm, int64_t g) except -2
+    # the guest PASID of host PASID h (``guest_pasid``): -1 when h is not one of the
+    # VM's ACTIVE host PASIDs (no exception). InvalidPasid outside the host's space.
+    int64_t (*host_to_guest)(pasid_guest_t* vm, int64_t h) except -2
+
+    # ---- version 3 and later: appended here
 
 
 cdef inline const pasid_capi_t* import_pasid_capi() except NULL:

@@ -4,9 +4,11 @@
   (``build.py`` in a subprocess: Cython and a C compiler; under pytest-xdist the
   first worker to need it builds it for all), then its loops over
   the C-level API are checked against the same calls through the Python
-  methods: the same PASIDs, identical ``to_bytes()`` (counters included).
+  methods: the same PASIDs, identical ``to_bytes()`` (counters included); its
+  guest loops (``vcmd``, ``guest_alloc``/``guest_free``) against the same calls
+  on a twin host's GuestSpace (states, generations, stats and ``export()``).
   Then the same build runs, unchanged, against a copy of pasid rebuilt with
-  one more private field in ``PasidAllocator`` (the C-level API promises no
+  one more private field in ``PasidAllocator`` and ``GuestSpace`` (the C-level API promises no
   layout), and an older table is refused at import. Skipped under
   ``PASID_NO_EXTENSION=1`` (no compiled core to build against).
 * ``examples/simpy_iommu.py``, ``examples/strategy_comparison.py`` and
@@ -470,11 +472,167 @@ def test_ida_entry_points(churn):
     assert list(ida) == [kept] and len(ida) == 1
 
 
+# ---------------------------------------------------------------- guests (table version 2)
+
+
+def python_vcmd_churn(vm, n, encoding):
+    """``churn.vcmd_churn``'s work through ``GuestSpace.vcmd`` and pasid._vcmd's codec."""
+    from pasid import _vcmd
+
+    layout = _vcmd.LAYOUTS[encoding]
+    last, refused = -1, 0
+    for _ in range(n):
+        in_progress, code, pasid = _vcmd.parse_response(vm.vcmd(_vcmd.ALLOC, encoding=encoding),
+                                                        encoding)
+        if in_progress or code != layout.codes[_vcmd.Status.SUCCESS]:
+            refused += 1
+            continue
+        response = vm.vcmd(_vcmd.FREE | pasid << layout.operand_shift, encoding=encoding)
+        assert _vcmd.parse_response(response, encoding)[:2] == (0, 0), hex(response)
+        last = pasid
+    return last, refused
+
+
+def python_guest_churn(vm, n, hold, owner=None):
+    """``churn.guest_churn``'s work through try_alloc, host_pasid, guest_pasid, free."""
+    ring, last, refused, host_sum = [], -1, 0, 0
+    for _ in range(n):
+        g = vm.try_alloc(owner)
+        if g is None:
+            refused += 1
+            continue
+        h = vm.host_pasid(g)
+        assert vm.guest_pasid(h) == g
+        host_sum += h
+        last = g
+        ring.append(g)
+        if len(ring) > hold:
+            vm.free(ring.pop(0))
+    return last, refused, host_sum
+
+
+def twin_hosts(mode, quota=None, grace=0):
+    """Two identical 12-bit hosts, each with 100 PASIDs of its own and a VM "vm0"."""
+    from pasid._core import PasidAllocator
+
+    twins = []
+    for _ in range(2):
+        host = PasidAllocator(12, grace=grace, seed=4)
+        host.alloc_many(100)
+        twins.append((host, host.add_vm("vm0", mode=mode, quota=quota)))
+    return twins
+
+
+def assert_same_hosts(by_c, by_python):
+    """The hosts (a host holding VMs has no snapshot yet) and their VMs agree."""
+    (host_c, vm_c), (host_py, vm_py) = by_c, by_python
+    everything = np.arange(1 << host_c.bits)
+    assert np.array_equal(host_c.states(everything), host_py.states(everything))
+    assert [host_c.generation(p) for p in everything.tolist()] == \
+        [host_py.generation(p) for p in everything.tolist()]
+    assert host_c.stats() == host_py.stats() and vm_c.stats() == vm_py.stats()
+    assert list(vm_c) == list(vm_py) and vm_c.export() == vm_py.export()
+    host_c._check()
+
+
+@needs_core
+@pytest.mark.parametrize("mode", ["translated", "identity"])
+@pytest.mark.parametrize("encoding", ["3.1", "3.3"])
+def test_vcmd_churn_is_the_python_calls(churn, mode, encoding):
+    from pasid._vcmd import LAYOUTS
+
+    # grace 5 and a frozen clock: every freed host PASID stays QUARANTINED, held by the
+    # VM, so the quota of 100 refuses the ALLOCs after the 100th (counted failures)
+    by_c, by_python = twin_hosts(mode, quota=100, grace=5)
+    result = churn.vcmd_churn(by_c[1], 300, LAYOUTS[encoding].index)
+    assert result == python_vcmd_churn(by_python[1], 300, encoding)
+    assert result[1] == 200 and by_c[1].stats()["failures"] == 200
+    assert_same_hosts(by_c, by_python)
+
+
+@needs_core
+@pytest.mark.parametrize("mode", ["translated", "identity"])
+@pytest.mark.parametrize(("quota", "owner"), [(None, None), (5, "proc")])
+def test_guest_churn_is_the_python_calls(churn, mode, quota, owner):
+    by_c, by_python = twin_hosts(mode, quota=quota)
+    result = churn.guest_churn(by_c[1], 500, 8, owner)
+    assert result == python_guest_churn(by_python[1], 500, 8, owner)
+    assert_same_hosts(by_c, by_python)
+    assert len(by_c[1]) == (8 if quota is None else quota)
+    assert result[1] == (0 if quota is None else 495)
+    assert {by_c[1].owner(g) for g in by_c[1]} == {owner}
+
+
+@needs_core
+@pytest.mark.parametrize("mode", ["translated", "identity"])
+def test_the_guest_entries_answer_as_the_methods(churn, mode):
+    from pasid._core import PasidAllocator
+    from pasid._vcmd import ALLOC, FREE, LAYOUTS, respond, Status
+
+    host = PasidAllocator(8, grace=0)
+    vm, other = host.add_vm("vm0", mode=mode, max=99), host.add_vm("vm1", mode=mode, min=100)
+    g, g1 = vm.alloc(), other.alloc()
+    h = vm.host_pasid(g)
+    assert churn.guest_to_host(vm, g) == h and churn.host_to_guest(vm, h) == g
+    # not mapped: -1 where the methods raise StateError
+    assert churn.guest_to_host(vm, 7) == -1
+    assert churn.host_to_guest(vm, other.host_pasid(g1)) == -1     # another VM's
+    assert churn.host_to_guest(vm, 0) == -1                        # the host's
+    # outside the range: InvalidPasid, as the methods
+    for call, bad in ((churn.guest_to_host, 256), (churn.guest_to_host, -1),
+                      (churn.host_to_guest, 256), (churn.guest_free, 256)):
+        with pytest.raises(InvalidPasid, match="out of range 0..255"):
+            call(vm, bad)
+    with pytest.raises(StateError, match="free of PASID 7, which is"):
+        churn.guest_free(vm, 7)
+    # a bad word is answered, never raised, and changes nothing
+    before = (vm.stats(), host.stats(), list(vm))
+    for word, layout in ((3, "3.3"), (FREE | 7 << 16, "3.3"), (FREE | 1 << 40, "3.3"),
+                         (2**64 - 1, "3.1")):
+        assert churn.vcmd(vm, word, LAYOUTS[layout].index) == vm.vcmd(word, encoding=layout)
+    assert churn.vcmd(vm, FREE | 7 << 16) == respond(Status.INVALID_PASID, 0, "3.3")
+    assert (vm.stats(), host.stats(), list(vm)) == before
+    with pytest.raises(ValueError, match="PASID_VCMD_31 .0. or PASID_VCMD_33 .1., not 2"):
+        churn.vcmd(vm, ALLOC, 2)
+    assert (vm.stats(), host.stats(), list(vm)) == before
+    # guest_alloc/guest_free: the PASID and its tag, as try_alloc/free
+    p = churn.guest_alloc(vm, "proc")
+    assert p in vm and vm.owner(p) == "proc"
+    vm.get(p)
+    assert churn.guest_free(vm, p) == 0 and p in vm                 # one reference left
+    assert churn.guest_free(vm, p) == 0 and p not in vm             # the last releases
+    # a removed VM: StateError from every entry (a bad encoding is still ValueError)
+    host.remove_vm("vm0")
+    for call, args in ((churn.vcmd, (ALLOC,)), (churn.guest_alloc, ()),
+                       (churn.guest_free, (g,)), (churn.guest_to_host, (g,)),
+                       (churn.host_to_guest, (h,)), (churn.vcmd_churn, (1,)),
+                       (churn.guest_churn, (1,))):
+        with pytest.raises(StateError, match="VM 'vm0' has been removed"):
+            call(vm, *args)
+    with pytest.raises(ValueError):
+        churn.vcmd(vm, ALLOC, -1)
+    host._check()
+
+
+@needs_core
+def test_guest_alloc_refusals_are_counted(churn):
+    from pasid._core import PasidAllocator
+
+    host = PasidAllocator(8)
+    vm = host.add_vm("vm0", quota=1)
+    assert churn.guest_alloc(vm) == 1 and churn.guest_alloc(vm) == -1      # the quota
+    full = host.add_vm("vm1", mode="identity", min=200, max=200)
+    assert churn.guest_alloc(full) == 200 and churn.guest_alloc(full) == -1   # none FREE
+    assert vm.stats()["failures"] == full.stats()["failures"] == 1
+    assert host.stats()["failures"] == 2
+
+
 @needs_core
 def test_run_script(build_dir):
     out = run_script(CYTHON_SIM / "run.py", "--build-dir", build_dir, "--pairs", 500,
-                     "--cycles", 100, "--repeat", 1)
+                     "--cycles", 100, "--commands", 500, "--repeat", 1)
     assert "W1 churn" in out and "W6 lifecycle" in out
+    assert "vcmd pair" in out and "guest churn" in out
 
 
 def test_build_finds_the_installed_pxd():
@@ -496,6 +654,12 @@ def test_the_table_refuses_other_objects(churn):
         churn.churn(pasid.pure.PasidAllocator(8), victims)
     with pytest.raises(TypeError, match="needs a pasid._core.IDA, not builtins.object"):
         churn.ida_churn(object(), 1)
+    with pytest.raises(TypeError, match="needs a pasid._core.GuestSpace, not "
+                                        "pasid.pure.guest.GuestSpace"):
+        churn.vcmd_churn(pasid.pure.PasidAllocator(8).add_vm("vm0"), 1)
+    with pytest.raises(TypeError, match="needs a pasid._core.GuestSpace, not "
+                                        "pasid._core.PasidAllocator"):
+        churn.guest_alloc(pasid._core.PasidAllocator(8))
 
 
 # Run in a child: load the example built in argv[2] (build.py in argv[1]) against the
@@ -549,13 +713,22 @@ EXAMPLE_AGAINST = """
     ida = IDA()
     ida.alloc_range(0, 9)
     assert churn.ida_churn(ida, 100) == (1, False, -1) and len(ida) == 1
+
+    # guests: the virtual command and guest_alloc/guest_free
+    (host, vm), (twin, twin_vm) = [(a, a.add_vm("vm0", min=50)) for a in
+                                   (PasidAllocator(8), PasidAllocator(8))]
+    assert churn.vcmd_churn(vm, 20) == (1, 0) and churn.vcmd_churn(vm, 20, 0) == (1, 0)
+    for _ in range(40):
+        twin_vm.free(twin_vm.alloc())
+    assert churn.guest_churn(vm, 20, 4) == python_guest_churn(twin_vm, 20, 4)
+    assert list(vm) == list(twin_vm) and host.stats() == twin.stats()
     print(PasidAllocator.__basicsize__)
 """
 
 
 def copy_with_a_private_field(destination):
     """A copy of this checkout's package source (no build outputs) with one private
-    field added to the compiled PasidAllocator: what any release may do."""
+    field added to the compiled PasidAllocator and GuestSpace: what any release may do."""
     import shutil
 
     shutil.copytree(ROOT / "pasid", destination / "pasid",
@@ -565,9 +738,10 @@ def copy_with_a_private_field(destination):
         shutil.copy(ROOT / name, destination / name)
     pxd = destination / "pasid" / "_core.pxd"
     text = pxd.read_text()
-    header = "cdef class PasidAllocator:\n"
-    assert text.count(header) == 1
-    pxd.write_text(text.replace(header, header + "    cdef int64_t _padding_for_test\n"))
+    for header in ("cdef class PasidAllocator:\n", "cdef class GuestSpace:\n"):
+        assert text.count(header) == 1
+        text = text.replace(header, header + "    cdef int64_t _padding_for_test\n")
+    pxd.write_text(text)
     return destination
 
 
@@ -594,7 +768,8 @@ def test_the_example_survives_a_private_field_added_to_the_class(build_dir, tmp_
     assert proc.returncode == 0, f"building the copy failed\n{proc.stdout}\n{proc.stderr}"
     proc = subprocess.run(
         [sys.executable, "-W", "error", "-c",
-         inspect.getsource(python_lifecycle) + textwrap.dedent(EXAMPLE_AGAINST),
+         inspect.getsource(python_lifecycle) + inspect.getsource(python_guest_churn)
+         + textwrap.dedent(EXAMPLE_AGAINST),
          str(CYTHON_SIM), str(build_dir), str(copy)],
         capture_output=True, text=True, timeout=300, cwd=tmp_path,
         env=dict(os.environ, PYTHONPATH=str(copy)))
@@ -614,7 +789,8 @@ TABLE_REFUSED = """
     if sys.argv[3] == "missing":
         del pasid._core._C_API
     else:
-        table = (ctypes.c_int64 * 2)(0, 16)          # version 0, 16 bytes
+        version, size = {"old": (0, 16), "v1": (1, 176)}[sys.argv[3]]
+        table = (ctypes.c_int64 * 2)(version, size)
         name = ctypes.create_string_buffer(b"pasid._core._C_API")
         new = ctypes.pythonapi.PyCapsule_New
         new.restype = ctypes.py_object
@@ -630,7 +806,9 @@ TABLE_REFUSED = """
 @needs_core
 @pytest.mark.parametrize(("table", "message"), [
     ("missing", "pasid's C API (pasid._core._C_API) is not available"),
-    ("old", "pasid's C API is version 0 (16 bytes), older than the version 1"),
+    ("old", "pasid's C API is version 0 (16 bytes), older than the version 2"),
+    # version 1's table (20 entries after version and size): the guests' entries missing
+    ("v1", "pasid's C API is version 1 (176 bytes), older than the version 2"),
 ])
 def test_an_older_pasid_is_refused_at_import(build_dir, table, message):
     import textwrap
@@ -642,6 +820,49 @@ def test_an_older_pasid_is_refused_at_import(build_dir, table, message):
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     assert message in proc.stdout
 
+
+
+# Run in a child: replace pasid._core._C_API by a newer table (the real one copied into
+# a larger one: version + 1, 8 bytes more), then load the example built in argv[2] and
+# call entries of both versions through it. Prints the table's version and size.
+NEWER_TABLE = """
+    import ctypes, sys
+    sys.path.insert(0, sys.argv[1])
+    import build
+    import pasid._core
+    from pasid._core import PasidAllocator
+
+    get = ctypes.pythonapi.PyCapsule_GetPointer
+    get.restype = ctypes.c_void_p
+    get.argtypes = [ctypes.py_object, ctypes.c_char_p]
+    real = get(pasid._core._C_API, b"pasid._core._C_API")
+    version, size = ctypes.cast(real, ctypes.POINTER(ctypes.c_int64))[:2]
+    table = ctypes.create_string_buffer(size + 8)
+    ctypes.memmove(table, real, size)
+    header = ctypes.cast(table, ctypes.POINTER(ctypes.c_int64))
+    header[0], header[1] = version + 1, size + 8
+    name = ctypes.create_string_buffer(b"pasid._core._C_API")
+    new = ctypes.pythonapi.PyCapsule_New
+    new.restype = ctypes.py_object
+    new.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+    pasid._core._C_API = new(ctypes.addressof(table), ctypes.addressof(name), None)
+    churn = build.load(sys.argv[2])
+    host = PasidAllocator(8)
+    assert churn.vcmd_churn(host.add_vm("vm0"), 10) == (1, 0)
+    assert churn.alloc_put(host, 10) == 1
+    print(version, size)
+"""
+
+
+@needs_core
+def test_a_newer_table_is_taken(build_dir):
+    import textwrap
+
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(NEWER_TABLE), str(CYTHON_SIM), str(build_dir)],
+        capture_output=True, text=True, timeout=120, cwd=ROOT, env=script_env())
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    assert proc.stdout.split() == ["2", "224"]      # version 2: 26 entries after the header
 
 # ---------------------------------------------------------------- the SimPy examples
 

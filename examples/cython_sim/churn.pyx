@@ -15,20 +15,27 @@ methods added to it (only an older pasid's table is refused, at import).
 * :func:`lifecycle`: the W6 lifecycle, ``alloc``, ``bind`` x2, ``put``,
   ``unbind`` x2, ``advance(now + 1)``, on an allocator with a logical clock
   (grace 1 and two devices of drain 0.5 in the benchmark).
+* :func:`vcmd_churn`: a guest driver's virtual command loop on a VM (a
+  ``GuestSpace``, SPEC §7): ALLOC, then FREE of the PASID the response carries,
+  through ``api.vcmd``, the response decoded with the register layout's fields.
+* :func:`guest_churn`: a VM's PASIDs through ``guest_alloc``/``guest_free``, each
+  translated both ways (``guest_to_host``, ``host_to_guest``) while held.
 * :func:`batch`, :func:`exact`, :func:`generation`, :func:`next_release`,
-  :func:`ida_churn`: the batch entry points, ``alloc_exact``, ``generation``,
-  ``next_release_time`` and the ``IDA``'s ``ida_alloc``/``ida_free``/``ida_exists``.
+  :func:`ida_churn`, :func:`alloc_put` and the guests' one-call functions: the other
+  entry points (``alloc_exact``, ``generation``, ``next_release_time``, the
+  ``IDA``'s ``ida_alloc``/``ida_free``/``ida_exists``, ...).
 
-Every function takes the allocator (or IDA) as a Python object and asks the
-table for its handle first: TypeError unless it is the compiled class.
+Every function takes the allocator (or IDA, or GuestSpace) as a Python object
+and asks the table for its handle first: TypeError unless it is the compiled class.
 
 Build: ``python build.py`` (see README.md in this folder).
 """
 
 from libc.math cimport isnan
-from libc.stdint cimport int64_t, uint32_t
+from libc.stdint cimport int64_t, uint32_t, uint64_t
 
-from pasid.capi cimport import_pasid_capi, pasid_allocator_t, pasid_capi_t, pasid_ida_t
+from pasid.capi cimport (PASID_VCMD_31, PASID_VCMD_33, import_pasid_capi, pasid_allocator_t,
+                         pasid_capi_t, pasid_guest_t, pasid_ida_t)
 
 from pasid import PasidExhausted
 
@@ -144,3 +151,135 @@ def ida_churn(ida_object, Py_ssize_t n):
         p = api.ida_alloc(ida, 0, 2147483647)
         api.ida_free(ida, p)
     return p, api.ida_exists(ida, p), api.ida_alloc(ida, 5, 4)
+
+
+def alloc_put(allocator, Py_ssize_t n):
+    """``n`` x (``alloc(None, 0, size - 1)``, ``put`` of it): the host's own pair, the
+    baseline of :func:`vcmd_churn`. Returns the last PASID (-1 for ``n`` = 0);
+    PasidExhausted if an allocation finds nothing FREE."""
+    cdef pasid_allocator_t* a = api.allocator(allocator)
+    cdef Py_ssize_t i
+    cdef int64_t p = -1
+    cdef int64_t hi = (<int64_t>1 << <int>allocator.bits) - 1
+    for i in range(n):
+        p = api.alloc(a, None, 0, hi)
+        if p < 0:
+            raise PasidExhausted(f"pair {i}: no FREE PASID")
+        api.put(a, p)
+    return p
+
+
+# ---------------------------------------------------------------- guests (version 2)
+
+# The virtual command register as the guest's driver knows it: the command word's
+# fields and the response's, in the two VT-d layouts (pasid._vcmd.LAYOUTS has them
+# and cites the Linux driver's VCMD_* macros; the table only says which layout).
+cdef enum:
+    VCMD_ALLOC = 1                  # VCMD_CMD_ALLOC
+    VCMD_FREE = 2                   # VCMD_CMD_FREE
+    VCMD_IN_PROGRESS = 0x1          # VCMD_VRSP_IP
+    VCMD_PASID_MASK = 0xFFFFF       # the operand and the result: 20 bits
+
+cdef struct Layout:
+    int operand_shift               # VCMD_CMD_OPERAND
+    int status_shift                # VCMD_VRSP_SC
+    uint64_t status_mask
+    int result_shift                # VCMD_VRSP_RESULT_PASID
+    uint64_t success                # the status code of a success
+
+cdef Layout LAYOUT_31 = Layout(8, 1, 0x3, 8, 0)
+cdef Layout LAYOUT_33 = Layout(16, 1, 0x7F, 16, 0)
+
+
+cdef inline uint64_t status_of(uint64_t response, const Layout* layout) noexcept:
+    return (response >> layout.status_shift) & layout.status_mask
+
+
+def vcmd_churn(vm, Py_ssize_t n, int encoding=PASID_VCMD_33):
+    """``n`` x (ALLOC through the virtual command; FREE of the guest PASID its
+    response carries), in the layout ``encoding`` (PASID_VCMD_31 = 0 or
+    PASID_VCMD_33 = 1; ValueError from the first call otherwise).
+
+    An ALLOC answered "no PASID available" is counted and its FREE skipped.
+    Returns ``(the last guest PASID freed or -1, ALLOCs refused)``;
+    RuntimeError if a FREE is not answered with success (it always is: the
+    PASID was just given). O(n log64 N).
+    """
+    cdef pasid_guest_t* g = api.guest(vm)
+    cdef const Layout* layout = &LAYOUT_33 if encoding == PASID_VCMD_33 else &LAYOUT_31
+    cdef Py_ssize_t i
+    cdef uint64_t response
+    cdef int64_t pasid, last = -1, refused = 0
+    for i in range(n):
+        response = api.vcmd(g, VCMD_ALLOC, encoding)
+        if (response & VCMD_IN_PROGRESS) or status_of(response, layout) != layout.success:
+            refused += 1
+            continue
+        pasid = <int64_t>((response >> layout.result_shift) & VCMD_PASID_MASK)
+        response = api.vcmd(g, VCMD_FREE | (<uint64_t>pasid << layout.operand_shift), encoding)
+        if (response & VCMD_IN_PROGRESS) or status_of(response, layout) != layout.success:
+            raise RuntimeError(f"FREE of guest PASID {pasid} answered {response:#x}")
+        last = pasid
+    return last, refused
+
+
+def guest_churn(vm, Py_ssize_t n, Py_ssize_t hold=8, object owner=None):
+    """``n`` x ``guest_alloc(vm, owner)``, keeping the last ``hold`` (1..64) guest
+    PASIDs: once ``hold`` are held, each new one frees the oldest
+    (``guest_free``). Each is translated to its host PASID and back
+    (``guest_to_host``, ``host_to_guest``; RuntimeError if that is not the same
+    PASID). An allocation answered -1 (the VM's quota, nothing FREE) is counted.
+
+    Returns ``(the last guest PASID allocated or -1, allocations refused, the
+    sum of the host PASIDs seen)``; the last ``hold`` stay allocated.
+    O(n log64 N).
+    """
+    cdef pasid_guest_t* g = api.guest(vm)
+    cdef int64_t ring[64]
+    cdef Py_ssize_t i, held = 0, oldest = 0
+    cdef int64_t pasid, host, last = -1, refused = 0, host_sum = 0
+    if not 1 <= hold <= 64:
+        raise ValueError(f"hold must be in 1..64, not {hold}")
+    for i in range(n):
+        pasid = api.guest_alloc(g, owner)
+        if pasid < 0:
+            refused += 1
+            continue
+        host = api.guest_to_host(g, pasid)
+        if host < 0 or api.host_to_guest(g, host) != pasid:
+            raise RuntimeError(f"guest PASID {pasid} does not translate back through {host}")
+        host_sum += host
+        last = pasid
+        if held == hold:
+            api.guest_free(g, ring[oldest])
+            ring[oldest] = pasid
+            oldest = (oldest + 1) % hold
+        else:
+            ring[held] = pasid
+            held += 1
+    return last, refused, host_sum
+
+
+def vcmd(vm, uint64_t word, int encoding=PASID_VCMD_33):
+    """One ``api.vcmd``: the response word."""
+    return api.vcmd(api.guest(vm), word, encoding)
+
+
+def guest_alloc(vm, object owner=None):
+    """One ``api.guest_alloc``: the guest PASID, or -1."""
+    return api.guest_alloc(api.guest(vm), owner)
+
+
+def guest_free(vm, int64_t pasid):
+    """One ``api.guest_free``: 0."""
+    return api.guest_free(api.guest(vm), pasid)
+
+
+def guest_to_host(vm, int64_t pasid):
+    """One ``api.guest_to_host``: the host PASID, or -1."""
+    return api.guest_to_host(api.guest(vm), pasid)
+
+
+def host_to_guest(vm, int64_t pasid):
+    """One ``api.host_to_guest``: the guest PASID, or -1."""
+    return api.host_to_guest(api.guest(vm), pasid)
