@@ -254,6 +254,7 @@ cdef class GuestSpace:
     cdef int64_t _try_alloc(self, object owner, object data) except -2
     cdef int _put(self, int64_t g) except -1
     cdef int _put_id(self, int64_t g) except -1
+    cdef inline bint _put_plain(self, int64_t h) noexcept
     cdef _Device _device(self, object device)
     cdef int _state_in(self, int64_t g) noexcept
     cdef uint64_t _vcmd(self, uint64_t word, int64_t encoding) except? 0xFFFFFFFFFFFFFFFF

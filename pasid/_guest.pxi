@@ -336,16 +336,24 @@ cdef class GuestSpace:
                 if release_due(&host._queue, host._now):
                     reclaim(host, host._now)
                 h = self._host_of(g)
-                if h >= 0 and host._slots[h].meta == (ACTIVE | HAS_OWNER) and host._grace <= 0:
-                    owned_unlink(host, h)        # unmaps g (guest_unmap)
-                    owner_untag(host, h)         # (pinned: the VM's record stays)
-                    host._freed_plain(h)
-                    space_release(&host.space, h)
-                    plain = True
+                plain = h >= 0 and self._put_plain(h)
             if plain:
                 host._after()
                 return 0
         return self._put_id(g)
+
+    cdef inline bint _put_plain(self, int64_t h) noexcept:
+        """The last reference to the VM's host PASID ``h`` with nothing bound, no data
+        and no grace period: FREE at once, its guest PASID unmapped (True). Anything
+        else is left alone (False)."""
+        cdef PasidAllocator host = self._host
+        if host._slots[h].meta != (ACTIVE | HAS_OWNER) or host._grace > 0:
+            return False
+        owned_unlink(host, h)                    # unmaps its guest PASID (guest_unmap)
+        owner_untag(host, h)                     # (pinned: the VM's record stays)
+        host._freed_plain(h)
+        space_release(&host.space, h)
+        return True
 
     cdef int _put_id(self, int64_t g) except -1:
         """:meth:`_put` in three phases: any clock, any PASID."""
@@ -513,6 +521,8 @@ cdef class GuestSpace:
                     h = self._host_of(operand)
                 if h < 0:
                     status = vcmd.VCMD_INVALID_PASID
+                elif self._put_plain(h):
+                    pass                         # FREE at once
                 elif host._slots[h].meta & MULTI:
                     host._ref_dec(h)
                 else:
