@@ -476,44 +476,36 @@ def record_vms(workload: VMWorkload, seed: int = 0, *, draws: _Draws | None = No
     mig_vm = np.asarray(d.migration_vm if migrating else [], dtype=np.int64)
     picks = np.asarray(d.migration_pick if migrating else [], dtype=np.float64)
     offset = 1 + np.minimum((picks * (w.hosts - 1)).astype(np.int64), w.hosts - 2)
-    # the devices' teardown: per ended process, per device slot, its access (if late), unbind
-    parts = [
-        (arrive, VM_ARRIVE, np.arange(count), vm_of, np.full(count, -1)),
-        (mig_time, VM_MIGRATE, np.full(len(mig_time), -1), mig_vm, offset),
-        (end[ends], VM_END, ends, np.full(len(ends), -1), np.full(len(ends), -1)),
+    def full(length: int, value: int) -> npt.NDArray[np.int64]:
+        return np.full(length, value, dtype=np.int64)
+
+    # (time, op, process, vm, arg) per kind of operation, in the order ties keep
+    parts: list[tuple[npt.NDArray[Any], ...]] = [
+        (arrive, full(count, VM_ARRIVE), np.arange(count), vm_of, full(count, -1)),
+        (mig_time, full(len(mig_time), VM_MIGRATE), full(len(mig_time), -1), mig_vm, offset),
+        (end[ends], full(len(ends), VM_END), ends, full(len(ends), -1), full(len(ends), -1)),
     ]
-    tear_t, tear_op, tear_k, tear_slot = [], [], [], []
+    # the devices' teardown: per ended process, per device slot, its access (if late), unbind
+    tear: list[list[npt.NDArray[Any]]] = [[], [], [], []]     # time, op, process, slot
     for slot in range(hi):
-        has = slot < slots
-        who = ends[has]
-        lates = late[who, slot]
-        tear_t += [end[who[lates]] + access[who[lates], slot] * ack[who[lates], slot],
-                   end[who] + ack[who, slot]]
-        tear_op += [np.full(int(lates.sum()), VM_ACCESS), np.full(len(who), VM_UNBIND)]
-        tear_k += [who[lates], who]
-        tear_slot += [np.full(int(lates.sum()), slot), np.full(len(who), slot)]
-    if tear_t:
-        t_all = np.concatenate(tear_t)
-        k_all = np.concatenate(tear_k)
-        s_all = np.concatenate(tear_slot)
-        o_all = np.concatenate(tear_op)
-        order = np.lexsort((o_all, s_all, k_all))       # by process, slot, access first
-        parts.append((t_all[order], -1, k_all[order], np.full(len(order), -1), s_all[order],
-                      o_all[order]))
-    times, ops, procs, vmcol, args = [], [], [], [], []
-    for part in parts:
-        t = part[0]
-        times.append(t)
-        ops.append(part[5] if len(part) > 5 else np.full(len(t), part[1]))
-        procs.append(part[2])
-        vmcol.append(part[3])
-        args.append(part[4])
-    time_col = np.concatenate(times).astype(np.float64)
+        who = ends[slot < slots]
+        lates = who[late[who, slot]]
+        for t, op, k in ((end[lates] + access[lates, slot] * ack[lates, slot], VM_ACCESS, lates),
+                         (end[who] + ack[who, slot], VM_UNBIND, who)):
+            tear[0].append(t)
+            tear[1].append(full(len(k), op))
+            tear[2].append(k)
+            tear[3].append(full(len(k), slot))
+    t_all, o_all, k_all, s_all = (np.concatenate(column) for column in tear)
+    by_process = np.lexsort((o_all, s_all, k_all))          # by process, slot, access first
+    parts.append((t_all[by_process], o_all[by_process], k_all[by_process],
+                  full(len(by_process), -1), s_all[by_process]))
+    time_col = np.concatenate([part[0] for part in parts]).astype(np.float64)
     order = np.argsort(time_col, kind="stable")
-    op_col = np.concatenate(ops).astype(np.uint8)[order]
-    proc_col = np.concatenate(procs).astype(np.int32)[order]
-    vm_col = np.concatenate(vmcol).astype(np.int32)[order]
-    arg_col = np.concatenate(args).astype(np.int32)[order]
+    op_col = np.concatenate([part[1] for part in parts]).astype(np.uint8)[order]
+    proc_col = np.concatenate([part[2] for part in parts]).astype(np.int32)[order]
+    vm_col = np.concatenate([part[3] for part in parts]).astype(np.int32)[order]
+    arg_col = np.concatenate([part[4] for part in parts]).astype(np.int32)[order]
     time_col = np.ascontiguousarray(time_col[order])
     # each migration's draws: one per device of each process alive in its VM then
     alive = [0] * n

@@ -218,7 +218,7 @@ class VMTrace:
 
 def trace_version(source: str | os.PathLike[str]) -> int:
     """The format version of the trace file at ``source``: 2 for a VM trace (its first
-    line, or for ``.npz`` its ``header.json``), else 1 (the version-1 reader then
+    line, or for ``.npz`` a ``header.json`` of version 2 with ``vms``), else 1 (the version-1 reader then
     says what is wrong, if anything). OSError for a file that cannot be opened."""
     label = os.fspath(source)
     if label.lower().endswith(".npz"):
@@ -227,8 +227,9 @@ def trace_version(source: str | os.PathLike[str]) -> int:
                 meta = json.loads(zf.read("header.json"))
         except (zipfile.BadZipFile, KeyError, ValueError, UnicodeDecodeError):
             return 1            # the version-1 reader says what is wrong, as before
-        version = meta.get("version") if isinstance(meta, dict) else None
-        return 2 if version == VM_BINARY_VERSION else 1
+        vm = isinstance(meta, dict) and meta.get("version") == VM_BINARY_VERSION \
+            and "vms" in meta
+        return 2 if vm else 1
     with open(source, "rb") as file:
         first = file.readline(256).decode("utf-8", "replace").lstrip(_BOM).split()
     if len(first) >= 2 and first[0] == MAGIC and first[1] == str(VM_VERSION):
