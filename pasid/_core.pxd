@@ -241,13 +241,14 @@ cdef class GuestSpace:
     cdef int64_t _allocations
     cdef int64_t _failures
 
-    cdef int64_t _check_guest(self, object value) except -1
+    cdef inline int64_t _check_guest(self, object value) except -1
     cdef inline int64_t _host_of(self, int64_t g) noexcept
     cdef inline int64_t _host_lo(self) noexcept
     cdef int64_t _mapped(self, str what, int64_t g) except -1
     cdef int64_t _alloc_in(self, int64_t g, object owner, object data) except -3
     cdef int64_t _alloc(self, int64_t g, object owner, object data) except -1
     cdef int _put(self, int64_t g) except -1
+    cdef int _put_id(self, int64_t g) except -1
     cdef _Device _device(self, object device)
     cdef int _state_in(self, int64_t g) noexcept
     cdef uint64_t _vcmd(self, uint64_t word, int64_t encoding) except? 0xFFFFFFFFFFFFFFFF

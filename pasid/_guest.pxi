@@ -118,7 +118,7 @@ cdef class GuestSpace:
 
     # ------------------------------------------------------------ phase 1: prepare
 
-    cdef int64_t _check_guest(self, object value) except -1:
+    cdef inline int64_t _check_guest(self, object value) except -1:
         cdef int64_t g = as_int64(value, "guest PASID")
         if not 0 <= g < (<int64_t>1 << self._bits):
             raise InvalidPasid(out_of_range(value, <int64_t>1 << self._bits))
@@ -162,20 +162,30 @@ cdef class GuestSpace:
         -2 at the quota (both counted as failures)."""
         cdef PasidAllocator host = self._host
         cdef _Owner record = self._record
-        cdef int64_t h
+        cdef int64_t h, top
         if record.quota >= 0 and record.use >= record.quota:
             host._failures += 1
             self._failures += 1
             return -2
         if self._translated:
+            top = (<int64_t>1 << self._bits) - 1
             if g < 0:
-                g = space_find_free(&self._space, 1)
-                if g >= (<int64_t>1 << self._bits):
+                g = space_take_lowest(&self._space, top)     # (0 is taken: never 0)
+                if g == -2:
                     self._failures += 1
                     return -1
-            guestmap_reserve(&self._map, g)
-            if space_take(&self._space, g) < 0:
-                raise MemoryError()
+            if g < 0 or space_is_free(&self._space, g):
+                # the general way: the lowest FREE needs a new node, or g was asked for
+                if g < 0:
+                    g = space_find_free(&self._space, 1)
+                if space_take(&self._space, g) < 0:
+                    raise MemoryError()
+            if self._map.pages[g >> PAGE_SHIFT] == NULL:
+                try:
+                    guestmap_reserve(&self._map, g)
+                except BaseException:
+                    space_release(&self._space, g)
+                    raise
             try:
                 h = host._alloc_in(record, data, self._host_lo(), self._hi)
             except BaseException:
@@ -269,6 +279,30 @@ cdef class GuestSpace:
             host._ref_inc(h)
 
     cdef int _put(self, int64_t g) except -1:
+        cdef PasidAllocator host = self._host
+        cdef int64_t h
+        cdef bint plain = False
+        if host._clock is None:
+            # the common call (as the host's put): no user code can run, and a guest PASID
+            # with one reference, nothing bound, no data and no grace is FREE in one step
+            with cython.critical_section(host):
+                wait_batch(host)
+                if release_due(&host._queue, host._now):
+                    reclaim(host, host._now)
+                h = self._host_of(g)
+                if h >= 0 and host._slots[h].meta == (ACTIVE | HAS_OWNER) and host._grace <= 0:
+                    host._releases += 1
+                    owned_unlink(host, h)        # unmaps g (guest_unmap)
+                    make_free(host, h)
+                    host._reclaimed += 1
+                    plain = True
+            if plain:
+                host._after()
+                return 0
+        return self._put_id(g)
+
+    cdef int _put_id(self, int64_t g) except -1:
+        """:meth:`_put` in three phases: any clock, any PASID."""
         cdef PasidAllocator host = self._host
         cdef double reading = host._reading()
         cdef double now
@@ -465,37 +499,68 @@ cdef class GuestSpace:
     def export(self):
         cdef PasidAllocator host = self._host
         cdef dict handles
-        cdef list entries = []
-        cdef int64_t g, h
+        cdef int64_t g, h, n, row = 0, lo, hi
         cdef int32_t record
         cdef int was_enabled
-        with cython.critical_section(host):
-            wait_batch(host)
-            if self._removed:
-                raise StateError(vm_removed(self._name))
-            was_enabled = _gc_pause()
-            try:
-                handles = {(<_Device>info).handle: i for i, info in enumerate(self._devices)}
-                for g in self._guests():
-                    h = self._host_of(g)
-                    binds = []
-                    if host._slots[h].meta & HAS_BINDINGS:
-                        record = host._bindings.first[h]
-                        while record >= 0:
-                            index = handles.get(host._bindings.recs[record].device)
-                            if index is not None:
-                                binds.append((index, host._bindings.recs[record].count,
-                                              host._bind_data[record]))
-                            record = host._bindings.recs[record].next
-                    entries.append((g, host._refcount[h] if host._slots[h].meta & MULTI else 1,
-                                    None if self._tags is None else self._tags[g],
-                                    host._data[h] if host._slots[h].meta & HAS_DATA else None,
-                                    binds))
-            finally:
-                _gc_resume(was_enabled)
-            state = {"mode": _args.VM_MODES[self._mode], "bits": self._bits,
-                     "devices": [(<_Device>info).key for info in self._devices],
-                     "entries": entries}
+        cdef int64_t[::1] guest_view, count_view
+        cdef list tag_rows = [], tag_values = [], data_rows = [], data_values = []
+        cdef list bind_rows = [], bind_devices = [], bind_counts = [], value_rows = [], values = []
+        handles = {(<_Device>info).handle: i for i, info in enumerate(self._devices)}
+        while True:
+            # the columns are made first (that may run Python code); then one pass in C
+            n = self._active
+            guests = np.empty(n, dtype=np.int64)
+            refcounts = np.empty(n, dtype=np.int64)
+            guest_view, count_view = guests, refcounts
+            with cython.critical_section(host):
+                wait_batch(host)
+                if self._removed:
+                    raise StateError(vm_removed(self._name))
+                if self._active != n:
+                    continue                     # changed meanwhile: again
+                lo, hi = self._lo, self._hi
+                if self._translated:
+                    lo, hi = 1, (<int64_t>1 << self._bits) - 1
+                was_enabled = _gc_pause()
+                try:
+                    g = lo
+                    while g <= hi:
+                        if self._translated and self._map.pages[g >> PAGE_SHIFT] == NULL:
+                            g = ((g >> PAGE_SHIFT) + 1) << PAGE_SHIFT
+                            continue
+                        h = self._host_of(g)
+                        if h >= 0:
+                            guest_view[row] = g
+                            count_view[row] = host._refcount[h] if host._slots[h].meta & MULTI else 1
+                            if self._tags is not None and self._tags[g] is not None:
+                                tag_rows.append(row)
+                                tag_values.append(self._tags[g])
+                            if host._slots[h].meta & HAS_DATA:
+                                data_rows.append(row)
+                                data_values.append(host._data[h])
+                            if host._slots[h].meta & HAS_BINDINGS:
+                                record = host._bindings.first[h]
+                                while record >= 0:
+                                    index = handles.get(host._bindings.recs[record].device)
+                                    if index is not None:
+                                        if host._bind_data[record] is not None:
+                                            value_rows.append(len(bind_rows))
+                                            values.append(host._bind_data[record])
+                                        bind_rows.append(row)
+                                        bind_devices.append(index)
+                                        bind_counts.append(host._bindings.recs[record].count)
+                                    record = host._bindings.recs[record].next
+                            row += 1
+                        g += 1
+                finally:
+                    _gc_resume(was_enabled)
+            break
+        state = {"mode": _args.VM_MODES[self._mode], "bits": self._bits,
+                 "devices": [(<_Device>info).key for info in self._devices],
+                 "guests": guests, "refcounts": refcounts, "tags": (tag_rows, tag_values),
+                 "data": (data_rows, data_values),
+                 "bindings": (bind_rows, bind_devices, bind_counts),
+                 "binding_data": (value_rows, values)}
         return _vmblob.dumps(state)
 
     # ------------------------------------------------------------ the guest's PASIDs
@@ -734,15 +799,14 @@ cdef GuestSpace import_vm(PasidAllocator a, object blob, object vm, object mode,
     cdef int index = layout[0], width = layout[1]
     cdef int64_t lo = layout[2], hi = layout[3]
     cdef int64_t limit = -1 if quota is None else _args.as_quota(quota)
-    cdef list entries = state["entries"]
+    cdef const int64_t[::1] guests = state["guests"]
     cdef list conflicts = []
-    cdef object top = entries[len(entries) - 1][0] if entries else 0   # (no wraparound)
-    if top >> width:
-        raise InvalidPasid(guest_number_too_wide(top, width))
-    if index == IDENTITY:
-        outside = [entry[0] for entry in entries if not lo <= entry[0] <= hi]
-        if outside:
-            raise InvalidPasid(import_outside(outside, lo, hi))
+    cdef int64_t n = guests.shape[0], i
+    if n and guests[n - 1] >> width:
+        raise InvalidPasid(guest_number_too_wide(guests[n - 1], width))
+    if index == IDENTITY and n and (guests[0] < lo or guests[n - 1] > hi):
+        outside = [g for g in state["guests"].tolist() if not lo <= g <= hi]
+        raise InvalidPasid(import_outside(outside, lo, hi))
     cdef _VMTable table = a._vms if a._vms is not None else _VMTable(a._size)
     cdef _Owner record = owner_record(a, vm)     # pinned: the VM keeps the pin
     cdef GuestSpace space = None
@@ -751,11 +815,11 @@ cdef GuestSpace import_vm(PasidAllocator a, object blob, object vm, object mode,
         with cython.critical_section(a):
             wait_batch(a)
             a._settle_time(a._time(reading))
-            conflicts = import_check(a, entries, index, lo, hi, limit, record)
+            conflicts = import_check(a, guests, index, lo, hi, limit, record)
             if not conflicts:
                 space = vm_create(a, vm, index, width, lo, hi, limit, records, record, table)
                 try:
-                    import_fill(a, space, entries, records)
+                    import_fill(a, space, guests, state, records)
                 except BaseException:
                     vm_undo(a, space)
                     space = None
@@ -769,84 +833,100 @@ cdef GuestSpace import_vm(PasidAllocator a, object blob, object vm, object mode,
     return space
 
 
-cdef list import_check(PasidAllocator a, list entries, int index, int64_t lo, int64_t hi,
-                       int64_t limit, _Owner record):
+cdef list import_check(PasidAllocator a, const int64_t[::1] guests, int index, int64_t lo,
+                       int64_t hi, int64_t limit, _Owner record):
     """Phase 2 of import_vm, before anything changes: every reason to refuse; an identity
     import's PASIDs that are not FREE here (MigrationConflict) are returned."""
     cdef int64_t quota = limit if limit >= 0 else record.quota
-    cdef int64_t g
+    cdef int64_t g, i, n = guests.shape[0]
     cdef list conflicts = []
-    if 0 <= quota < len(entries):
+    if 0 <= quota < n:
         raise QuotaExceeded(at_quota(record.key, quota))
     if index == TRANSLATED:
-        if space_rank(&a.space, hi + 1) - space_rank(&a.space, lo) < len(entries):
-            raise PasidExhausted(import_short(len(entries), lo, hi))
+        if space_rank(&a.space, hi + 1) - space_rank(&a.space, lo) < n:
+            raise PasidExhausted(import_short(n, lo, hi))
         return conflicts
-    for entry in entries:
-        g = entry[0]
+    for i in range(n):
+        g = guests[i]
         if (a._slots[g].meta & STATE_MASK) != FREE:
             conflicts.append(g)
     if not conflicts:
-        for entry in entries:
-            if a._generation_full(entry[0]):
-                raise OverflowError(generation_limit(entry[0]))
+        for i in range(n):
+            if a._generation_full(guests[i]):
+                raise OverflowError(generation_limit(guests[i]))
     return conflicts
 
 
-cdef int import_fill(PasidAllocator a, GuestSpace space, list entries, list records) except -1:
+cdef int import_fill(PasidAllocator a, GuestSpace space, const int64_t[::1] guests, dict state,
+                     list records) except -1:
     """Phase 2 of import_vm, checked: the host PASIDs, then their tables. Memory is
     made first; a host PASID at the generation limit (translated) undoes everything
     (OverflowError)."""
     cdef _Owner record = space._record
     cdef uint64_t rng = a._rng
-    cdef int64_t cursor = a._cursor, high_water = a._high_water, g, h, i, n = len(entries)
-    cdef int64_t nbinds
-    cdef list hosts = []
+    cdef int64_t cursor = a._cursor, high_water = a._high_water
+    cdef int64_t g, h, i, done = 0, n = guests.shape[0]
+    cdef const int64_t[::1] refcounts = state["refcounts"]
+    cdef const int64_t[::1] rows = state["bindings"][0]
+    cdef const int64_t[::1] devices = state["bindings"][1]
+    cdef const int64_t[::1] counts = state["bindings"][2]
+    cdef const int64_t[::1] tag_rows = state["tags"][0]
+    cdef const int64_t[::1] data_rows = state["data"][0]
+    cdef list tags = state["tags"][1], data = state["data"][1]
+    cdef int64_t* hosts = <int64_t*>malloc((n if n else 1) * sizeof(int64_t))
+    cdef list bind_values
     cdef _Device info
-    if a._data is None and any(entry[3] is not None for entry in entries):
-        a._data = [None] * a._size
-    if space._tags is None and any(entry[2] is not None for entry in entries):
-        space._tags = [None] * (<int64_t>1 << space._bits)
-    nbinds = 0
-    for entry in entries:
-        if space._translated:
-            guestmap_reserve(&space._map, entry[0])
-            if space_take(&space._space, entry[0]) < 0:
-                raise MemoryError()              # (the caller undoes the VM)
-        nbinds += len(entry[4])
-    binds_room(a, nbinds)
+    if hosts == NULL:
+        raise MemoryError()
     try:
-        for entry in entries:
-            if space._translated:
-                h = a._alloc_in(record, None, space._lo, space._hi)
-            else:
-                h = entry[0]
-                if space_take(&a.space, h) < 0:
-                    raise MemoryError()
-                a._activate(h, record, None, a._rng)
-            hosts.append(h)
-    except BaseException:
-        for h in reversed(hosts):
-            unactivate(a, h, record)
-        a._rng, a._cursor, a._high_water = rng, cursor, high_water
-        raise
-    for i in range(n):
-        g, refcount, owner, data, binds = entries[i]
-        h = hosts[i]
+        # every object the change stores is made before it begins
+        if data and a._data is None:
+            a._data = [None] * a._size
+        if tags and space._tags is None:
+            space._tags = [None] * (<int64_t>1 << space._bits)
+        bind_values = [None] * rows.shape[0]
+        for i, value in zip(state["binding_data"][0].tolist(), state["binding_data"][1]):
+            bind_values[i] = value
         if space._translated:
-            guestmap_set(&space._map, g, h)
-        a._vms.guest_of[h] = <int32_t>g
-        if owner is not None:
-            space._tags[g] = owner
-        if data is not None:
-            a._data[h] = data
-            a._slots[h].meta |= HAS_DATA
-        if refcount > 1:
-            a._refcount[h] = refcount
-            a._slots[h].meta |= MULTI
-        for device, count, bind_data in binds:
-            info = <_Device>records[device]
-            bind_link(a, h, info, bind_data, count)
+            for i in range(n):
+                guestmap_reserve(&space._map, guests[i])
+                if space_take(&space._space, guests[i]) < 0:
+                    raise MemoryError()          # (the caller undoes the VM)
+        binds_room(a, rows.shape[0])
+        try:
+            for i in range(n):
+                if space._translated:
+                    h = a._alloc_in(record, None, space._lo, space._hi)
+                else:
+                    h = guests[i]
+                    if space_take(&a.space, h) < 0:
+                        raise MemoryError()
+                    a._activate(h, record, None, a._rng)
+                hosts[i] = h
+                done += 1
+        except BaseException:
+            for i in range(done - 1, -1, -1):
+                unactivate(a, hosts[i], record)
+            a._rng, a._cursor, a._high_water = rng, cursor, high_water
+            raise
+        for i in range(n):
+            g, h = guests[i], hosts[i]
+            if space._translated:
+                guestmap_set(&space._map, g, h)
+            a._vms.guest_of[h] = <int32_t>g
+            if refcounts[i] > 1:
+                a._refcount[h] = <uint32_t>refcounts[i]
+                a._slots[h].meta |= MULTI
+        for i in range(tag_rows.shape[0]):
+            space._tags[guests[tag_rows[i]]] = tags[i]
+        for i in range(data_rows.shape[0]):
+            a._data[hosts[data_rows[i]]] = data[i]
+            a._slots[hosts[data_rows[i]]].meta |= HAS_DATA
+        for i in range(rows.shape[0]):
+            info = <_Device>records[devices[i]]
+            bind_link(a, hosts[rows[i]], info, bind_values[i], <uint32_t>counts[i])
+    finally:
+        free(hosts)
     space._active = n
     space._allocations = n
     return 0

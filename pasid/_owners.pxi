@@ -137,7 +137,7 @@ cdef int drop_gone_owners(PasidAllocator a) except -1:
 # ---------------------------------------------------------------- a PASID's owner (phase 2)
 
 
-cdef void owner_tag(PasidAllocator a, int64_t p, _Owner owner) noexcept:
+cdef inline void owner_tag(PasidAllocator a, int64_t p, _Owner owner) noexcept:
     """A new ACTIVE PASID of ``owner`` (a current record): its use and ACTIVE list."""
     a._slots[p].meta |= HAS_OWNER
     a._owned.owner_of[p] = <void*>owner
@@ -150,7 +150,7 @@ cdef void owner_tag(PasidAllocator a, int64_t p, _Owner owner) noexcept:
     owner.first = <int32_t>p
 
 
-cdef void owned_unlink(PasidAllocator a, int64_t p) noexcept:
+cdef inline void owned_unlink(PasidAllocator a, int64_t p) noexcept:
     """A PASID of an owner left ACTIVE: off the owner's ACTIVE list (its use stays)."""
     cdef _Owner owner = <_Owner>a._owned.owner_of[p]
     cdef int32_t before = a._owned.prev[p], after = a._owned.next[p]
@@ -165,7 +165,7 @@ cdef void owned_unlink(PasidAllocator a, int64_t p) noexcept:
         guest_unmap(<GuestSpace>owner.guest, p)  # a VM's: its guest PASID goes now
 
 
-cdef void owner_untag(PasidAllocator a, int64_t p) noexcept:
+cdef inline void owner_untag(PasidAllocator a, int64_t p) noexcept:
     """A PASID of an owner became FREE; an owner left with nothing, no quota and no
     pin is marked gone, to be dropped from the table in phase 3."""
     cdef _Owner owner = <_Owner>a._owned.owner_of[p]

@@ -7,17 +7,32 @@ load), a CRC-32 of all before it::
 
     b"PASIDVM\\0"  version (1 byte)  payload  CRC-32 (4 bytes, little-endian)
 
-The payload is ``[mode, bits, devices, entries]``: the VM's mode and guest
-width, its devices' names in order, and one entry per ACTIVE guest PASID,
-ascending: ``(guest PASID, refcount, owner tag, data, bindings)``, the
-bindings ``(device index, count, data)`` in bind order. :func:`loads` checks
-it whole before a backend builds from it, copying what it reads, so bad bytes
-are a :class:`~pasid.SnapshotError` and never reach C code.
+The payload is columnar, as snapshots are (:func:`pasid._snapshot.column`,
+:func:`~pasid._snapshot.id_column`): what there is one of per guest PASID
+travels as byte columns numpy reads and writes whole, and only the user's
+objects as tagged values. In order (``FIELDS``): the VM's mode and guest width,
+its devices' names; the ACTIVE guest PASIDs (an ID column, ascending) and their
+refcounts (a column, a row each); the rows with an owner tag and their tags; the
+rows with data and their data; the bindings (row, device index, count: three
+columns, the rows ascending, each row's in bind order) and the binding rows with
+data and their data. :func:`loads` checks it whole before a backend builds from
+it, copying what it reads, so bad bytes are a :class:`~pasid.SnapshotError` and
+never reach C code.
 
+The dict a backend exports and :func:`loads` returns holds the columns as numpy
+arrays (int64): ``guests``, ``refcounts``, ``tags`` and ``data`` (rows, [objects]),
+``bindings`` (rows, devices, counts) and ``binding_data`` (binding indexes,
+[objects]).
+
+>>> import numpy as np
 >>> state = {"mode": "translated", "bits": 8, "devices": ["vf0"],
-...          "entries": [(1, 2, "proc", None, [(0, 1, None)])]}
->>> loads(dumps(state)) == state
-True
+...          "guests": np.array([1, 5]), "refcounts": np.array([2, 1]),
+...          "tags": (np.array([0]), ["proc"]), "data": (np.array([], dtype=int), []),
+...          "bindings": (np.array([1]), np.array([0]), np.array([1])),
+...          "binding_data": (np.array([0]), ["ctx"])}
+>>> back = loads(dumps(state))
+>>> back["guests"].tolist(), back["refcounts"].tolist(), back["tags"][1], back["binding_data"][1]
+([1, 5], [2, 1], ['proc'], ['ctx'])
 """
 
 from __future__ import annotations
@@ -26,22 +41,36 @@ import struct
 import zlib
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from pasid import _args
 from pasid._errors import SnapshotError
-from pasid._snapshot import _encode, _fail, _hashable, _int, decode
+from pasid._snapshot import (_column, _encode, _fail, _hashable, _ids, _int, _objects, _sequence,
+                             column, decode, id_column)
 
 __all__ = ["MAGIC", "VERSION", "dumps", "loads"]
 
 MAGIC = b"PASIDVM\0"
 VERSION = 1
-FIELDS = ("mode", "bits", "devices", "entries")
+FIELDS = ("mode", "bits", "devices", "guests", "refcounts", "tags", "data", "bindings",
+          "binding_data")
+
+_Ints = npt.NDArray[np.int64]
 
 
 def dumps(state: dict[str, Any]) -> bytes:
-    """An exported VM (a dict with the keys of ``FIELDS``) as bytes."""
+    """An exported VM (a dict with the keys of ``FIELDS``, its columns as arrays) as bytes."""
+    rows, devices, counts = state["bindings"]
+    values = [state["mode"], state["bits"], list(state["devices"]),
+              id_column(state["guests"]), column(state["refcounts"]),
+              (id_column(state["tags"][0]), list(state["tags"][1])),
+              (id_column(state["data"][0]), list(state["data"][1])),
+              (id_column(rows), column(devices), column(counts)),
+              (id_column(state["binding_data"][0]), list(state["binding_data"][1]))]
     body = bytearray(MAGIC)
     body.append(VERSION)
-    _encode([state[key] for key in FIELDS], body, 0)
+    _encode(values, body, 0)
     body += struct.pack("<I", zlib.crc32(body))
     return bytes(body)
 
@@ -73,35 +102,34 @@ def check(state: dict[str, Any]) -> dict[str, Any]:
     if type(mode) is not str or mode not in _args.VM_MODES:
         _fail(f"VM mode {mode!r} is not one of {', '.join(_args.VM_MODES)}")
     bits = _int(state["bits"], 1, _args.MAX_BITS, "guest bits")
-    devices = state["devices"]
-    if type(devices) is not list:
+    if type(state["devices"]) is not list:
         _fail("the VM's devices are not a list")
-    devices = [_hashable(device, "device") for device in list(devices)]
-    entries = state["entries"]
-    if type(entries) is not list:
-        _fail("the VM's PASIDs are not a list")
-    checked = []
-    last = 0
-    for entry in list(entries):
-        if type(entry) is not tuple or len(entry) != 5:
-            _fail(f"VM PASID entry {entry!r} is not a 5-tuple")
-        g, refcount, owner, data, binds = entry
-        g = _int(g, last + 1, (1 << bits) - 1, "guest PASID")
-        last = g
-        refcount = _int(refcount, 1, _args.COUNT_MAX, f"refcount of guest PASID {g}")
-        if type(binds) is not list:
-            _fail(f"bindings of guest PASID {g} are not a list")
-        seen = set()
-        pairs = []
-        for bind in list(binds):
-            if type(bind) is not tuple or len(bind) != 3:
-                _fail(f"binding {bind!r} of guest PASID {g} is not a 3-tuple")
-            device = _int(bind[0], 0, len(devices) - 1, f"device index of guest PASID {g}")
-            if device in seen:
-                _fail(f"guest PASID {g} is bound twice to device {devices[device]!r}")
-            seen.add(device)
-            pairs.append((device, _int(bind[1], 1, _args.COUNT_MAX, "bind count"), bind[2]))
-        checked.append((g, refcount, owner, data, pairs))
+    devices = [_hashable(device, "device") for device in list(state["devices"])]
     if len(set(devices)) != len(devices):
         _fail("a device is listed twice")
-    return {"mode": mode, "bits": bits, "devices": devices, "entries": checked}
+    guests: _Ints = _ids(state["guests"], 1 << bits, "guest PASIDs")
+    if guests.size and guests[0] == 0:
+        _fail("guest PASID 0 is no guest's")
+    n = int(guests.size)
+    refcounts = _column(state["refcounts"], "refcounts").astype(np.int64)
+    if refcounts.size != n or (n and (refcounts.min() < 1 or refcounts.max() > _args.COUNT_MAX)):
+        _fail(f"refcounts are not {n} counts in 1..{_args.COUNT_MAX}")
+    tags = _objects(state["tags"], n, "owner tags")
+    data = _objects(state["data"], n, "data")
+    rows_raw, devices_raw, counts_raw = _sequence(state["bindings"], 3, "bindings")
+    rows: _Ints = _ids(rows_raw, n, "binding rows", repeats=True)
+    bound_to = _column(devices_raw, "binding devices").astype(np.int64)
+    counts = _column(counts_raw, "binding counts").astype(np.int64)
+    if bound_to.size != rows.size or counts.size != rows.size:
+        _fail("binding columns have mismatched lengths")
+    if rows.size and (bound_to.max() >= len(devices) or counts.min() < 1
+                      or counts.max() > _args.COUNT_MAX):
+        _fail("a binding names no device of the VM or has a count outside "
+              f"1..{_args.COUNT_MAX}")
+    pairs = rows * (len(devices) + 1) + bound_to
+    if np.unique(pairs).size != pairs.size:
+        _fail("a guest PASID is bound twice to one device")
+    binding_data = _objects(state["binding_data"], int(rows.size), "binding data")
+    return {"mode": mode, "bits": bits, "devices": devices, "guests": guests,
+            "refcounts": refcounts, "tags": tags, "data": data,
+            "bindings": (rows, bound_to, counts), "binding_data": binding_data}

@@ -74,6 +74,7 @@ class Model:
         self.quota = {}
         self.allocations = self.releases = self.reclaimed = self.failures = 0
         self.high_water = 0
+        self.vms = {}                                   # name -> VM (SPEC §7), in order
 
     # ---- queries
     def count(self, state):
@@ -170,6 +171,9 @@ class Model:
             self.hold[p] = release_at
 
     def release(self, p):
+        vm = self.vms.get(self.owner[p]) if self.owner[p] is not None else None
+        if vm is not None:
+            vm.unmap(p)                 # a VM's host PASID left ACTIVE: its guest PASID goes
         self.releases += 1
         self.refcount[p] = 0
         self.raise_hold(p, self.now + self.grace)
@@ -207,3 +211,99 @@ class Model:
             self.make_free(p)
         self.reclaimed += len(expired)
         return len(expired)
+
+
+# ---------------------------------------------------------------- virtual machines (SPEC §7)
+
+
+class VM:
+    """A VM's guest PASIDs on a Model host: its mode, guest width, host range and devices,
+    guest -> host PASID while ACTIVE, owner tags, counters. The host PASIDs are the
+    Model's, owned by the VM's name."""
+
+    def __init__(self, name, mode, bits, lo, hi, devices):
+        self.name, self.mode, self.bits, self.lo, self.hi = name, mode, bits, lo, hi
+        self.devices = list(devices)
+        self.host_of = {}
+        self.tags = {}
+        self.allocations = self.failures = 0
+
+    def unmap(self, h):
+        for g, mapped in self.host_of.items():
+            if mapped == h:
+                del self.host_of[g]
+                self.tags.pop(g, None)
+                return
+
+    def guest_of(self, h):
+        return next((g for g, mapped in self.host_of.items() if mapped == h), None)
+
+
+def vm_range(model, mode, bits, lo, hi, device_bits):
+    """add_vm's layout: (guest bits, lowest, highest host PASID), or None for an empty range.
+    Guest bits are the narrowest of the host and the devices unless given; the host range
+    leaves out PASID 0 and is narrowed to what the devices (and identity's guest) address."""
+    narrowest = min([model.size.bit_length() - 1] + list(device_bits))
+    width = narrowest if bits is None else bits
+    top = (1 << (width if mode == "identity" else narrowest)) - 1
+    lo, hi = max(lo, 1), min(hi, top)
+    return None if lo > hi else (width, lo, hi)
+
+
+def guest_alloc(model, vm):
+    """A guest allocation's outcome: the guest PASID, "quota" or "exhausted" (counted)."""
+    if model.quota_refuses(vm.name, 1):
+        model.failures += 1
+        vm.failures += 1
+        return "quota"
+    if vm.mode == "translated":
+        free = [g for g in range(1, 1 << vm.bits) if g not in vm.host_of]
+        if not free:
+            vm.failures += 1
+            return "exhausted"
+    h = model.choose(vm.lo, vm.hi)
+    if h is None:
+        model.failures += 1
+        vm.failures += 1
+        return "exhausted"
+    model.activate(h, vm.name)
+    g = free[0] if vm.mode == "translated" else h
+    vm.host_of[g] = h
+    vm.allocations += 1
+    return g
+
+
+def remove_vm(model, name):
+    """remove_vm: every ACTIVE host PASID of the VM released (ascending, returned), its
+    quota lifted."""
+    released = [p for p in model.ids(ACTIVE) if model.owner[p] == name]
+    for p in released:
+        model.release(p)
+    del model.vms[name]
+    model.quota.pop(name, None)
+    return released
+
+
+def export_vm(model, vm):
+    """What export carries: per ACTIVE guest PASID (ascending) its refcount, tag and the
+    bindings to the VM's devices (device, count) in bind order."""
+    return [(g, model.refcount[h], vm.tags.get(g),
+             [(d, n) for d, n in model.bindings[h].items() if d in vm.devices])
+            for g, h in sorted(vm.host_of.items())]
+
+
+def import_vm(model, name, mode, bits, lo, hi, devices, entries):
+    """import_vm once every check passed: the VM and its PASIDs (identity: the same
+    numbers; translated: host PASIDs by the strategy, in guest order)."""
+    vm = model.vms[name] = VM(name, mode, bits, lo, hi, devices)
+    for g, refcount, tag, binds in entries:
+        h = g if mode == "identity" else model.choose(lo, hi)
+        model.activate(h, name)
+        model.refcount[h] = refcount
+        for device, count in binds:
+            model.bindings[h][device] = count
+        vm.host_of[g] = h
+        if tag is not None:
+            vm.tags[g] = tag
+    vm.allocations = len(entries)
+    return vm

@@ -2,7 +2,7 @@
 
 ``pasid._core`` and ``pasid.pure`` implement one contract, so ``help()`` reads
 the same on either: :func:`differing_docstrings` lists the public members of
-``PasidAllocator`` and ``IDA`` whose docstrings (as ``inspect.getdoc`` cleans
+``PasidAllocator``, ``IDA`` and ``GuestSpace`` whose docstrings (as ``inspect.getdoc`` cleans
 them) differ between the backends, or that one backend lacks.
 """
 
@@ -12,7 +12,7 @@ import pytest
 
 from backends import NO_EXTENSION
 
-CLASSES = ("PasidAllocator", "IDA")
+CLASSES = ("PasidAllocator", "IDA", "GuestSpace")
 
 
 def differing_docstrings():

@@ -3,9 +3,11 @@ modes, teardown, migration, and a state machine against a plain model with both
 backends in lockstep."""
 
 import pytest
+from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+import model
 from backends import ALL_BACKENDS, load_backend
 from pasid._errors import (InvalidPasid, MigrationConflict, PasidExhausted, QuotaExceeded,
                            SnapshotError, StateError)
@@ -296,21 +298,23 @@ def test_snapshot_of_a_host_with_vms_is_refused(backend):
 # ---------------------------------------------------------------- the state machine
 
 MODES = ("identity", "translated")
+DEVICES = ("d0", "d1")
+BITS = 6
 
 
 class GuestMachine(RuleBasedStateMachine):
-    """Both backends in lockstep against a plain model of the guests: a dict per VM of
-    guest PASID -> references. Every result and every error must agree."""
+    """The backends in lockstep against the reference model (tests/model.py, its VMs):
+    every result and every error of the backends agree, and they agree with the model
+    on the guests, their host PASIDs, every host PASID's state and the counters."""
 
     def __init__(self):
         super().__init__()
-        self.hosts = [load_backend(name).PasidAllocator(bits=6, grace=2)
+        self.model = model.Model(1 << BITS, 2, devices=[(d, (20, 1)) for d in DEVICES])
+        self.hosts = [load_backend(name).PasidAllocator(bits=BITS, grace=2)
                       for name in ALL_BACKENDS]
         for host in self.hosts:
-            host.add_device("d0", drain=1)
-            host.add_device("d1", drain=1)
-        self.model = {}                       # VM name -> {guest PASID: references}
-        self.modes = {}
+            for device in DEVICES:
+                host.add_device(device, drain=1)
         self.serial = 0
 
     def both(self, call):
@@ -323,109 +327,287 @@ class GuestMachine(RuleBasedStateMachine):
         assert all(outcome == outcomes[0] for outcome in outcomes), outcomes
         return outcomes[0]
 
-    @precondition(lambda self: len(self.model) < 3)
+    def name(self, data):
+        return data.draw(st.sampled_from(sorted(self.model.vms)))
+
+    def guest(self, data, name):
+        held = sorted(self.model.vms[name].host_of)
+        return data.draw(st.sampled_from(held) if held and data.draw(st.booleans())
+                         else st.integers(0, (1 << BITS) - 1))
+
+    @precondition(lambda self: len(self.model.vms) < 3)
     @rule(mode=st.sampled_from(MODES), quota=st.none() | st.integers(0, 6),
-          device=st.sampled_from([(), ("d0",), ("d1",)]), lo=st.integers(0, 40))
-    def add(self, mode, quota, device, lo):
+          devices=st.sampled_from([(), ("d0",), ("d1",), ("d0", "d1")]),
+          lo=st.integers(0, 40), hi=st.integers(20, 63))
+    def add(self, mode, quota, devices, lo, hi):
         name = f"vm{self.serial}"
         self.serial += 1
-        kind, _ = self.both(lambda h: h.add_vm(name, mode=mode, quota=quota, devices=device,
-                                               min=lo).name)
-        if kind == "ok":
-            self.model[name] = {}
-            self.modes[name] = mode
+        kind, _ = self.both(lambda h: h.add_vm(name, mode=mode, quota=quota, devices=devices,
+                                               min=lo, max=hi).name)
+        taken = any(d in vm.devices for vm in self.model.vms.values() for d in devices)
+        layout = model.vm_range(self.model, mode, None, lo, hi, [20] * len(devices))
+        if lo > hi:
+            assert kind == "InvalidPasid"
+        elif taken:
+            assert kind == "StateError"
+        else:
+            assert kind == "ok" and layout is not None
+            self.model.vms[name] = model.VM(name, mode, *layout, devices)
+            if quota is not None:
+                self.model.quota[name] = quota
 
-    @precondition(lambda self: self.model)
+    @precondition(lambda self: self.model.vms)
+    @rule(data=st.data(), tagged=st.booleans())
+    def alloc(self, data, tagged):
+        name = self.name(data)
+        tag = ("proc", self.serial) if tagged else None
+        kind, got = self.both(lambda h: h.vm(name).alloc(tag))
+        expected = model.guest_alloc(self.model, self.model.vms[name])
+        assert kind == {"quota": "QuotaExceeded", "exhausted": "PasidExhausted"}.get(
+            expected, "ok")
+        if kind == "ok":
+            assert got == expected
+            if tag is not None:
+                self.model.vms[name].tags[got] = tag
+
+    @precondition(lambda self: self.model.vms)
     @rule(data=st.data())
-    def alloc(self, data):
-        name = data.draw(st.sampled_from(sorted(self.model)))
-        kind, g = self.both(lambda h: h.vm(name).alloc())
-        if kind == "ok":
-            assert g not in self.model[name]
-            if self.modes[name] == "translated":
-                assert g == min(set(range(1, 64)) - set(self.model[name]))
-            self.model[name][g] = 1
-
-    @precondition(lambda self: self.model)
-    @rule(data=st.data(), g=st.integers(0, 63))
-    def free(self, data, g):
-        name = data.draw(st.sampled_from(sorted(self.model)))
+    def free(self, data):
+        name = self.name(data)
+        g = self.guest(data, name)
         kind, _ = self.both(lambda h: h.vm(name).free(g))
-        assert (kind == "ok") == (g in self.model[name])
+        vm = self.model.vms[name]
+        assert (kind == "ok") == (g in vm.host_of)
         if kind == "ok":
-            self.model[name][g] -= 1
-            if not self.model[name][g]:
-                del self.model[name][g]
+            self.model.put(vm.host_of[g])
 
-    @precondition(lambda self: self.model)
-    @rule(data=st.data(), g=st.integers(0, 63))
-    def get(self, data, g):
-        name = data.draw(st.sampled_from(sorted(self.model)))
+    @precondition(lambda self: self.model.vms)
+    @rule(data=st.data())
+    def get(self, data):
+        name = self.name(data)
+        g = self.guest(data, name)
         kind, _ = self.both(lambda h: h.vm(name).get(g))
-        assert (kind == "ok") == (g in self.model[name])
+        vm = self.model.vms[name]
+        assert (kind == "ok") == (g in vm.host_of)
         if kind == "ok":
-            self.model[name][g] += 1
+            self.model.refcount[vm.host_of[g]] += 1
 
-    @precondition(lambda self: self.model)
-    @rule(data=st.data(), g=st.integers(0, 63), device=st.sampled_from(["d0", "d1"]),
-          bind=st.booleans())
-    def bind(self, data, g, device, bind):
-        name = data.draw(st.sampled_from(sorted(self.model)))
-        self.both(lambda h: (h.vm(name).bind if bind else h.vm(name).unbind)(g, device))
+    @precondition(lambda self: self.model.vms)
+    @rule(data=st.data(), device=st.sampled_from(DEVICES), bind=st.booleans())
+    def bind(self, data, device, bind):
+        name = self.name(data)
+        g = self.guest(data, name)
+        kind, _ = self.both(lambda h: (h.vm(name).bind if bind else h.vm(name).unbind)(g, device))
+        vm = self.model.vms[name]
+        h = vm.host_of.get(g)
+        ok = device in vm.devices and h is not None and (bind or device in self.model.bindings[h])
+        assert (kind == "ok") == ok, (kind, ok)
+        if ok and bind:
+            self.model.bindings[h][device] = self.model.bindings[h].get(device, 0) + 1
+        elif ok:
+            self.model.unbind(h, device)
 
-    @precondition(lambda self: self.model)
-    @rule(data=st.data(), word=st.sampled_from([ALLOC, 0, 3]) | st.builds(
-        lambda g: FREE | g << 16, st.integers(0, 70)), layout=st.sampled_from(["3.1", "3.3"]))
-    def vcmd(self, data, word, layout):
-        name = data.draw(st.sampled_from(sorted(self.model)))
-        if layout == "3.1" and word >> 16:
-            word = FREE | (word >> 16) << 8
+    @precondition(lambda self: any(self.model.state[p] == model.DRAINING
+                                   for p in range(1 << BITS)))
+    @rule(data=st.data())
+    def drain(self, data):
+        """A device unbinds a host PASID its guest freed (DRAINING)."""
+        p = data.draw(st.sampled_from(self.model.ids(model.DRAINING)))
+        device = data.draw(st.sampled_from(sorted(self.model.bindings[p])))
+        assert self.both(lambda h: h.unbind(p, device))[0] == "ok"
+        self.model.unbind(p, device)
+
+    @precondition(lambda self: self.model.vms)
+    @rule(data=st.data(), layout=st.sampled_from(["3.1", "3.3"]), alloc=st.booleans())
+    def vcmd(self, data, layout, alloc):
+        name = self.name(data)
+        shift = 16 if layout == "3.3" else 8
+        g = None if alloc else self.guest(data, name)
+        word = ALLOC if alloc else FREE | g << shift
         kind, response = self.both(lambda h: h.vm(name).vcmd(word, encoding=layout))
         assert kind == "ok"
-        shift = 16 if layout == "3.3" else 8
-        if word == ALLOC and response >> shift:
-            self.model[name][response >> shift] = 1
-        elif word & 0xFF == FREE and response == 0:
-            g = word >> shift
-            self.model[name][g] -= 1
-            if not self.model[name][g]:
-                del self.model[name][g]
+        vm = self.model.vms[name]
+        if alloc:
+            expected = model.guest_alloc(self.model, vm)
+            assert response == (expected << shift if isinstance(expected, int)
+                                else (0x20 if layout == "3.3" else 0x4))
+        elif g in vm.host_of:
+            assert response == 0
+            self.model.put(vm.host_of[g])
+        else:
+            assert response == (0x20 if layout == "3.3" else 0x4)
 
-    @precondition(lambda self: self.model)
-    @rule(data=st.data())
-    def remove(self, data):
-        name = data.draw(st.sampled_from(sorted(self.model)))
-        self.both(lambda h: h.remove_vm(name))
-        del self.model[name]
+    @precondition(lambda self: self.model.vms)
+    @rule(data=st.data(), host_side=st.booleans())
+    def remove(self, data, host_side):
+        name = self.name(data)
+        if host_side:       # the host's own exit of the VM's owner: the VM stays, emptied
+            released = self.both(lambda h: h.exit_owner(name))
+            expected = [p for p in self.model.ids(model.ACTIVE) if self.model.owner[p] == name]
+            for p in expected:
+                self.model.release(p)
+        else:
+            released = self.both(lambda h: h.remove_vm(name))
+            expected = model.remove_vm(self.model, name)
+        assert released == ("ok", expected)
 
-    @precondition(lambda self: self.model)
+    @precondition(lambda self: self.model.vms)
     @rule(data=st.data(), mode=st.sampled_from(MODES))
     def migrate(self, data, mode):
-        """Export, remove, import back under another name (on the same host)."""
-        name = data.draw(st.sampled_from(sorted(self.model)))
+        """Export, remove, import back under another name (the same host)."""
+        name = self.name(data)
         new = f"vm{self.serial}"
         self.serial += 1
         blobs = [host.vm(name).export() for host in self.hosts]
         assert all(blob == blobs[0] for blob in blobs)
+        vm = self.model.vms[name]
+        entries = model.export_vm(self.model, vm)
         self.both(lambda h: h.remove_vm(name))
+        model.remove_vm(self.model, name)
         kind, _ = self.both(lambda h: h.import_vm(blobs[0], new, mode=mode).name)
-        moved = self.model.pop(name)
-        if kind == "ok":
-            self.model[new] = moved
-            self.modes[new] = mode
+        layout = model.vm_range(self.model, mode, vm.bits, 0, (1 << BITS) - 1,
+                                [20] * len(vm.devices))
+        guests = [entry[0] for entry in entries]
+        if mode == "identity" and any(self.model.state[g] != model.FREE for g in guests):
+            assert kind == "MigrationConflict"
+        elif mode == "translated" and len(guests) > len(
+                [p for p in range(layout[1], layout[2] + 1) if self.model.state[p] == model.FREE]):
+            assert kind == "PasidExhausted"
+        else:
+            assert kind == "ok", kind
+            model.import_vm(self.model, new, mode, *layout, vm.devices, entries)
 
     @rule(by=st.integers(0, 3))
     def advance(self, by):
         self.both(lambda h: h.advance(by=by))
+        self.model.now += by
+        self.model.reclaim()
 
     @invariant()
     def agree(self):
-        for name, held in self.model.items():
-            assert self.both(lambda h: sorted(h.vm(name))) == ("ok", sorted(held))
-            assert self.both(lambda h: h.vm(name).stats())[0] == "ok"
-        assert self.both(lambda h: h.stats())[0] == "ok"
+        for name, vm in self.model.vms.items():
+            guests = sorted(vm.host_of)
+            assert self.both(lambda h: list(h.vm(name))) == ("ok", guests)
+            assert self.both(lambda h: [h.vm(name).host_pasid(g) for g in guests]) == (
+                "ok", [vm.host_of[g] for g in guests])
+            assert self.both(lambda h: [h.vm(name).owner(g) for g in guests]) == (
+                "ok", [vm.tags.get(g) for g in guests])
+            stats = self.both(lambda h: h.vm(name).stats())[1]
+            assert (stats["active"], stats["allocations"], stats["failures"]) == (
+                len(guests), vm.allocations, vm.failures)
+        assert self.both(lambda h: h.vms()) == ("ok", list(self.model.vms))
+        assert self.both(lambda h: h.stats()) == ("ok", self.model.stats())
+        states = self.both(lambda h: [int(h.state(p)) for p in range(1 << BITS)])
+        assert states == ("ok", self.model.state)
         for host in self.hosts:
             host._check()
 
 
 TestGuestMachine = GuestMachine.TestCase
+
+
+# ---------------------------------------------------------------- export fuzzing
+
+
+def _seed_blobs():
+    """Blobs of varied VMs: both modes, tags, data, refcounts, bindings."""
+    import pasid.pure as pure
+
+    blobs = []
+    for mode in MODES:
+        host = pure.PasidAllocator(bits=8)
+        host.add_device("vf0")
+        host.add_device(("vf", 1))
+        vm = host.add_vm("vm", mode=mode, devices=["vf0", ("vf", 1)], min=3)
+        got = []
+        for i in range(9):
+            g = vm.alloc(owner=("proc", i % 3) if i % 2 else None,
+                         data={"i": i} if i % 3 == 0 else None)
+            if i % 4 == 0:
+                vm.get(g)
+            if i % 3 == 1:
+                vm.bind(g, "vf0", data="ctx" if i % 2 else None)
+                vm.bind(g, ("vf", 1))
+            got.append(g)
+        vm.free(got[2])
+        blobs.append(vm.export())
+    return blobs
+
+
+SEED_BLOBS = _seed_blobs()
+PLAIN = st.recursive(st.none() | st.booleans() | st.integers(-2, 2**33) | st.text(max_size=3)
+                     | st.binary(max_size=6),
+                     lambda inner: st.lists(inner, max_size=4) | st.tuples(inner, inner),
+                     max_leaves=8)
+
+
+def _mutate(data, blob):
+    import struct
+    import zlib
+
+    from pasid import _snapshot, _vmblob
+
+    kind = data.draw(st.sampled_from(["bytes", "field", "column"]))
+    if kind == "bytes":
+        raw = bytearray(blob)
+        for _ in range(data.draw(st.integers(1, 4))):
+            at = data.draw(st.integers(0, len(raw) - 1))
+            op = data.draw(st.sampled_from(["flip", "cut", "insert"]))
+            if op == "flip":
+                raw[at] ^= 1 << data.draw(st.integers(0, 7))
+            elif op == "cut":
+                del raw[at:at + data.draw(st.integers(1, 8))]
+            else:
+                raw[at:at] = data.draw(st.binary(min_size=1, max_size=4))
+        if data.draw(st.booleans()) and len(raw) > 4:       # the checksum made right again
+            raw[-4:] = struct.pack("<I", zlib.crc32(bytes(raw[:-4])))
+        return bytes(raw)
+    values = _snapshot.decode(blob[len(_vmblob.MAGIC) + 1:-4])
+    at = data.draw(st.integers(0, len(values) - 1))
+    if kind == "field":
+        values[at] = data.draw(PLAIN)
+    else:       # a column or an item inside the field rewritten
+        value = values[at]
+        if isinstance(value, bytes) and value:
+            cut = bytearray(value)
+            cut[data.draw(st.integers(0, len(cut) - 1))] = data.draw(st.integers(0, 255))
+            values[at] = bytes(cut)
+        elif isinstance(value, (list, tuple)) and value:
+            items = list(value)
+            items[data.draw(st.integers(0, len(items) - 1))] = data.draw(PLAIN)
+            values[at] = type(value)(items)
+    body = bytearray(_vmblob.MAGIC)
+    body.append(_vmblob.VERSION)
+    _snapshot._encode(values, body, 0)
+    body += struct.pack("<I", zlib.crc32(body))
+    return bytes(body)
+
+
+@given(data=st.data())
+def test_import_of_mutated_exports(data):
+    """Every backend refuses a mutated export with SnapshotError (TypeError for a
+    non-hashable device, as the snapshot codec answers) and changes nothing, or imports a
+    VM whose host passes its check and whose export loads again; the backends agree."""
+    blob = _mutate(data, data.draw(st.sampled_from(SEED_BLOBS)))
+    outcomes = []
+    for name in ALL_BACKENDS:
+        host = load_backend(name).PasidAllocator(bits=8)
+        host.add_device("vf0")
+        host.add_device(("vf", 1))
+        before = host.stats()
+        try:
+            vm = host.import_vm(blob, "moved")
+        except (SnapshotError, TypeError, StateError, InvalidPasid, PasidExhausted,
+                QuotaExceeded) as exc:
+            assert host.stats() == before and host.vms() == []
+            outcomes.append((type(exc).__name__, str(exc)))
+        else:
+            host._check()
+            again = host.vm("moved").export()
+            twin = load_backend(name).PasidAllocator(bits=8)
+            twin.add_device("vf0")
+            twin.add_device(("vf", 1))
+            assert list(twin.import_vm(again, "moved", mode="translated")) == list(vm)
+            twin._check()
+            outcomes.append(("ok", vm.mode, list(vm), again))
+    assert all(outcome == outcomes[0] for outcome in outcomes), outcomes

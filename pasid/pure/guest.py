@@ -546,48 +546,63 @@ class GuestSpace:
             if self._removed:
                 raise StateError(_messages.vm_removed(self._name))
             handles = {info.handle: i for i, info in enumerate(self._devices)}
-            entries = []
-            for g in sorted(self._host_of):
-                h = self._host_of[g]
-                binds = [(handles[handle], entry[0], entry[1])
-                         for handle, entry in host._bindings.get(h, {}).items()
-                         if handle in handles]
-                entries.append((g, host._refcount[h], self._owner.get(g), host._data.get(h),
-                                binds))
+            guests = sorted(self._host_of)
+            hosts = [self._host_of[g] for g in guests]
+            tags: tuple[list[int], list[Any]] = ([], [])
+            data: tuple[list[int], list[Any]] = ([], [])
+            bindings: tuple[list[int], list[int], list[int]] = ([], [], [])
+            binding_data: tuple[list[int], list[Any]] = ([], [])
+            for row, (g, h) in enumerate(zip(guests, hosts)):
+                if g in self._owner:
+                    tags[0].append(row)
+                    tags[1].append(self._owner[g])
+                if h in host._data:
+                    data[0].append(row)
+                    data[1].append(host._data[h])
+                for handle, (count, value) in host._bindings.get(h, {}).items():
+                    if handle in handles:
+                        if value is not None:
+                            binding_data[0].append(len(bindings[0]))
+                            binding_data[1].append(value)
+                        bindings[0].append(row)
+                        bindings[1].append(handles[handle])
+                        bindings[2].append(count)
             state = {"mode": MODES[self._mode], "bits": self._bits,
-                     "devices": [info.key for info in self._devices], "entries": entries}
+                     "devices": [info.key for info in self._devices], "guests": guests,
+                     "refcounts": [host._refcount[h] for h in hosts], "tags": tags,
+                     "data": data, "bindings": bindings, "binding_data": binding_data}
         return _vm_blob.dumps(state)
 
     # ------------------------------------------------------------ the guest's PASIDs
 
     @property
     def name(self) -> Hashable:
-        """The VM's name: its owner key on the host."""
+        """The VM's name: its owner key on the host. O(1)."""
         return self._name
 
     @property
     def mode(self) -> str:
-        """``"identity"`` or ``"translated"``."""
+        """``"identity"`` or ``"translated"``. O(1)."""
         return MODES[self._mode]
 
     @property
     def bits(self) -> int:
-        """The guest's PASID width."""
+        """The guest's PASID width. O(1)."""
         return self._bits
 
     @property
     def host_range(self) -> tuple[int, int]:
-        """(lowest, highest) host PASID the VM may take."""
+        """(lowest, highest) host PASID the VM may take. O(1)."""
         return self._lo, self._hi
 
     @property
     def devices(self) -> tuple[Hashable, ...]:
-        """The devices assigned to the VM, in the order given."""
+        """The devices assigned to the VM, in the order given. O(devices)."""
         return tuple(info.key for info in self._devices)
 
     @property
     def removed(self) -> bool:
-        """True once :meth:`PasidAllocator.remove_vm` has removed it."""
+        """True once :meth:`PasidAllocator.remove_vm` has removed it. O(1)."""
         return self._removed
 
     def __len__(self) -> int:
@@ -756,11 +771,11 @@ def import_vm(a: PasidAllocator, blob: Any, vm: Hashable, mode: Any, bits: Any, 
     index, width, lo, hi = _layout(a, state["mode"] if mode is None else mode,
                                    state["bits"] if bits is None else bits, min, max, records)
     limit = -1 if quota is None else _args.as_quota(quota)
-    entries = state["entries"]
-    if entries and entries[-1][0] >> width:
-        raise InvalidPasid(_messages.guest_number_too_wide(entries[-1][0], width))
+    guests = state["guests"].tolist()
+    if guests and guests[-1] >> width:
+        raise InvalidPasid(_messages.guest_number_too_wide(guests[-1], width))
     if index == IDENTITY:
-        outside = [entry[0] for entry in entries if not lo <= entry[0] <= hi]
+        outside = [g for g in guests if not lo <= g <= hi]
         if outside:
             raise InvalidPasid(_messages.import_outside(outside, lo, hi))
     record = owner_record(a, vm)                 # pinned: the VM keeps the pin
@@ -770,10 +785,10 @@ def import_vm(a: PasidAllocator, blob: Any, vm: Hashable, mode: Any, bits: Any, 
     try:
         with a._lock:
             a._settle_time(a._time(reading))
-            conflicts = _import_check(a, entries, index, lo, hi, limit, record)
+            conflicts = _import_check(a, guests, index, lo, hi, limit, record)
             if not conflicts:
                 space = _create(a, vm, index, width, lo, hi, limit, records, record)
-                _import_fill(a, space, entries, records)
+                _import_fill(a, space, guests, state, records)
                 created = True
     except _Later as late:
         raise late.build() from None
@@ -787,35 +802,35 @@ def import_vm(a: PasidAllocator, blob: Any, vm: Hashable, mode: Any, bits: Any, 
     return space
 
 
-def _import_check(a: PasidAllocator, entries: list[Any], index: int, lo: int, hi: int,
+def _import_check(a: PasidAllocator, guests: list[int], index: int, lo: int, hi: int,
                   limit: int, record: _Owner) -> list[int]:
     """Phase 2 of import_vm, before anything changes: every reason to refuse; an identity
     import's PASIDs that are not FREE here (MigrationConflict) are returned."""
     quota = limit if limit >= 0 else record.quota
-    if 0 <= quota < len(entries):
+    if 0 <= quota < len(guests):
         raise _Later(QuotaExceeded, _messages.at_quota, record.key, quota)
     if index == TRANSLATED:
-        if a._space.count_free(lo, hi) < len(entries):
-            raise PasidExhausted(_messages.import_short(len(entries), lo, hi))
+        if a._space.count_free(lo, hi) < len(guests):
+            raise PasidExhausted(_messages.import_short(len(guests), lo, hi))
         return []
-    conflicts = [entry[0] for entry in entries if a._state[entry[0]] != FREE]
+    conflicts = [g for g in guests if a._state[g] != FREE]
     if not conflicts:
-        for entry in entries:
-            if a._generation[entry[0]] == COUNT_MAX:
-                raise OverflowError(_messages.generation_limit(entry[0]))
+        for g in guests:
+            if a._generation[g] == COUNT_MAX:
+                raise OverflowError(_messages.generation_limit(g))
     return conflicts
 
 
-def _import_fill(a: PasidAllocator, space: GuestSpace, entries: list[Any],
+def _import_fill(a: PasidAllocator, space: GuestSpace, guests: list[int], state: dict[str, Any],
                  records: list[_Device]) -> None:
     """Phase 2 of import_vm, checked: the host PASIDs, then their tables. A host PASID at
     the generation limit (translated) undoes everything (OverflowError)."""
     record = space._record
     rng, cursor = a._rng.state, a._cursor
     hosts: list[int] = []
-    for entry in entries:
+    for g in guests:
         if space._mode == IDENTITY:
-            h = entry[0]
+            h = g
         else:
             h = a._choose(space._lo, space._hi)
             if a._generation[h] == COUNT_MAX:
@@ -829,22 +844,25 @@ def _import_fill(a: PasidAllocator, space: GuestSpace, entries: list[Any],
     if a._counts[ACTIVE] > a._high_water:
         a._high_water = a._counts[ACTIVE]
     table = space._table
-    for entry, h in zip(entries, hosts):
-        g, refcount, owner, data, binds = entry
+    for g, h, refcount in zip(guests, hosts, state["refcounts"].tolist()):
         space._host_of[g] = h
         table.guest_of[h] = g
         if space._space is not None:
             space._space.take(g)
-        if owner is not None:
-            space._owner[g] = owner
-        if data is not None:
-            a._data[h] = data
         a._refcount[h] = refcount
-        for device, count, bind_data in binds:
-            info = records[device]
-            a._bindings.setdefault(h, {})[info.handle] = [count, bind_data]
-            info.bound.add(h)
-    space._allocations = len(entries)
+    for row, tag in zip(state["tags"][0].tolist(), state["tags"][1]):
+        space._owner[guests[row]] = tag
+    for row, value in zip(state["data"][0].tolist(), state["data"][1]):
+        a._data[hosts[row]] = value
+    rows, devices, counts = (column.tolist() for column in state["bindings"])
+    values: list[Any] = [None] * len(rows)
+    for index, value in zip(state["binding_data"][0].tolist(), state["binding_data"][1]):
+        values[index] = value
+    for row, device, count, value in zip(rows, devices, counts, values):
+        info, h = records[device], hosts[row]
+        a._bindings.setdefault(h, {})[info.handle] = [count, value]
+        info.bound.add(h)
+    space._allocations = len(guests)
 
 
 def _undo_create(a: PasidAllocator, space: GuestSpace) -> None:
