@@ -87,11 +87,18 @@ The metrics (a row, :func:`vm_row`)
 Determinism: every draw comes from ``numpy.random.PCG64`` seeded with
 ``SeedSequence([seed, purpose])`` (layout 0, arrivals 1, process draws 2,
 migrations 3, migration teardowns 4), only ``random()`` used, exponentials by
-inversion; the arrivals, processes and migrations are drawn before the run,
-a fixed number of uniforms each, so every design and both runs see the same
-work. Events at equal times run in the order they were scheduled. The rows
-depend on (workload, seed) alone, not on the backend; :data:`VM_SIM_VERSION`
-changes whenever they would change.
+inversion; everything is drawn before the run, so every design and both runs
+see the same work: a migration's teardowns come from its own pool, three
+uniforms for every device of every process alive in the VM then (the most
+its removal can leave bound), used in order. The work is a
+:class:`~pasid.sim.vmtrace.VMTrace` (:func:`record_vms`) and every run is a
+replay of it (:func:`replay_vm`, the loop of ``_vmreplay_py.py`` and its
+compiled twin), so ``pasid replay`` of a recorded trace gives simulate's rows.
+Operations at equal times run in trace order (arrivals, migrations, ends,
+device teardowns); the teardowns a migration makes run after the trace's
+operations of their time. The rows depend on (workload, seed) alone, not on
+the backend or the loop; :data:`VM_SIM_VERSION` changes whenever they would
+change (2: the per-migration teardown pools).
 """
 
 import dataclasses
