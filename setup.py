@@ -1,5 +1,6 @@
-"""Build the compiled core, pasid._core, and the simulator's replay loop, trace checker
-and text trace reader: pasid.sim._replay, pasid.sim._tracecheck, pasid.sim._textread.
+"""Build the compiled core, pasid._core, and the simulator's replay loops, trace checker
+and text trace reader: pasid.sim._replay, pasid.sim._vmreplay, pasid.sim._tracecheck,
+pasid.sim._textread.
 
 Cython directives live here and nowhere else. ``PASID_DEBUG_BUILD=1`` turns on
 bounds, wrap-around and initialisation checks and builds without optimisation;
@@ -52,6 +53,9 @@ extensions = [
               extra_link_args=LDFLAGS, define_macros=MACROS),
     # the simulator's replay loop, over the core's C-level API (pasid/capi.pxd)
     Extension("pasid.sim._replay", ["pasid/sim/_replay.pyx"], extra_compile_args=CFLAGS,
+              extra_link_args=LDFLAGS, define_macros=MACROS),
+    # the VM simulation's replay loop (pasid/sim/vms.py), over the same API
+    Extension("pasid.sim._vmreplay", ["pasid/sim/_vmreplay.pyx"], extra_compile_args=CFLAGS,
               extra_link_args=LDFLAGS, define_macros=MACROS),
     # the text trace reader's per-line work (pasid/sim/traceio.py)
     Extension("pasid.sim._textread", ["pasid/sim/_textread.pyx"], extra_compile_args=CFLAGS,

@@ -251,16 +251,22 @@ def cmd_simulate_vms(args: argparse.Namespace, out: TextIO) -> None:
     if args.strategy_given:
         raise UsageError("--strategy does not apply to --workload vms; the hosts' strategy "
                          "is a parameter: --param strategy=NAME")
-    if args.record:
-        raise UsageError("--record does not apply to --workload vms (no trace format carries "
-                         "VMs yet)")
     overrides = parse_vm_overrides(args.param)
     for name in ("bits", "drain", "grace"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     workload = vm_preset(args.workload, **overrides)
-    progress = Progress(f"{args.command} ({len(workload.modes())} modes x 2)")
     began = time.perf_counter()
+    if args.record:
+        from pasid.sim.vms import record_vms
+
+        trace = record_vms(workload, args.seed)
+        trace.write(args.record)
+        _replay_vm_trace(args, trace, workload.modes(), {
+            "source": f"workload {args.workload}", "seed": args.seed}, began, out,
+            extra={"workload": _workload_fields(workload)})
+        return
+    progress = Progress(f"{args.command} ({len(workload.modes())} modes x 2)")
     try:
         rows = simulate_vms(workload, args.seed, engine=args.engine, progress=progress)
     finally:
@@ -268,6 +274,26 @@ def cmd_simulate_vms(args: argparse.Namespace, out: TextIO) -> None:
     header = {"source": f"workload {args.workload}", "seed": args.seed,
               "wall": round(time.perf_counter() - began, 2),
               "workload": _workload_fields(workload)}
+    _report(args, rows, [], header, out, vms=True)
+
+
+def _replay_vm_trace(args: argparse.Namespace, trace: Any, modes: Sequence[str],
+                     header: dict[str, Any], began: float, out: TextIO,
+                     extra: dict[str, Any] | None = None) -> None:
+    """Replay a VM trace under ``modes`` and print the VM table (as simulate --workload vms).
+
+    ``--engine``: ``compiled`` the C loop on the compiled hosts, ``python`` the
+    Python loop on the pure hosts, ``auto`` the C loop when the compiled core is in use.
+    """
+    from pasid.sim.vms import replay_vms
+
+    progress = Progress(f"{args.command} ({len(modes)} modes x 2)")
+    try:
+        rows = replay_vms(trace, modes=modes, engine=args.engine, progress=progress)
+    finally:
+        progress.close()
+    header = {**header, "wall": round(time.perf_counter() - began, 2), "ops": len(trace),
+              "duration": trace.duration, **(extra or {})}
     _report(args, rows, [], header, out, vms=True)
 
 
@@ -281,10 +307,33 @@ def _workload_fields(workload: Workload | VMWorkload) -> Any:
 def cmd_replay(args: argparse.Namespace, out: TextIO) -> None:
     from pasid.sim.replay import TraceStream
     from pasid.sim.traceio import open_trace
+    from pasid.sim.vmtrace import trace_version
 
+    if trace_version(args.trace) == 2:
+        cmd_replay_vms(args, out)
+        return
     trace_header, chunks = open_trace(args.trace)
     header = {"source": f"trace {args.trace}", "seed": args.seed}
     _run_simulation(args, TraceStream(trace_header, chunks), header, out, grace=args.grace)
+
+
+def cmd_replay_vms(args: argparse.Namespace, out: TextIO) -> None:
+    """``pasid replay VMTRACE``: a VM trace (pasid-trace 2) under the three designs."""
+    import dataclasses
+
+    from pasid.sim.vms import MODES
+    from pasid.sim.vmtrace import read_vm_trace
+
+    if args.strategy_given:
+        raise UsageError("--strategy does not apply to a VM trace: the hosts' strategy is in "
+                         "its header")
+    began = time.perf_counter()
+    trace = read_vm_trace(args.trace)
+    if args.grace is not None:
+        from pasid._args import as_grace
+
+        trace = dataclasses.replace(trace, grace=as_grace(args.grace))
+    _replay_vm_trace(args, trace, MODES, {"source": f"trace {args.trace}"}, began, out)
 
 
 def cmd_sweep(args: argparse.Namespace, out: TextIO) -> None:
@@ -364,8 +413,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="draw occupancy, backlog and reuse distances (needs matplotlib)")
         sub.add_argument("--engine", choices=("auto", "compiled", "python"), default="auto",
                          help="the replay loop: compiled C, or one Python call per operation "
-                              "(--workload vms: the hosts' backend, auto taking the one in "
-                              "use when it has VMs)")
+                              "(--workload vms and VM traces: the C loop on compiled hosts, "
+                              "or the Python loop on pure ones; auto: the backend in use)")
 
     simulate = commands.add_parser(
         "simulate", help="run a workload through the strategies and compare them",

@@ -22,7 +22,8 @@ import pytest
 import pasid
 
 ROOT = Path(pasid.__file__).parent
-COMPILED = {"pasid._core", "pasid.sim._replay", "pasid.sim._textread", "pasid.sim._tracecheck"}
+COMPILED = {"pasid._core", "pasid.sim._replay", "pasid.sim._textread", "pasid.sim._tracecheck",
+            "pasid.sim._vmreplay"}
 
 
 def module_name(path):

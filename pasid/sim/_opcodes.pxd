@@ -11,3 +11,12 @@ cdef enum:
     ACCESS = 5
     EXIT = 6
     ADVANCE = 7
+
+# The VM trace's operation codes (pasid/sim/_vmrules.py, VM_*), checked the same way
+# (_vmrules.check_vm_op_codes).
+cdef enum:
+    VM_ARRIVE = 0
+    VM_END = 1
+    VM_ACCESS = 2
+    VM_UNBIND = 3
+    VM_MIGRATE = 4

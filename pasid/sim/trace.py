@@ -358,11 +358,18 @@ def read_trace(source: str | os.PathLike[str] | Iterable[str], *,
 
     Raises :class:`TraceError` naming the first bad line (or operation, for a
     binary trace); nothing is replayed from a trace that does not check. O(n).
+    A VM trace (version 2, :mod:`pasid.sim.vmtrace`) at a path is read as a
+    :class:`~pasid.sim.vmtrace.VMTrace`.
     The reading is :func:`pasid.sim.traceio.open_trace`'s (a text file's lines
     parsed in C when the extension is built).
     """
     from pasid.sim.traceio import read_whole
+    from pasid.sim.vmtrace import trace_version
 
+    if isinstance(source, (str, os.PathLike)) and trace_version(source) == 2:
+        from pasid.sim.vmtrace import read_vm_trace
+
+        return read_vm_trace(source, name=name)  # type: ignore[return-value]
     header, whole, owners, handles = read_whole(source, name)
     return check(Trace(bits=header.bits, grace=header.grace, devices=list(whole.devices),
                        owners=owners, handles=handles, time=whole.time, op=whole.op,

@@ -141,6 +141,12 @@ def open_trace(source: str | os.PathLike[str] | IO[Any] | Iterable[str], *, chun
     chunk. A file opened here is closed when the iterator ends or is dropped.
     O(operations) in all; memory O(chunk + block) plus the names.
     """
+    if isinstance(source, (str, os.PathLike)):
+        from pasid.sim.vmtrace import trace_version
+
+        if trace_version(source) == 2:
+            raise TraceError(f"{name or os.fspath(source)}: a VM trace (pasid-trace 2) has no "
+                             "chunks of handles: read it with pasid.sim.trace.read_trace")
     stream = _open(source, chunk, name)
     return stream.header, stream.chunks()
 

@@ -87,17 +87,23 @@ The metrics (a row, :func:`vm_row`)
 Determinism: every draw comes from ``numpy.random.PCG64`` seeded with
 ``SeedSequence([seed, purpose])`` (layout 0, arrivals 1, process draws 2,
 migrations 3, migration teardowns 4), only ``random()`` used, exponentials by
-inversion; the arrivals, processes and migrations are drawn before the run,
-a fixed number of uniforms each, so every design and both runs see the same
-work. Events at equal times run in the order they were scheduled. The rows
-depend on (workload, seed) alone, not on the backend; :data:`VM_SIM_VERSION`
-changes whenever they would change.
+inversion; everything is drawn before the run, so every design and both runs
+see the same work: a migration's teardowns come from its own pool, three
+uniforms for every device of every process alive in the VM then (the most
+its removal can leave bound), used in order. The work is a
+:class:`~pasid.sim.vmtrace.VMTrace` (:func:`record_vms`) and every run is a
+replay of it (:func:`replay_vm`, the loop of ``_vmreplay_py.py`` and its
+compiled twin), so ``pasid replay`` of a recorded trace gives simulate's rows.
+Operations at equal times run in trace order (arrivals, migrations, ends,
+device teardowns); the teardowns a migration makes run after the trace's
+operations of their time. The rows depend on (workload, seed) alone, not on
+the backend or the loop; :data:`VM_SIM_VERSION` changes whenever they would
+change (2: the per-migration teardown pools).
 """
 
 import dataclasses
-import heapq
 import math
-import time as _time
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import KW_ONLY, dataclass
 from typing import Any
@@ -107,13 +113,25 @@ import numpy.typing as npt
 
 import pasid
 from pasid._args import MAX_BITS, STRATEGIES
-from pasid._errors import InvalidPasid, MigrationConflict, PasidExhausted, QuotaExceeded, StateError
+from pasid.sim import _vmreplay_py
+from pasid.sim._vmrules import VM_ACCESS, VM_ARRIVE, VM_END, VM_MIGRATE, VM_UNBIND, VMSpec
+from pasid.sim._vmrules import check as check_vm_trace
+from pasid.sim.vmtrace import VMTrace
 
-__all__ = ["MODES", "VM_PRESETS", "VM_SIM_VERSION", "VMWorkload", "allocator_class",
-           "expected_events", "parse_vm_overrides", "run_vms", "simulate_vms", "vm_preset",
-           "vm_row"]
+_vmreplay_compiled: Any
+if os.environ.get("PASID_NO_EXTENSION") == "1":
+    _vmreplay_compiled = None
+else:
+    try:
+        from pasid.sim import _vmreplay as _vmreplay_compiled
+    except ImportError:  # pragma: no cover - a pure install has no compiled loop
+        _vmreplay_compiled = None
 
-VM_SIM_VERSION = 1      # changes whenever the same (workload, seed) gives other rows
+__all__ = ["MODES", "VM_PRESETS", "VM_SIM_VERSION", "VMRun", "VMWorkload", "allocator_class",
+           "expected_events", "loop_module", "parse_vm_overrides", "record_vms", "replay_vm",
+           "replay_vms", "run_vms", "simulate_vms", "vm_preset", "vm_row"]
+
+VM_SIM_VERSION = 2      # changes whenever the same (workload, seed) gives other rows
 MODES = ("identity", "translated", "identity-split")
 
 # The random streams, one per purpose: SeedSequence([seed, purpose]).
@@ -400,9 +418,6 @@ def _engine_name(cls: type) -> str:
 
 # ---------------------------------------------------------------- one run
 
-_ARRIVE, _END, _ACCESS, _UNBIND, _MIGRATE = range(5)
-
-
 @dataclass
 class VMRun:
     """One design, one run (with or without quarantine): the counters of the module docstring."""
@@ -426,10 +441,216 @@ class VMRun:
     stale: int = 0
     stale_cross_vm: int = 0
     distances: list[float] = dataclasses.field(default_factory=list)
+    loop: str = "python"        # the replay loop that ran: "compiled" or "python"
 
     @property
     def ops_per_s(self) -> float | None:
         return self.ops / self.seconds if self.seconds > 0 else None
+
+
+# ---------------------------------------------------------------- the trace
+
+def record_vms(workload: VMWorkload, seed: int = 0, *, draws: _Draws | None = None) -> VMTrace:
+    """The work of ``workload`` with ``seed`` as a :class:`~pasid.sim.vmtrace.VMTrace`
+    (version 2), the same for every design: what :func:`replay_vms` replays and
+    ``pasid simulate --workload vms --record FILE`` writes. O(events log events).
+
+    Operations at equal times keep the order arrivals, migrations, ends, then the
+    devices' accesses and unbinds (by process, device, access first).
+
+    >>> t = record_vms(vm_preset(duration=50, hosts=2, vms_per_host=2), seed=1)
+    >>> t.hosts, [vm.name for vm in t.vms], t.counts()["arrive"] == len(t.processes)
+    (2, ['vm0', 'vm1', 'vm2', 'vm3'], True)
+    """
+    w = workload
+    d = _draw(w, seed) if draws is None else draws
+    n = w.vm_count
+    host_seeds = np.random.SeedSequence([seed, 5]).generate_state(w.hosts, dtype=np.uint64)
+    vms = [VMSpec(f"vm{i}", i // w.vms_per_host, w.split(i), w.drain,
+                  tuple(f"vm{i}.dev{k}" for k in range(d.vm_devices[i]))) for i in range(n)]
+    arrive = np.asarray(d.process_time, dtype=np.float64)
+    count = len(arrive)
+    vm_of = np.asarray(d.process_vm, dtype=np.int64).reshape(count)
+    end = arrive + np.asarray(d.process_life, dtype=np.float64).reshape(count)
+    ends = np.flatnonzero(end < w.duration)
+    hi = w.devices[1]
+    ack = np.asarray(d.process_ack, dtype=np.float64).reshape(count, hi)
+    late = np.asarray(d.process_late, dtype=bool).reshape(count, hi)
+    access = np.asarray(d.process_access, dtype=np.float64).reshape(count, hi)
+    slots = np.asarray(d.vm_devices, dtype=np.int64)[vm_of[ends]]
+    migrating = w.hosts >= 2 and len(d.migration_time) > 0
+    mig_time = np.asarray(d.migration_time if migrating else [], dtype=np.float64)
+    mig_vm = np.asarray(d.migration_vm if migrating else [], dtype=np.int64)
+    picks = np.asarray(d.migration_pick if migrating else [], dtype=np.float64)
+    offset = 1 + np.minimum((picks * (w.hosts - 1)).astype(np.int64), w.hosts - 2)
+    def full(length: int, value: int) -> npt.NDArray[np.int64]:
+        return np.full(length, value, dtype=np.int64)
+
+    # (time, op, process, vm, arg) per kind of operation, in the order ties keep
+    parts: list[tuple[npt.NDArray[Any], ...]] = [
+        (arrive, full(count, VM_ARRIVE), np.arange(count), vm_of, full(count, -1)),
+        (mig_time, full(len(mig_time), VM_MIGRATE), full(len(mig_time), -1), mig_vm, offset),
+        (end[ends], full(len(ends), VM_END), ends, full(len(ends), -1), full(len(ends), -1)),
+    ]
+    # the devices' teardown: per ended process, per device slot, its access (if late), unbind
+    tear: list[list[npt.NDArray[Any]]] = [[], [], [], []]     # time, op, process, slot
+    for slot in range(hi):
+        who = ends[slot < slots]
+        lates = who[late[who, slot]]
+        for t, op, k in ((end[lates] + access[lates, slot] * ack[lates, slot], VM_ACCESS, lates),
+                         (end[who] + ack[who, slot], VM_UNBIND, who)):
+            tear[0].append(t)
+            tear[1].append(full(len(k), op))
+            tear[2].append(k)
+            tear[3].append(full(len(k), slot))
+    t_all, o_all, k_all, s_all = (np.concatenate(column) for column in tear)
+    by_process = np.lexsort((o_all, s_all, k_all))          # by process, slot, access first
+    parts.append((t_all[by_process], o_all[by_process], k_all[by_process],
+                  full(len(by_process), -1), s_all[by_process]))
+    time_col = np.concatenate([part[0] for part in parts]).astype(np.float64)
+    order = np.argsort(time_col, kind="stable")
+    op_col = np.concatenate([part[1] for part in parts]).astype(np.uint8)[order]
+    proc_col = np.concatenate([part[2] for part in parts]).astype(np.int32)[order]
+    vm_col = np.concatenate([part[3] for part in parts]).astype(np.int32)[order]
+    arg_col = np.concatenate([part[4] for part in parts]).astype(np.int32)[order]
+    time_col = np.ascontiguousarray(time_col[order])
+    # each migration's draws: one per device of each process alive in its VM then
+    alive = [0] * n
+    needs = []
+    procs_list, op_list = proc_col.tolist(), op_col.tolist()
+    vm_list = vm_col.tolist()
+    for op, k, v in zip(op_list, procs_list, vm_list):
+        if op == VM_ARRIVE:
+            alive[v] += 1
+        elif op == VM_END:
+            alive[int(vm_of[k])] -= 1
+        elif op == VM_MIGRATE:
+            needs.append(alive[v] * d.vm_devices[v])
+    pool_offset = np.zeros(len(needs) + 1, dtype=np.int64)
+    np.cumsum(needs, out=pool_offset[1:])
+    uniforms = _uniforms(seed, _TEARDOWNS).random((int(pool_offset[-1]), 3))
+    pool_ack = w.ack * (0.5 + uniforms[:, 0])
+    pool_access = np.where(uniforms[:, 1] < w.late, uniforms[:, 2], np.nan)
+    trace = VMTrace(
+        bits=w.bits, grace=w.grace, strategy=w.strategy, quota=w.quota,
+        host_seeds=[int(s) for s in host_seeds], vms=vms,
+        processes=[f"p{k}" for k in range(count)], time=time_col, op=op_col,
+        process=proc_col, vm=vm_col, arg=arg_col,
+        pool_ack=np.ascontiguousarray(pool_ack, dtype=np.float64),
+        pool_access=np.ascontiguousarray(pool_access, dtype=np.float64),
+        pool_offset=pool_offset, source=f"workload {w.name}",
+        comment=f"pasid simulate --workload {w.name} --seed {seed} (vm sim {VM_SIM_VERSION})")
+    return check_vm_trace(trace)
+
+
+# ---------------------------------------------------------------- replaying it
+
+def loop_module(engine: str = "auto", cls: type | None = None) -> Any:
+    """The VM replay loop for ``engine``: the compiled one (``pasid.sim._vmreplay``) for
+    ``"compiled"``, the Python twin for ``"python"``; ``"auto"``: compiled when it is
+    built and ``cls`` is the compiled allocator. ValueError for a compiled loop that is
+    missing or given the pure allocator."""
+    compiled_cls = cls is not None and cls.__module__ == "pasid._core"
+    if engine == "python":
+        return _vmreplay_py
+    if engine not in ("auto", "compiled"):
+        raise ValueError(f"engine must be auto, compiled or python, got {engine!r}")
+    if _vmreplay_compiled is None or not compiled_cls:
+        if engine == "compiled":
+            raise ValueError("the compiled VM replay loop needs the compiled allocator and "
+                             "pasid.sim._vmreplay (not built, or PASID_NO_EXTENSION=1)")
+        return _vmreplay_py
+    return _vmreplay_compiled
+
+
+@dataclass
+class _Setup:
+    """The hosts and VMs a replay starts from, made the same way for both loops."""
+
+    hosts: list[Any]
+    spaces: list[Any]
+    handles: npt.NDArray[np.int32]      # [host, device number]: add_device's handle, or -1
+    first_device: list[int]             # per VM: its first device's number
+    vm_options: list[dict[str, Any]]    # per VM: import_vm's keywords (mode, range, quota)
+    drain: float
+    quarantine: bool
+    ops: int
+
+
+def _set_up(trace: VMTrace, mode: str, quarantine: bool, cls: type) -> _Setup:
+    drain_off = not quarantine
+    hosts = [cls(trace.bits, strategy=trace.strategy, grace=trace.grace, seed=seed)
+             for seed in trace.host_seeds]
+    host_mode = "translated" if mode == "translated" else "identity"
+    quota = {} if trace.quota is None else {"quota": trace.quota}
+    first, total = [], 0
+    for vm in trace.vms:
+        first.append(total)
+        total += len(vm.devices)
+    handles = np.full((len(hosts), total), -1, dtype=np.int32)
+    options, spaces = [], []
+    ops = 0
+    for i, vm in enumerate(trace.vms):
+        ranges = dict(zip(("min", "max"), vm.split)) if mode == "identity-split" else {}
+        options.append({"mode": host_mode, **ranges, **quota})
+        host = hosts[vm.host]
+        for slot, device in enumerate(vm.devices):
+            handles[vm.host, first[i] + slot] = host.add_device(
+                device, drain=0.0 if drain_off else vm.drain)
+        spaces.append(host.add_vm(vm.name, devices=vm.devices, **options[i]))
+        ops += 1 + len(vm.devices)
+    # every VM's devices keep one drain: the same on any host it migrates to
+    drain = 0.0 if drain_off else (trace.vms[0].drain if trace.vms else 0.0)
+    return _Setup(hosts, spaces, handles, first, options, drain, quarantine, ops)
+
+
+def replay_vm(trace: VMTrace, mode: str, *, quarantine: bool = True, engine: str = "auto",
+              allocator: str | type | None = None,
+              progress: Callable[[int, int], object] | None = None) -> VMRun:
+    """Replay the checked ``trace`` under design ``mode``: a :class:`VMRun`.
+
+    ``allocator``: the hosts' class, or ``"compiled"``/``"python"``/``"auto"`` as
+    :func:`allocator_class` (default: the one ``engine`` names, else the backend
+    in use); ``engine``: the loop (:func:`loop_module`). ``progress(done, total)``
+    every few thousand events. Cost: O(events) allocator calls.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if allocator is None:
+        allocator = engine
+    cls = allocator if isinstance(allocator, type) else allocator_class(allocator)
+    loop = loop_module(engine, cls)
+    if len({vm.drain for vm in trace.vms}) > 1:
+        raise ValueError("the VM replay gives every device one drain: this trace's VMs differ")
+    setup = _set_up(trace, mode, quarantine, cls)
+    run = VMRun(mode=mode, quarantine=quarantine, engine=_engine_name(cls),
+                loop="compiled" if loop is not _vmreplay_py else "python")
+    loop.run(trace, setup, run, progress)
+    return run
+
+
+def replay_vms(trace: VMTrace, *, modes: Sequence[str] | None = None, engine: str = "auto",
+               allocator: str | type | None = None,
+               progress: Callable[[int, int], object] | None = None) -> list[dict[str, Any]]:
+    """Each design of ``modes`` (default all three) on ``trace``, with and without
+    quarantine: one :func:`vm_row` each, in that order (what ``pasid replay`` prints for a
+    VM trace)."""
+    chosen = MODES if modes is None else tuple(modes)
+    for mode in chosen:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    total = 2 * len(chosen) * max(len(trace), 1)
+    rows = []
+    for index, mode in enumerate(chosen):
+        runs = []
+        for half, quarantine in enumerate((True, False)):
+            offset = (2 * index + half) * max(len(trace), 1)
+            report = None if progress is None else (
+                lambda done, _total, offset=offset: progress(offset + done, total))
+            runs.append(replay_vm(trace, mode, quarantine=quarantine, engine=engine,
+                                  allocator=allocator, progress=report))
+        rows.append(vm_row(runs[0], runs[1], trace.strategy))
+    return rows
 
 
 def run_vms(workload: VMWorkload, mode: str, seed: int = 0, *, quarantine: bool = True,
@@ -437,216 +658,33 @@ def run_vms(workload: VMWorkload, mode: str, seed: int = 0, *, quarantine: bool 
             draws: _Draws | None = None) -> VMRun:
     """Run ``workload`` under design ``mode`` (one of :data:`MODES`): a :class:`VMRun`.
 
+    Records the work (:func:`record_vms`) and replays it (:func:`replay_vm`).
     ``quarantine=False``: devices unbind as the guest frees and drain nothing
     (the stale accesses quarantine prevents). ``engine`` picks the allocator
-    (:func:`allocator_class`). ``progress(done, total)`` is called every few
-    thousand events. Cost: O(events) allocator calls.
+    (:func:`allocator_class`) and, with it, the loop (compiled with the compiled
+    allocator). ``progress(done, total)`` is called every few thousand events.
+    Cost: O(events) allocator calls.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     cls = allocator_class(engine)
-    w = workload
-    d = _draw(w, seed) if draws is None else draws
-    run = VMRun(mode=mode, quarantine=quarantine, engine=_engine_name(cls))
-    clock = [0.0]
-    drain = w.drain if quarantine else 0.0
-    host_seeds = np.random.SeedSequence([seed, 5]).generate_state(w.hosts, dtype=np.uint64)
-    hosts = [cls(w.bits, strategy=w.strategy, grace=w.grace, clock=lambda: clock[0],
-                 seed=int(host_seeds[x])) for x in range(w.hosts)]
-    host_mode = "translated" if mode == "translated" else "identity"
-    n = w.vm_count
-    names = [f"vm{i}" for i in range(n)]
-    devices = [[f"vm{i}.dev{k}" for k in range(d.vm_devices[i])] for i in range(n)]
-    ranges: list[dict[str, int]] = [{} for _ in range(n)]
-    if mode == "identity-split":
-        ranges = [dict(zip(("min", "max"), w.split(i))) for i in range(n)]
-    quota = {} if w.quota is None else {"quota": w.quota}
-    where = [i // w.vms_per_host for i in range(n)]
-    spaces = []
-    ops = 0
-    for i in range(n):
-        host = hosts[where[i]]
-        for device in devices[i]:
-            host.add_device(device, drain=drain)
-        spaces.append(host.add_vm(names[i], mode=host_mode, devices=devices[i],
-                                  **ranges[i], **quota))
-        ops += 1 + len(devices[i])
-    # per host: host PASID -> the VM that took its latest generation
-    taker: list[dict[int, int]] = [{} for _ in range(w.hosts)]
-    last_free: list[dict[int, int]] = [{} for _ in range(n)]
-    held = [0] * w.hosts
-    peak_held = active = peak_active = 0
-    stale = cross = 0
-    distances = run.distances
-    teardowns = _uniforms(seed, _TEARDOWNS)
-
-    events: list[tuple[Any, ...]] = [(t, k, _ARRIVE, k) for k, t in enumerate(d.process_time)]
-    base = len(events)
-    events += [(t, base + m, _MIGRATE, m) for m, t in enumerate(d.migration_time)]
-    heapq.heapify(events)
-    order = len(events)
-    push, pop = heapq.heappush, heapq.heappop
-    guest = [-1] * len(d.process_time)
-    total = expected_events(w)
-    handled = 0
-
-    def held_now() -> int:
-        """Refresh every host's DRAINING + QUARANTINED count; their sum."""
-        for x, host in enumerate(hosts):
-            s = host.stats()
-            held[x] = s["draining"] + s["quarantined"]
-        return sum(held)
-
-    def tear_down(x: int, h: int, device: str, owner: int, now: float, ack: float,
-                  late: bool, access: float) -> None:
-        """A device tears down host PASID ``h`` of host ``x`` from ``now``: its late access,
-        then its unbind (without quarantine, now, if the device is still bound)."""
-        nonlocal order, ops
-        if late:
-            push(events, (now + access * ack, order, _ACCESS, x, h, hosts[x].generation(h),
-                          owner))
-            order += 1
-        if quarantine:
-            push(events, (now + ack, order, _UNBIND, x, h, device))
-            order += 1
-        elif device in hosts[x].devices(h):     # the migration's source: still bound
-            hosts[x].unbind(h, device)
-            ops += 1
-
-    began = _time.perf_counter()
-    while events:
-        event = pop(events)
-        now = event[0]
-        clock[0] = now
-        kind = event[2]
-        handled += 1
-        if progress is not None and not handled & 4095:
-            progress(handled, total)
-        if kind == _ARRIVE:
-            k = event[3]
-            i = d.process_vm[k]
-            space = spaces[i]
-            run.arrivals += 1
-            ops += 1
-            try:
-                g = space.alloc()
-            except QuotaExceeded:
-                run.alloc_quota += 1
-                continue
-            except PasidExhausted:
-                run.alloc_exhausted += 1
-                continue
-            guest[k] = g
-            run.allocations += 1
-            freed = last_free[i].get(g)
-            if freed is not None:
-                distances.append(now - freed)
-            taker[where[i]][space.host_pasid(g)] = i
-            for device in devices[i]:
-                space.bind(g, device)
-            ops += 1 + len(devices[i])
-            active += 1
-            if active > peak_active:
-                peak_active = active
-            end = now + d.process_life[k]
-            if end < w.duration:
-                push(events, (end, order, _END, k))
-                order += 1
-        elif kind == _END:
-            k = event[3]
-            i = d.process_vm[k]
-            g = guest[k]
-            space = spaces[i]
-            x = where[i]
-            h = space.host_pasid(g)
-            if not quarantine:
-                for device in devices[i]:
-                    space.unbind(g, device)
-                ops += len(devices[i])
-            space.free(g)
-            ops += 2
-            active -= 1
-            last_free[i][g] = now
-            acks, lates, accesses = d.process_ack[k], d.process_late[k], d.process_access[k]
-            for slot, device in enumerate(devices[i]):
-                tear_down(x, h, device, i, now, acks[slot], lates[slot], accesses[slot])
-            total_held = held_now()
-            if total_held > peak_held:
-                peak_held = total_held
-        elif kind == _ACCESS:
-            _, _, _, x, h, generation, owner = event
-            ops += 1
-            if hosts[x].generation(h) != generation:
-                stale += 1
-                if taker[x].get(h) != owner:
-                    cross += 1
-        elif kind == _UNBIND:
-            _, _, _, x, h, device = event
-            hosts[x].unbind(h, device)
-            ops += 1
-        else:   # _MIGRATE
-            m = event[3]
-            i = d.migration_vm[m]
-            if w.hosts < 2:
-                continue
-            run.migrations_attempted += 1
-            source = where[i]
-            target = (source + 1 + min(int(d.migration_pick[m] * (w.hosts - 1)),
-                                       w.hosts - 2)) % w.hosts
-            space = spaces[i]
-            blob = space.export()
-            for device in devices[i]:
-                hosts[target].add_device(device, drain=drain)
-            ops += 2 + len(devices[i])
-            try:
-                moved = hosts[target].import_vm(blob, names[i], mode=host_mode, **ranges[i],
-                                                **quota)
-            except MigrationConflict as exc:
-                if all(taker[target].get(p) == i for p in exc.pasids):
-                    run.migrations_busy += 1
-                else:
-                    run.migrations_conflict += 1
-                continue
-            except StateError:
-                run.migrations_busy += 1            # its earlier stay still holds PASIDs there
-                continue
-            except (PasidExhausted, InvalidPasid):
-                run.migrations_refused += 1
-                continue
-            released = hosts[source].remove_vm(names[i])
-            ops += 1
-            run.migrations += 1
-            old = hosts[source]
-            for h in released:
-                for device in old.devices(h):
-                    ack, late, access = teardowns.random(3).tolist()
-                    tear_down(source, h, device, i, now, w.ack * (0.5 + ack), late < w.late,
-                              access)
-            for g in moved:
-                taker[target][moved.host_pasid(g)] = i
-            spaces[i] = moved
-            where[i] = target
-            total_held = held_now()
-            if total_held > peak_held:
-                peak_held = total_held
-    run.seconds = _time.perf_counter() - began
-    run.ops = ops
-    run.peak_held, run.peak_active = peak_held, peak_active
-    run.stale, run.stale_cross_vm = stale, cross
-    return run
+    trace = record_vms(workload, seed, draws=draws)
+    return replay_vm(trace, mode, quarantine=quarantine, engine="auto", allocator=cls,
+                     progress=progress)
 
 
 # ---------------------------------------------------------------- rows
 
-def vm_row(on: VMRun, off: VMRun | None, workload: VMWorkload) -> dict[str, Any]:
-    """One design's metrics as a JSON-ready dict: ``on`` with quarantine, ``off`` without."""
+def vm_row(on: VMRun, off: VMRun | None, strategy: str | VMWorkload) -> dict[str, Any]:
+    """One design's metrics as a JSON-ready dict: ``on`` with quarantine, ``off`` without;
+    ``strategy``: the hosts' (or the workload whose it is)."""
     from pasid.sim.replay import reuse_summary
 
     reuse = reuse_summary(on.distances)
     reuse["mean"] = float(np.mean(on.distances)) if on.distances else None
     return {
         "mode": on.mode,
-        "strategy": workload.strategy,
+        "strategy": strategy if isinstance(strategy, str) else strategy.strategy,
         "engine": on.engine,
         "ops": on.ops,
         "seconds": on.seconds,
@@ -674,8 +712,10 @@ def vm_row(on: VMRun, off: VMRun | None, workload: VMWorkload) -> dict[str, Any]
 def simulate_vms(workload: VMWorkload, seed: int = 0, *, modes: Sequence[str] | None = None,
                  engine: str = "auto", progress: Callable[[int, int], object] | None = None,
                  ) -> list[dict[str, Any]]:
-    """Each design of ``modes`` (default ``workload.modes()``) on the same draws, with and
-    without quarantine: one :func:`vm_row` each, in that order.
+    """Each design of ``modes`` (default ``workload.modes()``) on the same work, with and
+    without quarantine: one :func:`vm_row` each, in that order. The work is recorded
+    (:func:`record_vms`) and replayed (:func:`replay_vms`, the compiled loop with the
+    compiled allocator): ``pasid replay`` of the recorded trace gives the same rows.
 
     >>> rows = simulate_vms(vm_preset(duration=150, hosts=2, vms_per_host=2), seed=1,
     ...                     engine="python")
@@ -686,17 +726,6 @@ def simulate_vms(workload: VMWorkload, seed: int = 0, *, modes: Sequence[str] | 
     for mode in chosen:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-    allocator_class(engine)                 # refuse a missing backend before anything runs
-    draws = _draw(workload, seed)
-    total = 2 * len(chosen) * expected_events(workload)
-    rows = []
-    for index, mode in enumerate(chosen):
-        runs = []
-        for half, quarantine in enumerate((True, False)):
-            offset = (2 * index + half) * expected_events(workload)
-            report = None if progress is None else (
-                lambda done, _total, offset=offset: progress(offset + done, total))
-            runs.append(run_vms(workload, mode, seed, quarantine=quarantine, engine=engine,
-                                progress=report, draws=draws))
-        rows.append(vm_row(runs[0], runs[1], workload))
-    return rows
+    cls = allocator_class(engine)           # refuse a missing backend before anything runs
+    return replay_vms(record_vms(workload, seed), modes=chosen, allocator=cls,
+                      progress=progress)
