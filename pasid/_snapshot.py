@@ -10,7 +10,9 @@ dict completely before any backend builds from it, so bad bytes raise
   container);
 - the version 2 check, :func:`check`, built from small readers that copy what
   they read and check the copy (so user code run by a check, an owner's
-  ``__hash__``, cannot change what is loaded after it was checked);
+  ``__hash__``, cannot change what is loaded after it was checked), and its
+  version 3 part, the VMs (:func:`_vm_copies`, copied before any owner is
+  hashed; :func:`_vms`, checked against the host's fields);
 - the version 1 upgrade, ``_upgrade``: reads what only version 1 has and
   converts it, and :func:`check` checks the result as version 2, so a rule
   both versions hold is written once.
@@ -36,6 +38,15 @@ them, so a run of neighbours costs a byte each; release times are raw
 little-endian ``float64``. A PASID's owner is an index into the table of owner
 keys, one per row of the states column. Version 1 (a list of pairs per PASID)
 still loads. Identical state gives identical bytes on both backends.
+
+Version 3 is version 2 and one more field, ``vms``: a host's VMs in the order
+they were added, each the list of :data:`VM_FIELDS` (name, mode, guest bits,
+host range, device indexes into ``devices``, the guest -> host translations as
+an ID column of guest PASIDs and a column of host PASIDs, the guest owner tags
+as an ID column and a list, the counters). Everything else about a VM is in
+version 2's fields already: its host PASIDs' states, owners (the VM's name),
+data and bindings, and its quota (the name's). Only a host with VMs writes
+version 3; a host without VMs writes version 2, the same bytes as before.
 
 >>> blob = encode({"a": [1, -2, 2.5, None, (True, b"x")]})
 >>> decode(blob)
@@ -591,14 +602,15 @@ def _devices(items: Any) -> list[tuple[Any, ...]]:
 def check(state: Any) -> dict[str, Any]:
     """Check every field of a state dict and how they fit together; return it normalised.
 
-    ``state`` has the keys of :data:`FIELDS`, or of :data:`FIELDS_V1` (a version
-    1 state, from old bytes or an old pickle: upgraded first, see
-    :func:`_upgrade`). The normalised dict has int64 numpy arrays in place of
+    ``state`` has the keys of :data:`FIELDS`, of :data:`FIELDS_V3` (a host with
+    VMs: checked by :func:`_vms`), or of :data:`FIELDS_V1` (a version 1 state,
+    from old bytes or an old pickle: upgraded first, see :func:`_upgrade`). The normalised dict has int64 numpy arrays in place of
     columns (float64 for release times, uint8 for states), the owners as the
     codes of the states' rows (0: none, else 1 + index in owner_keys) and a
-    ``state_of`` array (the state of every PASID). Anything that does not fit
-    raises SnapshotError. O(N) in numpy, and a Python step per owner key, data
-    item, device and quota.
+    ``state_of`` array (the state of every PASID), and ``vms``: a dict per VM
+    (none before version 3). Anything that does not fit raises SnapshotError.
+    O(N) in numpy, and a Python step per owner key, data item, device, quota,
+    VM and VM device.
     """
     if type(state) is dict and tuple(state) == FIELDS_V1:
         state = _upgrade(state)
