@@ -614,7 +614,8 @@ def check(state: Any) -> dict[str, Any]:
     """
     if type(state) is dict and tuple(state) == FIELDS_V1:
         state = _upgrade(state)
-    names, vm_copies = FIELDS, []
+    names: tuple[str, ...] = FIELDS
+    vm_copies: list[tuple[Any, ...]] = []
     if type(state) is dict and tuple(state) == FIELDS_V3:
         # copied before any owner's __hash__ runs (the owner keys, below)
         names, vm_copies = FIELDS_V3, _vm_copies(state["vms"])

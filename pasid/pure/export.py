@@ -65,7 +65,7 @@ def freeze(a: PasidAllocator, now: float) -> dict[str, Any]:
         (p, index_of[handle], count, value)
         for p, pairs in sorted(a._bindings.items())
         for handle, (count, value) in pairs.items())
-    state = {
+    frozen: dict[str, Any] = {
         "bits": a._bits,
         "strategy": a._strategy,
         "grace": a._grace,
@@ -90,8 +90,8 @@ def freeze(a: PasidAllocator, now: float) -> dict[str, Any]:
                  if a._fifo is not None else None),
     }
     if a._vms is not None and a._vms.vms:
-        state["vms"] = [_vm_entry(vm, index_of) for vm in a._vms.vms]
-    return state
+        frozen["vms"] = [_vm_entry(vm, index_of) for vm in a._vms.vms]
+    return frozen
 
 
 def _vm_entry(vm: GuestSpace, index_of: dict[int, int]) -> list[Any]:
