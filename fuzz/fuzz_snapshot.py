@@ -5,8 +5,8 @@
     python fuzz/fuzz_snapshot.py --seconds 60 --engine random --seed 7
     python fuzz/fuzz_snapshot.py --replay 1234              # one random-engine input, shown
 
-Each input is a snapshot of a varied allocator (made by short operation runs),
-mutated: raw bytes flipped, inserted, deleted, truncated or appended (the
+Each input is a snapshot of a varied allocator (made by short operation runs;
+some are hosts with VMs, version 3), mutated: raw bytes flipped, inserted, deleted, truncated or appended (the
 checksum fixed or not), the version byte changed, or a field of the decoded
 value replaced or tweaked and the whole encoded and checksummed again. With
 atheris, half the inputs are also taken as a raw payload framed with the magic,

@@ -28,7 +28,8 @@ same run:
     ``from_bytes`` on mutated snapshots: raw byte mutations (with and without
     a fixed checksum) and structured ones (a field of the decoded value
     replaced, tweaked, truncated or extended, then encoded and checksummed
-    again). Each backend must raise ``SnapshotError`` or load an allocator
+    again), of plain allocators and of hosts with VMs (version 3; half the
+    structured changes go into a VM). Each backend must raise ``SnapshotError`` or load an allocator
     whose ``_check()`` passes and whose ``to_bytes()`` loads back to the same
     bytes; both backends must agree; a loaded allocator then runs a short
     differential operation sequence.
@@ -84,8 +85,7 @@ def known_load_error(exc):
 
 def extreme_snapshot(blob):
     """Does a loadable snapshot hold a time or counter the known bugs trip on?"""
-    names = _snapshot.FIELDS if blob[len(_snapshot.MAGIC)] == _snapshot.VERSION \
-        else _snapshot.FIELDS_V1
+    names = _snapshot.FIELDS_OF.get(blob[len(_snapshot.MAGIC)], _snapshot.FIELDS)
     try:
         values = dict(zip(names, _snapshot.decode(blob[len(_snapshot.MAGIC) + 1:-4])))
     except SnapshotError:
@@ -1072,13 +1072,68 @@ OPS_NESTED = [op for op in OPS if op[0] != "handle"]
 # ---------------------------------------------------------------- snapshots
 
 def seed_snapshots(count=12, seed=0):
-    """Varied snapshots to mutate: each a differential run's allocator, saved."""
+    """Varied snapshots to mutate: each a differential run's allocator, saved; then
+    ``max(2, count // 4)`` hosts with VMs (version 3, :func:`vm_host`)."""
     blobs = []
     for i in range(count):
         runner = OpRunner([pasid.pure], RandomSource(seed * 1000 + i), reentrant=False)
         runner.run(40 + 20 * (i % 4))
         blobs.append(runner.allocs[0].to_bytes())
+    for i in range(max(2, count // 4)):
+        blobs.append(vm_host(RandomSource(seed * 1000 + 500 + i)).to_bytes())
     return blobs
+
+
+def vm_host(src, steps=40):
+    """A pure host with VMs made by a short random run: both modes, ranges, quotas,
+    devices (one narrow), guest tags and data, bindings, host PASIDs tagged with a
+    VM's name, guest PASIDs in the host's release, removed and migrated VMs."""
+    host = pasid.pure.PasidAllocator(bits=src.pick([6, 8]), grace=src.pick([0, 2.5]),
+                                     strategy=src.pick(STRATEGIES), seed=src.int(0, 99))
+    host.add_device("d0", drain=1)
+    host.add_device("d1", drain=0)
+    host.add_device("d2", bits=5, drain=2)
+    serial = 0
+    for _ in range(steps):
+        names = host.vms()
+        how = src.int(0, 9) if names else 0
+        try:
+            if how == 0 and len(names) < 3:
+                host.add_vm(f"vm{serial}" if src.chance(0.7) else ("vm", serial),
+                            mode=src.pick(["identity", "translated"]),
+                            quota=src.pick([None, None, 4]), min=src.pick([None, 8, 20]),
+                            devices=src.pick([(), ("d0",), ("d1",), ("d2",), ("d0", "d1")]))
+                serial += 1
+                continue
+            if not names:
+                continue
+            vm = host.vm(src.pick(names))
+            if how <= 3:
+                vm.alloc(owner=src.pick([None, "p1", ("p", 2)]), data=src.pick([None, 7]))
+            elif how == 4 and len(vm):
+                vm.free(src.pick(list(vm)))
+            elif how == 5 and len(vm):
+                g = src.pick(list(vm))
+                if src.chance(0.7):
+                    vm.bind(g, src.pick(list(vm.devices) or ["d0"]))
+                else:
+                    vm.get(g)
+            elif how == 6:
+                host.alloc(owner=vm.name)         # the host's own, tagged with the VM's name
+            elif how == 7:
+                host.advance(by=src.pick([1, 3]))
+            elif how == 8 and src.chance(0.3):
+                host.remove_vm(vm.name)
+            elif how == 9:
+                blob = vm.export()
+                host.remove_vm(vm.name)
+                host.import_vm(blob, f"vm{serial}", mode=src.pick([None, "translated"]))
+                serial += 1
+        except (PasidError, TypeError, ValueError):
+            pass
+    if not host.vms():
+        host.add_vm("last").alloc()
+    return host
 
 
 def frame(payload, version=_snapshot.VERSION):
@@ -1198,7 +1253,9 @@ def mutate_snapshot(src, blob):
     if how == 3:
         return frame(payload, version=src.pick([0, 1, _snapshot.VERSION + 1, 255]))
     for _ in range(src.int(1, 3)):
-        i = src.int(0, len(values) - 1)
+        # a host's VMs (version 3: the last field) half the time: a VM's field
+        i = len(values) - 1 if len(values) == len(_snapshot.FIELDS_V3) and src.chance(0.5) \
+            else src.int(0, len(values) - 1)
         values[i] = mutate_value(src, values[i])
     if how == 4 and src.chance(0.5):
         values = values[:-1] if src.chance(0.5) else values + [None]

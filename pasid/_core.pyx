@@ -71,7 +71,7 @@ from pasid._messages import (
     bad_state_code, bind_limit, cannot_reserve, cannot_unreserve, clock_back, empty_range,
     generation_limit, ida_id_range, ida_negative, ida_no_free, ida_not_allocated,
     narrower_than_bound, negative_count, no_free, no_handle, not_active, not_bound, not_free,
-    out_of_range, reference_limit, too_few_free, too_wide, unknown_device, VM_NONE, VMS_IN_SNAPSHOT,
+    out_of_range, reference_limit, too_few_free, too_wide, unknown_device, VM_NONE,
     device_taken, device_twice, devices_missing, guest_no_free, guest_number_too_wide,
     guest_too_wide, import_outside, import_short, migration_conflict, not_assigned, not_guest,
     owner_busy, undeclared_device, unknown_vm, vm_exists, vm_removed)

@@ -1,6 +1,7 @@
 # Snapshots of PasidAllocator: the whole state out as the dict of
-# pasid._snapshot.FIELDS (export_state, read in one critical section), and a
-# checked snapshot into a new allocator (load_state, restore). The dict is the
+# pasid._snapshot.FIELDS (export_state, read in one critical section; a host with
+# VMs adds "vms": FIELDS_V3), and a checked snapshot into a new allocator
+# (load_state, restore; the VMs last). The dict is the
 # same on both backends, so their bytes are the same. The twin of
 # pasid/pure/export.py.
 
@@ -31,8 +32,7 @@ cdef dict export_state(PasidAllocator a):
     cdef uint32_t* columns = NULL    # the bindings: PASID, handle, count, data row (room each)
     cdef list owner_keys = [], marked = [], data = [], bind_data = []
     cdef list devices = [], handles = [], quotas = []
-    if a._vms is not None and a._vms.vms:
-        raise StateError(VMS_IN_SNAPSHOT)
+    cdef list vm_rows = []
     slots = np.empty(2 * size, dtype=np.uint8)
     generation = np.empty(size, dtype=np.uint32)
     refcount = np.empty(size, dtype=np.uint32)
@@ -99,6 +99,9 @@ cdef dict export_state(PasidAllocator a):
                     handles.append(info.handle)
             for found, quota in a._quota.items():
                 quotas.append(((<_Owner>found).key, quota))
+            if a._vms is not None:
+                for found in a._vms.vms:
+                    vm_rows.append(vm_row(<GuestSpace>found))
             if a._fifo.prev != NULL:
                 q = a._fifo.head
                 while q >= 0:
@@ -132,7 +135,7 @@ cdef dict export_state(PasidAllocator a):
     held = np.flatnonzero(meta_bytes & HAS_HOLD)
     index_of = np.zeros(max(handles) + 1 if handles else 1, dtype=np.uint32)
     index_of[handles] = np.arange(len(handles), dtype=np.uint32)
-    return {
+    state = {
         "bits": a._bits,
         "strategy": STRATEGIES[a._strategy],
         "grace": a._grace,
@@ -155,6 +158,30 @@ cdef dict export_state(PasidAllocator a):
         "quotas": quotas,
         "fifo": _snapshot.column(fifo[:n_fifo]) if a._fifo.prev != NULL else None,
     }
+    if vm_rows:
+        state["vms"] = [
+            _snapshot.vm_entry(row[0], _args.VM_MODES[row[1]], row[2], row[3], row[4],
+                               [int(index_of[handle]) for handle in row[5]], *row[6:])
+            for row in vm_rows]
+    return state
+
+
+cdef tuple vm_row(GuestSpace vm):
+    """A VM's part of export_state's pass (no Python code runs): name, mode, bits, lo,
+    hi, its devices' handles (a device removed since it was assigned left out), guest
+    PASIDs, host PASIDs, tagged guest PASIDs, tags, allocations, failures."""
+    cdef list guests = vm._guests(), hosts = [], tagged = [], tags = [], handles = []
+    cdef int64_t g
+    for g in guests:
+        hosts.append(vm._host_of(g))
+        if vm._tags is not None and vm._tags[g] is not None:
+            tagged.append(g)
+            tags.append(vm._tags[g])
+    for info in vm._devices:
+        if not (<_Device>info).gone:
+            handles.append((<_Device>info).handle)
+    return (vm._name, vm._mode, vm._bits, vm._lo, vm._hi, handles, guests, hosts, tagged,
+            tags, vm._allocations, vm._failures)
 
 
 cdef int load_state(PasidAllocator a, dict snap) except -1:
@@ -286,6 +313,49 @@ cdef int load_state(PasidAllocator a, dict snap) except -1:
         ids = snap["fifo"]
         for i in range(ids.shape[0]):
             fifo_push(&a._fifo, ids[i])
+    for vm in snap["vms"]:
+        load_vm(a, vm, infos)
+    return 0
+
+
+cdef int load_vm(PasidAllocator a, dict vm, list infos) except -1:
+    """A checked VM into the new allocator: its owner record (made if the name owns
+    nothing and has no quota) pinned and pointing back, its devices assigned, its C
+    tables filled (guest map pages, the translated guest space with 0 and every
+    mapped number taken, the host's guest_of)."""
+    cdef _Owner record
+    cdef GuestSpace space
+    cdef const int64_t[:] guests = vm["guests"]
+    cdef const int64_t[:] hosts = vm["hosts"]
+    cdef const int64_t[:] tagged
+    cdef int64_t i, g, h
+    cdef list tags
+    name = vm["name"]
+    found = a._owners.get(name)
+    if found is None:
+        found = a._owners[name] = _Owner(name)
+    record = <_Owner>found
+    record.pins += 1                             # the VM's pin, as add_vm takes it
+    if a._vms is None:
+        a._vms = _VMTable(a._size)
+    space = vm_make(a, name, vm["mode"], vm["bits"], vm["lo"], vm["hi"], -1,
+                    [infos[i] for i in vm["devices"]], record, a._vms)
+    for i in range(guests.shape[0]):
+        g, h = guests[i], hosts[i]
+        if space._translated:
+            guestmap_reserve(&space._map, g)
+            if space_take(&space._space, g) < 0:
+                raise MemoryError()
+            guestmap_set(&space._map, g, h)
+        a._vms.guest_of[h] = <int32_t>g
+    space._active = guests.shape[0]
+    tagged, tags = vm["tags"]
+    if tags:
+        space._tags = [None] * (<int64_t>1 << space._bits)
+        for i in range(tagged.shape[0]):
+            space._tags[tagged[i]] = tags[i]
+    space._allocations = vm["allocations"]
+    space._failures = vm["failures"]
     return 0
 
 

@@ -738,7 +738,6 @@ cdef GuestSpace vm_create(PasidAllocator a, object vm, int index, int width, int
                           _VMTable table):
     """Phase 2 of add_vm and import_vm (critical section held): the checks, then the VM
     (its memory made before: ``table`` is the host's, or a new one)."""
-    cdef GuestSpace space
     if record.guest is not None:
         raise StateError(vm_exists(vm))
     if record.use:
@@ -749,7 +748,15 @@ cdef GuestSpace vm_create(PasidAllocator a, object vm, int index, int width, int
         if info in table.assigned:
             raise StateError(device_taken((<_Device>info).key,
                                           (<GuestSpace>table.assigned[info])._name))
-    space = GuestSpace.__new__(GuestSpace)
+    return vm_make(a, vm, index, width, lo, hi, quota, records, record, table)
+
+
+cdef GuestSpace vm_make(PasidAllocator a, object vm, int index, int width, int64_t lo,
+                        int64_t hi, int64_t quota, list records, _Owner record,
+                        _VMTable table):
+    """The VM made and linked, checked before (critical section held): by vm_create,
+    and by a snapshot's load (_export.pxi), whose check stands for add_vm's."""
+    cdef GuestSpace space = GuestSpace.__new__(GuestSpace)
     space._host = a
     space._name = vm
     space._mode = index

@@ -141,8 +141,6 @@ REENTRY = ("re-entrant call: an owner's or a device's __hash__/__eq__ called bac
 # ---------------------------------------------------------------- virtual machines
 
 VM_NONE = "a VM needs a name (None names the owner-less PASIDs)"
-VMS_IN_SNAPSHOT = ("a host with VMs cannot be snapshotted yet: move each VM with "
-                   "GuestSpace.export and import_vm, or remove them first")
 
 
 def unknown_vm(vm: Any) -> str:

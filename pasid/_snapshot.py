@@ -10,7 +10,9 @@ dict completely before any backend builds from it, so bad bytes raise
   container);
 - the version 2 check, :func:`check`, built from small readers that copy what
   they read and check the copy (so user code run by a check, an owner's
-  ``__hash__``, cannot change what is loaded after it was checked);
+  ``__hash__``, cannot change what is loaded after it was checked), and its
+  version 3 part, the VMs (:func:`_vm_copies`, copied before any owner is
+  hashed; :func:`_vms`, checked against the host's fields);
 - the version 1 upgrade, ``_upgrade``: reads what only version 1 has and
   converts it, and :func:`check` checks the result as version 2, so a rule
   both versions hold is written once.
@@ -37,6 +39,15 @@ little-endian ``float64``. A PASID's owner is an index into the table of owner
 keys, one per row of the states column. Version 1 (a list of pairs per PASID)
 still loads. Identical state gives identical bytes on both backends.
 
+Version 3 is version 2 and one more field, ``vms``: a host's VMs in the order
+they were added, each the list of :data:`VM_FIELDS` (name, mode, guest bits,
+host range, device indexes into ``devices``, the guest -> host translations as
+an ID column of guest PASIDs and a column of host PASIDs, the guest owner tags
+as an ID column and a list, the counters). Everything else about a VM is in
+version 2's fields already: its host PASIDs' states, owners (the VM's name),
+data and bindings, and its quota (the name's). Only a host with VMs writes
+version 3; a host without VMs writes version 2, the same bytes as before.
+
 >>> blob = encode({"a": [1, -2, 2.5, None, (True, b"x")]})
 >>> decode(blob)
 {'a': [1, -2, 2.5, None, (True, b'x')]}
@@ -59,10 +70,10 @@ from pasid._errors import SnapshotError
 from pasid._state import ACTIVE, DRAINING, FREE, QUARANTINED, RESERVED
 
 __all__ = ["MAGIC", "VERSION", "dumps", "loads", "encode", "decode", "check", "fields",
-           "column", "id_column", "arrays", "binding_columns"]
+           "column", "id_column", "arrays", "binding_columns", "vm_entry"]
 
 MAGIC = b"PASIDSNP"
-VERSION = 2
+VERSION = 3          # the newest this reads; a host without VMs still writes version 2
 MAX_DEPTH = 64
 
 # The keys of an exported allocator, in the order they are encoded. "column":
@@ -90,6 +101,28 @@ FIELDS = (
     "fifo",          # column: the queue in order (fifo strategy), else None
 )
 
+# Version 3: version 2's fields and the host's VMs. Only a host with VMs writes it
+# (a host without VMs writes version 2, byte for byte as before).
+FIELDS_V3 = FIELDS + (
+    "vms",           # [VM, ...] in the order they were added, each the list of VM_FIELDS
+)
+
+# A VM in version 3 (see vm_entry()): its owner record's quota is in "quotas" (the
+# name is its owner key), its host PASIDs' states, owners, data and bindings in the
+# host's fields; what is the VM's own is here.
+VM_FIELDS = (
+    "name",          # the VM's name: its owner key on the host (plain data, not None)
+    "mode",          # str: "identity" or "translated"
+    "bits",          # int: the guest's width
+    "lo",            # int: the lowest host PASID it may take
+    "hi",            # int: the highest
+    "devices",       # [index in "devices", ...]: the devices assigned to it, in its order
+    "translations",  # (guest PASIDs, host PASIDs): an ID column and a column, a row per
+                     # ACTIVE guest PASID (identity: the two are equal)
+    "tags",          # (guest PASIDs, [tag, ...]): an ID column, the guest owner tags
+    "counters",      # [allocations, failures]
+)
+
 # Version 1: the same container, per-PASID tables as lists of pairs.
 FIELDS_V1 = (
     "bits", "strategy", "grace", "now", "rng", "cursor", "counters",
@@ -110,8 +143,12 @@ _WIDTHS: dict[int, np.dtype[Any]] = {1: np.dtype("<u1"), 2: np.dtype("<u2"),
 _T = TypeVar("_T")
 
 
+FIELDS_OF = {1: FIELDS_V1, 2: FIELDS, 3: FIELDS_V3}     # a version's keys
+
+
 def fields() -> tuple[str, ...]:
-    """The keys of an exported allocator, in encoding order."""
+    """The keys of an exported allocator without VMs, in encoding order (with VMs:
+    :data:`FIELDS_V3`)."""
     return FIELDS
 
 
@@ -351,17 +388,28 @@ def arrays(ids: npt.ArrayLike, values: npt.ArrayLike, dtype: npt.DTypeLike
 
 # ---------------------------------------------------------------- the codec: the container
 
+def vm_entry(name: Any, mode: str, bits: int, lo: int, hi: int, devices: list[int],
+             guests: npt.ArrayLike, hosts: npt.ArrayLike, tagged: npt.ArrayLike,
+             tags: list[Any], allocations: int, failures: int) -> list[Any]:
+    """A VM as version 3 holds it (:data:`VM_FIELDS`): ``guests`` ascending, ``hosts``
+    row for row, ``tagged`` (ascending) the guest PASIDs whose tags are ``tags``."""
+    return [name, mode, bits, lo, hi, devices, (id_column(guests), column(hosts)),
+            (id_column(tagged), tags), [allocations, failures]]
+
+
 def dumps(state: dict[str, Any]) -> bytes:
-    """An exported allocator state (a dict with the keys of :func:`fields`) as snapshot bytes."""
+    """An exported allocator state (a dict with the keys of :func:`fields`, and
+    ``"vms"`` for a host with VMs) as snapshot bytes: version 3 with VMs, else 2."""
+    names = FIELDS_V3 if "vms" in state else FIELDS
     body = bytearray(MAGIC)
-    body.append(VERSION)
-    _encode([state[key] for key in FIELDS], body, 0)
+    body.append(3 if "vms" in state else 2)
+    _encode([state[key] for key in names], body, 0)
     body += struct.pack("<I", zlib.crc32(body))
     return bytes(body)
 
 
 def loads(data: bytes | bytearray | memoryview) -> dict[str, Any]:
-    """The state dict in snapshot bytes (version 2 or 1), checked whole (see :func:`check`);
+    """The state dict in snapshot bytes (version 3, 2 or 1), checked whole (see :func:`check`);
     SnapshotError otherwise."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"a snapshot is bytes, not {type(data).__name__}")
@@ -369,14 +417,14 @@ def loads(data: bytes | bytearray | memoryview) -> dict[str, Any]:
     if len(view) < len(MAGIC) + 1 + 4 or view[:len(MAGIC)] != MAGIC:
         raise SnapshotError("not a pasid snapshot")
     version = view[len(MAGIC)]
-    if version not in (1, VERSION):
+    if version not in FIELDS_OF:
         raise SnapshotError(f"snapshot format version {version} is not supported "
-                            f"(this reads {VERSION} and 1)")
+                            f"(this reads {VERSION}, 2 and 1)")
     (crc,) = struct.unpack("<I", view[-4:])
     if zlib.crc32(view[:-4]) != crc:
         raise SnapshotError("snapshot checksum mismatch: corrupt or truncated")
     values = decode(view[len(MAGIC) + 1:-4])
-    names = FIELDS if version == VERSION else FIELDS_V1
+    names = FIELDS_OF[version]
     if type(values) is not list or len(values) != len(names):
         raise SnapshotError("snapshot does not hold an allocator")
     return check(dict(zip(names, values)))
@@ -554,18 +602,24 @@ def _devices(items: Any) -> list[tuple[Any, ...]]:
 def check(state: Any) -> dict[str, Any]:
     """Check every field of a state dict and how they fit together; return it normalised.
 
-    ``state`` has the keys of :data:`FIELDS`, or of :data:`FIELDS_V1` (a version
-    1 state, from old bytes or an old pickle: upgraded first, see
-    :func:`_upgrade`). The normalised dict has int64 numpy arrays in place of
+    ``state`` has the keys of :data:`FIELDS`, of :data:`FIELDS_V3` (a host with
+    VMs: checked by :func:`_vms`), or of :data:`FIELDS_V1` (a version 1 state,
+    from old bytes or an old pickle: upgraded first, see :func:`_upgrade`). The normalised dict has int64 numpy arrays in place of
     columns (float64 for release times, uint8 for states), the owners as the
     codes of the states' rows (0: none, else 1 + index in owner_keys) and a
-    ``state_of`` array (the state of every PASID). Anything that does not fit
-    raises SnapshotError. O(N) in numpy, and a Python step per owner key, data
-    item, device and quota.
+    ``state_of`` array (the state of every PASID), and ``vms``: a dict per VM
+    (none before version 3). Anything that does not fit raises SnapshotError.
+    O(N) in numpy, and a Python step per owner key, data item, device, quota,
+    VM and VM device.
     """
     if type(state) is dict and tuple(state) == FIELDS_V1:
         state = _upgrade(state)
-    bits, strategy, grace, now, rng, cursor, counters = _scalars(state, FIELDS)
+    names: tuple[str, ...] = FIELDS
+    vm_copies: list[tuple[Any, ...]] = []
+    if type(state) is dict and tuple(state) == FIELDS_V3:
+        # copied before any owner's __hash__ runs (the owner keys, below)
+        names, vm_copies = FIELDS_V3, _vm_copies(state["vms"])
+    bits, strategy, grace, now, rng, cursor, counters = _scalars(state, names)
     size = 1 << bits
 
     raw_ids, raw_states = _sequence(state["states"], 2, "states")
@@ -658,6 +712,10 @@ def check(state: Any) -> dict[str, Any]:
     elif fifo is not None:
         _fail("a fifo queue for another strategy")
 
+    code_at = np.zeros(size, dtype=np.int64)
+    code_at[ids] = codes
+    vms = _vms(vm_copies, bits, state_of, code_at, keys, devices)
+
     return {
         "bits": bits, "strategy": strategy, "grace": grace, "now": now, "rng": rng,
         "cursor": cursor, "counters": counters,
@@ -665,8 +723,102 @@ def check(state: Any) -> dict[str, Any]:
         "refcounts": (ref_ids, refcounts), "generations": (gen_ids, generations),
         "holds": (hold_ids, holds), "owner_keys": keys, "owners": codes.astype(np.int64),
         "data": data, "devices": devices, "bindings": (bound, bound_to, counts),
-        "binding_data": binding_data, "quotas": quotas, "fifo": fifo,
+        "binding_data": binding_data, "quotas": quotas, "fifo": fifo, "vms": vms,
     }
+
+
+# ---------------------------------------------------------------- version 3: the VMs
+
+def _vm_copies(items: Any) -> list[tuple[Any, ...]]:
+    """Version 3's VMs, copied whole (:data:`VM_FIELDS` each; the devices, both pairs
+    and the counters as tuples, the tags' list too) and nothing else checked: the
+    check runs user code (the owners' ``__hash__``) before it reads them."""
+    copies = []
+    for entry in _entries(items, len(VM_FIELDS), "vms", "VM entry",
+                          f"a list of the {len(VM_FIELDS)} fields of a VM"):
+        name, mode, width, lo, hi, devices, translations, tags, counters = entry
+        raw_tagged, values = _sequence(tags, 2, "guest tags")
+        copies.append((name, mode, width, lo, hi, tuple(_listed(devices, "a VM's devices")),
+                       tuple(_sequence(translations, 2, "translations")),
+                       (raw_tagged, _listed(values, "guest tags")),
+                       tuple(_sequence(counters, 2, "a VM's counters"))))
+    if not copies:
+        _fail("a version 3 snapshot without VMs (a host without VMs writes version 2)")
+    return copies
+
+
+def _vms(copies: list[tuple[Any, ...]], bits: int, state_of: npt.NDArray[np.uint8],
+         code_at: npt.NDArray[np.int64], keys: list[Any], devices: list[tuple[Any, ...]]
+         ) -> list[dict[str, Any]]:
+    """The VMs checked against the host (its width, the states, each PASID's owner
+    code, the owner keys and the devices): what a backend needs to rebuild each.
+
+    A VM's name is a hashable owner key, not None, no other VM's; its mode, width
+    and host range are ones ``add_vm`` could give (the width within the host's and
+    its devices', the range within what they address, PASID 0 excluded); its
+    devices declared and no other VM's. A translation maps a guest PASID (unique,
+    ascending, 1 .. 2**bits - 1) to a host PASID in the VM's range, ACTIVE and owned
+    by the VM's name, mapped by no other row of any VM; identity's are equal. Guest
+    tags only on mapped guest PASIDs, never None. The VM's name may own other host
+    PASIDs, in any state and range: the host's own, tagged with the name (a guest
+    PASID the guest freed, draining or in quarantine; a host allocation).
+    """
+    index_of = {}
+    for i, key in enumerate(keys):
+        index_of[key] = i
+    names: set[Any] = set()
+    assigned: set[int] = set()
+    mapped = np.zeros(1 << bits, dtype=bool)
+    vms = []
+    for name, mode, width, lo, hi, indexes, translations, tags, counters in copies:
+        if name is None:
+            _fail("a VM named None")
+        _hashable(name, "VM name")
+        if name in names:
+            _fail(f"VM {name!r} listed twice")
+        names.add(name)
+        if type(mode) is not str or mode not in _args.VM_MODES:
+            _fail(f"VM mode {mode!r} is not one of {', '.join(_args.VM_MODES)}")
+        index = _args.VM_MODES.index(mode)
+        width = _int(width, 1, bits, "guest bits")
+        narrowest = bits
+        for device in indexes:
+            _int(device, 0, len(devices) - 1, "a VM's device index")
+            if device in assigned:
+                _fail(f"device {devices[device][0]!r} assigned twice")
+            assigned.add(device)
+            narrowest = min(narrowest, devices[device][1])
+        if width > narrowest:
+            _fail(f"guest bits {width} wider than the VM's devices or host ({narrowest})")
+        top = (1 << (width if index == 0 else narrowest)) - 1
+        lo = _int(lo, 1, top, "a VM's lowest host PASID")
+        hi = _int(hi, lo, top, "a VM's highest host PASID")
+        guests = _ids(translations[0], 1 << width, "guest PASIDs")
+        hosts = _ints(translations[1], "host PASIDs")
+        if hosts.size != guests.size:
+            _fail("translation columns have mismatched lengths")
+        if guests.size:
+            code = index_of.get(name)
+            if guests[0] == 0 or hosts.min() < lo or hosts.max() > hi:
+                _fail("a guest PASID 0, or a host PASID outside its VM's range")
+            if np.any(state_of[hosts] != ACTIVE) or code is None \
+                    or np.any(code_at[hosts] != code + 1):
+                _fail("a guest PASID on a host PASID not ACTIVE or not its VM's")
+            if np.any(mapped[hosts]) or np.unique(hosts).size != hosts.size:
+                _fail("a host PASID mapped twice")
+            mapped[hosts] = True
+            if index == 0 and np.any(guests != hosts):
+                _fail("an identity guest PASID on another host PASID")
+        tagged, values = _objects(tags, 1 << width, "guest tags")
+        if tagged.size and not np.all(np.isin(tagged, guests)):
+            _fail("a guest tag on a guest PASID that is not ACTIVE")
+        allocations, failures = (_int(n, 0, _args.COUNTER_MAX, "a VM's counter")
+                                 for n in counters)
+        vms.append({"name": name, "mode": index, "bits": width, "lo": lo, "hi": hi,
+                    "devices": list(indexes), "guests": guests, "hosts": hosts,
+                    "tags": (tagged, values), "allocations": allocations,
+                    "failures": failures})
+    return vms
 
 
 # ---------------------------------------------------------------- version 1: the upgrade

@@ -11,7 +11,8 @@ shrinks to a short operation log:
   refcounts, generations and owners are exactly what the run holds;
 - differential sequences: the compiled core and the pure backend agree on
   every result, error and snapshot byte, and a failed call changes nothing;
-- ``from_bytes`` of mutated, truncated, extended and re-checksummed snapshots:
+- ``from_bytes`` of mutated, truncated, extended and re-checksummed snapshots
+  (of plain allocators and of hosts with VMs, format version 3):
   ``SnapshotError`` or an allocator that passes ``_check()`` and saves bytes
   that load back the same, on both backends alike.
 
@@ -62,6 +63,17 @@ def test_backends_agree_on_operation_sequences(data):
 @given(data=st.data())
 def test_from_bytes_of_mutated_snapshots(seeds, data):
     fuzzlib.snapshot_case(fuzzlib.DataSource(data), fuzzlib.backends("both"), seeds, ops=8)
+
+
+def test_mutated_snapshots_of_hosts_with_vms_are_refused_or_load_whole(seeds):
+    # version 3 seeds (fuzzlib.vm_host), half their structured changes inside a VM:
+    # a SnapshotError or a host that passes _check() and saves what loads back the same
+    vm_seeds = [blob for blob in seeds if blob[8] == 3]
+    assert len(vm_seeds) >= 2
+    src = fuzzlib.RandomSource(3)
+    outcomes = [fuzzlib.snapshot_case(src, fuzzlib.backends("both"), vm_seeds, ops=4)
+                for _ in range(300)]
+    assert outcomes.count("ok") >= 5 and outcomes.count("SnapshotError") >= 100
 
 
 @pytest.mark.parametrize("script", ["fuzz_ops", "fuzz_snapshot"])

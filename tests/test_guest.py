@@ -2,6 +2,11 @@
 modes, teardown, migration, and a state machine against a plain model with both
 backends in lockstep."""
 
+import copy
+import pickle
+import struct
+import zlib
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -9,6 +14,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 import model
 from backends import ALL_BACKENDS, load_backend
+from pasid import _snapshot
 from pasid._errors import (InvalidPasid, MigrationConflict, PasidExhausted, QuotaExceeded,
                            SnapshotError, StateError)
 from pasid._state import State
@@ -286,13 +292,210 @@ def test_import_refusals_change_nothing(backend):
     dst._check()
 
 
-def test_snapshot_of_a_host_with_vms_is_refused(backend):
+# ---------------------------------------------------------------- snapshots (format version 3)
+
+
+def busy_host(backend):
+    """A host whose VMs hold a bit of everything a snapshot carries."""
+    host = backend.PasidAllocator(bits=8, grace=10, seed=3)
+    host.add_device("vf0", drain=2)
+    host.add_device("vf1", drain=2)
+    host.add_device("narrow", bits=6)
+    t = host.add_vm("t", devices=["vf0"], quota=5, min=20)
+    i = host.add_vm(("id", 1), mode="identity", min=100, max=150, devices=["vf1"])
+    host.add_vm("idle", devices=["narrow"])          # owns nothing, no quota
+    got = [t.alloc(owner=f"proc{n}", data={"n": n}) for n in range(4)]
+    t.free(got[1])                                    # guest FREE, host QUARANTINED
+    t.bind(got[2], "vf0", data="ctx")
+    t.get(got[3])
+    t.bind(got[0], "vf0")
+    t.free(got[0])                                    # host DRAINING
+    i.alloc()
+    i.alloc(owner="init")
+    i.free(100)
+    host.alloc(owner="t")                             # the host's own, tagged with the VM's name
+    host.alloc(owner="other")
+    assert t.try_alloc() is None                      # a failure counted (quota 5)
+    return host
+
+
+def reloaded(backend, blob):
+    host = backend.PasidAllocator.from_bytes(blob)
+    host._check()
+    return host
+
+
+def test_snapshot_of_a_host_with_vms_round_trips(backend):
+    host = busy_host(backend)
+    blob = host.to_bytes()
+    assert blob[len(_snapshot.MAGIC)] == 3
+    for name in ALL_BACKENDS:
+        again = reloaded(load_backend(name), blob)
+        assert again.to_bytes() == blob
+        assert again.vms() == ["t", ("id", 1), "idle"]
+        for vm_name in again.vms():
+            old, new = host.vm(vm_name), again.vm(vm_name)
+            assert (new.mode, new.bits, new.host_range, new.devices, new.stats(), list(new)) == \
+                   (old.mode, old.bits, old.host_range, old.devices, old.stats(), list(old))
+            for g in old:
+                assert new.host_pasid(g) == old.host_pasid(g)
+                assert new.guest_pasid(new.host_pasid(g)) == g
+                assert new.owner(g) == old.owner(g)
+        t = again.vm("t")
+        assert again.binding(t.host_pasid(3), "vf0") == "ctx" and t.stats()["failures"] == 1
+        assert t.stats()["quota"] == 5 and again.vm("idle").bits == 6
+        with pytest.raises(StateError, match="assigned"):      # the devices stay assigned
+            again.add_vm("new", devices=["vf1"])
+        # the loaded host goes on as the original does
+        for h in (host, again):
+            h.set_quota("t", None)
+        assert t.alloc() == host.vm("t").alloc() == 1        # the lowest FREE guest number
+        assert t.host_pasid(1) == host.vm("t").host_pasid(1)
+        assert again.vm(("id", 1)).state(100) == State.QUARANTINED
+        assert again.remove_vm("t") == host.remove_vm("t")
+        again._check()
+        assert again.to_bytes() == host.to_bytes()
+        host = busy_host(backend)
+
+
+def test_the_backends_write_the_same_bytes_for_vms():
+    blobs = [busy_host(load_backend(name)).to_bytes() for name in ALL_BACKENDS]
+    assert all(blob == blobs[0] for blob in blobs)
+    for name in ALL_BACKENDS:
+        for other in ALL_BACKENDS:
+            there = reloaded(load_backend(name), blobs[0])
+            assert reloaded(load_backend(other), there.to_bytes()).to_bytes() == blobs[0]
+
+
+def test_a_host_without_vms_writes_version_2(backend):
     host = host_with_vms(backend)
     host.add_vm("vm0").alloc()
-    with pytest.raises(StateError, match="snapshotted"):
-        host.to_bytes()
     host.remove_vm("vm0")
-    assert backend.PasidAllocator.from_bytes(host.to_bytes()).bits == 8
+    blob = host.to_bytes()
+    assert blob[len(_snapshot.MAGIC)] == 2
+    assert reloaded(backend, blob).vms() == []
+
+
+def test_copy_deepcopy_and_pickle_keep_vms(backend):
+    host = busy_host(backend)
+    blob = host.to_bytes()
+    for twin in (copy.copy(host), copy.deepcopy(host), pickle.loads(pickle.dumps(host))):
+        twin._check()
+        assert twin.to_bytes() == blob
+        vm = twin.vm("t")
+        assert vm is not host.vm("t") and list(vm) == list(host.vm("t"))
+        assert vm.owner(3) == "proc2"
+        twin.set_quota("t", None)
+        vm.alloc()                                   # the copy's, not the original's
+        assert len(vm) == len(host.vm("t")) + 1
+    # pickle carries any picklable name, which bytes cannot
+    host = host_with_vms(backend)
+    host.add_vm(frozenset({"vm"})).alloc(owner=object)
+    twin = copy.deepcopy(host)
+    twin._check()
+    assert twin.vm(frozenset({"vm"})).owner(1) is object
+    with pytest.raises(TypeError):
+        host.to_bytes()
+
+
+def test_a_removed_device_is_left_out_of_its_vm(backend):
+    host = host_with_vms(backend)
+    host.add_vm("vm0", devices=["vf0", "vf1"]).alloc()
+    host.remove_device("vf0")
+    again = reloaded(backend, host.to_bytes())
+    assert again.vm("vm0").devices == ("vf1",)
+    assert again.to_bytes() == host.to_bytes()
+
+
+def reencoded_vms(blob, change):
+    """``blob`` (version 3) with its VMs changed by ``change(vms)``, resealed."""
+    values = _snapshot.decode(blob[len(_snapshot.MAGIC) + 1:-4])
+    change(values[-1])
+    body = bytearray(_snapshot.MAGIC) + bytes([3]) + _snapshot.encode(values)
+    return bytes(body + struct.pack("<I", zlib.crc32(body)))
+
+
+def _field(vm, name, value):
+    vm[_snapshot.VM_FIELDS.index(name)] = value
+
+
+def _translations(vm, guests, hosts):
+    _field(vm, "translations", (_snapshot.id_column(guests), _snapshot.column(hosts)))
+
+
+# each a change the check must refuse, and words of its message. The VMs of busy_host:
+# t (translated, range 20..255, guests 3, 4 on host PASIDs 22, 23; it also owns 1, 20
+# DRAINING and 21 QUARANTINED), ("id", 1) (identity, 100..150, 101 mapped), idle
+# (translated, 6 bits, range 1..63, the narrow device); host PASID 2 is "other"'s.
+BAD_VMS = {
+    "no VMs": (lambda vms: vms.clear(), "without VMs"),
+    "a short entry": (lambda vms: vms[0].pop(), "fields of a VM"),
+    "a name None": (lambda vms: _field(vms[2], "name", None), "named None"),
+    "a name unhashable": (lambda vms: _field(vms[2], "name", ["x"]), "not hashable"),
+    "two VMs of one name": (lambda vms: _field(vms[2], "name", "t"), "listed twice"),
+    "a mode unknown": (lambda vms: _field(vms[0], "mode", "mirrored"), "VM mode"),
+    "bits wider than a device": (lambda vms: _field(vms[2], "bits", 7), "wider than"),
+    "bits wider than the host": (lambda vms: _field(vms[0], "bits", 9), "guest bits 9"),
+    "a range from 0": (lambda vms: _field(vms[2], "lo", 0), "lowest host PASID"),
+    "a range past the device": (lambda vms: _field(vms[2], "hi", 64), "highest host PASID"),
+    "an empty range": (lambda vms: (_field(vms[2], "lo", 9), _field(vms[2], "hi", 8)),
+                       "highest host PASID"),
+    "a device undeclared": (lambda vms: _field(vms[2], "devices", [3]), "device index"),
+    "a device shared": (lambda vms: _field(vms[2], "devices", [0]), "assigned twice"),
+    "a device twice": (lambda vms: _field(vms[0], "devices", [0, 0]), "assigned twice"),
+    "guest 0": (lambda vms: _translations(vms[0], [0, 3], [22, 23]), "guest PASID 0"),
+    "a host PASID of another VM": (lambda vms: _translations(vms[0], [3, 4], [22, 101]),
+                                   "not its VM's"),
+    "a host PASID the host owns": (lambda vms: _translations(vms[2], [1], [2]),
+                                   "not its VM's"),
+    "a host PASID not ACTIVE": (lambda vms: _translations(vms[0], [3, 4], [20, 23]),
+                                "not ACTIVE"),
+    "a host PASID out of range": (lambda vms: _field(vms[0], "lo", 23), "outside its VM"),
+    "a host PASID twice": (lambda vms: _translations(vms[0], [3, 4], [22, 22]),
+                           "mapped twice"),
+    "guests not ascending": (lambda vms: _field(vms[0], "translations", (
+        _snapshot.column([3, 0]), _snapshot.column([22, 23]))), "not ascending"),
+    "columns of two lengths": (lambda vms: _translations(vms[0], [3, 4], [22, 23, 1]),
+                               "mismatched lengths"),
+    "identity off its host PASID": (lambda vms: _translations(vms[1], [102], [101]),
+                                    "identity guest PASID"),
+    "a tag on a free guest PASID": (lambda vms: _field(vms[0], "tags", (
+        _snapshot.id_column([2]), ["x"])), "guest tag"),
+    "a tag None": (lambda vms: _field(vms[0], "tags", (_snapshot.id_column([3]), [None])),
+                   "holds None"),
+    "a counter negative": (lambda vms: _field(vms[0], "counters", [-1, 0]), "counter"),
+    "counters not two": (lambda vms: _field(vms[0], "counters", [1]), "counters"),
+}
+
+
+@pytest.mark.parametrize("change", list(BAD_VMS), ids=list(BAD_VMS))
+def test_inconsistent_vms_are_refused(backend, change):
+    blob = busy_host(backend).to_bytes()
+    how, words = BAD_VMS[change]
+    with pytest.raises(SnapshotError, match=words):
+        backend.PasidAllocator.from_bytes(reencoded_vms(blob, how))
+
+
+def test_what_the_check_lets_through_loads_whole(backend):
+    blob = busy_host(backend).to_bytes()
+    # the VM's name may own host PASIDs it does not map (here: all of them)
+    host = reloaded(backend, reencoded_vms(blob, lambda vms: (
+        _translations(vms[0], [], []), _field(vms[0], "tags", (_snapshot.id_column([]), [])))))
+    t = host.vm("t")
+    assert len(t) == 0 and t.state(3) == State.FREE and host.owner(22) == "t"
+    with pytest.raises(StateError):
+        t.guest_pasid(22)
+    assert host.free(22) is None and t.stats()["active"] == 0
+    host._check()
+    # a translated guest may map any of its numbers to any host PASID it owns
+    host = reloaded(backend, reencoded_vms(blob, lambda vms: (
+        _translations(vms[0], [1, 60], [22, 23]),
+        _field(vms[0], "tags", (_snapshot.id_column([60]), ["moved"])))))
+    t = host.vm("t")
+    assert list(t) == [1, 60] and t.guest_pasid(23) == 60 and t.owner(60) == "moved"
+    host.free(22)                                     # the host's free unmaps the guest's
+    assert list(t) == [60] and t.state(1) == State.FREE
+    host._check()
 
 
 # ---------------------------------------------------------------- the state machine
@@ -310,7 +513,8 @@ class GuestMachine(RuleBasedStateMachine):
     def __init__(self):
         super().__init__()
         self.model = model.Model(1 << BITS, 2, devices=[(d, (20, 1)) for d in DEVICES])
-        self.hosts = [load_backend(name).PasidAllocator(bits=BITS, grace=2)
+        # one seed: a snapshot carries the generator's state, so the bytes agree
+        self.hosts = [load_backend(name).PasidAllocator(bits=BITS, grace=2, seed=0)
                       for name in ALL_BACKENDS]
         for host in self.hosts:
             for device in DEVICES:
@@ -476,6 +680,30 @@ class GuestMachine(RuleBasedStateMachine):
         else:
             assert kind == "ok", kind
             model.import_vm(self.model, new, mode, *layout, vm.devices, entries)
+
+    @rule(how=st.sampled_from(["bytes", "pickle", "deepcopy", "other backend"]))
+    def reload(self, how):
+        """Snapshot each host and go on with its reload: the same bytes from every
+        backend (version 3 while there are VMs), and nothing the model sees changes."""
+        blobs = [host.to_bytes() for host in self.hosts]
+        assert all(blob == blobs[0] for blob in blobs)
+        assert blobs[0][len(_snapshot.MAGIC)] == (3 if self.model.vms else 2)
+        modules = [load_backend(name) for name in ALL_BACKENDS]
+        reloaded = []
+        for i, (host, blob) in enumerate(zip(self.hosts, blobs)):
+            if how == "bytes":
+                again = type(host).from_bytes(blob)
+            elif how == "pickle":
+                again = pickle.loads(pickle.dumps(host))
+            elif how == "deepcopy":
+                again = copy.deepcopy(host)
+            else:       # through the next backend (itself with PASID_NO_EXTENSION=1)
+                other = modules[(i + 1) % len(modules)].PasidAllocator
+                again = type(host).from_bytes(other.from_bytes(blob).to_bytes())
+            again._check()
+            assert again.to_bytes() == blob and again.vms() == host.vms()
+            reloaded.append(again)
+        self.hosts = reloaded
 
     @rule(by=st.integers(0, 3))
     def advance(self, by):

@@ -494,7 +494,7 @@ def reencoded(a, **changes):
     for field, value in changes.items():
         values[_snapshot.FIELDS.index(field)] = value
     body = bytearray(_snapshot.MAGIC)
-    body.append(_snapshot.VERSION)
+    body.append(blob[len(_snapshot.MAGIC)])       # its own version (2: no VMs)
     body += _snapshot.encode(values)
     body += struct.pack("<I", zlib.crc32(body))
     return bytes(body)

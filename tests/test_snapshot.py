@@ -282,7 +282,7 @@ def test_version_1_snapshots_still_load(backend, strategy):
     old = version_1_snapshots()[strategy]
     assert old[len(_snapshot.MAGIC)] == 1
     now = busy(backend, strategy).to_bytes()
-    assert now[len(_snapshot.MAGIC)] == _snapshot.VERSION == 2
+    assert now[len(_snapshot.MAGIC)] == 2          # no VMs: version 2, as before
     b = backend.PasidAllocator.from_bytes(old)
     b._check()
     assert b.to_bytes() == now

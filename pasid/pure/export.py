@@ -1,23 +1,24 @@
 """Snapshots of the pure PasidAllocator.
 
 The whole state out as the dict of ``pasid._snapshot.FIELDS`` (export_state,
-at one reading of the clock, under the lock), and a checked snapshot into a
-new allocator (load_state). The dict is the same on both backends, so their
+at one reading of the clock, under the lock; a host with VMs adds ``"vms"``:
+``FIELDS_V3``), and a checked snapshot into a new allocator (load_state, the
+VMs last: their owner records, devices and host PASIDs are loaded by then). The dict is the same on both backends, so their
 bytes are the same. The twin of ``pasid/_export.pxi``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Hashable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from pasid import _messages, _snapshot
-from pasid._errors import StateError
+from pasid import _snapshot
 from pasid._state import ACTIVE, QUARANTINED
 from pasid.pure.bindings import _Device
 from pasid.pure.fifo import FifoQueue
+from pasid.pure.guest import MODES, GuestSpace, make_vm
 from pasid.pure.owners import _Owner
 from pasid.pure.release import ReleaseQueue
 
@@ -64,7 +65,7 @@ def freeze(a: PasidAllocator, now: float) -> dict[str, Any]:
         (p, index_of[handle], count, value)
         for p, pairs in sorted(a._bindings.items())
         for handle, (count, value) in pairs.items())
-    return {
+    frozen: dict[str, Any] = {
         "bits": a._bits,
         "strategy": a._strategy,
         "grace": a._grace,
@@ -88,12 +89,25 @@ def freeze(a: PasidAllocator, now: float) -> dict[str, Any]:
                                               count=len(a._fifo)))
                  if a._fifo is not None else None),
     }
+    if a._vms is not None and a._vms.vms:
+        frozen["vms"] = [_vm_entry(vm, index_of) for vm in a._vms.vms]
+    return frozen
+
+
+def _vm_entry(vm: GuestSpace, index_of: dict[int, int]) -> list[Any]:
+    """A VM as version 3 holds it (``pasid._snapshot.VM_FIELDS``); a device removed
+    from the host since it was assigned is left out (it is no longer declared)."""
+    guests = sorted(vm._host_of)
+    tagged = sorted(vm._owner)
+    return _snapshot.vm_entry(
+        vm._name, MODES[vm._mode], vm._bits, vm._lo, vm._hi,
+        [index_of[info.handle] for info in vm._devices if not info.gone],
+        guests, [vm._host_of[g] for g in guests], tagged, [vm._owner[g] for g in tagged],
+        vm._allocations, vm._failures)
 
 
 def export_state(a: PasidAllocator) -> dict[str, Any]:
     """The whole state, at one reading of the clock."""
-    if a._vms is not None and a._vms.vms:
-        raise StateError(_messages.VMS_IN_SNAPSHOT)
     reading = a._reading()
     with a._lock:
         now = a._time(reading)
@@ -153,3 +167,27 @@ def load_state(a: PasidAllocator, snap: dict[str, Any]) -> None:
         a._fifo = FifoQueue(a._size, snap["fifo"].tolist())
     a._queue = ReleaseQueue((a._hold[p], p) for p in ids.tolist()
                             if a._state[p] == QUARANTINED)
+    for vm in snap["vms"]:
+        _load_vm(a, vm)
+
+
+def _load_vm(a: PasidAllocator, vm: dict[str, Any]) -> None:
+    """A checked VM into the new allocator: its owner record (made if the name owns
+    nothing and has no quota) pinned and pointing back, its devices assigned, its
+    tables filled."""
+    record = a._owners.get(vm["name"])
+    if record is None:
+        record = a._owners[vm["name"]] = _Owner(vm["name"])
+    record.pins += 1                             # the VM's pin, as add_vm takes it
+    devices = [a._device_list[i] for i in vm["devices"]]
+    space = make_vm(a, vm["name"], vm["mode"], vm["bits"], vm["lo"], vm["hi"], -1,
+                    cast("list[_Device]", devices), record)
+    table = space._table
+    for g, h in zip(vm["guests"].tolist(), vm["hosts"].tolist()):
+        space._host_of[g] = h
+        table.guest_of[h] = g
+        if space._space is not None:
+            space._space.take(g)
+    tagged, tags = vm["tags"]
+    space._owner = dict(zip(tagged.tolist(), tags))
+    space._allocations, space._failures = vm["allocations"], vm["failures"]

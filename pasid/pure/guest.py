@@ -51,7 +51,8 @@ from pasid.pure.release import release, teardown_of
 if TYPE_CHECKING:
     from pasid.pure.allocator import PasidAllocator
 
-__all__ = ["GuestSpace", "VMHost", "VMTable", "add_vm", "find_vm", "import_vm", "remove_vm"]
+__all__ = ["GuestSpace", "VMHost", "VMTable", "add_vm", "find_vm", "import_vm", "make_vm",
+           "remove_vm"]
 
 COUNT_MAX = _args.COUNT_MAX
 _STATE_NAMES = _args.STATE_NAMES
@@ -681,6 +682,14 @@ def _create(a: PasidAllocator, vm: Hashable, index: int, width: int, lo: int, hi
         if info in table.assigned:
             raise _Later(StateError, _messages.device_taken, info.key,
                          table.assigned[info]._name)
+    return make_vm(a, vm, index, width, lo, hi, quota, records, record)
+
+
+def make_vm(a: PasidAllocator, vm: Hashable, index: int, width: int, lo: int, hi: int,
+            quota: int, records: list[_Device], record: _Owner) -> GuestSpace:
+    """The VM made and linked, checked before (lock held): by :func:`_create`, and by
+    a snapshot's load (``export.py``), whose check stands for add_vm's."""
+    table = a._vms if a._vms is not None else VMTable()
     space = GuestSpace(a, vm, index, width, lo, hi, record, records, table)
     a._vms = table
     table.vms.append(space)
