@@ -2,15 +2,14 @@
 
 The same walk and the same allocator calls in the same order, so the same rows.
 The loop, the trace's columns and the per-process bookkeeping are C; the hosts'
-operations go through pasid's public C-level API table (``pasid/capi.pxd``:
-``advance``, ``unbind``, ``generation``, ``count``), each device named by the
-handle ``add_device`` gave. Migrations (export, ``import_vm``, ``remove_vm``) stay
+and the guests' operations go through pasid's public C-level API table
+(``pasid/capi.pxd``: ``guest_alloc``, ``guest_to_host``, ``guest_free``, and the
+hosts' ``bind``, ``unbind``, ``advance``, ``generation``, ``count``), each device
+named by the handle ``add_device`` gave (a VM's devices are its host's: a bind of
+its host PASID is the guest's bind, the trace checked the assignment). A refused
+guest allocation is told apart (quota or exhausted) by the VM's ``stats()``, as the
+twin's exception says. Migrations (export, ``import_vm``, ``remove_vm``) stay
 Python calls: they are rare.
-
-TODO(i18-capi): the guests' operations (``alloc``, ``bind``, ``unbind``, ``free``,
-``host_pasid``) are the GuestSpace's Python methods until the table's guest
-entries (``guest``, ``guest_alloc``, ``guest_free``, ``guest_to_host``, ...) land
-on main; then call them through ``api`` as the host operations are.
 """
 
 cimport cython
@@ -18,14 +17,14 @@ from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.math cimport INFINITY, isnan
 from libc.stdint cimport int32_t, int64_t, uint8_t
 
-from pasid.capi cimport import_pasid_capi, pasid_allocator_t, pasid_capi_t
+from pasid.capi cimport import_pasid_capi, pasid_allocator_t, pasid_capi_t, pasid_guest_t
 from pasid.sim._opcodes cimport VM_ACCESS, VM_ARRIVE, VM_END, VM_MIGRATE, VM_UNBIND
 
 import heapq
 import time as _time
 
 from pasid import _state
-from pasid._errors import InvalidPasid, MigrationConflict, PasidExhausted, QuotaExceeded, StateError
+from pasid._errors import InvalidPasid, MigrationConflict, PasidExhausted, StateError
 from pasid.sim import _vmrules
 
 _vmrules.check_vm_op_codes("pasid.sim._vmreplay",
@@ -45,6 +44,7 @@ cdef const pasid_capi_t* api = import_pasid_capi()
 cdef class _Loop:
     """The hosts as C pointers and the counters the loop's helpers share."""
     cdef pasid_allocator_t** host
+    cdef pasid_guest_t** vm     # each VM's GuestSpace where it runs now
     cdef Py_ssize_t nhosts
     cdef object hosts           # keeps the allocators alive while their pointers are used
     cdef double now
@@ -53,6 +53,7 @@ cdef class _Loop:
 
     def __dealloc__(self):
         PyMem_Free(self.host)
+        PyMem_Free(self.vm)
 
     cdef int advance(self, double t) except -1:
         cdef Py_ssize_t x
@@ -131,6 +132,11 @@ def run(trace, setup, out, progress=None):
         raise MemoryError()
     for x in range(L.nhosts):
         L.host[x] = api.allocator(hosts[x])
+    L.vm = <pasid_guest_t**>PyMem_Malloc((nvms if nvms else 1) * sizeof(pasid_guest_t*))
+    if L.vm == NULL:
+        raise MemoryError()
+    for j in range(nvms):
+        L.vm[j] = api.guest(spaces[j])      # (spaces keeps each alive)
     L.now = api.now(L.host[0])
     L.ops = setup.ops
     L.taker = [{} for _ in range(L.nhosts)]
@@ -161,13 +167,13 @@ def run(trace, setup, out, progress=None):
             space = spaces[v]
             out.arrivals += 1
             L.ops += 1
-            try:
-                g = space.alloc()                       # TODO(i18-capi): api.guest_alloc
-            except QuotaExceeded:
-                out.alloc_quota += 1
-                continue
-            except PasidExhausted:
-                out.alloc_exhausted += 1
+            g = api.guest_alloc(L.vm[v], None)
+            if g < 0:
+                stats = space.stats()
+                if 0 <= stats["quota"] <= stats["active"] + stats["host_held"]:
+                    out.alloc_quota += 1
+                else:
+                    out.alloc_exhausted += 1
                 continue
             guest[k] = g
             proc_vm[k] = v
@@ -175,9 +181,11 @@ def run(trace, setup, out, progress=None):
             freed = (<dict>last_free[v]).get(g)
             if freed is not None:
                 distances.append(t - <double>freed)
-            (<dict>L.taker[where[v]])[space.host_pasid(g)] = v
-            for device in <list>devices[v]:
-                space.bind(g, device)                   # TODO(i18-capi): a guest bind entry
+            x = where[v]
+            h = api.guest_to_host(L.vm[v], g)
+            (<dict>L.taker[x])[h] = v
+            for slot in range(len(<list>devices[v])):
+                api.bind(L.host[x], h, handles[x, <Py_ssize_t>first_device[v] + slot])
             L.ops += 1 + len(<list>devices[v])
             active += 1
             if active > peak_active:
@@ -189,12 +197,12 @@ def run(trace, setup, out, progress=None):
             v = proc_vm[k]
             space = spaces[v]
             x = where[v]
-            h = space.host_pasid(g)                     # TODO(i18-capi): api.guest_to_host
+            h = api.guest_to_host(L.vm[v], g)
             if not quarantine:
-                for device in <list>devices[v]:
-                    space.unbind(g, device)
+                for slot in range(len(<list>devices[v])):
+                    api.unbind(L.host[x], h, handles[x, <Py_ssize_t>first_device[v] + slot])
                 L.ops += len(<list>devices[v])
-            space.free(g)                               # TODO(i18-capi): api.guest_free
+            api.guest_free(L.vm[v], g)
             L.ops += 2
             active -= 1
             (<dict>last_free[v])[g] = t
@@ -266,6 +274,7 @@ def run(trace, setup, out, progress=None):
             for g in moved:
                 (<dict>L.taker[target])[moved.host_pasid(g)] = v
             spaces[v] = moved
+            L.vm[v] = api.guest(moved)
             where[v] = target
             held = L.held()
             if held > peak_held:
