@@ -85,6 +85,9 @@ from pasid.sim._vmrules import (
     VM_UNBIND, VM_VERSION, VMSpec,
 )
 
+# numpy's .npy format, untyped in numpy 1.24's stubs (as pasid.sim.traceio reads it)
+_npy_format: Any = np.lib.format
+
 __all__ = ["VMSpec", "VMTrace", "read_vm_trace", "trace_version"]
 
 BINARY_FORMAT = "pasid-trace-npz"
@@ -208,7 +211,7 @@ class VMTrace:
         with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
             for name, dtype in _MEMBERS.items():
                 buffer = io.BytesIO()
-                np.lib.format.write_array(buffer, np.ascontiguousarray(
+                _npy_format.write_array(buffer, np.ascontiguousarray(
                     getattr(self, name), dtype=dtype), allow_pickle=False)
                 zf.writestr(f"{name}.npy", buffer.getvalue())
             zf.writestr("header.json", json.dumps(meta))
@@ -496,7 +499,7 @@ def _read_binary(path: str | os.PathLike[str], label: str) -> VMTrace:
         arrays: dict[str, Any] = {}
         for name, dtype in _MEMBERS.items():
             try:
-                array = np.lib.format.read_array(io.BytesIO(zf.read(f"{name}.npy")),
+                array = _npy_format.read_array(io.BytesIO(zf.read(f"{name}.npy")),
                                                  allow_pickle=False)
             except (KeyError, ValueError, OSError) as error:
                 raise bad(f"member {name}.npy missing or unreadable ({error})") from None
