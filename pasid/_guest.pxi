@@ -347,10 +347,13 @@ cdef class GuestSpace:
         and no grace period: FREE at once, its guest PASID unmapped (True). Anything
         else is left alone (False)."""
         cdef PasidAllocator host = self._host
+        cdef _Owner record
         if host._slots[h].meta != (ACTIVE | HAS_OWNER) or host._grace > 0:
             return False
-        owned_unlink(host, h)                    # unmaps its guest PASID (guest_unmap)
-        owner_untag(host, h)                     # (pinned: the VM's record stays)
+        record = self._record                    # h's owner: the VM's, by the maps
+        owned_unlink_from(host, h, record)
+        guest_unmap(host, self, h)
+        owner_untag_from(host, h, record)        # (pinned: the VM's record stays)
         host._freed_plain(h)
         space_release(&host.space, h)
         return True

@@ -153,6 +153,14 @@ cdef inline void owner_tag(PasidAllocator a, int64_t p, _Owner owner) noexcept:
 cdef inline void owned_unlink(PasidAllocator a, int64_t p) noexcept:
     """A PASID of an owner left ACTIVE: off the owner's ACTIVE list (its use stays)."""
     cdef _Owner owner = <_Owner>a._owned.owner_of[p]
+    owned_unlink_from(a, p, owner)
+    if owner.guest is not None:
+        guest_unmap(a, <GuestSpace>owner.guest, p)   # a VM's: its guest PASID goes now
+
+
+cdef inline void owned_unlink_from(PasidAllocator a, int64_t p, _Owner owner) noexcept:
+    """:func:`owned_unlink`'s list work, ``owner`` being ``p``'s (the caller knows it:
+    a VM's record, no look-up) and the guest's unmapping the caller's."""
     cdef int32_t before = a._owned.prev[p], after = a._owned.next[p]
     if before >= 0:
         a._owned.next[before] = after
@@ -161,14 +169,16 @@ cdef inline void owned_unlink(PasidAllocator a, int64_t p) noexcept:
     if after >= 0:
         a._owned.prev[after] = before
     owner.active -= 1
-    if owner.guest is not None:
-        guest_unmap(a, <GuestSpace>owner.guest, p)   # a VM's: its guest PASID goes now
 
 
 cdef inline void owner_untag(PasidAllocator a, int64_t p) noexcept:
     """A PASID of an owner became FREE; an owner left with nothing, no quota and no
     pin is marked gone, to be dropped from the table in phase 3."""
-    cdef _Owner owner = <_Owner>a._owned.owner_of[p]
+    owner_untag_from(a, p, <_Owner>a._owned.owner_of[p])
+
+
+cdef inline void owner_untag_from(PasidAllocator a, int64_t p, _Owner owner) noexcept:
+    """:func:`owner_untag`, ``owner`` being ``p``'s (the caller knows it)."""
     a._owned.owner_of[p] = NULL
     owner.use -= 1
     if owner.use == 0 and owner.quota < 0 and owner.pins == 0 and not owner.gone:
