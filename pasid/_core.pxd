@@ -235,13 +235,14 @@ cdef class GuestSpace:
     cdef list _devices           # its device records, in the order given
     cdef Space _space            # translated: its guest numbers (0 taken)
     cdef GuestMap _map           # translated: guest -> host
+    cdef int32_t* _guest_of      # the host's table's host -> guest (_VMTable.guest_of)
     cdef list _tags              # guest PASID -> owner tag (None until the first tag)
     cdef int _removed
     cdef int64_t _active
     cdef int64_t _allocations
     cdef int64_t _failures
 
-    cdef int64_t _check_guest(self, object value) except -1
+    cdef inline int64_t _check_guest(self, object value) except -1
     cdef inline int64_t _check_guest_id(self, int64_t g) except -1
     cdef inline int64_t _host_of(self, int64_t g) noexcept
     cdef inline int64_t _host_lo(self) noexcept
@@ -254,7 +255,7 @@ cdef class GuestSpace:
     cdef int64_t _try_alloc(self, object owner, object data) except -2
     cdef int _put(self, int64_t g) except -1
     cdef int _put_id(self, int64_t g) except -1
-    cdef inline bint _put_plain(self, int64_t h) noexcept
+    cdef inline bint _put_plain(self, int64_t g, int64_t h) noexcept
     cdef _Device _device(self, object device)
     cdef int _state_in(self, int64_t g) noexcept
     cdef uint64_t _vcmd(self, uint64_t word, int64_t encoding) except? 0xFFFFFFFFFFFFFFFF

@@ -88,10 +88,14 @@ cdef inline void guest_unmap(PasidAllocator host, GuestSpace vm, int64_t h) noex
     """Host PASID ``h`` of ``vm`` (on ``host``, its host) left ACTIVE (the host's
     release, critical section held): its guest PASID goes, FREE at once in a
     translated guest."""
-    cdef int64_t g = host._vms.guest_of[h]
-    if g < 0:
-        return                                   # the VM's name used as a host owner
-    host._vms.guest_of[h] = -1
+    cdef int64_t g = vm._guest_of[h]
+    if g >= 0:                                   # (else: the VM's name used as a host owner)
+        guest_forget(host, vm, g, h)
+
+
+cdef inline void guest_forget(PasidAllocator host, GuestSpace vm, int64_t g, int64_t h) noexcept:
+    """:func:`guest_unmap` of guest PASID ``g`` (mapped to ``h``: the caller knows it)."""
+    vm._guest_of[h] = -1
     vm._active -= 1
     if vm._translated:
         guestmap_set(&vm._map, g, -1)
@@ -101,12 +105,18 @@ cdef inline void guest_unmap(PasidAllocator host, GuestSpace vm, int64_t h) noex
         vm._tags[g] = None
 
 
+cdef object _MAKE = object()                     # vm_make's token: GuestSpace.__cinit__
+
+
 @cython.final
 cdef class GuestSpace:
 
-    def __cinit__(self):
+    def __cinit__(self, *args):
         self._map.pages = NULL
         self._space.root = NULL
+        if len(args) != 1 or args[0] is not _MAKE:
+            # every method reads the host and the tables vm_make set: no object without them
+            raise TypeError("GuestSpace is made by PasidAllocator.add_vm")
 
     def __dealloc__(self):
         guestmap_destroy(&self._map)
@@ -118,7 +128,7 @@ cdef class GuestSpace:
 
     # ------------------------------------------------------------ phase 1: prepare
 
-    cdef int64_t _check_guest(self, object value) except -1:
+    cdef inline int64_t _check_guest(self, object value) except -1:
         return self._check_guest_id(as_int64(value, "guest PASID"))
 
     cdef inline int64_t _check_guest_id(self, int64_t g) except -1:
@@ -134,7 +144,7 @@ cdef class GuestSpace:
         if self._translated:
             return guestmap_get(&self._map, g)
         host = self._host
-        if host._vms.guest_of[g] == g and host._owned.owner_of[g] == <void*>self._record:
+        if self._guest_of[g] == g and host._owned.owner_of[g] == <void*>self._record:
             return g
         return -1
 
@@ -228,7 +238,7 @@ cdef class GuestSpace:
             h = host._activate(g, record, data, host._rng)
         if self._translated:
             guestmap_set(&self._map, g, h)
-        host._vms.guest_of[h] = <int32_t>g
+        self._guest_of[h] = <int32_t>g
         if owner is not None:
             self._tags[g] = owner
         self._active += 1
@@ -336,23 +346,23 @@ cdef class GuestSpace:
                 if release_due(&host._queue, host._now):
                     reclaim(host, host._now)
                 h = self._host_of(g)
-                plain = h >= 0 and self._put_plain(h)
+                plain = h >= 0 and self._put_plain(g, h)
             if plain:
                 host._after()
                 return 0
         return self._put_id(g)
 
-    cdef inline bint _put_plain(self, int64_t h) noexcept:
-        """The last reference to the VM's host PASID ``h`` with nothing bound, no data
-        and no grace period: FREE at once, its guest PASID unmapped (True). Anything
-        else is left alone (False)."""
+    cdef inline bint _put_plain(self, int64_t g, int64_t h) noexcept:
+        """The last reference to guest PASID ``g``, mapped to host PASID ``h``, with
+        nothing bound, no data and no grace period: FREE at once, ``g`` unmapped (True).
+        Anything else is left alone (False)."""
         cdef PasidAllocator host = self._host
         cdef _Owner record
         if host._slots[h].meta != (ACTIVE | HAS_OWNER) or host._grace > 0:
             return False
         record = self._record                    # h's owner: the VM's, by the maps
         owned_unlink_from(host, h, record)
-        guest_unmap(host, self, h)
+        guest_forget(host, self, g, h)
         owner_untag_from(host, h, record)        # (pinned: the VM's record stays)
         host._freed_plain(h)
         space_release(&host.space, h)
@@ -524,7 +534,7 @@ cdef class GuestSpace:
                     h = self._host_of(operand)
                 if h < 0:
                     status = vcmd.VCMD_INVALID_PASID
-                elif self._put_plain(h):
+                elif self._put_plain(operand, h):
                     pass                         # FREE at once
                 elif host._slots[h].meta & MULTI:
                     host._ref_dec(h)
@@ -740,7 +750,10 @@ cdef GuestSpace vm_create(PasidAllocator a, object vm, int index, int width, int
                           int64_t hi, int64_t quota, list records, _Owner record,
                           _VMTable table):
     """Phase 2 of add_vm and import_vm (critical section held): the checks, then the VM
-    (its memory made before: ``table`` is the host's, or a new one)."""
+    (its memory made before: ``table`` is the host's, or a new one for a host that had
+    none then; another thread's add_vm may have given it one since: that one stands)."""
+    if a._vms is not None:
+        table = a._vms
     if record.guest is not None:
         raise StateError(vm_exists(vm))
     if record.use:
@@ -759,7 +772,7 @@ cdef GuestSpace vm_make(PasidAllocator a, object vm, int index, int width, int64
                         _VMTable table):
     """The VM made and linked, checked before (critical section held): by vm_create,
     and by a snapshot's load (_export.pxi), whose check stands for add_vm's."""
-    cdef GuestSpace space = GuestSpace.__new__(GuestSpace)
+    cdef GuestSpace space = GuestSpace.__new__(GuestSpace, _MAKE)
     space._host = a
     space._name = vm
     space._mode = index
@@ -768,6 +781,7 @@ cdef GuestSpace vm_make(PasidAllocator a, object vm, int index, int width, int64
     space._lo, space._hi = lo, hi
     space._record = record
     space._devices = records
+    space._guest_of = table.guest_of             # (the host keeps its table for good)
     if space._translated:
         if guestmap_init(&space._map, width) < 0:
             raise MemoryError()

@@ -839,3 +839,37 @@ def test_import_of_mutated_exports(data):
             twin._check()
             outcomes.append(("ok", vm.mode, list(vm), again))
     assert all(outcome == outcomes[0] for outcome in outcomes), outcomes
+
+
+def test_a_vm_made_while_another_is_being_made(backend):
+    """A VM name whose __hash__ adds another VM (user code in add_vm's phase 1, before
+    the host has a VM table): both VMs stand, on one table."""
+    host = backend.PasidAllocator(bits=8)
+
+    class Name:
+        fired = False
+
+        def __hash__(self):
+            if not Name.fired:
+                Name.fired = True
+                host.add_vm("inner").alloc()
+            return 7
+
+        def __eq__(self, other):
+            return self is other
+
+    outer = host.add_vm(Name())
+    g = outer.alloc()
+    inner = host.vm("inner")
+    assert list(inner) == [1] and list(outer) == [g] and len(host.vms()) == 2
+    assert inner.guest_pasid(inner.host_pasid(1)) == 1
+    assert outer.guest_pasid(outer.host_pasid(g)) == g
+    host._check()
+
+
+def test_guest_spaces_come_only_from_add_vm(backend):
+    with pytest.raises(TypeError):
+        backend.GuestSpace()
+    if backend.__name__ == "pasid._core":
+        with pytest.raises(TypeError, match="add_vm"):
+            backend.GuestSpace.__new__(backend.GuestSpace)
