@@ -15,14 +15,15 @@ embed-W6-lifecycle        W6: grace 1, two devices of drain 0.5; 2,000 lifecycle
                           ``cy-PA:cython``: ``churn.lifecycle`` (``alloc``,
                           ``bind`` x2, ``put``, ``unbind`` x2, ``advance(now + 1)``
                           through the table); ``cy-PA:python``: the W6 round.
-embed-vcmd-pair           Guests (SPEC §7), both rows from Cython on one state: a
-                          20-bit host (grace 0) with 10,000 PASIDs ACTIVE and a
-                          translated VM holding 1,000 (benchmarks/test_guest.py's).
-                          ``cy-VM:vcmd``: ``churn.vcmd_churn``, 20,000 x (ALLOC
+embed-vcmd-pair           Guests (SPEC §7), every row from Cython on one state: a
+                          20-bit host (grace 0) with 10,000 PASIDs ACTIVE, a
+                          translated VM and an identity VM holding 1,000 each.
+                          ``cy-VM:vcmd`` (translated) and ``cy-VMid:vcmd``
+                          (identity): ``churn.vcmd_churn``, 20,000 x (ALLOC
                           through ``api.vcmd``, FREE of the guest PASID its response
                           carries); ``cy-PA:alloc-put``: ``churn.alloc_put``, 20,000
-                          x the host's own ``alloc(None, 0, N-1)`` + ``put``. Both
-                          take and give back the same host PASID each pair.
+                          x the host's own ``alloc(None, 0, N-1)`` + ``put``. Each
+                          takes and gives back the same host PASID each pair.
 ========================  ==========================================================
 
 The Python rows are ``pasid.bench`` cases (the same setup, rounds and checks
@@ -58,7 +59,7 @@ CYTHON_SIM = ROOT / "examples" / "cython_sim"
 ROWS = ("cy-PA:cython", "cy-PA:python")
 GROUPS = {"W1": "embed-W1-churn", "W6": "embed-W6-lifecycle"}
 TARGETS = {"W1": (20.0, "pair"), "W6": (100.0, "lifecycle")}    # ns per op, from Cython
-VCMD_ROWS = ("cy-VM:vcmd", "cy-PA:alloc-put")
+VCMD_ROWS = ("cy-VM:vcmd", "cy-VMid:vcmd", "cy-PA:alloc-put")
 VCMD_GROUP = "embed-vcmd-pair"
 VCMD_PAIRS = 20_000
 VCMD_TARGET = 2.0           # a vcmd pair / the host's alloc + put pair (issue 18)
@@ -105,14 +106,17 @@ def summary(samples):
         lines.append(f"  {group:<20} cython {cy_ns:8.1f} ns/{unit:<10} python loop "
                      f"{py_ns:8.1f} ns/{unit:<10} {ratio:5.2f}x   {verdict} target <= "
                      f"{target:g} ns from Cython")
-    vcmd = samples.get(("VCMD", VCMD_ROWS[0]), {})
-    host = samples.get(("VCMD", VCMD_ROWS[1]), {})
-    if vcmd and host:
+    host = samples.get(("VCMD", VCMD_ROWS[2]), {})
+    for row, mode in zip(VCMD_ROWS[:2], ("translated", "identity")):
+        vcmd = samples.get(("VCMD", row), {})
+        if not vcmd or not host:
+            continue
         ratio = statistics.median([vcmd[r] / host[r] for r in vcmd if r in host])
         verdict = "PASS" if ratio <= VCMD_TARGET else "FAIL"
-        lines.append(f"  {VCMD_GROUP:<20} vcmd   {statistics.median(vcmd.values()):8.1f} ns/pair"
-                     f"       host alloc+put {statistics.median(host.values()):8.1f} ns/pair"
-                     f"   {ratio:5.2f}x   {verdict} target <= {VCMD_TARGET:g}x the host pair")
+        lines.append(f"  {VCMD_GROUP:<20} vcmd ({mode:<10}) "
+                     f"{statistics.median(vcmd.values()):8.1f} ns/pair   host alloc+put "
+                     f"{statistics.median(host.values()):8.1f} ns/pair   {ratio:5.2f}x   "
+                     f"{verdict} target <= {VCMD_TARGET:g}x the host pair")
     return lines
 
 
@@ -194,30 +198,34 @@ def test_embedding_w6_lifecycle(benchmark, session, churn, rep, variant, disable
 
 @pytest.fixture(scope="module")
 def guest_state(session):
-    """benchmarks/test_guest.py's state, compiled: (host, translated VM)."""
+    """The guests' state, compiled: (host, translated VM, identity VM)."""
     from pasid._core import PasidAllocator
 
     host = PasidAllocator(bits=20)
     host.alloc_many(10_000)
-    vm = host.add_vm("t", mode="translated")
-    for _ in range(1000):
-        vm.alloc()
-    return host, vm
+    vms = host.add_vm("t", mode="translated"), host.add_vm("i", mode="identity")
+    for vm in vms:
+        for _ in range(1000):
+            vm.alloc()
+    return (host, *vms)
 
 
 @pytest.mark.variants(*VCMD_ROWS)
 def test_embedding_vcmd_pair(benchmark, churn, guest_state, rep, variant, disabled, results):
     """20,000 vcmd ALLOC+FREE pairs on a VM against 20,000 host alloc+put pairs."""
-    host, vm = guest_state
+    host, vm, identity = guest_state
     if variant == "cy-VM:vcmd":
         body, args, expected = churn.vcmd_churn, (vm, VCMD_PAIRS), (1001, 0)
+    elif variant == "cy-VMid:vcmd":
+        body, args, expected = churn.vcmd_churn, (identity, VCMD_PAIRS), (12001, 0)
     else:
-        body, args, expected = churn.alloc_put, (host, VCMD_PAIRS), 11001
-    before = (host.stats()["active"], vm.stats()["active"])
+        body, args, expected = churn.alloc_put, (host, VCMD_PAIRS), 12001
+    before = (host.stats()["active"], vm.stats()["active"], identity.stats()["active"])
     benchmark.group = VCMD_GROUP
     result = benchmark.pedantic(body, args=args, rounds=15, warmup_rounds=1)
     assert result == expected, result
-    assert (host.stats()["active"], vm.stats()["active"]) == before == (11_000, 1000)
+    assert (host.stats()["active"], vm.stats()["active"], identity.stats()["active"]) == \
+        before == (12_000, 1000, 1000)
     info = benchmark.extra_info
     info.update(workload="embed-vcmd", rep=rep, row=variant, compiled=True, unit="pair",
                 ops={"round": VCMD_PAIRS})
