@@ -69,8 +69,8 @@ from pasid import _args
 from pasid._errors import SnapshotError
 from pasid._state import ACTIVE, DRAINING, FREE, QUARANTINED, RESERVED
 
-__all__ = ["MAGIC", "VERSION", "dumps", "loads", "encode", "decode", "check", "fields",
-           "column", "id_column", "arrays", "binding_columns", "vm_entry"]
+__all__ = ["MAGIC", "VERSION", "dumps", "loads", "read_frame", "write_frame", "encode", "decode",
+           "check", "fields", "column", "id_column", "arrays", "binding_columns", "vm_entry"]
 
 MAGIC = b"PASIDSNP"
 VERSION = 3          # the newest this reads; a host without VMs still writes version 2
@@ -397,33 +397,48 @@ def vm_entry(name: Any, mode: str, bits: int, lo: int, hi: int, devices: list[in
             (id_column(tagged), tags), [allocations, failures]]
 
 
+def write_frame(magic: bytes, version: int, value: Any) -> bytes:
+    """``value`` in the container both snapshots and VM exports use: ``magic``, the
+    version byte, the tagged encoding, a CRC-32 of all before it."""
+    body = bytearray(magic)
+    body.append(version)
+    _encode(value, body, 0)
+    body += struct.pack("<I", zlib.crc32(body))
+    return bytes(body)
+
+
+def read_frame(data: Any, magic: bytes, versions: Iterable[int], what: str
+               ) -> tuple[int, Any]:
+    """(version, decoded payload) of a :func:`write_frame` container whose version is
+    one of ``versions``; SnapshotError otherwise (TypeError for what is not bytes).
+    ``what`` names the container in the messages ("snapshot", "VM export")."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"a {what} is bytes, not {type(data).__name__}")
+    view = memoryview(data).cast("B") if isinstance(data, memoryview) else memoryview(data)
+    if len(view) < len(magic) + 1 + 4 or view[:len(magic)] != magic:
+        raise SnapshotError(f"not a pasid {what}")
+    version = view[len(magic)]
+    if version not in versions:
+        readable = ", ".join(str(v) for v in sorted(versions, reverse=True))
+        raise SnapshotError(f"{what} format version {version} is not supported "
+                            f"(this reads {readable})")
+    (crc,) = struct.unpack("<I", view[-4:])
+    if zlib.crc32(view[:-4]) != crc:
+        raise SnapshotError(f"{what} checksum mismatch: corrupt or truncated")
+    return version, decode(view[len(magic) + 1:-4])
+
+
 def dumps(state: dict[str, Any]) -> bytes:
     """An exported allocator state (a dict with the keys of :func:`fields`, and
     ``"vms"`` for a host with VMs) as snapshot bytes: version 3 with VMs, else 2."""
     names = FIELDS_V3 if "vms" in state else FIELDS
-    body = bytearray(MAGIC)
-    body.append(3 if "vms" in state else 2)
-    _encode([state[key] for key in names], body, 0)
-    body += struct.pack("<I", zlib.crc32(body))
-    return bytes(body)
+    return write_frame(MAGIC, 3 if "vms" in state else 2, [state[key] for key in names])
 
 
 def loads(data: bytes | bytearray | memoryview) -> dict[str, Any]:
     """The state dict in snapshot bytes (version 3, 2 or 1), checked whole (see :func:`check`);
     SnapshotError otherwise."""
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise TypeError(f"a snapshot is bytes, not {type(data).__name__}")
-    view = memoryview(data).cast("B") if isinstance(data, memoryview) else memoryview(data)
-    if len(view) < len(MAGIC) + 1 + 4 or view[:len(MAGIC)] != MAGIC:
-        raise SnapshotError("not a pasid snapshot")
-    version = view[len(MAGIC)]
-    if version not in FIELDS_OF:
-        raise SnapshotError(f"snapshot format version {version} is not supported "
-                            f"(this reads {VERSION}, 2 and 1)")
-    (crc,) = struct.unpack("<I", view[-4:])
-    if zlib.crc32(view[:-4]) != crc:
-        raise SnapshotError("snapshot checksum mismatch: corrupt or truncated")
-    values = decode(view[len(MAGIC) + 1:-4])
+    version, values = read_frame(data, MAGIC, FIELDS_OF, "snapshot")
     names = FIELDS_OF[version]
     if type(values) is not list or len(values) != len(names):
         raise SnapshotError("snapshot does not hold an allocator")

@@ -37,8 +37,6 @@ arrays (int64): ``guests``, ``refcounts``, ``tags`` and ``data`` (rows, [objects
 
 from __future__ import annotations
 
-import struct
-import zlib
 from typing import Any
 
 import numpy as np
@@ -46,8 +44,8 @@ import numpy.typing as npt
 
 from pasid import _args
 from pasid._errors import SnapshotError
-from pasid._snapshot import (_column, _encode, _fail, _hashable, _ids, _int, _objects, _sequence,
-                             column, decode, id_column)
+from pasid._snapshot import (_column, _fail, _hashable, _ids, _int, _objects, _sequence, column,
+                             id_column, read_frame, write_frame)
 
 __all__ = ["MAGIC", "VERSION", "dumps", "loads"]
 
@@ -68,29 +66,13 @@ def dumps(state: dict[str, Any]) -> bytes:
               (id_column(state["data"][0]), list(state["data"][1])),
               (id_column(rows), column(devices), column(counts)),
               (id_column(state["binding_data"][0]), list(state["binding_data"][1]))]
-    body = bytearray(MAGIC)
-    body.append(VERSION)
-    _encode(values, body, 0)
-    body += struct.pack("<I", zlib.crc32(body))
-    return bytes(body)
+    return write_frame(MAGIC, VERSION, values)
 
 
 def loads(data: Any) -> dict[str, Any]:
     """The exported VM in ``data``, checked whole; SnapshotError otherwise (TypeError
     for what is not bytes)."""
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise TypeError(f"an exported VM is bytes, not {type(data).__name__}")
-    view = memoryview(data).cast("B") if isinstance(data, memoryview) else memoryview(data)
-    if len(view) < len(MAGIC) + 1 + 4 or view[:len(MAGIC)] != MAGIC:
-        raise SnapshotError("not an exported pasid VM")
-    version = view[len(MAGIC)]
-    if version != VERSION:
-        raise SnapshotError(f"exported VM format version {version} is not supported "
-                            f"(this reads {VERSION})")
-    (crc,) = struct.unpack("<I", view[-4:])
-    if zlib.crc32(view[:-4]) != crc:
-        raise SnapshotError("exported VM checksum mismatch: corrupt or truncated")
-    values = decode(view[len(MAGIC) + 1:-4])
+    _, values = read_frame(data, MAGIC, (VERSION,), "VM export")
     if type(values) is not list or len(values) != len(FIELDS):
         raise SnapshotError("the bytes do not hold an exported VM")
     return check(dict(zip(FIELDS, values)))

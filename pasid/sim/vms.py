@@ -116,6 +116,7 @@ from pasid._args import MAX_BITS, STRATEGIES
 from pasid.sim import _vmreplay_py
 from pasid.sim._vmrules import VM_ACCESS, VM_ARRIVE, VM_END, VM_MIGRATE, VM_UNBIND, VMSpec
 from pasid.sim._vmrules import check as check_vm_trace
+from pasid.sim.workload import _parse_binds as _parse_range     # "LO..HI" or "N"
 from pasid.sim.vmtrace import VMTrace
 
 _vmreplay_compiled: Any
@@ -250,11 +251,6 @@ class VMWorkload:
 
 def _parse_optional_int(text: str) -> int | None:
     return None if text.strip().lower() == "none" else int(text)
-
-
-def _parse_range(text: str) -> tuple[int, int]:
-    lo, sep, hi = text.partition("..")
-    return (int(lo), int(hi)) if sep else (int(text),) * 2
 
 
 _FIELDS = {field.name: field for field in dataclasses.fields(VMWorkload)}
