@@ -508,19 +508,30 @@ cdef class PasidAllocator:
     # ------------------------------------------------------------ allocation
 
     def alloc(self, owner=None, *, data=None, min=None, max=None):
-        cdef int64_t lo, hi, p
-        if (owner is None and data is None and min is None and max is None
-                and self._clock is None):
-            # the common call: no user code can run, so the phases are one step
+        cdef int64_t lo, hi, p = -1
+        cdef _Owner record
+        cdef bint done = False
+        if data is None and min is None and max is None and self._clock is None:
+            # the common calls: no user code can run, so the phases are one step. An
+            # owner is found this way when it is the very object last named (its
+            # record kept, idle or not: _owners.pxi) and under its quota; else below
             with cython.critical_section(self):
                 wait_batch(self)
                 if release_due(&self._queue, self._now):
                     reclaim(self, self._now)
-                p = self._alloc_in(None, None, 0, self._size - 1)
-            self._after()
-            if p < 0:
-                raise PasidExhausted(self._exhausted(no_free(0, self._size - 1)))
-            return p
+                if owner is None:
+                    p = self._alloc_in(None, None, 0, self._size - 1)
+                    done = True
+                else:
+                    record = self._last         # never gone (owner_remember)
+                    if record is not None and record.key is owner and not over_quota(record, 1):
+                        p = self._alloc_in(record, None, 0, self._size - 1)
+                        done = True
+            if done:
+                self._after()
+                if p < 0:
+                    raise PasidExhausted(self._exhausted(no_free(0, self._size - 1)))
+                return p
         lo = 0 if min is None else self._check_id(min)
         hi = self._size - 1 if max is None else self._check_id(max)
         if lo > hi:
@@ -632,10 +643,15 @@ cdef class PasidAllocator:
             self._ref_inc(p)
 
     cdef inline bint _put_plain(self, int64_t p) noexcept:
-        """The last reference to a PASID with no side table and no hold, no grace
-        period: FREE at once (True). Anything else is left alone (False)."""
-        if self._slots[p].meta != ACTIVE or self._grace > 0:
+        """The last reference to a PASID with no side table but its owner, no hold,
+        no grace period: FREE at once (True), off its owner's list (a VM's guest
+        PASID unmapped) and untagged. Anything else is left alone (False)."""
+        cdef uint8_t meta = self._slots[p].meta
+        if (meta & ~HAS_OWNER) != ACTIVE or self._grace > 0:
             return False
+        if meta & HAS_OWNER:
+            owned_unlink(self, p)
+            owner_untag(self, p)
         self._freed_plain(p)
         space_release(&self.space, p)
         return True

@@ -164,6 +164,7 @@ cdef class PasidAllocator:
     cdef int _recent_next
     cdef _VMTable _vms           # its VMs, from the first add_vm (_guest.pxi); else None
     cdef _Owner _gone            # owner records to drop from _owners after the operation
+    cdef _Owner _last            # the last owner record named: kept while idle (_owners.pxi)
     cdef list _graveyard         # user objects let go by a change, dropped in its phase 3
     cdef object _registry        # a lock: owner and device tables change under it
     cdef long _registry_thread   # the thread holding it, or 0

@@ -3,8 +3,13 @@
 # arrays), found through the owner table (a dict keyed by the owner object:
 # its __hash__/__eq__ run in phase 1 only, the table changing under the
 # registry lock). A record is pinned from an operation's phase 1 to its phase 3
-# and dropped once it holds nothing, has no quota and no pin. The twin of
-# pasid/pure/owners.py.
+# and dropped once it holds nothing, has no quota and no pin, unless it is the
+# last record an operation named (``_last``): that one is kept while idle, so an
+# owner that frees its only PASID and allocates again (a process with one PASID,
+# a VM's guest) finds its record without the registry lock, a new record or a
+# dict insert and delete; and the same owner object again is found by identity,
+# with no look-up at all. At most one idle record is kept: the previous one is
+# dropped when another owner is named. The twin of pasid/pure/owners.py.
 #
 # ctypedef struct Owned (in _core.pxd, where PasidAllocator holds one):
 #     void** owner_of    per PASID: its owner's record (borrowed), while HAS_OWNER
@@ -58,15 +63,39 @@ cdef _Owner owner_lookup(PasidAllocator a, object owner):
 
 
 cdef _Owner owner_record(PasidAllocator a, object owner):
-    """The current record of ``owner``, made if it has none, pinned (phase 1).
+    """The current record of ``owner``, made if it has none, pinned (phase 1),
+    and remembered as the last one named.
 
     A pinned record is never marked gone, so it stays current through the
     operation's phase 2, and a record made for it is not "idle" to
     :meth:`_check` while the operation is in flight. Every caller unpins it
-    in its phase 3 (:meth:`_unpin`, in a ``finally``)."""
-    cdef _Owner record = owner_lookup(a, owner)
-    if record is not None and owner_pin(a, record):
+    in its phase 3 (:meth:`_unpin`, in a ``finally``). The same object as the
+    last owner named costs no look-up (an identity test: no user code runs)."""
+    cdef _Owner record = owner_last(a, owner)
+    if record is not None:
         return record
+    record = owner_lookup(a, owner)
+    if record is None or not owner_pin(a, record):
+        record = owner_make(a, owner)
+    owner_remember(a, record)
+    return record
+
+
+cdef _Owner owner_last(PasidAllocator a, object owner):
+    """The last record named, pinned, if ``owner`` is its very key object; else None."""
+    cdef _Owner record
+    with cython.critical_section(a):
+        record = a._last
+        if record is None or record.key is not owner or record.gone:
+            return None
+        record.pins += 1
+        return record
+
+
+cdef _Owner owner_make(PasidAllocator a, object owner):
+    """:func:`owner_record`'s slow path: under the registry lock, the record in the
+    table (a thread may have made it meanwhile) or a new one, pinned."""
+    cdef _Owner record
     a._enter_registry()
     try:
         found = a._owners.get(owner)
@@ -78,6 +107,32 @@ cdef _Owner owner_record(PasidAllocator a, object owner):
     finally:
         a._leave_registry()
     return record
+
+
+cdef void owner_remember(PasidAllocator a, _Owner record) noexcept:
+    """``record`` (pinned) becomes the last named; the one before, if idle, is
+    marked gone (dropped in phase 3). It is still in the table, which keeps it
+    alive through the reassignment: no finalizer runs here."""
+    cdef _Owner before
+    with cython.critical_section(a):
+        before = a._last
+        if before is record:
+            return
+        a._last = record
+        if before is not None and owner_idle(before) and not before.gone:
+            owner_drop(a, before)
+
+
+cdef inline bint owner_idle(_Owner record) noexcept:
+    """Nothing held, no quota, no operation holding it."""
+    return record.use == 0 and record.quota < 0 and record.pins == 0
+
+
+cdef inline void owner_drop(PasidAllocator a, _Owner record) noexcept:
+    """Mark ``record`` gone, to be dropped from the table in phase 3."""
+    record.gone = 1
+    record.next_gone = a._gone
+    a._gone = record
 
 
 cdef bint owner_pin(PasidAllocator a, _Owner record) noexcept:
@@ -95,10 +150,8 @@ cdef int owner_unpin(PasidAllocator a, _Owner record) except -1:
     :meth:`_after`). No batch loop touches owner records: no wait for one."""
     with cython.critical_section(a):
         record.pins -= 1
-        if record.pins == 0 and record.use == 0 and record.quota < 0 and not record.gone:
-            record.gone = 1
-            record.next_gone = a._gone
-            a._gone = record
+        if owner_idle(record) and not record.gone and record is not a._last:
+            owner_drop(a, record)
     return 0
 
 
@@ -173,7 +226,8 @@ cdef inline void owned_unlink_from(PasidAllocator a, int64_t p, _Owner owner) no
 
 cdef inline void owner_untag(PasidAllocator a, int64_t p) noexcept:
     """A PASID of an owner became FREE; an owner left with nothing, no quota and no
-    pin is marked gone, to be dropped from the table in phase 3."""
+    pin is marked gone, to be dropped from the table in phase 3 (unless it is the
+    last one named: :func:`owner_remember`)."""
     owner_untag_from(a, p, <_Owner>a._owned.owner_of[p])
 
 
@@ -181,10 +235,8 @@ cdef inline void owner_untag_from(PasidAllocator a, int64_t p, _Owner owner) noe
     """:func:`owner_untag`, ``owner`` being ``p``'s (the caller knows it)."""
     a._owned.owner_of[p] = NULL
     owner.use -= 1
-    if owner.use == 0 and owner.quota < 0 and owner.pins == 0 and not owner.gone:
-        owner.gone = 1
-        owner.next_gone = a._gone
-        a._gone = owner
+    if owner_idle(owner) and not owner.gone and owner is not a._last:
+        owner_drop(a, owner)
 
 
 cdef inline bint over_quota(_Owner owner, int64_t n) noexcept:

@@ -788,3 +788,62 @@ def test_times_must_be_finite(backend, bad):
     with pytest.raises(ValueError, match="finite"):
         b.now
     assert a.now == 0.0
+
+
+# ---------------------------------------------------------------- the last owner's record
+
+
+class _Owner:
+    """An owner that counts the look-ups it costs (its __hash__) and can be weakly referenced."""
+
+    def __init__(self, name):
+        self.name, self.hashes = name, 0
+
+    def __hash__(self):
+        self.hashes += 1
+        return hash(self.name)
+
+    def __eq__(self, other):
+        return isinstance(other, _Owner) and other.name == self.name
+
+
+def test_the_last_owner_named_keeps_its_record_while_idle(backend):
+    import gc
+    import weakref
+
+    a = backend.PasidAllocator(bits=8)
+    first = _Owner("p1")
+    p = a.alloc(owner=first)
+    hashes = first.hashes
+    assert hashes >= 1                         # its record was made: the table hashed it
+    a.free(p)                                  # idle now, but the last named: kept
+    a._check()
+    q = a.alloc(owner=first)                   # the very object: no look-up at all
+    assert first.hashes == hashes and a.owner(q) is first
+    a.free(q)
+    a.alloc(owner=_Owner("p1"))                # an equal object: looked up, the same record
+    assert a.owner(q) is first
+    gone = weakref.ref(first)
+    del first
+    gc.collect()
+    assert gone() is not None                  # held by its record: the last one named
+    a.exit_owner(_Owner("p1"))
+    other = a.alloc(owner="p2")                # another owner named: the idle one is dropped
+    gc.collect()
+    assert gone() is None
+    a._check()
+    assert a.owner(other) == "p2"
+
+
+def test_the_last_owner_named_still_meets_its_quota(backend):
+    a = backend.PasidAllocator(bits=8)
+    a.set_quota("vm", 1)
+    p = a.alloc(owner="vm")
+    with pytest.raises(QuotaExceeded):
+        a.alloc(owner="vm")                    # the fast path's owner is at its quota
+    a.free(p)
+    a.set_quota("vm", None)                    # no quota, nothing held: idle, kept (last named)
+    a._check()
+    assert [a.alloc(owner="vm") for _ in range(3)] == [p, p + 1, p + 2]
+    assert a.exit_owner("vm") == [p, p + 1, p + 2]
+    a._check()

@@ -125,6 +125,7 @@ class PasidAllocator(VMHost):
         self._device_list: list[_Device | None] = []   # handle -> device (None once removed)
         self._vms: VMTable | None = None               # its VMs (pasid/pure/guest.py)
         self._gone: list[_Owner] = []                  # records to drop after the operation
+        self._last: _Owner | None = None               # the last record named: kept idle
         self._graveyard: list[object] = []             # user objects to drop after it
         self._lock = threading.Lock()
         self._registry = threading.Lock()

@@ -4,8 +4,13 @@ A record per owner object (its use, what its quota counts; its quota; its
 ACTIVE PASIDs), found through the owner table (a dict keyed by the owner
 object: its ``__hash__``/``__eq__`` run in phase 1 only, the table changing
 under the registry lock). A record is pinned from an operation's phase 1 to
-its phase 3 and dropped once it holds nothing, has no quota and no pin. The
-twin of ``pasid/_owners.pxi``.
+its phase 3 and dropped once it holds nothing, has no quota and no pin, unless
+it is the last record an operation named (``_last``): that one is kept while
+idle, so an owner that frees its only PASID and allocates again finds its
+record without the registry lock or a new record; the same owner object again
+is found by identity, with no look-up. At most one idle record is kept: the
+previous one is dropped when another owner is named. The twin of
+``pasid/_owners.pxi``.
 """
 
 from __future__ import annotations
@@ -54,10 +59,31 @@ def owner_record(a: PasidAllocator, owner: Hashable) -> _Owner:
     A pinned record is never marked gone, so it stays current through the
     operation's phase 2, and a record made for it is not "idle" to
     :meth:`_check` while the operation is in flight. Every caller unpins it
-    in its phase 3 (:meth:`_unpin`, in a ``finally``)."""
-    record = owner_lookup(a, owner)
-    if record is not None and owner_pin(a, record):
+    in its phase 3 (:meth:`_unpin`, in a ``finally``). The same object as the
+    last owner named costs no look-up (an identity test: no user code runs)."""
+    record = owner_last(a, owner)
+    if record is not None:
         return record
+    record = owner_lookup(a, owner)
+    if record is None or not owner_pin(a, record):
+        record = owner_make(a, owner)
+    owner_remember(a, record)
+    return record
+
+
+def owner_last(a: PasidAllocator, owner: Hashable) -> _Owner | None:
+    """The last record named, pinned, if ``owner`` is its very key object; else None."""
+    with a._lock:
+        record = a._last
+        if record is None or record.key is not owner or record.gone:
+            return None
+        record.pins += 1
+        return record
+
+
+def owner_make(a: PasidAllocator, owner: Hashable) -> _Owner:
+    """:func:`owner_record`'s slow path: under the registry lock, the record in the
+    table (a thread may have made it meanwhile) or a new one, pinned."""
     a._enter_registry()
     try:
         found = a._owners.get(owner)
@@ -69,6 +95,29 @@ def owner_record(a: PasidAllocator, owner: Hashable) -> _Owner:
     finally:
         a._leave_registry()
     return record
+
+
+def owner_remember(a: PasidAllocator, record: _Owner) -> None:
+    """``record`` (pinned) becomes the last named; the one before, if idle, is
+    marked gone (dropped in phase 3)."""
+    with a._lock:
+        before = a._last
+        if before is record:
+            return
+        a._last = record
+        if before is not None and owner_idle(before) and not before.gone:
+            owner_drop(a, before)
+
+
+def owner_idle(record: _Owner) -> bool:
+    """Nothing held, no quota, no operation holding it."""
+    return record.use == 0 and record.quota < 0 and record.pins == 0
+
+
+def owner_drop(a: PasidAllocator, record: _Owner) -> None:
+    """Mark ``record`` gone, to be dropped from the table in phase 3."""
+    record.gone = True
+    a._gone.append(record)
 
 
 def owner_pin(a: PasidAllocator, record: _Owner) -> bool:
@@ -86,9 +135,8 @@ def owner_unpin(a: PasidAllocator, record: _Owner) -> None:
     :meth:`_after`)."""
     with a._lock:
         record.pins -= 1
-        if record.pins == 0 and record.use == 0 and record.quota < 0 and not record.gone:
-            record.gone = True
-            a._gone.append(record)
+        if owner_idle(record) and not record.gone and record is not a._last:
+            owner_drop(a, record)
 
 
 def drop_gone_owners(a: PasidAllocator) -> None:
@@ -131,12 +179,12 @@ def owner_tag(a: PasidAllocator, p: int, owner: _Owner) -> None:
 
 def owner_untag(a: PasidAllocator, p: int) -> None:
     """A PASID of an owner became FREE; an owner left with nothing, no quota and no
-    pin is marked gone, to be dropped from the table in phase 3."""
+    pin is marked gone, to be dropped from the table in phase 3 (unless it is the
+    last one named: :func:`owner_remember`)."""
     owner = a._owner_of.pop(p)
     owner.use -= 1
-    if owner.use == 0 and owner.quota < 0 and owner.pins == 0 and not owner.gone:
-        owner.gone = True
-        a._gone.append(owner)
+    if owner_idle(owner) and not owner.gone and owner is not a._last:
+        owner_drop(a, owner)
 
 
 def over_quota(owner: _Owner | None, n: int) -> bool:
