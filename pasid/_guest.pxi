@@ -205,11 +205,13 @@ cdef class GuestSpace:
                 if g == -2:
                     self._failures += 1
                     return -1
-            if g < 0 or space_is_free(&self._space, g):
-                # the general way: the lowest FREE needs a new node, or g was asked for
-                if g < 0:
+                if g == -1:
+                    # the general way: the lowest FREE needs a new node
                     g = space_find_free(&self._space, 1)
-                if space_take(&self._space, g) < 0:
+                    if space_take(&self._space, g) < 0:
+                        raise MemoryError()
+            elif space_is_free(&self._space, g):
+                if space_take(&self._space, g) < 0:          # g was asked for
                     raise MemoryError()
             if self._map.pages[g >> PAGE_SHIFT] == NULL:
                 try:
@@ -217,11 +219,12 @@ cdef class GuestSpace:
                 except BaseException:
                     space_release(&self._space, g)
                     raise
+            h = -3
             try:
                 h = host._alloc_in(record, data, self._host_lo(), self._hi)
-            except BaseException:
-                space_release(&self._space, g)
-                raise
+            finally:
+                if h == -3:                              # it raised: g goes back
+                    space_release(&self._space, g)
             if h < 0:
                 space_release(&self._space, g)
                 self._failures += 1
@@ -506,7 +509,56 @@ cdef class GuestSpace:
     # ------------------------------------------------------------ the virtual command
 
     cdef uint64_t _vcmd(self, uint64_t word, int64_t encoding) except? 0xFFFFFFFFFFFFFFFF:
-        """The virtual command on a word in 0 .. 2**64 - 1: the response word."""
+        """The virtual command on a word in 0 .. 2**64 - 1: the response word.
+
+        The common calls in one step, as the host's own (no callable clock: no
+        user code can run): an ALLOC, and a FREE of a guest PASID that becomes
+        FREE at once; anything else (a removed VM too) is :meth:`_vcmd_id`."""
+        cdef PasidAllocator host = self._host
+        cdef int64_t command = vcmd.vcmd_command(word, encoding)
+        cdef int64_t operand, status = vcmd.VCMD_SUCCESS, result = 0, h
+        if host._clock is not None:
+            return self._vcmd_id(word, encoding)
+        if command == vcmd.VCMD_ALLOC:
+            with cython.critical_section(host):
+                wait_batch(host)
+                if self._removed:
+                    result = -3
+                else:
+                    if release_due(&host._queue, host._now):
+                        reclaim(host, host._now)
+                    result = self._alloc_in(-1, None, None)
+            if result == -3:
+                return self._vcmd_id(word, encoding)     # StateError: the VM is removed
+            host._after()
+            if result < 0:
+                return vcmd.vcmd_respond(vcmd.VCMD_NO_PASID, 0, encoding)
+            return vcmd.vcmd_respond(vcmd.VCMD_SUCCESS, result, encoding)
+        if command == vcmd.VCMD_FREE:
+            operand = <int64_t>(word >> vcmd.vcmd_operand_shift(encoding))
+            with cython.critical_section(host):
+                wait_batch(host)
+                if release_due(&host._queue, host._now):
+                    reclaim(host, host._now)
+                h = -1
+                if self._removed:
+                    status = -1
+                elif operand < (<int64_t>1 << self._bits):
+                    h = self._host_of(operand)
+                if status < 0:
+                    pass
+                elif h < 0:
+                    status = vcmd.VCMD_INVALID_PASID
+                elif not self._put_plain(operand, h):
+                    status = -1
+            if status < 0:
+                return self._vcmd_id(word, encoding)     # nothing done: the general way
+            host._after()
+            return vcmd.vcmd_respond(status, 0, encoding)
+        return vcmd.vcmd_respond(vcmd.VCMD_UNDEFINED_COMMAND, 0, encoding)
+
+    cdef uint64_t _vcmd_id(self, uint64_t word, int64_t encoding) except? 0xFFFFFFFFFFFFFFFF:
+        """:meth:`_vcmd` in three phases: any clock, any PASID, a removed VM."""
         cdef PasidAllocator host = self._host
         cdef double reading = host._reading()
         cdef double now

@@ -485,7 +485,14 @@ cdef inline void space_release_rest(Space* space, Gather* g) noexcept nogil:
 
 
 cdef inline void space_release(Space* space, int64_t pasid) noexcept nogil:
-    space_release_bits(space, pasid, (<uint64_t>1) << (pasid & 63), 1)
+    """Free the taken ``pasid``. In the hint's leaf (the lowest-free allocation's, where
+    a churn's IDs come back) its recorded path serves: no descent."""
+    if space.low_leaf != NULL and <uint64_t>(pasid - space.low_base) < (
+            (<uint64_t>1) << LEAF_SHIFT):
+        space_release_path(space, space.low_leaf, space.low_path, pasid,
+                           (<uint64_t>1) << (pasid & 63), 1)
+    else:
+        space_release_bits(space, pasid, (<uint64_t>1) << (pasid & 63), 1)
 
 
 cdef inline bint space_is_free(Space* space, int64_t pasid) noexcept nogil:
