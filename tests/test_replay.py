@@ -107,6 +107,21 @@ def test_simulate_rows_have_every_metric():
     assert len(runs) == 2 and runs[0].quarantine
 
 
+def test_a_runs_repr_is_one_line_with_its_series_as_lengths():
+    # repr(Run) printed every reuse distance and sample (thousands of numbers)
+    from pasid.sim import generate, preset
+
+    run = replay(generate(preset("default", duration=3_000, lifetime=300), seed=1), "lowest")
+    text = repr(run)
+    assert len(run.distances) > 100 and len(run.sample_time) > 10
+    assert "\n" not in text and len(text) < 600, text
+    assert text.startswith("Run(strategy='lowest', quarantine=True, engine=")
+    assert f", ops={run.ops}, " in text and f", highest={run.highest}, " in text
+    assert f"distances=<float64[{len(run.distances)}]>" in text
+    assert f"sample_time=<float64[{len(run.sample_time)}]>" in text
+    assert text.endswith(f"sample_blocks=<int64[{len(run.sample_blocks)}]>)")
+
+
 # bad lines, each named (also read by both text parsers in tests/test_traceio.py)
 BAD_LINES = [
     ("nonsense\n", 1, "not a trace"),

@@ -11,6 +11,7 @@ import fcntl
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -147,14 +148,37 @@ def test_serial_and_process_pool_agree(tmp_path):
     assert untimed(read_rows(pool)) == untimed(read_rows(serial))
 
 
+DASK_PORTS = (8786, 8787)     # Dask's defaults: the scheduler's and its dashboard's
+
+
+def hold_port(port):
+    """A socket listening on 127.0.0.1:``port``, or None when something holds it already."""
+    held = socket.socket()
+    try:
+        held.bind(("127.0.0.1", port))
+        held.listen()
+    except OSError:
+        held.close()
+        return None
+    return held
+
+
 @pytest.fixture(scope="module")
 def dask_scheduler():
     distributed = pytest.importorskip("distributed")
-    # the scheduler's HTTP server on a free port: with no address it takes 8787, and a
-    # cluster of another run there at the same time (a pytest-xdist worker, another
-    # CI lane) turns the warning that it moved into an error
-    cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
-                                       host="127.0.0.1", dashboard_address="127.0.0.1:0")
+    # Every port free, none fixed: with no address the dashboard takes 8787, and where a
+    # Dask dashboard already runs (another cluster, a pytest-xdist worker, another CI lane)
+    # it moves with a warning, an error here. Dask's default ports are held while the
+    # cluster starts (unless something holds them already), so a fixed one fails here.
+    held = [hold_port(port) for port in DASK_PORTS]
+    try:
+        cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                           host="127.0.0.1", scheduler_port=0,
+                                           dashboard_address="127.0.0.1:0")
+    finally:
+        for sock in held:
+            if sock is not None:
+                sock.close()
     try:
         yield cluster.scheduler_address
     finally:

@@ -88,6 +88,14 @@ def test_a_quota_refuses_guest_allocations_and_counts_them(backend):
     assert row["arrivals"] == row["allocations"] + row["alloc_refused"]
 
 
+def test_a_runs_repr_is_one_line_with_its_distances_as_a_length():
+    run = run_vms(SMALL, "translated", seed=1, engine="python")
+    text = repr(run)
+    assert len(run.distances) > 50 and "\n" not in text and len(text) < 600, text
+    assert text.startswith("VMRun(mode='translated', quarantine=True, engine='python', ")
+    assert f"distances=<list[{len(run.distances)}]>" in text and f"ops={run.ops}," in text
+
+
 def test_one_host_has_no_migrations(backend):
     engine = engine_of(backend)
     for row in simulate_vms(SMALL.with_(hosts=1), seed=0, engine=engine):

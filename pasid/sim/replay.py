@@ -39,6 +39,7 @@ The metrics (also in the README):
 
 from __future__ import annotations
 
+import dataclasses
 import time as _time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -81,9 +82,39 @@ HIST_LOW = -10          # the histogram's first power-of-two edge: 2**-10
 CHUNK = 1 << 20         # operations per call of the loop when progress is shown
 
 
-@dataclass
+def one_line_repr(run: Any) -> str:
+    """A dataclass's ``repr`` on one line: each field's value, an array or a list of
+    values as its type and length (``<float64[812]>``, ``<list[812]>``). O(fields).
+
+    >>> from dataclasses import dataclass
+    >>> @dataclass(repr=False)
+    ... class Series:
+    ...     name: str
+    ...     times: npt.NDArray[np.float64]
+    ...     counts: list[int]
+    >>> one_line_repr(Series("a", np.zeros(1000), [1, 2, 3]))
+    "Series(name='a', times=<float64[1000]>, counts=<list[3]>)"
+    """
+    parts = []
+    for field in dataclasses.fields(run):
+        value = getattr(run, field.name)
+        if isinstance(value, np.ndarray):
+            shown = f"<{value.dtype}[{','.join(map(str, value.shape))}]>"
+        elif isinstance(value, list):
+            shown = f"<list[{len(value)}]>"
+        else:
+            shown = repr(value)
+        parts.append(f"{field.name}={shown}")
+    return f"{type(run).__name__}({', '.join(parts)})"
+
+
+@dataclass(repr=False)
 class Run:
-    """One replay: the metrics (see the module docstring) and the series behind the plots."""
+    """One replay: the metrics (see the module docstring) and the series behind the plots.
+
+    Its ``repr`` is one line: the series show their type and length
+    (``distances=<float64[812]>``), not their values.
+    """
 
     strategy: str
     quarantine: bool
@@ -112,6 +143,9 @@ class Run:
     def reuse(self) -> dict[str, Any]:
         """The reuse-distance summary: count, min, p1, median and the histogram."""
         return reuse_summary(self.distances)
+
+    def __repr__(self) -> str:
+        return one_line_repr(self)
 
 
 def reuse_summary(distances: npt.ArrayLike) -> dict[str, Any]:

@@ -116,6 +116,7 @@ from pasid._args import MAX_BITS, STRATEGIES
 from pasid.sim import _vmreplay_py
 from pasid.sim._vmrules import VM_ACCESS, VM_ARRIVE, VM_END, VM_MIGRATE, VM_UNBIND, VMSpec
 from pasid.sim._vmrules import check as check_vm_trace
+from pasid.sim.replay import one_line_repr
 from pasid.sim.workload import _parse_binds as _parse_range     # "LO..HI" or "N"
 from pasid.sim.vmtrace import VMTrace
 
@@ -414,9 +415,12 @@ def _engine_name(cls: type) -> str:
 
 # ---------------------------------------------------------------- one run
 
-@dataclass
+@dataclass(repr=False)
 class VMRun:
-    """One design, one run (with or without quarantine): the counters of the module docstring."""
+    """One design, one run (with or without quarantine): the counters of the module docstring.
+
+    Its ``repr`` is one line (``distances=<list[812]>``, not the values).
+    """
 
     mode: str
     quarantine: bool
@@ -441,7 +445,11 @@ class VMRun:
 
     @property
     def ops_per_s(self) -> float | None:
+        """Operations per second of the replay loop (None for a loop too quick to time)."""
         return self.ops / self.seconds if self.seconds > 0 else None
+
+    def __repr__(self) -> str:
+        return one_line_repr(self)
 
 
 # ---------------------------------------------------------------- the trace
