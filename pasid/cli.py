@@ -3,11 +3,12 @@
 ``pasid simulate``  a workload through every strategy: one row of metrics each
 ``pasid replay``    the same for a recorded trace
 ``pasid sweep``     strategies x parameters x seeds, as JSON lines (resumable)
+``pasid report``    a sweep's rows: key metrics per point and strategy over the seeds
 ``pasid bench``     the compiled core against the pure backend on W1-W6
 
 Bad input gives one line on stderr (``pasid: error: ...``) and exit status 2.
-Runs longer than a second show progress on stderr when it is a terminal (with
-tqdm when it is installed). The command line uses only the public package, so
+Long runs show progress on stderr: a bar on a terminal (tqdm when it is
+installed), else a plain line every few seconds (:class:`Progress`). The command line uses only the public package, so
 ``pasid --help`` works without the compiled extension.
 """
 
@@ -458,6 +459,42 @@ def cmd_sweep(args: argparse.Namespace, out: TextIO) -> None:
     finally:
         progress.close()
     print(f"{written} rows written to {args.out}", file=sys.stderr)
+    _sweep_summary(args, grid, vms, out)
+
+
+def _sweep_summary(args: argparse.Namespace, grid: dict[str, list[Any]], vms: bool,
+                   out: TextIO) -> None:
+    """After a sweep: the summary of its rows in ``--out`` (this grid, seeds and strategies,
+    rows written before included), as ``pasid report`` prints it."""
+    from pasid.sim.report import format_summary, read_rows, summarise
+
+    def ours(row: Row) -> bool:
+        params = row["params"]
+        return (row["workload"] == args.workload and row["root_seed"] == args.root_seed
+                and row["seed_index"] < args.seeds and set(params) == set(grid)
+                and all(params[name] in values for name, values in grid.items())
+                and (vms or row["strategy"] in args.strategy))
+
+    rows = [row for row in read_rows(args.out) if ours(row)]
+    if rows:
+        print(format_summary(summarise(rows)), file=out)
+
+
+def cmd_report(args: argparse.Namespace, out: TextIO) -> None:
+    """``pasid report FILE.jsonl``: a sweep's rows summed up per point and strategy."""
+    from pasid.sim.report import format_summary, plot_summary, read_rows, summarise
+
+    rows = read_rows(args.rows)
+    if args.workload is not None:
+        names = sorted({str(row["workload"]) for row in rows})
+        rows = [row for row in rows if row["workload"] == args.workload]
+        if not rows:
+            raise UsageError(f"{args.rows} has no rows of workload {args.workload!r} "
+                             f"(it has {', '.join(names)})")
+    groups = summarise(rows)
+    print(format_summary(groups), file=out)
+    if args.plot:
+        plot_summary(groups, args.plot, title=f"pasid report {args.rows}")
 
 
 def cmd_bench(args: argparse.Namespace, out: TextIO) -> None:
@@ -554,6 +591,18 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--dask", metavar="ADDRESS",
                        help="run on a Dask cluster (tcp://host:port; needs pasid[dask])")
 
+    report = commands.add_parser(
+        "report", help="a sweep's rows at a glance: key metrics per point and strategy",
+        description="Read the JSON lines pasid sweep wrote and print, per point and "
+                    "strategy, the key metrics (fail, held^, reuse median, stale-noq, "
+                    "blocks^) as their mean and min..max over the seeds.")
+    report.add_argument("rows", metavar="FILE.jsonl", help="a sweep's --out file")
+    report.add_argument("--workload", metavar="NAME",
+                        help="only this workload's rows (a file may hold several)")
+    report.add_argument("--plot", metavar="FILE.png",
+                        help="draw each metric against the swept parameter, one line per "
+                             "strategy with its seed spread (needs matplotlib)")
+
     bench = commands.add_parser("bench", help="compiled core vs the pure backend: ns/op, ratios",
                                 description="The standard workloads W1-W6 (the definitions "
                                             "benchmarks/ uses), ratios from one run.")
@@ -566,7 +615,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO], None]] = {
-    "simulate": cmd_simulate, "replay": cmd_replay, "sweep": cmd_sweep, "bench": cmd_bench}
+    "simulate": cmd_simulate, "replay": cmd_replay, "sweep": cmd_sweep, "report": cmd_report,
+    "bench": cmd_bench}
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
