@@ -8,8 +8,9 @@
 
 Bad input gives one line on stderr (``pasid: error: ...``) and exit status 2.
 Long runs show progress on stderr: a bar on a terminal (tqdm when it is
-installed), else a plain line every few seconds (:class:`Progress`). The command line uses only the public package, so
-``pasid --help`` works without the compiled extension.
+installed), else a plain line every few seconds (:class:`Progress`). The
+command line uses only the public package, so ``pasid --help`` works without
+the compiled extension.
 """
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ def without_timings(rows):
 def test_version_and_help():
     run = pasid("--version", check=0)
     assert run.stdout.startswith("pasid 0.")
-    for command in ("simulate", "replay", "sweep", "bench"):
+    for command in ("simulate", "replay", "sweep", "report", "bench"):
         assert command in pasid("--help", check=0).stdout
         assert "usage: pasid " + command in pasid(command, "--help", check=0).stdout
 

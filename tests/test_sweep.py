@@ -227,7 +227,7 @@ def test_deleted_rows_are_run_again_and_nothing_else(out):
     written = sweep(TINY, GRID, ["lowest", "fifo", "random"], 2, out=out, workers=1,
                     progress=lambda done, total: calls.append(total))
     assert written == len(dropped) == 5
-    assert calls == [5] * 5                     # five tasks, each lacking one strategy
+    assert calls == [5] * 6           # five tasks, each lacking one strategy (and 0 done)
     text = out.read_text(encoding="utf-8")
     assert text.startswith("".join(lines))                      # nothing before is touched
     rows = read_rows(out)
@@ -283,7 +283,7 @@ def test_a_key_held_twice_counts_once(out):
     calls = []
     assert sweep(TINY, GRID, ["lowest", "fifo"], 2, out=out, workers=1,
                  progress=lambda done, total: calls.append(total)) == 8
-    assert calls == [8] * 8                     # every task lacks fifo alone
+    assert calls == [8] * 9           # every task lacks fifo alone (and 0 done)
     assert out.read_bytes().startswith(before)  # the rows already there are left as they are
     added = read_rows(out)[len(lines) + 3:]
     assert {row["strategy"] for row in added} == {"fifo"} and len({key(r) for r in added}) == 8
