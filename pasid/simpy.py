@@ -242,7 +242,9 @@ class PasidPool:
 
     **Quota.** A request whose owner is at its quota when it is tried fails
     with :class:`~pasid.QuotaExceeded` (raised in the waiting process) rather
-    than waiting: at once in :meth:`get`, or when it is tried on a wake-up.
+    than waiting: at once in :meth:`get`, or when it is tried on a wake-up,
+    which is when a PASID in its range is FREE (a wake-up that frees PASIDs
+    only outside its range leaves it waiting, whatever its owner holds).
     A VM's quota is different: it is what the VM has, so a guest request
     (:class:`GuestPool`) at its VM's quota waits like one whose range is full.
 

@@ -609,6 +609,37 @@ def test_quota_reached_while_waiting_fails_when_tried(backend):
     assert log == [("a", 2, held[0]), ("b", 3, "quota"), ("c", 3, held[1])]
 
 
+
+@pytest.mark.parametrize("owner_frees", [False, True], ids=["still at quota", "below it"])
+def test_a_waiter_at_its_quota_is_tried_when_its_range_has_a_pasid(backend, owner_frees):
+    # tried means: a PASID in its range is FREE; a wake-up that frees PASIDs elsewhere
+    # leaves it waiting (and counts nothing), whatever its owner holds meanwhile
+    env, pool = make_pool(backend)
+    held = fill(pool)                       # 1..7
+    pool.allocator.put(held[0])             # FREE again: 1, outside 2..3
+    log = []
+
+    def proc():
+        try:
+            p = yield pool.get(owner="vm", min=2, max=3)      # waits
+            log.append((env.now, p))
+        except QuotaExceeded:
+            log.append((env.now, "quota"))
+
+    env.process(proc())
+    env.step()                              # the process has asked
+    mine = pool.get(owner="vm")             # takes 1: the owner is at its quota
+    pool.set_quota("vm", 1)
+    at(env, 1, lambda: pool.put(held[5]))   # 6: outside the range
+    if owner_frees:
+        at(env, 2, lambda: pool.put(mine.value))
+    at(env, 3, lambda: pool.put(held[1]))   # 2: in the range
+    env.run()
+    assert mine.value == 1
+    assert log == ([(3, 2)] if owner_frees else [(3, "quota")])
+    # one refusal when made (nothing in 2..3), and the quota's if it came to that
+    assert pool.allocator.stats()["failures"] == (1 if owner_frees else 2)
+
 # ---------------------------------------------------------------- virtual machines
 
 
