@@ -29,6 +29,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
+import numpy as np
+
 from pasid._args import STRATEGIES
 
 __all__ = ["METRICS", "VM_METRICS", "Group", "Spread", "format_summary", "plot_summary",
@@ -255,7 +257,7 @@ def plot_summary(groups: Sequence[Group], path: str | os.PathLike[str] | IO[byte
     """Each key metric against the swept parameter, saved to ``path`` (PNG). O(groups).
 
     One line per strategy (VM rows: per strategy and design) through the
-    means, with a band from the seeds' min to max; a parameter with number
+    means, with a band and bars from the seeds' min to max; a parameter with number
     values is an axis of numbers, any other a row of labels. With several
     parameters swept, the one with the most values is the axis and the others
     join the strategy in the line's label; with none, the strategies stand at
@@ -305,11 +307,18 @@ def plot_summary(groups: Sequence[Group], path: str | os.PathLike[str] | IO[byte
             at = [x for x, _ in shown]
             drawn = axes.plot(at, [s.mean for _, s in shown], marker="o",
                               linestyle=style, linewidth=width, label=label)
-            axes.fill_between(at, [s.min for _, s in shown], [s.max for _, s in shown],
-                              color=drawn[0].get_color(), alpha=0.15)
+            means = np.array([s.mean for _, s in shown], dtype=float)
+            lows = np.array([s.min for _, s in shown], dtype=float)
+            highs = np.array([s.max for _, s in shown], dtype=float)
+            color = drawn[0].get_color()
+            axes.fill_between(at, lows, highs, color=color, alpha=0.15)
+            axes.errorbar(at, means, yerr=[means - lows, highs - means], fmt="none",
+                          ecolor=color, capsize=3, alpha=0.7)
         axes.set(title=f"{heading} ({field})", xlabel=axis or "",
                  ylabel="mean; band: min..max over the seeds")
-        if labels:
+        if axis is None:
+            axes.set_xticks([0], ["(no parameter swept)"])
+        elif labels:
             axes.set_xticks(range(len(labels)), [_value(json.loads(text)) for text in labels])
         axes.grid(alpha=0.3)
         if axes.get_legend_handles_labels()[0]:
