@@ -795,14 +795,17 @@ def add_samples(samples: Samples, case: Case, rep: int, round_times: list[float]
 
 
 def run(repeat: int = 5, quick: bool = False, workloads: Iterable[str] | None = None,
-        out: TextIO = sys.stdout, progress: Callable[[str], object] | None = None) -> Samples:
+        out: TextIO = sys.stdout,
+        progress: Callable[[int, int, str], object] | None = None) -> Samples:
     """Time the workloads, print the table and the targets to ``out``; the samples.
 
     The rounds are those of ``benchmarks/`` (the same :class:`Case` objects),
     timed with ``perf_counter``: per workload, ``repeat`` repetitions, each
     running every row in :func:`rotated` order. ``workloads``: keys or group
     names (default: all, W1-W6 and replay). ``quick``: ``QUICK_NOTE``.
-    ``progress(message)`` is called before each (repetition, workload, row).
+    ``progress(done, total, message)`` is called before each (repetition,
+    workload, row), ``done`` of the ``total`` such steps being done and
+    ``message`` naming the next, and once more at the end (``done == total``).
     Returns ``samples[(workload, row, phase)] = {rep: ns per op}``, the shape
     ``benchmarks/ratios.py`` reads from a pytest-benchmark file. Raises
     :class:`RuntimeError` if the compiled core is not available, ValueError
@@ -814,15 +817,20 @@ def run(repeat: int = 5, quick: bool = False, workloads: Iterable[str] | None = 
     require_core(replay="replay" in keys)
     session = Session(quick=quick)
     samples: Samples = {}
+    steps = repeat * sum(len(WORKLOADS[key].rows) for key in keys)
+    done = 0
     for key in keys:
         rows = WORKLOADS[key].rows
         for rep in range(repeat):
             for row in rotated(rows, rep):
                 if progress is not None:
-                    progress(f"rep {rep + 1}/{repeat} {WORKLOADS[key].group} {row}")
+                    progress(done, steps, f"rep {rep + 1}/{repeat} {WORKLOADS[key].group} {row}")
                 case = session.case(key, row)
                 round_times, phase_times = time_case(case)
                 add_samples(samples, case, rep, round_times, phase_times)
+                done += 1
+    if progress is not None:
+        progress(done, steps, "done")
     header = (f"pasid bench: {repeat} repetition(s){' (quick)' if quick else ''}, medians; "
               f"{machine()}")
     report(samples, out=out, header=header, notes=[QUICK_NOTE] if quick else ())

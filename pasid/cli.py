@@ -3,19 +3,23 @@
 ``pasid simulate``  a workload through every strategy: one row of metrics each
 ``pasid replay``    the same for a recorded trace
 ``pasid sweep``     strategies x parameters x seeds, as JSON lines (resumable)
+``pasid report``    a sweep's rows: key metrics per point and strategy over the seeds
 ``pasid bench``     the compiled core against the pure backend on W1-W6
 
 Bad input gives one line on stderr (``pasid: error: ...``) and exit status 2.
-Runs longer than a second show progress on stderr when it is a terminal (with
-tqdm when it is installed). The command line uses only the public package, so
-``pasid --help`` works without the compiled extension.
+Long runs show progress on stderr: a bar on a terminal (tqdm when it is
+installed), else a plain line every few seconds (:class:`Progress`). The
+command line uses only the public package, so ``pasid --help`` works without
+the compiled extension.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
@@ -87,21 +91,97 @@ class _Parser(argparse.ArgumentParser):
 # ---------------------------------------------------------------- progress
 
 class Progress:
-    """Progress on stderr for long runs: nothing for the first second, nothing
-    when stderr is not a terminal; then tqdm when installed, else a plain line."""
+    """Progress of a long run on stderr: ``progress(done, total)`` as work is done.
 
-    def __init__(self, description: str, stream: TextIO | None = None) -> None:
+    On a terminal: nothing for the first second, then a bar (tqdm when
+    installed, else one plain line rewritten in place: count, rate, time left).
+    Elsewhere (a CI log, ``| tee``): plain lines, ``DESCRIPTION: done/total
+    UNIT, ELAPSED elapsed, about LEFT left``, the first after ``every``
+    seconds and then at most one every ``every`` seconds, also while no work
+    finishes (a thread ticks, so one slow task does not look like a hang), and
+    a last one when closed if any was printed. ``every`` defaults to the
+    environment's ``PASID_PROGRESS_EVERY`` (seconds; 0 prints at every update),
+    else 5. ``total`` may be None (unknown) or an estimate (passed: counted on);
+    ``note`` says where the work is. Thread-safe; close it when done.
+    """
+
+    def __init__(self, description: str, stream: TextIO | None = None, *, unit: str = "",
+                 every: float | None = None) -> None:
         self.description = description
+        self.unit = unit
         self.stream = sys.stderr if stream is None else stream
-        self.enabled = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.terminal = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.every = _progress_every() if every is None else every
         self.started = time.monotonic()
         self.bar: Any = None        # None: not yet decided; False: no tqdm; else the tqdm bar
+        self.done = 0
+        self.total: int | None = None
+        self.note = ""
+        self.printed: float | None = None   # when the last log line was printed
+        self.logged: tuple[int, int | None, str] | None = None     # and what it said
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+        self.ticker: threading.Thread | None = None
 
-    def __call__(self, done: int, total: int | None) -> None:
+    def __call__(self, done: int, total: int | None, note: str = "") -> None:
         """``done`` of ``total`` (None: unknown; it may be an estimate) are done."""
-        now = time.monotonic()
-        if not self.enabled or now - self.started < 1.0:
+        with self.lock:
+            self.done, self.total, self.note = done, total, note
+            if self.terminal:
+                self._draw()
+                return
+            self._log(time.monotonic(), final=False)
+            if self.ticker is None and self.every > 0 and not self.stopped.is_set():
+                self.ticker = threading.Thread(target=self._tick, name="pasid-progress",
+                                               daemon=True)
+                self.ticker.start()
+
+    def close(self) -> None:
+        """End the progress: the bar or line cleared, or a last log line if any was printed."""
+        self.stopped.set()
+        if self.ticker is not None:
+            self.ticker.join()
+        with self.lock:
+            if self.bar:
+                self.bar.close()
+            elif self.bar is False:
+                print(file=self.stream)
+            elif not self.terminal and self.printed is not None and (
+                    self.logged != (self.done, self.total, self.note)):
+                self._log(time.monotonic(), final=True)
+
+    # -- a log (not a terminal)
+    def _tick(self) -> None:
+        while not self.stopped.wait(self.every):
+            with self.lock:
+                self._log(time.monotonic(), final=False)
+
+    def _log(self, now: float, final: bool) -> None:
+        elapsed = now - self.started
+        if not final and (elapsed < self.every or (
+                self.printed is not None and now - self.printed < self.every)):
             return
+        done, total = self.done, self.total
+        line = f"{self.description}: {_si(done)}"
+        if total is not None and total >= done:
+            line += f"/{_si(total)}"
+        if self.unit:
+            line += f" {self.unit}"
+        line += f", {_duration(elapsed)} elapsed"
+        if total is not None and total > done and done > 0:
+            line += f", about {_duration((total - done) * elapsed / done)} left"
+        if self.note:
+            line += f" ({self.note})"
+        print(line, file=self.stream, flush=True)
+        self.printed = now
+        self.logged = (done, total, self.note)
+
+    # -- a terminal
+    def _draw(self) -> None:
+        now = time.monotonic()
+        if now - self.started < 1.0:
+            return
+        done, total = self.done, self.total
         if self.bar is None:
             try:
                 from tqdm import tqdm
@@ -109,12 +189,14 @@ class Progress:
                 self.bar = False
             else:
                 self.bar = tqdm(total=total, desc=self.description, file=self.stream,
-                                leave=False, unit_scale=True)
+                                leave=False, unit_scale=True, unit=self.unit or "it")
         if self.bar:
             if total is not None and total < done:
                 total = None        # past an estimate: the bar counts on
             self.bar.total = total
             self.bar.update(done - self.bar.n)
+            if self.note:
+                self.bar.set_postfix_str(self.note, refresh=False)
         else:
             rate = done / (now - self.started)
             line = f"{self.description}: {_si(done)}"
@@ -123,13 +205,31 @@ class Progress:
             line += f", {_si(rate)}/s"
             if total is not None and total > done and rate > 0:
                 line += f", about {(total - done) / rate:.0f} s left"
+            if self.note:
+                line += f" ({self.note})"
             print(f"\r{line}   ", end="", file=self.stream, flush=True)
 
-    def close(self) -> None:
-        if self.bar:
-            self.bar.close()
-        elif self.bar is False:
-            print(file=self.stream)
+
+def _progress_every() -> float:
+    """Seconds between progress lines in a log: ``PASID_PROGRESS_EVERY``, else 5."""
+    text = os.environ.get("PASID_PROGRESS_EVERY", "")
+    try:
+        every = float(text) if text else 5.0
+    except ValueError:
+        every = -1.0
+    if not every >= 0 or every == float("inf"):
+        raise UsageError(f"PASID_PROGRESS_EVERY wants seconds >= 0, got {text!r}")
+    return every
+
+
+def _duration(seconds: float) -> str:
+    """``42 s``, ``3m 05s``, ``1h 02m``."""
+    whole = int(seconds)
+    if whole < 60:
+        return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
+    if whole < 3600:
+        return f"{whole // 60}m {whole % 60:02d}s"
+    return f"{whole // 3600}h {whole // 60 % 60:02d}m"
 
 
 # ---------------------------------------------------------------- output
@@ -353,13 +453,49 @@ def cmd_sweep(args: argparse.Namespace, out: TextIO) -> None:
         if not sep or not values:
             raise UsageError(f"--param wants NAME=V1,V2,..., got {item!r}")
         grid[name] = [parse([f"{name}={v}"])[name] for v in values.split(",")]
-    progress = Progress("sweep")
+    progress = Progress("sweep", unit="tasks")
     try:
         written = sweep(args.workload, grid, None if vms else args.strategy, args.seeds, root_seed=args.root_seed,
                         out=args.out, dask=args.dask, workers=args.workers, progress=progress)
     finally:
         progress.close()
     print(f"{written} rows written to {args.out}", file=sys.stderr)
+    _sweep_summary(args, grid, vms, out)
+
+
+def _sweep_summary(args: argparse.Namespace, grid: dict[str, list[Any]], vms: bool,
+                   out: TextIO) -> None:
+    """After a sweep: the summary of its rows in ``--out`` (this grid, seeds and strategies,
+    rows written before included), as ``pasid report`` prints it."""
+    from pasid.sim.report import format_summary, read_rows, summarise
+
+    def ours(row: Row) -> bool:
+        params = row["params"]
+        return (row["workload"] == args.workload and row["root_seed"] == args.root_seed
+                and row["seed_index"] < args.seeds and set(params) == set(grid)
+                and all(params[name] in values for name, values in grid.items())
+                and (vms or row["strategy"] in args.strategy))
+
+    rows = [row for row in read_rows(args.out) if ours(row)]
+    if rows:
+        print(format_summary(summarise(rows)), file=out)
+
+
+def cmd_report(args: argparse.Namespace, out: TextIO) -> None:
+    """``pasid report FILE.jsonl``: a sweep's rows summed up per point and strategy."""
+    from pasid.sim.report import format_summary, plot_summary, read_rows, summarise
+
+    rows = read_rows(args.rows)
+    if args.workload is not None:
+        names = sorted({str(row["workload"]) for row in rows})
+        rows = [row for row in rows if row["workload"] == args.workload]
+        if not rows:
+            raise UsageError(f"{args.rows} has no rows of workload {args.workload!r} "
+                             f"(it has {', '.join(names)})")
+    groups = summarise(rows)
+    print(format_summary(groups), file=out)
+    if args.plot:
+        plot_summary(groups, args.plot, title=f"pasid report {args.rows}")
 
 
 def cmd_bench(args: argparse.Namespace, out: TextIO) -> None:
@@ -370,15 +506,12 @@ def cmd_bench(args: argparse.Namespace, out: TextIO) -> None:
         raise UsageError("--repeat must be >= 1")
     from pasid import bench
 
-    show = sys.stderr.isatty()
-
-    def progress(message: str) -> None:     # a minute or more: say where it is, on a terminal
-        if show:
-            print(f"\r\033[K  {message}", end="", file=sys.stderr, flush=True)
-
-    bench.run(repeat=args.repeat, quick=args.quick, out=out, progress=progress)
-    if show:
-        print("\r\033[K", end="", file=sys.stderr, flush=True)
+    progress = Progress("bench", unit="steps")     # a minute or more: say where it is
+    try:
+        bench.run(repeat=args.repeat, quick=args.quick, workloads=args.workload, out=out,
+                  progress=progress)
+    finally:
+        progress.close()
 
 
 # ---------------------------------------------------------------- parser
@@ -459,16 +592,32 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--dask", metavar="ADDRESS",
                        help="run on a Dask cluster (tcp://host:port; needs pasid[dask])")
 
+    report = commands.add_parser(
+        "report", help="a sweep's rows at a glance: key metrics per point and strategy",
+        description="Read the JSON lines pasid sweep wrote and print, per point and "
+                    "strategy, the key metrics (fail, held^, reuse median, stale-noq, "
+                    "blocks^) as their mean and min..max over the seeds.")
+    report.add_argument("rows", metavar="FILE.jsonl", help="a sweep's --out file")
+    report.add_argument("--workload", metavar="NAME",
+                        help="only this workload's rows (a file may hold several)")
+    report.add_argument("--plot", metavar="FILE.png",
+                        help="draw each metric against the swept parameter, one line per "
+                             "strategy with its seed spread (needs matplotlib)")
+
     bench = commands.add_parser("bench", help="compiled core vs the pure backend: ns/op, ratios",
                                 description="The standard workloads W1-W6 (the definitions "
                                             "benchmarks/ uses), ratios from one run.")
     bench.add_argument("--repeat", type=int, default=3, help="repetitions (median taken)")
     bench.add_argument("--quick", action="store_true", help="smaller rounds: seconds, not minutes")
+    bench.add_argument("--workload", action="append", metavar="NAME",
+                       help="a workload (W1 .. W6, replay, or a group name such as "
+                            "W6-lifecycle), repeatable (default: all)")
     return parser
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO], None]] = {
-    "simulate": cmd_simulate, "replay": cmd_replay, "sweep": cmd_sweep, "bench": cmd_bench}
+    "simulate": cmd_simulate, "replay": cmd_replay, "sweep": cmd_sweep, "report": cmd_report,
+    "bench": cmd_bench}
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:

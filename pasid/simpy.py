@@ -59,9 +59,12 @@ try:
 except ImportError as _exc:  # pragma: no cover - exercised by a test with simpy hidden
     raise ImportError("pasid.simpy needs simpy: pip install 'pasid[simpy]'") from _exc
 
-from pasid._errors import InvalidPasid, PasidExhausted, QuotaExceeded, StateError
+import numpy as np
+
 from pasid._args import as_int, as_time
+from pasid._errors import InvalidPasid, PasidExhausted, QuotaExceeded, StateError
 from pasid._messages import vm_removed
+from pasid._state import State
 
 if TYPE_CHECKING:
     from typing_extensions import TypeAlias
@@ -239,7 +242,9 @@ class PasidPool:
 
     **Quota.** A request whose owner is at its quota when it is tried fails
     with :class:`~pasid.QuotaExceeded` (raised in the waiting process) rather
-    than waiting: at once in :meth:`get`, or when it is tried on a wake-up.
+    than waiting: at once in :meth:`get`, or when it is tried on a wake-up,
+    which is when a PASID in its range is FREE (a wake-up that frees PASIDs
+    only outside its range leaves it waiting, whatever its owner holds).
     A VM's quota is different: it is what the VM has, so a guest request
     (:class:`GuestPool`) at its VM's quota waits like one whose range is full.
 
@@ -250,15 +255,25 @@ class PasidPool:
     released (waking the others) and its waiting requests fail with
     StateError.
 
-    **Counters.** The allocator counts in ``stats()["failures"]`` every
-    attempt that found nothing: one for a request that has to wait, and one
-    per wake-up that frees PASIDs only outside its range. A wake-up with
-    nothing FREE tries nobody, and a request whose range lies inside one just
-    found empty is not tried. The pool's own counters are :meth:`stats`.
+    **Counters: what the model asked.** A request is one allocation, tried
+    when it is made: the allocator's ``stats()["failures"]`` counts it once if
+    it has to wait (nothing FREE in its range; the pool's
+    ``stats()["waited"]`` counts the same requests) and once if it is refused
+    at its owner's quota. While it waits, the pool retries it only when the
+    allocator will not refuse it for want of a PASID: a wake-up looks at the
+    states first (a FREE count, and the states of the range for a request
+    narrower than the space), so retries never reach the failure counter.
+    Under the pool, with no direct allocator calls, ``allocator.stats()
+    ["failures"] == pool.stats()["waited"]`` plus the quota refusals, however
+    long the requests wait. A :class:`GuestPool`'s requests follow the same
+    rule (the VM's ``stats()["failures"]`` counts a guest request that waits
+    once). The pool's own counters are :meth:`stats`.
 
     Cost: :meth:`get` is the allocator's O(log64 N) when it is served at
-    once; a wake-up is O(W) for W waiting requests plus O(log64 N) per
-    allocator call (at most one failing call per distinct range).
+    once; a wake-up is O(W) for W waiting requests, plus O(log64 N) per
+    allocation, plus, per distinct range narrower than the space of K
+    PASIDs, a look at min(K, N - K) states (a range found empty is not
+    looked at again in the same wake-up).
 
     >>> import simpy
     >>> from pasid.simpy import PasidPool
@@ -643,10 +658,19 @@ class PasidPool:
         for request in list(self._waiting):
             space = request._space
             if request is not new:
+                # a retry: asked of the allocator only when it will not be refused for
+                # want of a PASID (a refusal would count in its failures)
                 if not free or space in full:
                     continue
                 lo, hi = (request.min, request.max) if space is None else space.host_range
                 if any(elo <= lo and hi <= ehi for elo, ehi in empty):
+                    continue
+                if space is None:
+                    if not self._free_in(lo, hi, free):
+                        empty.append((lo, hi))
+                        continue
+                elif not self._guest_room(space, free):
+                    full.add(space)
                     continue
             if space is None:
                 try:
@@ -676,6 +700,37 @@ class PasidPool:
             self._waited(request, now - request.requested_at)
             request.succeed(pasid)
             free -= 1
+
+    def _free_in(self, lo: int, hi: int, free: int) -> bool:
+        """Whether a PASID in ``lo..hi`` is FREE, ``free`` being how many are: asked of
+        the allocator's states, not by an allocation (whose refusal it would count).
+        O(1) for the whole space, else O(min(K, N - K)) for K PASIDs in the range."""
+        if free <= 0:
+            return False
+        size = self._size
+        inside = hi - lo + 1
+        if inside >= size:
+            return True
+        states = self._allocator.states
+        if inside <= size - inside:
+            return bool(np.any(states(np.arange(lo, hi + 1, dtype=np.int64)) == State.FREE))
+        outside = np.concatenate((np.arange(0, lo, dtype=np.int64),
+                                  np.arange(hi + 1, size, dtype=np.int64)))
+        return int(np.count_nonzero(states(outside) == State.FREE)) < free
+
+    def _guest_room(self, space: GuestSpace, free: int) -> bool:
+        """Whether VM ``space`` can allocate now (below its quota, a guest number FREE if
+        translated, a host PASID FREE in its range), asked without an allocation; True for
+        a removed VM (the try fails its request). Cost: :meth:`_free_in`'s."""
+        if space.removed:
+            return True
+        counts = space.stats()
+        held = counts["active"] + counts["host_held"]      # what its quota counts
+        if 0 <= counts["quota"] <= held:
+            return False
+        if space.mode == "translated" and counts["active"] >= (1 << space.bits) - 1:
+            return False
+        return self._free_in(*space.host_range, free)
 
     def _refuse(self, request: PasidRequest, exc: Exception) -> None:
         self._dequeue(request)
@@ -748,7 +803,11 @@ class GuestPool:
     VMs' requests, and are woken by the same events (see the module
     docstring). A request waits while the VM is at its quota, its host range
     has nothing FREE, or (translated) its guest namespace is full; it fails
-    with StateError if the VM is removed while it waits.
+    with StateError if the VM is removed while it waits. As for the host's
+    requests, a guest request that waits counts once in the VM's (and, at the
+    quota or with its host range empty, the host's) ``stats()["failures"]``,
+    when made; the retries while it waits look at the VM's counts and the
+    host's states first and are never refused.
 
     Release guest PASIDs through this pool (:meth:`put`, :meth:`unbind`,
     :meth:`vcmd`) so that waiters are woken; host PASIDs the guest has freed

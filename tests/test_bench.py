@@ -101,11 +101,14 @@ def test_rows_rotate_and_alternate():
 def test_run_quick_prints_the_table():
     out, messages = io.StringIO(), []
     samples = bench.run(repeat=1, quick=True, workloads=["W6", "W4"], out=out,
-                        progress=messages.append)
+                        progress=lambda *call: messages.append(call))
     text = out.getvalue()
     rows = bench.ROWS["W4"] + bench.ROWS["W6"]
-    assert len(messages) == len(rows)                      # one per (repetition, workload, row)
-    assert messages[0] == f"rep 1/1 W4-batch {bench.ROWS['W4'][0]}"
+    # one before each (repetition, workload, row), counting the steps, and one at the end
+    assert [done for done, _, _ in messages] == list(range(len(rows) + 1))
+    assert {total for _, total, _ in messages} == {len(rows)}
+    assert messages[0][2] == f"rep 1/1 W4-batch {bench.ROWS['W4'][0]}"
+    assert messages[-1][2] == "done"
     assert text.startswith("pasid bench: 1 repetition(s) (quick), medians; ")
     assert bench.QUICK_NOTE in text
     assert "W4-batch: alloc_many" in text and "W6-lifecycle:" in text

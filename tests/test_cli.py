@@ -48,7 +48,7 @@ def without_timings(rows):
 def test_version_and_help():
     run = pasid("--version", check=0)
     assert run.stdout.startswith("pasid 0.")
-    for command in ("simulate", "replay", "sweep", "bench"):
+    for command in ("simulate", "replay", "sweep", "report", "bench"):
         assert command in pasid("--help", check=0).stdout
         assert "usage: pasid " + command in pasid(command, "--help", check=0).stdout
 
@@ -238,3 +238,92 @@ def test_simulate_refuses_what_is_not_a_trace_or_a_workload():
 
     with pytest.raises(TypeError, match="simulate needs a Trace, a Workload or a TraceStream"):
         simulate("default")
+
+
+# ---------------------------------------------------------------- progress in a log
+
+TINY_SWEEP = ["--param", "bits=10", "--param", "duration=200", "--param", "lifetime=50",
+              "--param", "arrival=0.1,0.2", "--seeds", "2", "--strategy", "lowest",
+              "--strategy", "fifo", "--workers", "1"]
+
+
+def progress_lines(stderr, command):
+    return [line for line in stderr.splitlines() if line.startswith(f"{command}: ")]
+
+
+def test_sweep_prints_progress_lines_when_stderr_is_not_a_terminal(tmp_path):
+    # stderr piped (a CI log, | tee): plain lines, n/N, elapsed, an estimate; every update
+    # with PASID_PROGRESS_EVERY=0 (by default at most one every 5 s, none in the first 5 s)
+    run = pasid("sweep", *TINY_SWEEP, "--out", str(tmp_path / "rows.jsonl"),
+                env={"PASID_PROGRESS_EVERY": "0"}, check=0)
+    lines = progress_lines(run.stderr, "sweep")
+    assert [line.split(",")[0] for line in lines] == [f"sweep: {n}/4 tasks" for n in range(5)]
+    assert all(" elapsed" in line for line in lines)
+    assert all(", about " in line and line.endswith(" left") for line in lines[1:4])
+    assert "\r" not in run.stderr and "\033" not in run.stderr
+    assert run.stderr.splitlines()[len(lines)] == f"8 rows written to {tmp_path / 'rows.jsonl'}"
+    quiet = pasid("sweep", *TINY_SWEEP, "--out", str(tmp_path / "again.jsonl"), check=0)
+    assert progress_lines(quiet.stderr, "sweep") == []          # done within the first 5 s
+
+
+@pytest.mark.skipif(NO_EXTENSION, reason="pasid bench measures the compiled core")
+def test_bench_prints_progress_lines_when_stderr_is_not_a_terminal():
+    run = pasid("bench", "--quick", "--repeat", "1", "--workload", "W6",
+                env={"PASID_PROGRESS_EVERY": "0"}, check=0)
+    lines = progress_lines(run.stderr, "bench")
+    assert [line.split(",")[0] for line in lines] == [f"bench: {n}/2 steps" for n in range(3)]
+    assert lines[0].endswith("(rep 1/1 W6-lifecycle cy-PA)") and lines[-1].endswith("(done)")
+    assert "W6-lifecycle" in run.stdout and "W1-churn" not in run.stdout
+    one_error_line(pasid("bench", "--workload", "W9"), "unknown workload 'W9'")
+
+
+def test_a_bad_progress_interval_is_one_error_line(tmp_path):
+    one_error_line(pasid("sweep", *TINY_SWEEP, "--out", str(tmp_path / "rows.jsonl"),
+                         env={"PASID_PROGRESS_EVERY": "soon"}), "PASID_PROGRESS_EVERY")
+    assert not (tmp_path / "rows.jsonl").exists()
+
+
+def test_progress_in_a_log_is_rate_limited_and_ticks_without_updates(monkeypatch):
+    import io
+    import time as clock
+
+    from pasid import cli
+
+    now = [100.0]
+    monkeypatch.setattr(clock, "monotonic", lambda: now[0])
+    stream = io.StringIO()                                      # not a terminal
+    progress = cli.Progress("sweep", stream, unit="tasks", every=5)
+    progress(0, 10)
+    now[0] += 4.0
+    progress(1, 10)
+    assert stream.getvalue() == ""                              # nothing in the first 5 s
+    now[0] += 2.0
+    progress(2, 10)
+    assert stream.getvalue() == "sweep: 2/10 tasks, 6.0 s elapsed, about 24 s left\n"
+    now[0] += 1.0
+    progress(3, 10)                                             # 1 s after the last line
+    assert stream.getvalue().count("\n") == 1
+    now[0] += 113.0
+    progress._log(now[0], final=False)                          # a tick (the thread's 5 s are
+                                                                # real time): no update since
+    assert stream.getvalue().splitlines()[-1] == (
+        "sweep: 3/10 tasks, 2m 00s elapsed, about 4m 40s left")
+    progress(10, 10)                                            # within 5 s of the tick
+    progress.close()                                            # the last state, once
+    assert stream.getvalue().splitlines()[-1] == "sweep: 10/10 tasks, 2m 00s elapsed"
+    assert stream.getvalue().count("\n") == 3
+
+
+def test_progress_ticks_while_no_work_finishes():
+    import io
+    import time
+
+    from pasid import cli
+
+    stream = io.StringIO()
+    progress = cli.Progress("sweep", stream, unit="tasks", every=0.05)
+    progress(0, 2)                                              # one slow task, no updates
+    time.sleep(0.4)
+    progress.close()
+    lines = stream.getvalue().splitlines()
+    assert len(lines) >= 3 and all(line.startswith("sweep: 0/2 tasks, ") for line in lines)

@@ -36,7 +36,8 @@ HAVE_EXAMPLES = {"pasid._core", "pasid._args", "pasid._snapshot", "pasid._handle
                  "pasid._vcmd",
                  "pasid.pure.allocator", "pasid.pure.ida", "pasid.pure.idspace",
                  "pasid.pure.release", "pasid.sim.trace", "pasid.sim.replay",
-                 "pasid.sim.workload", "pasid.sim.sweep", "pasid.sim.vms", "pasid.simpy"}
+                 "pasid.sim.workload", "pasid.sim.sweep", "pasid.sim.vms", "pasid.sim.report",
+                 "pasid.simpy"}
 
 
 def reraise(name):

@@ -179,8 +179,26 @@ def test_first_fit_a_later_request_takes_only_what_the_head_cannot_use(backend):
     at(env, 7, lambda: pool.put(1))
     env.run()
     assert log == [("wide", 5, 6), ("narrow", 6, 2), ("wide2", 7, 1)]
-    # one refused attempt per request that waited, one for the head at t=5
-    assert pool.allocator.stats()["failures"] == 4
+    # the allocator refused each request once, when made; the head's retry at t=5 (6 is
+    # outside its range) is not an allocation
+    assert pool.allocator.stats()["failures"] == pool.stats()["waited"] == 3
+
+
+class Watched:
+    """An allocator seen through: counts the calls of each method the pool makes."""
+
+    def __init__(self, allocator):
+        self.allocator, self.calls = allocator, {}
+
+    def __getattr__(self, name):
+        method = getattr(self.allocator, name)
+        if not callable(method):
+            return method
+
+        def call(*args, **kwargs):
+            self.calls[name] = self.calls.get(name, 0) + 1
+            return method(*args, **kwargs)
+        return call
 
 
 def test_a_wakeup_skips_ranges_already_found_empty(backend):
@@ -188,13 +206,16 @@ def test_a_wakeup_skips_ranges_already_found_empty(backend):
     fill(pool)
     requests = [pool.get(min=1, max=3) for _ in range(5)]
     assert pool.allocator.stats()["failures"] == 5     # each refused once, when made
+    watched = pool._allocator = Watched(pool.allocator)
     pool.put(7)                                        # FREE, but in nobody's range
-    assert pool.allocator.stats()["failures"] == 6     # the head tried, the others skipped
+    assert watched.calls.get("states") == 1            # the head looked, the others skipped
+    assert "alloc" not in watched.calls                # and nothing was asked to fail
     assert all(r.waiting for r in requests)
-    pool.put(3)                                        # the head gets it; the next is tried
-    assert requests[0].triggered and requests[0].value == 3
-    assert pool.allocator.stats()["failures"] == 7     # (7 is still FREE), the rest skipped
+    pool.put(3)                                        # the head looks and gets it; the
+    assert requests[0].triggered and requests[0].value == 3     # next looks, the rest skip
+    assert watched.calls.get("states") == 3 and watched.calls["alloc"] == 1
     assert [r.waiting for r in requests] == [False, True, True, True, True]
+    assert pool.allocator.stats()["failures"] == 5     # retries are not refusals
 
 
 def test_timer_is_replaced_by_an_earlier_release(backend):
@@ -481,6 +502,69 @@ def test_a_request_not_yet_yielded_keeps_its_place(backend):
     assert isinstance(request, PasidRequest) and request.granted_at == 2
 
 
+# ---------------------------------------------------------------- counting what was asked
+
+
+def busy_host(backend, seed=0):
+    """200 processes on 31 PASIDs (grace, devices with drain processes), a third of them
+    asking for a PASID below 8: every request is served, many after waiting, and many
+    wake-ups free PASIDs only outside a narrow waiter's range."""
+    import random
+
+    rng = random.Random(seed)
+    env, pool = make_pool(backend, bits=5, grace=3)
+    pool.add_device("gpu", drain=2, ack=lambda p: rng.uniform(0, 4))
+
+    def process(index):
+        yield env.timeout(index * 0.2)
+        p = yield pool.get(owner=f"proc{index}", max=7 if index % 3 == 0 else None)
+        pool.bind(p, "gpu")
+        yield env.timeout(rng.uniform(2, 12))
+        pool.put(p)
+
+    for index in range(200):
+        env.process(process(index))
+    env.run()
+    return pool
+
+
+def test_a_request_that_waits_is_one_refusal_not_one_per_retry(backend):
+    # stats()["failures"] counts what the model asked: a request the allocator could not
+    # serve when made (it waits: pool.stats()["waited"]), never the pool's retries
+    pool = busy_host(backend)
+    counts, allocator = pool.stats(), pool.allocator.stats()
+    assert counts["granted"] == allocator["allocations"] == 200
+    assert counts["waited"] > 50 and counts["timers"] > 0
+    assert allocator["failures"] == counts["waited"]
+
+
+def test_a_guest_request_that_waits_is_one_refusal_too(vm_backend):
+    import random
+
+    rng = random.Random(1)
+    env, pool = make_pool(vm_backend, bits=5, grace=3)
+    for device in ("vf0", "vf1"):
+        pool.add_device(device, drain=2, ack=lambda p: rng.uniform(0, 4))
+    vms = [pool.add_vm("quota", quota=4, devices=["vf0"]),          # waits at its quota
+           pool.add_vm("narrow", mode="identity", min=1, max=6, devices=["vf1"])]
+
+    def process(vm, index):
+        yield env.timeout(index * 0.3)
+        g = yield vm.get(owner=index)
+        vm.bind(g, vm.vm.devices[0])
+        yield env.timeout(rng.uniform(2, 12))
+        vm.put(g)
+
+    for index in range(100):
+        env.process(process(vms[index % 2], index))
+    env.run()
+    waited = [vm.stats()["waited"] for vm in vms]
+    assert all(count > 10 for count in waited)
+    assert [vm.vm.stats()["allocations"] for vm in vms] == [50, 50]
+    assert [vm.vm.stats()["failures"] for vm in vms] == waited
+    assert pool.allocator.stats()["failures"] == sum(waited) == pool.stats()["waited"]
+
+
 # ---------------------------------------------------------------- quota
 
 
@@ -524,6 +608,37 @@ def test_quota_reached_while_waiting_fails_when_tried(backend):
     env.run()
     assert log == [("a", 2, held[0]), ("b", 3, "quota"), ("c", 3, held[1])]
 
+
+
+@pytest.mark.parametrize("owner_frees", [False, True], ids=["still at quota", "below it"])
+def test_a_waiter_at_its_quota_is_tried_when_its_range_has_a_pasid(backend, owner_frees):
+    # tried means: a PASID in its range is FREE; a wake-up that frees PASIDs elsewhere
+    # leaves it waiting (and counts nothing), whatever its owner holds meanwhile
+    env, pool = make_pool(backend)
+    held = fill(pool)                       # 1..7
+    pool.allocator.put(held[0])             # FREE again: 1, outside 2..3
+    log = []
+
+    def proc():
+        try:
+            p = yield pool.get(owner="vm", min=2, max=3)      # waits
+            log.append((env.now, p))
+        except QuotaExceeded:
+            log.append((env.now, "quota"))
+
+    env.process(proc())
+    env.step()                              # the process has asked
+    mine = pool.get(owner="vm")             # takes 1: the owner is at its quota
+    pool.set_quota("vm", 1)
+    at(env, 1, lambda: pool.put(held[5]))   # 6: outside the range
+    if owner_frees:
+        at(env, 2, lambda: pool.put(mine.value))
+    at(env, 3, lambda: pool.put(held[1]))   # 2: in the range
+    env.run()
+    assert mine.value == 1
+    assert log == ([(3, 2)] if owner_frees else [(3, "quota")])
+    # one refusal when made (nothing in 2..3), and the quota's if it came to that
+    assert pool.allocator.stats()["failures"] == (1 if owner_frees else 2)
 
 # ---------------------------------------------------------------- virtual machines
 
@@ -811,3 +926,22 @@ def test_missing_simpy_gives_one_clear_error():
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "pasid.simpy needs simpy: pip install 'pasid[simpy]'"
+
+
+def readme_simpy_example():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    start = text.index("```python\n", text.index("### SimPy\n")) + len("```python\n")
+    return text[start:text.index("```", start)]
+
+
+@pytest.mark.parametrize("pure", [False, True], ids=["default backend", "pure backend"])
+def test_the_readmes_simpy_example_counts_each_wait_once(pure):
+    code = readme_simpy_example()
+    assert "PasidPool(env, bits=8" in code and "pool.bind(p, \"gpu\")" in code
+    env = {**os.environ, **({"PASID_NO_EXTENSION": "1"} if pure else {})}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == "45 45\n"               # waited, failures: one per request that waited

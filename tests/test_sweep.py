@@ -136,7 +136,7 @@ def test_progress_counts_tasks(out):
     calls = []
     sweep(TINY, {"arrival": [0.1, 0.2]}, ["lowest", "fifo"], 2, out=out, workers=1,
           progress=lambda done, total: calls.append((done, total)))
-    assert calls == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert calls == [(0, 4), (1, 4), (2, 4), (3, 4), (4, 4)]     # 0: before the first task
 
 
 # ---------------------------------------------------------------- executors
@@ -188,8 +188,10 @@ def dask_scheduler():
 def test_dask_agrees_with_serial(tmp_path, dask_scheduler):
     serial, remote = tmp_path / "serial.jsonl", tmp_path / "dask.jsonl"
     assert sweep(TINY, GRID, ["cyclic", "random"], 2, root_seed=5, out=serial, workers=1) == 16
+    calls = []
     assert sweep(TINY, GRID, ["cyclic", "random"], 2, root_seed=5, out=remote,
-                 dask=dask_scheduler) == 16
+                 dask=dask_scheduler, progress=lambda *call: calls.append(call)) == 16
+    assert calls == [(done, 8) for done in range(9)]            # progress on Dask too
     assert untimed(read_rows(remote)) == untimed(read_rows(serial))
     assert sweep(TINY, GRID, ["cyclic", "random"], 2, root_seed=5, out=remote,
                  dask=dask_scheduler) == 0
@@ -249,7 +251,7 @@ def test_deleted_rows_are_run_again_and_nothing_else(out):
     written = sweep(TINY, GRID, ["lowest", "fifo", "random"], 2, out=out, workers=1,
                     progress=lambda done, total: calls.append(total))
     assert written == len(dropped) == 5
-    assert calls == [5] * 5                     # five tasks, each lacking one strategy
+    assert calls == [5] * 6           # five tasks, each lacking one strategy (and 0 done)
     text = out.read_text(encoding="utf-8")
     assert text.startswith("".join(lines))                      # nothing before is touched
     rows = read_rows(out)
@@ -305,7 +307,7 @@ def test_a_key_held_twice_counts_once(out):
     calls = []
     assert sweep(TINY, GRID, ["lowest", "fifo"], 2, out=out, workers=1,
                  progress=lambda done, total: calls.append(total)) == 8
-    assert calls == [8] * 8                     # every task lacks fifo alone
+    assert calls == [8] * 9           # every task lacks fifo alone (and 0 done)
     assert out.read_bytes().startswith(before)  # the rows already there are left as they are
     added = read_rows(out)[len(lines) + 3:]
     assert {row["strategy"] for row in added} == {"fifo"} and len({key(r) for r in added}) == 8
@@ -406,6 +408,12 @@ def alive_in_session(session):
     return pids
 
 
+def without_progress(stderr):
+    """A sweep's stderr without its progress lines (a sweep past 5 s prints them)."""
+    return "".join(line for line in stderr.splitlines(keepends=True)
+                   if not line.startswith("sweep: "))
+
+
 def wait_for(condition, seconds, what):
     deadline = time.monotonic() + seconds
     while not condition():
@@ -457,7 +465,7 @@ def test_a_second_sweep_on_a_file_in_use_is_refused(out, start_sweep):
     wait_for(lambda: lines_in(out) >= SHORT_ROWS, 60, "the first sweep's short point")
     second = start_sweep(*SLOW_SWEEP, "--out", str(out), "--workers", "1")
     assert second.wait(timeout=20) == 2
-    assert second.stderr_path.read_text() == (
+    assert without_progress(second.stderr_path.read_text()) == (
         f"pasid: error: {out} is in use by another sweep (locked); wait for it to end, "
         "or write to another file\n")
     assert first.poll() is None                                  # the first runs on, alone
@@ -488,7 +496,7 @@ def test_ctrl_c_ends_the_workers_keeps_the_rows_and_exits_130(out, start_sweep, 
     else:
         process.send_signal(signal.SIGINT)
     assert process.wait(timeout=10) == 130                      # not after the long task
-    assert process.stderr_path.read_text() == "pasid: interrupted\n"
+    assert without_progress(process.stderr_path.read_text()) == "pasid: interrupted\n"
     wait_for(lambda: not alive_in_session(process.pid), 5, "the workers ending with the sweep")
     rows = read_rows(out)                                       # every line parses
     assert sorted(row["strategy"] for row in rows) == sorted(STRATEGIES)

@@ -13,7 +13,8 @@ is compiled too (``pasid.sim._replay``, over the C-level API in
   :func:`open_trace`, :func:`write_trace`
 - replay: :func:`replay` (one strategy: a :class:`Run`), :func:`simulate`
   (every strategy: rows of metrics and runs)
-- sweeps: :func:`sweep` (JSON lines, resumable, a process pool or Dask)
+- sweeps: :func:`sweep` (JSON lines, resumable, a process pool or Dask); their rows
+  at a glance: :mod:`pasid.sim.report` (``pasid report``)
 - virtual machines: :func:`simulate_vms` (every guest PASID design on one
   :class:`VMWorkload`: rows of metrics), :func:`vm_preset`
 - plots: :func:`pasid.sim.plot.plot_runs`, :func:`pasid.sim.plot.plot_modes` (needs matplotlib)

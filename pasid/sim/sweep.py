@@ -502,7 +502,8 @@ def sweep(workload: str | Workload | VMWorkload, grid: Mapping[str, Iterable[obj
     (``"tcp://host:port"``; needs ``distributed``, the ``dask`` extra).
     ``allocator`` is passed on to :func:`~pasid.sim.replay.simulate` (a class
     must be importable by the workers). ``progress(done, total)`` is called
-    after each task, ``total`` being the tasks this call runs.
+    with 0 before the first task and after each task, ``total`` being the
+    tasks this call runs.
 
     Returns the number of rows written. Bad arguments (an unknown field or
     strategy, a value the Workload refuses, an empty list) raise ValueError or
@@ -582,6 +583,8 @@ def sweep(workload: str | Workload | VMWorkload, grid: Mapping[str, Iterable[obj
             if progress is not None:
                 progress(finished_tasks, len(tasks))
 
+        if progress is not None and tasks:
+            progress(0, len(tasks))
         if not tasks:
             pass
         elif dask is not None:
