@@ -114,7 +114,21 @@ BAD_LINES = [
     ("pasid-trace 1\n0 alloc h0\n1 fly h0\n", 3, "unknown operation"),
     ("pasid-trace 1\n0 alloc h0\n1 put h1\n", 3, "unknown handle"),
     ("pasid-trace 1\n0 alloc h0\n1 put h0\n2 put h0\n", 4, "released"),
-    ("pasid-trace 1\n0 alloc h0\n1 unbind h0 gpu\n", 3, "not bound"),
+    ("pasid-trace 1\ndevice gpu\n0 alloc h0\n1 unbind h0 gpu\n", 4, "not bound"),
+    # every device an operation names is declared (issue 20: a typo is not a new device)
+    ("pasid-trace 1\n0 alloc h0\n1 unbind h0 gpu\n", 3,
+     r"unknown device 'gpu': the header declares no device \(device NAME"),
+    ("pasid-trace 1\ndevice gpu1\n0 alloc h0\n1 bind h0 gpu11\n", 4,
+     "unknown device 'gpu11': the header declares gpu1$"),
+    ("pasid-trace 1\ndevice gpu1\ndevice nic\n0 alloc h0 p gpu2\n", 4,
+     "unknown device 'gpu2': the header declares gpu1, nic$"),
+    ("pasid-trace 1\ndevice gpu1\n0 alloc h0\n1 access h0 gpu2\n", 4,
+     "unknown device 'gpu2'"),
+    # a device accesses a PASID from its bind to its unbind (issue 20, item 8)
+    ("pasid-trace 1\ndevice gpu\n0 alloc h0\n1 access h0 gpu\n", 4,
+     "access of handle 'h0' by device 'gpu', which is not bound to it"),
+    ("pasid-trace 1\ndevice gpu\n0 alloc h0\n0 bind h0 gpu\n1 put h0\n2 access h0 gpu\n"
+     "3 unbind h0 gpu\n4 access h0 gpu\n", 8, "access of handle 'h0' by device 'gpu'"),
     ("pasid-trace 1\n5 alloc h0\n1 put h0\n", 3, "backwards"),
     ("pasid-trace 1\n0 alloc h0\n0 alloc h0\n", 3, "allocated twice"),
     ("pasid-trace 1\n0 alloc h0\nbits 8\n", 3, "header"),
@@ -229,7 +243,7 @@ def test_builder_applies_the_allocators_limits(settings, build, message):
 # Traces whose first operations are good and whose bad line comes later: the
 # whole trace is checked before the replay makes an allocator.
 @pytest.mark.parametrize("text, line, message", [
-    ("0 alloc h0 p1\n0 bind h0 gpu\n1e301 put h0\n", 4, "time must be finite"),
+    ("device gpu\n0 alloc h0 p1\n0 bind h0 gpu\n1e301 put h0\n", 5, "time must be finite"),
     ("0 alloc h0 p1\n1e308 advance\n", 3, "time must be finite"),
     ("0 alloc h0 p1\n1 put h0\n-1e301 advance\n", 4, "time must be finite"),
     ("grace 1e301\n0 alloc h0 p1\n", 2, "grace must be finite"),
@@ -311,9 +325,9 @@ def trace_that_raises_midway(edit):
     b.bind(6.0, h[0], "gpu")                                    # 6
     b.put(7.0, h[0])                                            # 7: DRAINING
     b.put(7.0, h[1])                                            # 8: QUARANTINED to 8
-    b.unbind(8.0, h[0], "gpu")                                  # 9: QUARANTINED to 10
-    again = b.alloc(9.0, owner="p6")                            # 10: PASID 2, reuse 2
-    b.access(9.5, again, "gpu")                                 # 11
+    b.access(7.5, h[0], "gpu")                                  # 9: a late access
+    b.unbind(8.0, h[0], "gpu")                                  # 10: QUARANTINED to 10
+    b.alloc(9.0, owner="p6")                                    # 11: PASID 2, reuse 2
     b.get(10.0, h[2])                                           # 12
     b.get(11.0, h[3])                                           # 13: the edited one
     b.put(12.0, h[2])

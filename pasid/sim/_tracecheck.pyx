@@ -101,14 +101,15 @@ cdef enum:
     RELEASED = 10
     TOO_NARROW = 11
     NOT_BOUND = 12
+    NOT_BOUND_ACCESS = 13
 
 rules.check_op_codes("pasid.sim._tracecheck", (ALLOC, GET, PUT, BIND, UNBIND, ACCESS, EXIT,
                                                 ADVANCE))
 if (BAD_TIME, BACKWARDS, UNKNOWN_OP, NO_OWNER, HANDLE_RANGE, TWICE, OWNER_RANGE, DEVICE_RANGE,
-        BEFORE_ALLOC, NO_DEVICE, RELEASED, TOO_NARROW, NOT_BOUND) != (
+        BEFORE_ALLOC, NO_DEVICE, RELEASED, TOO_NARROW, NOT_BOUND, NOT_BOUND_ACCESS) != (
         rules.BAD_TIME, rules.BACKWARDS, rules.UNKNOWN_OP, rules.NO_OWNER, rules.HANDLE_RANGE,
         rules.TWICE, rules.OWNER_RANGE, rules.DEVICE_RANGE, rules.BEFORE_ALLOC, rules.NO_DEVICE,
-        rules.RELEASED, rules.TOO_NARROW, rules.NOT_BOUND):
+        rules.RELEASED, rules.TOO_NARROW, rules.NOT_BOUND, rules.NOT_BOUND_ACCESS):
     raise ImportError("pasid.sim._tracecheck: error kinds differ from pasid.sim._tracerules")
 
 cdef double MAX_TIME = 1e300
@@ -697,7 +698,8 @@ cdef class Checker:
                 if op == UNBIND:
                     self.kind = NOT_BOUND
                     break
-                continue                # an access
+                self.kind = NOT_BOUND_ACCESS    # an access: nothing is bound to a dead handle
+                break
             s = &states[h]
             if op == ALLOC:
                 if s.allocated:
@@ -760,6 +762,9 @@ cdef class Checker:
                     s.pairs -= 1
                     if s.pairs == 0 and s.refs == 0:
                         died(groups, states, h)
+            elif table_find(table, pair_key(h, d)) < 0:   # an access
+                self.kind = NOT_BOUND_ACCESS
+                break
         else:
             self.last = last
             return -1
