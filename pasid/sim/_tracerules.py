@@ -41,12 +41,15 @@ _BOM = "\ufeff"        # a UTF-8 byte-order mark, as text: skipped at the start 
 
 
 class TraceError(ValueError):
-    """A trace that cannot be replayed: names the line (1-based) when it has one."""
+    """A trace that cannot be replayed: ``source:line: message`` when it has a line (1-based),
+    ``source: message`` when it has a source only."""
 
     def __init__(self, message: str, line: int | None = None, source: str | None = None) -> None:
         where = ""
         if line is not None:
             where = f"{source or 'trace'}:{line}: "
+        elif source is not None:
+            where = f"{source}: "
         super().__init__(where + message)
         self.line = line
 

@@ -507,7 +507,10 @@ def _read_binary(path: str | os.PathLike[str], label: str) -> VMTrace:
             comment = meta.get("comment")
         except (KeyError, TypeError, ValueError) as error:
             raise bad(f"header.json: bad or missing field ({error})") from None
-        _vmrules.check_header(bits, grace, strategy, quota, hosts, vms)
+        try:
+            _vmrules.check_header(bits, grace, strategy, quota, hosts, vms)
+        except TraceError as error:
+            raise bad(f"header.json: {error}") from None
         arrays: dict[str, Any] = {}
         for name, dtype in _MEMBERS.items():
             try:
