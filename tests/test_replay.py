@@ -458,3 +458,66 @@ def test_a_stream_without_an_end_is_sampled_evenly_at_most_samples_times():
     for column in ("sample_active", "sample_held", "sample_blocks"):
         assert np.array_equal(getattr(b, column)[common],
                               getattr(a, column)[np.isin(a.sample_time, b.sample_time)])
+
+
+# ---------------------------------------------------------------- what the metrics mean
+# Each test pins a sentence of the README's Metrics section (issue 20, item 8).
+
+def text_trace(*lines):
+    return read_trace([MAGIC, *lines], name="t")
+
+
+@pytest.mark.parametrize("engine, allocator", TESTED_ENGINES)
+def test_fifo_queues_pasids_freed_together_in_ascending_order(engine, allocator):
+    # grace 10: PASID 2 released at 1 (FREE at 11), PASID 1 at 2 (FREE at 12)
+    head = ["bits 2", "grace 10", "0 alloc a", "0 alloc b", "0 alloc c", "1 put b", "2 put a"]
+    together = replay(text_trace(*head, "20 alloc d"), "fifo", engine=engine,
+                      allocator=allocator)
+    assert together.distances.tolist() == [18.0]            # PASID 1: reclaimed with 2 at 20
+    apart = replay(text_trace(*head, "11.5 advance", "20 alloc d"), "fifo", engine=engine,
+                   allocator=allocator)
+    assert apart.distances.tolist() == [19.0]               # PASID 2: FREE first, at 11.5
+
+
+@pytest.mark.parametrize("engine, allocator", TESTED_ENGINES)
+def test_peaks_count_after_every_operation_and_samples_after_the_first_at_their_time(
+        engine, allocator):
+    first = ["0 alloc a", "0 alloc b", "1 alloc c", "1 put a", "2 advance"]
+    then = ["0 alloc a", "0 alloc b", "1 put a", "1 alloc c", "2 advance"]
+    run = replay(text_trace(*first), engine=engine, allocator=allocator, samples=3)
+    assert run.peak_active == 3                 # between two operations at time 1
+    assert run.sample_time.tolist() == [0.0, 1.0, 2.0]
+    assert run.sample_active.tolist() == [1, 3, 2]    # each after the first op at its time
+    assert replay(text_trace(*then), engine=engine, allocator=allocator).peak_active == 2
+
+
+@pytest.mark.parametrize("engine, allocator", TESTED_ENGINES)
+def test_fits_asks_for_the_devices_width_and_pasid_0_is_reserved(engine, allocator):
+    # max = 2**min(bits of the device, the trace's bits) - 1, from 1: nic's 2 bits hold 3
+    fits = [f"{i} alloc h{i} - nic" for i in range(5)]
+    run = replay(text_trace("bits 8", "device nic bits=2", *fits), engine=engine,
+                 allocator=allocator)
+    assert (run.allocations, run.failures, run.highest) == (3, 2, 3)
+    run = replay(text_trace("bits 3", "device gpu bits=20", *[f.replace("nic", "gpu")
+                                                               for f in fits]),
+                 engine=engine, allocator=allocator)
+    assert (run.allocations, run.failures, run.highest) == (5, 0, 5)
+
+
+def test_nothing_reused_gives_null_percentiles_and_an_empty_histogram():
+    assert reuse_summary([]) == {"count": 0, "min": None, "p1": None, "median": None,
+                                 "hist": {"edges": [], "counts": []}}
+    zero = reuse_summary([0.0, 0.0, 1.0])       # zero distances: the first bin [0, 2**-10)
+    assert zero["hist"]["edges"][:2] == [0.0, 2.0 ** -10] and zero["hist"]["counts"][0] == 2
+    rows, _ = simulate(text_trace("0 alloc a", "1 put a"), ("lowest",))
+    assert json.loads(json.dumps(rows))[0]["reuse"]["median"] is None
+
+
+def test_stale_with_quarantine_is_zero_by_rule():
+    # an access after the unbind cannot be written; before it, the PASID is not reused
+    with pytest.raises(TraceError, match="t:6: access of handle 'a' by device 'gpu', which "
+                                         "is not bound to it"):
+        text_trace("device gpu", "0 alloc a", "0 bind a gpu", "1 unbind a gpu", "2 access a gpu")
+    rows, _ = simulate(text_trace("device gpu drain=5", "0 alloc a", "0 bind a gpu", "1 put a",
+                                  "2 alloc b", "3 access a gpu", "4 unbind a gpu"), ("lowest",))
+    assert (rows[0]["stale"], rows[0]["stale_no_quarantine"]) == (0, 1)
