@@ -494,8 +494,9 @@ cdef void table_delete(BindTable* t, int64_t slot, HandleState* states) noexcept
 cdef inline void prefetch_op(const HandleState* states, const BindTable* t,
                              const uint8_t* ops, const int32_t* handles,
                              const int32_t* devices, Py_ssize_t j, Py_ssize_t n,
-                             int32_t nhandles) noexcept nogil:
-    """Fetch the handle state and the pair's home slot of operation ``j``."""
+                             int32_t nhandles, bint access) noexcept nogil:
+    """Fetch the handle state and the pair's home slot of operation ``j`` (of an access
+    too when ``access``: the Checker looks its pair up)."""
     cdef int32_t h
     cdef uint8_t op
     if j < n:
@@ -503,7 +504,7 @@ cdef inline void prefetch_op(const HandleState* states, const BindTable* t,
         if 0 <= h < nhandles:
             prefetch(&states[h])
             op = ops[j]
-            if op == BIND or op == UNBIND:
+            if op == BIND or op == UNBIND or (access and op == ACCESS):
                 prefetch(&t.slots[home(t, pair_key(h, devices[j]))])
 
 
@@ -650,7 +651,7 @@ cdef class Checker:
         cdef int32_t h, o, d, v, next
         cdef uint8_t op
         for j in range(n):
-            prefetch_op(states, table, ops, handles, device_ids, j + AHEAD, n, nhandles)
+            prefetch_op(states, table, ops, handles, device_ids, j + AHEAD, n, nhandles, True)
             t = times[j]
             if not (0.0 <= t <= MAX_TIME):
                 self.kind = BAD_TIME
@@ -919,7 +920,8 @@ cdef class Detacher:
         cdef int32_t* grown
         for j in range(n):
             # three steps ahead: the state, then a put's first pair, then its slot
-            prefetch_op(states, table, ops, handles, device_ids, j + 3 * AHEAD, n, nhandles)
+            prefetch_op(states, table, ops, handles, device_ids, j + 3 * AHEAD, n, nhandles,
+                        False)
             prefetch_release(states, table, ops, handles, j + 2 * AHEAD, n, nhandles, False)
             prefetch_release(states, table, ops, handles, j + AHEAD, n, nhandles, True)
             op = ops[j]
