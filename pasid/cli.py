@@ -220,10 +220,10 @@ class _Seen:
 
 # ---------------------------------------------------------------- output files, before work
 
-OUTPUTS = (("--plot", "plot"), ("--record", "record"), ("--out", "out"))   # (option, dest)
+_OUTPUTS = (("--plot", "plot"), ("--record", "record"), ("--out", "out"))   # (option, dest)
 
 
-def check_outputs(args: argparse.Namespace) -> None:
+def _check_outputs(args: argparse.Namespace) -> None:
     """Every file the command will write, checked before any work runs: UsageError (one
     line, exit 2) naming the option and the path if it is a directory, its directory is
     missing or not writable, two options (or an option and the trace replayed) name one
@@ -231,7 +231,7 @@ def check_outputs(args: argparse.Namespace) -> None:
     seen: dict[str, str] = {}
     if isinstance(getattr(args, "trace", None), str):       # pasid replay's input
         seen[os.path.realpath(args.trace)] = "the trace replayed"
-    for option, dest in OUTPUTS:
+    for option, dest in _OUTPUTS:
         path = getattr(args, dest, None)
         if path is None:
             continue
@@ -250,7 +250,7 @@ def check_outputs(args: argparse.Namespace) -> None:
 
 
 def _check_output(option: str, path: str) -> None:
-    """One output path (see :func:`check_outputs`); UsageError naming it."""
+    """One output path (see :func:`_check_outputs`); UsageError naming it."""
     if not path:
         raise UsageError(f"{option} needs a file name")
     if os.path.isdir(path):
@@ -530,7 +530,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         if args.command in ("simulate", "replay", "sweep"):
             args.strategy_given = args.strategy is not None
             args.strategy = _strategies(parser, args.strategy)
-        check_outputs(args)
+        _check_outputs(args)
         COMMANDS[args.command](args, out)
     except UsageError as exc:
         print(f"pasid: error: {exc}", file=sys.stderr)

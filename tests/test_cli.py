@@ -151,7 +151,8 @@ def test_a_plot_without_matplotlib_is_refused_before_any_work(tmp_path):
     hidden.mkdir(parents=True)
     (hidden / "__init__.py").write_text("raise ImportError('hidden by the test')\n")
     run = pasid("simulate", "--param", "duration=1e12", "--plot", str(tmp_path / "x.png"),
-                env={"PYTHONPATH": os.pathsep.join([str(tmp_path / "hidden"), os.getcwd()])})
+                env={"PYTHONPATH": os.pathsep.join(filter(None, [
+                    str(tmp_path / "hidden"), os.environ.get("PYTHONPATH")]))})
     one_error_line(run, f"--plot {tmp_path / 'x.png'}: plots need matplotlib: "
                         "pip install 'pasid[plot]'")
 
