@@ -521,3 +521,15 @@ def test_stale_with_quarantine_is_zero_by_rule():
     rows, _ = simulate(text_trace("device gpu drain=5", "0 alloc a", "0 bind a gpu", "1 put a",
                                   "2 alloc b", "3 access a gpu", "4 unbind a gpu"), ("lowest",))
     assert (rows[0]["stale"], rows[0]["stale_no_quarantine"]) == (0, 1)
+
+
+def test_fifo_queues_an_exits_pasids_in_ascending_order(backend):
+    # owner p holds 2, then 1 (allocated later): its exit frees both in one call, and
+    # they join the fifo queue ascending, not in the order the owner got them
+    a = backend.PasidAllocator(2, strategy="fifo")
+    x, y, z = a.alloc("q"), a.alloc("p"), a.alloc("q")
+    a.put(x)
+    w = a.alloc("p")
+    assert (x, y, z, w) == (1, 2, 3, 1)
+    assert sorted(a.exit_owner("p")) == [1, 2]
+    assert (a.alloc(), a.alloc()) == (1, 2)
