@@ -52,8 +52,8 @@ class TextParser:
 
     ``bits``, ``grace``: the header's (final once ``header_open`` is False);
     ``devices``: the devices the header declares (:class:`~pasid.sim.trace.Device`;
-    an operation naming any other is a TraceError); ``declared``: how many; ``comment``: the ``#``
-    lines right after the first line (None if there are none); ``handles``,
+    an operation naming any other is a TraceError); ``declared``: how many;
+    ``comment``: the ``#`` lines right after the first line (None if there are none); ``handles``,
     ``owners``: how many are named so far; ``line``: the last line read.
     """
 

@@ -103,10 +103,10 @@ def check(trace: VMTrace) -> VMTrace:
     Times follow the allocator's rule and never decrease; a process arrives once,
     in a known VM, and ends at most once, after it arrived (it frees only what it
     holds); its VM's devices access and unbind it only after it ended, each device
-    unbinding it once and accessing it only before that unbind; a migration names a known VM and a host offset in
-    ``1..hosts-1``, and carries a teardown draw (an ack time >= 0 and a late-access
-    fraction in [0, 1] or none) for every device of every process of the VM alive
-    then: the most its removal can leave bound.
+    unbinding it once and accessing it only before that unbind; a migration names a
+    known VM and a host offset in ``1..hosts-1``, and carries a teardown draw (an
+    ack time >= 0 and a late-access fraction in [0, 1] or none) for every device of
+    every process of the VM alive then: the most its removal can leave bound.
     """
     check_header(trace.bits, trace.grace, trace.strategy, trace.quota, trace.host_seeds,
                  trace.vms)

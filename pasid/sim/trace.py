@@ -394,11 +394,12 @@ def check(trace: Trace) -> Trace:
     then, to a device at least as wide as the allocation was limited to;
     ``unbind`` only of a bound pair (before or after the release); ``access``
     only by a device bound to the handle (from its ``bind`` to its ``unbind``,
-    before or after the release); ``exit`` releases every live handle of its owner. The header's grace and width
-    are checked first, then the devices, then the operations in order: the
-    error names the first bad operation (its line, or ``source: operation i``). One
-    chunk through a :class:`pasid.sim.tracecheck.Checker`, which checks a
-    trace a chunk at a time. O(n).
+    before or after the release); ``exit`` releases every live handle of its
+    owner. The header's grace and width are checked first, then the devices,
+    then the operations in order: the error names the first bad operation (its
+    line, or ``source: operation i``). One chunk through a
+    :class:`pasid.sim.tracecheck.Checker`, which checks a trace a chunk at a
+    time. O(n).
     """
     n = len(trace.op)
     columns = (trace.time, trace.handle, trace.owner, trace.device)
