@@ -6,7 +6,9 @@
 ``pasid report``    a sweep's rows: key metrics per point and strategy over the seeds
 ``pasid bench``     the compiled core against the pure backend on W1-W6
 
-Bad input gives one line on stderr (``pasid: error: ...``) and exit status 2.
+Bad input gives one line on stderr (``pasid: error: ...``) and exit status 2; the
+files a command will write (``--plot``, ``--record``, ``--out``) are checked before
+any work runs, and a trace's errors name its file and line (or operation).
 Long runs show progress on stderr: a bar on a terminal (tqdm when it is
 installed), else a plain line every few seconds (:class:`Progress`). The
 command line uses only the public package, so ``pasid --help`` works without
@@ -313,6 +315,53 @@ class _Seen:
             if chunk.end is not None:
                 self.end = chunk.end
             yield chunk
+
+
+# ---------------------------------------------------------------- output files, before work
+
+_OUTPUTS = (("--plot", "plot"), ("--record", "record"), ("--out", "out"))   # (option, dest)
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Every file the command will write, checked before any work runs: UsageError (one
+    line, exit 2) naming the option and the path if it is a directory, its directory is
+    missing or not writable, two options (or an option and the trace replayed) name one
+    file, or a plot could not be drawn there (no matplotlib, a suffix it does not write)."""
+    seen: dict[str, str] = {}
+    if isinstance(getattr(args, "trace", None), str):       # pasid replay's input
+        seen[os.path.realpath(args.trace)] = "the trace replayed"
+    for option, dest in _OUTPUTS:
+        path = getattr(args, dest, None)
+        if path is None:
+            continue
+        _check_output(option, path)
+        key = os.path.realpath(path)
+        if key in seen:
+            raise UsageError(f"{option} {path}: the same file as {seen[key]}")
+        seen[key] = option
+    if getattr(args, "plot", None) is not None:
+        from pasid.sim.plot import check_target
+
+        try:
+            check_target(args.plot)
+        except (ValueError, RuntimeError) as error:
+            raise UsageError(f"--plot {args.plot}: {error}") from None
+
+
+def _check_output(option: str, path: str) -> None:
+    """One output path (see :func:`_check_outputs`); UsageError naming it."""
+    if not path:
+        raise UsageError(f"{option} needs a file name")
+    if os.path.isdir(path):
+        raise UsageError(f"{option} {path}: is a directory (name a file in it)")
+    folder = os.path.dirname(path) or "."
+    if not os.path.isdir(folder):
+        what = "is not a directory" if os.path.exists(folder) else "does not exist"
+        raise UsageError(f"{option} {path}: {folder} {what}")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"{option} {path}: the directory {folder} is not writable")
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        raise UsageError(f"{option} {path}: the file is not writable")
 
 
 # ---------------------------------------------------------------- commands
@@ -629,6 +678,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         if args.command in ("simulate", "replay", "sweep"):
             args.strategy_given = args.strategy is not None
             args.strategy = _strategies(parser, args.strategy)
+        _check_outputs(args)
         COMMANDS[args.command](args, out)
     except UsageError as exc:
         print(f"pasid: error: {exc}", file=sys.stderr)

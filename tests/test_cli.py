@@ -115,6 +115,63 @@ def test_bad_input_is_one_line_and_exit_2(args, fragment, trace_file, tmp_path):
     one_error_line(pasid(*args), fragment)
 
 
+# issue 20: what a command will write is checked before it runs (a workload of 1e12
+# time units would run for days), with one line naming the option and the path
+@pytest.mark.parametrize("args, fragment", [
+    (["simulate", "--plot", "T/nodir/x.png"], "--plot T/nodir/x.png: T/nodir does not exist"),
+    (["simulate", "--plot", "T/adir"], "--plot T/adir: is a directory (name a file in it)"),
+    (["simulate", "--plot", "T/afile/x.png"], "--plot T/afile/x.png: T/afile is not a directory"),
+    (["simulate", "--plot", "T/x"], "--plot T/x: no suffix to name the image format"),
+    (["simulate", "--plot", "T/x.foo"], "--plot T/x.foo: matplotlib does not write .foo"),
+    (["simulate", "--record", "T/nodir/r.trace"], "--record T/nodir/r.trace: T/nodir does not"),
+    (["simulate", "--record", "T/adir"], "--record T/adir: is a directory"),
+    (["simulate", "--plot", "T/x.png", "--record", "T/./x.png"],
+     "--record T/./x.png: the same file as --plot"),
+    (["replay", "T/afile", "--plot", "T/afile"], "--plot T/afile: the same file as the trace "
+                                                 "replayed"),
+    (["sweep", "--param", "grace=0,1", "--out", "T/adir"], "--out T/adir: is a directory"),
+    (["sweep", "--param", "grace=0,1", "--out", "T/nodir/rows.jsonl"],
+     "--out T/nodir/rows.jsonl: T/nodir does not exist"),
+])
+def test_output_files_are_checked_before_any_work(args, fragment, tmp_path):
+    pytest.importorskip("matplotlib")
+    (tmp_path / "adir").mkdir()
+    (tmp_path / "afile").write_text("pasid-trace 1\n")
+    before = sorted(tmp_path.rglob("*"))
+    args = [a.replace("T/", f"{tmp_path}/") for a in args]
+    if args[0] in ("simulate", "sweep"):
+        args += ["--param", "duration=1e12"]
+    run = pasid(*args)
+    one_error_line(run, fragment.replace("T/", f"{tmp_path}/"))
+    assert run.stdout == "" and sorted(tmp_path.rglob("*")) == before
+
+
+def test_a_plot_without_matplotlib_is_refused_before_any_work(tmp_path):
+    hidden = tmp_path / "hidden" / "matplotlib"
+    hidden.mkdir(parents=True)
+    (hidden / "__init__.py").write_text("raise ImportError('hidden by the test')\n")
+    run = pasid("simulate", "--param", "duration=1e12", "--plot", str(tmp_path / "x.png"),
+                env={"PYTHONPATH": os.pathsep.join(filter(None, [
+                    str(tmp_path / "hidden"), os.environ.get("PYTHONPATH")]))})
+    one_error_line(run, f"--plot {tmp_path / 'x.png'}: plots need matplotlib: "
+                        "pip install 'pasid[plot]'")
+
+
+@pytest.mark.parametrize("name, data, fragment", [
+    ("bin.trace", b"pasid-trace 1\n\x7fELF\x02\x01\x01\x00\xd0\xd0\n",
+     "bin.trace:2: not UTF-8 text"),
+    ("vm.trace", b"pasid-trace 2\nbits 10\n\xd0\xd0\n", "vm.trace:3: not UTF-8 text"),
+    ("binary.trace", bytes(range(256)), "binary.trace:1: not a trace"),
+    ("empty.trace", b"", "empty.trace: empty trace"),
+    ("typo.trace", b"pasid-trace 1\ndevice gpu1\n0 alloc h0\n1 bind h0 gpu11\n",
+     "typo.trace:4: unknown device 'gpu11': the header declares gpu1"),
+], ids=lambda value: value if isinstance(value, str) and value.endswith(".trace") else "")
+def test_every_trace_error_names_the_file(name, data, fragment, tmp_path):
+    path = tmp_path / name
+    path.write_bytes(data)
+    one_error_line(pasid("replay", str(path)), f"{tmp_path}/{fragment}")
+
+
 def test_a_bad_trace_line_is_named(tmp_path):
     path = tmp_path / "bad.trace"
     path.write_text("pasid-trace 1\n0 alloc h0\n1 put h0\n2 put h0\n")

@@ -129,7 +129,21 @@ BAD_LINES = [
     ("pasid-trace 1\n0 alloc h0\n1 fly h0\n", 3, "unknown operation"),
     ("pasid-trace 1\n0 alloc h0\n1 put h1\n", 3, "unknown handle"),
     ("pasid-trace 1\n0 alloc h0\n1 put h0\n2 put h0\n", 4, "released"),
-    ("pasid-trace 1\n0 alloc h0\n1 unbind h0 gpu\n", 3, "not bound"),
+    ("pasid-trace 1\ndevice gpu\n0 alloc h0\n1 unbind h0 gpu\n", 4, "not bound"),
+    # every device an operation names is declared (issue 20: a typo is not a new device)
+    ("pasid-trace 1\n0 alloc h0\n1 unbind h0 gpu\n", 3,
+     r"unknown device 'gpu': the header declares no device \(device NAME"),
+    ("pasid-trace 1\ndevice gpu1\n0 alloc h0\n1 bind h0 gpu11\n", 4,
+     "unknown device 'gpu11': the header declares gpu1$"),
+    ("pasid-trace 1\ndevice gpu1\ndevice nic\n0 alloc h0 p gpu2\n", 4,
+     "unknown device 'gpu2': the header declares gpu1, nic$"),
+    ("pasid-trace 1\ndevice gpu1\n0 alloc h0\n1 access h0 gpu2\n", 4,
+     "unknown device 'gpu2'"),
+    # a device accesses a PASID from its bind to its unbind (issue 20, item 8)
+    ("pasid-trace 1\ndevice gpu\n0 alloc h0\n1 access h0 gpu\n", 4,
+     "access of handle 'h0' by device 'gpu', which is not bound to it"),
+    ("pasid-trace 1\ndevice gpu\n0 alloc h0\n0 bind h0 gpu\n1 put h0\n2 access h0 gpu\n"
+     "3 unbind h0 gpu\n4 access h0 gpu\n", 8, "access of handle 'h0' by device 'gpu'"),
     ("pasid-trace 1\n5 alloc h0\n1 put h0\n", 3, "backwards"),
     ("pasid-trace 1\n0 alloc h0\n0 alloc h0\n", 3, "allocated twice"),
     ("pasid-trace 1\n0 alloc h0\nbits 8\n", 3, "header"),
@@ -244,7 +258,7 @@ def test_builder_applies_the_allocators_limits(settings, build, message):
 # Traces whose first operations are good and whose bad line comes later: the
 # whole trace is checked before the replay makes an allocator.
 @pytest.mark.parametrize("text, line, message", [
-    ("0 alloc h0 p1\n0 bind h0 gpu\n1e301 put h0\n", 4, "time must be finite"),
+    ("device gpu\n0 alloc h0 p1\n0 bind h0 gpu\n1e301 put h0\n", 5, "time must be finite"),
     ("0 alloc h0 p1\n1e308 advance\n", 3, "time must be finite"),
     ("0 alloc h0 p1\n1 put h0\n-1e301 advance\n", 4, "time must be finite"),
     ("grace 1e301\n0 alloc h0 p1\n", 2, "grace must be finite"),
@@ -326,9 +340,9 @@ def trace_that_raises_midway(edit):
     b.bind(6.0, h[0], "gpu")                                    # 6
     b.put(7.0, h[0])                                            # 7: DRAINING
     b.put(7.0, h[1])                                            # 8: QUARANTINED to 8
-    b.unbind(8.0, h[0], "gpu")                                  # 9: QUARANTINED to 10
-    again = b.alloc(9.0, owner="p6")                            # 10: PASID 2, reuse 2
-    b.access(9.5, again, "gpu")                                 # 11
+    b.access(7.5, h[0], "gpu")                                  # 9: a late access
+    b.unbind(8.0, h[0], "gpu")                                  # 10: QUARANTINED to 10
+    b.alloc(9.0, owner="p6")                                    # 11: PASID 2, reuse 2
     b.get(10.0, h[2])                                           # 12
     b.get(11.0, h[3])                                           # 13: the edited one
     b.put(12.0, h[2])
@@ -459,3 +473,78 @@ def test_a_stream_without_an_end_is_sampled_evenly_at_most_samples_times():
     for column in ("sample_active", "sample_held", "sample_blocks"):
         assert np.array_equal(getattr(b, column)[common],
                               getattr(a, column)[np.isin(a.sample_time, b.sample_time)])
+
+
+# ---------------------------------------------------------------- what the metrics mean
+# Each test pins a sentence of the README's Metrics section (issue 20, item 8).
+
+def text_trace(*lines):
+    return read_trace([MAGIC, *lines], name="t")
+
+
+@pytest.mark.parametrize("engine, allocator", TESTED_ENGINES)
+def test_fifo_queues_pasids_freed_together_in_ascending_order(engine, allocator):
+    # grace 10: PASID 2 released at 1 (FREE at 11), PASID 1 at 2 (FREE at 12)
+    head = ["bits 2", "grace 10", "0 alloc a", "0 alloc b", "0 alloc c", "1 put b", "2 put a"]
+    together = replay(text_trace(*head, "20 alloc d"), "fifo", engine=engine,
+                      allocator=allocator)
+    assert together.distances.tolist() == [18.0]            # PASID 1: reclaimed with 2 at 20
+    apart = replay(text_trace(*head, "11.5 advance", "20 alloc d"), "fifo", engine=engine,
+                   allocator=allocator)
+    assert apart.distances.tolist() == [19.0]               # PASID 2: FREE first, at 11.5
+
+
+@pytest.mark.parametrize("engine, allocator", TESTED_ENGINES)
+def test_peaks_count_after_every_operation_and_samples_after_the_first_at_their_time(
+        engine, allocator):
+    first = ["0 alloc a", "0 alloc b", "1 alloc c", "1 put a", "2 advance"]
+    then = ["0 alloc a", "0 alloc b", "1 put a", "1 alloc c", "2 advance"]
+    run = replay(text_trace(*first), engine=engine, allocator=allocator, samples=3)
+    assert run.peak_active == 3                 # between two operations at time 1
+    assert run.sample_time.tolist() == [0.0, 1.0, 2.0]
+    assert run.sample_active.tolist() == [1, 3, 2]    # each after the first op at its time
+    assert replay(text_trace(*then), engine=engine, allocator=allocator).peak_active == 2
+
+
+@pytest.mark.parametrize("engine, allocator", TESTED_ENGINES)
+def test_fits_asks_for_the_devices_width_and_pasid_0_is_reserved(engine, allocator):
+    # max = 2**min(bits of the device, the trace's bits) - 1, from 1: nic's 2 bits hold 3
+    fits = [f"{i} alloc h{i} - nic" for i in range(5)]
+    run = replay(text_trace("bits 8", "device nic bits=2", *fits), engine=engine,
+                 allocator=allocator)
+    assert (run.allocations, run.failures, run.highest) == (3, 2, 3)
+    run = replay(text_trace("bits 3", "device gpu bits=20", *[f.replace("nic", "gpu")
+                                                               for f in fits]),
+                 engine=engine, allocator=allocator)
+    assert (run.allocations, run.failures, run.highest) == (5, 0, 5)
+
+
+def test_nothing_reused_gives_null_percentiles_and_an_empty_histogram():
+    assert reuse_summary([]) == {"count": 0, "min": None, "p1": None, "median": None,
+                                 "hist": {"edges": [], "counts": []}}
+    zero = reuse_summary([0.0, 0.0, 1.0])       # zero distances: the first bin [0, 2**-10)
+    assert zero["hist"]["edges"][:2] == [0.0, 2.0 ** -10] and zero["hist"]["counts"][0] == 2
+    rows, _ = simulate(text_trace("0 alloc a", "1 put a"), ("lowest",))
+    assert json.loads(json.dumps(rows))[0]["reuse"]["median"] is None
+
+
+def test_stale_with_quarantine_is_zero_by_rule():
+    # an access after the unbind cannot be written; before it, the PASID is not reused
+    with pytest.raises(TraceError, match="t:6: access of handle 'a' by device 'gpu', which "
+                                         "is not bound to it"):
+        text_trace("device gpu", "0 alloc a", "0 bind a gpu", "1 unbind a gpu", "2 access a gpu")
+    rows, _ = simulate(text_trace("device gpu drain=5", "0 alloc a", "0 bind a gpu", "1 put a",
+                                  "2 alloc b", "3 access a gpu", "4 unbind a gpu"), ("lowest",))
+    assert (rows[0]["stale"], rows[0]["stale_no_quarantine"]) == (0, 1)
+
+
+def test_fifo_queues_an_exits_pasids_in_ascending_order(backend):
+    # owner p holds 2, then 1 (allocated later): its exit frees both in one call, and
+    # they join the fifo queue ascending, not in the order the owner got them
+    a = backend.PasidAllocator(2, strategy="fifo")
+    x, y, z = a.alloc("q"), a.alloc("p"), a.alloc("q")
+    a.put(x)
+    w = a.alloc("p")
+    assert (x, y, z, w) == (1, 2, 3, 1)
+    assert sorted(a.exit_owner("p")) == [1, 2]
+    assert (a.alloc(), a.alloc()) == (1, 2)

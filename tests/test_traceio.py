@@ -154,7 +154,9 @@ BAD_TEXT = [case.values if hasattr(case, "values") else case for case in BAD_LIN
     ("pasid-trace 1\n1e alloc h0\n", 2, "time must be a decimal number, got '1e'"),
     ("pasid-trace 1\n1e400 alloc h0\n", 2, "time must be finite and within"),
     ("pasid-trace 1\n" + "1" * 400 + " alloc h0\n", 2, "time must be finite and within"),
-    ("pasid-trace 1\n0 alloc h0\n0 bind h0 gpu\x00\n", None, None),     # a NUL is a name's
+    ("pasid-trace 1\ndevice gpu\x00\n0 alloc h0\n0 bind h0 gpu\x00\n", None, None),  # a NUL
+    ("pasid-trace 1\ndevice gpu\n0 alloc h0\n0 bind h0 gpu\x00\n", 4,      # is a name's
+     "unknown device 'gpu.x00': the header declares gpu"),
     ("pasid-trace 1\n0 alloc h\u00e9\n1 put h\u00e9\n1 put h\u00e9\n", 4, "released"),
     ("pasid-trace 1\n0 alloc h0\u3000p1\n1 exit p1\n1 put h0\n", 4, "released"),
     ("pasid-trace 1\r0 alloc h0\r\n1 put h1\n", 3, "unknown handle 'h1'"),
@@ -214,22 +216,61 @@ def test_a_bom_only_at_the_start_is_skipped(parser, tmp_path):
         read_trace(path)
 
 
-def test_undeclared_devices_grow_and_write_back(parser, tmp_path):
-    text = (f"{MAGIC}\n# a note\ndevice gpu bits=8\n0 alloc h0 p0 gpu\n1 bind h0 gpu\n"
-            "2 alloc h1 p1\n3 bind h1 nic\n4 unbind h1 nic\n5 bind h1 fpga\n")
+def test_an_undeclared_device_is_named_with_the_declared_ones(parser, tmp_path):
+    # issue 20: a typo of a device name is an error at its line, not a new device
+    text = (f"{MAGIC}\n# a note\ndevice gpu1 bits=8\ndevice nic\n0 alloc h0 p0 gpu1\n"
+            "1 bind h0 gpu1\n2 alloc h1 p1\n3 bind h1 gpu11\n")
+    path = tmp_path / "t.trace"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(TraceError) as caught:
+        chunks_of(parser, path, 2)
+    assert str(caught.value) == (f"{path}:8: unknown device 'gpu11': the header declares "
+                                 "gpu1, nic")
+    assert caught.value.line == 8
+
+
+def test_a_binary_trace_names_an_undeclared_device_by_operation(tmp_path):
+    # a .npz of an earlier writer could list devices it did not declare (header.json's
+    # "declared"); an operation naming one is refused with the file and its index
+    b = TraceBuilder()
+    b.device("gpu1")
+    h = b.alloc(0.0, owner="p")
+    b.bind(1.0, h, "gpu1")
+    b.bind(2.0, h, "gpu11")             # the Python API declares it at its first bind
+    path = tmp_path / "t.npz"
+    b.build().write(path)
+    assert read_trace(path).devices[1].name == "gpu11"       # this writer declares both
+    rewrite(path, tmp_path / "old.npz", with_header(lambda meta: meta.update(declared=1)))
+    with pytest.raises(TraceError) as caught:
+        read_trace(tmp_path / "old.npz")
+    assert str(caught.value) == (f"{tmp_path / 'old.npz'}: operation 2: unknown device "
+                                 "'gpu11': the header declares gpu1")
+
+
+def test_writers_declare_every_device_they_write(parser, tmp_path):
+    # a chunk after the first may list a device the first did not: the binary form
+    # declares it (its header is written last), the text form cannot and refuses
+    text = f"{MAGIC}\ndevice gpu bits=8\n0 alloc h0 p0 gpu\n1 alloc h1 p1\n2 put h1\n"
     path = tmp_path / "t.trace"
     path.write_text(text, encoding="utf-8")
     header, chunks = chunks_of(parser, path, 2)
-    assert header.comment == "a note"
-    assert [[d.name for d in c.devices] for c in chunks] == [
-        ["gpu"], ["gpu", "nic"], ["gpu", "nic", "fpga"]]
-    assert [(c.handles, c.owners) for c in chunks] == [(1, 1), (2, 2), (2, 2)]
-    out = tmp_path / "again.trace"
-    traceio.write_trace(out, header, chunks)
-    again = chunks_of(parser, out, 2)[1]
-    same_chunks(again, chunks, lines=False)
+    assert header.comment is None and [[d.name for d in c.devices] for c in chunks] == [
+        ["gpu"], ["gpu"]]
+    late = traceio.Device("nic")
+    last = chunks[-1]
+    chunks[-1] = type(last)(**{**last.__dict__, "devices": (*last.devices, late),
+                               "device": np.array([1], np.int32), "op": np.array([3], np.uint8),
+                               "handle": np.array([1], np.int32),
+                               "owner": np.array([-1], np.int32)})
     traceio.write_trace(tmp_path / "t.npz", header, chunks)
-    same_chunks(list(traceio.open_trace(tmp_path / "t.npz", chunk=2)[1]), chunks, lines=False)
+    again = list(traceio.open_trace(tmp_path / "t.npz", chunk=2)[1])
+    assert [d.name for d in again[-1].devices] == ["gpu", "nic"]
+    assert json.loads(zipfile.ZipFile(tmp_path / "t.npz").read("header.json"))["declared"] == 2
+    with pytest.raises(ValueError, match="device 'nic' first appears after the first chunk"):
+        traceio.write_trace(tmp_path / "again.trace", header, chunks)
+    traceio.write_trace(tmp_path / "again.trace", header, chunks, devices=(chunks[0].devices[0],
+                                                                          late))
+    assert read_trace(tmp_path / "again.trace").devices[1] == late
 
 
 def test_writer_refuses_a_later_device_it_cannot_express(tmp_path):
@@ -367,8 +408,10 @@ def test_a_binary_history_error_names_the_operation(tmp_path):
     trace.handles = ["h0"]
     trace.lines = None
     trace.write(tmp_path / "bad.npz")
-    with pytest.raises(TraceError, match=r"^operation 2: put of handle 'h0', which has been"):
-        read_trace(tmp_path / "bad.npz")
+    path = tmp_path / "bad.npz"
+    with pytest.raises(TraceError, match=rf"^{re.escape(str(path))}: operation 2: put of handle "
+                                         "'h0', which has been"):
+        read_trace(path)
 
 
 @pytest.mark.parametrize("twin", ["compiled", "python"])

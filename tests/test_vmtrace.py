@@ -6,6 +6,7 @@ Version-1 traces are tests/test_traceio.py's and tests/test_tracecheck.py's, unc
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -97,7 +98,12 @@ vm vm1 host=1 split=101..200 drain=2 e0
     ("0 arrive p0 vm0\n2 end p0\n1 unbind p0 d0\n", 10, "time goes backwards"),
     ("0 arrive p0 vm0\n1 end p0\n2 unbind p0 e0\n", 10, "a device of vm 'vm1'"),
     ("0 arrive p0 vm0\n1 unbind p0 d0\n", 9, "before the process ended"),
-    ("0 arrive p0 vm0\n1 end p0\n2 unbind p0 d9\n", 10, "unknown device 'd9'"),
+    ("0 arrive p0 vm0\n1 end p0\n2 unbind p0 d9\n", 10,
+     "unknown device 'd9': vm 'vm0' declares d0, d1$"),
+    ("0 arrive p0 vm0\n1 end p0\n2 access p0 d00\n", 10, "unknown device 'd00'"),
+    # a device accesses what it tears down before its unbind (issue 20, item 8)
+    ("0 arrive p0 vm0\n1 end p0\n2 access p0 d0\n3 unbind p0 d0\n4 access p0 d0\n", 12,
+     "access of process 'p0' by 'd0' after its unbind, which says the device has drained"),
     ("0 arrive p0 vm0\n1 end p0\n2 unbind p0 d0\n3 unbind p0 d0\n", 11, "twice"),
     ("0 migrate vm0 +2\n", 8, "offset must be in 1..1"),
     ("0 arrive p0 vm0\n1 migrate vm0 +1 3\n", 9, "may need 2"),
@@ -127,8 +133,18 @@ def test_a_changed_binary_trace_names_the_operation(trace, tmp_path):
     bad = VMTrace(**{**trace.__dict__, "time": trace.time[::-1].copy(), "lines": None})
     path = tmp_path / "bad.npz"
     bad.write(path)
-    with pytest.raises(TraceError, match=r"operation 1: time goes backwards"):
+    with pytest.raises(TraceError, match=rf"^{re.escape(str(path))}: operation 1: time goes "
+                                         "backwards"):
         read_trace(path)
+
+
+def test_a_vm_trace_that_is_not_utf8_names_its_file_and_line(tmp_path):
+    path = tmp_path / "bad.trace"
+    path.write_bytes((HEADER + "0 arrive p0 vm0\n").encode() + b"1 end p\xd0\xd0\n")
+    with pytest.raises(TraceError) as info:
+        read_trace(path)
+    assert str(info.value) == (f"{path}:9: not UTF-8 text: invalid continuation byte at "
+                               "byte 8 of the line")
 
 
 # ---------------------------------------------------------------- simulate == record + replay

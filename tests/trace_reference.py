@@ -1,6 +1,8 @@
 """The reference model of trace checking: ``check`` and ``Trace._detach_at_release`` as
 they were before issue 17 (whole-trace Python loops over ``.tolist()`` columns), kept
-verbatim to test the chunk-fed twins of ``pasid.sim.tracecheck`` against.
+verbatim to test the chunk-fed twins of ``pasid.sim.tracecheck`` against, with the
+rules added since: an ``access`` only by a device bound to the handle, and an error
+without a line naming its source (issue 20).
 
 One difference is by design: the old ``check`` ran the time rules over the whole
 trace before any operation's history, so a trace with a bad time late and a bad
@@ -119,7 +121,7 @@ def old_check(trace):
     def fail(i: int, message: str) -> NoReturn:
         if lines is not None:
             raise TraceError(message, lines[i], source)
-        raise TraceError(f"operation {i}: {message}")
+        raise TraceError(f"{source or 'trace'}: operation {i}: {message}")
 
     times = trace.time
     if n:
@@ -213,6 +215,10 @@ def old_check(trace):
                 del bound[(h, d)]
             else:
                 bound[(h, d)] = count - 1
+        elif op == OP_ACCESS and (h, d) not in bound:
+            fail(i, f"access of handle {name!r} by device {trace.devices[d].name!r}, which is "
+                    "not bound to it (a device accesses a PASID from its bind to its unbind, "
+                    "which says it has drained)")
     return trace
 
 

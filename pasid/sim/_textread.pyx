@@ -31,7 +31,7 @@ import numpy as np
 
 from pasid.sim import _textread_py as _py
 from pasid.sim import _tracerules as _trace
-from pasid.sim._tracerules import Device, TraceError
+from pasid.sim._tracerules import TraceError
 
 cdef extern from "Python.h":
     double PyOS_string_to_double(const char *s, char **endptr,
@@ -560,8 +560,8 @@ cdef class TextParser:
     cdef int device_of(self, Py_ssize_t k, int32_t* out) except -1:
         cdef uint64_t hh = hash_bytes(self.field[k], self.length[k])
         cdef Py_ssize_t e = names_find(&self.device_table, self.field[k], self.length[k], hh)
-        if e < 0:                   # bound but not declared: the defaults
-            e = self.add_device(Device(self.text_of(k)))
+        if e < 0:
+            self.fail(_rules.unknown_device(self.text_of(k), self.devices))
         out[0] = <int32_t>e
         return 0
 
@@ -599,11 +599,7 @@ cdef class TextParser:
             if nargs > 1 and not (self.length[3] == 1 and self.field[3][0] == b'-'):
                 self.owner_of(3, o)
             if nargs > 2:
-                hh = hash_bytes(self.field[4], self.length[4])
-                e = names_find(&self.device_table, self.field[4], self.length[4], hh)
-                if e < 0:
-                    self.fail(f"unknown device {self.text_of(4)!r} (declare it in the header)")
-                d[0] = <int32_t>e
+                self.device_of(4, d)
         elif op[0] == GET or op[0] == PUT:
             if nargs != 1:
                 self.fail(f"expected 'TIME {self.text_of(1)} HANDLE'")

@@ -34,6 +34,7 @@ from pasid._args import MAX_BITS, as_bits, as_drain, as_grace
 from pasid.sim._tracerules import (
     _BOM, _OP_CODES, MAGIC, OP_ALLOC, OP_BIND, OP_EXIT, OP_GET, OP_NAMES, OP_PUT, OP_UNBIND,
     OP_ACCESS, VERSION, Device, TraceError, _decimal, _integer, _keep, _number, _time,
+    unknown_device,
 )
 
 __all__ = ["TextParser", "format_ops"]
@@ -50,10 +51,9 @@ class TextParser:
     """The state of one text trace being read (see the module).
 
     ``bits``, ``grace``: the header's (final once ``header_open`` is False);
-    ``devices``: the devices so far (:class:`~pasid.sim.trace.Device`), the
-    declared ones first, then those bound undeclared in order of first use;
-    ``declared``: how many of them the header declares; ``comment``: the ``#``
-    lines right after the first line (None if there are none); ``handles``,
+    ``devices``: the devices the header declares (:class:`~pasid.sim.trace.Device`;
+    an operation naming any other is a TraceError); ``declared``: how many;
+    ``comment``: the ``#`` lines right after the first line (None if there are none); ``handles``,
     ``owners``: how many are named so far; ``line``: the last line read.
     """
 
@@ -164,9 +164,8 @@ class TextParser:
 
         def device_index(name: str) -> int:
             index = devices.get(name)
-            if index is None:           # bound but not declared: the defaults
-                index = devices[name] = len(device_list)
-                device_list.append(Device(name))
+            if index is None:
+                fail(unknown_device(name, device_list))
             return index
 
         for raw in lines:
@@ -216,9 +215,7 @@ class TextParser:
                 if len(args) > 1 and args[1] != "-":
                     o = owner_index(args[1])
                 if len(args) > 2:
-                    if args[2] not in devices:
-                        fail(f"unknown device {args[2]!r} (declare it in the header)")
-                    d = devices[args[2]]
+                    d = device_index(args[2])
             elif op == OP_GET or op == OP_PUT:
                 if len(args) != 1:
                     fail(f"expected 'TIME {text[1]} HANDLE'")

@@ -101,14 +101,15 @@ cdef enum:
     RELEASED = 10
     TOO_NARROW = 11
     NOT_BOUND = 12
+    NOT_BOUND_ACCESS = 13
 
 rules.check_op_codes("pasid.sim._tracecheck", (ALLOC, GET, PUT, BIND, UNBIND, ACCESS, EXIT,
                                                 ADVANCE))
 if (BAD_TIME, BACKWARDS, UNKNOWN_OP, NO_OWNER, HANDLE_RANGE, TWICE, OWNER_RANGE, DEVICE_RANGE,
-        BEFORE_ALLOC, NO_DEVICE, RELEASED, TOO_NARROW, NOT_BOUND) != (
+        BEFORE_ALLOC, NO_DEVICE, RELEASED, TOO_NARROW, NOT_BOUND, NOT_BOUND_ACCESS) != (
         rules.BAD_TIME, rules.BACKWARDS, rules.UNKNOWN_OP, rules.NO_OWNER, rules.HANDLE_RANGE,
         rules.TWICE, rules.OWNER_RANGE, rules.DEVICE_RANGE, rules.BEFORE_ALLOC, rules.NO_DEVICE,
-        rules.RELEASED, rules.TOO_NARROW, rules.NOT_BOUND):
+        rules.RELEASED, rules.TOO_NARROW, rules.NOT_BOUND, rules.NOT_BOUND_ACCESS):
     raise ImportError("pasid.sim._tracecheck: error kinds differ from pasid.sim._tracerules")
 
 cdef double MAX_TIME = 1e300
@@ -493,8 +494,9 @@ cdef void table_delete(BindTable* t, int64_t slot, HandleState* states) noexcept
 cdef inline void prefetch_op(const HandleState* states, const BindTable* t,
                              const uint8_t* ops, const int32_t* handles,
                              const int32_t* devices, Py_ssize_t j, Py_ssize_t n,
-                             int32_t nhandles) noexcept nogil:
-    """Fetch the handle state and the pair's home slot of operation ``j``."""
+                             int32_t nhandles, bint access) noexcept nogil:
+    """Fetch the handle state and the pair's home slot of operation ``j`` (of an access
+    too when ``access``: the Checker looks its pair up)."""
     cdef int32_t h
     cdef uint8_t op
     if j < n:
@@ -502,7 +504,7 @@ cdef inline void prefetch_op(const HandleState* states, const BindTable* t,
         if 0 <= h < nhandles:
             prefetch(&states[h])
             op = ops[j]
-            if op == BIND or op == UNBIND:
+            if op == BIND or op == UNBIND or (access and op == ACCESS):
                 prefetch(&t.slots[home(t, pair_key(h, devices[j]))])
 
 
@@ -649,7 +651,7 @@ cdef class Checker:
         cdef int32_t h, o, d, v, next
         cdef uint8_t op
         for j in range(n):
-            prefetch_op(states, table, ops, handles, device_ids, j + AHEAD, n, nhandles)
+            prefetch_op(states, table, ops, handles, device_ids, j + AHEAD, n, nhandles, True)
             t = times[j]
             if not (0.0 <= t <= MAX_TIME):
                 self.kind = BAD_TIME
@@ -697,7 +699,8 @@ cdef class Checker:
                 if op == UNBIND:
                     self.kind = NOT_BOUND
                     break
-                continue                # an access
+                self.kind = NOT_BOUND_ACCESS    # an access: nothing is bound to a dead handle
+                break
             s = &states[h]
             if op == ALLOC:
                 if s.allocated:
@@ -760,6 +763,9 @@ cdef class Checker:
                     s.pairs -= 1
                     if s.pairs == 0 and s.refs == 0:
                         died(groups, states, h)
+            elif table_find(table, pair_key(h, d)) < 0:   # an access
+                self.kind = NOT_BOUND_ACCESS
+                break
         else:
             self.last = last
             return -1
@@ -914,7 +920,8 @@ cdef class Detacher:
         cdef int32_t* grown
         for j in range(n):
             # three steps ahead: the state, then a put's first pair, then its slot
-            prefetch_op(states, table, ops, handles, device_ids, j + 3 * AHEAD, n, nhandles)
+            prefetch_op(states, table, ops, handles, device_ids, j + 3 * AHEAD, n, nhandles,
+                        False)
             prefetch_release(states, table, ops, handles, j + 2 * AHEAD, n, nhandles, False)
             prefetch_release(states, table, ops, handles, j + AHEAD, n, nhandles, True)
             op = ops[j]

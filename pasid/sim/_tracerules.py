@@ -12,7 +12,7 @@ module sits below both twins and ``trace.py``, so the imports run one way.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 
@@ -41,12 +41,15 @@ _BOM = "\ufeff"        # a UTF-8 byte-order mark, as text: skipped at the start 
 
 
 class TraceError(ValueError):
-    """A trace that cannot be replayed: names the line (1-based) when it has one."""
+    """A trace that cannot be replayed: ``source:line: message`` when it has a line (1-based),
+    ``source: message`` when it has a source only."""
 
     def __init__(self, message: str, line: int | None = None, source: str | None = None) -> None:
         where = ""
         if line is not None:
             where = f"{source or 'trace'}:{line}: "
+        elif source is not None:
+            where = f"{source}: "
         super().__init__(where + message)
         self.line = line
 
@@ -108,7 +111,7 @@ def _keep(fail: Callable[[str], NoReturn], rule: Callable[..., T], *args: Any) -
 # What went wrong at an operation: the compiled twin reports a kind and the
 # operation's index, and error() below words it (the words live only here).
 (BAD_TIME, BACKWARDS, UNKNOWN_OP, NO_OWNER, HANDLE_RANGE, TWICE, OWNER_RANGE, DEVICE_RANGE,
- BEFORE_ALLOC, NO_DEVICE, RELEASED, TOO_NARROW, NOT_BOUND) = range(13)
+ BEFORE_ALLOC, NO_DEVICE, RELEASED, TOO_NARROW, NOT_BOUND, NOT_BOUND_ACCESS) = range(14)
 
 
 def message(kind: int, header: StreamHeader, chunk: Chunk, j: int, previous: float) -> str:
@@ -149,16 +152,33 @@ def message(kind: int, header: StreamHeader, chunk: Chunk, j: int, previous: flo
                 f"limited to them (alloc HANDLE OWNER {device.name})")
     if kind == NOT_BOUND:
         return f"unbind of handle {name!r} from device {device.name!r}, which is not bound"
+    if kind == NOT_BOUND_ACCESS:
+        return (f"access of handle {name!r} by device {device.name!r}, which is not bound to "
+                "it (a device accesses a PASID from its bind to its unbind, which says it "
+                "has drained)")
     raise AssertionError(f"unknown kind {kind}")       # pragma: no cover
 
 
 def error(kind: int, header: StreamHeader, chunk: Chunk, j: int, previous: float) -> TraceError:
     """The TraceError for a bad operation ``j`` of ``chunk``: ``source:line: ...`` when the
-    chunk has lines, else ``operation i: ...`` (``i``: the index in the whole trace)."""
+    chunk has lines, else ``source: operation i: ...`` (``i``: the index in the whole
+    trace, from 0)."""
     text = message(kind, header, chunk, j, previous)
     if chunk.lines is not None:
         return TraceError(text, int(chunk.lines[j]), header.source)
-    return TraceError(f"operation {chunk.start + j}: {text}")
+    return TraceError(f"{header.source}: operation {chunk.start + j}: {text}")
+
+
+def unknown_device(name: str, declared: Sequence[Device]) -> str:
+    """The words for a device a trace's operation names that its header does not declare
+    (``declared``: the devices it does, in order; the first 10 are named)."""
+    if not declared:
+        return (f"unknown device {name!r}: the header declares no device "
+                "(device NAME [bits=N] [drain=TIME])")
+    names = ", ".join(d.name for d in declared[:10])
+    if len(declared) > 10:
+        names += f" and {len(declared) - 10} more"
+    return f"unknown device {name!r}: the header declares {names}"
 
 
 def check_header(header: StreamHeader) -> None:

@@ -8,7 +8,7 @@ holds what the reader, the writer, the checker and both replay twins share:
 the operation codes (C constants in ``pasid/sim/_opcodes.pxd``, checked at
 import), the header rules and :func:`check`, which walks a trace's history
 once and raises :class:`~pasid.sim._tracerules.TraceError` naming the first
-bad line (text) or operation (binary, ``operation i: ...``).
+bad line (text, ``source:line: ...``) or operation (binary, ``source: operation i: ...``).
 """
 
 from __future__ import annotations
@@ -103,10 +103,10 @@ def check(trace: VMTrace) -> VMTrace:
     Times follow the allocator's rule and never decrease; a process arrives once,
     in a known VM, and ends at most once, after it arrived (it frees only what it
     holds); its VM's devices access and unbind it only after it ended, each device
-    unbinding it once; a migration names a known VM and a host offset in
-    ``1..hosts-1``, and carries a teardown draw (an ack time >= 0 and a late-access
-    fraction in [0, 1] or none) for every device of every process of the VM alive
-    then: the most its removal can leave bound.
+    unbinding it once and accessing it only before that unbind; a migration names a
+    known VM and a host offset in ``1..hosts-1``, and carries a teardown draw (an
+    ack time >= 0 and a late-access fraction in [0, 1] or none) for every device of
+    every process of the VM alive then: the most its removal can leave bound.
     """
     check_header(trace.bits, trace.grace, trace.strategy, trace.quota, trace.host_seeds,
                  trace.vms)
@@ -122,7 +122,7 @@ def check(trace: VMTrace) -> VMTrace:
     def fail(i: int, text: str) -> TraceError:
         if lines is not None:
             return TraceError(text, lines[i], source)
-        return TraceError(f"operation {i}: {text}")
+        return TraceError(f"{source}: operation {i}: {text}")
 
     if trace.pool_offset.ndim != 1 or len(trace.pool_offset) < 1 or trace.pool_offset[0] != 0 \
             or np.any(np.diff(trace.pool_offset) < 0) \
@@ -195,13 +195,17 @@ def check(trace: VMTrace) -> VMTrace:
         vm = trace.vms[vm_of[k]]
         if not 0 <= a < len(vm.devices):
             raise fail(i, f"{VM_OP_NAMES[op]} of process {name!r} by device number {a}, "
-                          f"not one of vm {vm.name!r}'s {len(vm.devices)}")
+                          f"not one of vm {vm.name!r}'s {len(vm.devices)} "
+                          f"({', '.join(vm.devices)})")
         if state[k] != 2:
             raise fail(i, f"{VM_OP_NAMES[op]} of process {name!r} by {vm.devices[a]!r} before "
                           "the process ended: devices tear down what the guest freed")
-        if op == VM_UNBIND:
-            if (k, a) in unbound:
+        if (k, a) in unbound:
+            if op == VM_UNBIND:
                 raise fail(i, f"unbind of process {name!r} by {vm.devices[a]!r} twice")
+            raise fail(i, f"access of process {name!r} by {vm.devices[a]!r} after its unbind, "
+                          "which says the device has drained")
+        if op == VM_UNBIND:
             unbound.add((k, a))
     return trace
 

@@ -10,10 +10,10 @@ case where every operation is in one chunk.
 
 Numbering is global, across chunks: a handle is its allocation's rank in the
 whole trace (0, 1, ...), an owner its first appearance's rank, a device its
-index in :attr:`Chunk.devices` (which only grows: a text trace may bind a
-device it never declared, which then gets the defaults). Each chunk says how
-many handles and owners the trace has named up to its end, so a consumer
-sizes its per-handle tables as it goes.
+index in :attr:`Chunk.devices` (which only grows: a trace file declares all its
+devices up front, but a chunk of another source may list more than the one
+before). Each chunk says how many handles and owners the trace has named up
+to its end, so a consumer sizes its per-handle tables as it goes.
 """
 
 from __future__ import annotations

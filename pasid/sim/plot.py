@@ -17,7 +17,9 @@ import numpy as np
 if TYPE_CHECKING:
     from pasid.sim.replay import Run
 
-__all__ = ["plot_modes", "plot_runs"]
+__all__ = ["check_target", "plot_modes", "plot_runs"]
+
+_NO_MATPLOTLIB = "plots need matplotlib: pip install 'pasid[plot]'"
 
 
 def _pyplot() -> ModuleType:
@@ -25,11 +27,35 @@ def _pyplot() -> ModuleType:
     try:
         import matplotlib
     except ImportError:
-        raise RuntimeError("plots need matplotlib: pip install 'pasid[plot]'") from None
+        raise RuntimeError(_NO_MATPLOTLIB) from None
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def check_target(path: str | os.PathLike[str]) -> None:
+    """What a plot to ``path`` needs, checked before the work that makes it: matplotlib
+    (RuntimeError), and a suffix naming a format it writes (ValueError: without one,
+    matplotlib would write ``path.png``). Imports matplotlib (a fraction of a second).
+
+    >>> check_target("out.png")
+    >>> check_target("out")
+    Traceback (most recent call last):
+    ValueError: no suffix to name the image format (FILE.png, FILE.pdf, FILE.svg, ...)
+    """
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+    except ImportError:
+        raise RuntimeError(_NO_MATPLOTLIB) from None
+    suffix = os.path.splitext(os.fspath(path))[1][1:].lower()
+    if not suffix:
+        raise ValueError("no suffix to name the image format "
+                         "(FILE.png, FILE.pdf, FILE.svg, ...)")
+    formats = FigureCanvasAgg.get_supported_filetypes()
+    if suffix not in formats:
+        raise ValueError(f"matplotlib does not write .{suffix} "
+                         f"(it writes {', '.join('.' + f for f in sorted(formats))})")
 
 
 # one style per strategy, so lines that coincide (occupancy and backlog follow the

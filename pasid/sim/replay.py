@@ -5,7 +5,17 @@
 twice on the same operations (with device quarantine, and without it to count
 the stale accesses it prevents) and returns one row of metrics per strategy.
 
-The metrics (also in the README):
+The replay: a fresh allocator per run, ``cls(bits, strategy=..., grace=...,
+seed=...)`` with the default ``reserved=(0,)`` (PASID 0 is never handed out:
+a trace of ``bits B`` has ``1 .. 2**B - 1``); before each operation its logical
+clock moves to the operation's time (``advance(to=t)``: every hold that ran
+out since is reclaimed in that one call), then the operation runs. An
+``alloc`` with a FITS device asks for ``max = 2**min(device bits, B) - 1``.
+The ``fifo`` strategy queues PASIDs that become FREE in one call (that
+``advance``, an ``exit``, a release with no hold) in ascending order, whatever
+their release times.
+
+The metrics (also in the README, section Metrics):
 
 ``ops``, ``seconds``, ``ops_per_s``
     Operations replayed, the wall time of the replay loop, their ratio.
@@ -14,25 +24,38 @@ The metrics (also in the README):
     Operations on a refused allocation's handle are skipped (``skipped``).
 ``peak_active``, ``peak_held``
     The most PASIDs ACTIVE at once; the most DRAINING + QUARANTINED at once
-    (released but not yet reusable: the backlog quarantine costs).
+    (released but not yet reusable: the backlog quarantine costs). Exact:
+    the counts are taken after every operation, so a state between two
+    operations at the same time counts. (The plot's series, ``Run.sample_*``,
+    are samples: at ``samples`` evenly spaced times from 0 to the end, each
+    taken after the first operation at or after it.)
 ``reuse``
     Reuse distance: for every allocation of a PASID that had been released
-    before, the time from that release (the moment it left ACTIVE) to this
-    allocation. ``count``, ``min``, ``p1`` (the value at rank
-    ``floor(0.01 * (count - 1))`` in ascending order), ``median``
-    (``numpy.median``), and a histogram over powers of two of the time unit
-    (bin ``[2**k, 2**(k+1))``; a first bin ``[0, 2**-10)``).
+    before in the same replay, the time from that release (the moment it left
+    ACTIVE: the last ``put`` or an ``exit``) to this allocation. ``count``,
+    ``min``, ``p1`` (the value at rank ``floor(0.01 * (count - 1))`` in
+    ascending order), ``median`` (``numpy.median``), and a histogram over
+    powers of two of the time unit (bin ``[2**k, 2**(k+1))``; a first bin
+    ``[0, 2**-10)``, edge ``0.0``, holds zero distances). With nothing
+    reused: ``count`` 0, ``min``, ``p1`` and ``median`` None, the histogram's
+    ``edges`` and ``counts`` empty.
 ``stale``
     Late accesses that hit a reused PASID: a trace ``access`` whose handle's
-    PASID has been allocated again since the handle got it. Zero with device
-    quarantine (a device that has not unbound keeps its PASID out of reuse);
-    ``stale_no_quarantine`` counts them on the same trace replayed without it
-    (:meth:`pasid.sim.trace.Trace.without_quarantine`).
+    PASID has been allocated again since the handle got it (its generation
+    changed; an access of a refused allocation's handle is skipped). Zero with
+    device quarantine, by rule: a checked trace lets a device access a handle
+    only while bound to it (:func:`pasid.sim.trace.check`), and a bound device
+    keeps its PASID out of reuse. ``stale_no_quarantine`` counts them on the
+    same trace replayed without quarantine
+    (:meth:`pasid.sim.trace.Trace.without_quarantine`: every device still
+    bound is unbound right before the release, the handle's later unbinds are
+    dropped, drains are 0, the grace stays), where an access after the
+    release counts if the PASID was allocated again meanwhile.
 ``blocks_peak``
     PASID-table blocks in use: the most distinct 64-PASID blocks (PASIDs
     ``64k .. 64k+63``, one leaf table of a two-level PASID table) holding at
     least one ACTIVE or DRAINING PASID (an entry a device may still use) at
-    once.
+    once, taken after every operation.
 ``highest``
     The highest PASID handed out (-1 if none).
 """
@@ -110,10 +133,17 @@ def one_line_repr(run: Any) -> str:
 
 @dataclass(repr=False)
 class Run:
-    """One replay: the metrics (see the module docstring) and the series behind the plots.
+    """One replay: the metrics (see the module docstring for exactly what each counts) and
+    the series behind the plots.
 
-    Its ``repr`` is one line: the series show their type and length
-    (``distances=<float64[812]>``), not their values.
+    ``peak_*``, ``blocks_peak``: exact maxima, taken after every operation.
+    ``distances``: the reuse distances in the order they happened (see
+    :meth:`reuse` for the summary: ``None`` percentiles when empty).
+    ``stale``: accesses whose handle's PASID was allocated again since (0 with
+    quarantine, by the trace's rules). ``sample_time`` and ``sample_active``,
+    ``sample_held``, ``sample_blocks``: the counts after the first operation at
+    or after each sample time. Its ``repr`` is one line: the series show their
+    type and length (``distances=<float64[812]>``), not their values.
     """
 
     strategy: str
@@ -271,7 +301,10 @@ def replay(trace: Trace, strategy: str = "lowest", *, grace: float | None = None
     """Replay ``trace`` under ``strategy`` on a fresh allocator; returns the :class:`Run`.
 
     The allocator is ``allocator(trace.bits, strategy=..., grace=..., seed=...)``
-    with PASID 0 reserved and a logical clock moved to each operation's time;
+    with PASID 0 reserved and a logical clock moved to each operation's time before
+    it runs (reclaiming in one call every hold that ran out since: ``fifo`` queues
+    those in ascending order); an ``alloc`` with a FITS device asks for
+    ``max = 2**min(device bits, trace.bits) - 1``;
     ``allocator`` is a class (default :class:`pasid.PasidAllocator`) or
     ``"cython"``/``"python"``. ``grace`` overrides the trace's. ``quarantine=False``
     replays :meth:`~pasid.sim.trace.Trace.without_quarantine` instead.

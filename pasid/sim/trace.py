@@ -25,8 +25,11 @@ fields are separated by blanks)::
 names a device the PASID must fit (the allocation asks for
 ``max = 2**bits - 1`` of that device). Times are at least 0 and never
 decrease. Handle, owner and device names are tokens without blanks;
-a handle is allocated once. Devices bound but not declared get the defaults
-(20 bits, drain 0).
+a handle is allocated once. Every device an operation names is declared in
+the header: any other (``bind h0 gpu11`` where the header declares ``gpu1``)
+is a :class:`TraceError` naming the line and the devices declared. (The
+Python API, :class:`TraceBuilder`, declares a device at its first bind, with
+the defaults: 20 bits, drain 0.)
 
 Numbers are ASCII decimal: a sign (optional), digits, a fraction and an
 exponent (optional): ``5``, ``+5``, ``0.25``, ``.5``, ``2.``, ``2.5e-3``,
@@ -43,9 +46,10 @@ anywhere else it is a character like any other.
 Every line is checked before anything runs: a syntax error, a number out of
 range, a header line or device setting given twice, an unknown device or
 handle, a time going backwards, or an operation the trace's own history
-forbids (a ``put`` of a released handle, an ``unbind`` of a pair not bound, a
-``bind`` of a device narrower than the allocation was limited to) raises
-:class:`TraceError` naming the line. What depends on the strategy (an
+forbids (a ``put`` of a released handle, an ``unbind`` of a pair not bound, an
+``access`` by a device not bound to the handle, before its ``bind`` or after
+its ``unbind``, a ``bind`` of a device narrower than the allocation was limited
+to) raises :class:`TraceError` naming the line. What depends on the strategy (an
 allocation that finds nothing FREE) is not an error: the operations on that
 handle are skipped and counted.
 
@@ -311,7 +315,8 @@ class TraceBuilder:
         self._ops.append((time, OP_UNBIND, handle, -1, self._device(device)))
 
     def access(self, time: float, handle: int, device: str) -> None:
-        """``device`` touches ``handle``'s PASID (stale if it was allocated again since)."""
+        """``device`` touches ``handle``'s PASID (stale if it was allocated again since); the
+        device must be bound to it then (:func:`check`)."""
         self._ops.append((time, OP_ACCESS, handle, -1, self._device(device)))
 
     def exit(self, time: float, owner: str) -> None:
@@ -387,12 +392,14 @@ def check(trace: Trace) -> Trace:
     allocated once before it is used;
     ``get``/``put`` only while the handle holds references; ``bind`` only
     then, to a device at least as wide as the allocation was limited to;
-    ``unbind`` only of a bound pair (before or after the release); ``exit``
-    releases every live handle of its owner. The header's grace and width
-    are checked first, then the devices, then the operations in order: the
-    error names the first bad operation (its line, or ``operation i``). One
-    chunk through a :class:`pasid.sim.tracecheck.Checker`, which checks a
-    trace a chunk at a time. O(n).
+    ``unbind`` only of a bound pair (before or after the release); ``access``
+    only by a device bound to the handle (from its ``bind`` to its ``unbind``,
+    before or after the release); ``exit`` releases every live handle of its
+    owner. The header's grace and width are checked first, then the devices,
+    then the operations in order: the error names the first bad operation (its
+    line, or ``source: operation i``). One chunk through a
+    :class:`pasid.sim.tracecheck.Checker`, which checks a trace a chunk at a
+    time. O(n).
     """
     n = len(trace.op)
     columns = (trace.time, trace.handle, trace.owner, trace.device)

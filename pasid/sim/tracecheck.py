@@ -58,9 +58,9 @@ import numpy as np
 from pasid._args import MAX_TIME
 from pasid.sim._tracerules import (
     BACKWARDS, BAD_TIME, BEFORE_ALLOC, DEVICE_RANGE, HANDLE_RANGE, NO_DEVICE, NO_OWNER, NOT_BOUND,
-    OP_ADVANCE, OP_ALLOC, OP_BIND, OP_EXIT, OP_GET, OP_NAMES, OP_PUT, OP_UNBIND, OWNER_RANGE,
-    RELEASED, TOO_NARROW, TWICE, UNKNOWN_OP, _NUMBERED, Device, _expect_start, check_columns,
-    check_devices, check_header, done, error, zero_drains,
+    NOT_BOUND_ACCESS, OP_ADVANCE, OP_ALLOC, OP_BIND, OP_EXIT, OP_GET, OP_NAMES, OP_PUT, OP_UNBIND,
+    OWNER_RANGE, RELEASED, TOO_NARROW, TWICE, UNKNOWN_OP, _NUMBERED, Device, _expect_start,
+    check_columns, check_devices, check_header, done, error, zero_drains,
 )
 from pasid.sim.chunk import Chunk, StreamHeader
 
@@ -202,6 +202,8 @@ class PyChecker(_Done):
                         del bound[(h, d)]
                     else:
                         bound[(h, d)] = count - 1
+                elif (h, d) not in bound:                  # an access
+                    return NOT_BOUND_ACCESS, j
             return None
         finally:
             self._last = last

@@ -23,14 +23,18 @@ allocated twice, an unknown handle, an unknown FITS device are the reader's
 trace's history forbids (a ``put`` of a released handle, times going
 backwards, ...) is the checker's, fed the chunks.
 
-Devices: those the header declares come first; a device bound but never
-declared gets the defaults (20 bits, drain 0) and the next index at its first
-use. A chunk's ``devices`` are those declared and those used up to its end.
-:func:`write_trace` keeps that: it declares the first chunk's devices (or
-``devices``) in the header, and a device that appears only in a later chunk
-must be one the reader will make again (first used by a bind, unbind or
-access, in index order, with the defaults); anything else is a ValueError
-naming it (give ``devices`` to declare it up front).
+Devices: a trace file declares every device its operations name (the text
+header's ``device`` lines, the binary ``header.json``'s ``devices``); an
+operation naming another is a :class:`~pasid.sim.trace.TraceError` naming the
+line (text) or the operation (binary) and the devices declared, so a typo
+(``bind h0 gpu11`` for ``gpu1``) stops the run. (The Python API,
+:class:`~pasid.sim.trace.TraceBuilder`, still declares a device at its first
+bind: a :class:`~pasid.sim.trace.Trace` holds every device it uses.)
+:func:`write_trace` declares the first chunk's devices (or ``devices``); a text
+trace's header is written before its operations, so an operation of a later
+chunk naming a device not declared is a ValueError naming it (give
+``devices`` to declare it up front); the binary form declares every device the
+chunks list, its header being written last.
 
 The binary format, version 1: an uncompressed zip (members stored, so each is
 read straight into its array), written and read a chunk at a time::
@@ -50,16 +54,18 @@ read straight into its array), written and read a chunk at a time::
 "declared": 2, "chunks": [ops of chunk 0, ...], "handles": {"count": N,
 "numbered": "h"}, "owners": {"count": M, "numbered": null}}`` (``numbered``:
 the prefix when the names are the prefix and the number, else null and the
-names are in the ``.txt`` member). ``declared``: how many devices the
-stream declared up front (the others appear at their first use, as above).
+names are in the ``.txt`` member). ``declared``: how many of ``devices``
+are declared, the first ones; an operation may name only those (files of
+earlier versions of this writer may list more, which their operations then
+may not use).
 Operations of a binary trace have no lines: an error names an operation by
 its index (``operation 12: ...``).
 
 Loading checks the file as a snapshot is checked: the format and version,
 every member present, every column of the right dtype and shape and each
 chunk's columns of one length, the codes in range, handles numbered in
-allocation order and used only once allocated, owners and new devices
-numbered in order of first appearance, the names as many as the numbers;
+allocation order and used only once allocated, owners numbered in order of
+first appearance, devices declared, the names as many as the numbers;
 anything else is a :class:`~pasid.sim.trace.TraceError` saying what, never a
 crash. The history is then the checker's, as for text.
 """
@@ -84,7 +90,7 @@ from pasid.sim import _textread_py
 from pasid.sim.chunk import Chunk, Numbered, StreamHeader
 from pasid.sim._tracerules import (
     MAGIC, OP_ACCESS, OP_ADVANCE, OP_ALLOC, OP_BIND, OP_EXIT, OP_GET, OP_PUT, OP_UNBIND,
-    VERSION, Device, TraceError, _number,
+    VERSION, Device, TraceError, _number, unknown_device,
 )
 
 # the .npy format's reader and writer (numpy 1.24's stubs leave them untyped)
@@ -457,14 +463,14 @@ class TraceWriter:
         """The next chunk. ValueError for a device the rule does not allow."""
         known = self.known if self.known is not None else self._start(c)
         if not self.binary_format:
-            known.admit(c, defaults_only=True)
+            known.admit(c, text=True)
             self.device_names.extend(d.name for d in known.devices[len(self.device_names):])
             self._put(self.format_ops(c.time, c.op, c.handle, c.owner, c.device,
                                       self.handles.numbered_or_upto(c.handles),
                                       self.owners.numbered_or_upto(c.owners),
                                       self.device_names))
             return
-        known.admit(c, defaults_only=False)
+        known.admit(c, text=False)
         if not len(c.op):
             return
         assert self.zip is not None
@@ -484,7 +490,7 @@ class TraceWriter:
             meta = {"format": BINARY_FORMAT, "version": BINARY_VERSION, "bits": header.bits,
                     "grace": header.grace, "comment": header.comment,
                     "devices": [[d.name, d.bits, d.drain] for d in known.devices],
-                    "declared": known.declared, "chunks": self.sizes}
+                    "declared": len(known.devices), "chunks": self.sizes}
             for key, names, count, prefix in (("handles", self.handles, self.nhandles, "h"),
                                               ("owners", self.owners, self.nowners, "p")):
                 numbered = names.prefix
@@ -542,47 +548,33 @@ class _Names:
 
 
 class _Devices:
-    """The devices a writer has declared or made, and the rule for those that appear later."""
+    """The devices a writer declares, and the rule for those a later chunk lists."""
 
     def __init__(self, declared: Sequence[Device]) -> None:
         self.devices = list(declared)
-        self.declared = len(self.devices)
 
-    def admit(self, chunk: Chunk, *, defaults_only: bool) -> None:
-        """Check ``chunk``'s devices against the rule (ValueError), then know them."""
+    def admit(self, chunk: Chunk, *, text: bool) -> None:
+        """Check ``chunk``'s devices against the rule (ValueError), then know them: a
+        binary trace declares every device listed (its header is written last); a text
+        trace's header is written, so an operation naming a device it does not declare
+        is refused."""
         have = len(self.devices)
         listed = chunk.devices
         for i in range(min(have, len(listed))):
             if listed[i] != self.devices[i]:
                 raise ValueError(f"device {i} changed between chunks: {self.devices[i]} "
                                  f"then {listed[i]}")
-        if not len(chunk.op):
-            return
-        device = chunk.device
-        top = int(device.max())
+        top = int(chunk.device.max()) if len(chunk.op) else -1
         if top >= len(listed):
             raise ValueError(f"device number {top} out of range (the chunk lists "
                              f"{len(listed)} devices)")
-        if top < have:
-            return
-        new = np.flatnonzero(device >= have)
-        values, first = np.unique(device[new], return_index=True)
-        order = np.argsort(first, kind="stable")
-        for rank, k in enumerate(order):
-            number = int(values[k])
-            where = int(new[first[k]])
-            d = listed[number]
-            if number != have + rank:
-                raise ValueError(f"device {d.name!r} (number {number}) is first used after a "
-                                 f"later device: declare the devices up front (devices=...)")
-            if chunk.op[where] not in (OP_BIND, OP_UNBIND, OP_ACCESS):
-                raise ValueError(f"device {d.name!r} is first named by an alloc in a later "
-                                 f"chunk: declare the devices up front (devices=...)")
-            if defaults_only and d != Device(d.name):
-                raise ValueError(f"device {d.name!r} first appears after the first chunk with "
-                                 f"settings other than the defaults: declare the devices up "
-                                 f"front (devices=...)")
-            self.devices.append(d)
+        if not text:
+            self.devices.extend(listed[have:])
+        elif top >= have:
+            d = listed[int(chunk.device[np.argmax(chunk.device >= have)])]
+            raise ValueError(f"device {d.name!r} first appears after the first chunk, and a "
+                             "text trace declares its devices in its header: declare the "
+                             "devices up front (devices=...)")
 
 
 def _comment_lines(comment: str | None) -> str:
@@ -740,7 +732,6 @@ class _BinaryStream(_Stream):
         bad = self.bad
         handles = 0
         owners = 0
-        ndev = self.declared
         start = 0
         for k, size in enumerate(self.sizes):
             time, op, handle, owner, device = (self._column(k, c, size) for c in COLUMNS)
@@ -767,12 +758,13 @@ class _BinaryStream(_Stream):
             first(with_device & (device < 0), "the operation needs a device")
             first(~alloc & ~with_device & (device != -1), "a device where the operation has none")
             first(device >= len(self.devices), "device number out of range")
-            dseen = _seen_before(device, ndev - 1)
-            first(device > dseen + 1, "devices are not numbered in order of first use")
-            first(alloc & (device > dseen), "an alloc names a device not declared")
+            undeclared = device >= self.declared
+            if undeclared.any():
+                i = int(np.argmax(undeclared))
+                raise TraceError(f"{self.source}: operation {start + i}: " + unknown_device(
+                    self.devices[int(device[i])].name, self.devices[:self.declared]))
             handles = int(named[-1])
             owners = max(owners, int(owner.max()) + 1)
-            ndev = max(ndev, int(device.max()) + 1)
             start += size
             yield (time, op, handle, owner, device, None)
         if handles != self.counts["handles"] or owners != self.counts["owners"]:

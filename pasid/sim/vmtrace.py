@@ -77,6 +77,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pasid.sim import _vmrules
+from pasid.sim._textread_py import decode_line
 from pasid.sim._tracerules import (
     _BOM, _DECIMAL, _INTEGER, _NAME, MAGIC, TraceError, _number,
 )
@@ -242,12 +243,21 @@ def trace_version(source: str | os.PathLike[str]) -> int:
 
 # ---------------------------------------------------------------- reading text
 
-def _lines_of(source: str | os.PathLike[str] | Iterable[str]) -> tuple[Iterator[str], str]:
+def _lines_of(source: str | os.PathLike[str] | Iterable[str],
+              name: str | None) -> tuple[Iterator[str], str]:
     if isinstance(source, (str, os.PathLike)):
-        with open(source, encoding="utf-8") as file:
-            text = file.read()
-        return iter(text.splitlines()), os.fspath(source)
-    return iter(source), getattr(source, "name", None) or "trace"
+        label = name or os.fspath(source)
+        with open(source, "rb") as file:
+            data = file.read()
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:      # name the first line that is not UTF-8, as version 1
+            lines = data.decode("utf-8", "surrogateescape").splitlines()
+            for number, line in enumerate(lines, 1):
+                decode_line(line.encode("utf-8", "surrogateescape"), label, number)
+            raise                       # pragma: no cover - some line does not decode
+        return iter(text.splitlines()), label
+    return iter(source), name or getattr(source, "name", None) or "trace"
 
 
 def read_vm_trace(source: str | os.PathLike[str] | Iterable[str], *,
@@ -257,8 +267,8 @@ def read_vm_trace(source: str | os.PathLike[str] | Iterable[str], *,
     first bad line, or operation of a binary trace. O(n)."""
     if isinstance(source, (str, os.PathLike)) and os.fspath(source).lower().endswith(".npz"):
         return _read_binary(source, name or os.fspath(source))
-    lines, label = _lines_of(source)
-    return _vmrules.check(_TextReader(name or str(label)).read(lines))
+    lines, label = _lines_of(source, name)
+    return _vmrules.check(_TextReader(str(label)).read(lines))
 
 
 class _TextReader:
@@ -456,7 +466,9 @@ class _TextReader:
         k = process(args[0])
         found = device_of.get(args[1])
         if found is None:
-            raise self.fail(f"unknown device {args[1]!r}")
+            vm_name, devices = vms[process_vm[k]].name, vms[process_vm[k]].devices
+            raise self.fail(f"unknown device {args[1]!r}: vm {vm_name!r} declares "
+                            f"{', '.join(devices)}")
         if found[0] != process_vm[k]:
             raise self.fail(f"{fields[1]} of process {args[0]!r} by {args[1]!r}, a device of "
                             f"vm {vms[found[0]].name!r}, not of the process's vm "
@@ -495,7 +507,10 @@ def _read_binary(path: str | os.PathLike[str], label: str) -> VMTrace:
             comment = meta.get("comment")
         except (KeyError, TypeError, ValueError) as error:
             raise bad(f"header.json: bad or missing field ({error})") from None
-        _vmrules.check_header(bits, grace, strategy, quota, hosts, vms)
+        try:
+            _vmrules.check_header(bits, grace, strategy, quota, hosts, vms)
+        except TraceError as error:
+            raise bad(f"header.json: {error}") from None
         arrays: dict[str, Any] = {}
         for name, dtype in _MEMBERS.items():
             try:
