@@ -186,7 +186,7 @@ class Progress:
         done, total = self.done, self.total
         if self.bar is None:
             try:
-                from tqdm import tqdm
+                from tqdm import tqdm  # type: ignore[import-untyped,import-not-found,unused-ignore]
             except ImportError:
                 self.bar = False
             else:
