@@ -55,29 +55,34 @@ cdef extern from *:
     #endif
     }
     /* The position of the set bit of rank r (0-based, from bit 0) of x, for
-       0 <= r < popcount(x): branch-free to the byte that holds it (running
-       counts of the bytes, compared with r in every byte at once), then at most
-       7 bits cleared in that byte. No pdep: portable, and as fast on CPUs
-       whose pdep is microcoded. */
-    static inline int pasid_select64(uint64_t x, int r) {
+       r < popcount(x): branch-free to the byte that holds it (running counts
+       of the bytes, compared with r in every byte at once), then at most 7 bits
+       cleared in that byte. No pdep: portable, and as fast on CPUs whose pdep
+       is microcoded. Defined for any arguments (r is taken mod 64, the byte is
+       at most the 8th, ctz never sees 0); the answer is meaningful only for
+       r < popcount(x). */
+    static inline int pasid_select64(uint64_t x, uint64_t r) {
         uint64_t upto = pasid_byte_counts(x) * PASID_ONES;   /* byte i: bits in bytes 0..i */
-        /* bit 7 of byte i set iff upto_i <= r (no borrow: r | 0x80 >= 0x80 > 64 >= upto_i) */
-        uint64_t le = ((((uint64_t)r * PASID_ONES) | PASID_HIGHS) - upto) & PASID_HIGHS;
-        int k = (int)(((le >> 7) * PASID_ONES) >> 56);      /* the byte: bytes before it end <= r */
-        uint64_t byte;
+        uint64_t le, byte;
+        int k;
+        r &= 63;
+        /* bit 7 of byte i (i < 7) set iff upto_i <= r; no borrow between bytes,
+           as (r | 0x80) >= 0x80 > 64 >= upto_i. Byte 7 holds popcount(x) > r. */
+        le = (((r * PASID_ONES) | PASID_HIGHS) - upto) & 0x0080808080808080ULL;
+        k = (int)(((le >> 7) * PASID_ONES) >> 56);          /* the byte: bytes before it end <= r */
         if (k > 0)
-            r -= (int)((upto >> (8 * k - 8)) & 0xFF);
+            r -= (upto >> (8 * k - 8)) & 0xFF;
         byte = (x >> (8 * k)) & 0xFF;
         while (r > 0) {
             byte &= byte - 1;
             r--;
         }
-        return 8 * k + __builtin_ctzll(byte);
+        return 8 * k + __builtin_ctzll(byte | 0x100);
     }
     """
     int ctz64 "pasid_ctz64"(uint64_t x) noexcept nogil
     int popcount64 "pasid_popcount64"(uint64_t x) noexcept nogil
-    int select64 "pasid_select64"(uint64_t x, int r) noexcept nogil
+    int select64 "pasid_select64"(uint64_t x, uint64_t r) noexcept nogil
     const uint64_t ALL "PASID_ALL"
 
 cdef enum:
@@ -644,7 +649,7 @@ cdef int64_t space_select(Space* space, int64_t rank) noexcept nogil:
                 break
             rank -= count
         rank = count - 1 - rank
-    return base + (j << 6) + select64(node.slot[j], <int>rank)
+    return base + (j << 6) + select64(node.slot[j], <uint64_t>rank)
 
 
 # ---------------------------------------------------------------- invariants
