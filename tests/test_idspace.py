@@ -10,6 +10,9 @@ a leaf (4096) and the pure allocator's largest space (2**20); IDs are drawn
 near the places where the tree changes shape.
 """
 
+import bisect
+import random
+
 import pytest
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
@@ -309,6 +312,42 @@ def test_a_new_root_a_release_below_and_a_dropped_leaf_clear_the_hint(backend):
     space.release(7)                                 # below it
     space._check()
     assert space.take_lowest(2**20 - 1) == 7
+    space._check()
+
+
+def test_rank_and_select_agree_with_a_sorted_list_from_either_end_of_every_node(backend):
+    """Every free ID of leaves on both halves of a node, and of a second node, is
+    selected by its rank and ranked back; the compiled twin counts each node from
+    its nearer end and finds the bit in a word by byte counts, so the leaves hold
+    words of every density, bits at both ends of a word and of each byte."""
+    rng = random.Random(19)
+    space = space_class(backend)(2**20)
+    taken = set()
+    leaves = [0, 1, 31, 32, 62, 63, 64 + 2, 64 + 61]  # node 1 of height 1 as well
+    for leaf in leaves:
+        base = leaf << LEAF_SHIFT
+        for w in range(64):
+            density = w / 63                         # all free .. all taken
+            for b in range(64):
+                if rng.random() < density:
+                    taken.add(base + 64 * w + b)
+    for w, mask in enumerate([(1 << 63) | 1, 1 << 63, 1, 0xFF00, 0x8001 << 40, 0x0101 << 24]):
+        base = (31 << LEAF_SHIFT) + 64 * w           # a leaf's first words, these bits free
+        taken.update(base + b for b in range(64) if not mask >> b & 1)
+        taken.difference_update(base + b for b in range(64) if mask >> b & 1)
+    for p in sorted(taken):
+        space.take(p)
+    ordered = sorted(taken)
+    for leaf in leaves:
+        base = leaf << LEAF_SHIFT
+        for p in range(base, base + (1 << LEAF_SHIFT) + 1):
+            below = p - bisect.bisect_left(ordered, p)
+            assert space.rank(p) == below, p
+            if p not in taken:
+                assert space.select(below) == p, (p, below)
+    free = 2**20 - len(taken)
+    assert space.rank(2**20) == free
+    assert (space.select(free - 1), space.select(free)) == (2**20 - 1, 2**20)   # on past the capacity
     space._check()
 
 
