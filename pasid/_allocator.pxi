@@ -13,7 +13,6 @@ from cpython.list cimport PyList_GET_SIZE
 from libc.stdlib cimport free, malloc, qsort, realloc
 from libc.string cimport memcpy
 
-import _thread
 
 cdef extern from *:
     """
@@ -178,13 +177,13 @@ cdef class PasidAllocator:
         self._gone = None
         self._graveyard = []
         self._callbacks = 0
-        self._registry = _thread.allocate_lock()
+        self._registry = PyThread_allocate_lock()
         self._registry_thread = 0
         self._batch = self._waiting = 0
         self._runs = NULL
         self._runs_cap = 0
         self._gate = PyThread_allocate_lock()
-        if self._gate == NULL:
+        if self._gate == NULL or self._registry == NULL:
             raise MemoryError()
         self._counts[0] = size
         for p in range(1, 5):
@@ -204,6 +203,8 @@ cdef class PasidAllocator:
     def __dealloc__(self):
         if self._gate != NULL:
             PyThread_free_lock(self._gate)
+        if self._registry != NULL:
+            PyThread_free_lock(self._registry)
         free(self._runs)
         space_destroy(&self.space)
         free(self._slots)
@@ -252,15 +253,19 @@ cdef class PasidAllocator:
         return 0
 
     cdef int _enter_registry(self) except -1:
-        """Take the registry lock; refuse a change re-entered from the thread holding it."""
+        """Take the registry lock; refuse a change re-entered from the thread holding it.
+        Uncontended, one C call; else it waits without the GIL (the thread holding it
+        may be running an owner's __hash__/__eq__, which needs the GIL)."""
         self._refuse_reentry()
-        self._registry.acquire()
+        if not PyThread_acquire_lock(self._registry, NOWAIT_LOCK):
+            with nogil:
+                PyThread_acquire_lock(self._registry, WAIT_LOCK)
         self._registry_thread = PyThread_get_thread_ident()
         return 0
 
     cdef void _leave_registry(self) noexcept:
         self._registry_thread = 0
-        _release_lock(self._registry)
+        PyThread_release_lock(self._registry)
 
     cdef inline void _bury(self, object value) noexcept:
         """Keep a user object the change lets go until phase 3 (its finalizer may
@@ -1225,6 +1230,3 @@ cdef class PasidAllocator:
         """Verify every invariant (``pasid/_check.pxi``); AssertionError on the first that fails."""
         check_allocator(self)
 
-
-cdef void _release_lock(object lock) noexcept:
-    lock.release()

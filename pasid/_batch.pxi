@@ -123,12 +123,18 @@ cdef int fork_child(PasidAllocator a) except -1:
     thread waits for a batch; a registry lock another thread held is
     replaced, and a device it was declaring (in the handle table, not yet in
     the device table) is dropped."""
+    cdef PyThread_type_lock registry
     a._waiting = 0
     PyThread_release_lock(a._gate)
     # (a thread may have taken the lock and not yet the GIL back: it is not
     # 'locked()' yet, and still it is held; only this thread's own hold is known)
     if a._registry_thread != PyThread_get_thread_ident():
-        a._registry = _thread.allocate_lock()
+        # (the old lock is left as it is: freeing a lock another thread held is not
+        # defined everywhere; one lock, once per fork that caught a change)
+        registry = PyThread_allocate_lock()
+        if registry == NULL:
+            raise MemoryError()
+        a._registry = registry
         a._registry_thread = 0
         declared = {id(found) for found in a._devices.values()}
         for handle, found in enumerate(a._device_list):

@@ -166,7 +166,7 @@ cdef class PasidAllocator:
     cdef _Owner _gone            # owner records to drop from _owners after the operation
     cdef _Owner _last            # the last owner record named: kept while idle (_owners.pxi)
     cdef list _graveyard         # user objects let go by a change, dropped in its phase 3
-    cdef object _registry        # a lock: owner and device tables change under it
+    cdef PyThread_type_lock _registry  # held while the owner and device tables change
     cdef long _registry_thread   # the thread holding it, or 0
     cdef int _batch              # a batch runs without the GIL; its thread holds _gate
     cdef PyThread_type_lock _gate     # held by the thread of a batch running without the GIL

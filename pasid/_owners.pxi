@@ -18,6 +18,7 @@
 
 
 @cython.final
+@cython.freelist(64)            # made and dropped with every process that holds one PASID
 cdef class _Owner:
     """An owner's record: its use (what its quota counts), quota and ACTIVE PASIDs.
     Attributes are declared in _core.pxd."""
@@ -101,7 +102,7 @@ cdef _Owner owner_make(PasidAllocator a, object owner):
         found = a._owners.get(owner)
         if found is not None and owner_pin(a, <_Owner>found):
             return <_Owner>found
-        record = _Owner(owner)
+        record = _Owner.__new__(_Owner, owner)
         record.pins = 1                  # no other thread sees it before the insert
         a._owners[owner] = record
     finally:
@@ -253,6 +254,10 @@ cdef list exit_in(PasidAllocator a, _Owner owner, double now):
     cdef int32_t p
     if k == 0:
         return []
+    if k == 1:                          # a process's one PASID: no buffer, nothing to sort
+        p = owner.first
+        release(a, p, now)
+        return [p]
     pasids = <int32_t*>malloc(k * sizeof(int32_t))
     if pasids == NULL:
         raise MemoryError()
