@@ -59,7 +59,8 @@ def test_w1_churn(benchmark, session, rep, variant, disabled):
 @pytest.mark.variants(*bench.ROWS["W1-cold"])
 def test_w1_cold(benchmark, session, rep, variant, disabled):
     """W1's pairs in blocks of 250, the caches evicted (untimed) before each block (cold
-    rows) or not (warm rows); the blocks' own times in phase_times["blocks"]."""
+    rows) or not (warm rows); the blocks' own times in phase_times["blocks"]
+    (pasid.bench.block_total)."""
     _bench(benchmark, session, "W1-cold", rep, variant, disabled)
 
 

@@ -59,7 +59,8 @@ Simulator paths (issue 19): the calls a simulator makes, which W1-W6 do not.
   checks), but in blocks: before each block the caches are evicted by
   reading one byte a line of a buffer twice the last-level cache
   (:class:`Evictor`; the size read from sysfs), untimed; each block is timed
-  with ``perf_counter`` and the blocks summed (phase ``blocks``; the
+  with ``perf_counter``, and a round's phase ``blocks`` is the median block
+  times the blocks (:func:`block_total`: robust to a preempted block; the
   ``round`` time includes the evictions and is not shown). Why a buffer and
   not interleaved candidates: the allocators' tables (2 MiB, 128 KiB) are
   far smaller than the last-level cache, so interleaving them evicts only
@@ -126,7 +127,7 @@ Samples = dict[tuple[str, str, str], dict[int, float]]
 
 __all__ = [
     "CANDIDATES", "Case", "Evictor", "Session", "WORKLOADS", "ROWS", "ORDER",
-    "report", "run", "memory", "rotated", "require_core", "figures", "llc_bytes",
+    "report", "run", "memory", "rotated", "require_core", "figures", "llc_bytes", "block_total",
 ]
 
 BITS = 20
@@ -574,20 +575,29 @@ def owner_lifecycle_round(alloc: Callable[..., int], bind: Callable[[int, str], 
     return r
 
 
+def block_total(times: Sequence[float]) -> float:
+    """A cold round's timed total from its (equal) blocks' times: the median block
+    times their number. A plain sum would add the time slice of any block that
+    another process preempted: a round is mostly evictions, so under load most
+    rounds hold such a block, and the median over rounds does not remove it."""
+    return statistics.median(times) * len(times)
+
+
 def cold_churn_round(free: Callable[[int], None], alloc: Callable[[], int],
                      blocks: Iterable[list[int]], evict: Callable[[], object],
                      phases: Phases) -> int:
-    """W1-cold: W1's pairs, ``evict()`` (untimed) before each block; the blocks' times
-    summed in ``phases["blocks"]``."""
-    total = 0.0
+    """W1-cold: W1's pairs, ``evict()`` (untimed) before each block; each block timed,
+    ``phases["blocks"]``: their :func:`block_total`."""
+    times = []
     for block in blocks:
         evict()
         t0 = perf_counter()
         for v in block:
             free(v)
             p = alloc()
-        total += perf_counter() - t0
-    phases["blocks"].append(total)
+        t1 = perf_counter()
+        times.append(t1 - t0)
+    phases["blocks"].append(block_total(times))
     return p
 
 
@@ -596,9 +606,9 @@ def cold_lifecycle_round(alloc: Callable[[], int], bind: Callable[[int, str], No
                          advance: Callable[..., int], d0: str, d1: str, blocks: int,
                          block: int, evict: Callable[[], object], phases: Phases) -> int:
     """W6-cold: ``blocks`` blocks of ``block`` W6 lifecycles, ``evict()`` (untimed) before
-    each; ``phases["blocks"]``: the blocks summed, ``phases["first"]``: their first
-    lifecycles (the cold ones) summed."""
-    total = first = 0.0
+    each; ``phases["blocks"]``: the blocks' :func:`block_total`, ``phases["first"]``:
+    that of their first lifecycles (the cold ones)."""
+    times, firsts = [], []
     for _ in repeat(None, blocks):
         evict()
         t0 = perf_counter()
@@ -619,10 +629,10 @@ def cold_lifecycle_round(alloc: Callable[[], int], bind: Callable[[int, str], No
             unbind(p, d1)
             r = advance(by=1)
         t2 = perf_counter()
-        first += t1 - t0
-        total += t2 - t0
-    phases["blocks"].append(total)
-    phases["first"].append(first)
+        firsts.append(t1 - t0)
+        times.append(t2 - t0)
+    phases["blocks"].append(block_total(times))
+    phases["first"].append(block_total(firsts))
     return r
 
 
@@ -939,6 +949,7 @@ class Session:
 
             body = owner_lifecycle_round
         elif mode in ("cold", "warm"):
+            assert n % COLD_W6_BLOCK == 0, n            # equal blocks (block_total)
             blocks = n // COLD_W6_BLOCK
             evict = self.evictor() if mode == "cold" else no_eviction
             phases = {"blocks": [], "first": []}
@@ -981,6 +992,7 @@ class Session:
         rounds, warmup = self.rounds(w.key, cand)
         evict = self.evictor() if mode == "cold" else no_eviction
         phases: Phases = {"blocks": []}
+        assert pairs % COLD_W1_BLOCK == 0, pairs     # equal blocks (block_total)
         starts = range(0, pairs, COLD_W1_BLOCK)
 
         def setup() -> tuple[Any, ...]:

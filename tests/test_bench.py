@@ -248,6 +248,11 @@ def test_llc_bytes_reads_the_highest_level_data_cache(tmp_path):
     assert bench.llc_bytes(str(tmp_path / "absent")) == 32 << 20   # the fallback
 
 
+def test_block_total_is_robust_to_a_preempted_block():
+    assert bench.block_total([1.0, 1.0, 1.0, 1.0]) == 4.0
+    assert bench.block_total([1.0, 1.0, 900.0, 1.2, 0.9]) == 5.0    # the median, times 5
+
+
 def test_evictor_reads_a_buffer_twice_the_cache():
     ev = bench.Evictor(1 << 16)
     assert ev.size == 1 << 16 and ev() == 1
