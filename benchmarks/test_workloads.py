@@ -59,8 +59,8 @@ def test_w1_churn(benchmark, session, rep, variant, disabled):
 @pytest.mark.variants(*bench.ROWS["W1-cold"])
 def test_w1_cold(benchmark, session, rep, variant, disabled):
     """W1's pairs in blocks of 250, the caches evicted (untimed) before each block (cold
-    rows) or not (warm rows); the blocks' own times in phase_times["blocks"]
-    (pasid.bench.block_total)."""
+    rows) or not (warm rows); each block's first pair and the rest timed apart,
+    phase_times["first"] and ["rest"] (pasid.bench.block_total)."""
     _bench(benchmark, session, "W1-cold", rep, variant, disabled)
 
 
@@ -94,7 +94,7 @@ def test_w6_lifecycle(benchmark, session, rep, variant, disabled):
 @pytest.mark.variants(*bench.ROWS["W6-cold"])
 def test_w6_cold(benchmark, session, rep, variant, disabled):
     """W6's lifecycles in blocks of 10, the caches evicted (untimed) before each block
-    (cold) or not (warm); phase_times["blocks"] and ["first"] (each block's first)."""
+    (cold) or not (warm); phase_times["first"] (each block's first) and ["rest"]."""
     _bench(benchmark, session, "W6-cold", rep, variant, disabled)
 
 
