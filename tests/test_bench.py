@@ -238,14 +238,16 @@ def test_llc_bytes_reads_the_highest_level_data_cache(tmp_path):
 
     cache(0, 1, "Data", "32K")
     cache(1, 1, "Instruction", "32K")
-    cache(2, 2, "Unified", "1024K")
-    assert bench.llc_bytes(str(tmp_path)) == 1 << 20
+    cache(2, 2, "Unified", "512K")
+    assert bench.llc_bytes(str(tmp_path)) == 512 << 10
     cache(3, 3, "Unified", "32768K")
     (tmp_path / "uevent").write_text("")                 # not a cache: ignored
     assert bench.llc_bytes(str(tmp_path)) == 32 << 20
     cache(4, 4, "Instruction", "1G")                     # instructions only: not data
     assert bench.llc_bytes(str(tmp_path)) == 32 << 20
     assert bench.llc_bytes(str(tmp_path / "absent")) == 32 << 20   # the fallback
+    assert bench.l2_bytes(str(tmp_path)) == 512 << 10
+    assert bench.l2_bytes(str(tmp_path / "absent")) == 1 << 20
 
 
 def test_block_total_is_robust_to_a_preempted_block():
@@ -257,6 +259,9 @@ def test_evictor_reads_a_buffer_twice_the_cache():
     ev = bench.Evictor(1 << 16)
     assert ev.size == 1 << 16 and ev() == 1
     assert bench.Evictor().size == 2 * bench.llc_bytes()
+    session = bench.Session()
+    assert session.evictor("l2").size == 2 * bench.l2_bytes()
+    assert session.evictor() is session.evictor("llc")
     assert bench.no_eviction() == 0
 
 
@@ -278,12 +283,14 @@ def test_cold_rows_evict_between_blocks_and_time_only_the_blocks():
     """The eviction runs before every block of a cold row, never in a warm row, and
     never inside the timed first/rest phases (it sleeps: a timed one would show)."""
     session = bench.Session(quick=True)
-    ev = session._evictor = CountingEvictor(0.002)
+    ev = CountingEvictor(0.002)
+    session._evictors = {"llc": ev, "l2": ev}
     pairs = bench.QUICK_SIZES["W1"]
     cycles = bench.QUICK_SIZES["W6"]
     for key, row, per_round in (
             ("W1-cold", "cy-PA:cold", -(-pairs // bench.COLD_W1_BLOCK)),
             ("W1-cold", "cy-IDA:cold", -(-pairs // bench.COLD_W1_BLOCK)),
+            ("W1-cold", "cy-IDA:l2", -(-pairs // bench.COLD_W1_BLOCK)),
             ("W6-cold", "cy-PA:cold", cycles // bench.COLD_W6_BLOCK)):
         ev.calls = 0
         case = session.case(key, row)
@@ -354,6 +361,8 @@ def test_new_targets_and_figures_from_samples():
         ("W1-cold", "cy-PA:cold", "rest"): {0: 150.0},
         ("W1-cold", "cy-IDA:cold", "first"): {0: 4000.0},
         ("W1-cold", "cy-IDA:cold", "rest"): {0: 100.0},
+        ("W1-cold", "cy-PA:l2", "rest"): {0: 240.0},
+        ("W1-cold", "cy-IDA:l2", "rest"): {0: 80.0},
         ("W1-cold", "cy-PA:warm", "rest"): {0: 60.0},
         ("W1-cold", "cy-IDA:warm", "rest"): {0: 48.0},
         ("owner-churn", "cy-PA", "round"): {0: 500.0},
@@ -373,7 +382,8 @@ def test_new_targets_and_figures_from_samples():
     assert verdict("owner pair vm1") == ("FAIL", "8.50x")
     assert verdict("W6 with owners / W6 without") == ("FAIL", "3.00x")
     assert verdict("W1 cold: _core.PasidAllocator / _core.IDA") == ("PASS", "1.50x")
-    assert failed == 2
+    assert verdict("W1 l2: _core.PasidAllocator / _core.IDA") == ("FAIL", "3.00x")
+    assert failed == 3
     figure = {line.rsplit(None, 1)[0].strip(): line.split()[-1] for line in lines
               if line.startswith("        ")}
     assert figure["W1 warm (the same blocks, not evicted): _core.PasidAllocator / _core.IDA"] \
