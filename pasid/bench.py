@@ -1396,8 +1396,8 @@ def targets(samples: Samples, mem: tuple[int, int] | None = None
     at_most("W6 with owners / W6 without (_core, one group)",
             ratio(samples, ("W6-owners", "cy-PA:owners", "round"),
                   ("W6-owners", "cy-PA:plain", "round")), 1.3, "x")
-    for mode, what in (("cold", "caches evicted"), ("l2", "L2 evicted, tables in L3")):
-        at_most(f"W1 {mode}: _core.PasidAllocator / _core.IDA ({what}; rest pairs)",
+    for mode, what in (("cold", "cold (caches evicted)"), ("l2", "L2-cold (tables in L3)")):
+        at_most(f"W1 {what}: _core.PasidAllocator / _core.IDA",
                 ratio(samples, ("W1-cold", f"cy-PA:{mode}", "rest"),
                       ("W1-cold", f"cy-IDA:{mode}", "rest")), 1.5, "x")
     loop = ns(samples, ("replay", "cy-PA:compiled", "loop"))

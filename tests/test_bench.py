@@ -326,7 +326,7 @@ def test_owner_groups_print_their_targets():
         verdict = [line for line in text.splitlines() if desc in line]
         assert len(verdict) == 1 and verdict[0].split()[0] in ("PASS", "FAIL"), verdict
         assert verdict[0].endswith("(target <= 1.3x)")
-    assert "n/a   W1 cold: _core.PasidAllocator / _core.IDA" in text
+    assert "n/a   W1 cold (caches evicted): _core.PasidAllocator / _core.IDA" in text
     assert "Figures (no target)" in text and "owner churn: _core ns per process" in text
 
 
@@ -381,8 +381,8 @@ def test_new_targets_and_figures_from_samples():
     assert verdict("owner pair vm0") == ("PASS", "1.25x")
     assert verdict("owner pair vm1") == ("FAIL", "8.50x")
     assert verdict("W6 with owners / W6 without") == ("FAIL", "3.00x")
-    assert verdict("W1 cold: _core.PasidAllocator / _core.IDA") == ("PASS", "1.50x")
-    assert verdict("W1 l2: _core.PasidAllocator / _core.IDA") == ("FAIL", "3.00x")
+    assert verdict("W1 cold (caches evicted): _core.PasidAllocator / _core.IDA") == ("PASS", "1.50x")
+    assert verdict("W1 L2-cold (tables in L3): _core.PasidAllocator / _core.IDA") == ("FAIL", "3.00x")
     assert failed == 3
     figure = {line.rsplit(None, 1)[0].strip(): line.split()[-1] for line in lines
               if line.startswith("        ")}
