@@ -15,11 +15,11 @@ Candidates, all on a 20-bit space (``ROWS``: the rows of each workload)::
     py-PA   pasid.pure.PasidAllocator(bits=20, reserved=())   (baseline, W6)
 
 A row is a candidate, or ``candidate:mode`` (W4: ``call``/``batch``; replay:
-the ``compiled`` or ``python`` loop; the groups below: their own modes). :meth:`Session.case` gives, for one
-(workload, row), a :class:`Case`: the timed round body, the untimed setup
-that returns its arguments, the rounds and warm-up rounds, the operations a
-round (and each of its phases) holds, and the check of the last result
-against the plan. The rules every round follows:
+the ``compiled`` or ``python`` loop; the groups below: their own modes).
+:meth:`Session.case` gives, for one (workload, row), a :class:`Case`: the
+timed round body, the untimed setup that returns its arguments, the rounds
+and warm-up rounds, the operations a round (and each of its phases) holds,
+and the check of the last result against the plan. The rules every round follows:
 
 * identical work from an identical state for every candidate of a group
   (pure rows run fewer rounds, never less work per round);

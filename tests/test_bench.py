@@ -381,8 +381,8 @@ def test_new_targets_and_figures_from_samples():
     assert verdict("owner pair vm0") == ("PASS", "1.25x")
     assert verdict("owner pair vm1") == ("FAIL", "8.50x")
     assert verdict("W6 with owners / W6 without") == ("FAIL", "3.00x")
-    assert verdict("W1 cold (caches evicted): _core.PasidAllocator / _core.IDA") == ("PASS", "1.50x")
-    assert verdict("W1 L2-cold (tables in L3): _core.PasidAllocator / _core.IDA") == ("FAIL", "3.00x")
+    assert verdict("W1 cold (caches evicted): _core.PasidAllocator") == ("PASS", "1.50x")
+    assert verdict("W1 L2-cold (tables in L3): _core.PasidAllocator") == ("FAIL", "3.00x")
     assert failed == 3
     figure = {line.rsplit(None, 1)[0].strip(): line.split()[-1] for line in lines
               if line.startswith("        ")}
