@@ -285,7 +285,7 @@ def test_cold_rows_evict_between_blocks_and_time_only_the_blocks():
     session = bench.Session(quick=True)
     ev = CountingEvictor(0.002)
     session._evictors = {"llc": ev, "l2": ev}
-    pairs = bench.QUICK_SIZES["W1"]
+    pairs = bench.W1_PAIRS                              # W1-cold keeps its size when quick
     cycles = bench.QUICK_SIZES["W6"]
     for key, row, per_round in (
             ("W1-cold", "cy-PA:cold", -(-pairs // bench.COLD_W1_BLOCK)),
