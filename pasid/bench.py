@@ -60,8 +60,8 @@ Simulator paths (issue 19): the calls a simulator makes, which W1-W6 do not.
   reading one byte a line of a buffer twice the last-level cache
   (:class:`Evictor`; the size read from sysfs), untimed. Each block's first
   operation (phase ``first``) and the rest (``rest``) are timed apart with
-  ``perf_counter``; a round's phase time is the median block's times the
-  blocks (:func:`block_total`: robust to a block another process preempted).
+  ``perf_counter``; a round's phase time is the median block's time times
+  the number of blocks (:func:`block_total`: robust to a preempted block).
   The ``round`` time includes the evictions and is not shown.
   Why a buffer, not interleaved candidates: the allocators' tables (2 MiB,
   128 KiB) are far smaller than the last-level cache, so interleaving them
