@@ -41,8 +41,8 @@ def _bench(benchmark, session, workload, rep, variant, disabled):
 
 
 # File order: W3 first, so each stage goes full -> 99.9% -> half (only frees,
-# the cheap direction for the pure backend), then W1 and W5 on the half state
-# (pasid.bench.ORDER).
+# the cheap direction for the pure backend), then W1, W1-cold and W5 on the half
+# state (pasid.bench.ORDER).
 
 @pytest.mark.variants(*bench.ROWS["W3"])
 def test_w3_nearly_full(benchmark, session, rep, variant, disabled):
@@ -54,6 +54,14 @@ def test_w3_nearly_full(benchmark, session, rep, variant, disabled):
 def test_w1_churn(benchmark, session, rep, variant, disabled):
     """Half the space allocated at random; timed: 20,000 free(random allocated) + alloc() pairs."""
     _bench(benchmark, session, "W1", rep, variant, disabled)
+
+
+@pytest.mark.variants(*bench.ROWS["W1-cold"])
+def test_w1_cold(benchmark, session, rep, variant, disabled):
+    """W1's pairs in blocks of 250, the caches evicted (untimed) before each block (cold
+    rows) or not (warm rows); each block's first pair and the rest timed apart,
+    phase_times["first"] and ["rest"] (pasid.bench.block_total)."""
+    _bench(benchmark, session, "W1-cold", rep, variant, disabled)
 
 
 @pytest.mark.variants(*bench.ROWS["W5"])
@@ -81,6 +89,32 @@ def test_w4_batch(benchmark, session, rep, variant, disabled):
 def test_w6_lifecycle(benchmark, session, rep, variant, disabled):
     """grace=1, two devices with drain=0.5; 2,000 lifecycles a round (7 calls each)."""
     _bench(benchmark, session, "W6", rep, variant, disabled)
+
+
+@pytest.mark.variants(*bench.ROWS["W6-cold"])
+def test_w6_cold(benchmark, session, rep, variant, disabled):
+    """W6's lifecycles in blocks of 10, the caches evicted (untimed) before each block
+    (cold) or not (warm); phase_times["first"] (each block's first) and ["rest"]."""
+    _bench(benchmark, session, "W6-cold", rep, variant, disabled)
+
+
+@pytest.mark.variants(*bench.ROWS["W6-owners"])
+def test_w6_owners(benchmark, session, rep, variant, disabled):
+    """W6 with alloc(owner=o), an int owner per lifecycle; W6 itself in the same group."""
+    _bench(benchmark, session, "W6-owners", rep, variant, disabled)
+
+
+@pytest.mark.variants(*bench.ROWS["owner-pairs"])
+def test_owner_pairs(benchmark, session, rep, variant, disabled):
+    """free(alloc()) / free(alloc(owner="vm0")) (vm0 holds 1,000) / free(alloc(owner="vm1"))
+    (its only PASID), 20,000 pairs on one shared state."""
+    _bench(benchmark, session, "owner-pairs", rep, variant, disabled)
+
+
+@pytest.mark.variants(*bench.ROWS["owner-churn"])
+def test_owner_churn(benchmark, session, rep, variant, disabled):
+    """2,000 processes a round: alloc(owner=pid), bind, exit_owner(pid), unbind."""
+    _bench(benchmark, session, "owner-churn", rep, variant, disabled)
 
 
 @pytest.mark.variants(*bench.ROWS["replay"])

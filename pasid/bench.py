@@ -15,11 +15,11 @@ Candidates, all on a 20-bit space (``ROWS``: the rows of each workload)::
     py-PA   pasid.pure.PasidAllocator(bits=20, reserved=())   (baseline, W6)
 
 A row is a candidate, or ``candidate:mode`` (W4: ``call``/``batch``; replay:
-the ``compiled`` or ``python`` loop). :meth:`Session.case` gives, for one
-(workload, row), a :class:`Case`: the timed round body, the untimed setup
-that returns its arguments, the rounds and warm-up rounds, the operations a
-round (and each of its phases) holds, and the check of the last result
-against the plan. The rules every round follows:
+the ``compiled`` or ``python`` loop; the groups below: their own modes).
+:meth:`Session.case` gives, for one (workload, row), a :class:`Case`: the
+timed round body, the untimed setup that returns its arguments, the rounds
+and warm-up rounds, the operations a round (and each of its phases) holds,
+and the check of the last result against the plan. The rules every round follows:
 
 * identical work from an identical state for every candidate of a group
   (pure rows run fewer rounds, never less work per round);
@@ -34,6 +34,58 @@ against the plan. The rules every round follows:
   thousands of operations and warms the interpreter itself);
 * every result is checked against the plan (the lowest FREE ID is
   deterministic), so a candidate that does different work fails, not wins.
+
+Simulator paths (issue 19): the calls a simulator makes, which W1-W6 do not.
+
+* ``owner-pairs``: ``free(alloc(owner=O))`` on one compiled allocator per
+  session in which owner ``"vm0"`` holds PASIDs 0..999 (``OWNER_HELD``), so
+  every pair takes PASID 1000. Rows: ``untagged`` (``free(alloc())``),
+  ``vm0`` (the owner holds 1,000 others), ``vm1`` (the pair is the owner's
+  only PASID: its record is made and dropped every pair, the one-PASID
+  process of SVA). The three rows share the object: the same state.
+* ``owner-churn``: processes, each ``alloc(owner=pid)``, ``bind`` one
+  device, ``exit_owner(pid)``, then the device's ``unbind`` (a killed
+  process in ``pasid.sim.workload``: the exit releases, the device tears
+  down after); ``pid`` from a fresh list ``1..n`` (distinct in a round,
+  every owner gone at its end). grace 0 and drain 0, so the unbind returns
+  the PASID to FREE and no ``advance`` is needed: the round is the process's
+  own four calls. ns per process; compiled against pure.
+* ``W6-owners``: W6's lifecycle with ``alloc(owner=o)``, a distinct int
+  owner per lifecycle from a fresh list (what the simulator's replay does:
+  one owner per process, its only PASID, owners are ints); its ``plain`` row
+  is W6 itself (the same body and object construction) in the same group, so
+  the owners' cost is a ratio within one run.
+* ``W1-cold`` and ``W6-cold``: W1's and W6's rounds (the same plan, states,
+  checks), but in blocks: before each block the caches are evicted by
+  reading one byte a line of a buffer twice the last-level cache
+  (:class:`Evictor`; the size read from sysfs), untimed. Each block's first
+  operation (phase ``first``) and the rest (``rest``) are timed apart with
+  ``perf_counter``; a round's phase time is the median block's time times
+  the number of blocks (:func:`block_total`: robust to a preempted block).
+  The ``round`` time includes the evictions and is not shown.
+  Why a buffer, not interleaved candidates: the allocators' tables (2 MiB,
+  128 KiB) are far smaller than the last-level cache, so interleaving them
+  evicts only L2; a simulator's own data between two calls is what pushes
+  them to memory. Why blocks: an eviction costs milliseconds, a pair ~100 ns.
+  Why ``first`` apart: an eviction also empties the caches of what every
+  operation shares (the interpreter's code and objects, the caller's frame,
+  the allocator's code, summaries, the lowest FREE IDs): a block's first
+  operation brings them back, ~5 us here, the same for every candidate, and
+  a sum over the block would spread that over its operations (the ratio
+  would depend on the block size). W1 evicts every ``COLD_W1_BLOCK`` (250)
+  pairs: each pair frees a random victim, and 250 lines are few against
+  IDA's 2,048 bitmap lines and the PasidAllocator's 32,768 slot lines, so
+  in ``rest`` nearly every victim's line is still a miss for both: the cost
+  a simulator pays per call once its own data has evicted the tables (the
+  target reads ``rest``). W6 reuses one PASID, so only a block's first
+  lifecycle is cold: W6-cold evicts every ``COLD_W6_BLOCK`` (10) lifecycles
+  and ``first`` is the cold lifecycle (Python's side included, see
+  :class:`Evictor`), ``rest`` warm again. W1-cold's ``l2`` rows read a buffer
+  twice the L2 instead: the tables leave L2 but stay in the last-level cache,
+  a simulator whose own data is a few MiB (IDA's 128 KiB bitmap is back in
+  L2 at once, the 2 MiB slot table is not: the PasidAllocator's worst case).
+  The ``warm`` rows run the same blocks and timers without evicting: the
+  cold/warm ratios are within one run and one loop.
 
 Repetitions: each repetition runs the rows of a workload in the order of
 ``ROWS`` rotated by the repetition number (:func:`rotated`), so the order
@@ -83,8 +135,9 @@ Phases = dict[str, list[float]]
 Samples = dict[tuple[str, str, str], dict[int, float]]
 
 __all__ = [
-    "CANDIDATES", "Case", "Session", "WORKLOADS", "ROWS", "ORDER",
-    "report", "run", "memory", "rotated", "require_core",
+    "CANDIDATES", "Case", "Evictor", "Session", "WORKLOADS", "ROWS", "ORDER",
+    "report", "run", "memory", "rotated", "require_core", "figures", "llc_bytes", "l2_bytes",
+    "block_total",
 ]
 
 BITS = 20
@@ -100,7 +153,13 @@ W3_OPS = 1_000
 W4_IDS = 100_000
 W5_OPS = 10_000
 W6_CYCLES = 2_000
-QUICK_SIZES = {"W1": 5_000, "W2": N // 4, "W4": 25_000, "W5": 2_500, "W6": 500}
+OWNER_PAIRS = 20_000
+OWNER_HELD = 1_000              # PASIDs owner "vm0" holds in the owner-pairs state
+OWNER_PROCESSES = 2_000
+COLD_W1_BLOCK = 250             # pairs between two evictions (W1-cold)
+COLD_W6_BLOCK = 10              # lifecycles between two evictions (W6-cold)
+QUICK_SIZES = {"W1": 5_000, "W2": N // 4, "W4": 25_000, "W5": 2_500, "W6": 500,
+               "owner-pairs": 5_000, "owner-churn": 500}
 
 REPLAY_PRESET = "default"
 REPLAY_SEED = 0
@@ -118,6 +177,11 @@ ROUNDS = {
     "W6": (20, 3),
     "replay-compiled": (10, 0),
     "replay-python": (3, 1),
+    "owner-pairs": (15, 0),
+    "owner-churn": (20, 3),
+    "W6-owners": (20, 3),
+    "W1-cold": (5, 0),
+    "W6-cold": (3, 0),
 }
 QUICK_ROUNDS = {
     "W1": (5, 1),
@@ -129,11 +193,18 @@ QUICK_ROUNDS = {
     "W6": (5, 1),
     "replay-compiled": (3, 0),
     "replay-python": (1, 1),
+    "owner-pairs": (5, 0),
+    "owner-churn": (5, 1),
+    "W6-owners": (5, 1),
+    "W1-cold": (2, 0),
+    "W6-cold": (2, 0),
 }
 QUICK_NOTE = (
-    "quick: fewer rounds per repetition, and smaller rounds: W1 5,000 pairs, W2 a quarter of "
-    "the space (2**18 IDs from empty), W4 25,000 IDs, W5 2,500 allocations, W6 500 "
-    "lifecycles; the replay group's python rows run 1 round and no warm-up"
+    "quick: fewer rounds per repetition, and smaller rounds: W1 5,000 pairs (W1-cold keeps "
+    "20,000: how much of the slot table a round touches decides where it is cached), W2 a "
+    "quarter of the space (2**18 IDs from empty), W4 25,000 IDs, W5 2,500 allocations, W6 "
+    "(and W6-owners, W6-cold) 500 lifecycles, owner pairs 5,000, owner churn 500 processes; "
+    "the replay group's python rows run 1 round and no warm-up"
 )
 
 
@@ -327,6 +398,72 @@ class Stage:
         return self.obj
 
 
+# ------------------------------------------------------------ cold caches
+
+def cache_sizes(root: str = "/sys/devices/system/cpu/cpu0/cache") -> dict[int, int]:
+    """CPU 0's data or unified cache size per level, in bytes (sysfs; {} if unreadable)."""
+    sizes: dict[int, int] = {}
+    try:
+        names = os.listdir(root)
+    except OSError:
+        names = []
+    for name in names:
+        if not name.startswith("index"):
+            continue
+        try:
+            with open(os.path.join(root, name, "level")) as f:
+                level = int(f.read())
+            with open(os.path.join(root, name, "type")) as f:
+                kind = f.read().strip()
+            with open(os.path.join(root, name, "size")) as f:
+                text = f.read().strip()
+        except (OSError, ValueError):
+            continue
+        scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+        digits = text[:-1] if scale != 1 else text
+        if kind != "Instruction" and digits.isdigit():
+            sizes[level] = max(sizes.get(level, 0), int(digits) * scale)
+    return sizes
+
+
+def llc_bytes(root: str = "/sys/devices/system/cpu/cpu0/cache") -> int:
+    """The size of CPU 0's highest-level data or unified cache (sysfs), else 32 MiB."""
+    sizes = cache_sizes(root)
+    return sizes[max(sizes)] if sizes else 32 << 20
+
+
+def l2_bytes(root: str = "/sys/devices/system/cpu/cpu0/cache") -> int:
+    """The size of CPU 0's level-2 cache (sysfs), else 1 MiB."""
+    return cache_sizes(root).get(2, 1 << 20)
+
+
+class Evictor:
+    """``evict()``: read one byte of every 64-byte line of a buffer twice the
+    last-level cache (:func:`llc_bytes`), pushing what was cached out to
+    memory, as a simulator's own data does between two allocator calls.
+    About 2-3 ms for 64 MiB here; never inside a timed region.
+
+    It evicts everything, code and the interpreter's objects too (the L2
+    here holds what L1 holds), so a block's first calls also bring back the
+    caller's frame and bytecode, the bound methods and their arguments: the
+    same for every candidate, once a block. Measured here: seven calls of a
+    pure-Python stand-in object, the W6 lifecycle's, cost ~4-5 us on their
+    first round after an eviction (0.3 us warm)."""
+
+    def __init__(self, size: int | None = None) -> None:
+        self.size = size if size is not None else 2 * llc_bytes()
+        self._buffer = np.ones(self.size, dtype=np.uint8)    # written: every page mapped
+        self._lines = self._buffer[::64]
+
+    def __call__(self) -> int:
+        return int(self._lines.max())
+
+
+def no_eviction() -> int:
+    """The warm rows' stand-in for :class:`Evictor` (the same call, nothing evicted)."""
+    return 0
+
+
 # ------------------------------------------------------------ timed bodies
 
 def alloc_free_round(alloc: Callable[[], int], free: Callable[[int], None], n: int,
@@ -414,6 +551,119 @@ def lifecycle_round(alloc: Callable[[], int], bind: Callable[[int, str], None],
     return r
 
 
+def owner_pair_round(alloc: Callable[..., int], free: Callable[[int], None], owner: Any,
+                     n: int) -> int:
+    """owner-pairs, tagged: n x ``free(alloc(owner=owner))``."""
+    for _ in repeat(None, n):
+        p = alloc(owner=owner)
+        free(p)
+    return p
+
+
+def untagged_pair_round(alloc: Callable[[], int], free: Callable[[int], None], owner: Any,
+                        n: int) -> int:
+    """owner-pairs, untagged: n x ``free(alloc())`` (``owner`` unused: the same arguments)."""
+    for _ in repeat(None, n):
+        p = alloc()
+        free(p)
+    return p
+
+
+def owner_churn_round(alloc: Callable[..., int], bind: Callable[[int, str], None],
+                      exit_owner: Callable[[Any], list[int]],
+                      unbind: Callable[[int, str], None], dev: str, pids: Iterable[int]) -> int:
+    """owner-churn: per process ``alloc(owner=pid)``, bind, ``exit_owner(pid)``, unbind."""
+    for pid in pids:
+        p = alloc(owner=pid)
+        bind(p, dev)
+        exit_owner(pid)
+        unbind(p, dev)
+    return p
+
+
+def owner_lifecycle_round(alloc: Callable[..., int], bind: Callable[[int, str], None],
+                          free: Callable[[int], None], unbind: Callable[[int, str], None],
+                          advance: Callable[..., int], d0: str, d1: str,
+                          owners: Iterable[int]) -> int:
+    """W6-owners: :func:`lifecycle_round` with ``alloc(owner=o)``, one owner a lifecycle."""
+    for o in owners:
+        p = alloc(owner=o)
+        bind(p, d0)
+        bind(p, d1)
+        free(p)
+        unbind(p, d0)
+        unbind(p, d1)
+        r = advance(by=1)
+    return r
+
+
+def block_total(times: Sequence[float]) -> float:
+    """A cold round's timed total from its (equal) blocks' times: the median block
+    times their number. A plain sum would add the time slice of any block that
+    another process preempted: a round is mostly evictions, so under load most
+    rounds hold such a block, and the median over rounds does not remove it."""
+    return statistics.median(times) * len(times)
+
+
+def cold_churn_round(free: Callable[[int], None], alloc: Callable[[], int],
+                     blocks: Iterable[tuple[int, list[int]]], evict: Callable[[], object],
+                     phases: Phases) -> int:
+    """W1-cold: W1's pairs in blocks ``(first victim, the other victims)``, ``evict()``
+    (untimed) before each; each block's first pair and the rest timed apart,
+    ``phases["first"]`` and ``phases["rest"]``: their :func:`block_total`."""
+    firsts, rests = [], []
+    for first, rest in blocks:
+        evict()
+        t0 = perf_counter()
+        free(first)
+        p = alloc()
+        t1 = perf_counter()
+        for v in rest:
+            free(v)
+            p = alloc()
+        t2 = perf_counter()
+        firsts.append(t1 - t0)
+        rests.append(t2 - t1)
+    phases["first"].append(block_total(firsts))
+    phases["rest"].append(block_total(rests))
+    return p
+
+
+def cold_lifecycle_round(alloc: Callable[[], int], bind: Callable[[int, str], None],
+                         free: Callable[[int], None], unbind: Callable[[int, str], None],
+                         advance: Callable[..., int], d0: str, d1: str, blocks: int,
+                         block: int, evict: Callable[[], object], phases: Phases) -> int:
+    """W6-cold: ``blocks`` blocks of ``block`` W6 lifecycles, ``evict()`` (untimed) before
+    each; each block's first lifecycle and the rest timed apart, ``phases["first"]`` and
+    ``phases["rest"]``: their :func:`block_total`."""
+    firsts, rests = [], []
+    for _ in repeat(None, blocks):
+        evict()
+        t0 = perf_counter()
+        p = alloc()
+        bind(p, d0)
+        bind(p, d1)
+        free(p)
+        unbind(p, d0)
+        unbind(p, d1)
+        r = advance(by=1)
+        t1 = perf_counter()
+        for _ in repeat(None, block - 1):
+            p = alloc()
+            bind(p, d0)
+            bind(p, d1)
+            free(p)
+            unbind(p, d0)
+            unbind(p, d1)
+            r = advance(by=1)
+        t2 = perf_counter()
+        firsts.append(t1 - t0)
+        rests.append(t2 - t1)
+    phases["first"].append(block_total(firsts))
+    phases["rest"].append(block_total(rests))
+    return r
+
+
 def replay_round(replay: Callable[..., Run], trace: Trace, strategy: str, engine: str,
                  allocator: str, phases: Phases) -> Run:
     """Replay: one :func:`pasid.sim.replay.replay` call (fresh allocator, devices
@@ -461,6 +711,7 @@ class Workload:
     unit: str           # what one operation is
     rows: tuple[str, ...]   # in interleaved order (compiled and pure alternate)
     build: str          # the Session method that makes a Case
+    show_round: bool = True     # False: the round holds untimed work (evictions)
 
 
 ALL4 = ("cy-IDA", "py-IDA", "cy-PA", "py-PA")   # compiled and pure alternate
@@ -490,17 +741,42 @@ WORKLOADS = {
                  f"replay: preset({REPLAY_PRESET!r}) seed {REPLAY_SEED}, strategy "
                  f"{REPLAY_STRATEGY!r}: compiled loop vs per-call Python loop",
                  "op", ("cy-PA:compiled", "py-PA:python", "cy-PA:python"), "_replay"),
+        Workload("owner-pairs", "owner-pairs",
+                 f"owner-pairs: free(alloc(owner=O)); 'vm0' holds {OWNER_HELD:,} PASIDs, "
+                 "'vm1' none (the pair is its only PASID)", "pair",
+                 ("cy-PA:untagged", "cy-PA:vm0", "cy-PA:vm1"), "_owner_pairs"),
+        Workload("owner-churn", "owner-churn",
+                 "owner-churn: alloc(owner=pid), bind, exit_owner(pid), unbind; a pid a "
+                 "process, grace 0, drain 0", "process", ("cy-PA", "py-PA"), "_owner_churn"),
+        Workload("W6-owners", "W6-owners",
+                 "W6-owners: W6 with alloc(owner=o), an int owner a lifecycle; plain: W6",
+                 "lifecycle", ("cy-PA:owners", "py-PA:owners", "cy-PA:plain"), "_w6_owners"),
+        Workload("W1-cold", "W1-cold",
+                 f"W1-cold: W1, caches evicted (untimed) every {COLD_W1_BLOCK} pairs (l2: L2 "
+                 "alone); first: a block's first pair, rest: the others; warm: not evicted",
+                 "pair", ("cy-PA:cold", "cy-IDA:cold", "cy-PA:l2", "cy-IDA:l2", "cy-PA:warm",
+                          "cy-IDA:warm"), "_w1_cold", False),
+        Workload("W6-cold", "W6-cold",
+                 f"W6-cold: W6, caches evicted (untimed) every {COLD_W6_BLOCK} lifecycles; "
+                 "first: a block's first lifecycle, rest: the others; warm: not evicted",
+                 "lifecycle", ("cy-PA:cold", "cy-PA:warm"), "_w6_cold", False),
     )
 }
 ROWS = {key: w.rows for key, w in WORKLOADS.items()}
 # Run order: W3 first, so each stage goes full -> 99.9% -> half (only frees,
 # the cheap direction for the pure backend), then W1 and W5 on the half state.
-ORDER = ("W3", "W1", "W5", "W2", "W4", "W6", "replay")
-TABLE_ORDER = ("W1", "W2", "W3", "W4", "W5", "W6", "replay")
-ROW_ORDER = ["cy-IDA", "cy-IDA:call", "cy-PA", "cy-PA:call", "cy-PA:batch", "cy-PA:compiled",
-             "cy-PA:python", "py-IDA", "py-IDA:call", "py-PA", "py-PA:call", "py-PA:batch",
-             "py-PA:python"]
-PHASES = ("round", "loop", "alloc", "free")
+# The cold W1 follows W1 on the same stages (compiled rows only: cheap moves).
+ORDER = ("W3", "W1", "W5", "W1-cold", "W2", "W4", "W6", "W6-cold", "W6-owners", "owner-pairs",
+         "owner-churn", "replay")
+TABLE_ORDER = ("W1", "W1-cold", "W2", "W3", "W4", "W5", "W6", "W6-cold", "W6-owners",
+               "owner-pairs", "owner-churn", "replay")
+ROW_ORDER = ["cy-IDA", "cy-IDA:call", "cy-IDA:cold", "cy-IDA:l2", "cy-IDA:warm", "cy-PA",
+             "cy-PA:call", "cy-PA:batch", "cy-PA:compiled", "cy-PA:python", "cy-PA:cold",
+             "cy-PA:l2", "cy-PA:warm",
+             "cy-PA:untagged", "cy-PA:vm0", "cy-PA:vm1", "cy-PA:plain", "cy-PA:owners",
+             "py-IDA", "py-IDA:call", "py-PA", "py-PA:call", "py-PA:batch", "py-PA:python",
+             "py-PA:owners"]
+PHASES = ("round", "loop", "first", "rest", "alloc", "free")
 
 
 def rotated(rows: Sequence[str], rep: int) -> list[str]:
@@ -521,6 +797,8 @@ class Session:
         self.stages: dict[str, Stage] = {}
         self._trace: Trace | None = None
         self.replay_reference: tuple[Any, ...] | None = None
+        self._evictors: dict[str, Evictor] = {}
+        self._owned: dict[str, list[Any]] = {}      # owner-pairs: [object, allocations]
 
     def stage(self, cand: Candidate) -> Stage:
         """The session's prepared object for ``cand`` (built on first use)."""
@@ -665,17 +943,59 @@ class Session:
 
     def _w6(self, w: Workload, row: str, cand: Candidate, mode: str) -> Case:
         """grace=1, two devices with drain=0.5; n lifecycles a round (7 calls each)."""
+        return self._lifecycle(w, row, cand, "plain")
+
+    def _w6_owners(self, w: Workload, row: str, cand: Candidate, mode: str) -> Case:
+        """W6 with ``alloc(owner=o)``, owners ``1..n`` (a fresh list each round); the
+        ``plain`` row: W6 itself."""
+        return self._lifecycle(w, row, cand, mode)
+
+    def _w6_cold(self, w: Workload, row: str, cand: Candidate, mode: str) -> Case:
+        """W6 in blocks of ``COLD_W6_BLOCK`` lifecycles, evicted (``cold``) or not before
+        each."""
+        return self._lifecycle(w, row, cand, mode)
+
+    def _lifecycle(self, w: Workload, row: str, cand: Candidate, mode: str) -> Case:
+        """W6's object and check, for W6 (``plain``), W6-owners (``owners``/``plain``)
+        and W6-cold (``cold``/``warm``): n lifecycles a round from the empty state,
+        each ending FREE again."""
         n = self.size("W6", W6_CYCLES)
         obj = cand.new(grace=1)
         d0, d1 = "dev0", "dev1"
         obj.add_device(d0, drain=0.5)
         obj.add_device(d1, drain=0.5)
-        rounds, warmup = self.rounds("W6", cand)
+        rounds, warmup = self.rounds(w.key, cand)
         started = []                            # one entry per round set up
+        calls = (obj.alloc, obj.bind, obj.free, obj.unbind, obj.advance, d0, d1)
+        ops = {"round": n}
+        phases: Phases = {}
+        body: Callable[..., Any]
+        if mode == "owners":
+            owners = np.arange(1, n + 1, dtype=np.int64)
 
-        def setup() -> tuple[Any, ...]:
-            started.append(n)
-            return (obj.alloc, obj.bind, obj.free, obj.unbind, obj.advance, d0, d1, n)
+            def setup() -> tuple[Any, ...]:
+                started.append(n)
+                return (*calls, owners.tolist())
+
+            body = owner_lifecycle_round
+        elif mode in ("cold", "warm"):
+            assert n % COLD_W6_BLOCK == 0, n            # equal blocks (block_total)
+            blocks = n // COLD_W6_BLOCK
+            evict = self.evictor() if mode == "cold" else no_eviction
+            phases = {"first": [], "rest": []}
+            ops = {"round": n, "first": blocks, "rest": n - blocks}
+
+            def setup() -> tuple[Any, ...]:
+                started.append(n)
+                return (*calls, blocks, COLD_W6_BLOCK, evict, phases)
+
+            body = cold_lifecycle_round
+        else:
+            def setup() -> tuple[Any, ...]:
+                started.append(n)
+                return (*calls, n)
+
+            body = lifecycle_round
 
         def check(result: Any) -> None:
             assert result == 1, result          # the last advance reclaimed its PASID
@@ -684,7 +1004,100 @@ class Session:
             assert stats["allocations"] == sum(started), (stats, sum(started))
             assert stats["reclaimed"] == stats["allocations"] == stats["releases"], stats
 
-        return Case("W6", w.group, row, cand, lifecycle_round, setup, rounds, warmup,
+        return Case(w.key, w.group, row, cand, body, setup, rounds, warmup, ops, w.unit, check,
+                    phases)
+
+    def evictor(self, level: str = "llc") -> Evictor:
+        """The session's :class:`Evictor` for ``level`` (its buffer allocated on first
+        use): ``"llc"``, twice the last-level cache; ``"l2"``, twice the L2."""
+        ev = self._evictors.get(level)
+        if ev is None:
+            ev = self._evictors[level] = Evictor(2 * (l2_bytes() if level == "l2"
+                                                      else llc_bytes()))
+        return ev
+
+    def _w1_cold(self, w: Workload, row: str, cand: Candidate, mode: str) -> Case:
+        """W1's pairs, plan and stage, in blocks of ``COLD_W1_BLOCK`` pairs (each a fresh
+        list), before each the caches evicted (``cold``), L2 alone (``l2``) or nothing
+        (``warm``)."""
+        pairs = W1_PAIRS       # quick too: see QUICK_NOTE
+        victims, last, end = plan().churn(pairs)
+        st = self.stage(cand)
+        rounds, warmup = self.rounds(w.key, cand)
+        evict = {"cold": self.evictor, "l2": lambda: self.evictor("l2")}.get(
+            mode, lambda: no_eviction)()
+        phases: Phases = {"first": [], "rest": []}
+        assert pairs % COLD_W1_BLOCK == 0, pairs     # equal blocks (block_total)
+        starts = range(0, pairs, COLD_W1_BLOCK)
+        nblocks = len(starts)
+
+        def setup() -> tuple[Any, ...]:
+            obj = st.ensure("half")
+            st.state = end
+            blocks = [(int(victims[i]), victims[i + 1:i + COLD_W1_BLOCK].tolist())
+                      for i in starts]
+            return (obj.free, obj.alloc, blocks, evict, phases)
+
+        def check(result: Any) -> None:
+            assert result == last, (result, last)
+            st.ensure("half")   # raises if the backend strayed from the plan
+
+        return Case(w.key, w.group, row, cand, cold_churn_round, setup, rounds, warmup,
+                    {"round": pairs, "first": nblocks, "rest": pairs - nblocks}, w.unit,
+                    check, phases)
+
+    def _owner_pairs(self, w: Workload, row: str, cand: Candidate, mode: str) -> Case:
+        """``free(alloc(owner=O))`` pairs on one object per candidate and session, where
+        "vm0" holds PASIDs ``0..OWNER_HELD-1``: every pair takes PASID ``OWNER_HELD``.
+        The rows (``untagged``, ``vm0``, ``vm1``) share the object: the same state."""
+        n = self.size(w.key, OWNER_PAIRS)
+        held = self._owned.get(cand.name)
+        if held is None:
+            held = self._owned[cand.name] = [cand.new(), OWNER_HELD]   # object, allocations
+            for _ in range(OWNER_HELD):
+                held[0].alloc(owner="vm0")
+        obj = held[0]
+        rounds, warmup = self.rounds(w.key, cand)
+        body = untagged_pair_round if mode == "untagged" else owner_pair_round
+        owner = None if mode == "untagged" else mode
+
+        def setup() -> tuple[Any, ...]:
+            held[1] += n
+            return (obj.alloc, obj.free, owner, n)
+
+        def check(result: Any) -> None:
+            assert result == OWNER_HELD, (result, OWNER_HELD)
+            stats = obj.stats()
+            assert stats["active"] == OWNER_HELD and stats["allocations"] == held[1], (
+                stats, held[1])
+            assert obj.owner(OWNER_HELD - 1) == "vm0"
+
+        return Case(w.key, w.group, row, cand, body, setup, rounds, warmup, {"round": n},
+                    w.unit, check)
+
+    def _owner_churn(self, w: Workload, row: str, cand: Candidate, mode: str) -> Case:
+        """grace 0, one device with drain 0; per process (pid ``1..n``, a fresh list each
+        round) alloc(owner=pid), bind, exit_owner(pid), unbind: PASID 0 every time."""
+        n = self.size(w.key, OWNER_PROCESSES)
+        obj = cand.new()
+        dev = "dev0"
+        obj.add_device(dev, drain=0)
+        pids = np.arange(1, n + 1, dtype=np.int64)
+        rounds, warmup = self.rounds(w.key, cand)
+        started = []
+
+        def setup() -> tuple[Any, ...]:
+            started.append(n)
+            return (obj.alloc, obj.bind, obj.exit_owner, obj.unbind, dev, pids.tolist())
+
+        def check(result: Any) -> None:
+            assert result == 0, result
+            stats = obj.stats()
+            assert stats["free"] == N and stats["active"] == 0, stats
+            assert (stats["allocations"] == stats["releases"] == stats["reclaimed"]
+                    == sum(started)), (stats, sum(started))
+
+        return Case(w.key, w.group, row, cand, owner_churn_round, setup, rounds, warmup,
                     {"round": n}, w.unit, check)
 
     def trace(self) -> Trace:
@@ -854,14 +1267,24 @@ def machine() -> str:
 # ------------------------------------------------------------ the table
 
 def baselines(workload: str) -> list[tuple[str, str]]:
-    """(column title, row giving the baseline) for a group."""
-    if workload == "W6":
+    """(column title, row giving the baseline) for a group. A title starting with
+    ``x`` is the baseline's time over the row's (a speed-up), with ``/`` the row's
+    over the baseline's (a cost); ``{mode}`` in a baseline is the row's own mode."""
+    if workload in ("W6", "owner-churn"):
         return [("x py-PA", "py-PA")]
     if workload == "W4":
         return [("x py-IDA call", "py-IDA:call"), ("x py-PA call", "py-PA:call"),
                 ("x py-PA batch", "py-PA:batch")]
     if workload == "replay":
         return [("x cy python", "cy-PA:python"), ("x py-PA", "py-PA:python")]
+    if workload == "owner-pairs":
+        return [("/ untagged", "cy-PA:untagged")]
+    if workload == "W6-owners":
+        return [("/ plain", "cy-PA:plain"), ("x py-PA", "py-PA:owners")]
+    if workload == "W1-cold":
+        return [("/ cy-IDA", "cy-IDA:{mode}"), ("/ warm", "{cand}:warm")]
+    if workload == "W6-cold":
+        return [("/ warm", "cy-PA:warm")]
     return [("x py-IDA", "py-IDA"), ("x py-PA", "py-PA")]
 
 
@@ -922,15 +1345,20 @@ def table(samples: Samples, units: Mapping[str, str] | None = None) -> list[str]
             label = LABELS.get(name, name) + (f" {row.split(':')[1]}" if ":" in row else "")
             for phase in PHASES:
                 key = (wl, row, phase)
-                if key not in samples:
+                if key not in samples or (phase == "round" and not WORKLOADS[wl].show_round):
                     continue
                 value = ns(samples, key)
                 line = f"  {row:<16}{label:<36}{phase:<7}{value:>11.1f}"
                 if rate:
                     line += f"{_si_rate(1e9 / value):>11}"
-                for _, base in cols:
-                    r = ratio(samples, (wl, base, phase), key)
-                    line += f"{r:>14.1f}x" if r == r else f"{'-':>15}"
+                for title, base in cols:
+                    base = base.format(mode=mode_of(row), cand=name)
+                    if title.startswith("/"):
+                        r = ratio(samples, key, (wl, base, phase))
+                        line += f"{r:>14.2f}x" if r == r else f"{'-':>15}"
+                    else:
+                        r = ratio(samples, (wl, base, phase), key)
+                        line += f"{r:>14.1f}x" if r == r else f"{'-':>15}"
                 lines.append(line)
     return lines
 
@@ -970,6 +1398,17 @@ def targets(samples: Samples, mem: tuple[int, int] | None = None
     at_most("W4 free_many per ID (_core)", ns(samples, ("W4", "cy-PA:batch", "free")), 4.0, " ns")
     at_least("W6 lifecycle: _core vs pure PasidAllocator",
              ratio(samples, ("W6", "py-PA", "round"), ("W6", "cy-PA", "round")), 15)
+    for mode, what in (("vm0", "the owner holds 1,000"), ("vm1", "the owner's only PASID")):
+        at_most(f"owner pair {mode} ({what}) / untagged pair (_core)",
+                ratio(samples, ("owner-pairs", f"cy-PA:{mode}", "round"),
+                      ("owner-pairs", "cy-PA:untagged", "round")), 1.3, "x")
+    at_most("W6 with owners / W6 without (_core, one group)",
+            ratio(samples, ("W6-owners", "cy-PA:owners", "round"),
+                  ("W6-owners", "cy-PA:plain", "round")), 1.3, "x")
+    for mode, what in (("cold", "cold (caches evicted)"), ("l2", "L2-cold (tables in L3)")):
+        at_most(f"W1 {what}: _core.PasidAllocator / _core.IDA",
+                ratio(samples, ("W1-cold", f"cy-PA:{mode}", "rest"),
+                      ("W1-cold", f"cy-IDA:{mode}", "rest")), 1.5, "x")
     loop = ns(samples, ("replay", "cy-PA:compiled", "loop"))
     rate = 1e9 / loop if measured(loop) else float("nan")
     checks.append(("replay: compiled loop, lowest, ops/s (Run.seconds)",
@@ -983,6 +1422,37 @@ def targets(samples: Samples, mem: tuple[int, int] | None = None
         checks.append(("memory: 64 IDs at 2**31-64.. (IDA._memory())",
                        f"{sparse / 1024:.1f} KiB", "<= 1024 KiB", sparse <= 1024 * 1024))
     return checks
+
+
+def figures(samples: Samples) -> list[tuple[str, str]]:
+    """``(description, value)`` of the measured figures that have no target."""
+    found = []
+
+    def add(desc: str, value: float, fmt: str) -> None:
+        if value == value:
+            found.append((desc, format(value, fmt)))
+
+    add("W1 warm (the same blocks, not evicted): _core.PasidAllocator / _core.IDA",
+        ratio(samples, ("W1-cold", "cy-PA:warm", "rest"), ("W1-cold", "cy-IDA:warm", "rest")),
+        ".2f")
+    add("W1 cold, a block's first pair: _core.PasidAllocator / _core.IDA",
+        ratio(samples, ("W1-cold", "cy-PA:cold", "first"), ("W1-cold", "cy-IDA:cold", "first")),
+        ".2f")
+    for row in ("cy-PA", "cy-IDA"):
+        add(f"W1 cold / warm (rest pairs): {LABELS[row]}",
+            ratio(samples, ("W1-cold", f"{row}:cold", "rest"), ("W1-cold", f"{row}:warm", "rest")),
+            ".2f")
+    for phase, what in (("first", "a block's first lifecycle"), ("rest", "the others")):
+        add(f"W6 cold / warm: _core.PasidAllocator, {what}",
+            ratio(samples, ("W6-cold", "cy-PA:cold", phase), ("W6-cold", "cy-PA:warm", phase)),
+            ".2f")
+    add("owner churn: _core ns per process", ns(samples, ("owner-churn", "cy-PA", "round")),
+        ".1f")
+    add("owner churn: pure / _core",
+        ratio(samples, ("owner-churn", "py-PA", "round"), ("owner-churn", "cy-PA", "round")),
+        ".1f")
+    return [(desc, value + ("" if desc.endswith("per process") else "x"))
+            for desc, value in found]
 
 
 def report(samples: Samples, units: Mapping[str, str] | None = None, *, out: TextIO = sys.stdout,
@@ -1006,6 +1476,11 @@ def report(samples: Samples, units: Mapping[str, str] | None = None, *, out: Tex
             mem = memory()
         except ImportError:
             mem = None
+    extra = figures(samples)
+    if extra:
+        print("\nFigures (no target)", file=out)
+        for desc, value in extra:
+            print(f"        {desc:<66} {value:>13}", file=out)
     checks = targets(samples, mem)
     print("\nTargets", file=out)
     for desc, value, target, ok in checks:

@@ -223,3 +223,181 @@ def test_benchmarks_collect(tmp_path):
     assert "benchmarks/test_workloads.py::test_w1_churn[r0-cy-IDA]" in ids
     assert "benchmarks/test_workloads.py::test_w4_batch[r0-cy-PA:batch]" in ids
     assert "benchmarks/test_workloads.py::test_replay[r0-cy-PA:compiled]" in ids
+    for test, row in (("w1_cold", "cy-PA:cold"), ("w1_cold", "cy-IDA:warm"),
+                      ("w6_cold", "cy-PA:cold"), ("w6_owners", "cy-PA:plain"),
+                      ("owner_pairs", "cy-PA:vm1"), ("owner_churn", "py-PA")):
+        assert f"benchmarks/test_workloads.py::test_{test}[r0-{row}]" in ids
+
+
+# ---------------------------------------------------------------- simulator paths (issue 19)
+
+def test_llc_bytes_reads_the_highest_level_data_cache(tmp_path):
+    def cache(index, level, kind, size):
+        d = tmp_path / f"index{index}"
+        d.mkdir()
+        (d / "level").write_text(f"{level}\n")
+        (d / "type").write_text(f"{kind}\n")
+        (d / "size").write_text(f"{size}\n")
+
+    cache(0, 1, "Data", "32K")
+    cache(1, 1, "Instruction", "32K")
+    cache(2, 2, "Unified", "512K")
+    assert bench.llc_bytes(str(tmp_path)) == 512 << 10
+    cache(3, 3, "Unified", "32768K")
+    (tmp_path / "uevent").write_text("")                 # not a cache: ignored
+    assert bench.llc_bytes(str(tmp_path)) == 32 << 20
+    cache(4, 4, "Instruction", "1G")                     # instructions only: not data
+    assert bench.llc_bytes(str(tmp_path)) == 32 << 20
+    assert bench.llc_bytes(str(tmp_path / "absent")) == 32 << 20   # the fallback
+    assert bench.l2_bytes(str(tmp_path)) == 512 << 10
+    assert bench.l2_bytes(str(tmp_path / "absent")) == 1 << 20
+
+
+def test_block_total_is_robust_to_a_preempted_block():
+    assert bench.block_total([1.0, 1.0, 1.0, 1.0]) == 4.0
+    assert bench.block_total([1.0, 1.0, 900.0, 1.2, 0.9]) == 5.0    # the median, times 5
+
+
+def test_evictor_reads_a_buffer_twice_the_cache():
+    ev = bench.Evictor(1 << 16)
+    assert ev.size == 1 << 16 and ev() == 1
+    assert bench.Evictor().size == 2 * bench.llc_bytes()
+    session = bench.Session()
+    assert session.evictor("l2").size == 2 * bench.l2_bytes()
+    assert session.evictor() is session.evictor("llc")
+    assert bench.no_eviction() == 0
+
+
+class CountingEvictor:
+    """Counts its calls; each one sleeps, so a timed block that held one would show it."""
+
+    def __init__(self, pause):
+        self.calls, self.pause = 0, pause
+
+    def __call__(self):
+        import time
+        self.calls += 1
+        time.sleep(self.pause)
+        return 0
+
+
+@needs_core
+def test_cold_rows_evict_between_blocks_and_time_only_the_blocks():
+    """The eviction runs before every block of a cold row, never in a warm row, and
+    never inside the timed first/rest phases (it sleeps: a timed one would show)."""
+    session = bench.Session(quick=True)
+    ev = CountingEvictor(0.002)
+    session._evictors = {"llc": ev, "l2": ev}
+    pairs = bench.W1_PAIRS                              # W1-cold keeps its size when quick
+    cycles = bench.QUICK_SIZES["W6"]
+    for key, row, per_round in (
+            ("W1-cold", "cy-PA:cold", -(-pairs // bench.COLD_W1_BLOCK)),
+            ("W1-cold", "cy-IDA:cold", -(-pairs // bench.COLD_W1_BLOCK)),
+            ("W1-cold", "cy-IDA:l2", -(-pairs // bench.COLD_W1_BLOCK)),
+            ("W6-cold", "cy-PA:cold", cycles // bench.COLD_W6_BLOCK)):
+        ev.calls = 0
+        case = session.case(key, row)
+        round_times, phases = bench.time_case(case)     # checks every result against the plan
+        assert ev.calls == per_round * (case.rounds + case.warmup), (row, ev.calls)
+        assert case.ops["first"] == per_round
+        assert case.ops["first"] + case.ops["rest"] == case.ops["round"]
+        for whole, first, rest in zip(round_times, phases["first"], phases["rest"]):
+            assert first + rest <= whole - per_round * ev.pause, (row, whole, first, rest)
+    ev.calls = 0
+    for key, row in (("W1-cold", "cy-PA:warm"), ("W1-cold", "cy-IDA:warm"),
+                     ("W6-cold", "cy-PA:warm")):
+        bench.time_case(session.case(key, row))
+    assert ev.calls == 0                                # warm rows: the same blocks, no eviction
+    for row in ("cy-IDA", "cy-PA"):
+        assert session.stages[row].state == "half"
+
+
+@needs_core
+def test_owner_groups_print_their_targets():
+    out = io.StringIO()
+    keys = ["owner-pairs", "owner-churn", "W6-owners"]
+    samples = bench.run(repeat=1, quick=True, workloads=keys, out=out)
+    text = out.getvalue()
+    for key in keys:
+        assert bench.WORKLOADS[key].title in text
+        for row in bench.ROWS[key]:
+            assert samples[(key, row, "round")][0] > 0
+    assert "/ untagged" in text and "/ plain" in text
+    for desc in ("owner pair vm0 (the owner holds 1,000) / untagged pair (_core)",
+                 "owner pair vm1 (the owner's only PASID) / untagged pair (_core)",
+                 "W6 with owners / W6 without (_core, one group)"):
+        verdict = [line for line in text.splitlines() if desc in line]
+        assert len(verdict) == 1 and verdict[0].split()[0] in ("PASS", "FAIL"), verdict
+        assert verdict[0].endswith("(target <= 1.3x)")
+    assert "n/a   W1 cold (caches evicted): _core.PasidAllocator / _core.IDA" in text
+    assert "Figures (no target)" in text and "owner churn: _core ns per process" in text
+
+
+@needs_core
+def test_owner_rounds_check_their_work():
+    session = bench.Session(quick=True)
+    for key, row in (("owner-pairs", "cy-PA:vm1"), ("owner-churn", "cy-PA"),
+                     ("W6-owners", "cy-PA:owners")):
+        bench.time_case(session.case(key, row))
+        case = session.case(key, row)
+        real = case.body
+        # one operation fewer a round: the last argument is the count or the owners' list
+        case.body = lambda *args, real=real: real(*args[:-1], (
+            args[-1] - 1 if isinstance(args[-1], int) else args[-1][:-1]))
+        with pytest.raises(AssertionError):
+            bench.time_case(case)
+    # the three owner-pairs rows share one object: the same state
+    cases = [session.case("owner-pairs", row) for row in bench.ROWS["owner-pairs"]]
+    assert len({id(c.setup()[0].__self__) for c in cases}) == 1
+
+
+def test_new_targets_and_figures_from_samples():
+    samples = {
+        ("owner-pairs", "cy-PA:untagged", "round"): {0: 50.0, 1: 40.0},
+        ("owner-pairs", "cy-PA:vm0", "round"): {0: 60.0, 1: 52.0},      # 1.2x, 1.3x
+        ("owner-pairs", "cy-PA:vm1", "round"): {0: 400.0, 1: 360.0},    # 8x, 9x
+        ("W6-owners", "cy-PA:plain", "round"): {0: 200.0},
+        ("W6-owners", "cy-PA:owners", "round"): {0: 600.0},
+        ("W6-owners", "py-PA:owners", "round"): {0: 30000.0},
+        ("W1-cold", "cy-PA:cold", "round"): {0: 1e6},                   # holds evictions
+        ("W1-cold", "cy-PA:cold", "first"): {0: 5000.0},
+        ("W1-cold", "cy-PA:cold", "rest"): {0: 150.0},
+        ("W1-cold", "cy-IDA:cold", "first"): {0: 4000.0},
+        ("W1-cold", "cy-IDA:cold", "rest"): {0: 100.0},
+        ("W1-cold", "cy-PA:l2", "rest"): {0: 240.0},
+        ("W1-cold", "cy-IDA:l2", "rest"): {0: 80.0},
+        ("W1-cold", "cy-PA:warm", "rest"): {0: 60.0},
+        ("W1-cold", "cy-IDA:warm", "rest"): {0: 48.0},
+        ("owner-churn", "cy-PA", "round"): {0: 500.0},
+        ("owner-churn", "py-PA", "round"): {0: 40000.0},
+    }
+    out = io.StringIO()
+    failed = bench.report(samples, out=out, mem=(100, 100))
+    text = out.getvalue()
+    lines = text.splitlines()
+
+    def verdict(desc):
+        found = [line for line in lines if desc in line]
+        assert len(found) == 1, (desc, found)
+        return found[0].split()[0], found[0].split()[-4]
+
+    assert verdict("owner pair vm0") == ("PASS", "1.25x")
+    assert verdict("owner pair vm1") == ("FAIL", "8.50x")
+    assert verdict("W6 with owners / W6 without") == ("FAIL", "3.00x")
+    assert verdict("W1 cold (caches evicted): _core.PasidAllocator") == ("PASS", "1.50x")
+    assert verdict("W1 L2-cold (tables in L3): _core.PasidAllocator") == ("FAIL", "3.00x")
+    assert failed == 3
+    figure = {line.rsplit(None, 1)[0].strip(): line.split()[-1] for line in lines
+              if line.startswith("        ")}
+    assert figure["W1 warm (the same blocks, not evicted): _core.PasidAllocator / _core.IDA"] \
+        == "1.25x"
+    assert figure["W1 cold / warm (rest pairs): pasid._core.PasidAllocator"] == "2.50x"
+    assert figure["W1 cold, a block's first pair: _core.PasidAllocator / _core.IDA"] == "1.25x"
+    assert figure["owner churn: _core ns per process"] == "500.0"
+    assert figure["owner churn: pure / _core"] == "80.0x"
+    # the cold group shows its phases, never its rounds (they hold the evictions)
+    cold = [line for line in lines if line.startswith("  cy-PA:cold ")]
+    assert [line.split()[-4] for line in cold] == ["first", "rest"]
+    assert cold[1].split()[-2:] == ["1.50x", "2.50x"]               # / cy-IDA, / warm
+    row = next(line for line in lines if line.startswith("  cy-PA:vm1 "))
+    assert row.split()[-1] == "8.50x"
