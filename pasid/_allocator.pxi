@@ -169,6 +169,7 @@ cdef class PasidAllocator:
         self._data = None                # made at the first data given
         self._bind_data = []
         self._owners = {}
+        self._exact_keys = True
         self._quota = {}
         self._devices = {}
         self._device_list = []
@@ -518,8 +519,9 @@ cdef class PasidAllocator:
         cdef bint done = False
         if data is None and min is None and max is None and self._clock is None:
             # the common calls: no user code can run, so the phases are one step. An
-            # owner is found this way when it is the very object last named (its
-            # record kept, idle or not: _owners.pxi) and under its quota; else below
+            # owner is found this way when it is the last named (the same object, or
+            # an equal str or int), or a str or int while the owner table has held
+            # nothing else (_owners.pxi), and under its quota; else below
             with cython.critical_section(self):
                 wait_batch(self)
                 if release_due(&self._queue, self._now):
@@ -528,8 +530,12 @@ cdef class PasidAllocator:
                     p = self._alloc_in(None, None, 0, self._size - 1)
                     done = True
                 else:
-                    record = self._last         # never gone (owner_remember)
-                    if record is not None and record.key is owner and not over_quota(record, 1):
+                    record = self._last         # never gone (owner_swap)
+                    if record is None or not owner_same(record.key, owner):
+                        record = None
+                        if self._exact_keys and owner_exact(owner):
+                            record = owner_find_exact(self, owner)    # (no user code)
+                    if record is not None and not over_quota(record, 1):
                         p = self._alloc_in(record, None, 0, self._size - 1)
                         done = True
             if done:

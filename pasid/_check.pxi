@@ -22,7 +22,10 @@ cdef int check_allocator(PasidAllocator a) except -1:
         _check_hint(&a.space)
         # the tables are read by identity: the check runs no __hash__/__eq__
         # (a dict keeps the key object it was first given: keys are not compared)
-        current = {id(found) for found in a._owners.values() if not (<_Owner>found).gone}
+        records = list(a._owners.values())
+        if a._last is not None and a._last.pending:    # the last named, out of the table
+            records.append(a._last)
+        current = {id(found) for found in records if not (<_Owner>found).gone}
         declared = {id(found) for found in a._devices.values()
                     if not (<_Device>found).gone}
         counts = [0] * 5
@@ -53,10 +56,12 @@ cdef int check_allocator(PasidAllocator a) except -1:
                 raise AssertionError(f"PASID {p}: an owner without the flag")
         if counts != [a._counts[i] for i in range(5)]:
             raise AssertionError(f"counts disagree: {counts}")
-        for found in a._owners.values():
+        for found in records:
             owner = <_Owner>found
             if owner.gone:
                 continue
+            if owner.pending and owner is not a._last:
+                raise AssertionError(f"owner {owner.key!r}: out of the table, not the last named")
             if owner.use != use.get(id(owner), 0) or owner.quota != a._quota.get(owner, -1):
                 raise AssertionError(f"owner {owner.key!r}: use or quota disagrees")
             if owner.pins < 0:

@@ -98,6 +98,7 @@ cdef class _Owner:
     cdef int64_t mark            # inside _export's pass: 1 + its index in the snapshot's
                                  # owner keys once met; 0 otherwise
     cdef object guest            # a VM's record: its GuestSpace (_guest.pxi); else None
+    cdef int pending             # the last named, kept out of the owner table (_owners.pxi)
 
 
 @cython.final
@@ -165,6 +166,7 @@ cdef class PasidAllocator:
     cdef _VMTable _vms           # its VMs, from the first add_vm (_guest.pxi); else None
     cdef _Owner _gone            # owner records to drop from _owners after the operation
     cdef _Owner _last            # the last owner record named: kept while idle (_owners.pxi)
+    cdef bint _exact_keys        # every key the owner table has held an exact str or int
     cdef list _graveyard         # user objects let go by a change, dropped in its phase 3
     cdef PyThread_type_lock _registry  # held while the owner and device tables change
     cdef long _registry_thread   # the thread holding it, or 0

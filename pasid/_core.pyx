@@ -53,6 +53,8 @@ in C by its handle. Docstrings: the pure twins', taken at import (below).
 
 cimport cython
 from cpython.long cimport PyLong_AsLongLongAndOverflow
+from cpython.object cimport Py_EQ, PyObject_RichCompareBool
+from cpython.unicode cimport PyUnicode_Compare
 from libc.math cimport NAN, isfinite
 from libc.stdint cimport (INT64_MAX, INT64_MIN, int32_t, int64_t, uint8_t, uint16_t, uint32_t,
                           uint64_t)

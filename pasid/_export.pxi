@@ -245,14 +245,15 @@ cdef int load_state(PasidAllocator a, dict snap) except -1:
         if a._slots[p].meta & STATE_MASK == QUARANTINED:
             release_push(&a._queue, times[i], p)
     for owner, quota in snap["quotas"]:
-        record = _Owner(owner)
+        record = owner_new(owner)
         record.quota = quota
-        a._owners[owner] = record
+        owner_table_put(a, owner, record)
         a._quota[record] = quota
     for owner in snap["owner_keys"]:
         found = a._owners.get(owner)
         if found is None:
-            found = a._owners[owner] = _Owner(owner)
+            found = owner_new(owner)
+            owner_table_put(a, owner, <_Owner>found)
         records.append(found)
     n_keys = len(records)
     use = np.zeros(n_keys, dtype=np.int64)
@@ -333,7 +334,8 @@ cdef int load_vm(PasidAllocator a, dict vm, list infos) except -1:
     name = vm["name"]
     found = a._owners.get(name)
     if found is None:
-        found = a._owners[name] = _Owner(name)
+        found = owner_new(name)
+        owner_table_put(a, name, <_Owner>found)
     record = <_Owner>found
     record.pins += 1                             # the VM's pin, as add_vm takes it
     if a._vms is None:

@@ -23,8 +23,9 @@ cdef class _Owner:
     """An owner's record: its use (what its quota counts), quota and ACTIVE PASIDs.
     Attributes are declared in _core.pxd."""
 
-    def __cinit__(self, key):
-        self.key = key
+    def __cinit__(self):
+        # made as _Owner.__new__(_Owner) (no argument tuple), the key set after
+        self.key = None
         self.use = 0
         self.quota = -1
         self.active = 0
@@ -33,6 +34,7 @@ cdef class _Owner:
         self.pins = 0
         self.mark = 0
         self.guest = None
+        self.pending = 0
 
 
 cdef int owned_init(Owned* owned, int64_t capacity) noexcept nogil:
@@ -57,6 +59,12 @@ cdef void owned_destroy(Owned* owned) noexcept nogil:
 cdef _Owner owner_lookup(PasidAllocator a, object owner):
     """The current record of ``owner``, or None: it holds no PASID and has no quota.
     Its __hash__/__eq__ may run (phase 1); TypeError if it is unhashable."""
+    cdef _Owner record
+    with cython.critical_section(a):
+        record = a._last
+        if record is not None and not record.gone and owner_same(record.key, owner):
+            return record
+    owner_settle(a, owner)
     found = a._owners.get(owner)
     if found is None or (<_Owner>found).gone:
         return None
@@ -70,11 +78,14 @@ cdef _Owner owner_record(PasidAllocator a, object owner):
     A pinned record is never marked gone, so it stays current through the
     operation's phase 2, and a record made for it is not "idle" to
     :meth:`_check` while the operation is in flight. Every caller unpins it
-    in its phase 3 (:meth:`_unpin`, in a ``finally``). The same object as the
-    last owner named costs no look-up (an identity test: no user code runs)."""
+    in its phase 3 (:meth:`_unpin`, in a ``finally``). The last owner named
+    costs no look-up: the same object, or an equal str or int (a comparison
+    no user code takes part in)."""
     cdef _Owner record = owner_last(a, owner)
     if record is not None:
         return record
+    if a._exact_keys and owner_exact(owner):
+        return owner_record_exact(a, owner)
     record = owner_lookup(a, owner)
     if record is None or not owner_pin(a, record):
         record = owner_make(a, owner)
@@ -82,46 +93,182 @@ cdef _Owner owner_record(PasidAllocator a, object owner):
     return record
 
 
+cdef inline _Owner owner_new(object key):
+    """A new record of ``key`` (from the free list: no argument tuple)."""
+    cdef _Owner record = _Owner.__new__(_Owner)
+    record.key = key
+    return record
+
+
+cdef _Owner owner_record_exact(PasidAllocator a, object owner):
+    """:func:`owner_record` of an exact str or int while every key the table has held
+    is one (``_exact_keys``): :func:`owner_find_exact` and the pin in one critical
+    section, with no registry lock and no second look-up."""
+    cdef _Owner record
+    with cython.critical_section(a):
+        record = owner_find_exact(a, owner)
+        record.pins += 1
+        return record
+
+
+cdef _Owner owner_find_exact(PasidAllocator a, object owner):
+    """The current record of ``owner``, an exact str or int, made if it has none, now
+    the last named; ``_exact_keys`` holds and the caller holds the critical section:
+    the table's look-up and changes run no user code. MemoryError (from the table or
+    the new record) leaves the owners as they were, but for the last named perhaps
+    moved into the table."""
+    cdef _Owner record, before = a._last
+    if before is not None and before.pending and not owner_idle(before):
+        a._owners[before.key] = before          # it holds something: into the table
+        before.pending = 0
+    found = a._owners.get(owner)
+    if found is not None and not (<_Owner>found).gone:
+        record = <_Owner>found
+    else:
+        record = owner_new(owner)
+        record.pending = 1
+    owner_swap(a, record)                       # (True: the one before is not in the way)
+    return record
+
+
+cdef int owner_table_put(PasidAllocator a, object key, _Owner record) except -1:
+    """``a._owners[key] = record``, keeping ``_exact_keys`` (cleared first: a key that
+    is not an exact str or int may run code in later look-ups)."""
+    if not owner_exact(key):
+        a._exact_keys = False
+    a._owners[key] = record
+    return 0
+
+
+cdef inline bint owner_exact(object key) noexcept:
+    """An exact str or int: a key that only an equal str or int equals (in a dict
+    too), and whose comparison, hash and finalizer run no user code."""
+    return type(key) is str or type(key) is int
+
+
+cdef inline bint owner_same(object key, object owner) noexcept:
+    """``owner`` is ``key`` for the owner table, decided without user code: the same
+    object, or equal exact strs or ints. False when that cannot be told so."""
+    if key is owner:
+        return True
+    if type(key) is str:
+        return type(owner) is str and PyUnicode_Compare(key, owner) == 0
+    if type(key) is int:
+        return type(owner) is int and owner_ints_equal(key, owner)
+    return False
+
+
+cdef inline bint owner_ints_equal(object x, object y) noexcept:
+    """Two exact ints equal? In C when both fit 64 bits (the usual owner: a pid)."""
+    cdef int over_x = 0, over_y = 0
+    cdef long long a = PyLong_AsLongLongAndOverflow(x, &over_x)
+    cdef long long b = PyLong_AsLongLongAndOverflow(y, &over_y)
+    if over_x or over_y:
+        return PyObject_RichCompareBool(x, y, Py_EQ) == 1
+    return a == b
+
+
 cdef _Owner owner_last(PasidAllocator a, object owner):
-    """The last record named, pinned, if ``owner`` is its very key object; else None."""
+    """The last record named, pinned, if it is ``owner``'s (:func:`owner_same`); else None."""
     cdef _Owner record
     with cython.critical_section(a):
         record = a._last
-        if record is None or record.key is not owner or record.gone:
+        if record is None or record.gone or not owner_same(record.key, owner):
             return None
         record.pins += 1
         return record
 
 
+cdef int owner_settle(PasidAllocator a, object owner) except -1:
+    """Before the table is asked about ``owner``: a record kept out of it (the last
+    named, its key an exact str or int) goes in if ``owner`` could equal its key
+    without being :func:`owner_same` (a float, a bool, a user's object: the table's
+    __eq__ decides those)."""
+    if a._last is None or not a._last.pending or owner_exact(owner):
+        return 0
+    a._enter_registry()
+    try:
+        owner_table_last(a)
+    finally:
+        a._leave_registry()
+    return 0
+
+
+cdef int owner_table_last(PasidAllocator a) except -1:
+    """Under the registry lock: the last record named, kept out of the table, goes in
+    (its key's hash and comparisons with the keys there run no code of its own)."""
+    cdef _Owner record
+    with cython.critical_section(a):
+        record = a._last
+        if record is None or not record.pending:
+            return 0
+    a._owners[record.key] = record
+    with cython.critical_section(a):
+        record.pending = 0
+    return 0
+
+
 cdef _Owner owner_make(PasidAllocator a, object owner):
     """:func:`owner_record`'s slow path: under the registry lock, the record in the
-    table (a thread may have made it meanwhile) or a new one, pinned."""
+    table (a thread may have made it meanwhile) or a new one, pinned. A new record
+    whose key is an exact str or int is kept out of the table while it is the last
+    named (``pending``): an owner that comes and goes with one PASID costs no table
+    change at all; it goes in when another owner is named while it holds something."""
     cdef _Owner record
     a._enter_registry()
     try:
+        if a._last is not None and a._last.pending and not owner_exact(owner):
+            owner_table_last(a)
         found = a._owners.get(owner)
         if found is not None and owner_pin(a, <_Owner>found):
             return <_Owner>found
-        record = _Owner.__new__(_Owner, owner)
+        record = owner_last(a, owner)
+        if record is not None:
+            return record
+        record = owner_new(owner)
         record.pins = 1                  # no other thread sees it before the insert
-        a._owners[owner] = record
+        if owner_exact(owner):
+            record.pending = 1           # the last named at once, before the lock goes
+            while not owner_swap(a, record):
+                owner_table_last(a)
+        else:
+            owner_table_put(a, owner, record)
     finally:
         a._leave_registry()
     return record
 
 
-cdef void owner_remember(PasidAllocator a, _Owner record) noexcept:
-    """``record`` (pinned) becomes the last named; the one before, if idle, is
-    marked gone (dropped in phase 3). It is still in the table, which keeps it
-    alive through the reassignment: no finalizer runs here."""
+cdef int owner_remember(PasidAllocator a, _Owner record) except -1:
+    """``record`` (pinned) becomes the last named (:func:`owner_swap`); one before it
+    that holds something and was kept out of the table goes in first (registry lock)."""
+    while not owner_swap(a, record):
+        a._enter_registry()
+        try:
+            owner_table_last(a)
+        finally:
+            a._leave_registry()
+    return 0
+
+
+cdef bint owner_swap(PasidAllocator a, _Owner record) noexcept:
+    """``record`` becomes the last named, unless the one before holds something while
+    kept out of the table (False: it must go in first). The one before, if idle, is
+    marked gone: dropped from the table in phase 3, or, never in it, let go here (its
+    key an exact str or int: no finalizer runs). True when done."""
     cdef _Owner before
     with cython.critical_section(a):
         before = a._last
         if before is record:
-            return
+            return True
+        if before is not None and before.pending and not owner_idle(before):
+            return False
         a._last = record
         if before is not None and owner_idle(before) and not before.gone:
-            owner_drop(a, before)
+            if before.pending:
+                before.gone = 1                  # never in the table: nothing to drop
+            else:
+                owner_drop(a, before)
+        return True
 
 
 cdef inline bint owner_idle(_Owner record) noexcept:
