@@ -10,6 +10,7 @@ from cpython.pythread cimport (NOWAIT_LOCK, WAIT_LOCK, PyThread_acquire_lock,
                                PyThread_allocate_lock, PyThread_free_lock,
                                PyThread_get_thread_ident, PyThread_release_lock)
 from cpython.list cimport PyList_GET_SIZE
+from cpython.ref cimport PyObject
 from libc.stdlib cimport free, malloc, qsort, realloc
 from libc.string cimport memcpy
 
@@ -26,6 +27,8 @@ cdef extern from *:
 
 cdef extern from "Python.h":
     # no exception: these cannot fail
+    Py_ssize_t _refcount "Py_REFCNT" (PyObject* o) noexcept
+    Py_ssize_t PyDict_GET_SIZE(object d) noexcept
     int PyGC_Enable() noexcept
     int PyGC_Disable() noexcept
     int _list_append "PyList_Append" (object lst, object item) noexcept

@@ -3,13 +3,23 @@
 # arrays), found through the owner table (a dict keyed by the owner object:
 # its __hash__/__eq__ run in phase 1 only, the table changing under the
 # registry lock). A record is pinned from an operation's phase 1 to its phase 3
-# and dropped once it holds nothing, has no quota and no pin, unless it is the
-# last record an operation named (``_last``): that one is kept while idle, so an
-# owner that frees its only PASID and allocates again (a process with one PASID,
-# a VM's guest) finds its record without the registry lock, a new record or a
-# dict insert and delete; and the same owner object again is found by identity,
-# with no look-up at all. At most one idle record is kept: the previous one is
-# dropped when another owner is named. The twin of pasid/pure/owners.py.
+# and dropped once it holds nothing, has no quota and no pin.
+#
+# What a process with one PASID costs (a pid per process, the simulators' case):
+# - The last record an operation named (``_last``) is kept while idle, and found
+#   first: by identity, or, for an exact str or int, by a comparison no user code
+#   takes part in (owner_same). At most one idle record is kept.
+# - A new record whose key is an exact str or int stays out of the table while it
+#   is ``_last`` (``pending``): it goes in only if another owner is named while
+#   it still holds something; idle, it is let go (or, referenced by nothing else,
+#   reused for the next owner). A look-up by a key that could equal it without
+#   being owner_same (a float, a bool, a user's object) puts it in first
+#   (owner_settle), so the table decides as a dict would.
+# - While every key the table has held is an exact str or int (``_exact_keys``),
+#   no look-up can run user code: alloc(owner=pid) finds or makes the record in
+#   its one critical section (owner_find_exact), with no registry lock.
+# The pure twin (pasid/pure/owners.py) keeps the same rules for which record
+# lives, with every record in its table: the difference is storage, not behaviour.
 #
 # ctypedef struct Owned (in _core.pxd, where PasidAllocator holds one):
 #     void** owner_of    per PASID: its owner's record (borrowed), while HAS_OWNER
@@ -121,9 +131,18 @@ cdef _Owner owner_find_exact(PasidAllocator a, object owner):
     if before is not None and before.pending and not owner_idle(before):
         a._owners[before.key] = before          # it holds something: into the table
         before.pending = 0
-    found = a._owners.get(owner)
+    found = a._owners.get(owner) if PyDict_GET_SIZE(a._owners) else None
     if found is not None and not (<_Owner>found).gone:
         record = <_Owner>found
+    elif (GIL_BUILD and before is not None and before.pending and before.guest is None
+            and _refcount(<PyObject*>before) == 2):
+        # the one before, idle and out of the table, referenced by nothing but
+        # _last and this function: it becomes the new owner's (no record made, none
+        # let go; its old key, an exact str or int, goes with no code of its own).
+        # Not on the free-threaded build, whose reference counts another thread
+        # may hold in part
+        before.key = owner
+        return before
     else:
         record = owner_new(owner)
         record.pending = 1

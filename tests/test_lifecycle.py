@@ -847,3 +847,74 @@ def test_the_last_owner_named_still_meets_its_quota(backend):
     assert [a.alloc(owner="vm") for _ in range(3)] == [p, p + 1, p + 2]
     assert a.exit_owner("vm") == [p, p + 1, p + 2]
     a._check()
+
+
+class _LikeName:
+    """Equal to the str it wraps, and hashing as it does: the owner table treats it as that str."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def __hash__(self):
+        return hash(self.name)
+
+    def __eq__(self, other):
+        return other == self.name if isinstance(other, str) else (
+            isinstance(other, _LikeName) and other.name == self.name)
+
+
+def test_owners_are_found_by_the_tables_equality_whatever_object_names_them(backend):
+    # equal ints and strs that are not the same object, an int's equal float and bool,
+    # a user's object equal to a str: each names the one owner, as a dict would
+    a = backend.PasidAllocator(bits=8)
+    big = 10**6
+    p = a.alloc(owner=big + 1)
+    q = a.alloc(owner=int(str(big + 1)))             # equal, not the same object
+    assert a.owner(q) == big + 1 and a.exit_owner(big + 1) == [p, q]
+    r = a.alloc(owner=1)
+    assert a.exit_owner(1.0) == [r]                  # 1 == 1.0: the same key
+    s = a.alloc(owner=1)
+    assert a.exit_owner(True) == [s]
+    name = "".join(["v", "m"])
+    t = a.alloc(owner=name)
+    assert a.exit_owner(_LikeName("vm")) == [t]
+    a._check()
+    u = a.alloc(owner=_LikeName("w"))
+    v = a.alloc(owner="w")                           # the table's __eq__ says: the same owner
+    assert a.exit_owner("w") == [u, v]
+    a._check()
+
+
+def test_one_pasid_owners_coming_and_going_keep_every_rule(backend):
+    # a process per owner, each with one PASID (the records a simulator makes and
+    # lets go all the time): quotas, exits, and owners that come back
+    a = backend.PasidAllocator(bits=8, grace=0)
+    a.add_device("d", drain=0)
+    got = []
+    for pid in range(1000, 1040):
+        p = a.alloc(owner=pid)
+        a.bind(p, "d")
+        assert a.owner(p) == pid
+        assert a.exit_owner(pid) == [p]
+        a.unbind(p, "d")
+        got.append(p)
+        a._check()
+    assert got == [got[0]] * 40                       # the lowest PASID every time
+    a.set_quota(7, 1)                                 # a quota keeps a record, idle or not
+    a.alloc(owner=8)
+    first = a.alloc(owner=7)
+    with pytest.raises(QuotaExceeded):
+        a.alloc(owner=7)
+    a.alloc(owner=9)
+    with pytest.raises(QuotaExceeded):
+        a.alloc(owner=7)
+    assert a.exit_owner(7) == [first]
+    held = a.alloc(owner=10)                          # 10 holds one; then others come and go
+    for pid in range(11, 20):
+        a.free(a.alloc(owner=pid))
+    assert a.owner(held) == 10 and a.exit_owner(10) == [held]
+    a.alloc(owner=("tuple", 1))                       # a key of another kind: the general way
+    for pid in range(20, 25):
+        a.free(a.alloc(owner=pid))
+    assert a.exit_owner(("tuple", 1)) != []
+    a._check()

@@ -10,7 +10,9 @@ idle, so an owner that frees its only PASID and allocates again finds its
 record without the registry lock or a new record; the same owner object again
 is found by identity, with no look-up. At most one idle record is kept: the
 previous one is dropped when another owner is named. The twin of
-``pasid/_owners.pxi``.
+``pasid/_owners.pxi``, which in addition keeps the last record out of its table
+while its key is an exact str or int (a storage choice for speed: what lives and
+what a look-up finds are the same).
 """
 
 from __future__ import annotations
