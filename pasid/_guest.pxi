@@ -219,12 +219,11 @@ cdef class GuestSpace:
                 except BaseException:
                     space_release(&self._space, g)
                     raise
-            h = -3
             try:
                 h = host._alloc_in(record, data, self._host_lo(), self._hi)
-            finally:
-                if h == -3:                              # it raised: g goes back
-                    space_release(&self._space, g)
+            except BaseException:
+                space_release(&self._space, g)
+                raise
             if h < 0:
                 space_release(&self._space, g)
                 self._failures += 1

@@ -74,6 +74,11 @@ cdef _Owner owner_lookup(PasidAllocator a, object owner):
         record = a._last
         if record is not None and not record.gone and owner_same(record.key, owner):
             return record
+    return owner_lookup_table(a, owner)
+
+
+cdef _Owner owner_lookup_table(PasidAllocator a, object owner):
+    """:func:`owner_lookup` past the last named: the table's record, or None."""
     owner_settle(a, owner)
     found = a._owners.get(owner)
     if found is None or (<_Owner>found).gone:
@@ -96,7 +101,7 @@ cdef _Owner owner_record(PasidAllocator a, object owner):
         return record
     if a._exact_keys and owner_exact(owner):
         return owner_record_exact(a, owner)
-    record = owner_lookup(a, owner)
+    record = owner_lookup_table(a, owner)
     if record is None or not owner_pin(a, record):
         record = owner_make(a, owner)
     owner_remember(a, record)
@@ -203,7 +208,7 @@ cdef int owner_settle(PasidAllocator a, object owner) except -1:
     named, its key an exact str or int) goes in if ``owner`` could equal its key
     without being :func:`owner_same` (a float, a bool, a user's object: the table's
     __eq__ decides those)."""
-    if a._last is None or not a._last.pending or owner_exact(owner):
+    if not owner_unsettled(a, owner):
         return 0
     a._enter_registry()
     try:
@@ -211,6 +216,12 @@ cdef int owner_settle(PasidAllocator a, object owner) except -1:
     finally:
         a._leave_registry()
     return 0
+
+
+cdef inline bint owner_unsettled(PasidAllocator a, object owner) noexcept:
+    """A record is kept out of the table that ``owner`` could equal without being
+    :func:`owner_same`: the table must have it before it is asked (owner_settle)."""
+    return a._last is not None and a._last.pending and not owner_exact(owner)
 
 
 cdef int owner_table_last(PasidAllocator a) except -1:
@@ -236,7 +247,7 @@ cdef _Owner owner_make(PasidAllocator a, object owner):
     cdef _Owner record
     a._enter_registry()
     try:
-        if a._last is not None and a._last.pending and not owner_exact(owner):
+        if owner_unsettled(a, owner):
             owner_table_last(a)
         found = a._owners.get(owner)
         if found is not None and owner_pin(a, <_Owner>found):

@@ -610,17 +610,15 @@ def cold_churn_round(free: Callable[[int], None], alloc: Callable[[], int],
                      phases: Phases) -> int:
     """W1-cold: W1's pairs in blocks ``(first victim, the other victims)``, ``evict()``
     (untimed) before each; each block's first pair and the rest timed apart,
-    ``phases["first"]`` and ``phases["rest"]``: their :func:`block_total`."""
+    ``phases["first"]`` and ``phases["rest"]``: their :func:`block_total`. Each part
+    is :func:`churn_round` (one call a part: W1's own loop)."""
     firsts, rests = [], []
     for first, rest in blocks:
         evict()
         t0 = perf_counter()
-        free(first)
-        p = alloc()
+        churn_round(free, alloc, (first,))
         t1 = perf_counter()
-        for v in rest:
-            free(v)
-            p = alloc()
+        p = churn_round(free, alloc, rest)
         t2 = perf_counter()
         firsts.append(t1 - t0)
         rests.append(t2 - t1)
@@ -635,27 +633,15 @@ def cold_lifecycle_round(alloc: Callable[[], int], bind: Callable[[int, str], No
                          block: int, evict: Callable[[], object], phases: Phases) -> int:
     """W6-cold: ``blocks`` blocks of ``block`` W6 lifecycles, ``evict()`` (untimed) before
     each; each block's first lifecycle and the rest timed apart, ``phases["first"]`` and
-    ``phases["rest"]``: their :func:`block_total`."""
+    ``phases["rest"]``: their :func:`block_total`. Each part is :func:`lifecycle_round`
+    (one call a part: W6's own loop; ``block`` >= 2)."""
     firsts, rests = [], []
     for _ in repeat(None, blocks):
         evict()
         t0 = perf_counter()
-        p = alloc()
-        bind(p, d0)
-        bind(p, d1)
-        free(p)
-        unbind(p, d0)
-        unbind(p, d1)
-        r = advance(by=1)
+        lifecycle_round(alloc, bind, free, unbind, advance, d0, d1, 1)
         t1 = perf_counter()
-        for _ in repeat(None, block - 1):
-            p = alloc()
-            bind(p, d0)
-            bind(p, d1)
-            free(p)
-            unbind(p, d0)
-            unbind(p, d1)
-            r = advance(by=1)
+        r = lifecycle_round(alloc, bind, free, unbind, advance, d0, d1, block - 1)
         t2 = perf_counter()
         firsts.append(t1 - t0)
         rests.append(t2 - t1)

@@ -164,16 +164,11 @@ class Progress:
                 self.printed is not None and now - self.printed < self.every)):
             return
         done, total = self.done, self.total
-        line = f"{self.description}: {_si(done)}"
-        if total is not None and total >= done:
-            line += f"/{_si(total)}"
-        if self.unit:
-            line += f" {self.unit}"
-        line += f", {_duration(elapsed)} elapsed"
+        left = None
         if total is not None and total > done and done > 0:
-            line += f", about {_duration((total - done) * elapsed / done)} left"
-        if self.note:
-            line += f" ({self.note})"
+            left = _duration((total - done) * elapsed / done)
+        unit = f" {self.unit}" if self.unit else ""
+        line = self._line(f"{unit}, {_duration(elapsed)} elapsed", left)
         print(line, file=self.stream, flush=True)
         self.printed = now
         self.logged = (done, total, self.note)
@@ -201,15 +196,24 @@ class Progress:
                 self.bar.set_postfix_str(self.note, refresh=False)
         else:
             rate = done / (now - self.started)
-            line = f"{self.description}: {_si(done)}"
-            if total is not None and total >= done:
-                line += f"/{_si(total)}"
-            line += f", {_si(rate)}/s"
+            left = None
             if total is not None and total > done and rate > 0:
-                line += f", about {(total - done) / rate:.0f} s left"
-            if self.note:
-                line += f" ({self.note})"
+                left = f"{(total - done) / rate:.0f} s"
+            line = self._line(f", {_si(rate)}/s", left)
             print(f"\r{line}   ", end="", file=self.stream, flush=True)
+
+    def _line(self, middle: str, left: str | None) -> str:
+        """``description: done[/total]``, then ``middle``, the time ``left`` if known, and
+        the note: the line both displays print."""
+        line = f"{self.description}: {_si(self.done)}"
+        if self.total is not None and self.total >= self.done:
+            line += f"/{_si(self.total)}"
+        line += middle
+        if left is not None:
+            line += f", about {left} left"
+        if self.note:
+            line += f" ({self.note})"
+        return line
 
 
 def _progress_every() -> float:
