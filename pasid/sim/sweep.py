@@ -88,6 +88,7 @@ reaches the whole process group, and the sweep ends its workers itself.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import ctypes
 import dataclasses
 import fcntl
@@ -101,7 +102,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
@@ -421,16 +422,36 @@ def _kill_workers(pool: concurrent.futures.ProcessPoolExecutor) -> None:
         process.kill()
 
 
+@contextlib.contextmanager
+def _sigint_held() -> Iterator[None]:
+    """SIGINT blocked in this thread while the pool starts its processes (its resource
+    tracker, its workers): a process started then inherits the mask, so a Ctrl-C to the
+    terminal's group cannot interrupt it while it imports, before its initializer
+    ignores SIGINT (that printed a worker's traceback). The sweep's own ^C waits until
+    the block ends, then raises as usual. A no-op where there is no ``pthread_sigmask``."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
 def _run_pool(tasks: list[Task], finished: Finished, workers: int | None) -> None:
     # spawn, not fork: forking a process that has threads (a Dask client, a GUI)
     # is unsafe and deprecated, and spawn behaves the same on every platform.
-    pool = concurrent.futures.ProcessPoolExecutor(
-        max_workers=min(workers or os.cpu_count() or 1, len(tasks)),
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=_die_with_parent, initargs=(os.getpid(),))
+    # The workers start as tasks are submitted (spawn starts them on demand).
+    with _sigint_held():
+        pool = concurrent.futures.ProcessPoolExecutor(
+            max_workers=min(workers or os.cpu_count() or 1, len(tasks)),
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_die_with_parent, initargs=(os.getpid(),))
     futures: dict[concurrent.futures.Future[list[dict[str, Any]]], Task] = {}
     try:
-        futures.update((pool.submit(run_task, task), task) for task in tasks)
+        with _sigint_held():
+            futures.update((pool.submit(run_task, task), task) for task in tasks)
         for future in concurrent.futures.as_completed(futures):
             task = futures[future]
             try:
