@@ -37,7 +37,11 @@ DIRECTIVES = {
 # The inline limit: gcc's default at -O2 (70 insns) leaves the core's
 # ``cdef inline`` fast paths (put, lowest alloc) as calls in the c_* entry
 # points; with it they are one function each (1-2 ns per W1 pair; 1% more code).
-CFLAGS = ["-O0", "-g"] if DEBUG else ["-O2", "--param=max-inline-insns-single=400"]
+# -g0: no debug information in the release build (Python's own CFLAGS ask for -g). It
+# changes no code and takes 40% off the compile (_core.c: 32 s -> 19 s); symbols stay,
+# so profilers still name the functions. PASID_DEBUG_BUILD=1 has the debug information.
+CFLAGS = (["-O0", "-g"] if DEBUG
+          else ["-O2", "--param=max-inline-insns-single=400", "-g0"])
 LDFLAGS = []
 # PASID_SANITIZE=1 (with the debug build): AddressSanitizer and UBSan, every report fatal
 if os.environ.get("PASID_SANITIZE") == "1":

@@ -12,8 +12,12 @@ allocator, the release queue's twins, the races). CI sets ``PASID_TEST_BACKENDS=
 where the pure backend's run would only repeat the main suite's (the version cells, the
 oldest numpy, the sanitizers: .ci/run). It does not touch the tests that compare the two
 backends with each other (``ALL_BACKENDS``: the differential test, snapshots loaded
-across backends, ...): they run wherever both import. A name that is not a backend, or a
-selection that leaves none (``cython`` with ``PASID_NO_EXTENSION=1``), is an error.
+across backends, ...): they run wherever both import. ``none`` runs no per-backend test:
+the run without the compiled core (``PASID_NO_EXTENSION=1``) says it, as its pure
+backend's tests are the ones the main suite ran (``pasid.pure`` imports nothing compiled),
+and it is there for what changes without the core: the package's choice of backend, the
+simulator, the command line. A name that is not a backend, or a selection that leaves
+none by accident (``cython`` with ``PASID_NO_EXTENSION=1``), is an error.
 """
 
 import os
@@ -28,6 +32,8 @@ def _selected():
     value = os.environ.get("PASID_TEST_BACKENDS", "").strip()
     if not value:
         return list(ALL_BACKENDS)
+    if value == "none":
+        return []
     wanted = [name.strip() for name in value.split(",") if name.strip()]
     unknown = sorted(set(wanted) - {"cython", "python"})
     if unknown:

@@ -146,6 +146,22 @@ def test_no_import_cycle():
     assert cycles(import_graph()) == []
 
 
+def test_the_pure_backend_reaches_nothing_compiled():
+    # What lets the run without the compiled core (.ci/run's suite-pure) skip the
+    # per-backend tests (PASID_TEST_BACKENDS=none): pasid.pure behaves the same whether
+    # or not the core imports, so its tests there would repeat the main suite's. Nor does
+    # it reach the package's root, where the backend is chosen.
+    graph = import_graph()
+    reached, todo = set(), [name for name in graph if name.startswith("pasid.pure")]
+    while todo:
+        name = todo.pop()
+        if name not in reached:
+            reached.add(name)
+            todo.extend(graph[name])
+    assert "pasid.pure.allocator" in reached and "pasid._snapshot" in reached
+    assert not reached & (COMPILED | {"pasid"}), sorted(reached & (COMPILED | {"pasid"}))
+
+
 def test_the_replay_loops_sit_below_their_caller():
     graph = import_graph()
     for loop in ("pasid.sim._replay_py", "pasid.sim._replay", "pasid.sim._replaystate"):
