@@ -425,7 +425,14 @@ def wait_for(condition, seconds, what):
 @pytest.fixture
 def start_sweep(tmp_path):
     """``start_sweep(*args)``: ``pasid sweep ARGS`` on the pure backend, in a session of its
-    own, its stderr in ``process.stderr_path``. The session's processes are killed at the end."""
+    own, its stderr in ``process.stderr_path``. The session's processes are killed at the end.
+
+    The tests send the sweep SIGINT: where this process ignores it (a background job of a
+    shell without job control), the sweep would inherit that and ignore ^C, so they stop
+    here and say why rather than time out."""
+    assert signal.getsignal(signal.SIGINT) is not signal.SIG_IGN, (
+        "SIGINT is ignored in the test process, so a sweep started from it would ignore "
+        "^C: run the tests where SIGINT is not ignored")
     started = []
 
     def start(*args):
