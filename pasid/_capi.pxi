@@ -283,14 +283,9 @@ cdef int64_t c_count(PasidAllocator a, int state) except -1:
 # raises where the entry answers -1.
 
 
-cdef uint64_t c_vcmd(GuestSpace vm, uint64_t word, int encoding) except? 0xFFFFFFFFFFFFFFFF:
-    """``vcmd(word, encoding=...)`` with the layout's index (PASID_VCMD_31 or
-    PASID_VCMD_33; ValueError otherwise): the response word. A bad word is answered
-    with a status, never raised; StateError for a removed VM."""
-    if encoding != PASID_VCMD_31 and encoding != PASID_VCMD_33:
-        raise ValueError(f"encoding must be PASID_VCMD_31 ({<int>PASID_VCMD_31}) or "
-                         f"PASID_VCMD_33 ({<int>PASID_VCMD_33}), not {encoding}")
-    return vm._vcmd(word, encoding)
+# vcmd: GuestSpace._vcmd itself, ``vcmd(word, encoding=...)`` with the layout's index
+# (PASID_VCMD_31 or PASID_VCMD_33; ValueError otherwise): the response word. A bad word
+# is answered with a status, never raised; StateError for a removed VM.
 
 
 cdef int64_t c_guest_alloc(GuestSpace vm, object owner) except -2:
@@ -388,7 +383,7 @@ cdef void _capi_fill() noexcept:
     cdef _ida_alloc_m ida_alloc = IDA.c_alloc
     cdef _ida_free_m ida_free = IDA.c_free
     cdef _ida_exists_m ida_exists = IDA.c_exists
-    cdef _vcmd_m vcmd = c_vcmd
+    cdef _vcmd_m vcmd = GuestSpace._vcmd
     cdef _guest_alloc_m guest_alloc = c_guest_alloc
     cdef _guest_free_m guest_free = c_guest_free
     cdef _translate_m guest_to_host = c_guest_to_host

@@ -261,6 +261,6 @@ cdef class GuestSpace:
     cdef inline bint _put_plain(self, int64_t g, int64_t h) noexcept
     cdef _Device _device(self, object device)
     cdef int _state_in(self, int64_t g) noexcept
-    cdef uint64_t _vcmd(self, uint64_t word, int64_t encoding) except? 0xFFFFFFFFFFFFFFFF
+    cdef uint64_t _vcmd(self, uint64_t word, int encoding) except? 0xFFFFFFFFFFFFFFFF
     cdef uint64_t _vcmd_id(self, uint64_t word, int64_t encoding) except? 0xFFFFFFFFFFFFFFFF
     cdef list _guests(self)

@@ -76,7 +76,7 @@ from pasid._messages import (
     out_of_range, reference_limit, too_few_free, too_wide, unknown_device, VM_NONE,
     device_taken, device_twice, devices_missing, guest_no_free, guest_number_too_wide,
     guest_too_wide, import_outside, import_short, migration_conflict, not_assigned, not_guest,
-    owner_busy, undeclared_device, unknown_vm, vm_exists, vm_removed)
+    owner_busy, undeclared_device, unknown_vm, vm_exists, vm_removed, capi_vcmd_encoding)
 from pasid._callbacks import run_teardown
 from pasid._errors import InvalidPasid, MigrationConflict, PasidExhausted, QuotaExceeded, StateError
 from pasid._handle import PasidHandle

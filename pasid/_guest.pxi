@@ -108,6 +108,7 @@ cdef inline void guest_forget(PasidAllocator host, GuestSpace vm, int64_t g, int
 cdef object _MAKE = object()                     # vm_make's token: GuestSpace.__cinit__
 
 
+
 @cython.final
 cdef class GuestSpace:
 
@@ -194,6 +195,7 @@ cdef class GuestSpace:
         cdef PasidAllocator host = self._host
         cdef _Owner record = self._record
         cdef int64_t h, top
+        cdef bint hinted = False
         if record.quota >= 0 and record.use >= record.quota:
             host._failures += 1
             self._failures += 1
@@ -201,33 +203,37 @@ cdef class GuestSpace:
         if self._translated:
             top = (<int64_t>1 << self._bits) - 1
             if g < 0:
-                g = space_take_lowest(&self._space, top)     # (0 is taken: never 0)
+                g = space_lowest(&self._space, top)          # (0 is taken: never 0)
                 if g == -2:
                     self._failures += 1
                     return -1
-                if g == -1:
+                hinted = g >= 0
+                if not hinted:
                     # the general way: the lowest FREE needs a new node
                     g = space_find_free(&self._space, 1)
-                    if space_take(&self._space, g) < 0:
-                        raise MemoryError()
-            elif space_is_free(&self._space, g):
-                if space_take(&self._space, g) < 0:          # g was asked for
-                    raise MemoryError()
             if self._map.pages[g >> PAGE_SHIFT] == NULL:
+                guestmap_reserve(&self._map, g)              # MemoryError: nothing changed
+            if hinted:
+                # as pure/guest.py: the host's PASID first (nothing of the guest's has
+                # changed if that fails), then g, in the hint's leaf: nothing to fail
+                h = host._alloc_in(record, data, self._host_lo(), self._hi)
+                if h < 0:
+                    self._failures += 1
+                    return -1
+                space_take_hinted(&self._space, g)
+            else:
+                # g may need a node, which may fail: taken first, undone if the host fails
+                if space_is_free(&self._space, g) and space_take(&self._space, g) < 0:
+                    raise MemoryError()
                 try:
-                    guestmap_reserve(&self._map, g)
+                    h = host._alloc_in(record, data, self._host_lo(), self._hi)
                 except BaseException:
                     space_release(&self._space, g)
                     raise
-            try:
-                h = host._alloc_in(record, data, self._host_lo(), self._hi)
-            except BaseException:
-                space_release(&self._space, g)
-                raise
-            if h < 0:
-                space_release(&self._space, g)
-                self._failures += 1
-                return -1
+                if h < 0:
+                    space_release(&self._space, g)
+                    self._failures += 1
+                    return -1
         elif g < 0:
             h = host._alloc_in(record, data, self._host_lo(), self._hi)
             if h < 0:
@@ -507,8 +513,10 @@ cdef class GuestSpace:
 
     # ------------------------------------------------------------ the virtual command
 
-    cdef uint64_t _vcmd(self, uint64_t word, int64_t encoding) except? 0xFFFFFFFFFFFFFFFF:
-        """The virtual command on a word in 0 .. 2**64 - 1: the response word.
+    cdef uint64_t _vcmd(self, uint64_t word, int encoding) except? 0xFFFFFFFFFFFFFFFF:
+        """The virtual command on a word in 0 .. 2**64 - 1, in the layout of index
+        ``encoding`` (ValueError for another): the response word. The C-level API's
+        ``vcmd`` entry is this method itself (_capi.pxi): one call from a simulator.
 
         The common calls in one step, as the host's own (no callable clock: no
         user code can run): an ALLOC, and a FREE of a guest PASID that becomes
@@ -516,6 +524,10 @@ cdef class GuestSpace:
         cdef PasidAllocator host = self._host
         cdef int64_t command = vcmd.vcmd_command(word, encoding)
         cdef int64_t operand, status = vcmd.VCMD_SUCCESS, result = 0, h
+        if encoding != vcmd.VCMD_ENCODING_31 and encoding != vcmd.VCMD_ENCODING_33:
+            # (the C-level API's caller gave it; a message built here, inline, made
+            # the common calls pay for the registers its formatting needs)
+            raise ValueError(capi_vcmd_encoding(encoding))
         if host._clock is not None:
             return self._vcmd_id(word, encoding)
         if command == vcmd.VCMD_ALLOC:
@@ -529,7 +541,8 @@ cdef class GuestSpace:
                     result = self._alloc_in(-1, None, None)
             if result == -3:
                 return self._vcmd_id(word, encoding)     # StateError: the VM is removed
-            host._after()
+            if untidy(<PyObject*>host._gone, <PyObject*>host._graveyard):
+                host._tidy()                     # host._after(), its test inline
             if result < 0:
                 return vcmd.vcmd_respond(vcmd.VCMD_NO_PASID, 0, encoding)
             return vcmd.vcmd_respond(vcmd.VCMD_SUCCESS, result, encoding)
@@ -552,7 +565,8 @@ cdef class GuestSpace:
                     status = -1
             if status < 0:
                 return self._vcmd_id(word, encoding)     # nothing done: the general way
-            host._after()
+            if untidy(<PyObject*>host._gone, <PyObject*>host._graveyard):
+                host._tidy()                     # host._after(), its test inline
             return vcmd.vcmd_respond(status, 0, encoding)
         return vcmd.vcmd_respond(vcmd.VCMD_UNDEFINED_COMMAND, 0, encoding)
 

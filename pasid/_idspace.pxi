@@ -396,6 +396,30 @@ cdef inline int64_t space_take_lowest(Space* space, int64_t hi) noexcept nogil:
     return base
 
 
+cdef inline int64_t space_lowest(Space* space, int64_t hi) noexcept nogil:
+    """:func:`space_take_lowest` without the taking: the lowest free ID if it is <= hi,
+    its leaf made the hint, so that :func:`space_take_hinted` takes it with nothing
+    made (a caller that must do something that may fail first: a guest allocation
+    takes its host PASID between the two). -2 and -1 as there."""
+    cdef Node* node = space.low_leaf
+    cdef int64_t base
+    cdef int i
+    if node == NULL or node.free_mask == 0:
+        node = space_lowest_leaf(space)
+        if node == NULL:
+            return -2 if space_find_free(space, 0) > hi else -1
+    i = ctz64(node.free_mask)
+    base = space.low_base + (i << 6) + ctz64(node.slot[i])
+    return -2 if base > hi else base
+
+
+cdef inline void space_take_hinted(Space* space, int64_t pasid) noexcept nogil:
+    """Take the ID :func:`space_lowest` just gave, the space unchanged since (its leaf
+    is the hint's: nothing to make, nothing to fail)."""
+    space_take_bits(space, space.low_leaf, space.low_path, pasid,
+                    (<uint64_t>1) << (pasid & 63), 1)
+
+
 cdef Node* space_lowest_leaf(Space* space) noexcept nogil:
     """The leaf of the lowest free ID, made the hint; NULL (the hint cleared) when
     no ID is free under the root or the lowest lies under a missing node."""
@@ -794,6 +818,12 @@ cdef class _IdSpaceForTests:
 
     def take_lowest(self, int64_t hi):
         return space_take_lowest(&self.space, hi)
+
+    def lowest(self, int64_t hi):
+        return space_lowest(&self.space, hi)
+
+    def take_hinted(self, int64_t pasid):
+        space_take_hinted(&self.space, pasid)
 
     def release(self, int64_t pasid):
         self._id(pasid)

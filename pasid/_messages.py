@@ -176,6 +176,12 @@ def device_taken(device: Any, vm: Any) -> str:
     return f"device {device!r} is assigned to VM {vm!r}"
 
 
+def capi_vcmd_encoding(encoding: int) -> str:
+    """The C-level API's ``vcmd`` given a layout index that is neither layout
+    (ValueError; compiled only: the Python method takes the layout's name)."""
+    return f"encoding must be PASID_VCMD_31 (0) or PASID_VCMD_33 (1), not {encoding}"
+
+
 def not_assigned(device: Any, vm: Any) -> str:
     """A guest's bind to a device that is not the VM's (StateError)."""
     return f"device {device!r} is not assigned to VM {vm!r}"

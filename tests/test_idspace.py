@@ -146,7 +146,10 @@ def make_machine(space_class):
             span = 1 << (LEAF_SHIFT + 6 * tree_height(self.highest))
             leaf_missing = tree_height(self.highest) > 0 and not any(
                 p >> LEAF_SHIFT == lowest >> LEAF_SHIFT for p in self.taken)
+            peeked = self.space.lowest(hi)              # the same answer, nothing taken
+            assert self.space.is_free(peeked) if peeked >= 0 else True
             p = self.space.take_lowest(hi)
+            assert p == peeked
             if lowest > hi:
                 assert p == -2
                 return

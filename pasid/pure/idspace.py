@@ -273,6 +273,16 @@ class IdSpace:
         that is the one; else a descent from the root finds it and makes its
         leaf the hint. O(log64 N).
         """
+        base = self.lowest(hi)
+        if base >= 0:
+            self.take_hinted(base)
+        return base
+
+    def lowest(self, hi: int) -> int:
+        """:meth:`take_lowest` without the taking: the lowest free ID if it is <= hi,
+        its leaf made the hint, so that :meth:`take_hinted` takes it with nothing made
+        (a caller that must do something that may fail first: a guest allocation takes
+        its host PASID between the two). -2 and -1 as there. O(log64 N)."""
         node = self.low_leaf
         if node is None or node.free_mask == 0:
             node = self.lowest_leaf()
@@ -282,10 +292,12 @@ class IdSpace:
         i = (mask & -mask).bit_length() - 1
         word: int = node.slot[i]
         base = self.low_base + (i << 6) + (word & -word).bit_length() - 1
-        if base > hi:
-            return -2
-        self.take(base)
-        return base
+        return -2 if base > hi else base
+
+    def take_hinted(self, pasid: int) -> None:
+        """Take the ID :meth:`lowest` just gave, the space unchanged since (its leaf is
+        the hint's: nothing to make). O(log64 N)."""
+        self.take(pasid)
 
     def lowest_leaf(self) -> Node | None:
         """The leaf of the lowest free ID, made the hint; None (the hint cleared) when
