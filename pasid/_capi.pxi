@@ -2,7 +2,8 @@
 # the capsule ``pasid._core._C_API`` (as ``datetime.datetime_CAPI``).
 #
 # Each entry is the class's ``c_*`` method of the same name itself (_allocator.pxi,
-# _ida.pxi; the guests' below, over GuestSpace's cdef methods): the function its vtable holds, so a caller pays one indirect call as
+# _ida.pxi; the guests' below, over GuestSpace's cdef methods, and vcmd GuestSpace._vcmd
+# itself): the function its vtable holds, so a caller pays one indirect call as
 # it did through the vtable. A thin function calling the method instead (a direct
 # call gcc does not inline: c_alloc is too large) cost 8-13 ns more per W1 pair,
 # measured from examples/cython_sim. The opaque handle is the object's own struct
