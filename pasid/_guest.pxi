@@ -108,7 +108,6 @@ cdef inline void guest_forget(PasidAllocator host, GuestSpace vm, int64_t g, int
 cdef object _MAKE = object()                     # vm_make's token: GuestSpace.__cinit__
 
 
-
 @cython.final
 cdef class GuestSpace:
 
