@@ -815,85 +815,12 @@ cdef class PasidAllocator:
         cdef int64_t width = -1 if bits is _args.UNSET else _args.as_bits(bits, "device bits")
         cdef double drain_time = -1.0 if drain is _args.UNSET else _args.as_drain(drain)
         cdef bint callback_given = on_teardown is not _args.UNSET
-        cdef _Device info
-        cdef int32_t record
-        cdef int64_t widest
         if callback_given:
             _args.check_callable(on_teardown, "on_teardown")
-        while True:
-            info = device_record(self, device, True)
-            with cython.critical_section(self):
-                wait_batch(self)
-                if not info.gone:
-                    widest = -1
-                    record = info.first
-                    while record >= 0:
-                        if self._bindings.recs[record].pasid > widest:
-                            widest = self._bindings.recs[record].pasid
-                        record = self._bindings.recs[record].dnext
-                    if width >= 0 and widest >= 0 and widest >> width:
-                        raise InvalidPasid(narrower_than_bound(device, widest, width))
-                    if width >= 0:
-                        info.bits = <int>width
-                    if drain_time >= 0:
-                        info.drain = drain_time
-                    if callback_given:
-                        self._callbacks += ((on_teardown is not None)
-                                            - (info.on_teardown is not None))
-                        info.on_teardown = on_teardown
-                    return info.handle
+        return device_settings(self, device, width, drain_time, callback_given, on_teardown)
 
     def remove_device(self, device):
-        cdef _Device info = device_record(self, device, False)
-        cdef double reading, now
-        cdef int32_t* drained = NULL
-        cdef int64_t k = 0, i, p
-        cdef int32_t record
-        # called from a __hash__/__eq__ while this thread changes the tables, its own
-        # table update (phase 3) could not run: refused before anything changes
-        self._refuse_reentry()
-        if info is None:
-            raise StateError(unknown_device(device))
-        reading = self._reading()
-        with cython.critical_section(self):
-            wait_batch(self)
-            if info.gone:
-                raise StateError(unknown_device(device))
-            now = self._time(reading)
-            self._settle_time(now)
-            if info.nbound:
-                drained = <int32_t*>malloc(info.nbound * sizeof(int32_t))
-                if drained == NULL:
-                    raise MemoryError()
-            while info.first >= 0:
-                record = info.first
-                p = self._bindings.recs[record].pasid
-                bind_unlink(self, record)
-                if not (self._slots[p].meta & HAS_BINDINGS) and (self._slots[p].meta & STATE_MASK) == DRAINING:
-                    drained[k] = <int32_t>p
-                    k += 1
-            if k:
-                qsort(drained, k, sizeof(int32_t), _compare_int32)
-            for i in range(k):
-                settle(self, drained[i], now)
-            free(drained)
-            info.gone = 1
-            if info.on_teardown is not None:
-                self._callbacks -= 1
-            self._device_list[info.handle] = None
-            for i in range(1, 2 * RECENT_DEVICES, 2):
-                if self._recent_devices[i] is info:
-                    self._recent_devices[i - 1] = self._recent_devices[i] = None
-        # phase 3: the device's __hash__/__eq__ may raise here, after the change; then
-        # its record stays in the table, marked gone (look-ups skip it)
-        self._enter_registry()
-        try:
-            if self._devices.get(device) is info:
-                del self._devices[device]
-        except Exception:
-            pass
-        finally:
-            self._leave_registry()
+        device_remove(self, device)
         self._after()
 
     def bind(self, pasid, device, *, data=None):

@@ -260,3 +260,96 @@ cdef _Device device_at(PasidAllocator a, int device):
     if info is None:
         raise StateError(no_handle(device))
     return <_Device>info
+
+
+# ---------------------------------------------------------------- declaring and removing devices
+
+
+cdef int device_settings(PasidAllocator a, object device, int64_t width, double drain_time,
+                         bint callback_given, object on_teardown) except -1:
+    """The body of add_device: ``device`` declared with the defaults if it is not,
+    then the settings given (``width`` >= 0, ``drain_time`` >= 0, ``on_teardown``
+    when ``callback_given``) set, all or none; its handle. Narrower than a PASID
+    bound to it: InvalidPasid, nothing changed."""
+    cdef _Device info
+    cdef int32_t record
+    cdef int64_t widest
+    while True:
+        info = device_record(a, device, True)
+        with cython.critical_section(a):
+            wait_batch(a)
+            if not info.gone:
+                widest = -1
+                record = info.first
+                while record >= 0:
+                    if a._bindings.recs[record].pasid > widest:
+                        widest = a._bindings.recs[record].pasid
+                    record = a._bindings.recs[record].dnext
+                if width >= 0 and widest >= 0 and widest >> width:
+                    raise InvalidPasid(narrower_than_bound(device, widest, width))
+                if width >= 0:
+                    info.bits = <int>width
+                if drain_time >= 0:
+                    info.drain = drain_time
+                if callback_given:
+                    a._callbacks += (on_teardown is not None) - (info.on_teardown is not None)
+                    info.on_teardown = on_teardown
+                return info.handle
+
+
+cdef int device_remove(PasidAllocator a, object device) except -1:
+    """The body of remove_device up to its phase 3 (the caller's ``_after``): every
+    binding of ``device`` dropped at once (no drain hold, no callback), the PASIDs
+    left DRAINING by it settled in PASID order, its record marked gone and dropped
+    from the device table. Unknown device: StateError, nothing changed."""
+    cdef _Device info = device_record(a, device, False)
+    cdef double reading, now
+    cdef int32_t* drained = NULL
+    cdef int64_t k = 0, i, p
+    cdef int32_t record
+    # called from a __hash__/__eq__ while this thread changes the tables, its own
+    # table update (phase 3) could not run: refused before anything changes
+    a._refuse_reentry()
+    if info is None:
+        raise StateError(unknown_device(device))
+    reading = a._reading()
+    with cython.critical_section(a):
+        wait_batch(a)
+        if info.gone:
+            raise StateError(unknown_device(device))
+        now = a._time(reading)
+        a._settle_time(now)
+        if info.nbound:
+            drained = <int32_t*>malloc(info.nbound * sizeof(int32_t))
+            if drained == NULL:
+                raise MemoryError()
+        while info.first >= 0:
+            record = info.first
+            p = a._bindings.recs[record].pasid
+            bind_unlink(a, record)
+            if not (a._slots[p].meta & HAS_BINDINGS) and (a._slots[p].meta & STATE_MASK) == DRAINING:
+                drained[k] = <int32_t>p
+                k += 1
+        if k:
+            qsort(drained, k, sizeof(int32_t), _compare_int32)
+        for i in range(k):
+            settle(a, drained[i], now)
+        free(drained)
+        info.gone = 1
+        if info.on_teardown is not None:
+            a._callbacks -= 1
+        a._device_list[info.handle] = None
+        for i in range(1, 2 * RECENT_DEVICES, 2):
+            if a._recent_devices[i] is info:
+                a._recent_devices[i - 1] = a._recent_devices[i] = None
+    # the device's __hash__/__eq__ may raise here, after the change; then its record
+    # stays in the table, marked gone (look-ups skip it)
+    a._enter_registry()
+    try:
+        if a._devices.get(device) is info:
+            del a._devices[device]
+    except Exception:
+        pass
+    finally:
+        a._leave_registry()
+    return 0

@@ -41,16 +41,17 @@ from pasid._errors import InvalidPasid, PasidExhausted, QuotaExceeded, StateErro
 from pasid._handle import PasidHandle
 from pasid._rng import SplitMix64
 from pasid._state import ACTIVE, DRAINING, FREE, QUARANTINED, RESERVED, State
-from pasid.pure.batch import batch_fill, batch_unfill, free_many_in
-from pasid.pure.bindings import _Device, _Later, bind_in, device_record, unbind_in
+from pasid.pure.batch import batch_fill, free_many_in
+from pasid.pure.bindings import (_Device, _Later, bind_in, device_record, device_remove,
+                                 device_settings, unbind_in)
 from pasid.pure.check import check_allocator
-from pasid.pure.export import export_state, freeze, load_state
+from pasid.pure.export import export_state, load_state
 from pasid.pure.fifo import FifoQueue
 from pasid.pure.guest import VMHost, VMTable
 from pasid.pure.idspace import IdSpace
 from pasid.pure.owners import (_Owner, drop_gone_owners, owner_lookup, owner_pin, owner_record,
                                owner_tag, owner_unpin, over_quota)
-from pasid.pure.release import ReleaseQueue, make_free, reclaim, release, settle, teardown_of
+from pasid.pure.release import ReleaseQueue, make_free, reclaim, release, teardown_of
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -643,24 +644,7 @@ class PasidAllocator(VMHost):
         if not isinstance(on_teardown, _args.Unset):
             _args.check_callable(on_teardown, "on_teardown")
             callback = on_teardown
-        while True:
-            info = device_record(self, device, True)
-            assert info is not None
-            with self._lock:
-                if not info.gone:
-                    widest = max(info.bound, default=-1)
-                    wider = width >= 0 and widest >= 0 and widest >> width
-                    if not wider:
-                        if width >= 0:
-                            info.bits = width
-                        if drain_time >= 0:
-                            info.drain = drain_time
-                        if callback_given:
-                            # the old callback is dropped once the lock is free
-                            callback, info.on_teardown = info.on_teardown, callback
-                        return info.handle
-            if not info.gone:
-                raise InvalidPasid(_messages.narrower_than_bound(device, widest, width))
+        return device_settings(self, device, width, drain_time, callback_given, callback)
 
     def remove_device(self, device: Hashable) -> None:
         """Hot-unplug: drop all of ``device``'s bindings at once, no drain hold, no callback.
@@ -672,45 +656,7 @@ class PasidAllocator(VMHost):
         'DRAINING'
         'FREE'
         """
-        # called from a __hash__/__eq__ while this thread changes the tables, its own
-        # table update could not run after the change: refused before anything changes
-        self._refuse_reentry()
-        info = device_record(self, device, False)
-        if info is None:
-            raise StateError(_messages.unknown_device(device))
-        reading = self._reading()
-        with self._lock:
-            gone = info.gone
-            if not gone:
-                now = self._time(reading)
-                self._settle_time(now)
-                drained = []
-                for p in info.bound:
-                    bindings = self._bindings[p]
-                    entry = bindings.pop(info.handle)
-                    if entry[1] is not None:
-                        self._graveyard.append(entry[1])
-                    if not bindings:
-                        del self._bindings[p]
-                        if self._state[p] == DRAINING:
-                            drained.append(p)
-                info.bound.clear()
-                for p in sorted(drained):
-                    settle(self, p, now)
-                info.gone = True
-                self._device_list[info.handle] = None
-        if gone:
-            raise StateError(_messages.unknown_device(device))
-        # phase 3: the device's __hash__/__eq__ may raise here, after the change; then
-        # its record stays in the table, marked gone (look-ups treat it as absent)
-        self._enter_registry()
-        try:
-            if self._devices.get(device) is info:
-                del self._devices[device]
-        except Exception:
-            pass
-        finally:
-            self._leave_registry()
+        device_remove(self, device)
         if self._gone or self._graveyard:
             self._after()
 

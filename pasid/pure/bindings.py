@@ -20,7 +20,7 @@ from pasid.pure.release import settle
 if TYPE_CHECKING:
     from pasid.pure.allocator import PasidAllocator
 
-__all__ = ["bind_in", "device_record", "unbind_in"]
+__all__ = ["bind_in", "device_record", "device_remove", "device_settings", "unbind_in"]
 
 COUNT_MAX = _args.COUNT_MAX
 _STATE_NAMES = _args.STATE_NAMES
@@ -131,3 +131,78 @@ def unbind_in(a: PasidAllocator, p: int, info: _Device, now: float) -> int:
         if state == DRAINING:
             settle(a, p, now)
     return a._state[p]
+
+
+# ---------------------------------------------------------------- declaring and removing devices
+
+
+def device_settings(a: PasidAllocator, device: Hashable, width: int, drain_time: float,
+                    callback_given: bool, callback: Callable[[int], object] | None) -> int:
+    """The body of add_device: ``device`` declared with the defaults if it is not,
+    then the settings given (``width`` >= 0, ``drain_time`` >= 0, ``callback``
+    when ``callback_given``) set, all or none; its handle. Narrower than a PASID
+    bound to it: InvalidPasid, nothing changed."""
+    while True:
+        info = device_record(a, device, True)
+        assert info is not None
+        with a._lock:
+            if not info.gone:
+                widest = max(info.bound, default=-1)
+                wider = width >= 0 and widest >= 0 and widest >> width
+                if not wider:
+                    if width >= 0:
+                        info.bits = width
+                    if drain_time >= 0:
+                        info.drain = drain_time
+                    if callback_given:
+                        # the old callback is dropped once the lock is free
+                        callback, info.on_teardown = info.on_teardown, callback
+                    return info.handle
+        if not info.gone:
+            raise InvalidPasid(_messages.narrower_than_bound(device, widest, width))
+
+
+def device_remove(a: PasidAllocator, device: Hashable) -> None:
+    """The body of remove_device up to its phase 3 (the caller's ``_after``): every
+    binding of ``device`` dropped at once (no drain hold, no callback), the PASIDs
+    left DRAINING by it settled in PASID order, its record marked gone and dropped
+    from the device table. Unknown device: StateError, nothing changed."""
+    # called from a __hash__/__eq__ while this thread changes the tables, its own
+    # table update could not run after the change: refused before anything changes
+    a._refuse_reentry()
+    info = device_record(a, device, False)
+    if info is None:
+        raise StateError(_messages.unknown_device(device))
+    reading = a._reading()
+    with a._lock:
+        gone = info.gone
+        if not gone:
+            now = a._time(reading)
+            a._settle_time(now)
+            drained = []
+            for p in info.bound:
+                bindings = a._bindings[p]
+                entry = bindings.pop(info.handle)
+                if entry[1] is not None:
+                    a._graveyard.append(entry[1])
+                if not bindings:
+                    del a._bindings[p]
+                    if a._state[p] == DRAINING:
+                        drained.append(p)
+            info.bound.clear()
+            for p in sorted(drained):
+                settle(a, p, now)
+            info.gone = True
+            a._device_list[info.handle] = None
+    if gone:
+        raise StateError(_messages.unknown_device(device))
+    # the device's __hash__/__eq__ may raise here, after the change; then its record
+    # stays in the table, marked gone (look-ups treat it as absent)
+    a._enter_registry()
+    try:
+        if a._devices.get(device) is info:
+            del a._devices[device]
+    except Exception:
+        pass
+    finally:
+        a._leave_registry()
