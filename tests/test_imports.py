@@ -168,6 +168,33 @@ def test_the_replay_loops_sit_below_their_caller():
         assert "pasid.sim.replay" not in graph[loop], loop
 
 
+def test_no_file_of_the_package_is_over_1200_lines():
+    # Issue 16: a file a reader can hold in their head; what grows past it splits along
+    # its seams (a component, what a harness times) into a module of its own
+    files = [path for path in sorted(ROOT.rglob("*"))
+             if path.suffix in {".py", ".pyi", ".pyx", ".pxi", ".pxd"}]
+    assert len(files) > 40
+    long = {str(path.relative_to(ROOT)): n for path in files
+            if (n := len(path.read_text().splitlines())) > 1200}
+    assert not long, long
+
+
+def test_each_compiled_component_names_its_twin():
+    # Issue 16: the compiled core's components and the pure backend's pair by name; each
+    # include of pasid/_core.pyx says its twin, and the twin is there
+    core = (ROOT / "_core.pyx").read_text()
+    includes = re.findall(r'^include "(\w+)\.pxi" +# (\S+)', core, re.M)
+    assert len(includes) >= 13, includes
+    for stem, twin in includes:
+        assert (ROOT / f"{stem}.pxi").exists(), stem
+        if twin == "(compiled":         # the C-level API: compiled only
+            continue
+        path = twin.rstrip(":")
+        assert (ROOT.parent / path).exists(), (stem, twin)
+        if path.startswith("pasid/pure/"):
+            assert Path(path).stem == stem.lstrip("_"), (stem, twin)
+
+
 # pasid.simpy needs the simpy extra; pasid.__main__ is the command line's entry point
 OPTIONAL = {"pasid.simpy": "simpy"}
 
