@@ -12,7 +12,8 @@ while compiled and pure rows keep alternating. ``ratios.py`` takes medians
 over the repetitions and computes ratios within each one.
 
 With ``--benchmark-disable`` there is a single repetition and every benchmark
-body runs once (the CI smoke run). ``PASID_BENCH_REPS`` overrides the count.
+body runs once, on the quick sizes of ``pasid bench --quick`` (the CI smoke run:
+the same bodies and checks, smaller rounds). ``PASID_BENCH_REPS`` overrides the count.
 
 The benchmarks measure the compiled core: under ``PASID_NO_EXTENSION=1``
 they are skipped; otherwise a compiled core that fails to import is an error.
@@ -55,12 +56,14 @@ def pytest_generate_tests(metafunc):
 
 
 @pytest.fixture(scope="session")
-def session():
+def session(request):
     """The prepared objects (stages, replay trace) shared by the whole run."""
     if NO_EXTENSION:
         pytest.skip("the benchmarks measure the compiled core (PASID_NO_EXTENSION=1)")
     bench.require_core(replay=True)     # RuntimeError (not a skip) if the build is broken
-    return bench.Session()
+    # timing off (the smoke run, one repetition): the smaller rounds of `pasid bench --quick`,
+    # the same bodies and checks
+    return bench.Session(quick=bool(request.config.getoption("benchmark_disable", False)))
 
 
 @pytest.fixture
