@@ -19,15 +19,14 @@ Both rows return the same IDs (checked). Skipped under ``PASID_NO_EXTENSION=1``.
 """
 
 import statistics
-import sys
 import sysconfig
 from pathlib import Path
-from time import perf_counter
 
 import numpy as np
 import pytest
 
 from pasid import bench
+from pasid._benchwork import batch_round     # W4's body: the same timed round
 
 HERE = Path(__file__).resolve().parent
 N = 1 << 20
@@ -115,17 +114,6 @@ def prepared(row, state, baseline):
         obj.alloc_many(N)
         obj.free_many(np.ascontiguousarray(half_free_ids(), dtype=np.uint32))
     return obj.alloc_many, obj.free_many
-
-
-def batch_round(alloc_many, free_many, n, phases):
-    t0 = perf_counter()
-    ids = alloc_many(n)
-    t1 = perf_counter()
-    free_many(ids)
-    t2 = perf_counter()
-    phases["alloc"].append(t1 - t0)
-    phases["free"].append(t2 - t1)
-    return ids
 
 
 @pytest.mark.variants(*ROWS)
