@@ -118,6 +118,7 @@ def candidate_of(row: str) -> Candidate:
 
 
 def mode_of(row: str) -> str:
+    """The mode of a row (``"cy-PA:batch"`` -> ``"batch"``; a bare candidate: ``"call"``)."""
     return row.split(":")[1] if ":" in row else "call"
 
 
