@@ -54,9 +54,6 @@ VERSION = 1
 FIELDS = ("mode", "bits", "devices", "guests", "refcounts", "tags", "data", "bindings",
           "binding_data")
 
-_Ints = npt.NDArray[np.int64]
-
-
 def dumps(state: dict[str, Any]) -> bytes:
     """An exported VM (a dict with the keys of ``FIELDS``, its columns as arrays) as bytes."""
     rows, devices, counts = state["bindings"]
@@ -89,7 +86,7 @@ def check(state: dict[str, Any]) -> dict[str, Any]:
     devices = [_hashable(device, "device") for device in list(state["devices"])]
     if len(set(devices)) != len(devices):
         _fail("a device is listed twice")
-    guests: _Ints = _ids(state["guests"], 1 << bits, "guest PASIDs")
+    guests: npt.NDArray[np.int64] = _ids(state["guests"], 1 << bits, "guest PASIDs")
     if guests.size and guests[0] == 0:
         _fail("guest PASID 0 is no guest's")
     n = int(guests.size)
@@ -99,7 +96,7 @@ def check(state: dict[str, Any]) -> dict[str, Any]:
     tags = _objects(state["tags"], n, "owner tags")
     data = _objects(state["data"], n, "data")
     rows_raw, devices_raw, counts_raw = _sequence(state["bindings"], 3, "bindings")
-    rows: _Ints = _ids(rows_raw, n, "binding rows", repeats=True)
+    rows: npt.NDArray[np.int64] = _ids(rows_raw, n, "binding rows", repeats=True)
     bound_to = _column(devices_raw, "binding devices").astype(np.int64)
     counts = _column(counts_raw, "binding counts").astype(np.int64)
     if bound_to.size != rows.size or counts.size != rows.size:
