@@ -1,14 +1,18 @@
-"""The ``pasid`` command line, through subprocesses: exit codes, output, files, bad input."""
+"""The ``pasid`` command line: exit codes, output, files, bad input.
+
+Run in this process (``sim_support.pasid_command``), and in a Python of its own where the
+process is what is tested: the entry point and its exit status, environment variables
+read as the interpreter starts (``PASID_NO_EXTENSION``, ``PYTHONPATH``), progress settings.
+"""
 
 import json
 import os
 import struct
-import subprocess
 import sys
 
 import pytest
 
-from sim_support import HAND_TRACE
+from sim_support import HAND_TRACE, pasid_command as pasid
 
 NO_EXTENSION = os.environ.get("PASID_NO_EXTENSION") == "1"
 ROW_KEYS = {"strategy", "ops", "seconds", "ops_per_s", "engine", "allocations", "failures",
@@ -17,15 +21,6 @@ ROW_KEYS = {"strategy", "ops", "seconds", "ops_per_s", "engine", "allocations", 
 TIMINGS = ("seconds", "ops_per_s", "engine")
 # a simulation small enough for the pure backend (which replays ~30x slower)
 SMALL = ["--bits", "12", "--param", "duration=300"]
-
-
-def pasid(*args, env=None, check=None):
-    """Run ``python -m pasid ARGS``; returns the CompletedProcess (text)."""
-    run = subprocess.run([sys.executable, "-m", "pasid", *args], capture_output=True,
-                         text=True, env={**os.environ, **(env or {})}, timeout=600)
-    if check is not None:
-        assert run.returncode == check, (run.returncode, run.stderr)
-    return run
 
 
 def one_error_line(run, fragment):
@@ -46,8 +41,9 @@ def without_timings(rows):
 
 
 def test_version_and_help():
-    run = pasid("--version", check=0)
-    assert run.stdout.startswith("pasid 0.")
+    for process in (True, False):       # python -m pasid, and pasid.cli.main
+        run = pasid("--version", process=process, check=0)
+        assert run.stdout.startswith("pasid 0.")
     for command in ("simulate", "replay", "sweep", "report", "bench"):
         assert command in pasid("--help", check=0).stdout
         assert "usage: pasid " + command in pasid(command, "--help", check=0).stdout

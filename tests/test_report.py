@@ -10,21 +10,13 @@ from pathlib import Path
 import pytest
 
 from pasid.sim.report import METRICS, format_summary, read_rows, summarise
+from sim_support import pasid_command as pasid
 
 ROOT = Path(__file__).resolve().parent.parent
 # 2 points x 2 seeds x 2 strategies, in a fraction of a second on either backend
 TINY_SWEEP = ["--param", "bits=10", "--param", "duration=300", "--param", "lifetime=50",
               "--param", "arrival=0.1,0.2", "--seeds", "2", "--strategy", "lowest",
               "--strategy", "fifo", "--workers", "1"]
-
-
-def pasid(*args, check=None):
-    """Run ``python -m pasid ARGS``; returns the CompletedProcess (text)."""
-    run = subprocess.run([sys.executable, "-m", "pasid", *args], capture_output=True, text=True,
-                         timeout=600)
-    if check is not None:
-        assert run.returncode == check, (run.returncode, run.stderr)
-    return run
 
 
 def one_error_line(run, *fragments):

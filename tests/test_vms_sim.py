@@ -6,14 +6,12 @@ seconds on the pure backend.
 """
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
 from pasid.sim.sweep import TIMING_FIELDS, sweep
 from pasid.sim.vms import MODES, VM_SIM_VERSION, VMWorkload, parse_vm_overrides, run_vms, simulate_vms, vm_preset
+from sim_support import pasid_command
 
 SMALL = vm_preset(duration=250)
 TIMINGS = {"seconds", "ops_per_s", "engine"}
@@ -28,10 +26,8 @@ def untimed(rows):
 
 
 def pasid(*args, check=0):
-    run = subprocess.run([sys.executable, "-m", "pasid", *args], capture_output=True, text=True,
-                         env=os.environ.copy(), timeout=300)
-    assert run.returncode == check, run.stderr
-    return run
+    """``pasid ARGS`` (in this process: ``sim_support.pasid_command``), its exit status checked."""
+    return pasid_command(*args, check=check)
 
 
 # ---------------------------------------------------------------- the simulation
