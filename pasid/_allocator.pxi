@@ -170,14 +170,17 @@ cdef class PasidAllocator:
         self._cursor = 0
         if space_init(&self.space, size) < 0:
             raise MemoryError()
-        # calloc: pages of tables that are never touched are never made
-        self._slots = <Slot*>calloc(size, sizeof(Slot))
-        self._generation_high = <uint32_t*>calloc(size, sizeof(uint32_t))
-        self._refcount = <uint32_t*>calloc(size, sizeof(uint32_t))
-        self._hold = <double*>calloc(size, sizeof(double))
+        # zeroed, their pages made as they are first touched; "random"'s on huge pages
+        # where the kernel gives them (pasid_table_new in _core.pyx)
+        cdef int scattered = strategy_index == RANDOM
+        self._slots = <Slot*>pasid_table_new(size, sizeof(Slot), scattered)
+        self._generation_high = <uint32_t*>pasid_table_new(size, sizeof(uint32_t), scattered)
+        self._refcount = <uint32_t*>pasid_table_new(size, sizeof(uint32_t), scattered)
+        self._hold = <double*>pasid_table_new(size, sizeof(double), scattered)
         if (self._slots == NULL or self._generation_high == NULL or self._refcount == NULL
-                or self._hold == NULL or bindings_init(&self._bindings, size) < 0
-                or release_init(&self._queue, size) < 0 or owned_init(&self._owned, size) < 0):
+                or self._hold == NULL or bindings_init(&self._bindings, size, scattered) < 0
+                or release_init(&self._queue, size) < 0
+                or owned_init(&self._owned, size, scattered) < 0):
             raise MemoryError()
         if self._strategy == FIFO:
             if fifo_init(&self._fifo, size) < 0:
@@ -224,13 +227,14 @@ cdef class PasidAllocator:
             PyThread_free_lock(self._registry)
         free(self._runs)
         space_destroy(&self.space)
-        free(self._slots)
-        free(self._generation_high)
-        free(self._refcount)
-        free(self._hold)
-        owned_destroy(&self._owned)
+        cdef int scattered = self._strategy == RANDOM
+        pasid_table_free(self._slots, self._size, sizeof(Slot), scattered)
+        pasid_table_free(self._generation_high, self._size, sizeof(uint32_t), scattered)
+        pasid_table_free(self._refcount, self._size, sizeof(uint32_t), scattered)
+        pasid_table_free(self._hold, self._size, sizeof(double), scattered)
+        owned_destroy(&self._owned, self._size, scattered)
         release_destroy(&self._queue)
-        bindings_destroy(&self._bindings)
+        bindings_destroy(&self._bindings, self._size, scattered)
         fifo_destroy(&self._fifo)
 
     # ------------------------------------------------------------ phase 1: prepare

@@ -28,19 +28,19 @@ cdef class _Device:
         self.nbound = 0
 
 
-cdef int bindings_init(Bindings* b, int64_t capacity) noexcept nogil:
+cdef int bindings_init(Bindings* b, int64_t capacity, int scattered) noexcept nogil:
     """No binding yet, for ``capacity`` PASIDs (the pool grows at the first bind);
     -1 out of memory (the caller destroys it either way)."""
     b.recs = NULL
     b.cap = b.used = 0
     b.free = -1
-    b.first = <int32_t*>calloc(capacity, sizeof(int32_t))
+    b.first = <int32_t*>pasid_table_new(capacity, sizeof(int32_t), scattered)
     return -1 if b.first == NULL else 0
 
 
-cdef void bindings_destroy(Bindings* b) noexcept nogil:
+cdef void bindings_destroy(Bindings* b, int64_t capacity, int scattered) noexcept nogil:
     free(b.recs)
-    free(b.first)
+    pasid_table_free(b.first, capacity, sizeof(int32_t), scattered)
     b.recs = NULL
     b.first = NULL
 

@@ -47,19 +47,19 @@ cdef class _Owner:
         self.pending = 0
 
 
-cdef int owned_init(Owned* owned, int64_t capacity) noexcept nogil:
+cdef int owned_init(Owned* owned, int64_t capacity, int scattered) noexcept nogil:
     """Links for ``capacity`` PASIDs, none owned; -1 out of memory (the caller destroys
-    it either way)."""
-    owned.owner_of = <void**>calloc(capacity, sizeof(void*))
-    owned.prev = <int32_t*>calloc(capacity, sizeof(int32_t))
-    owned.next = <int32_t*>calloc(capacity, sizeof(int32_t))
+    it either way, with the same ``capacity`` and ``scattered``: pasid_table_new)."""
+    owned.owner_of = <void**>pasid_table_new(capacity, sizeof(void*), scattered)
+    owned.prev = <int32_t*>pasid_table_new(capacity, sizeof(int32_t), scattered)
+    owned.next = <int32_t*>pasid_table_new(capacity, sizeof(int32_t), scattered)
     return -1 if owned.owner_of == NULL or owned.prev == NULL or owned.next == NULL else 0
 
 
-cdef void owned_destroy(Owned* owned) noexcept nogil:
-    free(owned.owner_of)
-    free(owned.prev)
-    free(owned.next)
+cdef void owned_destroy(Owned* owned, int64_t capacity, int scattered) noexcept nogil:
+    pasid_table_free(owned.owner_of, capacity, sizeof(void*), scattered)
+    pasid_table_free(owned.prev, capacity, sizeof(int32_t), scattered)
+    pasid_table_free(owned.next, capacity, sizeof(int32_t), scattered)
     owned.owner_of = owned.prev = owned.next = NULL
 
 

@@ -7,6 +7,7 @@ tests check that ``import pasid`` really uses the compiled core, and that the
 fallbacks (``PASID_NO_EXTENSION=1``, a missing extension) behave as SPEC §2 says.
 """
 
+import bisect
 import importlib.machinery
 import os
 import random
@@ -804,6 +805,80 @@ def test_random_unseeded_works(backend):
     ids = [a.alloc() for _ in range(63)]
     assert sorted(ids) == list(range(1, 64))
     a._check()
+
+
+def huge_advised_bytes():
+    """The bytes of this process's mappings advised for huge pages (``hg`` in smaps)."""
+    total = size = 0
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        if line.startswith("Size:"):
+            size = int(line.split()[1]) * 1024
+        elif line.startswith("VmFlags:") and "hg" in line.split()[1:]:
+            total += size
+    return total
+
+
+@pytest.mark.skipif(NO_EXTENSION, reason="the compiled core's tables")
+def test_random_tables_are_advised_for_huge_pages():
+    import pasid._core
+
+    if not pasid._core._HUGE_TABLES:
+        pytest.skip("built without the mapped tables (the sanitizers' build, or no MADV_HUGEPAGE)")
+    if not Path("/proc/self/smaps").exists():
+        pytest.skip("no /proc/self/smaps to read the advice from")
+    before = huge_advised_bytes()
+    lowest = pasid._core.PasidAllocator(bits=20)
+    assert huge_advised_bytes() == before                  # other strategies: calloc's
+    small = pasid._core.PasidAllocator(bits=17, strategy="random")
+    assert huge_advised_bytes() == before                  # every table under 2 MiB
+    a = pasid._core.PasidAllocator(bits=20, strategy="random")
+    # slots 2 MiB, generations, references, bindings, owner links 4 MiB each, hold
+    # times and owner records 8 MiB each: 38 MiB, each table 2 MiB-aligned
+    assert huge_advised_bytes() - before == 38 << 20
+    del a
+    assert huge_advised_bytes() == before                  # unmapped whole
+    del lowest, small
+
+
+def kth_free(taken, k):
+    """The k-th (from 0) ID not in ``taken`` (a sorted list)."""
+    p = k
+    while True:
+        below = bisect.bisect_right(taken, p)
+        if p - below == k and (below == 0 or taken[below - 1] != p):
+            return p
+        p = k + below
+
+
+def test_random_at_full_width(backend):
+    # 20 bits under "random": the compiled core gives this strategy's per-PASID tables
+    # (2 MiB and more) mappings of their own, advised for huge pages (_core.pyx). The
+    # lifecycle on them (owners, data, a device, grace, reclaim), each draw against
+    # SplitMix64 over the FREE IDs in order, then the invariant check and a snapshot.
+    seed, size = 5, 1 << 20
+    a = backend.PasidAllocator(bits=20, strategy="random", seed=seed, grace=1.0)
+    a.add_device("dev")
+    rng, taken = SplitMix64(seed), [0]          # 0 is reserved
+    for round_ in range(3):
+        for i in range(700):
+            expect = kth_free(taken, rng.below(size - len(taken)))
+            assert a.alloc(owner=f"o{i % 40}", data=i if i % 3 == 0 else None) == expect
+            bisect.insort(taken, expect)
+        for p in taken[1 + round_::4]:
+            if a.state(p) == State.ACTIVE:
+                a.bind(p, "dev")
+                a.free(p)
+        a._check()
+        drained = [p for p in taken if a.state(p) == State.DRAINING]
+        for p in drained:
+            a.unbind(p, "dev")
+        a.advance(by=2.0)                       # the grace ends: FREE again
+        taken = [p for p in taken if a.state(p) != State.FREE]
+        assert len(taken) == size - a.stats()["free"]
+    a._check()
+    again = backend.PasidAllocator.from_bytes(a.to_bytes())
+    again._check()
+    assert again.to_bytes() == a.to_bytes()
 
 
 # ---------------------------------------------------------------- the backend really in use
