@@ -71,7 +71,7 @@ cdef extern from *:
     ctypedef struct pasid_guest_t
 
 cdef enum:
-    PASID_CAPI_VERSION = 2     # the table declared below; appended entries raise it
+    PASID_CAPI_VERSION = 3     # the table declared below; appended entries raise it
 
 # ``vcmd``'s ``encoding``: the register layout, the index of pasid._vcmd.LAYOUTS[name]
 # (whose docstring has each layout's fields and the Linux driver's macros they come from)
@@ -157,7 +157,18 @@ ctypedef struct pasid_capi_t:
     # VM's ACTIVE host PASIDs (no exception). InvalidPasid outside the host's space.
     int64_t (*host_to_guest)(pasid_guest_t* vm, int64_t h) except -2
 
-    # ---- version 3 and later: appended here
+    # ---- version 3
+    # a hint that an operation on p comes soon: the lines of p's per-PASID tables (its
+    # slot, owner links, bindings, hold time) asked of the memory now, as the CPU's
+    # prefetch instruction asks (nothing read into the caller, nothing changed, no
+    # error: a p outside the space is ignored). A simulator that knows its next
+    # operations (a trace, a queue) calls it a few operations ahead, so that the misses
+    # of a PASID spread over a large space overlap with work (pasid/sim/_replay.pyx:
+    # eight ahead). Costs a call and up to six prefetches; worth it only where p's
+    # lines are out of cache.
+    void (*prefetch)(pasid_allocator_t* a, int64_t p) noexcept
+
+    # ---- version 4 and later: appended here
 
 
 cdef inline const pasid_capi_t* import_pasid_capi() except NULL:

@@ -472,6 +472,30 @@ def test_ida_entry_points(churn):
     assert list(ida) == [kept] and len(ida) == 1
 
 
+@needs_core
+@pytest.mark.parametrize("strategy", ["lowest", "random"])
+def test_prefetch_changes_nothing(churn, strategy):
+    # version 3's hint, on every kind of PASID and outside the space (ignored): no error,
+    # nothing observable changed, the same bytes out
+    from pasid._core import PasidAllocator
+
+    a = PasidAllocator(bits=20, strategy=strategy, seed=3, grace=1.0)
+    a.add_device("dev")
+    held = [a.alloc(owner=f"o{i % 3}", data=i) for i in range(6)]
+    a.bind(held[0], "dev")
+    a.free(held[0])                             # DRAINING
+    a.free(held[1])                             # QUARANTINED
+    a.get(held[2])
+    a.reserve(5000, 5003)
+    before = (a.to_bytes(), a.stats(), [a.state(p) for p in held])
+    for p in [*held, 0, 5001, (1 << 20) - 1, 1 << 20, -1, -(1 << 62), 1 << 62]:
+        assert churn.prefetch(a, p) is None
+    assert (a.to_bytes(), a.stats(), [a.state(p) for p in held]) == before
+    a._check()
+    with pytest.raises(TypeError):
+        churn.prefetch(object(), 0)
+
+
 # ---------------------------------------------------------------- guests (table version 2)
 
 
@@ -789,7 +813,7 @@ TABLE_REFUSED = """
     if sys.argv[3] == "missing":
         del pasid._core._C_API
     else:
-        version, size = {"old": (0, 16), "v1": (1, 176)}[sys.argv[3]]
+        version, size = {"old": (0, 16), "v1": (1, 176), "v2": (2, 224)}[sys.argv[3]]
         table = (ctypes.c_int64 * 2)(version, size)
         name = ctypes.create_string_buffer(b"pasid._core._C_API")
         new = ctypes.pythonapi.PyCapsule_New
@@ -806,9 +830,11 @@ TABLE_REFUSED = """
 @needs_core
 @pytest.mark.parametrize(("table", "message"), [
     ("missing", "pasid's C API (pasid._core._C_API) is not available"),
-    ("old", "pasid's C API is version 0 (16 bytes), older than the version 2"),
+    ("old", "pasid's C API is version 0 (16 bytes), older than the version 3"),
     # version 1's table (20 entries after version and size): the guests' entries missing
-    ("v1", "pasid's C API is version 1 (176 bytes), older than the version 2"),
+    ("v1", "pasid's C API is version 1 (176 bytes), older than the version 3"),
+    # version 2's (26 entries): ``prefetch`` missing
+    ("v2", "pasid's C API is version 2 (224 bytes), older than the version 3"),
 ])
 def test_an_older_pasid_is_refused_at_import(build_dir, table, message):
     import textwrap
@@ -862,7 +888,7 @@ def test_a_newer_table_is_taken(build_dir):
         [sys.executable, "-c", textwrap.dedent(NEWER_TABLE), str(CYTHON_SIM), str(build_dir)],
         capture_output=True, text=True, timeout=120, cwd=ROOT, env=script_env())
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    assert proc.stdout.split() == ["2", "224"]      # version 2: 26 entries after the header
+    assert proc.stdout.split() == ["3", "232"]      # version 3: 27 entries after the header
 
 # ---------------------------------------------------------------- the SimPy examples
 

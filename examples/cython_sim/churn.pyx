@@ -21,9 +21,9 @@ methods added to it (only an older pasid's table is refused, at import).
 * :func:`guest_churn`: a VM's PASIDs through ``guest_alloc``/``guest_free``, each
   translated both ways (``guest_to_host``, ``host_to_guest``) while held.
 * :func:`batch`, :func:`exact`, :func:`generation`, :func:`next_release`,
-  :func:`ida_churn`, :func:`alloc_put` and the guests' one-call functions: the other
-  entry points (``alloc_exact``, ``generation``, ``next_release_time``, the
-  ``IDA``'s ``ida_alloc``/``ida_free``/``ida_exists``, ...).
+  :func:`ida_churn`, :func:`alloc_put`, :func:`prefetch` and the guests' one-call
+  functions: the other entry points (``alloc_exact``, ``generation``,
+  ``next_release_time``, the ``IDA``'s ``ida_alloc``/``ida_free``/``ida_exists``, ...).
 
 Every function takes the allocator (or IDA, or GuestSpace) as a Python object
 and asks the table for its handle first: TypeError unless it is the compiled class.
@@ -283,3 +283,8 @@ def guest_to_host(vm, int64_t pasid):
 def host_to_guest(vm, int64_t pasid):
     """One ``api.host_to_guest``: the guest PASID, or -1."""
     return api.host_to_guest(api.guest(vm), pasid)
+
+
+def prefetch(allocator, int64_t pasid):
+    """One ``api.prefetch`` (version 3): a hint, nothing changed; None."""
+    api.prefetch(api.allocator(allocator), pasid)

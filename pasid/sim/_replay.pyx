@@ -6,7 +6,9 @@ bookkeeping arrays in C and one call through pasid's table of functions per
 operation (``pasid/capi.pxd``, as any simulator in Cython uses it: each
 entry takes the allocator's critical section and keeps its counters like the
 Python methods). The ACTIVE and DRAINING + QUARANTINED counts are read from
-the allocator itself.
+the allocator itself. It also looks ahead: the PASID of the operation eight
+on (when that operation names an allocated handle) is prefetched, its lines
+in cache when its turn comes (a hint: nothing read or changed).
 """
 
 cimport cython
@@ -34,6 +36,18 @@ if (FREE, ACTIVE, DRAINING, QUARANTINED) != (
     raise ImportError("pasid.sim._replay: state codes differ from pasid._state")
 
 cdef const pasid_capi_t* api = import_pasid_capi()
+
+cdef extern from *:
+    """
+    #define REPLAY_PREFETCH(p) __builtin_prefetch((const void*)(p), 1, 3)
+    """
+    void REPLAY_PREFETCH(const void* p) noexcept nogil
+
+# How many operations ahead the loop asks for a PASID's lines (``api.prefetch`` and its own
+# ``last_release``): a PASID of the random strategy lies anywhere in the space, its lines
+# out of cache; eight operations (about a microsecond) cover a miss to memory.
+cdef enum:
+    LOOKAHEAD = 8
 
 
 def run(allocator, trace, st, Py_ssize_t start, Py_ssize_t stop):
@@ -76,7 +90,9 @@ def run(allocator, trace, st, Py_ssize_t start, Py_ssize_t stop):
     cdef Py_ssize_t i, j
     cdef double t, now = api.now(a)
     cdef int op, before, after
-    cdef int32_t h, o, d
+    cdef int32_t h, o, d, h2
+    cdef int64_t p2
+    cdef Py_ssize_t nrelease = last_release.shape[0]
     cdef int64_t p
     cdef list released
 
@@ -88,6 +104,13 @@ def run(allocator, trace, st, Py_ssize_t start, Py_ssize_t stop):
             if t > now:
                 api.advance(a, t)
                 now = t
+            if i + LOOKAHEAD < stop:             # a hint, checked as an index like any
+                h2 = handles[i + LOOKAHEAD]
+                if ops[i + LOOKAHEAD] != ALLOC and 0 <= h2 < nhandles:
+                    p2 = pasid[h2]
+                    if 0 <= p2 < nrelease:
+                        api.prefetch(a, p2)
+                        REPLAY_PREFETCH(&last_release[p2])
             op = ops[i]
             h = handles[i]
             o = owner_ids[i]
