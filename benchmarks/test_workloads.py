@@ -122,3 +122,10 @@ def test_replay(benchmark, session, rep, variant, disabled):
     """The default workload (seed 0) replayed with strategy "lowest": the compiled
     loop and the per-call Python loop on the compiled allocator, and the pure backend."""
     _bench(benchmark, session, "replay", rep, variant, disabled)
+
+
+@pytest.mark.variants(*bench.ROWS["replay-random"])
+def test_replay_random(benchmark, session, rep, variant, disabled):
+    """The same trace replayed with strategy "random": the compiled loop, and the pure
+    backend's."""
+    _bench(benchmark, session, "replay-random", rep, variant, disabled)

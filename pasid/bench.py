@@ -86,6 +86,13 @@ Simulator paths (issue 19): the calls a simulator makes, which W1-W6 do not.
   L2 at once, the 2 MiB slot table is not: the PasidAllocator's worst case).
   The ``warm`` rows run the same blocks and timers without evicting: the
   cold/warm ratios are within one run and one loop.
+* ``replay`` and ``replay-random``: the default workload's trace (seed 0,
+  174,158 operations) replayed from a fresh allocator a round, with strategy
+  "lowest" and "random" (whose PASIDs lie anywhere in the space: its tables'
+  pages are first touched in the loop, its lines are out of cache). The
+  ``loop`` phase is the replay loop's own time (``Run.seconds``); the targets
+  read it. Every row of a strategy must give the same counters and reuse
+  distances.
 
 Repetitions: each repetition runs the rows of a workload in the order of
 ``ROWS`` rotated by the repetition number (:func:`rotated`), so the order
@@ -161,6 +168,7 @@ REPLAY_PRESET = "default"
 REPLAY_SEED = 0
 REPLAY_STRATEGY = "lowest"
 REPLAY_TARGET = 5_000_000       # compiled replay loop, ops per second
+REPLAY_RANDOM_TARGET = 6_000_000   # the same with strategy "random" (replay-random)
 
 # rounds per repetition: (compiled rows, pure rows); standard, then quick
 ROUNDS = {
@@ -271,6 +279,10 @@ WORKLOADS = {
                  f"replay: preset({REPLAY_PRESET!r}) seed {REPLAY_SEED}, strategy "
                  f"{REPLAY_STRATEGY!r}: compiled loop vs per-call Python loop",
                  "op", ("cy-PA:compiled", "py-PA:python", "cy-PA:python"), "_replay"),
+        Workload("replay-random", "replay-random",
+                 f"replay-random: the same trace, strategy 'random' (its PASIDs anywhere "
+                 "in the space): compiled loop vs the pure backend's",
+                 "op", ("cy-PA:compiled", "py-PA:python"), "_replay"),
         Workload("owner-pairs", "owner-pairs",
                  f"owner-pairs: free(alloc(owner=O)); 'vm0' holds {OWNER_HELD:,} PASIDs, "
                  "'vm1' none (the pair is its only PASID)", "pair",
@@ -297,9 +309,9 @@ ROWS = {key: w.rows for key, w in WORKLOADS.items()}
 # the cheap direction for the pure backend), then W1 and W5 on the half state.
 # The cold W1 follows W1 on the same stages (compiled rows only: cheap moves).
 ORDER = ("W3", "W1", "W5", "W1-cold", "W2", "W4", "W6", "W6-cold", "W6-owners", "owner-pairs",
-         "owner-churn", "replay")
+         "owner-churn", "replay", "replay-random")
 TABLE_ORDER = ("W1", "W1-cold", "W2", "W3", "W4", "W5", "W6", "W6-cold", "W6-owners",
-               "owner-pairs", "owner-churn", "replay")
+               "owner-pairs", "owner-churn", "replay", "replay-random")
 ROW_ORDER = ["cy-IDA", "cy-IDA:call", "cy-IDA:cold", "cy-IDA:l2", "cy-IDA:warm", "cy-PA",
              "cy-PA:call", "cy-PA:batch", "cy-PA:compiled", "cy-PA:python", "cy-PA:cold",
              "cy-PA:l2", "cy-PA:warm",
@@ -326,7 +338,7 @@ class Session:
         self.quick = quick
         self.stages: dict[str, Stage] = {}
         self._trace: Trace | None = None
-        self.replay_reference: tuple[Any, ...] | None = None
+        self.replay_reference: dict[str, tuple[Any, ...]] = {}    # by strategy
         self._evictors: dict[str, Evictor] = {}
         self._owned: dict[str, list[Any]] = {}      # owner-pairs: [object, allocations]
 
@@ -352,7 +364,7 @@ class Session:
         return compiled, 1
 
     def case(self, workload: str, row: str) -> Case:
-        """The :class:`Case` for ``row`` of ``workload`` ("W1".."W6", "replay")."""
+        """The :class:`Case` for ``row`` of ``workload`` ("W1".."W6", "replay", ...)."""
         w = WORKLOADS[workload]
         if row not in w.rows:
             raise ValueError(f"{workload} has no row {row!r} (rows: {', '.join(w.rows)})")
@@ -639,27 +651,28 @@ class Session:
         return self._trace
 
     def _replay(self, w: Workload, row: str, cand: Candidate, mode: str) -> Case:
-        """The trace replayed with strategy "lowest": the compiled loop or the
-        per-call Python loop on the compiled allocator, or the pure backend."""
+        """The trace replayed with strategy "lowest" (replay-random: "random"): the
+        compiled loop or the per-call Python loop on the compiled allocator, or the
+        pure backend."""
         from pasid.sim.replay import replay
 
+        strategy = "random" if w.key == "replay-random" else REPLAY_STRATEGY
         trace = self.trace()
         allocator = "cython" if cand.compiled else "python"
         rounds, warmup = self.rounds("replay-" + mode, cand)
         phases: Phases = {"loop": []}
 
         def setup() -> tuple[Any, ...]:
-            return (replay, trace, REPLAY_STRATEGY, mode, allocator, phases)
+            return (replay, trace, strategy, mode, allocator, phases)
 
         def check(result: Any) -> None:
             assert result.ops == len(trace), (result.ops, len(trace))
             assert result.engine == mode, result.engine
             summary = replay_summary(result)
-            if self.replay_reference is None:
-                self.replay_reference = summary
-            assert summary == self.replay_reference, (row, summary, self.replay_reference)
+            reference = self.replay_reference.setdefault(strategy, summary)
+            assert summary == reference, (row, strategy, summary, reference)
 
-        return Case("replay", w.group, row, cand, replay_round, setup, rounds, warmup,
+        return Case(w.key, w.group, row, cand, replay_round, setup, rounds, warmup,
                     {"round": len(trace), "loop": len(trace)}, w.unit, check, phases)
 
 
@@ -745,7 +758,7 @@ def run(repeat: int = 5, quick: bool = False, workloads: Iterable[str] | None = 
     The rounds are those of ``benchmarks/`` (the same :class:`Case` objects),
     timed with ``perf_counter``: per workload, ``repeat`` repetitions, each
     running every row in :func:`rotated` order. ``workloads``: keys or group
-    names (default: all, W1-W6 and replay). ``quick``: ``QUICK_NOTE``.
+    names (default: all, W1-W6 and the replays). ``quick``: ``QUICK_NOTE``.
     ``progress(done, total, message)`` is called before each (repetition,
     workload, row), ``done`` of the ``total`` such steps being done and
     ``message`` naming the next, and once more at the end (``done == total``).
@@ -757,7 +770,7 @@ def run(repeat: int = 5, quick: bool = False, workloads: Iterable[str] | None = 
     if repeat < 1:
         raise ValueError(f"repeat must be >= 1, got {repeat}")
     keys = select(workloads)
-    require_core(replay="replay" in keys)
+    require_core(replay="replay" in keys or "replay-random" in keys)
     session = Session(quick=quick)
     samples: Samples = {}
     steps = repeat * sum(len(WORKLOADS[key].rows) for key in keys)
@@ -807,6 +820,8 @@ def baselines(workload: str) -> list[tuple[str, str]]:
                 ("x py-PA batch", "py-PA:batch")]
     if workload == "replay":
         return [("x cy python", "cy-PA:python"), ("x py-PA", "py-PA:python")]
+    if workload == "replay-random":
+        return [("x py-PA", "py-PA:python")]
     if workload == "owner-pairs":
         return [("/ untagged", "cy-PA:untagged")]
     if workload == "W6-owners":
@@ -862,7 +877,7 @@ def table(samples: Samples, units: Mapping[str, str] | None = None) -> list[str]
         if not rows:
             continue
         cols = baselines(wl)
-        rate = wl == "replay"
+        rate = wl in ("replay", "replay-random")
         lines.append("")
         lines.append(f"{WORKLOADS[wl].title}   [ns per {units.get(wl, 'op')}]")
         head = f"  {'row':<16}{'class':<36}{'phase':<7}{'ns/op':>11}"
@@ -945,6 +960,12 @@ def targets(samples: Samples, mem: tuple[int, int] | None = None
                    f"{_si_rate(rate)}ops/s" if measured(rate) else "nan",
                    f">= {REPLAY_TARGET / 1e6:g} Mops/s",
                    rate >= REPLAY_TARGET if measured(rate) else None))
+    loop = ns(samples, ("replay-random", "cy-PA:compiled", "loop"))
+    rate = 1e9 / loop if measured(loop) else float("nan")
+    checks.append(("replay-random: compiled loop, random, ops/s (Run.seconds)",
+                   f"{_si_rate(rate)}ops/s" if measured(rate) else "nan",
+                   f">= {REPLAY_RANDOM_TARGET / 1e6:g} Mops/s",
+                   rate >= REPLAY_RANDOM_TARGET if measured(rate) else None))
     if mem is not None:
         full, sparse = mem
         checks.append(("memory: full 20-bit _core.IDA (IDA._memory())", f"{full / 1024:.1f} KiB",

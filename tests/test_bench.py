@@ -128,11 +128,13 @@ def test_run_quick_prints_the_table():
 @needs_core
 def test_replay_group():
     out = io.StringIO()
-    samples = bench.run(repeat=1, quick=True, workloads=["replay"], out=out)
+    samples = bench.run(repeat=1, quick=True, workloads=["replay", "replay-random"], out=out)
     text = out.getvalue()
-    for row in ("cy-PA:compiled", "cy-PA:python", "py-PA:python"):
+    for group, row in (("replay", "cy-PA:compiled"), ("replay", "cy-PA:python"),
+                       ("replay", "py-PA:python"), ("replay-random", "cy-PA:compiled"),
+                       ("replay-random", "py-PA:python")):
         for phase in ("round", "loop"):
-            assert samples[("replay", row, phase)][0] > 0
+            assert samples[(group, row, phase)][0] > 0
     # the loop is part of the call
     assert (samples[("replay", "cy-PA:compiled", "loop")][0]
             <= samples[("replay", "cy-PA:compiled", "round")][0])
@@ -140,6 +142,9 @@ def test_replay_group():
     verdict = [line for line in text.splitlines() if "replay: compiled loop" in line]
     assert len(verdict) == 1 and verdict[0].split()[0] in ("PASS", "FAIL"), verdict
     assert "Mops/s" in verdict[0] and "(target >= 5 Mops/s)" in verdict[0]
+    verdict = [line for line in text.splitlines() if "replay-random: compiled loop" in line]
+    assert len(verdict) == 1 and verdict[0].split()[0] in ("PASS", "FAIL"), verdict
+    assert "(target >= 6 Mops/s)" in verdict[0]
 
 
 @needs_core
