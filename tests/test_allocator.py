@@ -868,7 +868,6 @@ def test_random_at_full_width(backend):
             if a.state(p) == State.ACTIVE:
                 a.bind(p, "dev")
                 a.free(p)
-        a._check()
         drained = [p for p in taken if a.state(p) == State.DRAINING]
         for p in drained:
             a.unbind(p, "dev")

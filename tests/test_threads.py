@@ -137,10 +137,19 @@ def test_other_calls_see_a_batch_whole(backend, kind):
 
     threads = [threading.Thread(target=batches)]
     threads += [threading.Thread(target=single) for _ in range(singles)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
+    # The GIL changes hands every 0.2 ms, not every 5 ms: at the default the single
+    # threads kept it 5 ms at a time while the batch thread waited to take its next
+    # batch (millions of readings, about 4 s a kind); so, the same rounds in about
+    # 0.5 s, with tens of thousands of readings and more switches within each batch.
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(2e-4)
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+    finally:
+        sys.setswitchinterval(interval)
     assert not any(t.is_alive() for t in threads)
     assert problems == []
     if kind == "grace":
