@@ -66,8 +66,8 @@ cdef extern from *:
        or for a scattering strategy a mapping of their own, aligned to 2 MiB and advised
        for transparent huge pages (MADV_HUGEPAGE). "random" spreads its PASIDs over the
        whole space, so its tables are touched everywhere a few hundred allocations in,
-       each 4 KiB page in a fault of its own (about 9,000 for a 20-bit space: half the
-       time of a random replay); where the kernel gives huge pages, each 2 MiB comes in
+       each 4 KiB page in a fault of its own (about 9,000 for a 20-bit space: 40% of a
+       random replay's time); where the kernel gives huge pages, each 2 MiB comes in
        one. Not in the sanitizers' build (AddressSanitizer sees the heap, not mappings),
        not for tables under 2 MiB, and not where the system has no MADV_HUGEPAGE. */
     #if defined(__linux__)
