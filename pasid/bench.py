@@ -169,6 +169,9 @@ REPLAY_SEED = 0
 REPLAY_STRATEGY = "lowest"
 REPLAY_TARGET = 5_000_000       # compiled replay loop, ops per second
 REPLAY_RANDOM_TARGET = 6_000_000   # the same with strategy "random" (replay-random)
+# each replay group's strategy and compiled-loop target (ops per second)
+REPLAYS = {"replay": (REPLAY_STRATEGY, REPLAY_TARGET),
+           "replay-random": ("random", REPLAY_RANDOM_TARGET)}
 
 # rounds per repetition: (compiled rows, pure rows); standard, then quick
 ROUNDS = {
@@ -280,7 +283,7 @@ WORKLOADS = {
                  f"{REPLAY_STRATEGY!r}: compiled loop vs per-call Python loop",
                  "op", ("cy-PA:compiled", "py-PA:python", "cy-PA:python"), "_replay"),
         Workload("replay-random", "replay-random",
-                 f"replay-random: the same trace, strategy 'random' (its PASIDs anywhere "
+                 "replay-random: the same trace, strategy 'random' (its PASIDs anywhere "
                  "in the space): compiled loop vs the pure backend's",
                  "op", ("cy-PA:compiled", "py-PA:python"), "_replay"),
         Workload("owner-pairs", "owner-pairs",
@@ -656,7 +659,7 @@ class Session:
         pure backend."""
         from pasid.sim.replay import replay
 
-        strategy = "random" if w.key == "replay-random" else REPLAY_STRATEGY
+        strategy = REPLAYS[w.key][0]
         trace = self.trace()
         allocator = "cython" if cand.compiled else "python"
         rounds, warmup = self.rounds("replay-" + mode, cand)
@@ -770,7 +773,7 @@ def run(repeat: int = 5, quick: bool = False, workloads: Iterable[str] | None = 
     if repeat < 1:
         raise ValueError(f"repeat must be >= 1, got {repeat}")
     keys = select(workloads)
-    require_core(replay="replay" in keys or "replay-random" in keys)
+    require_core(replay=any(key in REPLAYS for key in keys))
     session = Session(quick=quick)
     samples: Samples = {}
     steps = repeat * sum(len(WORKLOADS[key].rows) for key in keys)
@@ -877,7 +880,7 @@ def table(samples: Samples, units: Mapping[str, str] | None = None) -> list[str]
         if not rows:
             continue
         cols = baselines(wl)
-        rate = wl in ("replay", "replay-random")
+        rate = wl in REPLAYS
         lines.append("")
         lines.append(f"{WORKLOADS[wl].title}   [ns per {units.get(wl, 'op')}]")
         head = f"  {'row':<16}{'class':<36}{'phase':<7}{'ns/op':>11}"
@@ -954,18 +957,12 @@ def targets(samples: Samples, mem: tuple[int, int] | None = None
         at_most(f"W1 {what}: _core.PasidAllocator / _core.IDA",
                 ratio(samples, ("W1-cold", f"cy-PA:{mode}", "rest"),
                       ("W1-cold", f"cy-IDA:{mode}", "rest")), 1.5, "x")
-    loop = ns(samples, ("replay", "cy-PA:compiled", "loop"))
-    rate = 1e9 / loop if measured(loop) else float("nan")
-    checks.append(("replay: compiled loop, lowest, ops/s (Run.seconds)",
-                   f"{_si_rate(rate)}ops/s" if measured(rate) else "nan",
-                   f">= {REPLAY_TARGET / 1e6:g} Mops/s",
-                   rate >= REPLAY_TARGET if measured(rate) else None))
-    loop = ns(samples, ("replay-random", "cy-PA:compiled", "loop"))
-    rate = 1e9 / loop if measured(loop) else float("nan")
-    checks.append(("replay-random: compiled loop, random, ops/s (Run.seconds)",
-                   f"{_si_rate(rate)}ops/s" if measured(rate) else "nan",
-                   f">= {REPLAY_RANDOM_TARGET / 1e6:g} Mops/s",
-                   rate >= REPLAY_RANDOM_TARGET if measured(rate) else None))
+    for group, (strategy, target) in REPLAYS.items():
+        loop = ns(samples, (group, "cy-PA:compiled", "loop"))
+        rate = 1e9 / loop if measured(loop) else float("nan")
+        checks.append((f"{group}: compiled loop, {strategy}, ops/s (Run.seconds)",
+                       f"{_si_rate(rate)}ops/s" if measured(rate) else "nan",
+                       f">= {target / 1e6:g} Mops/s", rate >= target if measured(rate) else None))
     if mem is not None:
         full, sparse = mem
         checks.append(("memory: full 20-bit _core.IDA (IDA._memory())", f"{full / 1024:.1f} KiB",
