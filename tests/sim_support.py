@@ -54,10 +54,7 @@ def pasid_command(*args, env=None, process=False, check=None):
             try:
                 status = main(list(args))
             except SystemExit as exc:        # argparse: --help, --version, a usage error
-                # as the interpreter's exit: None is 0, a message (printed) is 1
-                status = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
-                if not isinstance(exc.code, (int, type(None))):
-                    print(exc.code, file=err)
+                status = 0 if exc.code is None else exc.code
         run = subprocess.CompletedProcess(["pasid", *args], status, out.getvalue(),
                                           err.getvalue())
     if check is not None:
