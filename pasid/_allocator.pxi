@@ -170,10 +170,10 @@ cdef class PasidAllocator:
         self._cursor = 0
         if space_init(&self.space, size) < 0:
             raise MemoryError()
-        # zeroed, their pages made as they are first touched; "random"'s on huge pages
-        # where the kernel gives them (pasid_table_new in _core.pyx)
+        # zeroed, their pages made as they are first touched; the slots and "random"'s
+        # tables on huge pages where the kernel gives them (pasid_table_new in _core.pyx)
         cdef int scattered = strategy_index == RANDOM
-        self._slots = <Slot*>pasid_table_new(size, sizeof(Slot), scattered)
+        self._slots = <Slot*>pasid_table_new(size, sizeof(Slot), 1)
         self._generation_high = <uint32_t*>pasid_table_new(size, sizeof(uint32_t), scattered)
         self._refcount = <uint32_t*>pasid_table_new(size, sizeof(uint32_t), scattered)
         self._hold = <double*>pasid_table_new(size, sizeof(double), scattered)
@@ -228,7 +228,7 @@ cdef class PasidAllocator:
         free(self._runs)
         space_destroy(&self.space)
         cdef int scattered = self._strategy == RANDOM
-        pasid_table_free(self._slots, self._size, sizeof(Slot), scattered)
+        pasid_table_free(self._slots, self._size, sizeof(Slot), 1)
         pasid_table_free(self._generation_high, self._size, sizeof(uint32_t), scattered)
         pasid_table_free(self._refcount, self._size, sizeof(uint32_t), scattered)
         pasid_table_free(self._hold, self._size, sizeof(double), scattered)

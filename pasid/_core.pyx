@@ -63,23 +63,28 @@ from libc.stdlib cimport calloc, free, malloc
 cdef extern from *:
     """
     /* The per-PASID tables (a slot, owner links, bindings, hold times a PASID): calloc,
-       or for a scattering strategy a mapping of their own, aligned to 2 MiB and advised
-       for transparent huge pages (MADV_HUGEPAGE). "random" spreads its PASIDs over the
-       whole space, so its tables are touched everywhere a few hundred allocations in,
-       each 4 KiB page in a fault of its own (about 9,000 for a 20-bit space: 40% of a
-       random replay's time); where the kernel gives huge pages, each 2 MiB comes in
-       one. Not in the sanitizers' build (AddressSanitizer sees the heap, not mappings),
+       or, where the caller asks for huge pages, a mapping of their own, aligned to 2 MiB
+       and advised for transparent huge pages (MADV_HUGEPAGE). Two callers ask:
+       - "random" for all its tables. It spreads its PASIDs over the whole space, so its
+         tables are touched everywhere a few hundred allocations in, each 4 KiB page in
+         a fault of its own (about 9,000 for a 20-bit space: 40% of a random replay's
+         time); where the kernel gives huge pages, each 2 MiB comes in one.
+       - every strategy for the slot table, the one every free and alloc touches at a
+         random PASID. On 4 KiB pages each such touch of a cold table is a TLB miss
+         whose page walk misses too; on one 2 MiB page it is one entry (a cold W1 pair
+         went from 1.4-1.7x IDA's to 1.2x: benchmarks/ratios.py, W1-cold).
+       Not in the sanitizers' build (AddressSanitizer sees the heap, not mappings),
        not for tables under 2 MiB, and not where the system has no MADV_HUGEPAGE. */
     #if defined(__linux__)
     #include <sys/mman.h>
     #endif
     #include <stdint.h>
     #define PASID_HUGE ((size_t)2 << 20)
-    static int pasid_table_mapped(size_t bytes, int scattered) {
+    static int pasid_table_mapped(size_t bytes, int huge) {
     #if defined(MADV_HUGEPAGE) && !defined(__SANITIZE_ADDRESS__)
-        return scattered && bytes >= PASID_HUGE;
+        return huge && bytes >= PASID_HUGE;
     #else
-        (void)bytes; (void)scattered;
+        (void)bytes; (void)huge;
         return 0;
     #endif
     }
@@ -87,10 +92,10 @@ cdef extern from *:
         return (bytes + PASID_HUGE - 1) & ~(PASID_HUGE - 1);
     }
     /* n items of `item` bytes, zeroed (pages made as they are first touched); NULL out
-       of memory. Freed by pasid_table_free with the same n, item and scattered. */
-    static void* pasid_table_new(size_t n, size_t item, int scattered) {
+       of memory. Freed by pasid_table_free with the same n, item and huge. */
+    static void* pasid_table_new(size_t n, size_t item, int huge) {
         size_t bytes = n * item;
-        if (!pasid_table_mapped(bytes, scattered))
+        if (!pasid_table_mapped(bytes, huge))
             return calloc(n, item);
     #if defined(MADV_HUGEPAGE) && !defined(__SANITIZE_ADDRESS__)
         size_t span = pasid_table_span(bytes);
@@ -109,11 +114,11 @@ cdef extern from *:
         return NULL;
     #endif
     }
-    static void pasid_table_free(void* table, size_t n, size_t item, int scattered) {
+    static void pasid_table_free(void* table, size_t n, size_t item, int huge) {
         if (table == NULL)
             return;
     #if defined(MADV_HUGEPAGE) && !defined(__SANITIZE_ADDRESS__)
-        if (pasid_table_mapped(n * item, scattered)) {
+        if (pasid_table_mapped(n * item, huge)) {
             munmap(table, pasid_table_span(n * item));
             return;
         }
@@ -122,9 +127,9 @@ cdef extern from *:
     }
     """
     size_t PASID_HUGE
-    int pasid_table_mapped(size_t bytes, int scattered) noexcept nogil
-    void* pasid_table_new(size_t n, size_t item, int scattered) noexcept nogil
-    void pasid_table_free(void* table, size_t n, size_t item, int scattered) noexcept nogil
+    int pasid_table_mapped(size_t bytes, int huge) noexcept nogil
+    void* pasid_table_new(size_t n, size_t item, int huge) noexcept nogil
+    void pasid_table_free(void* table, size_t n, size_t item, int huge) noexcept nogil
 
 import inspect
 import operator
@@ -150,8 +155,9 @@ from pasid._state import State
 
 __all__ = ["GuestSpace", "IDA", "PasidAllocator"]
 
-# 1 where "random"'s tables are mappings of their own, advised for huge pages (above); 0
-# in the sanitizers' build and where the system has no MADV_HUGEPAGE (calloc's): tests
+# 1 where the slot table and "random"'s tables are mappings of their own, advised for
+# huge pages (above); 0 in the sanitizers' build and where the system has no
+# MADV_HUGEPAGE (calloc's): tests
 _HUGE_TABLES = pasid_table_mapped(PASID_HUGE, 1)
 
 # The core mirrors the pure backend file by file (a reader moves between twins by name):

@@ -819,7 +819,7 @@ def huge_advised_bytes():
 
 
 @pytest.mark.skipif(NO_EXTENSION, reason="the compiled core's tables")
-def test_random_tables_are_advised_for_huge_pages():
+def test_tables_are_advised_for_huge_pages():
     import pasid._core
 
     if not pasid._core._HUGE_TABLES:
@@ -831,16 +831,26 @@ def test_random_tables_are_advised_for_huge_pages():
                     "tables stay, on 4 KiB pages)")
     before = huge_advised_bytes()
     lowest = pasid._core.PasidAllocator(bits=20)
-    assert huge_advised_bytes() == before                  # other strategies: calloc's
+    assert huge_advised_bytes() - before == 2 << 20        # the slot table alone
     small = pasid._core.PasidAllocator(bits=17, strategy="random")
-    assert huge_advised_bytes() == before                  # every table under 2 MiB
+    assert huge_advised_bytes() - before == 2 << 20        # every table under 2 MiB
     a = pasid._core.PasidAllocator(bits=20, strategy="random")
     # slots 2 MiB, generations, references, bindings, owner links 4 MiB each, hold
     # times and owner records 8 MiB each: 38 MiB, each table 2 MiB-aligned
-    assert huge_advised_bytes() - before == 38 << 20
+    assert huge_advised_bytes() - before == (2 << 20) + (38 << 20)
     del a
-    assert huge_advised_bytes() == before                  # unmapped whole
-    del lowest, small
+    assert huge_advised_bytes() - before == 2 << 20        # unmapped whole
+    del lowest
+    assert huge_advised_bytes() == before
+    del small
+    for strategy in ("cyclic", "fifo"):
+        b = pasid._core.PasidAllocator(bits=20, strategy=strategy)
+        assert huge_advised_bytes() - before == 2 << 20, strategy
+        p = b.alloc()
+        b.free(p)
+        b._check()
+        del b
+    assert huge_advised_bytes() == before
 
 
 def kth_free(taken, k):
