@@ -170,13 +170,42 @@ cdef inline bint owner_exact(object key) noexcept:
     return type(key) is str or type(key) is int
 
 
+cdef extern from *:
+    """
+    #include <string.h>
+    /* Two strs equal? Their lengths, kinds and code units, as str.__eq__ tells: a
+       third of PyUnicode_Compare's time for a short name (it orders, we only
+       match). A str not yet in the canonical form (made only by C APIs gone in
+       3.12) is left to PyUnicode_Compare. */
+    static int pasid_str_equal(PyObject* x, PyObject* y) {
+    #if PY_VERSION_HEX < 0x030C0000
+        if (!PyUnicode_IS_READY(x) || !PyUnicode_IS_READY(y))
+            return PyUnicode_Compare(x, y) == 0;
+    #endif
+        Py_ssize_t n = PyUnicode_GET_LENGTH(x);
+        if (n != PyUnicode_GET_LENGTH(y) || PyUnicode_KIND(x) != PyUnicode_KIND(y))
+            return 0;
+        size_t bytes = (size_t)n * PyUnicode_KIND(x);
+        const unsigned char* a = (const unsigned char*)PyUnicode_DATA(x);
+        const unsigned char* b = (const unsigned char*)PyUnicode_DATA(y);
+        if (bytes > 16)
+            return memcmp(a, b, bytes) == 0;
+        for (size_t i = 0; i < bytes; i++)      /* a name: shorter than a call to memcmp */
+            if (a[i] != b[i])
+                return 0;
+        return 1;
+    }
+    """
+    bint pasid_str_equal(object x, object y) noexcept
+
+
 cdef inline bint owner_same(object key, object owner) noexcept:
     """``owner`` is ``key`` for the owner table, decided without user code: the same
     object, or equal exact strs or ints. False when that cannot be told so."""
     if key is owner:
         return True
     if type(key) is str:
-        return type(owner) is str and PyUnicode_Compare(key, owner) == 0
+        return type(owner) is str and pasid_str_equal(key, owner)
     if type(key) is int:
         return type(owner) is int and owner_ints_equal(key, owner)
     return False

@@ -885,6 +885,25 @@ def test_owners_are_found_by_the_tables_equality_whatever_object_names_them(back
     a._check()
 
 
+@pytest.mark.parametrize("name", ["vm0", "v" * 16, "v" * 17, "gast-\u0125", "gast-\U0001f600",
+                                  "x" * 40 + "\u0125"])
+def test_the_last_owner_named_is_matched_by_its_name_not_its_object(backend, name):
+    # the last owner named is matched by an equal str made anew (length, kind, code
+    # units: short names compared in place, longer ones by memcmp); a str of the same
+    # length and kind differing in its last code unit names another owner (a match
+    # missed would only cost a look-up; a false match would merge two owners)
+    a = backend.PasidAllocator(bits=8)
+    p = a.alloc(owner=name)
+    q = a.alloc(owner="".join(list(name)))         # equal, another object
+    assert a.owner(q) == name
+    other = name[:-1] + chr(ord(name[-1]) + 1)
+    r = a.alloc(owner=other)
+    assert a.owner(r) == other and a.owner(p) == name
+    s = a.alloc(owner="".join(list(name)))          # back to the first: by the table
+    assert a.exit_owner(name) == [p, q, s] and a.exit_owner(other) == [r]
+    a._check()
+
+
 def test_one_pasid_owners_coming_and_going_keep_every_rule(backend):
     # a process per owner, each with one PASID (the records a simulator makes and
     # lets go all the time): quotas, exits, and owners that come back
