@@ -30,7 +30,8 @@ __all__ = ["GuestSpace", "IDA", "PasidAllocator"]
 
 # the C-level API's table (pasid/capi.pxd), for import_pasid_capi() to fetch
 _C_API: CapsuleType
-# 1 where the random strategy's tables are mapped and advised for huge pages (_core.pyx)
+# 1 where the slot table and the random strategy's tables (2 MiB and more) are mapped and
+# advised for huge pages (_core.pyx)
 _HUGE_TABLES: int
 
 # ``free_many``/``states``: a sequence of IDs or an integer array (of any shape).
